@@ -1,0 +1,144 @@
+//! Length-delimited frames: `u32 BE length | u32 BE stream id | postcard body`.
+//! The length counts the stream id and the body.
+
+use serde::{de::DeserializeOwned, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Upper bound of one frame, so a corrupt length cannot make a side allocate
+/// without limit.
+pub const MAX_FRAME: usize = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("connection closed")]
+    Closed,
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME} byte limit")]
+    TooLarge(usize),
+    #[error("malformed frame: {0}")]
+    Decode(#[from] postcard::Error),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub struct FrameReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(inner: R) -> Self {
+        FrameReader { inner, buf: Vec::new() }
+    }
+
+    /// Next frame, or [`FrameError::Closed`] on a clean end of stream.
+    pub async fn read<M: DeserializeOwned>(&mut self) -> Result<(u32, M), FrameError> {
+        let mut head = [0u8; 8];
+        match self.inner.read_exact(&mut head[..4]).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+            Err(e) => return Err(e.into()),
+        }
+        let len = u32::from_be_bytes(head[..4].try_into().unwrap()) as usize;
+        if len > MAX_FRAME {
+            return Err(FrameError::TooLarge(len));
+        }
+        if len < 4 {
+            return Err(FrameError::Decode(postcard::Error::DeserializeUnexpectedEnd));
+        }
+        self.inner.read_exact(&mut head[4..8]).await?;
+        let stream = u32::from_be_bytes(head[4..8].try_into().unwrap());
+        self.buf.resize(len - 4, 0);
+        self.inner.read_exact(&mut self.buf).await?;
+        let msg = postcard::from_bytes(&self.buf)?;
+        Ok((stream, msg))
+    }
+
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+}
+
+pub struct FrameWriter<W> {
+    inner: W,
+    buf: Vec<u8>,
+}
+
+impl<W: AsyncWrite + Unpin> FrameWriter<W> {
+    pub fn new(inner: W) -> Self {
+        FrameWriter { inner, buf: Vec::with_capacity(crate::CHUNK + 64) }
+    }
+
+    /// Encode and write one frame, then flush.
+    pub async fn write<M: Serialize>(&mut self, stream: u32, msg: &M) -> Result<(), FrameError> {
+        self.buf.clear();
+        self.buf.extend_from_slice(&[0; 8]);
+        self.buf = postcard::to_extend(msg, std::mem::take(&mut self.buf))?;
+        let len = self.buf.len() - 4;
+        if len > MAX_FRAME {
+            return Err(FrameError::TooLarge(len));
+        }
+        self.buf[..4].copy_from_slice(&(len as u32).to_be_bytes());
+        self.buf[4..8].copy_from_slice(&stream.to_be_bytes());
+        self.inner.write_all(&self.buf).await?;
+        self.inner.flush().await?;
+        Ok(())
+    }
+
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ExecRequest, GuestMsg, HostMsg};
+
+    #[tokio::test]
+    async fn round_trip_many_frames() {
+        let (a, b) = tokio::io::duplex(1024);
+        let mut w = FrameWriter::new(a);
+        let mut r = FrameReader::new(b);
+        let sent = vec![
+            (1, HostMsg::Exec(ExecRequest { argv: vec!["true".into()], ..Default::default() })),
+            (3, HostMsg::Data(vec![7; 200_000])),
+            (5, HostMsg::Signal(9)),
+        ];
+        let expect = sent.clone();
+        let writer = tokio::spawn(async move {
+            for (id, m) in &sent {
+                w.write(*id, m).await.unwrap();
+            }
+        });
+        for (id, m) in expect {
+            let (rid, rm): (u32, HostMsg) = r.read().await.unwrap();
+            assert_eq!((rid, rm), (id, m));
+        }
+        writer.await.unwrap();
+        drop(r.into_inner());
+    }
+
+    #[tokio::test]
+    async fn rejects_oversized_length() {
+        let (mut a, b) = tokio::io::duplex(64);
+        a.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+        let mut r = FrameReader::new(b);
+        assert!(matches!(r.read::<GuestMsg>().await, Err(FrameError::TooLarge(_))));
+    }
+
+    #[tokio::test]
+    async fn clean_eof_is_closed() {
+        let (a, b) = tokio::io::duplex(64);
+        drop(a);
+        let mut r = FrameReader::new(b);
+        assert!(matches!(r.read::<GuestMsg>().await, Err(FrameError::Closed)));
+    }
+
+    #[tokio::test]
+    async fn garbage_body_is_a_decode_error() {
+        let (mut a, b) = tokio::io::duplex(64);
+        a.write_all(&[0, 0, 0, 6, 0, 0, 0, 1, 0xff, 0xff]).await.unwrap();
+        let mut r = FrameReader::new(b);
+        assert!(matches!(r.read::<HostMsg>().await, Err(FrameError::Decode(_))));
+    }
+}

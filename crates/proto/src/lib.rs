@@ -1,0 +1,22 @@
+//! The host <-> guest protocol of IronClaw: the one source of truth for what
+//! crosses into a sandbox.
+//!
+//! One byte stream (Unix socket, vsock or virtio-serial port) carries many
+//! concurrent operations. A connection starts with a line-based handshake
+//! ([`handshake`]) that also resynchronises streams that may hold stale bytes
+//! (a virtio-serial port keeps what the guest wrote while no host was
+//! connected). After it, both sides exchange [`frame`]s: a stream id plus one
+//! message. The host opens streams (ids it picks, never reused on a
+//! connection); the guest answers on the same id.
+
+pub mod frame;
+pub mod handshake;
+pub mod msg;
+
+pub use frame::{FrameError, FrameReader, FrameWriter, MAX_FRAME};
+pub use handshake::{HandshakeError, PROTOCOL_VERSION};
+pub use msg::*;
+
+/// Largest data chunk either side puts in one frame. Kept well under
+/// [`MAX_FRAME`] so the envelope always fits.
+pub const CHUNK: usize = 64 * 1024;

@@ -1,0 +1,213 @@
+//! Message types. Host-to-guest messages are [`HostMsg`], guest-to-host are
+//! [`GuestMsg`]; each travels in a frame tagged with its stream id.
+//!
+//! Adding a variant at the end of an enum is backwards compatible for
+//! decoding old messages; anything else needs a [`crate::PROTOCOL_VERSION`]
+//! bump.
+
+use serde::{Deserialize, Serialize};
+
+/// Terminal size in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TtySize {
+    pub rows: u16,
+    pub cols: u16,
+}
+
+impl Default for TtySize {
+    fn default() -> Self {
+        TtySize { rows: 24, cols: 80 }
+    }
+}
+
+/// A one-shot command.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecRequest {
+    pub argv: Vec<String>,
+    /// Added to (and overriding) the agent's base environment.
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<String>,
+    /// When false the command's stdin is /dev/null; when true the host sends
+    /// [`HostMsg::Stdin`] and closes with [`HostMsg::StdinEof`].
+    pub stdin: bool,
+    /// Kill the command (its whole process group) after this many ms.
+    pub timeout_ms: Option<u64>,
+    /// Run on a fresh pseudo-terminal of this size (stdout carries the
+    /// terminal output; there is no separate stderr).
+    pub tty: Option<TtySize>,
+}
+
+/// Open (or reattach to) a named PTY session that outlives the connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PtyOpen {
+    pub name: String,
+    /// Command to start when the session does not exist yet; empty means the
+    /// image's login shell.
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<String>,
+    pub size: TtySize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileWrite {
+    pub path: String,
+    /// Permission bits of the file once written.
+    pub mode: u32,
+    /// Create missing parent directories.
+    pub parents: bool,
+}
+
+/// Host to guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostMsg {
+    Exec(ExecRequest),
+    /// Bytes for the stdin of an exec or the input of a PTY.
+    Stdin(#[serde(with = "serde_bytes")] Vec<u8>),
+    StdinEof,
+    /// Deliver a signal to the process group of an exec or PTY.
+    Signal(i32),
+    Resize(TtySize),
+    PtyOpen(PtyOpen),
+    PtyList,
+    PtyKill { name: String },
+    /// Stream a file's contents back as [`GuestMsg::Data`] then [`GuestMsg::Eof`].
+    FileRead { path: String },
+    /// Start a file upload; data follows as [`HostMsg::Data`], then
+    /// [`HostMsg::Eof`]; the guest replies [`GuestMsg::Stat`] when the file
+    /// is in place (written to a temporary name, then renamed).
+    FileWrite(FileWrite),
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
+    Eof,
+    Stat { path: String },
+    List { path: String },
+    Mkdir { path: String, parents: bool, mode: u32 },
+    Remove { path: String, recursive: bool },
+    Rename { from: String, to: String },
+    Info,
+    /// Terminate every process, sync filesystems and (as PID 1) power off.
+    Shutdown,
+    /// The host gives up on this stream: the guest stops sending on it and
+    /// kills a one-shot exec still running. A PTY session is only detached.
+    Cancel,
+    Ping,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStat {
+    pub path: String,
+    pub kind: FileKind,
+    pub size: u64,
+    pub mode: u32,
+    /// Seconds since the Unix epoch.
+    pub mtime: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    pub name: String,
+    pub kind: FileKind,
+    pub size: u64,
+    pub mode: u32,
+    pub mtime: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestInfo {
+    pub agent_version: String,
+    pub protocol_version: u32,
+    pub hostname: String,
+    pub kernel: String,
+    pub uptime_ms: u64,
+    pub cpus: u32,
+    pub mem_total_bytes: u64,
+    pub mem_used_bytes: u64,
+    pub disk_total_bytes: u64,
+    pub disk_used_bytes: u64,
+    pub pid1: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PtySessionInfo {
+    pub name: String,
+    pub pid: i32,
+    pub alive: bool,
+    pub attached: u32,
+    pub size: TtySize,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    /// Exit code, or 128 + signal when killed by a signal (shell convention).
+    pub code: i32,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+}
+
+/// Error classes, so the host can map them to HTTP statuses without parsing
+/// messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    NotFound,
+    AlreadyExists,
+    PermissionDenied,
+    InvalidInput,
+    NotADirectory,
+    IsADirectory,
+    DirectoryNotEmpty,
+    ResourceExhausted,
+    Unsupported,
+    Other,
+}
+
+/// Guest to host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GuestMsg {
+    /// An exec or PTY process is running with this pid (in the guest).
+    Started { pid: i32 },
+    Stdout(#[serde(with = "serde_bytes")] Vec<u8>),
+    Stderr(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The process ended; last message on an exec stream.
+    Exited(ExitStatus),
+    /// Attached to a PTY session; `created` is false on a reattach, in which
+    /// case [`GuestMsg::Stdout`] with the screen replay follows.
+    PtyAttached { created: bool, pid: i32 },
+    PtySessions(Vec<PtySessionInfo>),
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
+    Eof,
+    Stat(FileStat),
+    Entries(Vec<DirEntry>),
+    Info(GuestInfo),
+    /// A request succeeded with nothing else to say.
+    Ok,
+    Pong,
+    /// The request failed; last message on its stream.
+    Error { kind: ErrorKind, message: String },
+}
+
+impl GuestMsg {
+    /// True when no more messages follow on this stream.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            GuestMsg::Exited(_)
+                | GuestMsg::Error { .. }
+                | GuestMsg::Ok
+                | GuestMsg::Pong
+                | GuestMsg::Stat(_)
+                | GuestMsg::Entries(_)
+                | GuestMsg::Info(_)
+                | GuestMsg::PtySessions(_)
+                | GuestMsg::Eof
+        )
+    }
+}
