@@ -1,0 +1,144 @@
+//! The one interface every sandbox backend implements. The daemon only talks
+//! to sandboxes through it (and through the guest agent it returns the
+//! address of), so placement on other hosts can later hide behind it too.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::agent::AgentClient;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    Namespace,
+    Qemu,
+    Firecracker,
+}
+
+impl BackendKind {
+    pub const ALL: [BackendKind; 3] = [BackendKind::Firecracker, BackendKind::Qemu, BackendKind::Namespace];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Namespace => "namespace",
+            BackendKind::Qemu => "qemu",
+            BackendKind::Firecracker => "firecracker",
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "namespace" => Ok(BackendKind::Namespace),
+            "qemu" => Ok(BackendKind::Qemu),
+            "firecracker" => Ok(BackendKind::Firecracker),
+            _ => Err(format!("unknown backend {s:?} (expected namespace, qemu or firecracker)")),
+        }
+    }
+}
+
+/// Whether a backend can run sandboxes on this host, and why not.
+#[derive(Debug, Clone, Serialize)]
+pub struct Availability {
+    pub available: bool,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub disk_mib: u64,
+    /// Most processes (threads) at once inside the sandbox.
+    pub pids: u64,
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Resources { vcpus: 1, memory_mib: 512, disk_mib: 2048, pids: 1024 }
+    }
+}
+
+/// Everything a backend needs to know about one sandbox.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    /// Short unique id: names the state directory and the cgroup.
+    pub id: String,
+    pub name: String,
+    pub image_rootfs: PathBuf,
+    /// The sandbox's own state directory (its writable disk, sockets, logs).
+    pub dir: PathBuf,
+    pub resources: Resources,
+}
+
+impl SandboxSpec {
+    pub fn console_log(&self) -> PathBuf {
+        self.dir.join("console.log")
+    }
+}
+
+/// A started sandbox: the process that embodies it and where its agent
+/// listens. Persisted by the daemon so that a restarted daemon can adopt it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Running {
+    pub pid: i32,
+    /// The process start time (clock ticks since boot, /proc/PID/stat field
+    /// 22), so a recycled pid is never mistaken for the sandbox.
+    pub pid_start: u64,
+    pub agent_socket: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("backend {0} is not available on this host: {1}")]
+    Unavailable(BackendKind, String),
+    #[error("{0}")]
+    Setup(String),
+    #[error("sandbox did not become ready: {0}")]
+    NotReady(String),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroup::CgroupError),
+}
+
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync {
+    fn kind(&self) -> BackendKind;
+
+    /// Can this backend run sandboxes here? Cheap; may use cached probes.
+    fn availability(&self) -> Availability;
+
+    /// Create the sandbox's writable disk from its image. Idempotent.
+    async fn prepare(&self, spec: &SandboxSpec) -> Result<(), BackendError>;
+
+    /// Boot the sandbox and wait until its agent answers.
+    async fn start(&self, spec: &SandboxSpec) -> Result<(Running, AgentClient), BackendError>;
+
+    /// Ask the guest to shut down (through `agent` when connected), wait up
+    /// to `grace`, then kill. Leaves no process, mount or cgroup behind.
+    async fn stop(
+        &self,
+        spec: &SandboxSpec,
+        running: &Running,
+        agent: Option<&AgentClient>,
+        grace: Duration,
+    ) -> Result<(), BackendError>;
+
+    /// Remove the sandbox's disk and state. The sandbox must be stopped.
+    async fn destroy(&self, spec: &SandboxSpec) -> Result<(), BackendError>;
+
+    /// Bytes the sandbox's writable disk uses.
+    fn disk_used(&self, spec: &SandboxSpec) -> u64;
+}

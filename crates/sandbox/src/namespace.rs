@@ -1,0 +1,259 @@
+//! The `namespace` backend: the guest agent as PID 1 of fresh pid, mount,
+//! net, uts, ipc and cgroup namespaces, pivot_root'ed into an overlay of the
+//! image (read-only lower) and the sandbox's own upper directory, limited by
+//! a cgroup. No virtualization needed, so it works on any Linux host.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ironclaw_proto::HostMsg;
+use nix::sched::CloneFlags;
+
+use crate::agent::AgentClient;
+use crate::backend::{Availability, Backend, BackendError, BackendKind, Running, SandboxSpec};
+use crate::cgroup::{self, Cgroup};
+use crate::process;
+
+/// Where the guest binary lives inside every image.
+pub const GUEST_PATH: &str = "sbin/ironclaw-guest";
+/// How long a sandbox may take from spawn to a connected agent.
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// `sun_path` is 108 bytes including the terminating NUL.
+const MAX_SOCKET_PATH: usize = 107;
+
+#[derive(Debug, Default)]
+pub struct NamespaceBackend;
+
+struct Layout {
+    upper: PathBuf,
+    work: PathBuf,
+    merged: PathBuf,
+    run: PathBuf,
+}
+
+fn layout(spec: &SandboxSpec) -> Layout {
+    let d = &spec.dir;
+    Layout { upper: d.join("upper"), work: d.join("work"), merged: d.join("merged"), run: d.join("run") }
+}
+
+pub fn agent_socket(spec: &SandboxSpec) -> PathBuf {
+    spec.dir.join("run").join("agent.sock")
+}
+
+/// Last `n` bytes of a log file, for error messages.
+pub fn log_tail(path: &Path, n: u64) -> String {
+    let Ok(data) = fs::read(path) else { return String::new() };
+    let start = data.len().saturating_sub(n as usize);
+    String::from_utf8_lossy(&data[start..]).trim().to_string()
+}
+
+impl NamespaceBackend {
+    pub fn new() -> Self {
+        NamespaceBackend
+    }
+
+    fn spawn(&self, spec: &SandboxSpec, cg: &Cgroup) -> Result<u32, BackendError> {
+        let l = layout(spec);
+        let guest = spec.image_rootfs.join(GUEST_PATH);
+        if !guest.exists() {
+            return Err(BackendError::Setup(format!(
+                "image at {} has no guest agent at /{GUEST_PATH}; rebuild the image",
+                spec.image_rootfs.display()
+            )));
+        }
+        let log = OpenOptions::new().create(true).append(true).open(spec.console_log())?;
+        let procs: Vec<File> = cg
+            .procs_files()
+            .iter()
+            .map(|p| OpenOptions::new().write(true).open(p))
+            .collect::<Result<_, _>>()?;
+        let procs_fds: Vec<i32> = procs.iter().map(|f| f.as_raw_fd()).collect();
+
+        let mut cmd = Command::new(&guest);
+        cmd.arg("ns-init")
+            .arg("--lower")
+            .arg(&spec.image_rootfs)
+            .arg("--upper")
+            .arg(&l.upper)
+            .arg("--work")
+            .arg(&l.work)
+            .arg("--merged")
+            .arg(&l.merged)
+            .arg("--agent-dir")
+            .arg(&l.run)
+            .arg("--hostname")
+            .arg(&spec.name)
+            // The daemon's environment may hold secrets: the sandbox gets none of it.
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        // SAFETY: only async-signal-safe calls (setsid, write, unshare) with
+        // data prepared before fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::unistd::setsid()?;
+                for fd in &procs_fds {
+                    // "0" moves the writing process into the group.
+                    if libc::write(*fd, b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                nix::sched::unshare(
+                    CloneFlags::CLONE_NEWNS
+                        | CloneFlags::CLONE_NEWUTS
+                        | CloneFlags::CLONE_NEWIPC
+                        | CloneFlags::CLONE_NEWNET
+                        | CloneFlags::CLONE_NEWCGROUP
+                        | CloneFlags::CLONE_NEWPID,
+                )?;
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|e| BackendError::Setup(format!("starting {}: {e}", guest.display())))?;
+        drop(procs);
+        // The child is reaped by whoever waits on it through `process::wait_exit`.
+        Ok(child.id())
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for NamespaceBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Namespace
+    }
+
+    fn availability(&self) -> Availability {
+        if !nix::unistd::geteuid().is_root() {
+            return Availability { available: false, reason: "needs root to create namespaces and cgroups".into() };
+        }
+        let filesystems = fs::read_to_string("/proc/filesystems").unwrap_or_default();
+        if !filesystems.lines().any(|l| l.ends_with("\toverlay")) {
+            return Availability { available: false, reason: "the kernel has no overlay filesystem".into() };
+        }
+        match cgroup::detect() {
+            Ok((_, what)) => Availability { available: true, reason: format!("namespaces + overlayfs + {what}") },
+            Err(e) => Availability { available: false, reason: e.to_string() },
+        }
+    }
+
+    async fn prepare(&self, spec: &SandboxSpec) -> Result<(), BackendError> {
+        let l = layout(spec);
+        for d in [&l.upper, &l.work, &l.merged, &l.run] {
+            fs::create_dir_all(d)?;
+        }
+        let sock = agent_socket(spec);
+        if sock.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(BackendError::Setup(format!(
+                "agent socket path {} is longer than {MAX_SOCKET_PATH} bytes; use a shorter --data-dir",
+                sock.display()
+            )));
+        }
+        Ok(())
+    }
+
+    async fn start(&self, spec: &SandboxSpec) -> Result<(Running, AgentClient), BackendError> {
+        self.prepare(spec).await?;
+        let sock = agent_socket(spec);
+        let _ = fs::remove_file(&sock);
+        let cg = Cgroup::for_sandbox(&spec.id)?;
+        // A leftover group from a crash would hold stale processes.
+        cg.destroy().await?;
+        cg.create(&spec.resources)?;
+        let pid = match self.spawn(spec, &cg) {
+            Ok(pid) => pid as i32,
+            Err(e) => {
+                let _ = cg.destroy().await;
+                return Err(e);
+            }
+        };
+        let pid_start = process::start_time(pid).unwrap_or(0);
+        let running = Running { pid, pid_start, agent_socket: sock.clone() };
+
+        let started = Instant::now();
+        let mut delay = Duration::from_micros(500);
+        let failure = loop {
+            if sock.exists() {
+                match AgentClient::connect_unix(&sock).await {
+                    Ok(agent) => return Ok((running, agent)),
+                    Err(e) if started.elapsed() > READY_TIMEOUT => break e.to_string(),
+                    Err(_) => {}
+                }
+            }
+            if !process::is_same_process(pid, pid_start) {
+                process::reap(pid);
+                break "the sandbox init exited".to_string();
+            }
+            if started.elapsed() > READY_TIMEOUT {
+                break format!("no agent socket after {READY_TIMEOUT:?}");
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(20));
+        };
+        // Tear down what we started before reporting.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let _ = cg.destroy().await;
+        process::reap(pid);
+        let tail = log_tail(&spec.console_log(), 2000);
+        Err(BackendError::NotReady(format!("{failure}; console log:\n{tail}")))
+    }
+
+    async fn stop(
+        &self,
+        spec: &SandboxSpec,
+        running: &Running,
+        agent: Option<&AgentClient>,
+        grace: Duration,
+    ) -> Result<(), BackendError> {
+        let cg = Cgroup::for_sandbox(&spec.id)?;
+        if process::is_same_process(running.pid, running.pid_start) {
+            if let Some(agent) = agent {
+                let _ = tokio::time::timeout(grace, agent.call_ok(HostMsg::Shutdown)).await;
+            } else {
+                // SAFETY: kill has no memory effects.
+                unsafe { libc::kill(running.pid, libc::SIGTERM) };
+            }
+            if tokio::time::timeout(grace, process::wait_exit(running.pid)).await.is_err() {
+                tracing::warn!(sandbox = %spec.name, "did not stop within {grace:?}; killing");
+                unsafe { libc::kill(running.pid, libc::SIGKILL) };
+            }
+        }
+        cg.destroy().await?;
+        process::reap(running.pid);
+        let _ = fs::remove_file(&running.agent_socket);
+        Ok(())
+    }
+
+    async fn destroy(&self, spec: &SandboxSpec) -> Result<(), BackendError> {
+        match fs::remove_dir_all(&spec.dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    fn disk_used(&self, spec: &SandboxSpec) -> u64 {
+        dir_usage(&layout(spec).upper)
+    }
+}
+
+/// Bytes allocated under `dir` (not following symlinks, not crossing mounts).
+pub fn dir_usage(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let Ok(md) = e.metadata() else { continue };
+            total += md.blocks() * 512;
+            if md.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    total
+}

@@ -1,0 +1,63 @@
+//! Watching processes that may or may not be our children (a restarted
+//! daemon adopts sandboxes started by its predecessor).
+
+use std::os::fd::{FromRawFd, OwnedFd};
+
+use tokio::io::unix::AsyncFd;
+
+/// Start time of `pid` in clock ticks since boot, or None if it is gone.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+/// True when `pid` is alive and is still the process that started at `start`.
+pub fn is_same_process(pid: i32, start: u64) -> bool {
+    start_time(pid) == Some(start) && !is_zombie(pid)
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
+        .unwrap_or(false)
+}
+
+fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+    // SAFETY: plain syscall; returns a new fd we own or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Resolves when `pid` exits, reaping it if it is our child (so no zombie is
+/// left). Returns the exit status when we could reap it.
+pub async fn wait_exit(pid: i32) -> Option<i32> {
+    if let Ok(fd) = pidfd_open(pid) {
+        if let Ok(afd) = AsyncFd::new(fd) {
+            let _ = afd.readable().await;
+        }
+    }
+    reap(pid)
+}
+
+/// Reap `pid` if it is an exited child of ours.
+pub fn reap(pid: i32) -> Option<i32> {
+    let mut status = 0;
+    // SAFETY: waitpid on a specific pid with WNOHANG has no memory effects.
+    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    if r == pid {
+        if libc::WIFEXITED(status) {
+            return Some(libc::WEXITSTATUS(status));
+        }
+        if libc::WIFSIGNALED(status) {
+            return Some(128 + libc::WTERMSIG(status));
+        }
+    }
+    None
+}

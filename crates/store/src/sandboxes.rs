@@ -1,0 +1,221 @@
+//! Sandbox records.
+
+use rusqlite::{params, OptionalExtension, Row};
+use serde::{Deserialize, Serialize};
+
+use crate::{now, Store, StoreError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxState {
+    Creating,
+    Running,
+    Stopped,
+    Crashed,
+    Error,
+}
+
+impl SandboxState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxState::Creating => "creating",
+            SandboxState::Running => "running",
+            SandboxState::Stopped => "stopped",
+            SandboxState::Crashed => "crashed",
+            SandboxState::Error => "error",
+        }
+    }
+
+    fn parse(s: &str) -> SandboxState {
+        match s {
+            "creating" => SandboxState::Creating,
+            "running" => SandboxState::Running,
+            "stopped" => SandboxState::Stopped,
+            "crashed" => SandboxState::Crashed,
+            _ => SandboxState::Error,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxRecord {
+    pub id: String,
+    pub name: String,
+    pub backend: String,
+    pub image: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub disk_mib: u64,
+    pub pids: u64,
+    pub state: SandboxState,
+    pub state_reason: Option<String>,
+    /// True when the sandbox should be running (it was started and not
+    /// stopped by a user); a restarted daemon brings these back.
+    pub desired_running: bool,
+    /// Backend-specific runtime handle (JSON), present while running.
+    pub runtime: Option<String>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub updated_at: String,
+}
+
+const COLUMNS: &str = "id, name, backend, image, vcpus, memory_mib, disk_mib, pids, state, state_reason, desired, runtime, created_at, started_at, updated_at";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<SandboxRecord> {
+    Ok(SandboxRecord {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        backend: r.get(2)?,
+        image: r.get(3)?,
+        vcpus: r.get(4)?,
+        memory_mib: r.get::<_, i64>(5)? as u64,
+        disk_mib: r.get::<_, i64>(6)? as u64,
+        pids: r.get::<_, i64>(7)? as u64,
+        state: SandboxState::parse(&r.get::<_, String>(8)?),
+        state_reason: r.get(9)?,
+        desired_running: r.get::<_, String>(10)? == "running",
+        runtime: r.get(11)?,
+        created_at: r.get(12)?,
+        started_at: r.get(13)?,
+        updated_at: r.get(14)?,
+    })
+}
+
+impl Store {
+    pub fn insert_sandbox(&self, s: &SandboxRecord) -> Result<(), StoreError> {
+        let r = self.conn().execute(
+            &format!("INSERT INTO sandboxes ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)"),
+            params![
+                s.id,
+                s.name,
+                s.backend,
+                s.image,
+                s.vcpus,
+                s.memory_mib as i64,
+                s.disk_mib as i64,
+                s.pids as i64,
+                s.state.as_str(),
+                s.state_reason,
+                if s.desired_running { "running" } else { "stopped" },
+                s.runtime,
+                s.created_at,
+                s.started_at,
+                s.updated_at
+            ],
+        );
+        match r {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+                Err(StoreError::Conflict(format!("sandbox '{}'", s.name)))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn sandbox(&self, name: &str) -> Result<SandboxRecord, StoreError> {
+        self.conn()
+            .query_row(&format!("SELECT {COLUMNS} FROM sandboxes WHERE name = ?1"), [name], from_row)
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(format!("sandbox '{name}'")))
+    }
+
+    pub fn sandboxes(&self) -> Result<Vec<SandboxRecord>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare(&format!("SELECT {COLUMNS} FROM sandboxes ORDER BY name"))?;
+        let rows = st.query_map([], from_row)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn count_sandboxes_using_image(&self, image: &str) -> Result<u64, StoreError> {
+        let n: i64 = self.conn().query_row("SELECT COUNT(*) FROM sandboxes WHERE image = ?1", [image], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
+    /// Record a state change. `runtime` is kept only while running.
+    pub fn set_sandbox_state(
+        &self,
+        name: &str,
+        state: SandboxState,
+        reason: Option<&str>,
+        runtime: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let now = now();
+        let started = if state == SandboxState::Running { Some(now.clone()) } else { None };
+        let n = self.conn().execute(
+            "UPDATE sandboxes SET state = ?2, state_reason = ?3, runtime = ?4,
+                 started_at = COALESCE(?5, started_at), updated_at = ?6 WHERE name = ?1",
+            params![name, state.as_str(), reason, runtime, started, now],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("sandbox '{name}'")));
+        }
+        Ok(())
+    }
+
+    pub fn set_sandbox_desired(&self, name: &str, running: bool) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE sandboxes SET desired = ?2, updated_at = ?3 WHERE name = ?1",
+            params![name, if running { "running" } else { "stopped" }, now()],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_sandbox(&self, name: &str) -> Result<(), StoreError> {
+        let n = self.conn().execute("DELETE FROM sandboxes WHERE name = ?1", [name])?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("sandbox '{name}'")));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str) -> SandboxRecord {
+        SandboxRecord {
+            id: format!("id-{name}"),
+            name: name.into(),
+            backend: "namespace".into(),
+            image: "mini".into(),
+            vcpus: 1,
+            memory_mib: 512,
+            disk_mib: 2048,
+            pids: 1024,
+            state: SandboxState::Creating,
+            state_reason: None,
+            desired_running: true,
+            runtime: None,
+            created_at: now(),
+            started_at: None,
+            updated_at: now(),
+        }
+    }
+
+    #[test]
+    fn crud_and_conflicts() {
+        let s = Store::open_in_memory().unwrap();
+        s.insert_sandbox(&record("dev")).unwrap();
+        assert!(matches!(s.insert_sandbox(&record("dev")), Err(StoreError::Conflict(_))));
+        s.set_sandbox_state("dev", SandboxState::Running, None, Some("{}")).unwrap();
+        let r = s.sandbox("dev").unwrap();
+        assert_eq!(r.state, SandboxState::Running);
+        assert!(r.started_at.is_some());
+        assert_eq!(s.count_sandboxes_using_image("mini").unwrap(), 1);
+        s.set_sandbox_desired("dev", false).unwrap();
+        assert!(!s.sandbox("dev").unwrap().desired_running);
+        assert!(matches!(s.sandbox("nope"), Err(StoreError::NotFound(_))));
+        s.delete_sandbox("dev").unwrap();
+        assert!(s.sandboxes().unwrap().is_empty());
+    }
+
+    #[test]
+    fn survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        Store::open(&path).unwrap().insert_sandbox(&record("keep")).unwrap();
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.sandbox("keep").unwrap().name, "keep");
+    }
+}
