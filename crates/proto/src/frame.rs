@@ -27,7 +27,10 @@ pub struct FrameReader<R> {
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(inner: R) -> Self {
-        FrameReader { inner, buf: Vec::new() }
+        FrameReader {
+            inner,
+            buf: Vec::new(),
+        }
     }
 
     /// Next frame, or [`FrameError::Closed`] on a clean end of stream.
@@ -35,7 +38,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         let mut head = [0u8; 8];
         match self.inner.read_exact(&mut head[..4]).await {
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(FrameError::Closed)
+            }
             Err(e) => return Err(e.into()),
         }
         let len = u32::from_be_bytes(head[..4].try_into().unwrap()) as usize;
@@ -43,7 +48,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             return Err(FrameError::TooLarge(len));
         }
         if len < 4 {
-            return Err(FrameError::Decode(postcard::Error::DeserializeUnexpectedEnd));
+            return Err(FrameError::Decode(
+                postcard::Error::DeserializeUnexpectedEnd,
+            ));
         }
         self.inner.read_exact(&mut head[4..8]).await?;
         let stream = u32::from_be_bytes(head[4..8].try_into().unwrap());
@@ -65,7 +72,10 @@ pub struct FrameWriter<W> {
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     pub fn new(inner: W) -> Self {
-        FrameWriter { inner, buf: Vec::with_capacity(crate::CHUNK + 64) }
+        FrameWriter {
+            inner,
+            buf: Vec::with_capacity(crate::CHUNK + 64),
+        }
     }
 
     /// Encode and write one frame, then flush.
@@ -100,7 +110,13 @@ mod tests {
         let mut w = FrameWriter::new(a);
         let mut r = FrameReader::new(b);
         let sent = vec![
-            (1, HostMsg::Exec(ExecRequest { argv: vec!["true".into()], ..Default::default() })),
+            (
+                1,
+                HostMsg::Exec(ExecRequest {
+                    argv: vec!["true".into()],
+                    ..Default::default()
+                }),
+            ),
             (3, HostMsg::Data(vec![7; 200_000])),
             (5, HostMsg::Signal(9)),
         ];
@@ -123,7 +139,10 @@ mod tests {
         let (mut a, b) = tokio::io::duplex(64);
         a.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
         let mut r = FrameReader::new(b);
-        assert!(matches!(r.read::<GuestMsg>().await, Err(FrameError::TooLarge(_))));
+        assert!(matches!(
+            r.read::<GuestMsg>().await,
+            Err(FrameError::TooLarge(_))
+        ));
     }
 
     #[tokio::test]
@@ -131,14 +150,22 @@ mod tests {
         let (a, b) = tokio::io::duplex(64);
         drop(a);
         let mut r = FrameReader::new(b);
-        assert!(matches!(r.read::<GuestMsg>().await, Err(FrameError::Closed)));
+        assert!(matches!(
+            r.read::<GuestMsg>().await,
+            Err(FrameError::Closed)
+        ));
     }
 
     #[tokio::test]
     async fn garbage_body_is_a_decode_error() {
         let (mut a, b) = tokio::io::duplex(64);
-        a.write_all(&[0, 0, 0, 6, 0, 0, 0, 1, 0xff, 0xff]).await.unwrap();
+        a.write_all(&[0, 0, 0, 6, 0, 0, 0, 1, 0xff, 0xff])
+            .await
+            .unwrap();
         let mut r = FrameReader::new(b);
-        assert!(matches!(r.read::<HostMsg>().await, Err(FrameError::Decode(_))));
+        assert!(matches!(
+            r.read::<HostMsg>().await,
+            Err(FrameError::Decode(_))
+        ));
     }
 }

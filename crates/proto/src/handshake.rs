@@ -48,7 +48,11 @@ async fn read_byte<R: AsyncRead + Unpin>(r: &mut R) -> Result<u8, HandshakeError
 }
 
 /// Scan for a line starting with `prefix` and return the rest of it.
-async fn scan_line<R: AsyncRead + Unpin>(r: &mut R, prefix: &[u8], max_noise: usize) -> Result<String, HandshakeError> {
+async fn scan_line<R: AsyncRead + Unpin>(
+    r: &mut R,
+    prefix: &[u8],
+    max_noise: usize,
+) -> Result<String, HandshakeError> {
     let mut matched = 0;
     let mut skipped = 0usize;
     loop {
@@ -81,8 +85,12 @@ async fn scan_line<R: AsyncRead + Unpin>(r: &mut R, prefix: &[u8], max_noise: us
 }
 
 /// Host side: send the sync line and wait for the matching ready line.
-pub async fn client<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, nonce: u64) -> Result<Ready, HandshakeError> {
-    s.write_all(format!("IRONCLAW-SYNC {nonce:016x} {PROTOCOL_VERSION}\n").as_bytes()).await?;
+pub async fn client<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    nonce: u64,
+) -> Result<Ready, HandshakeError> {
+    s.write_all(format!("IRONCLAW-SYNC {nonce:016x} {PROTOCOL_VERSION}\n").as_bytes())
+        .await?;
     s.flush().await?;
     let want = format!("{nonce:016x}");
     loop {
@@ -93,25 +101,38 @@ pub async fn client<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, nonce: u64) ->
         }
         let guest: u32 = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
         if guest != PROTOCOL_VERSION {
-            return Err(HandshakeError::Version { host: PROTOCOL_VERSION, guest });
+            return Err(HandshakeError::Version {
+                host: PROTOCOL_VERSION,
+                guest,
+            });
         }
         let agent_version = parts.next().unwrap_or("unknown").to_string();
-        return Ok(Ready { protocol_version: guest, agent_version });
+        return Ok(Ready {
+            protocol_version: guest,
+            agent_version,
+        });
     }
 }
 
 /// Guest side: wait for a sync line (skipping any noise) and answer it.
 /// Returns the host's protocol version; on a mismatch the guest still
 /// answers (with its own version) so the host can report it, then fails.
-pub async fn server<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, agent_version: &str) -> Result<u32, HandshakeError> {
+pub async fn server<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    agent_version: &str,
+) -> Result<u32, HandshakeError> {
     let line = scan_line(s, SYNC, usize::MAX).await?;
     let mut parts = line.split(' ');
     let nonce = parts.next().unwrap_or("");
     let host: u32 = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-    s.write_all(format!("IRONCLAW-READY {nonce} {PROTOCOL_VERSION} {agent_version}\n").as_bytes()).await?;
+    s.write_all(format!("IRONCLAW-READY {nonce} {PROTOCOL_VERSION} {agent_version}\n").as_bytes())
+        .await?;
     s.flush().await?;
     if host != PROTOCOL_VERSION {
-        return Err(HandshakeError::Version { host, guest: PROTOCOL_VERSION });
+        return Err(HandshakeError::Version {
+            host,
+            guest: PROTOCOL_VERSION,
+        });
     }
     Ok(host)
 }
@@ -124,8 +145,13 @@ mod tests {
     async fn handshake_skips_stale_bytes() {
         let (mut host, mut guest) = tokio::io::duplex(4096);
         // Stale output from an earlier connection, including an old ready line.
-        guest.write_all(b"\x00\x01garbage IRONCLAW-READY 00000000000000aa 1 old\nIRONCLAW-RE").await.unwrap();
-        host.write_all(b"half a frame\x00\x07IRONCLAW-SY").await.unwrap();
+        guest
+            .write_all(b"\x00\x01garbage IRONCLAW-READY 00000000000000aa 1 old\nIRONCLAW-RE")
+            .await
+            .unwrap();
+        host.write_all(b"half a frame\x00\x07IRONCLAW-SY")
+            .await
+            .unwrap();
         let g = tokio::spawn(async move {
             server(&mut guest, "9.9.9").await.unwrap();
             guest
@@ -139,8 +165,14 @@ mod tests {
     #[tokio::test]
     async fn version_mismatch_is_reported() {
         let (mut host, mut guest) = tokio::io::duplex(4096);
-        guest.write_all(b"IRONCLAW-READY 0000000000000001 99 x\n").await.unwrap();
+        guest
+            .write_all(b"IRONCLAW-READY 0000000000000001 99 x\n")
+            .await
+            .unwrap();
         let err = client(&mut host, 1).await.unwrap_err();
-        assert!(matches!(err, HandshakeError::Version { guest: 99, .. }), "{err}");
+        assert!(
+            matches!(err, HandshakeError::Version { guest: 99, .. }),
+            "{err}"
+        );
     }
 }

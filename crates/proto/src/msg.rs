@@ -70,20 +70,38 @@ pub enum HostMsg {
     Resize(TtySize),
     PtyOpen(PtyOpen),
     PtyList,
-    PtyKill { name: String },
+    PtyKill {
+        name: String,
+    },
     /// Stream a file's contents back as [`GuestMsg::Data`] then [`GuestMsg::Eof`].
-    FileRead { path: String },
+    FileRead {
+        path: String,
+    },
     /// Start a file upload; data follows as [`HostMsg::Data`], then
     /// [`HostMsg::Eof`]; the guest replies [`GuestMsg::Stat`] when the file
     /// is in place (written to a temporary name, then renamed).
     FileWrite(FileWrite),
     Data(#[serde(with = "serde_bytes")] Vec<u8>),
     Eof,
-    Stat { path: String },
-    List { path: String },
-    Mkdir { path: String, parents: bool, mode: u32 },
-    Remove { path: String, recursive: bool },
-    Rename { from: String, to: String },
+    Stat {
+        path: String,
+    },
+    List {
+        path: String,
+    },
+    Mkdir {
+        path: String,
+        parents: bool,
+        mode: u32,
+    },
+    Remove {
+        path: String,
+        recursive: bool,
+    },
+    Rename {
+        from: String,
+        to: String,
+    },
     Info,
     /// Terminate every process, sync filesystems and (as PID 1) power off.
     Shutdown,
@@ -173,14 +191,19 @@ pub enum ErrorKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GuestMsg {
     /// An exec or PTY process is running with this pid (in the guest).
-    Started { pid: i32 },
+    Started {
+        pid: i32,
+    },
     Stdout(#[serde(with = "serde_bytes")] Vec<u8>),
     Stderr(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The process ended; last message on an exec stream.
     Exited(ExitStatus),
     /// Attached to a PTY session; `created` is false on a reattach, in which
     /// case [`GuestMsg::Stdout`] with the screen replay follows.
-    PtyAttached { created: bool, pid: i32 },
+    PtyAttached {
+        created: bool,
+        pid: i32,
+    },
     PtySessions(Vec<PtySessionInfo>),
     Data(#[serde(with = "serde_bytes")] Vec<u8>),
     Eof,
@@ -191,7 +214,10 @@ pub enum GuestMsg {
     Ok,
     Pong,
     /// The request failed; last message on its stream.
-    Error { kind: ErrorKind, message: String },
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
 }
 
 impl GuestMsg {

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ironclaw_proto::{
-    handshake, ErrorKind, ExecRequest, ExitStatus, FileStat, FrameReader, FrameWriter, GuestInfo, GuestMsg, HostMsg,
+    handshake, ErrorKind, ExecRequest, ExitStatus, FileStat, FrameReader, FrameWriter, GuestInfo,
+    GuestMsg, HostMsg,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
@@ -51,7 +52,9 @@ pub struct AgentClient {
 
 impl AgentClient {
     pub async fn connect_unix(path: &Path) -> Result<Self, AgentError> {
-        let s = tokio::net::UnixStream::connect(path).await.map_err(AgentError::Connect)?;
+        let s = tokio::net::UnixStream::connect(path)
+            .await
+            .map_err(AgentError::Connect)?;
         Self::over(s).await
     }
 
@@ -92,7 +95,11 @@ impl AgentClient {
                 let fin = msg.is_final();
                 let route = {
                     let mut map = rroutes.lock().unwrap();
-                    if fin { map.remove(&id) } else { map.get(&id).cloned() }
+                    if fin {
+                        map.remove(&id)
+                    } else {
+                        map.get(&id).cloned()
+                    }
                 };
                 if let Some(route) = route {
                     let _ = route.send(msg).await;
@@ -104,7 +111,13 @@ impl AgentClient {
         });
 
         Ok(AgentClient {
-            shared: Arc::new(Shared { writer: tx, routes, next_id: AtomicU32::new(1), closed, agent_version: ready.agent_version }),
+            shared: Arc::new(Shared {
+                writer: tx,
+                routes,
+                next_id: AtomicU32::new(1),
+                closed,
+                agent_version: ready.agent_version,
+            }),
         })
     }
 
@@ -124,7 +137,12 @@ impl AgentClient {
         let id = self.shared.next_id.fetch_add(2, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         self.shared.routes.lock().unwrap().insert(id, tx);
-        let stream = AgentStream { id, shared: self.shared.clone(), rx, finished: false };
+        let stream = AgentStream {
+            id,
+            shared: self.shared.clone(),
+            rx,
+            finished: false,
+        };
         stream.send(first).await?;
         Ok(stream)
     }
@@ -177,7 +195,11 @@ impl AgentClient {
     }
 
     /// Run a command to completion and collect its output.
-    pub async fn exec_collect(&self, req: ExecRequest, stdin: Option<Vec<u8>>) -> Result<ExecOutput, AgentError> {
+    pub async fn exec_collect(
+        &self,
+        req: ExecRequest,
+        stdin: Option<Vec<u8>>,
+    ) -> Result<ExecOutput, AgentError> {
         let mut req = req;
         req.stdin = stdin.is_some();
         let mut s = self.open(HostMsg::Exec(req)).await?;
@@ -197,7 +219,9 @@ impl AgentClient {
                     out.status = st;
                     return Ok(out);
                 }
-                GuestMsg::Error { kind, message } => return Err(AgentError::Guest { kind, message }),
+                GuestMsg::Error { kind, message } => {
+                    return Err(AgentError::Guest { kind, message })
+                }
                 other => return Err(AgentError::Protocol(format!("{other:?}"))),
             }
         }
@@ -213,7 +237,15 @@ pub struct ExecOutput {
 
 impl Default for ExecOutput {
     fn default() -> Self {
-        ExecOutput { status: ExitStatus { code: -1, signal: None, timed_out: false }, stdout: vec![], stderr: vec![] }
+        ExecOutput {
+            status: ExitStatus {
+                code: -1,
+                signal: None,
+                timed_out: false,
+            },
+            stdout: vec![],
+            stderr: vec![],
+        }
     }
 }
 
@@ -228,7 +260,11 @@ pub struct AgentStream {
 
 impl AgentStream {
     pub async fn send(&self, msg: HostMsg) -> Result<(), AgentError> {
-        self.shared.writer.send((self.id, msg)).await.map_err(|_| AgentError::Closed)
+        self.shared
+            .writer
+            .send((self.id, msg))
+            .await
+            .map_err(|_| AgentError::Closed)
     }
 
     /// Next message; [`AgentError::Closed`] if the connection dropped.
@@ -249,7 +285,10 @@ impl AgentStream {
 
     /// A sender handle for this stream usable from another task.
     pub fn sender(&self) -> StreamSender {
-        StreamSender { id: self.id, writer: self.shared.writer.clone() }
+        StreamSender {
+            id: self.id,
+            writer: self.shared.writer.clone(),
+        }
     }
 }
 
@@ -271,6 +310,9 @@ pub struct StreamSender {
 
 impl StreamSender {
     pub async fn send(&self, msg: HostMsg) -> Result<(), AgentError> {
-        self.writer.send((self.id, msg)).await.map_err(|_| AgentError::Closed)
+        self.writer
+            .send((self.id, msg))
+            .await
+            .map_err(|_| AgentError::Closed)
     }
 }

@@ -19,7 +19,11 @@ pub enum BackendKind {
 }
 
 impl BackendKind {
-    pub const ALL: [BackendKind; 3] = [BackendKind::Firecracker, BackendKind::Qemu, BackendKind::Namespace];
+    pub const ALL: [BackendKind; 3] = [
+        BackendKind::Firecracker,
+        BackendKind::Qemu,
+        BackendKind::Namespace,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -43,7 +47,9 @@ impl FromStr for BackendKind {
             "namespace" => Ok(BackendKind::Namespace),
             "qemu" => Ok(BackendKind::Qemu),
             "firecracker" => Ok(BackendKind::Firecracker),
-            _ => Err(format!("unknown backend {s:?} (expected namespace, qemu or firecracker)")),
+            _ => Err(format!(
+                "unknown backend {s:?} (expected namespace, qemu or firecracker)"
+            )),
         }
     }
 }
@@ -66,7 +72,12 @@ pub struct Resources {
 
 impl Default for Resources {
     fn default() -> Self {
-        Resources { vcpus: 1, memory_mib: 512, disk_mib: 2048, pids: 1024 }
+        Resources {
+            vcpus: 1,
+            memory_mib: 512,
+            disk_mib: 2048,
+            pids: 1024,
+        }
     }
 }
 

@@ -17,11 +17,17 @@ pub enum CgroupError {
     #[error("no usable cgroup hierarchy: {0}")]
     Unsupported(String),
     #[error("cgroup {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
-    move |source| CgroupError::Io { path: path.to_path_buf(), source }
+    move |source| CgroupError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,15 +38,24 @@ pub enum Version {
 
 /// Which cgroup layout this host offers, with a line for `doctor`.
 pub fn detect() -> Result<(Version, String), CgroupError> {
-    let controllers = fs::read_to_string(Path::new(ROOT).join("cgroup.controllers")).unwrap_or_default();
+    let controllers =
+        fs::read_to_string(Path::new(ROOT).join("cgroup.controllers")).unwrap_or_default();
     let has = |c: &str| controllers.split_whitespace().any(|x| x == c);
     if has("memory") && has("pids") {
         return Ok((Version::V2, format!("cgroup v2 ({})", controllers.trim())));
     }
-    let v1: Vec<&str> =
-        ["memory", "pids", "cpu"].into_iter().filter(|c| Path::new(ROOT).join(c).join("cgroup.procs").exists()).collect();
+    let v1: Vec<&str> = ["memory", "pids", "cpu"]
+        .into_iter()
+        .filter(|c| Path::new(ROOT).join(c).join("cgroup.procs").exists())
+        .collect();
     if v1.contains(&"memory") && v1.contains(&"pids") {
-        return Ok((Version::V1, format!("cgroup v1 ({}); v2 lacks the memory/pids controllers here", v1.join(", "))));
+        return Ok((
+            Version::V1,
+            format!(
+                "cgroup v1 ({}); v2 lacks the memory/pids controllers here",
+                v1.join(", ")
+            ),
+        ));
     }
     Err(CgroupError::Unsupported(format!(
         "neither cgroup v2 with memory+pids nor cgroup v1 memory+pids hierarchies under {ROOT}"
@@ -118,7 +133,11 @@ impl Cgroup {
     }
 
     fn read(&self, file: &str) -> Option<String> {
-        self.dirs.iter().map(|d| d.join(file)).find(|p| p.exists()).and_then(|p| fs::read_to_string(p).ok())
+        self.dirs
+            .iter()
+            .map(|d| d.join(file))
+            .find(|p| p.exists())
+            .and_then(|p| fs::read_to_string(p).ok())
     }
 
     /// The `cgroup.procs` files a new process writes itself into.
@@ -131,7 +150,11 @@ impl Cgroup {
             .dirs
             .iter()
             .filter_map(|d| fs::read_to_string(d.join("cgroup.procs")).ok())
-            .flat_map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect::<Vec<_>>())
+            .flat_map(|s| {
+                s.lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect::<Vec<_>>()
+            })
             .collect();
         pids.sort_unstable();
         pids.dedup();
@@ -140,16 +163,25 @@ impl Cgroup {
 
     /// Bytes of memory in use, as the kernel charges it.
     pub fn memory_used(&self) -> Option<u64> {
-        let f = if self.version == Version::V2 { "memory.current" } else { "memory.usage_in_bytes" };
+        let f = if self.version == Version::V2 {
+            "memory.current"
+        } else {
+            "memory.usage_in_bytes"
+        };
         self.read(f)?.trim().parse().ok()
     }
 
     /// How often the OOM killer acted inside this group.
     pub fn oom_kills(&self) -> u64 {
-        let (file, key) = if self.version == Version::V2 { ("memory.events", "oom_kill") } else { ("memory.oom_control", "oom_kill") };
+        let (file, key) = if self.version == Version::V2 {
+            ("memory.events", "oom_kill")
+        } else {
+            ("memory.oom_control", "oom_kill")
+        };
         self.read(file)
             .and_then(|s| {
-                s.lines().find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse().ok()))
+                s.lines()
+                    .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse().ok()))
             })
             .unwrap_or(0)
     }
@@ -186,7 +218,12 @@ impl Cgroup {
                         tries += 1;
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
-                    Err(e) => return Err(CgroupError::Io { path: d.clone(), source: e }),
+                    Err(e) => {
+                        return Err(CgroupError::Io {
+                            path: d.clone(),
+                            source: e,
+                        })
+                    }
                 }
             }
         }

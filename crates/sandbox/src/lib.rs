@@ -10,4 +10,4 @@ pub mod namespace;
 pub mod process;
 
 pub use agent::{AgentClient, AgentError};
-pub use backend::{Backend, BackendError, BackendKind, Resources, SandboxSpec, Running};
+pub use backend::{Backend, BackendError, BackendKind, Resources, Running, SandboxSpec};

@@ -38,7 +38,12 @@ struct Layout {
 
 fn layout(spec: &SandboxSpec) -> Layout {
     let d = &spec.dir;
-    Layout { upper: d.join("upper"), work: d.join("work"), merged: d.join("merged"), run: d.join("run") }
+    Layout {
+        upper: d.join("upper"),
+        work: d.join("work"),
+        merged: d.join("merged"),
+        run: d.join("run"),
+    }
 }
 
 pub fn agent_socket(spec: &SandboxSpec) -> PathBuf {
@@ -47,7 +52,9 @@ pub fn agent_socket(spec: &SandboxSpec) -> PathBuf {
 
 /// Last `n` bytes of a log file, for error messages.
 pub fn log_tail(path: &Path, n: u64) -> String {
-    let Ok(data) = fs::read(path) else { return String::new() };
+    let Ok(data) = fs::read(path) else {
+        return String::new();
+    };
     let start = data.len().saturating_sub(n as usize);
     String::from_utf8_lossy(&data[start..]).trim().to_string()
 }
@@ -66,7 +73,10 @@ impl NamespaceBackend {
                 spec.image_rootfs.display()
             )));
         }
-        let log = OpenOptions::new().create(true).append(true).open(spec.console_log())?;
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(spec.console_log())?;
         let procs: Vec<File> = cg
             .procs_files()
             .iter()
@@ -115,7 +125,9 @@ impl NamespaceBackend {
                 Ok(())
             });
         }
-        let child = cmd.spawn().map_err(|e| BackendError::Setup(format!("starting {}: {e}", guest.display())))?;
+        let child = cmd
+            .spawn()
+            .map_err(|e| BackendError::Setup(format!("starting {}: {e}", guest.display())))?;
         drop(procs);
         // The child is reaped by whoever waits on it through `process::wait_exit`.
         Ok(child.id())
@@ -130,15 +142,27 @@ impl Backend for NamespaceBackend {
 
     fn availability(&self) -> Availability {
         if !nix::unistd::geteuid().is_root() {
-            return Availability { available: false, reason: "needs root to create namespaces and cgroups".into() };
+            return Availability {
+                available: false,
+                reason: "needs root to create namespaces and cgroups".into(),
+            };
         }
         let filesystems = fs::read_to_string("/proc/filesystems").unwrap_or_default();
         if !filesystems.lines().any(|l| l.ends_with("\toverlay")) {
-            return Availability { available: false, reason: "the kernel has no overlay filesystem".into() };
+            return Availability {
+                available: false,
+                reason: "the kernel has no overlay filesystem".into(),
+            };
         }
         match cgroup::detect() {
-            Ok((_, what)) => Availability { available: true, reason: format!("namespaces + overlayfs + {what}") },
-            Err(e) => Availability { available: false, reason: e.to_string() },
+            Ok((_, what)) => Availability {
+                available: true,
+                reason: format!("namespaces + overlayfs + {what}"),
+            },
+            Err(e) => Availability {
+                available: false,
+                reason: e.to_string(),
+            },
         }
     }
 
@@ -173,7 +197,11 @@ impl Backend for NamespaceBackend {
             }
         };
         let pid_start = process::start_time(pid).unwrap_or(0);
-        let running = Running { pid, pid_start, agent_socket: sock.clone() };
+        let running = Running {
+            pid,
+            pid_start,
+            agent_socket: sock.clone(),
+        };
 
         let started = Instant::now();
         let mut delay = Duration::from_micros(500);
@@ -200,7 +228,9 @@ impl Backend for NamespaceBackend {
         let _ = cg.destroy().await;
         process::reap(pid);
         let tail = log_tail(&spec.console_log(), 2000);
-        Err(BackendError::NotReady(format!("{failure}; console log:\n{tail}")))
+        Err(BackendError::NotReady(format!(
+            "{failure}; console log:\n{tail}"
+        )))
     }
 
     async fn stop(
@@ -218,7 +248,10 @@ impl Backend for NamespaceBackend {
                 // SAFETY: kill has no memory effects.
                 unsafe { libc::kill(running.pid, libc::SIGTERM) };
             }
-            if tokio::time::timeout(grace, process::wait_exit(running.pid)).await.is_err() {
+            if tokio::time::timeout(grace, process::wait_exit(running.pid))
+                .await
+                .is_err()
+            {
                 tracing::warn!(sandbox = %spec.name, "did not stop within {grace:?}; killing");
                 unsafe { libc::kill(running.pid, libc::SIGKILL) };
             }

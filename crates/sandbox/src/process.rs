@@ -39,7 +39,8 @@ fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
 /// left). Returns the exit status when we could reap it.
 pub async fn wait_exit(pid: i32) -> Option<i32> {
     if let Ok(fd) = pidfd_open(pid) {
-        if let Ok(afd) = AsyncFd::new(fd) {
+        // SAFETY: we own `fd` and it lives as long as the AsyncFd.
+        if let Ok(afd) = unsafe { AsyncFd::register(fd) } {
             let _ = afd.readable().await;
         }
     }

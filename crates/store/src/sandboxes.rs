@@ -105,7 +105,9 @@ impl Store {
         );
         match r {
             Ok(_) => Ok(()),
-            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
                 Err(StoreError::Conflict(format!("sandbox '{}'", s.name)))
             }
             Err(e) => Err(e.into()),
@@ -114,7 +116,11 @@ impl Store {
 
     pub fn sandbox(&self, name: &str) -> Result<SandboxRecord, StoreError> {
         self.conn()
-            .query_row(&format!("SELECT {COLUMNS} FROM sandboxes WHERE name = ?1"), [name], from_row)
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM sandboxes WHERE name = ?1"),
+                [name],
+                from_row,
+            )
             .optional()?
             .ok_or_else(|| StoreError::NotFound(format!("sandbox '{name}'")))
     }
@@ -127,7 +133,11 @@ impl Store {
     }
 
     pub fn count_sandboxes_using_image(&self, image: &str) -> Result<u64, StoreError> {
-        let n: i64 = self.conn().query_row("SELECT COUNT(*) FROM sandboxes WHERE image = ?1", [image], |r| r.get(0))?;
+        let n: i64 = self.conn().query_row(
+            "SELECT COUNT(*) FROM sandboxes WHERE image = ?1",
+            [image],
+            |r| r.get(0),
+        )?;
         Ok(n as u64)
     }
 
@@ -140,7 +150,11 @@ impl Store {
         runtime: Option<&str>,
     ) -> Result<(), StoreError> {
         let now = now();
-        let started = if state == SandboxState::Running { Some(now.clone()) } else { None };
+        let started = if state == SandboxState::Running {
+            Some(now.clone())
+        } else {
+            None
+        };
         let n = self.conn().execute(
             "UPDATE sandboxes SET state = ?2, state_reason = ?3, runtime = ?4,
                  started_at = COALESCE(?5, started_at), updated_at = ?6 WHERE name = ?1",
@@ -161,7 +175,9 @@ impl Store {
     }
 
     pub fn delete_sandbox(&self, name: &str) -> Result<(), StoreError> {
-        let n = self.conn().execute("DELETE FROM sandboxes WHERE name = ?1", [name])?;
+        let n = self
+            .conn()
+            .execute("DELETE FROM sandboxes WHERE name = ?1", [name])?;
         if n == 0 {
             return Err(StoreError::NotFound(format!("sandbox '{name}'")));
         }
@@ -197,8 +213,12 @@ mod tests {
     fn crud_and_conflicts() {
         let s = Store::open_in_memory().unwrap();
         s.insert_sandbox(&record("dev")).unwrap();
-        assert!(matches!(s.insert_sandbox(&record("dev")), Err(StoreError::Conflict(_))));
-        s.set_sandbox_state("dev", SandboxState::Running, None, Some("{}")).unwrap();
+        assert!(matches!(
+            s.insert_sandbox(&record("dev")),
+            Err(StoreError::Conflict(_))
+        ));
+        s.set_sandbox_state("dev", SandboxState::Running, None, Some("{}"))
+            .unwrap();
         let r = s.sandbox("dev").unwrap();
         assert_eq!(r.state, SandboxState::Running);
         assert!(r.started_at.is_some());
@@ -214,7 +234,10 @@ mod tests {
     fn survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");
-        Store::open(&path).unwrap().insert_sandbox(&record("keep")).unwrap();
+        Store::open(&path)
+            .unwrap()
+            .insert_sandbox(&record("keep"))
+            .unwrap();
         let s = Store::open(&path).unwrap();
         assert_eq!(s.sandbox("keep").unwrap().name, "keep");
     }

@@ -1,0 +1,70 @@
+//! Persistent PTY sessions ("consoles") that survive disconnects.
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use ironclaw_proto::{GuestMsg, HostMsg, PtyOpen, TtySize};
+use serde::Deserialize;
+
+use super::exec::{pump, Output};
+use crate::error::ApiError;
+use crate::AppState;
+
+#[derive(Debug, Deserialize)]
+pub struct AttachQuery {
+    session: Option<String>,
+    rows: Option<u16>,
+    cols: Option<u16>,
+}
+
+pub async fn attach(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<AttachQuery>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let session = q.session.unwrap_or_else(|| "main".into());
+    ironclaw_sandbox::name::validate(&session).map_err(|e| ApiError::InvalidName(e.to_string()))?;
+    let agent = st.manager.agent(&name).await?;
+    let open = PtyOpen {
+        name: session,
+        size: TtySize {
+            rows: q.rows.unwrap_or(24),
+            cols: q.cols.unwrap_or(80),
+        },
+        ..Default::default()
+    };
+    let stream = agent.open(HostMsg::PtyOpen(open)).await?;
+    Ok(ws.on_upgrade(move |socket| async move {
+        if let Err(e) = pump(socket, stream, Output::Console).await {
+            tracing::debug!("console websocket ended: {e}");
+        }
+    }))
+}
+
+pub async fn list(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let agent = st.manager.agent(&name).await?;
+    match agent.call(HostMsg::PtyList).await? {
+        GuestMsg::PtySessions(s) => {
+            let sessions: Vec<_> = s
+                .into_iter()
+                .map(|p| serde_json::json!({"name":p.name,"pid":p.pid,"alive":p.alive,"attached":p.attached,"rows":p.size.rows,"cols":p.size.cols}))
+                .collect();
+            Ok(axum::Json(serde_json::json!({ "sessions": sessions })))
+        }
+        other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
+    }
+}
+
+pub async fn kill(
+    State(st): State<AppState>,
+    Path((name, session)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    let agent = st.manager.agent(&name).await?;
+    agent.call_ok(HostMsg::PtyKill { name: session }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

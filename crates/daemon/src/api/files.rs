@@ -1,0 +1,253 @@
+//! Files in a sandbox: streamed upload and download, and small operations.
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use ironclaw_proto::{FileKind, FileWrite, GuestMsg, HostMsg, CHUNK};
+use serde::Deserialize;
+
+use crate::error::{ApiError, Json};
+use crate::AppState;
+
+#[derive(Debug, Deserialize)]
+pub struct PathQuery {
+    path: String,
+    /// Octal permission bits for an upload, e.g. "644".
+    mode: Option<String>,
+}
+
+fn check_path(p: &str) -> Result<(), ApiError> {
+    if p.is_empty() || p.contains('\0') {
+        return Err(ApiError::BadRequest(
+            "path must be a non-empty path without NUL bytes".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn unexpected(m: GuestMsg) -> ApiError {
+    ApiError::Internal(format!("unexpected reply from the guest agent: {m:?}"))
+}
+
+pub async fn upload(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<PathQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<impl IntoResponse, ApiError> {
+    check_path(&q.path)?;
+    let limit = st.manager.config.max_upload_bytes;
+    let too_large = || ApiError::TooLarge(format!("upload exceeds the limit of {limit} bytes"));
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mode = match &q.mode {
+        Some(m) => u32::from_str_radix(m, 8)
+            .map_err(|_| ApiError::BadRequest(format!("mode {m:?} is not octal")))?,
+        None => 0o644,
+    };
+    let agent = st.manager.agent(&name).await?;
+    let mut stream = agent
+        .open(HostMsg::FileWrite(FileWrite {
+            path: q.path.clone(),
+            mode,
+            parents: false,
+        }))
+        .await?;
+    let mut body = body.into_data_stream();
+    let mut total: u64 = 0;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("reading upload: {e}")))?;
+        total += chunk.len() as u64;
+        if total > limit {
+            // Dropping the stream cancels the write; the guest removes its temp file.
+            return Err(too_large());
+        }
+        for piece in chunk.chunks(CHUNK) {
+            stream.send(HostMsg::Data(piece.to_vec())).await?;
+        }
+    }
+    stream.send(HostMsg::Eof).await?;
+    match stream.recv().await? {
+        GuestMsg::Stat(s) => Ok(axum::Json(stat_json(&s))),
+        GuestMsg::Error { kind, message } => {
+            Err(ironclaw_sandbox::AgentError::Guest { kind, message }.into())
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+pub fn stat_json(s: &ironclaw_proto::FileStat) -> serde_json::Value {
+    serde_json::json!({"path": s.path, "kind": kind_str(s.kind), "size": s.size, "mode": s.mode, "mtime": s.mtime})
+}
+
+fn kind_str(k: FileKind) -> &'static str {
+    match k {
+        FileKind::File => "file",
+        FileKind::Dir => "dir",
+        FileKind::Symlink => "symlink",
+        FileKind::Other => "other",
+    }
+}
+
+pub async fn download(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<PathQuery>,
+) -> Result<Response, ApiError> {
+    check_path(&q.path)?;
+    let agent = st.manager.agent(&name).await?;
+    let stat = agent.stat(&q.path).await?;
+    if stat.kind == FileKind::Dir {
+        return Err(ApiError::BadRequest(format!("{} is a directory", q.path)));
+    }
+    let mut stream = agent
+        .open(HostMsg::FileRead {
+            path: q.path.clone(),
+        })
+        .await?;
+    // Look at the first message so errors become HTTP statuses, not a truncated body.
+    let first = stream.recv().await?;
+    if let GuestMsg::Error { kind, message } = first {
+        return Err(ironclaw_sandbox::AgentError::Guest { kind, message }.into());
+    }
+    let body = futures::stream::unfold(
+        (Some(first), Some(stream)),
+        |(pending, stream)| async move {
+            let mut stream = stream?;
+            let msg = match pending {
+                Some(m) => m,
+                None => match stream.recv().await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        return Some((Err(std::io::Error::other(e.to_string())), (None, None)))
+                    }
+                },
+            };
+            match msg {
+                GuestMsg::Data(d) => Some((Ok(bytes::Bytes::from(d)), (None, Some(stream)))),
+                GuestMsg::Error { message, .. } => {
+                    Some((Err(std::io::Error::other(message)), (None, None)))
+                }
+                _ => None,
+            }
+        },
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, stat.size.to_string()),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StatQuery {
+    path: String,
+}
+
+pub async fn stat(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<StatQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    check_path(&q.path)?;
+    let s = st.manager.agent(&name).await?.stat(&q.path).await?;
+    Ok(axum::Json(stat_json(&s)))
+}
+
+pub async fn list(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<StatQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    check_path(&q.path)?;
+    let entries = st.manager.agent(&name).await?.list(&q.path).await?;
+    let entries: Vec<_> = entries
+        .iter()
+        .map(|e| serde_json::json!({"name": e.name, "kind": kind_str(e.kind), "size": e.size, "mode": e.mode, "mtime": e.mtime}))
+        .collect();
+    Ok(axum::Json(serde_json::json!({ "entries": entries })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MkdirBody {
+    path: String,
+    #[serde(default)]
+    parents: bool,
+}
+
+pub async fn mkdir(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    Json(b): Json<MkdirBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    check_path(&b.path)?;
+    let agent = st.manager.agent(&name).await?;
+    agent
+        .call_ok(HostMsg::Mkdir {
+            path: b.path,
+            parents: b.parents,
+            mode: 0o755,
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveBody {
+    path: String,
+    #[serde(default)]
+    recursive: bool,
+}
+
+pub async fn remove(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    Json(b): Json<RemoveBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    check_path(&b.path)?;
+    let agent = st.manager.agent(&name).await?;
+    agent
+        .call_ok(HostMsg::Remove {
+            path: b.path,
+            recursive: b.recursive,
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenameBody {
+    from: String,
+    to: String,
+}
+
+pub async fn rename(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    Json(b): Json<RenameBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    check_path(&b.from)?;
+    check_path(&b.to)?;
+    let agent = st.manager.agent(&name).await?;
+    agent
+        .call_ok(HostMsg::Rename {
+            from: b.from,
+            to: b.to,
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,108 @@
+//! What this host supports (`ironclaw doctor`).
+
+use std::path::Path;
+
+use axum::extract::State;
+use axum::response::IntoResponse;
+
+use crate::AppState;
+
+pub async fn health() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+}
+
+fn which(bin: &str) -> Option<String> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(bin))
+        .find(|p| p.is_file())
+        .map(|p| p.display().to_string())
+}
+
+fn check(name: &str, ok: bool, detail: impl Into<String>) -> serde_json::Value {
+    serde_json::json!({"name": name, "ok": ok, "detail": detail.into()})
+}
+
+pub async fn report(State(st): State<AppState>) -> impl IntoResponse {
+    let m = &st.manager;
+    let backends: Vec<_> = m
+        .backend_report()
+        .into_iter()
+        .map(|(k, a)| serde_json::json!({"name": k.as_str(), "available": a.available, "reason": a.reason}))
+        .collect();
+    let mut checks = Vec::new();
+    let ns = ["pid", "mnt", "net", "uts", "ipc", "cgroup"];
+    let missing: Vec<_> = ns
+        .iter()
+        .filter(|n| !Path::new("/proc/self/ns").join(n).exists())
+        .collect();
+    checks.push(check(
+        "namespaces",
+        missing.is_empty(),
+        if missing.is_empty() {
+            "pid, mount, net, uts, ipc, cgroup".to_string()
+        } else {
+            format!("missing: {missing:?}")
+        },
+    ));
+    match ironclaw_sandbox::cgroup::detect() {
+        Ok((_, what)) => checks.push(check("cgroup", true, what)),
+        Err(e) => checks.push(check("cgroup", false, e.to_string())),
+    }
+    let kvm = Path::new("/dev/kvm").exists();
+    checks.push(check(
+        "kvm",
+        false,
+        if kvm {
+            "/dev/kvm present; whether guests really boot is probed by the VM backends (not built into this version yet)"
+        } else {
+            "/dev/kvm absent: no hardware virtualization"
+        },
+    ));
+    for (name, bin, hint) in [
+        (
+            "qemu",
+            "qemu-system-x86_64",
+            "apt-get install qemu-system-x86",
+        ),
+        (
+            "firecracker",
+            "firecracker",
+            "see README: installing Firecracker",
+        ),
+        ("nft", "nft", "apt-get install nftables"),
+        (
+            "mmdebstrap",
+            "mmdebstrap",
+            "apt-get install mmdebstrap (needed for --from debian)",
+        ),
+        (
+            "bwrap",
+            "bwrap",
+            "apt-get install bubblewrap (benchmark reference only)",
+        ),
+    ] {
+        match which(bin) {
+            Some(p) => checks.push(check(name, true, p)),
+            None => checks.push(check(name, false, format!("{bin} not found; {hint}"))),
+        }
+    }
+    match &m.guest_bin {
+        Some(p) => checks.push(check(
+            "guest",
+            ironclaw_sandbox::image::check_static_elf(p).is_ok(),
+            p.display().to_string(),
+        )),
+        None => checks.push(check(
+            "guest",
+            false,
+            "ironclaw-guest not found; pass --guest-bin",
+        )),
+    }
+    axum::Json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "backends": backends,
+        "checks": checks,
+        "default_backend": m.default_backend().map(|k| k.as_str()),
+    }))
+}

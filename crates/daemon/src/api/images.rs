@@ -1,0 +1,95 @@
+//! Images: list, build (progress streamed as NDJSON), remove.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use ironclaw_sandbox::image::{self, BuildRequest, ImageSource};
+use serde::Deserialize;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::StreamExt;
+
+use crate::error::{ApiError, Json};
+use crate::AppState;
+
+pub async fn list(State(st): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let images = image::list(&st.manager.images_dir())?;
+    let mut out = Vec::new();
+    for m in images {
+        let in_use = st.manager.store.count_sandboxes_using_image(&m.name)?;
+        let mut v = serde_json::to_value(&m).map_err(|e| ApiError::Internal(e.to_string()))?;
+        v["in_use"] = in_use.into();
+        out.push(v);
+    }
+    Ok(axum::Json(serde_json::json!({ "images": out })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildBody {
+    name: String,
+    from: String,
+}
+
+pub async fn build(
+    State(st): State<AppState>,
+    Json(b): Json<BuildBody>,
+) -> Result<Response, ApiError> {
+    ironclaw_sandbox::name::validate(&b.name).map_err(|e| ApiError::InvalidName(e.to_string()))?;
+    let source: ImageSource = b.from.parse()?;
+    let images_dir = st.manager.images_dir();
+    if image::get(&images_dir, &b.name).is_ok() {
+        return Err(ApiError::Conflict(format!(
+            "image '{}' already exists (remove it first)",
+            b.name
+        )));
+    }
+    let guest_bin = st.manager.guest_bin.clone().ok_or_else(|| {
+        ApiError::Unavailable(
+            "no ironclaw-guest binary found; start ironclawd with --guest-bin PATH".into(),
+        )
+    })?;
+    std::fs::create_dir_all(&images_dir).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let req = BuildRequest {
+        name: b.name,
+        source,
+        images_dir,
+        guest_bin,
+    };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
+    tokio::spawn(async move {
+        let ptx = tx.clone();
+        let progress = move |p: image::Progress| {
+            let mut v = serde_json::to_value(&p).unwrap_or_default();
+            v["type"] = "progress".into();
+            let _ = ptx.send(v);
+        };
+        let line = match image::build(&req, &progress).await {
+            Ok(meta) => serde_json::json!({"type": "done", "image": meta}),
+            Err(e) => serde_json::json!({"type": "error", "message": e.to_string()}),
+        };
+        let _ = tx.send(line);
+    });
+    let lines = UnboundedReceiverStream::new(rx).map(|v| Ok::<_, std::io::Error>(format!("{v}\n")));
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(lines),
+    )
+        .into_response())
+}
+
+pub async fn remove(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let images_dir = st.manager.images_dir();
+    image::get(&images_dir, &name)?;
+    let users = st.manager.store.count_sandboxes_using_image(&name)?;
+    if users > 0 {
+        return Err(ApiError::Conflict(format!(
+            "image '{name}' is used by {users} sandbox(es); remove them first"
+        )));
+    }
+    image::remove(&images_dir, &name)?;
+    Ok(StatusCode::NO_CONTENT)
+}

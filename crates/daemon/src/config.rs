@@ -1,0 +1,109 @@
+//! Daemon configuration: command-line flags over an optional TOML file.
+//! Secrets never live here; they come from the environment.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "ironclawd",
+    version,
+    about = "The IronClaw daemon: sandboxes and agents behind one HTTP API"
+)]
+pub struct Args {
+    /// Where the database, images, sandboxes and admin token live.
+    #[arg(long, env = "IRONCLAW_DATA_DIR", default_value = "/var/lib/ironclaw")]
+    pub data_dir: PathBuf,
+    /// Address to listen on (host:port).
+    #[arg(long, env = "IRONCLAW_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// TOML configuration file.
+    #[arg(long, env = "IRONCLAW_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The static ironclaw-guest binary installed into images.
+    #[arg(long, env = "IRONCLAW_GUEST_BIN")]
+    pub guest_bin: Option<PathBuf>,
+}
+
+/// The `[daemon]`-less flat TOML file; every key optional.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Largest file upload accepted, in bytes.
+    pub max_upload_bytes: u64,
+    /// Most sandboxes at once; creating one more answers 503.
+    pub max_sandboxes: usize,
+    /// Image used when a create request names none.
+    pub default_image: String,
+    pub default_vcpus: u32,
+    pub default_memory_mib: u64,
+    pub default_disk_mib: u64,
+    /// Process limit inside each sandbox (fork bombs stop here).
+    pub pids_limit: u64,
+    /// Seconds a stopping sandbox gets before it is killed.
+    pub stop_grace_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:7777".parse().unwrap(),
+            max_upload_bytes: 1 << 30,
+            max_sandboxes: 256,
+            default_image: "base".into(),
+            default_vcpus: 1,
+            default_memory_mib: 512,
+            default_disk_mib: 2048,
+            pids_limit: 1024,
+            stop_grace_secs: 10,
+        }
+    }
+}
+
+impl Config {
+    pub fn load(args: &Args) -> anyhow::Result<Config> {
+        let mut cfg = match &args.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading config {}", p.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing config {}", p.display()))?
+            }
+            None => Config::default(),
+        };
+        if let Some(l) = args.listen {
+            cfg.listen = l;
+        }
+        Ok(cfg)
+    }
+}
+
+/// Find the static guest binary: the flag, else next to this executable,
+/// else where `cargo build --target x86_64-unknown-linux-gnu` puts it.
+pub fn find_guest_bin(explicit: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = explicit {
+        return Some(p.to_path_buf());
+    }
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    let profile = dir.file_name()?.to_owned();
+    let mut candidates = vec![dir.join("ironclaw-guest")];
+    // target/<profile>/ironclawd -> target/x86_64-unknown-linux-gnu/<profile>/ironclaw-guest;
+    // test binaries live one level deeper, in target/<profile>/deps.
+    for base in [dir.parent(), dir.parent().and_then(Path::parent)]
+        .into_iter()
+        .flatten()
+    {
+        for prof in [profile.as_os_str(), "release".as_ref(), "debug".as_ref()] {
+            candidates.push(
+                base.join("x86_64-unknown-linux-gnu")
+                    .join(prof)
+                    .join("ironclaw-guest"),
+            );
+        }
+    }
+    candidates.into_iter().find(|p| p.is_file())
+}

@@ -1,0 +1,123 @@
+//! ironclawd as a library: configuration, the sandbox manager and the HTTP
+//! API. `main.rs` only parses flags and calls [`run`].
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod manager;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+use axum::Router;
+
+use crate::config::{Args, Config};
+use crate::manager::Manager;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub manager: Arc<Manager>,
+    pub token: Arc<str>,
+}
+
+/// Largest JSON request body.
+const MAX_JSON_BODY: usize = 1024 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    use api::*;
+    let authed = Router::new()
+        .route("/v1/host", get(host::report))
+        .route(
+            "/v1/sandboxes",
+            get(sandboxes::list).post(sandboxes::create),
+        )
+        .route(
+            "/v1/sandboxes/:name",
+            get(sandboxes::show).delete(sandboxes::remove),
+        )
+        .route("/v1/sandboxes/:name/start", post(sandboxes::start))
+        .route("/v1/sandboxes/:name/stop", post(sandboxes::stop))
+        .route("/v1/sandboxes/:name/info", get(sandboxes::info))
+        .route("/v1/sandboxes/:name/exec", post(exec::exec))
+        .route("/v1/sandboxes/:name/exec/ws", get(exec::exec_ws))
+        .route("/v1/sandboxes/:name/console", get(console::list))
+        .route("/v1/sandboxes/:name/console/ws", get(console::attach))
+        .route(
+            "/v1/sandboxes/:name/console/:session",
+            delete(console::kill),
+        )
+        .route(
+            "/v1/sandboxes/:name/files",
+            get(files::download).put(files::upload),
+        )
+        .route("/v1/sandboxes/:name/fs/stat", get(files::stat))
+        .route("/v1/sandboxes/:name/fs/list", get(files::list))
+        .route("/v1/sandboxes/:name/fs/mkdir", post(files::mkdir))
+        .route("/v1/sandboxes/:name/fs/remove", post(files::remove))
+        .route("/v1/sandboxes/:name/fs/rename", post(files::rename))
+        .route("/v1/images", get(images::list).post(images::build))
+        .route("/v1/images/:name", delete(images::remove))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/v1/health", get(host::health))
+        .route("/v1/openapi.json", get(openapi::serve))
+        .merge(authed)
+        .fallback(|| async { error::ApiError::NotFound("no such route".into()) })
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .with_state(state)
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let config = Config::load(&args)?;
+    let data_dir = &args.data_dir;
+    std::fs::create_dir_all(data_dir.join("images"))
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir.join("sandboxes"))?;
+    let token = auth::load_or_create_token(data_dir)?;
+    let store = Arc::new(
+        ironclaw_store::Store::open(&data_dir.join("ironclaw.db"))
+            .context("opening the database")?,
+    );
+    let guest_bin = config::find_guest_bin(args.guest_bin.as_deref());
+    if guest_bin.is_none() {
+        tracing::warn!(
+            "no ironclaw-guest binary found: image builds will fail until --guest-bin is given"
+        );
+    }
+    let manager = Manager::new(store, config.clone(), data_dir.clone(), guest_bin);
+    manager.reconcile().await;
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, data_dir = %data_dir.display(), "ironclawd listening");
+    // One machine-readable line on stdout for scripts and tests.
+    println!("ironclawd listening on http://{addr}");
+    let state = AppState {
+        manager,
+        token: token.into(),
+    };
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!(
+        "ironclawd stopped; running sandboxes keep running and are re-adopted on the next start"
+    );
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,26 @@
+//! ironclawd: the IronClaw daemon.
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = ironclaw_daemon::config::Args::parse();
+    let json = std::env::var("IRONCLAW_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let filter = tracing_subscriber::EnvFilter::try_from_env("IRONCLAW_LOG")
+        .unwrap_or_else(|_| "info".into());
+    if json {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .json()
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    match ironclaw_daemon::run(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ironclawd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,528 @@
+//! Sandbox lifecycle: create, start, stop, remove, watch for crashes, and
+//! reconcile with what is really running when the daemon starts.
+//!
+//! The store is the record of intent (`desired_running`) and of the last
+//! known state; `live` holds the agent connection of each running sandbox.
+//! Lifecycle operations on one sandbox are serialised by a per-name lock.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ironclaw_sandbox::backend::Availability;
+use ironclaw_sandbox::namespace::{self, NamespaceBackend};
+use ironclaw_sandbox::{
+    image, name, process, AgentClient, Backend, BackendKind, Resources, Running, SandboxSpec,
+};
+use ironclaw_store::{now, SandboxRecord, SandboxState, Store};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::error::ApiError;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    pub name: String,
+    pub image: Option<String>,
+    pub backend: Option<String>,
+    pub vcpus: Option<u32>,
+    pub memory_mib: Option<u64>,
+    pub disk_mib: Option<u64>,
+}
+
+/// A sandbox as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SandboxView {
+    pub name: String,
+    pub state: SandboxState,
+    pub backend: String,
+    pub image: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub disk_mib: u64,
+    pub disk_used_bytes: u64,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub state_reason: Option<String>,
+    pub pid: Option<i32>,
+}
+
+struct Live {
+    running: Running,
+    agent: AgentClient,
+    /// Distinguishes this run from later ones, so a stale crash watcher
+    /// cannot mark a restarted sandbox as crashed.
+    generation: u64,
+}
+
+pub struct Manager {
+    pub store: Arc<Store>,
+    pub config: Config,
+    pub data_dir: PathBuf,
+    pub guest_bin: Option<PathBuf>,
+    backends: Vec<Arc<dyn Backend>>,
+    live: Mutex<HashMap<String, Live>>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl Manager {
+    pub fn new(
+        store: Arc<Store>,
+        config: Config,
+        data_dir: PathBuf,
+        guest_bin: Option<PathBuf>,
+    ) -> Arc<Self> {
+        let backends: Vec<Arc<dyn Backend>> = vec![Arc::new(NamespaceBackend::new())];
+        Arc::new(Manager {
+            store,
+            config,
+            data_dir,
+            guest_bin,
+            backends,
+            live: Mutex::default(),
+            locks: Mutex::default(),
+            generation: Default::default(),
+        })
+    }
+
+    pub fn images_dir(&self) -> PathBuf {
+        self.data_dir.join("images")
+    }
+
+    fn sandbox_dir(&self, id: &str) -> PathBuf {
+        self.data_dir.join("sandboxes").join(id)
+    }
+
+    /// Every backend kind with whether it works here.
+    pub fn backend_report(&self) -> Vec<(BackendKind, Availability)> {
+        BackendKind::ALL
+            .iter()
+            .map(|k| match self.backends.iter().find(|b| b.kind() == *k) {
+                Some(b) => (*k, b.availability()),
+                None => (
+                    *k,
+                    Availability {
+                        available: false,
+                        reason: "backend not built into this version yet".into(),
+                    },
+                ),
+            })
+            .collect()
+    }
+
+    /// The best backend that works on this host.
+    pub fn default_backend(&self) -> Option<BackendKind> {
+        self.backend_report()
+            .into_iter()
+            .find(|(_, a)| a.available)
+            .map(|(k, _)| k)
+    }
+
+    fn backend(&self, kind: &str) -> Result<Arc<dyn Backend>, ApiError> {
+        let kind: BackendKind = kind.parse().map_err(ApiError::BadRequest)?;
+        let b = self
+            .backends
+            .iter()
+            .find(|b| b.kind() == kind)
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::Unavailable(format!("backend {kind} is not built into this version yet"))
+            })?;
+        let a = b.availability();
+        if !a.available {
+            return Err(ApiError::Unavailable(format!(
+                "backend {kind} is not available on this host: {}",
+                a.reason
+            )));
+        }
+        Ok(b)
+    }
+
+    fn lock_for(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap()
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn spec(&self, r: &SandboxRecord) -> SandboxSpec {
+        SandboxSpec {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            image_rootfs: image::rootfs(&self.images_dir(), &r.image),
+            dir: self.sandbox_dir(&r.id),
+            resources: Resources {
+                vcpus: r.vcpus,
+                memory_mib: r.memory_mib,
+                disk_mib: r.disk_mib,
+                pids: r.pids,
+            },
+        }
+    }
+
+    pub fn view(&self, r: &SandboxRecord) -> SandboxView {
+        let spec = self.spec(r);
+        let disk_used_bytes = self
+            .backend(&r.backend)
+            .map(|b| b.disk_used(&spec))
+            .unwrap_or(0);
+        let pid = self
+            .live
+            .lock()
+            .unwrap()
+            .get(&r.name)
+            .map(|l| l.running.pid);
+        SandboxView {
+            name: r.name.clone(),
+            state: r.state,
+            backend: r.backend.clone(),
+            image: r.image.clone(),
+            vcpus: r.vcpus,
+            memory_mib: r.memory_mib,
+            disk_mib: r.disk_mib,
+            disk_used_bytes,
+            created_at: r.created_at.clone(),
+            started_at: r.started_at.clone(),
+            state_reason: r.state_reason.clone(),
+            pid,
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Result<SandboxRecord, ApiError> {
+        Ok(self.store.sandbox(name)?)
+    }
+
+    pub async fn create(self: &Arc<Self>, req: CreateRequest) -> Result<SandboxRecord, ApiError> {
+        name::validate(&req.name).map_err(|e| ApiError::InvalidName(e.to_string()))?;
+        let image_name = req
+            .image
+            .clone()
+            .unwrap_or_else(|| self.config.default_image.clone());
+        name::validate(&image_name).map_err(|e| ApiError::InvalidName(e.to_string()))?;
+        let vcpus = req.vcpus.unwrap_or(self.config.default_vcpus);
+        let memory_mib = req.memory_mib.unwrap_or(self.config.default_memory_mib);
+        let disk_mib = req.disk_mib.unwrap_or(self.config.default_disk_mib);
+        if !(1..=64).contains(&vcpus) {
+            return Err(ApiError::BadRequest(format!(
+                "vcpus must be between 1 and 64, got {vcpus}"
+            )));
+        }
+        if !(16..=1 << 20).contains(&memory_mib) {
+            return Err(ApiError::BadRequest(format!(
+                "memory_mib must be between 16 and 1048576, got {memory_mib}"
+            )));
+        }
+        if !(64..=1 << 24).contains(&disk_mib) {
+            return Err(ApiError::BadRequest(format!(
+                "disk_mib must be between 64 and 16777216, got {disk_mib}"
+            )));
+        }
+        let backend_name = match &req.backend {
+            Some(b) => b.clone(),
+            None => self
+                .default_backend()
+                .ok_or_else(|| {
+                    ApiError::Unavailable(
+                        "no sandbox backend works on this host; run `ironclaw doctor`".into(),
+                    )
+                })?
+                .to_string(),
+        };
+        let backend = self.backend(&backend_name)?;
+        image::get(&self.images_dir(), &image_name).map_err(|_| {
+            ApiError::NotFound(format!(
+                "image '{image_name}' not found; build it with `ironclaw image build {image_name} --from busybox|debian`"
+            ))
+        })?;
+        if self.store.sandboxes()?.len() >= self.config.max_sandboxes {
+            return Err(ApiError::Unavailable(format!(
+                "sandbox limit reached ({} sandboxes); remove one or raise max_sandboxes",
+                self.config.max_sandboxes
+            )));
+        }
+        let id: String = (0..6)
+            .map(|_| format!("{:02x}", rand::random::<u8>()))
+            .collect();
+        let now = now();
+        let record = SandboxRecord {
+            id,
+            name: req.name.clone(),
+            backend: backend_name,
+            image: image_name,
+            vcpus,
+            memory_mib,
+            disk_mib,
+            pids: self.config.pids_limit,
+            state: SandboxState::Creating,
+            state_reason: None,
+            desired_running: true,
+            runtime: None,
+            created_at: now.clone(),
+            started_at: None,
+            updated_at: now,
+        };
+        let lock = self.lock_for(&record.name);
+        let _g = lock.lock().await;
+        self.store.insert_sandbox(&record)?;
+        let spec = self.spec(&record);
+        match self.boot(&*backend, &spec).await {
+            Ok(()) => Ok(self.store.sandbox(&record.name)?),
+            Err(e) => {
+                // A create that fails leaves nothing behind.
+                let _ = backend.destroy(&spec).await;
+                let _ = self.store.delete_sandbox(&record.name);
+                Err(e)
+            }
+        }
+    }
+
+    /// Start the sandbox's process and record it as running.
+    async fn boot(
+        self: &Arc<Self>,
+        backend: &dyn Backend,
+        spec: &SandboxSpec,
+    ) -> Result<(), ApiError> {
+        let (running, agent) = backend.start(spec).await.map_err(|e| match e {
+            ironclaw_sandbox::BackendError::Unavailable(..) => ApiError::Unavailable(e.to_string()),
+            other => {
+                ApiError::Internal(format!("sandbox '{}' failed to start: {other}", spec.name))
+            }
+        })?;
+        let runtime =
+            serde_json::to_string(&running).map_err(|e| ApiError::Internal(e.to_string()))?;
+        self.store
+            .set_sandbox_state(&spec.name, SandboxState::Running, None, Some(&runtime))?;
+        self.adopt(spec.name.clone(), running, agent);
+        Ok(())
+    }
+
+    /// Track a running sandbox and watch its process for an unexpected exit.
+    fn adopt(self: &Arc<Self>, name: String, running: Running, agent: AgentClient) {
+        let generation = self
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let pid = running.pid;
+        self.live.lock().unwrap().insert(
+            name.clone(),
+            Live {
+                running,
+                agent,
+                generation,
+            },
+        );
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let status = process::wait_exit(pid).await;
+            let Some(me) = me.upgrade() else { return };
+            let was_live = {
+                let mut live = me.live.lock().unwrap();
+                match live.get(&name) {
+                    Some(l) if l.generation == generation => live.remove(&name).is_some(),
+                    _ => false,
+                }
+            };
+            if was_live {
+                me.on_crash(&name, status).await;
+            }
+        });
+    }
+
+    async fn on_crash(&self, name: &str, status: Option<i32>) {
+        let Ok(r) = self.store.sandbox(name) else {
+            return;
+        };
+        let spec = self.spec(&r);
+        let tail = namespace::log_tail(&spec.console_log(), 600);
+        let reason = format!(
+            "sandbox init exited unexpectedly{}{}",
+            status.map(|s| format!(" (status {s})")).unwrap_or_default(),
+            if tail.is_empty() {
+                String::new()
+            } else {
+                format!("; console: {tail}")
+            }
+        );
+        tracing::warn!(sandbox = name, "{reason}");
+        if let Ok(cg) = ironclaw_sandbox::cgroup::Cgroup::for_sandbox(&r.id) {
+            let _ = cg.destroy().await;
+        }
+        let _ = self
+            .store
+            .set_sandbox_state(name, SandboxState::Crashed, Some(&reason), None);
+    }
+
+    pub async fn start(self: &Arc<Self>, name: &str) -> Result<SandboxRecord, ApiError> {
+        let lock = self.lock_for(name);
+        let _g = lock.lock().await;
+        let r = self.get(name)?;
+        self.store.set_sandbox_desired(name, true)?;
+        if r.state == SandboxState::Running && self.live.lock().unwrap().contains_key(name) {
+            return Ok(r);
+        }
+        let backend = self.backend(&r.backend)?;
+        self.boot(&*backend, &self.spec(&r)).await?;
+        Ok(self.get(name)?)
+    }
+
+    pub async fn stop(self: &Arc<Self>, name: &str) -> Result<SandboxRecord, ApiError> {
+        let lock = self.lock_for(name);
+        let _g = lock.lock().await;
+        let r = self.get(name)?;
+        self.store.set_sandbox_desired(name, false)?;
+        self.stop_locked(&r).await?;
+        Ok(self.get(name)?)
+    }
+
+    async fn stop_locked(&self, r: &SandboxRecord) -> Result<(), ApiError> {
+        let live = self.live.lock().unwrap().remove(&r.name);
+        let running = match (&live, &r.runtime) {
+            (Some(l), _) => Some(l.running.clone()),
+            (None, Some(rt)) => serde_json::from_str::<Running>(rt).ok(),
+            _ => None,
+        };
+        if let (Some(running), Ok(backend)) = (running, self.backend(&r.backend)) {
+            let grace = Duration::from_secs(self.config.stop_grace_secs);
+            backend
+                .stop(
+                    &self.spec(r),
+                    &running,
+                    live.as_ref().map(|l| &l.agent),
+                    grace,
+                )
+                .await?;
+        }
+        if r.state != SandboxState::Stopped || r.runtime.is_some() {
+            let reason = if r.state == SandboxState::Crashed {
+                r.state_reason.as_deref()
+            } else {
+                None
+            };
+            let state = if r.state == SandboxState::Crashed {
+                SandboxState::Crashed
+            } else {
+                SandboxState::Stopped
+            };
+            self.store.set_sandbox_state(&r.name, state, reason, None)?;
+        }
+        Ok(())
+    }
+
+    pub async fn remove(self: &Arc<Self>, name: &str) -> Result<(), ApiError> {
+        let lock = self.lock_for(name);
+        let _g = lock.lock().await;
+        let r = self.get(name)?;
+        self.stop_locked(&r).await?;
+        if let Ok(b) = self.backend(&r.backend) {
+            b.destroy(&self.spec(&r)).await?;
+        } else {
+            let _ = std::fs::remove_dir_all(self.sandbox_dir(&r.id));
+        }
+        self.store.delete_sandbox(name)?;
+        self.locks.lock().unwrap().remove(name);
+        Ok(())
+    }
+
+    /// The agent of a running sandbox, reconnecting if the connection dropped.
+    pub async fn agent(&self, name: &str) -> Result<AgentClient, ApiError> {
+        let existing = self
+            .live
+            .lock()
+            .unwrap()
+            .get(name)
+            .map(|l| (l.agent.clone(), l.running.agent_socket.clone()));
+        let Some((agent, socket)) = existing else {
+            let r = self.get(name)?;
+            return Err(ApiError::Conflict(format!(
+                "sandbox '{name}' is {}; start it with `ironclaw sandbox start {name}`",
+                r.state.as_str()
+            )));
+        };
+        if !agent.is_closed() {
+            return Ok(agent);
+        }
+        let fresh = AgentClient::connect_unix(&socket).await?;
+        if let Some(l) = self.live.lock().unwrap().get_mut(name) {
+            l.agent = fresh.clone();
+        }
+        Ok(fresh)
+    }
+
+    /// Bring the world in line with the store after a daemon (re)start:
+    /// adopt sandboxes whose process survived, restart the ones that should
+    /// run, and mark the rest stopped with the reason.
+    pub async fn reconcile(self: &Arc<Self>) {
+        let records = match self.store.sandboxes() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("reconcile: {e}");
+                return;
+            }
+        };
+        for r in records {
+            let running: Option<Running> = r
+                .runtime
+                .as_deref()
+                .and_then(|rt| serde_json::from_str(rt).ok());
+            if let Some(run) = &running {
+                if process::is_same_process(run.pid, run.pid_start) {
+                    match AgentClient::connect_unix(&run.agent_socket).await {
+                        Ok(agent) => {
+                            tracing::info!(sandbox = %r.name, pid = run.pid, "re-adopted running sandbox");
+                            if r.state != SandboxState::Running {
+                                let _ = self.store.set_sandbox_state(
+                                    &r.name,
+                                    SandboxState::Running,
+                                    None,
+                                    r.runtime.as_deref(),
+                                );
+                            }
+                            self.adopt(r.name.clone(), run.clone(), agent);
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::warn!(sandbox = %r.name, "running but agent unreachable ({e}); restarting it")
+                        }
+                    }
+                }
+            }
+            // Whatever is left of an earlier run goes, so nothing is orphaned.
+            if let (Some(run), Ok(b)) = (&running, self.backend(&r.backend)) {
+                let _ = b
+                    .stop(&self.spec(&r), run, None, Duration::from_secs(2))
+                    .await;
+            }
+            if r.desired_running {
+                let _g = self.lock_for(&r.name);
+                let res = match self.backend(&r.backend) {
+                    Ok(b) => self.boot(&*b, &self.spec(&r)).await,
+                    Err(e) => Err(e),
+                };
+                match res {
+                    Ok(()) => tracing::info!(sandbox = %r.name, "restarted after daemon restart"),
+                    Err(e) => {
+                        let reason = format!("could not be restarted after a daemon restart: {e}");
+                        tracing::warn!(sandbox = %r.name, "{reason}");
+                        let _ = self.store.set_sandbox_state(
+                            &r.name,
+                            SandboxState::Stopped,
+                            Some(&reason),
+                            None,
+                        );
+                    }
+                }
+            } else if r.state != SandboxState::Stopped && r.state != SandboxState::Crashed {
+                let _ = self.store.set_sandbox_state(
+                    &r.name,
+                    SandboxState::Stopped,
+                    Some("stopped while the daemon was down"),
+                    None,
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Installs what IronClaw needs on a Debian 12 (bookworm) host.
+#
+# Idempotent: packages already installed are skipped and `apt-get update`
+# only runs when something is missing, so re-runs take about a second.
+# Run as root (or with sudo available).
+set -euo pipefail
+
+PACKAGES=(
+  build-essential pkg-config    # compiling the workspace (C deps such as bundled SQLite)
+  busybox-static                # the busybox image and initramfs
+  mmdebstrap                    # the Debian image
+  bubblewrap                    # namespace helpers and tests
+  iproute2 procps util-linux    # ip, ps, unshare/nsenter/mount on the host
+  ca-certificates curl          # downloads (Firecracker, rustup)
+  qemu-system-x86               # the qemu backend (TCG fallback where KVM guests cannot boot)
+)
+
+SUDO=()
+if [[ $(id -u) -ne 0 ]]; then
+  if command -v sudo >/dev/null 2>&1; then
+    SUDO=(sudo)
+  else
+    echo "setup-host.sh: run as root (or install sudo)" >&2
+    exit 1
+  fi
+fi
+
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "setup-host.sh: apt-get not found; this script supports Debian 12 (bookworm)" >&2
+  exit 1
+fi
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  # dpkg -s succeeds for removed-but-configured packages too; check the state.
+  if ! dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null | grep -qx installed; then
+    missing+=("$pkg")
+  fi
+done
+
+if ((${#missing[@]} > 0)); then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  "${SUDO[@]}" apt-get update -qq
+  # --no-remove: never trade an existing package (say, a newer qemu-utils
+  # from backports) for one of ours; fail and let the operator decide.
+  if ! "${SUDO[@]}" apt-get install -y -qq --no-install-recommends --no-remove "${missing[@]}"; then
+    echo "setup-host.sh: apt-get could not install ${missing[*]} without removing other packages;" >&2
+    echo "  resolve the conflict shown above (e.g. install matching versions from the same suite) and re-run" >&2
+    exit 1
+  fi
+else
+  echo "all ${#PACKAGES[@]} packages already installed"
+fi
+
+# The busybox image copies the host's busybox into guests that have no
+# libc, so it must be the static build (the plain `busybox` package is not).
+if ! file_type=$(LC_ALL=C readelf -l /bin/busybox 2>/dev/null) || grep -q 'Requesting program interpreter' <<<"$file_type"; then
+  echo "warning: /bin/busybox is missing or dynamically linked; the busybox image will download busybox-static" >&2
+fi
+
+if command -v cargo >/dev/null 2>&1 || [[ -x "${HOME:-/root}/.cargo/bin/cargo" ]]; then
+  echo "cargo: $(command -v cargo || echo "${HOME:-/root}/.cargo/bin/cargo")"
+else
+  cat >&2 <<'MSG'
+cargo not found. Install Rust with rustup:
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y
+  . "$HOME/.cargo/env"
+MSG
+  exit 1
+fi
+
+echo "host ready"
