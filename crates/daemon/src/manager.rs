@@ -239,6 +239,12 @@ impl Manager {
                 "image '{image_name}' not found; build it with `ironclaw image build {image_name} --from busybox|debian`"
             ))
         })?;
+        if self.store.sandbox(&req.name).is_ok() {
+            return Err(ApiError::Conflict(format!(
+                "sandbox '{}' already exists",
+                req.name
+            )));
+        }
         if self.store.sandboxes()?.len() >= self.config.max_sandboxes {
             return Err(ApiError::Unavailable(format!(
                 "sandbox limit reached ({} sandboxes); remove one or raise max_sandboxes",

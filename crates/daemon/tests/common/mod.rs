@@ -1,0 +1,285 @@
+//! Test harness: a real ironclawd on a temporary data dir and a free port,
+//! with a busybox image built through its own API. Everything it started is
+//! removed on drop (sandboxes first, then the daemon, then the data dir).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub token: String,
+    pub child: Option<Child>,
+    pub http: reqwest::Client,
+    extra_config: String,
+}
+
+/// The static guest binary the test run was prepared with (scripts/test.sh builds it).
+pub fn guest_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("IRONCLAW_GUEST_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.parent().unwrap().parent().unwrap().parent().unwrap();
+    for prof in ["release", "debug"] {
+        let p = target
+            .join("x86_64-unknown-linux-gnu")
+            .join(prof)
+            .join("ironclaw-guest");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("static ironclaw-guest not built: run scripts/test.sh (or set IRONCLAW_GUEST_BIN)");
+}
+
+/// A workspace binary next to the test executable (target/<profile>/NAME).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let p = exe.parent().unwrap().parent().unwrap().join(name);
+    assert!(
+        p.exists(),
+        "{} not built (cargo test --workspace builds it)",
+        p.display()
+    );
+    p
+}
+
+impl Daemon {
+    pub async fn start() -> Daemon {
+        Self::start_with("").await
+    }
+
+    /// Start with extra TOML config lines.
+    pub async fn start_with(config: &str) -> Daemon {
+        // Short path: the agent socket path must fit in sun_path.
+        let dir = tempfile::Builder::new()
+            .prefix("icl")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let mut d = Daemon {
+            dir,
+            url: String::new(),
+            token: String::new(),
+            child: None,
+            http: reqwest::Client::new(),
+            extra_config: config.to_string(),
+        };
+        d.spawn();
+        d
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// (Re)start the daemon process on the same data dir.
+    pub fn spawn(&mut self) {
+        let cfg = self.dir.path().join("config.toml");
+        std::fs::write(
+            &cfg,
+            format!("default_image = \"mini\"\n{}", self.extra_config),
+        )
+        .unwrap();
+        let mut child = Command::new(workspace_bin("ironclawd"))
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--config")
+            .arg(&cfg)
+            .env("IRONCLAW_GUEST_BIN", guest_bin())
+            .env("IRONCLAW_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn ironclawd");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("ironclawd listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        self.url = url.to_string();
+        self.token = std::fs::read_to_string(self.dir.path().join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_string();
+        self.child = Some(child);
+    }
+
+    /// Graceful stop (SIGTERM), leaving sandboxes running.
+    pub fn stop_daemon(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            c.wait().unwrap();
+        }
+    }
+
+    /// Crash the daemon (SIGKILL).
+    pub fn kill_daemon(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    pub fn u(&self, path: &str) -> String {
+        format!("{}{}", self.url, path)
+    }
+
+    pub async fn req(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut r = self
+            .http
+            .request(method, self.u(path))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.req(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.req(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn build_image(&self, name: &str, from: &str) {
+        let (st, body) = self
+            .post("/v1/images", json!({"name": name, "from": from}))
+            .await;
+        assert_eq!(st, 200, "{body}");
+        let text = body
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| body.to_string());
+        assert!(
+            text.contains("\"type\":\"done\""),
+            "image build failed: {text}"
+        );
+    }
+
+    /// Create a running sandbox from the busybox image (built on first use).
+    pub async fn sandbox(&self, name: &str, extra: Value) -> Value {
+        let (_, imgs) = self.get("/v1/images").await;
+        if !imgs["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["name"] == "mini")
+        {
+            self.build_image("mini", "busybox").await;
+        }
+        let mut body = json!({"name": name, "image": "mini"});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        let (st, v) = self.post("/v1/sandboxes", body).await;
+        assert_eq!(st, 201, "create {name}: {v}");
+        v
+    }
+
+    pub async fn exec(&self, name: &str, argv: &[&str]) -> Value {
+        let (st, v) = self
+            .post(&format!("/v1/sandboxes/{name}/exec"), json!({"argv": argv}))
+            .await;
+        assert_eq!(st, 200, "exec {argv:?}: {v}");
+        v
+    }
+
+    /// Run the `ironclaw` CLI against this daemon.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(workspace_bin("ironclaw"))
+            .args(args)
+            .env("IRONCLAW_HOST", &self.url)
+            .env("IRONCLAW_TOKEN", &self.token)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        format!(
+            "{}{path}{sep}token={}",
+            self.url.replacen("http", "ws", 1),
+            self.token
+        )
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_none() && self.dir.path().join("ironclaw.db").exists() {
+            self.spawn();
+        }
+        // Remove every sandbox through the API so no process or cgroup outlives the test.
+        // On its own thread: Drop may run inside a test's tokio runtime.
+        let url = self.url.clone();
+        let token = self.token.clone();
+        let cleanup = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let http = reqwest::Client::new();
+                let Ok(resp) = http
+                    .get(format!("{url}/v1/sandboxes"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                else {
+                    return;
+                };
+                let v: Value = resp.json().await.unwrap_or_default();
+                for s in v["sandboxes"].as_array().cloned().unwrap_or_default() {
+                    let name = s["name"].as_str().unwrap_or_default();
+                    let _ = http
+                        .delete(format!("{url}/v1/sandboxes/{name}"))
+                        .bearer_auth(&token)
+                        .timeout(Duration::from_secs(30))
+                        .send()
+                        .await;
+                }
+            })
+        });
+        let _ = cleanup.join();
+        self.stop_daemon();
+    }
+}
+
+/// Processes whose command line mentions `needle` (orphan checks).
+pub fn processes_matching(needle: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(needle) {
+                out.push(format!("{}: {cmd}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    out
+}

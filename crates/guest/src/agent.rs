@@ -1,0 +1,92 @@
+//! The agent proper: shared state, the accept loop and the way out.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::Notify;
+
+use crate::session::Sessions;
+use crate::transport::{Listener, TransportError};
+use crate::{connection, reaper::Reaper, shutdown};
+
+/// What this process is responsible for beyond answering requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A plain process on a host (tests): only its own children are its
+    /// business.
+    Serve,
+    /// PID 1 of a namespace sandbox.
+    NsInit,
+    /// PID 1 of a VM.
+    VmInit,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("cannot watch signals: {0}")]
+    Signals(#[source] std::io::Error),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+pub struct Agent {
+    pub role: Role,
+    pub started: Instant,
+    pub reaper: Reaper,
+    pub sessions: Sessions,
+    shutdown: Notify,
+}
+
+impl Agent {
+    pub fn request_shutdown(&self) {
+        self.shutdown.notify_one();
+    }
+}
+
+/// Build the runtime, listen, announce readiness and serve until shutdown.
+/// `bind` runs inside the runtime because sockets register with it.
+pub fn start<F>(role: Role, bind: F) -> Result<(), AgentError>
+where
+    F: FnOnce() -> Result<Listener, TransportError>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(AgentError::Runtime)?;
+    runtime.block_on(async move {
+        let agent = Arc::new(Agent {
+            role,
+            started: Instant::now(),
+            reaper: Reaper::default(),
+            sessions: Sessions::default(),
+            shutdown: Notify::new(),
+        });
+        let reaper = agent.clone();
+        tokio::spawn(async move { reaper.reaper.run().await });
+        let mut term = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
+        let mut int = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
+        let listener = bind()?;
+        // The host waits for this exact line before connecting.
+        println!("ironclaw-guest: ready");
+        loop {
+            tokio::select! {
+                conn = listener.accept() => match conn {
+                    Ok(conn) => {
+                        tokio::spawn(connection::serve(agent.clone(), conn));
+                    }
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        eprintln!("ironclaw-guest: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                _ = agent.shutdown.notified() => break,
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+        listener.cleanup();
+        shutdown::run(&agent).await;
+        Ok(())
+    })
+}

@@ -1,0 +1,140 @@
+//! Command line. Hand-parsed: three modes with a handful of flags do not
+//! justify an argument-parsing dependency in a binary that ships in every
+//! image.
+
+use std::path::PathBuf;
+
+use crate::transport::ListenAddr;
+
+pub const USAGE: &str = "usage:
+  ironclaw-guest serve --listen unix:/path/agent.sock
+  ironclaw-guest ns-init --lower L --upper U --work W --merged M --agent-dir D --hostname H
+  ironclaw-guest init        (PID 1 of a VM; implied when started as PID 1 without arguments)
+  ironclaw-guest --version";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArgsError {
+    #[error("unknown command {0:?}")]
+    UnknownCommand(String),
+    #[error("unknown option {0:?}")]
+    UnknownOption(String),
+    #[error("option {0} needs a value")]
+    MissingValue(String),
+    #[error("missing required option {0}")]
+    Required(&'static str),
+    #[error("bad --listen address {0:?} (expected unix:/path)")]
+    BadListen(String),
+    #[error("no command given")]
+    NoCommand,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NsInitArgs {
+    pub lower: PathBuf,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub merged: PathBuf,
+    pub agent_dir: PathBuf,
+    pub hostname: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    Serve { listen: ListenAddr },
+    NsInit(NsInitArgs),
+    VmInit,
+    Help,
+    Version,
+}
+
+/// Pairs of `--name value` (or `--name=value`) after the command word.
+fn options(rest: &[String], known: &[&str]) -> Result<Vec<(String, String)>, ArgsError> {
+    let mut out = Vec::new();
+    let mut it = rest.iter();
+    while let Some(arg) = it.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string())),
+            None => (arg.clone(), None),
+        };
+        if !known.contains(&name.as_str()) {
+            return Err(ArgsError::UnknownOption(arg.clone()));
+        }
+        let value = match inline {
+            Some(v) => v,
+            None => it.next().cloned().ok_or_else(|| ArgsError::MissingValue(name.clone()))?,
+        };
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
+fn take(opts: &[(String, String)], name: &'static str) -> Result<String, ArgsError> {
+    opts.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.clone()).ok_or(ArgsError::Required(name))
+}
+
+pub fn parse(argv: &[String]) -> Result<Mode, ArgsError> {
+    let Some(cmd) = argv.first() else {
+        // The kernel starts init without arguments; anything else without
+        // arguments is a person who needs the usage text.
+        return if std::process::id() == 1 { Ok(Mode::VmInit) } else { Err(ArgsError::NoCommand) };
+    };
+    let rest = &argv[1..];
+    match cmd.as_str() {
+        "serve" => {
+            let opts = options(rest, &["--listen"])?;
+            let listen = take(&opts, "--listen")?;
+            let path = listen.strip_prefix("unix:").filter(|p| !p.is_empty()).ok_or(ArgsError::BadListen(listen.clone()))?;
+            Ok(Mode::Serve { listen: ListenAddr::Unix(PathBuf::from(path)) })
+        }
+        "ns-init" => {
+            let opts = options(rest, &["--lower", "--upper", "--work", "--merged", "--agent-dir", "--hostname"])?;
+            Ok(Mode::NsInit(NsInitArgs {
+                lower: take(&opts, "--lower")?.into(),
+                upper: take(&opts, "--upper")?.into(),
+                work: take(&opts, "--work")?.into(),
+                merged: take(&opts, "--merged")?.into(),
+                agent_dir: take(&opts, "--agent-dir")?.into(),
+                hostname: take(&opts, "--hostname")?,
+            }))
+        }
+        // Kernels pass unknown cmdline words to init as arguments, so init
+        // mode ignores whatever follows.
+        "init" => Ok(Mode::VmInit),
+        "-h" | "--help" | "help" => Ok(Mode::Help),
+        "-V" | "--version" | "version" => Ok(Mode::Version),
+        _ if std::process::id() == 1 => Ok(Mode::VmInit),
+        other => Err(ArgsError::UnknownCommand(other.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &[&str]) -> Vec<String> {
+        s.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn serve_listen() {
+        let m = parse(&v(&["serve", "--listen", "unix:/tmp/a.sock"])).unwrap();
+        assert_eq!(m, Mode::Serve { listen: ListenAddr::Unix("/tmp/a.sock".into()) });
+        let m = parse(&v(&["serve", "--listen=unix:/x"])).unwrap();
+        assert_eq!(m, Mode::Serve { listen: ListenAddr::Unix("/x".into()) });
+        assert!(parse(&v(&["serve", "--listen", "tcp:1"])).is_err());
+        assert!(parse(&v(&["serve"])).is_err());
+        assert!(parse(&v(&["serve", "--bogus", "1"])).is_err());
+    }
+
+    #[test]
+    fn ns_init_needs_everything() {
+        let full = v(&[
+            "ns-init", "--lower", "/l", "--upper", "/u", "--work", "/w", "--merged", "/m", "--agent-dir", "/d", "--hostname", "h",
+        ]);
+        let Mode::NsInit(a) = parse(&full).unwrap() else { panic!() };
+        assert_eq!(a.hostname, "h");
+        assert_eq!(a.agent_dir, PathBuf::from("/d"));
+        assert!(matches!(parse(&full[..full.len() - 2]), Err(ArgsError::Required("--hostname"))));
+        assert!(matches!(parse(&full[..full.len() - 1]), Err(ArgsError::MissingValue(_))));
+    }
+}

@@ -1,0 +1,265 @@
+//! File operations. Paths from the host are resolved against /root when
+//! relative. Blocking filesystem calls run on tokio's blocking pool.
+
+use std::fs::{self, Metadata};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ironclaw_proto::{DirEntry, ErrorKind, FileKind, FileStat, FileWrite, GuestMsg, HostMsg, CHUNK};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::connection::{Input, Out};
+use crate::errors::kind_of;
+use crate::spawn::resolve;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: io::Error },
+    #[error("refusing to remove the root directory")]
+    RemoveRoot,
+    #[error("{0}: has no parent directory")]
+    NoParent(String),
+}
+
+impl FileError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            FileError::Io { source, .. } => kind_of(source),
+            FileError::RemoveRoot => ErrorKind::PermissionDenied,
+            FileError::NoParent(_) => ErrorKind::InvalidInput,
+        }
+    }
+}
+
+fn ctx(path: &Path) -> impl FnOnce(io::Error) -> FileError + '_ {
+    move |source| FileError::Io { path: path.display().to_string(), source }
+}
+
+/// Run a blocking operation and answer with its message or its error.
+pub async fn reply<F>(out: Out, f: F)
+where
+    F: FnOnce() -> Result<GuestMsg, FileError> + Send + 'static,
+{
+    let msg = match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(msg)) => msg,
+        Ok(Err(e)) => GuestMsg::Error { kind: e.kind(), message: e.to_string() },
+        Err(e) => GuestMsg::Error { kind: ErrorKind::Other, message: format!("file operation failed: {e}") },
+    };
+    let _ = out.send(msg).await;
+}
+
+fn kind_of_meta(m: &Metadata) -> FileKind {
+    let t = m.file_type();
+    if t.is_symlink() {
+        FileKind::Symlink
+    } else if t.is_dir() {
+        FileKind::Dir
+    } else if t.is_file() {
+        FileKind::File
+    } else {
+        FileKind::Other
+    }
+}
+
+fn file_stat(path: &Path, shown: &str) -> Result<FileStat, FileError> {
+    // lstat: a symlink is reported as one, not as what it points to.
+    let m = fs::symlink_metadata(path).map_err(ctx(path))?;
+    Ok(FileStat { path: shown.to_string(), kind: kind_of_meta(&m), size: m.len(), mode: m.mode() & 0o7777, mtime: m.mtime() })
+}
+
+pub fn stat(path: &str) -> Result<GuestMsg, FileError> {
+    let p = resolve(path);
+    Ok(GuestMsg::Stat(file_stat(&p, &p.display().to_string())?))
+}
+
+pub fn list(path: &str) -> Result<GuestMsg, FileError> {
+    let dir = resolve(path);
+    let mut entries = Vec::new();
+    for entry in fs::read_dir(&dir).map_err(ctx(&dir))? {
+        let entry = entry.map_err(ctx(&dir))?;
+        let m = match entry.metadata() {
+            Ok(m) => m,
+            // Deleted between readdir and lstat: it is simply gone.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(ctx(&entry.path())(e)),
+        };
+        entries.push(DirEntry {
+            name: entry.file_name().to_string_lossy().into_owned(),
+            kind: kind_of_meta(&m),
+            size: m.len(),
+            mode: m.mode() & 0o7777,
+            mtime: m.mtime(),
+        });
+    }
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(GuestMsg::Entries(entries))
+}
+
+pub fn mkdir(path: &str, parents: bool, mode: u32) -> Result<GuestMsg, FileError> {
+    let p = resolve(path);
+    fs::DirBuilder::new().recursive(parents).mode(mode & 0o7777).create(&p).map_err(ctx(&p))?;
+    Ok(GuestMsg::Ok)
+}
+
+/// True for "/", "//", "/..", "/./" and the like.
+fn is_root(p: &Path) -> bool {
+    p.components().all(|c| matches!(c, Component::RootDir | Component::CurDir | Component::ParentDir))
+}
+
+pub fn remove(path: &str, recursive: bool) -> Result<GuestMsg, FileError> {
+    let p = resolve(path);
+    if is_root(&p) || fs::canonicalize(&p).is_ok_and(|c| c == Path::new("/")) {
+        return Err(FileError::RemoveRoot);
+    }
+    let m = fs::symlink_metadata(&p).map_err(ctx(&p))?;
+    let res = if !m.is_dir() {
+        fs::remove_file(&p)
+    } else if recursive {
+        // Does not follow symlinks out of the tree.
+        fs::remove_dir_all(&p)
+    } else {
+        fs::remove_dir(&p)
+    };
+    res.map_err(ctx(&p))?;
+    Ok(GuestMsg::Ok)
+}
+
+pub fn rename(from: &str, to: &str) -> Result<GuestMsg, FileError> {
+    let (f, t) = (resolve(from), resolve(to));
+    fs::rename(&f, &t).map_err(ctx(&f))?;
+    Ok(GuestMsg::Ok)
+}
+
+/// Stream a file as Data chunks, then Eof.
+pub async fn read(out: Out, path: &str, mut input: Input) {
+    let p = resolve(path);
+    let mut file = match tokio::fs::File::open(&p).await {
+        Ok(f) => f,
+        Err(e) => return out.error(kind_of(&e), ctx(&p)(e).to_string()).await,
+    };
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = tokio::select! {
+            n = file.read(&mut buf) => n,
+            // Cancel or connection gone: stop sending.
+            _ = input.ctrl.recv() => return,
+        };
+        let msg = match n {
+            Ok(0) => {
+                let _ = out.send(GuestMsg::Eof).await;
+                return;
+            }
+            Ok(n) => GuestMsg::Data(buf[..n].to_vec()),
+            // Reading a directory fails here with EISDIR, before any data.
+            Err(e) => return out.error(kind_of(&e), ctx(&p)(e).to_string()).await,
+        };
+        if out.send(msg).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Removes the temporary file unless the upload completed.
+struct TempFile {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Receive Data chunks until Eof into a temporary file beside the target,
+/// then fsync, chmod and rename it into place: readers see either the old
+/// file or the complete new one, never a partial upload.
+pub async fn write(out: Out, req: FileWrite, mut input: Input) {
+    match write_inner(&req, &mut input).await {
+        Ok(Some(stat)) => {
+            let _ = out.send(GuestMsg::Stat(stat)).await;
+        }
+        Ok(None) => {} // cancelled
+        Err(e) => out.error(e.kind(), e.to_string()).await,
+    }
+}
+
+async fn write_inner(req: &FileWrite, input: &mut Input) -> Result<Option<FileStat>, FileError> {
+    let target = resolve(&req.path);
+    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
+        return Err(FileError::NoParent(req.path.clone()));
+    };
+    if req.parents {
+        tokio::fs::create_dir_all(dir).await.map_err(ctx(dir))?;
+    }
+    let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
+    let tmp_name = format!(".{}.ironclaw-upload.{}.{}", name.to_string_lossy(), std::process::id(), seq);
+    let mut temp = TempFile { path: dir.join(tmp_name), keep: false };
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temp.path)
+        .await
+        .map_err(ctx(&target))?;
+    loop {
+        tokio::select! {
+            msg = input.data.recv() => match msg {
+                Some(HostMsg::Data(bytes)) => file.write_all(&bytes).await.map_err(ctx(&target))?,
+                Some(HostMsg::Eof) => break,
+                Some(_) => {}
+                None => return Ok(None),
+            },
+            _ = input.ctrl.recv() => return Ok(None),
+        }
+    }
+    file.flush().await.map_err(ctx(&target))?;
+    file.sync_all().await.map_err(ctx(&target))?;
+    let file = file.into_std().await;
+    file.set_permissions(fs::Permissions::from_mode(req.mode & 0o7777)).map_err(ctx(&target))?;
+    drop(file);
+    let (tmp, dst, dir, shown) = (temp.path.clone(), target.clone(), dir.to_path_buf(), target.display().to_string());
+    let stat = tokio::task::spawn_blocking(move || -> Result<FileStat, FileError> {
+        fs::rename(&tmp, &dst).map_err(ctx(&dst))?;
+        // Make the rename itself durable.
+        if let Ok(d) = fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        file_stat(&dst, &shown)
+    })
+    .await
+    .map_err(|e| FileError::Io { path: req.path.clone(), source: io::Error::other(e) })?;
+    // Once renamed the temporary name no longer exists; nothing to clean.
+    if stat.is_ok() || !temp.path.exists() {
+        temp.keep = true;
+    }
+    stat.map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_detection() {
+        for p in ["/", "//", "/..", "/./", "/../.."] {
+            assert!(is_root(Path::new(p)), "{p}");
+        }
+        for p in ["/tmp", "/root/..x"] {
+            assert!(!is_root(Path::new(p)), "{p}");
+        }
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_root_home() {
+        assert_eq!(resolve("a/b"), PathBuf::from("/root/a/b"));
+        assert_eq!(resolve("/etc"), PathBuf::from("/etc"));
+    }
+}

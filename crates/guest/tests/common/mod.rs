@@ -1,0 +1,254 @@
+//! A minimal host side for tests: starts the agent binary and speaks the
+//! protocol to it with ironclaw-proto's framing and handshake.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ironclaw_proto::{handshake, ExecRequest, ExitStatus, FrameReader, FrameWriter, GuestMsg, HostMsg};
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+
+pub const GUEST: &str = env!("CARGO_BIN_EXE_ironclaw-guest");
+/// Generous: a step that takes this long is a failure, not slowness.
+pub const STEP: Duration = Duration::from_secs(10);
+
+/// Wait for the agent's ready line on `child`'s stdout.
+pub fn wait_ready(child: &mut Child) {
+    let stdout = child.stdout.take().expect("stdout piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        for line in lines.by_ref() {
+            let line = line.unwrap_or_default();
+            if line == "ironclaw-guest: ready" {
+                let _ = tx.send(());
+                break;
+            }
+        }
+        // Keep draining so the agent never blocks on a full pipe.
+        for _ in lines {}
+    });
+    rx.recv_timeout(STEP).expect("agent did not print its ready line");
+}
+
+/// An agent in `serve` mode on a socket in a temporary directory.
+pub struct Guest {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub sock: PathBuf,
+}
+
+impl Guest {
+    pub fn start() -> Guest {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("agent.sock");
+        let mut child = Command::new(GUEST)
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("unix:{}", sock.display()))
+            // Must not leak into commands the agent runs.
+            .env("IRONCLAW_LEAK_CHECK", "leaked")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_ready(&mut child);
+        Guest { child, dir, sock }
+    }
+
+    pub async fn connect(&self) -> Client {
+        Client::connect(&self.sock).await
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+type Streams = Arc<Mutex<HashMap<u32, mpsc::UnboundedSender<GuestMsg>>>>;
+
+pub struct Client {
+    writer: Arc<tokio::sync::Mutex<FrameWriter<OwnedWriteHalf>>>,
+    streams: Streams,
+    next: AtomicU32,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+pub struct Stream {
+    pub id: u32,
+    rx: mpsc::UnboundedReceiver<GuestMsg>,
+    writer: Arc<tokio::sync::Mutex<FrameWriter<OwnedWriteHalf>>>,
+}
+
+impl Client {
+    pub async fn connect(sock: &Path) -> Client {
+        let mut s = UnixStream::connect(sock).await.unwrap();
+        let ready = handshake::client(&mut s, 0x1234_5678_9abc_def0).await.unwrap();
+        assert_eq!(ready.agent_version, env!("CARGO_PKG_VERSION"));
+        let (rd, wr) = s.into_split();
+        let streams: Streams = Arc::default();
+        let routes = streams.clone();
+        let reader = tokio::spawn(async move {
+            let mut r = FrameReader::new(rd);
+            while let Ok((id, msg)) = r.read::<GuestMsg>().await {
+                let tx = routes.lock().unwrap().get(&id).cloned();
+                if let Some(tx) = tx {
+                    let _ = tx.send(msg);
+                }
+            }
+            // Connection gone: end every stream.
+            routes.lock().unwrap().clear();
+        });
+        Client { writer: Arc::new(tokio::sync::Mutex::new(FrameWriter::new(wr))), streams, next: AtomicU32::new(1), reader }
+    }
+
+    pub async fn open(&self, msg: HostMsg) -> Stream {
+        let id = self.next.fetch_add(2, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.streams.lock().unwrap().insert(id, tx);
+        let s = Stream { id, rx, writer: self.writer.clone() };
+        s.send(msg).await;
+        s
+    }
+
+    /// One request, one final answer.
+    pub async fn call(&self, msg: HostMsg) -> GuestMsg {
+        self.open(msg).await.next().await
+    }
+
+    pub async fn exec(&self, argv: &[&str]) -> Output {
+        self.exec_req(ExecRequest { argv: argv.iter().map(|s| s.to_string()).collect(), ..Default::default() }).await
+    }
+
+    pub async fn exec_req(&self, req: ExecRequest) -> Output {
+        self.open(HostMsg::Exec(req)).await.output().await
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Output {
+    pub started: bool,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub status: Option<ExitStatus>,
+}
+
+impl Output {
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+    pub fn code(&self) -> i32 {
+        self.status.expect("exited").code
+    }
+}
+
+/// A second handle for sending on a stream while another task reads it.
+#[derive(Clone)]
+pub struct Sender {
+    id: u32,
+    writer: Arc<tokio::sync::Mutex<FrameWriter<OwnedWriteHalf>>>,
+}
+
+impl Sender {
+    pub async fn send(&self, msg: HostMsg) {
+        self.writer.lock().await.write(self.id, &msg).await.unwrap();
+    }
+}
+
+impl Stream {
+    pub async fn send(&self, msg: HostMsg) {
+        self.sender().send(msg).await;
+    }
+
+    pub fn sender(&self) -> Sender {
+        Sender { id: self.id, writer: self.writer.clone() }
+    }
+
+    /// Next message; panics after [`STEP`] or if the stream ended.
+    pub async fn next(&mut self) -> GuestMsg {
+        match tokio::time::timeout(STEP, self.rx.recv()).await {
+            Ok(Some(m)) => m,
+            Ok(None) => panic!("stream {} ended without a final message", self.id),
+            Err(_) => panic!("stream {}: no message within {STEP:?}", self.id),
+        }
+    }
+
+    /// Next message if one arrives within `d`.
+    pub async fn next_within(&mut self, d: Duration) -> Option<GuestMsg> {
+        tokio::time::timeout(d, self.rx.recv()).await.ok().flatten()
+    }
+
+    /// Collect an exec stream until its final message.
+    pub async fn output(&mut self) -> Output {
+        let mut out = Output::default();
+        loop {
+            match self.next().await {
+                GuestMsg::Started { .. } => out.started = true,
+                GuestMsg::Stdout(b) => out.stdout.extend(b),
+                GuestMsg::Stderr(b) => out.stderr.extend(b),
+                GuestMsg::Exited(s) => {
+                    out.status = Some(s);
+                    return out;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    /// Read Stdout until the accumulated output contains `needle`.
+    pub async fn stdout_until(&mut self, needle: &str) -> String {
+        let mut acc = Vec::new();
+        loop {
+            match self.next().await {
+                GuestMsg::Stdout(b) => {
+                    acc.extend(b);
+                    if String::from_utf8_lossy(&acc).contains(needle) {
+                        return String::from_utf8_lossy(&acc).into_owned();
+                    }
+                }
+                other => panic!("waiting for {needle:?}: unexpected {other:?} after {:?}", String::from_utf8_lossy(&acc)),
+            }
+        }
+    }
+}
+
+pub fn argv(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+/// True if a process with this (host) pid still exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+pub async fn wait_gone(pid: i32, limit: Duration) -> bool {
+    let until = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < until {
+        if !alive(pid) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    !alive(pid)
+}
