@@ -13,7 +13,6 @@ PACKAGES=(
   bubblewrap                    # namespace helpers and tests
   iproute2 procps util-linux    # ip, ps, unshare/nsenter/mount on the host
   ca-certificates curl          # downloads (Firecracker, rustup)
-  qemu-system-x86               # the qemu backend (TCG fallback where KVM guests cannot boot)
 )
 
 SUDO=()
