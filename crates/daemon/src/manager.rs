@@ -372,7 +372,7 @@ impl Manager {
         }
         let backend = self.backend(&r.backend)?;
         self.boot(&*backend, &self.spec(&r)).await?;
-        Ok(self.get(name)?)
+        self.get(name)
     }
 
     pub async fn stop(self: &Arc<Self>, name: &str) -> Result<SandboxRecord, ApiError> {
@@ -381,7 +381,7 @@ impl Manager {
         let r = self.get(name)?;
         self.store.set_sandbox_desired(name, false)?;
         self.stop_locked(&r).await?;
-        Ok(self.get(name)?)
+        self.get(name)
     }
 
     async fn stop_locked(&self, r: &SandboxRecord) -> Result<(), ApiError> {

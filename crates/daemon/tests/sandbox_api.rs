@@ -297,6 +297,19 @@ async fn exec_streams_output_before_exit_and_takes_stdin() {
     assert_eq!(exit["exit_code"], 5);
 }
 
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Collect binary messages into `buf` until it contains `marker`.
+async fn read_until(ws: &mut Ws, buf: &mut Vec<u8>, marker: &str) {
+    while !String::from_utf8_lossy(buf).contains(marker) {
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next()).await;
+        if let Message::Binary(b) = msg.expect("timed out").unwrap().unwrap() {
+            buf.extend_from_slice(&b);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_session_survives_disconnect_and_replays() {
     let d = Daemon::start().await;
@@ -309,17 +322,7 @@ async fn console_session_survives_disconnect_and_replays() {
     .await
     .unwrap();
     let mut seen = Vec::new();
-    while !String::from_utf8_lossy(&seen).contains("marker-left-here") {
-        match tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap()
-        {
-            Message::Binary(b) => seen.extend_from_slice(&b),
-            _ => {}
-        }
-    }
+    read_until(&mut ws, &mut seen, "marker-left-here").await;
     drop(ws); // detach
 
     let (_, v) = d.get("/v1/sandboxes/tty/console").await;
@@ -336,17 +339,7 @@ async fn console_session_survives_disconnect_and_replays() {
     ws.send(Message::Binary(b"echo again-$MARK\n".to_vec()))
         .await
         .unwrap();
-    while !String::from_utf8_lossy(&replay).contains("again-left-here") {
-        match tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap()
-        {
-            Message::Binary(b) => replay.extend_from_slice(&b),
-            _ => {}
-        }
-    }
+    read_until(&mut ws, &mut replay, "again-left-here").await;
     assert!(
         String::from_utf8_lossy(&replay).contains("marker-left-here"),
         "no replay of earlier output"

@@ -1,0 +1,350 @@
+//! Command-line definitions (clap derive). No logic lives here.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+pub const DEFAULT_HOST: &str = "http://127.0.0.1:7777";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ironclaw",
+    version,
+    about = "Command-line client for ironclawd: create sandboxes, run commands, open consoles, copy files",
+    long_about = "Command-line client for ironclawd, the IronClaw daemon.\n\n\
+        Talks to the daemon over HTTP/WebSocket only. The daemon is found through --host \
+        (or IRONCLAW_HOST, default http://127.0.0.1:7777); the API token through --token \
+        (or IRONCLAW_TOKEN), else the file named by IRONCLAW_TOKEN_FILE, else \
+        $XDG_CONFIG_HOME/ironclaw/token (~/.config/ironclaw/token), else /var/lib/ironclaw/admin.token.",
+    after_help = "Examples:\n  \
+        ironclaw sandbox create --name dev --memory 1G\n  \
+        ironclaw exec -it dev -- bash\n  \
+        ironclaw console dev\n  \
+        ironclaw cp ./app.py dev:/root/app.py\n  \
+        ironclaw doctor",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Global options")]
+pub struct GlobalArgs {
+    /// Daemon URL
+    #[arg(long, global = true, env = "IRONCLAW_HOST", default_value = DEFAULT_HOST, value_name = "URL")]
+    pub host: String,
+
+    /// API token (default: read from a token file, see `ironclaw --help`)
+    #[arg(
+        long,
+        global = true,
+        env = "IRONCLAW_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, list, inspect, start, stop and remove sandboxes
+    #[command(subcommand, visible_alias = "sb")]
+    Sandbox(SandboxCmd),
+
+    /// Run a command in a sandbox (streams output, exits with the command's exit code)
+    Exec(ExecArgs),
+
+    /// Open a persistent shell in a sandbox (detach with Ctrl-], reattach later)
+    Console(ConsoleArgs),
+
+    /// Copy files between this machine and a sandbox (streamed; `-` is stdin/stdout)
+    Cp(CpArgs),
+
+    /// Inspect and change files inside a sandbox
+    #[command(subcommand)]
+    Fs(FsCmd),
+
+    /// Build, list and remove sandbox images
+    #[command(subcommand)]
+    Image(ImageCmd),
+
+    /// Check the daemon host: which backends work, and why the others do not
+    Doctor(JsonFlag),
+
+    /// Print the CLI version and the daemon's version
+    Version,
+}
+
+#[derive(Debug, Args, Clone, Copy)]
+pub struct JsonFlag {
+    /// Print the raw JSON returned by the API
+    #[arg(long)]
+    pub json: bool,
+}
+
+// ---------------------------------------------------------------- sandbox
+
+#[derive(Debug, Subcommand)]
+pub enum SandboxCmd {
+    /// Create and start a sandbox
+    #[command(visible_alias = "new")]
+    Create(CreateArgs),
+
+    /// List sandboxes
+    #[command(visible_alias = "list")]
+    Ls(JsonFlag),
+
+    /// Show one sandbox in detail
+    #[command(visible_alias = "inspect")]
+    Show {
+        /// Sandbox name
+        name: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+
+    /// Start a stopped sandbox
+    Start {
+        /// Sandbox name(s)
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+
+    /// Stop a running sandbox (its disk is kept)
+    Stop {
+        /// Sandbox name(s)
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+
+    /// Remove sandboxes and their disks (running ones are stopped first)
+    #[command(visible_alias = "delete")]
+    Rm {
+        /// Sandbox name(s)
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Ignore names of sandboxes that do not exist
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Sandbox name (DNS label: a-z, 0-9 and '-', 1-63 chars)
+    #[arg(long, short = 'n')]
+    pub name: String,
+
+    /// Image to boot (default: the daemon's default image)
+    #[arg(long)]
+    pub image: Option<String>,
+
+    /// Isolation backend (default: the best working one on the host)
+    #[arg(long, value_parser = ["namespace", "qemu", "firecracker"])]
+    pub backend: Option<String>,
+
+    /// Number of virtual CPUs
+    #[arg(long)]
+    pub vcpus: Option<u32>,
+
+    /// Memory size, e.g. 512M, 2G, 1.5G (plain numbers are MiB)
+    #[arg(long, value_parser = crate::output::parse_size_mib, value_name = "SIZE")]
+    pub memory: Option<u64>,
+
+    /// Disk size, e.g. 2G, 10G (plain numbers are MiB)
+    #[arg(long, value_parser = crate::output::parse_size_mib, value_name = "SIZE")]
+    pub disk: Option<u64>,
+
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+// ---------------------------------------------------------------- exec
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  ironclaw exec dev -- uname -a\n  ironclaw exec -it dev -- bash\n  \
+                  echo hi | ironclaw exec -i dev -- cat\n  ironclaw exec -e DEBUG=1 -w /srv dev -- make test\n\n\
+                  Exit status: the command's exit code; 128+N if it was killed by signal N; \
+                  124 if it timed out; 1 on API errors."
+)]
+pub struct ExecArgs {
+    /// Sandbox name
+    pub name: String,
+
+    /// Forward standard input to the command
+    #[arg(short, long)]
+    pub interactive: bool,
+
+    /// Allocate a pseudo-terminal (needs a terminal on stdin; combine with -i for interactive programs)
+    #[arg(short, long)]
+    pub tty: bool,
+
+    /// Set an environment variable (repeatable)
+    #[arg(short, long = "env", value_name = "K=V", value_parser = parse_env_pair)]
+    pub env: Vec<(String, String)>,
+
+    /// Working directory inside the sandbox
+    #[arg(short, long, value_name = "DIR")]
+    pub workdir: Option<String>,
+
+    /// Kill the command after this long, e.g. 30s, 5m (exit status 124)
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub timeout: Option<Duration>,
+
+    /// The command and its arguments (after `--`)
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub argv: Vec<String>,
+}
+
+pub fn parse_env_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected K=V, got '{s}'")),
+    }
+}
+
+// ---------------------------------------------------------------- console
+
+#[derive(Debug, Args)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = "Examples:\n  ironclaw console dev                 attach to (or start) session 'main'\n  \
+                  ironclaw console dev --session build\n  ironclaw console ls dev\n  \
+                  ironclaw console kill dev build\n\n\
+                  Press Ctrl-] to detach; the shell keeps running and can be reattached later."
+)]
+pub struct ConsoleArgs {
+    #[command(subcommand)]
+    pub command: Option<ConsoleCmd>,
+
+    #[command(flatten)]
+    pub attach: AttachArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Sandbox name
+    #[arg(required = true)]
+    pub name: Option<String>,
+
+    /// Session name; created (login shell) if it does not exist
+    #[arg(long, short, default_value = "main")]
+    pub session: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConsoleCmd {
+    /// Attach to a session (the default when no subcommand is given)
+    Attach {
+        /// Sandbox name
+        name: String,
+        /// Session name
+        #[arg(long, short, default_value = "main")]
+        session: String,
+    },
+    /// List console sessions of a sandbox
+    Ls {
+        /// Sandbox name
+        name: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Kill a console session (its shell and processes)
+    Kill {
+        /// Sandbox name
+        name: String,
+        /// Session name
+        session: String,
+    },
+}
+
+// ---------------------------------------------------------------- cp / fs
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  ironclaw cp ./app.py dev:/root/app.py\n  \
+                  ironclaw cp ./app.py dev:/root/          (keeps the name app.py)\n  \
+                  ironclaw cp dev:/root/app.py ./back.py\n  \
+                  tar cz src | ironclaw cp - dev:/root/src.tgz\n  \
+                  ironclaw cp dev:/var/log/app.log - | less")]
+pub struct CpArgs {
+    /// Source: a local path, `-` for stdin, or NAME:/path in a sandbox
+    pub src: String,
+    /// Destination: a local path, `-` for stdout, or NAME:/path in a sandbox
+    pub dst: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FsCmd {
+    /// List a directory
+    Ls {
+        /// NAME:/path
+        target: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Show one file's metadata
+    Stat {
+        /// NAME:/path
+        target: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Create a directory
+    Mkdir {
+        /// NAME:/path
+        target: String,
+        /// Create parent directories as needed
+        #[arg(short, long)]
+        parents: bool,
+    },
+    /// Remove a file or directory
+    Rm {
+        /// NAME:/path
+        target: String,
+        /// Remove directories and their contents
+        #[arg(short, long)]
+        recursive: bool,
+    },
+    /// Rename or move a file within a sandbox
+    Mv {
+        /// NAME:/from
+        from: String,
+        /// NAME:/to or just /to (same sandbox)
+        to: String,
+    },
+}
+
+// ---------------------------------------------------------------- image
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCmd {
+    /// Build an image from a base distribution (shows progress)
+    Build {
+        /// Image name (DNS label)
+        name: String,
+        /// Base to build from
+        #[arg(long, value_parser = ["busybox", "debian"])]
+        from: String,
+    },
+    /// List images
+    #[command(visible_alias = "list")]
+    Ls(JsonFlag),
+    /// Remove images
+    Rm {
+        /// Image name(s)
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}

@@ -1,0 +1,128 @@
+//! `ironclaw doctor` and `ironclaw version`.
+
+use anyhow::Result;
+use serde_json::Value;
+
+use crate::args::GlobalArgs;
+use crate::client::Client;
+use crate::output::print_json;
+
+pub async fn run(c: &Client, json: bool) -> Result<i32> {
+    let v = c.get("/v1/host", "host").await?;
+    if json {
+        print_json(&v);
+        return Ok(0);
+    }
+    let (text, healthy) = report(&v, &c.base);
+    print!("{text}");
+    Ok(if healthy { 0 } else { 1 })
+}
+
+/// Readable report; `healthy` is false when no backend is available.
+pub fn report(v: &Value, url: &str) -> (String, bool) {
+    let s = |x: &Value, k: &str| x.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let mut out = String::new();
+    let version = s(v, "version");
+    out.push_str(&format!(
+        "ironclawd {} at {url} (ironclaw CLI {})\n",
+        if version.is_empty() { "?" } else { &version },
+        env!("CARGO_PKG_VERSION")
+    ));
+    let empty = vec![];
+    let backends = v
+        .get("backends")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
+    let checks = v.get("checks").and_then(Value::as_array).unwrap_or(&empty);
+    let width = backends
+        .iter()
+        .chain(checks)
+        .map(|x| s(x, "name").len())
+        .max()
+        .unwrap_or(0);
+    let line = |out: &mut String, ok: bool, name: &str, why: &str| {
+        let mark = if ok { "ok     " } else { "missing" };
+        let line = format!("  {mark}  {name:<width$}  {why}");
+        out.push_str(line.trim_end());
+        out.push('\n');
+    };
+    out.push_str("\nbackends:\n");
+    let mut any = false;
+    for b in backends {
+        let ok = b.get("available").and_then(Value::as_bool).unwrap_or(false);
+        any |= ok;
+        line(&mut out, ok, &s(b, "name"), &s(b, "reason"));
+    }
+    if backends.is_empty() {
+        out.push_str("  (none reported)\n");
+    }
+    out.push_str("\nchecks:\n");
+    for ch in checks {
+        let ok = ch.get("ok").and_then(Value::as_bool).unwrap_or(false);
+        line(&mut out, ok, &s(ch, "name"), &s(ch, "detail"));
+    }
+    if checks.is_empty() {
+        out.push_str("  (none reported)\n");
+    }
+    out.push('\n');
+    let default = s(v, "default_backend");
+    if any {
+        out.push_str(&format!(
+            "default backend: {}\n",
+            if default.is_empty() { "-" } else { &default }
+        ));
+    } else {
+        out.push_str("no sandbox backend is available on this host; see the reasons above\n");
+    }
+    (out, any)
+}
+
+/// `ironclaw version`: the CLI version, and the daemon's if it answers.
+pub async fn version(global: &GlobalArgs) -> Result<i32> {
+    println!("ironclaw {}", env!("CARGO_PKG_VERSION"));
+    let c = Client::new(crate::config::normalize_host(&global.host), None)?;
+    match c.get("/v1/health", "health").await {
+        Ok(v) => println!(
+            "ironclawd {} at {}",
+            v.get("version").and_then(Value::as_str).unwrap_or("?"),
+            c.base
+        ),
+        Err(e) => println!("ironclawd: {e:#}"),
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn doctor_report() {
+        let v = json!({"version":"0.1.0",
+            "backends":[{"name":"namespace","available":true,"reason":"unprivileged user namespaces work"},
+                        {"name":"qemu","available":false,"reason":"/dev/kvm: no such file"}],
+            "checks":[{"name":"cgroup","ok":true,"detail":"cgroup v1 (memory, cpu, pids)"}],
+            "default_backend":"namespace"});
+        let (t, ok) = report(&v, "http://x");
+        assert!(ok);
+        assert!(
+            t.contains("  ok       namespace  unprivileged user namespaces work\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("  missing  qemu       /dev/kvm: no such file\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("  ok       cgroup     cgroup v1 (memory, cpu, pids)\n"),
+            "{t}"
+        );
+        assert!(t.contains("default backend: namespace\n"), "{t}");
+        let (_, ok) = report(
+            &json!({"backends":[{"name":"qemu","available":false}]}),
+            "http://x",
+        );
+        assert!(!ok);
+    }
+}

@@ -1,0 +1,49 @@
+//! Command implementations. Each returns the process exit status.
+
+pub mod console;
+pub mod cp;
+pub mod doctor;
+pub mod exec;
+pub mod fs;
+pub mod image;
+pub mod sandbox;
+
+use anyhow::Result;
+
+use crate::args::{Cli, Command};
+use crate::client::{ApiError, Client};
+use crate::config;
+
+/// Print an error the way every command does: `error: ...` (+ `hint: ...`).
+pub fn report_error(e: &anyhow::Error) {
+    eprintln!("error: {e:#}");
+    if let Some(api) = e.downcast_ref::<ApiError>() {
+        if let Some(h) = &api.hint {
+            eprintln!("hint: {h}");
+        }
+    }
+}
+
+pub fn make_client(global: &crate::args::GlobalArgs) -> Result<Client> {
+    let env = |k: &str| std::env::var(k).ok();
+    let read = |p: &std::path::Path| std::fs::read_to_string(p);
+    let token = config::resolve_token(global.token.as_deref(), &env, &read)?;
+    Client::new(config::normalize_host(&global.host), token)
+}
+
+pub async fn run(cli: Cli) -> Result<i32> {
+    if let Command::Version = cli.command {
+        return doctor::version(&cli.global).await;
+    }
+    let c = make_client(&cli.global)?;
+    match cli.command {
+        Command::Sandbox(cmd) => sandbox::run(&c, cmd).await,
+        Command::Exec(a) => exec::run(&c, a).await,
+        Command::Console(a) => console::run(&c, a).await,
+        Command::Cp(a) => cp::run(&c, a).await,
+        Command::Fs(cmd) => fs::run(&c, cmd).await,
+        Command::Image(cmd) => image::run(&c, cmd).await,
+        Command::Doctor(j) => doctor::run(&c, j.json).await,
+        Command::Version => unreachable!(),
+    }
+}

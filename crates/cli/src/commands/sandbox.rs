@@ -1,0 +1,348 @@
+//! `ironclaw sandbox ...`
+
+use anyhow::Result;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use time::OffsetDateTime;
+
+use crate::args::{CreateArgs, SandboxCmd};
+use crate::client::{seg, ApiError, Client};
+use crate::output::{age_since, format_bytes, format_mib, print_json, render_table};
+
+/// The API's `Sandbox` object; lenient so a newer daemon does not break us.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Sandbox {
+    pub name: String,
+    pub state: String,
+    pub backend: Option<String>,
+    pub image: Option<String>,
+    pub vcpus: Option<u64>,
+    pub memory_mib: Option<u64>,
+    pub disk_mib: Option<u64>,
+    pub disk_used_bytes: Option<u64>,
+    pub created_at: Option<String>,
+    pub started_at: Option<String>,
+    pub state_reason: Option<String>,
+    pub pid: Option<i64>,
+}
+
+pub const TABLE_HEADERS: [&str; 8] = [
+    "NAME", "STATE", "BACKEND", "IMAGE", "VCPU", "MEMORY", "DISK", "AGE",
+];
+
+fn opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map_or_else(|| "-".to_string(), T::to_string)
+}
+
+pub fn disk_cell(s: &Sandbox) -> String {
+    let used = s.disk_used_bytes.map_or_else(|| "-".into(), format_bytes);
+    let max = s.disk_mib.map_or_else(|| "-".into(), format_mib);
+    format!("{used}/{max}")
+}
+
+pub fn table_row(s: &Sandbox, now: OffsetDateTime) -> Vec<String> {
+    vec![
+        s.name.clone(),
+        if s.state.is_empty() {
+            "-".into()
+        } else {
+            s.state.clone()
+        },
+        opt(&s.backend),
+        opt(&s.image),
+        opt(&s.vcpus),
+        s.memory_mib.map_or_else(|| "-".into(), format_mib),
+        disk_cell(s),
+        age_since(s.created_at.as_deref(), now),
+    ]
+}
+
+pub fn sandboxes_table(list: &[Sandbox], now: OffsetDateTime) -> String {
+    let rows: Vec<Vec<String>> = list.iter().map(|s| table_row(s, now)).collect();
+    render_table(&TABLE_HEADERS, &rows)
+}
+
+fn ctx(name: &str) -> String {
+    format!("sandbox '{name}'")
+}
+
+pub fn path(name: &str) -> String {
+    format!("/v1/sandboxes/{}", seg(name))
+}
+
+pub async fn run(c: &Client, cmd: SandboxCmd) -> Result<i32> {
+    match cmd {
+        SandboxCmd::Create(a) => create(c, a).await,
+        SandboxCmd::Ls(j) => {
+            let v = c.get("/v1/sandboxes", "sandboxes").await?;
+            if j.json {
+                print_json(&v);
+                return Ok(0);
+            }
+            let list: Vec<Sandbox> =
+                serde_json::from_value(v.get("sandboxes").cloned().unwrap_or(json!([])))?;
+            if list.is_empty() {
+                eprintln!("no sandboxes; create one with: ironclaw sandbox create --name dev");
+                print!("{}", render_table(&TABLE_HEADERS, &[]));
+                return Ok(0);
+            }
+            print!("{}", sandboxes_table(&list, OffsetDateTime::now_utc()));
+            Ok(0)
+        }
+        SandboxCmd::Show { name, json } => {
+            let v = c.get(&path(&name), &ctx(&name)).await?;
+            if json.json {
+                print_json(&v);
+                return Ok(0);
+            }
+            let s: Sandbox = serde_json::from_value(v)?;
+            let info = if s.state == "running" {
+                c.get(&format!("{}/info", path(&name)), &ctx(&name))
+                    .await
+                    .ok()
+            } else {
+                None
+            };
+            print!(
+                "{}",
+                show_text(&s, info.as_ref(), OffsetDateTime::now_utc())
+            );
+            Ok(0)
+        }
+        SandboxCmd::Start { names } => {
+            each(&names, |n| async move {
+                let v = c
+                    .post(&format!("{}/start", path(&n)), &json!({}), &ctx(&n))
+                    .await?;
+                let s: Sandbox = serde_json::from_value(v).unwrap_or_default();
+                println!(
+                    "started {n} ({})",
+                    if s.state.is_empty() {
+                        "running"
+                    } else {
+                        &s.state
+                    }
+                );
+                Ok(())
+            })
+            .await
+        }
+        SandboxCmd::Stop { names } => {
+            each(&names, |n| async move {
+                c.post(&format!("{}/stop", path(&n)), &json!({}), &ctx(&n))
+                    .await?;
+                println!("stopped {n}");
+                Ok(())
+            })
+            .await
+        }
+        SandboxCmd::Rm { names, force } => {
+            each(&names, |n| async move {
+                // The daemon stops a running sandbox before removing it.
+                match c.delete(&path(&n), &ctx(&n)).await {
+                    Ok(()) => {
+                        println!("removed {n}");
+                        Ok(())
+                    }
+                    Err(e)
+                        if force
+                            && e.downcast_ref::<ApiError>()
+                                .is_some_and(|a| a.status == 404) =>
+                    {
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            })
+            .await
+        }
+    }
+}
+
+/// Run `f` for every name, report each failure, exit 1 if any failed.
+async fn each<F, Fut>(names: &[String], f: F) -> Result<i32>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    if names.len() == 1 {
+        f(names[0].clone()).await?;
+        return Ok(0);
+    }
+    let mut code = 0;
+    for n in names {
+        if let Err(e) = f(n.clone()).await {
+            super::report_error(&e);
+            code = 1;
+        }
+    }
+    Ok(code)
+}
+
+async fn create(c: &Client, a: CreateArgs) -> Result<i32> {
+    let mut body = Map::new();
+    body.insert("name".into(), json!(a.name));
+    if let Some(v) = a.image {
+        body.insert("image".into(), json!(v));
+    }
+    if let Some(v) = a.backend {
+        body.insert("backend".into(), json!(v));
+    }
+    if let Some(v) = a.vcpus {
+        body.insert("vcpus".into(), json!(v));
+    }
+    if let Some(v) = a.memory {
+        body.insert("memory_mib".into(), json!(v));
+    }
+    if let Some(v) = a.disk {
+        body.insert("disk_mib".into(), json!(v));
+    }
+    let v = c
+        .post("/v1/sandboxes", &Value::Object(body), &ctx(&a.name))
+        .await?;
+    if a.json.json {
+        print_json(&v);
+        return Ok(0);
+    }
+    let s: Sandbox = serde_json::from_value(v).unwrap_or_default();
+    println!(
+        "created sandbox '{}': {}, image {}, {} vCPU, {} memory, {} disk ({})",
+        s.name,
+        opt(&s.backend),
+        opt(&s.image),
+        opt(&s.vcpus),
+        s.memory_mib.map_or_else(|| "-".into(), format_mib),
+        s.disk_mib.map_or_else(|| "-".into(), format_mib),
+        s.state
+    );
+    eprintln!(
+        "try: ironclaw exec {0} -- uname -a   or   ironclaw console {0}",
+        s.name
+    );
+    Ok(0)
+}
+
+pub fn show_text(s: &Sandbox, info: Option<&Value>, now: OffsetDateTime) -> String {
+    let mut rows: Vec<(&str, String)> = vec![
+        ("Name", s.name.clone()),
+        (
+            "State",
+            match &s.state_reason {
+                Some(r) if !r.is_empty() => format!("{} ({r})", s.state),
+                _ => s.state.clone(),
+            },
+        ),
+        ("Backend", opt(&s.backend)),
+        ("Image", opt(&s.image)),
+        ("vCPUs", opt(&s.vcpus)),
+        (
+            "Memory",
+            s.memory_mib.map_or_else(|| "-".into(), format_mib),
+        ),
+        ("Disk", format!("{} used", disk_cell(s))),
+        (
+            "Created",
+            format!(
+                "{} ({} ago)",
+                opt(&s.created_at),
+                age_since(s.created_at.as_deref(), now)
+            ),
+        ),
+    ];
+    if let Some(t) = &s.started_at {
+        rows.push(("Started", format!("{t} ({} ago)", age_since(Some(t), now))));
+    }
+    if let Some(p) = s.pid {
+        rows.push(("PID", p.to_string()));
+    }
+    if let Some(i) = info {
+        let g = |k: &str| i.get(k).filter(|v| !v.is_null());
+        let st = |k: &str| {
+            g(k).map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string())
+            })
+        };
+        let b = |k: &str| g(k).and_then(Value::as_u64).map(format_bytes);
+        if let Some(h) = st("hostname") {
+            rows.push(("Hostname", h));
+        }
+        if let Some(k) = st("kernel") {
+            rows.push(("Kernel", k));
+        }
+        if let Some(u) = g("uptime_ms").and_then(Value::as_u64) {
+            rows.push((
+                "Uptime",
+                humantime::format_duration(std::time::Duration::from_secs(u / 1000)).to_string(),
+            ));
+        }
+        if let (Some(u), Some(t)) = (b("mem_used_bytes"), b("mem_total_bytes")) {
+            rows.push(("Guest memory", format!("{u} / {t}")));
+        }
+        if let (Some(u), Some(t)) = (b("disk_used_bytes"), b("disk_total_bytes")) {
+            rows.push(("Guest disk", format!("{u} / {t}")));
+        }
+        if let Some(a) = st("agent_version") {
+            let p = st("protocol_version")
+                .map(|p| format!(" (protocol {p})"))
+                .unwrap_or_default();
+            rows.push(("Guest agent", format!("{a}{p}")));
+        }
+    }
+    let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    rows.iter()
+        .map(|(k, v)| format!("{:<w$}  {v}\n", format!("{k}:"), w = w + 1))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn sample() -> Sandbox {
+        serde_json::from_value(
+            json!({"name":"dev","state":"running","backend":"namespace","image":"base",
+         "vcpus":1,"memory_mib":512,"disk_mib":2048,"disk_used_bytes":12345,
+         "created_at":"2026-11-23T18:00:00Z","started_at":"2026-11-23T18:00:00Z",
+         "state_reason":null,"pid":1234, "future_field": true}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn table_rows() {
+        let now = datetime!(2026-11-23 20:00:00 UTC);
+        let mut stopped = sample();
+        stopped.name = "web-1".into();
+        stopped.state = "stopped".into();
+        stopped.memory_mib = Some(1536);
+        stopped.disk_used_bytes = None;
+        let t = sandboxes_table(&[sample(), stopped], now);
+        assert_eq!(
+            t,
+            "NAME    STATE     BACKEND     IMAGE   VCPU   MEMORY   DISK     AGE\n\
+             dev     running   namespace   base    1      512M     12K/2G   2h\n\
+             web-1   stopped   namespace   base    1      1.5G     -/2G     2h\n"
+        );
+    }
+
+    #[test]
+    fn show() {
+        let now = datetime!(2026-11-23 18:00:30 UTC);
+        let t = show_text(
+            &sample(),
+            Some(&json!({"hostname":"dev","kernel":"6.1"})),
+            now,
+        );
+        assert!(t.contains("Name:      dev\n"), "{t}");
+        assert!(t.contains("Disk:      12K/2G used\n"), "{t}");
+        assert!(
+            t.contains("Created:   2026-11-23T18:00:00Z (30s ago)\n"),
+            "{t}"
+        );
+        assert!(t.contains("Hostname:  dev\n"), "{t}");
+    }
+}
