@@ -52,7 +52,10 @@ pub fn start<F>(role: Role, bind: F) -> Result<(), AgentError>
 where
     F: FnOnce() -> Result<Listener, TransportError>,
 {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(AgentError::Runtime)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(AgentError::Runtime)?;
     runtime.block_on(async move {
         let agent = Arc::new(Agent {
             role,

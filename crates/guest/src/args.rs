@@ -61,7 +61,10 @@ fn options(rest: &[String], known: &[&str]) -> Result<Vec<(String, String)>, Arg
         }
         let value = match inline {
             Some(v) => v,
-            None => it.next().cloned().ok_or_else(|| ArgsError::MissingValue(name.clone()))?,
+            None => it
+                .next()
+                .cloned()
+                .ok_or_else(|| ArgsError::MissingValue(name.clone()))?,
         };
         out.push((name, value));
     }
@@ -69,25 +72,48 @@ fn options(rest: &[String], known: &[&str]) -> Result<Vec<(String, String)>, Arg
 }
 
 fn take(opts: &[(String, String)], name: &'static str) -> Result<String, ArgsError> {
-    opts.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.clone()).ok_or(ArgsError::Required(name))
+    opts.iter()
+        .rev()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.clone())
+        .ok_or(ArgsError::Required(name))
 }
 
 pub fn parse(argv: &[String]) -> Result<Mode, ArgsError> {
     let Some(cmd) = argv.first() else {
         // The kernel starts init without arguments; anything else without
         // arguments is a person who needs the usage text.
-        return if std::process::id() == 1 { Ok(Mode::VmInit) } else { Err(ArgsError::NoCommand) };
+        return if std::process::id() == 1 {
+            Ok(Mode::VmInit)
+        } else {
+            Err(ArgsError::NoCommand)
+        };
     };
     let rest = &argv[1..];
     match cmd.as_str() {
         "serve" => {
             let opts = options(rest, &["--listen"])?;
             let listen = take(&opts, "--listen")?;
-            let path = listen.strip_prefix("unix:").filter(|p| !p.is_empty()).ok_or(ArgsError::BadListen(listen.clone()))?;
-            Ok(Mode::Serve { listen: ListenAddr::Unix(PathBuf::from(path)) })
+            let path = listen
+                .strip_prefix("unix:")
+                .filter(|p| !p.is_empty())
+                .ok_or(ArgsError::BadListen(listen.clone()))?;
+            Ok(Mode::Serve {
+                listen: ListenAddr::Unix(PathBuf::from(path)),
+            })
         }
         "ns-init" => {
-            let opts = options(rest, &["--lower", "--upper", "--work", "--merged", "--agent-dir", "--hostname"])?;
+            let opts = options(
+                rest,
+                &[
+                    "--lower",
+                    "--upper",
+                    "--work",
+                    "--merged",
+                    "--agent-dir",
+                    "--hostname",
+                ],
+            )?;
             Ok(Mode::NsInit(NsInitArgs {
                 lower: take(&opts, "--lower")?.into(),
                 upper: take(&opts, "--upper")?.into(),
@@ -118,9 +144,19 @@ mod tests {
     #[test]
     fn serve_listen() {
         let m = parse(&v(&["serve", "--listen", "unix:/tmp/a.sock"])).unwrap();
-        assert_eq!(m, Mode::Serve { listen: ListenAddr::Unix("/tmp/a.sock".into()) });
+        assert_eq!(
+            m,
+            Mode::Serve {
+                listen: ListenAddr::Unix("/tmp/a.sock".into())
+            }
+        );
         let m = parse(&v(&["serve", "--listen=unix:/x"])).unwrap();
-        assert_eq!(m, Mode::Serve { listen: ListenAddr::Unix("/x".into()) });
+        assert_eq!(
+            m,
+            Mode::Serve {
+                listen: ListenAddr::Unix("/x".into())
+            }
+        );
         assert!(parse(&v(&["serve", "--listen", "tcp:1"])).is_err());
         assert!(parse(&v(&["serve"])).is_err());
         assert!(parse(&v(&["serve", "--bogus", "1"])).is_err());
@@ -129,12 +165,32 @@ mod tests {
     #[test]
     fn ns_init_needs_everything() {
         let full = v(&[
-            "ns-init", "--lower", "/l", "--upper", "/u", "--work", "/w", "--merged", "/m", "--agent-dir", "/d", "--hostname", "h",
+            "ns-init",
+            "--lower",
+            "/l",
+            "--upper",
+            "/u",
+            "--work",
+            "/w",
+            "--merged",
+            "/m",
+            "--agent-dir",
+            "/d",
+            "--hostname",
+            "h",
         ]);
-        let Mode::NsInit(a) = parse(&full).unwrap() else { panic!() };
+        let Mode::NsInit(a) = parse(&full).unwrap() else {
+            panic!()
+        };
         assert_eq!(a.hostname, "h");
         assert_eq!(a.agent_dir, PathBuf::from("/d"));
-        assert!(matches!(parse(&full[..full.len() - 2]), Err(ArgsError::Required("--hostname"))));
-        assert!(matches!(parse(&full[..full.len() - 1]), Err(ArgsError::MissingValue(_))));
+        assert!(matches!(
+            parse(&full[..full.len() - 2]),
+            Err(ArgsError::Required("--hostname"))
+        ));
+        assert!(matches!(
+            parse(&full[..full.len() - 1]),
+            Err(ArgsError::MissingValue(_))
+        ));
     }
 }

@@ -19,7 +19,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use ironclaw_proto::{handshake, ErrorKind, FrameError, FrameReader, FrameWriter, GuestMsg, HostMsg};
+use ironclaw_proto::{
+    handshake, ErrorKind, FrameError, FrameReader, FrameWriter, GuestMsg, HostMsg,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 
@@ -55,11 +57,19 @@ pub struct Gone;
 
 impl Out {
     pub async fn send(&self, msg: GuestMsg) -> Result<(), Gone> {
-        self.tx.send(WriterCmd::Msg(self.id, msg)).await.map_err(|_| Gone)
+        self.tx
+            .send(WriterCmd::Msg(self.id, msg))
+            .await
+            .map_err(|_| Gone)
     }
 
     pub async fn error(&self, kind: ErrorKind, message: impl Into<String>) {
-        let _ = self.send(GuestMsg::Error { kind, message: message.into() }).await;
+        let _ = self
+            .send(GuestMsg::Error {
+                kind,
+                message: message.into(),
+            })
+            .await;
     }
 
     /// Wait until everything sent so far is on the wire.
@@ -96,7 +106,10 @@ pub async fn serve(agent: Arc<Agent>, mut conn: Conn) {
     read_loop(agent, FrameReader::new(rd), wtx).await;
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(mut w: FrameWriter<W>, mut rx: mpsc::Receiver<WriterCmd>) {
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut w: FrameWriter<W>,
+    mut rx: mpsc::Receiver<WriterCmd>,
+) {
     while let Some(cmd) = rx.recv().await {
         match cmd {
             WriterCmd::Msg(id, msg) => {
@@ -113,7 +126,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut w: FrameWriter<W>, mut rx: mpsc::
     }
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(agent: Arc<Agent>, mut reader: FrameReader<R>, wtx: mpsc::Sender<WriterCmd>) {
+async fn read_loop<R: AsyncRead + Unpin>(
+    agent: Arc<Agent>,
+    mut reader: FrameReader<R>,
+    wtx: mpsc::Sender<WriterCmd>,
+) {
     let routes: Routes = Arc::default();
     loop {
         let (id, msg) = match reader.read::<HostMsg>().await {
@@ -130,9 +147,16 @@ async fn read_loop<R: AsyncRead + Unpin>(agent: Arc<Agent>, mut reader: FrameRea
                 break;
             }
         };
-        let route = routes.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned();
+        let route = routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned();
         match (route, msg) {
-            (Some(r), m @ (HostMsg::Stdin(_) | HostMsg::StdinEof | HostMsg::Data(_) | HostMsg::Eof)) => {
+            (
+                Some(r),
+                m @ (HostMsg::Stdin(_) | HostMsg::StdinEof | HostMsg::Data(_) | HostMsg::Eof),
+            ) => {
                 // A send error means the operation has finished: drop it.
                 let _ = r.data.send(m).await;
             }
@@ -141,11 +165,21 @@ async fn read_loop<R: AsyncRead + Unpin>(agent: Arc<Agent>, mut reader: FrameRea
             }
             // A host bug; answering on the stream would end the running
             // operation's stream in the host's eyes, so only log it.
-            (Some(_), _) => eprintln!("ironclaw-guest: stream {id} already carries an operation; ignoring"),
+            (Some(_), _) => {
+                eprintln!("ironclaw-guest: stream {id} already carries an operation; ignoring")
+            }
             // Late input for an operation that already ended.
             (None, HostMsg::Stdin(_) | HostMsg::StdinEof | HostMsg::Data(_) | HostMsg::Eof) => {}
             (None, HostMsg::Signal(_) | HostMsg::Resize(_) | HostMsg::Cancel) => {}
-            (None, op) => start(&agent, &routes, Out { id, tx: wtx.clone() }, op),
+            (None, op) => start(
+                &agent,
+                &routes,
+                Out {
+                    id,
+                    tx: wtx.clone(),
+                },
+                op,
+            ),
         }
     }
     // Closing every route tells the operations the host is gone.
@@ -156,7 +190,13 @@ fn start(agent: &Arc<Agent>, routes: &Routes, out: Out, op: HostMsg) {
     let (data_tx, data) = mpsc::channel(DATA_QUEUE);
     let (ctrl_tx, ctrl) = mpsc::channel(CTRL_QUEUE);
     let id = out.id;
-    routes.lock().unwrap_or_else(|p| p.into_inner()).insert(id, Route { data: data_tx, ctrl: ctrl_tx });
+    routes.lock().unwrap_or_else(|p| p.into_inner()).insert(
+        id,
+        Route {
+            data: data_tx,
+            ctrl: ctrl_tx,
+        },
+    );
     let agent = agent.clone();
     let routes = routes.clone();
     tokio::spawn(async move {
@@ -177,8 +217,14 @@ async fn run(agent: &Arc<Agent>, out: Out, op: HostMsg, input: Input) {
         HostMsg::FileWrite(req) => files::write(out, req, input).await,
         HostMsg::Stat { path } => files::reply(out, move || files::stat(&path)).await,
         HostMsg::List { path } => files::reply(out, move || files::list(&path)).await,
-        HostMsg::Mkdir { path, parents, mode } => files::reply(out, move || files::mkdir(&path, parents, mode)).await,
-        HostMsg::Remove { path, recursive } => files::reply(out, move || files::remove(&path, recursive)).await,
+        HostMsg::Mkdir {
+            path,
+            parents,
+            mode,
+        } => files::reply(out, move || files::mkdir(&path, parents, mode)).await,
+        HostMsg::Remove { path, recursive } => {
+            files::reply(out, move || files::remove(&path, recursive)).await
+        }
         HostMsg::Rename { from, to } => files::reply(out, move || files::rename(&from, &to)).await,
         HostMsg::Info => {
             let info = info::gather(agent).await;

@@ -12,8 +12,12 @@ pub fn kind_of(e: &std::io::Error) -> ErrorKind {
             libc::ENOTDIR => ErrorKind::NotADirectory,
             libc::EISDIR => ErrorKind::IsADirectory,
             libc::ENOTEMPTY => ErrorKind::DirectoryNotEmpty,
-            libc::ENOSPC | libc::EDQUOT | libc::ENOMEM | libc::EMFILE | libc::ENFILE => ErrorKind::ResourceExhausted,
-            libc::EINVAL | libc::ENAMETOOLONG | libc::ELOOP | libc::EXDEV => ErrorKind::InvalidInput,
+            libc::ENOSPC | libc::EDQUOT | libc::ENOMEM | libc::EMFILE | libc::ENFILE => {
+                ErrorKind::ResourceExhausted
+            }
+            libc::EINVAL | libc::ENAMETOOLONG | libc::ELOOP | libc::EXDEV => {
+                ErrorKind::InvalidInput
+            }
             libc::ENOSYS | libc::EOPNOTSUPP => ErrorKind::Unsupported,
             _ => ErrorKind::Other,
         };
@@ -45,6 +49,9 @@ mod tests {
         assert_eq!(kind_of(&e(libc::ENOTEMPTY)), ErrorKind::DirectoryNotEmpty);
         assert_eq!(kind_of(&e(libc::EDQUOT)), ErrorKind::ResourceExhausted);
         assert_eq!(kind_of(&e(libc::EINVAL)), ErrorKind::InvalidInput);
-        assert_eq!(kind_of(&std::io::Error::new(std::io::ErrorKind::InvalidInput, "x")), ErrorKind::InvalidInput);
+        assert_eq!(
+            kind_of(&std::io::Error::new(std::io::ErrorKind::InvalidInput, "x")),
+            ErrorKind::InvalidInput
+        );
     }
 }

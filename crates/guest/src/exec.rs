@@ -28,14 +28,30 @@ pub async fn run(agent: &Arc<Agent>, out: Out, req: ExecRequest, mut input: Inpu
         Some(size) => Io::Pty(size),
         None => Io::Pipes { stdin: req.stdin },
     };
-    let spawned = spawn::spawn(&agent.reaper, Spec { argv: &req.argv, env: &req.env, cwd: req.cwd.as_deref(), io });
+    let spawned = spawn::spawn(
+        &agent.reaper,
+        Spec {
+            argv: &req.argv,
+            env: &req.env,
+            cwd: req.cwd.as_deref(),
+            io,
+        },
+    );
     let spawned = match spawned {
         Ok(s) => s,
         Err(e) => {
             match e.exit_code() {
                 Some(code) => {
-                    let _ = out.send(GuestMsg::Stderr(format!("ironclaw: {e}\n").into_bytes())).await;
-                    let _ = out.send(GuestMsg::Exited(ExitStatus { code, signal: None, timed_out: false })).await;
+                    let _ = out
+                        .send(GuestMsg::Stderr(format!("ironclaw: {e}\n").into_bytes()))
+                        .await;
+                    let _ = out
+                        .send(GuestMsg::Exited(ExitStatus {
+                            code,
+                            signal: None,
+                            timed_out: false,
+                        }))
+                        .await;
                 }
                 None => out.error(e.kind(), e.to_string()).await,
             }
@@ -45,7 +61,11 @@ pub async fn run(agent: &Arc<Agent>, out: Out, req: ExecRequest, mut input: Inpu
     let pid = spawned.pid;
     // Kills the group unless the command ended normally: covers Cancel, a
     // dropped connection and a failed send alike.
-    let mut guard = Guard { pgid: pid, armed: true, tasks: Vec::new() };
+    let mut guard = Guard {
+        pgid: pid,
+        armed: true,
+        tasks: Vec::new(),
+    };
     if out.send(GuestMsg::Started { pid }).await.is_err() {
         return;
     }
@@ -53,25 +73,47 @@ pub async fn run(agent: &Arc<Agent>, out: Out, req: ExecRequest, mut input: Inpu
     let mut master = None;
     let mut pumps = Vec::new();
     if let Some(fd) = spawned.pty_master {
-        let Ok(m) = FdIo::pty_master(fd).map(Arc::new) else { return };
-        pumps.push(tokio::spawn(pump(m.clone(), out.clone(), GuestMsg::Stdout, exited.clone())));
+        let Ok(m) = FdIo::pty_master(fd).map(Arc::new) else {
+            return;
+        };
+        pumps.push(tokio::spawn(pump(
+            m.clone(),
+            out.clone(),
+            GuestMsg::Stdout,
+            exited.clone(),
+        )));
         if req.stdin {
-            guard.tasks.push(tokio::spawn(feed(input.data, m.clone(), Some(VEOF))).abort_handle());
+            guard
+                .tasks
+                .push(tokio::spawn(feed(input.data, m.clone(), Some(VEOF))).abort_handle());
         }
         master = Some(m);
     } else {
-        for (fd, wrap) in [(spawned.stdout, GuestMsg::Stdout as fn(_) -> _), (spawned.stderr, GuestMsg::Stderr)] {
-            let Some(Ok(src)) = fd.map(FdIo::new) else { return };
-            pumps.push(tokio::spawn(pump(Arc::new(src), out.clone(), wrap, exited.clone())));
+        for (fd, wrap) in [
+            (spawned.stdout, GuestMsg::Stdout as fn(_) -> _),
+            (spawned.stderr, GuestMsg::Stderr),
+        ] {
+            let Some(Ok(src)) = fd.map(FdIo::new) else {
+                return;
+            };
+            pumps.push(tokio::spawn(pump(
+                Arc::new(src),
+                out.clone(),
+                wrap,
+                exited.clone(),
+            )));
         }
         if let Some(Ok(sink)) = spawned.stdin.map(FdIo::new) {
-            guard.tasks.push(tokio::spawn(feed(input.data, Arc::new(sink), None)).abort_handle());
+            guard
+                .tasks
+                .push(tokio::spawn(feed(input.data, Arc::new(sink), None)).abort_handle());
         }
     }
     guard.tasks.extend(pumps.iter().map(|p| p.abort_handle()));
 
-    let mut timeout: Option<Pin<Box<Sleep>>> =
-        req.timeout_ms.map(|ms| Box::pin(sleep(Duration::from_millis(ms))));
+    let mut timeout: Option<Pin<Box<Sleep>>> = req
+        .timeout_ms
+        .map(|ms| Box::pin(sleep(Duration::from_millis(ms))));
     let mut timed_out = false;
     let mut exit = spawned.exit;
     let status = loop {
@@ -104,7 +146,15 @@ pub async fn run(agent: &Arc<Agent>, out: Out, req: ExecRequest, mut input: Inpu
     for p in pumps {
         let _ = p.await;
     }
-    let status = if timed_out { ExitStatus { code: 137, signal: Some(libc::SIGKILL), timed_out: true } } else { status };
+    let status = if timed_out {
+        ExitStatus {
+            code: 137,
+            signal: Some(libc::SIGKILL),
+            timed_out: true,
+        }
+    } else {
+        status
+    };
     let _ = out.send(GuestMsg::Exited(status)).await;
 }
 
@@ -128,7 +178,12 @@ impl Drop for Guard {
 /// Forward one output descriptor as it produces data, in chunks of at most
 /// [`CHUNK`] bytes. Stops at EOF, or after [`DRAIN_IDLE`] of silence once
 /// the process has exited.
-pub async fn pump(src: Arc<FdIo>, out: Out, wrap: fn(Vec<u8>) -> GuestMsg, mut exited: watch::Receiver<bool>) {
+pub async fn pump(
+    src: Arc<FdIo>,
+    out: Out,
+    wrap: fn(Vec<u8>) -> GuestMsg,
+    mut exited: watch::Receiver<bool>,
+) {
     let mut buf = vec![0u8; CHUNK];
     loop {
         let n = if *exited.borrow() {
@@ -157,21 +212,18 @@ pub async fn pump(src: Arc<FdIo>, out: Out, wrap: fn(Vec<u8>) -> GuestMsg, mut e
 /// on a terminal it is sent as `eof_byte` instead, as a keyboard would.
 pub async fn feed(mut data: mpsc::Receiver<HostMsg>, sink: Arc<FdIo>, eof_byte: Option<u8>) {
     while let Some(msg) = data.recv().await {
-        match msg {
-            HostMsg::Stdin(bytes) => {
-                if sink.write_all(&bytes).await.is_err() {
-                    // The reader went away (EPIPE): further input is moot.
-                    return;
-                }
-            }
-            HostMsg::StdinEof => {
-                if let Some(b) = eof_byte {
-                    let _ = sink.write_all(&[b]).await;
-                    continue;
-                }
-                return;
-            }
-            _ => {}
+        let more = match msg {
+            // A failed write means the reader went away (EPIPE): further
+            // input is moot.
+            HostMsg::Stdin(bytes) => sink.write_all(&bytes).await.is_ok(),
+            HostMsg::StdinEof => match eof_byte {
+                Some(b) => sink.write_all(&[b]).await.is_ok(),
+                None => false,
+            },
+            _ => true,
+        };
+        if !more {
+            return;
         }
     }
 }

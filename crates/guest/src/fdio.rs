@@ -21,11 +21,17 @@ impl FdIo {
         // SAFETY: the OwnedFd is moved in and owned by the AsyncFd for its
         // whole life, so the descriptor stays open and the same.
         let fd = unsafe { AsyncFd::register(fd) }?;
-        Ok(FdIo { fd, eio_is_eof: false })
+        Ok(FdIo {
+            fd,
+            eio_is_eof: false,
+        })
     }
 
     pub fn pty_master(fd: OwnedFd) -> io::Result<FdIo> {
-        Ok(FdIo { eio_is_eof: true, ..FdIo::new(fd)? })
+        Ok(FdIo {
+            eio_is_eof: true,
+            ..FdIo::new(fd)?
+        })
     }
 
     pub fn raw(&self) -> i32 {
@@ -46,7 +52,9 @@ impl FdIo {
                 }
             });
             match res {
-                Ok(Err(e)) if self.eio_is_eof && e.raw_os_error() == Some(libc::EIO) => return Ok(0),
+                Ok(Err(e)) if self.eio_is_eof && e.raw_os_error() == Some(libc::EIO) => {
+                    return Ok(0)
+                }
                 Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Ok(r) => return r,
                 Err(_would_block) => continue,

@@ -7,7 +7,9 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ironclaw_proto::{DirEntry, ErrorKind, FileKind, FileStat, FileWrite, GuestMsg, HostMsg, CHUNK};
+use ironclaw_proto::{
+    DirEntry, ErrorKind, FileKind, FileStat, FileWrite, GuestMsg, HostMsg, CHUNK,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::connection::{Input, Out};
@@ -35,7 +37,10 @@ impl FileError {
 }
 
 fn ctx(path: &Path) -> impl FnOnce(io::Error) -> FileError + '_ {
-    move |source| FileError::Io { path: path.display().to_string(), source }
+    move |source| FileError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// Run a blocking operation and answer with its message or its error.
@@ -45,8 +50,14 @@ where
 {
     let msg = match tokio::task::spawn_blocking(f).await {
         Ok(Ok(msg)) => msg,
-        Ok(Err(e)) => GuestMsg::Error { kind: e.kind(), message: e.to_string() },
-        Err(e) => GuestMsg::Error { kind: ErrorKind::Other, message: format!("file operation failed: {e}") },
+        Ok(Err(e)) => GuestMsg::Error {
+            kind: e.kind(),
+            message: e.to_string(),
+        },
+        Err(e) => GuestMsg::Error {
+            kind: ErrorKind::Other,
+            message: format!("file operation failed: {e}"),
+        },
     };
     let _ = out.send(msg).await;
 }
@@ -67,7 +78,13 @@ fn kind_of_meta(m: &Metadata) -> FileKind {
 fn file_stat(path: &Path, shown: &str) -> Result<FileStat, FileError> {
     // lstat: a symlink is reported as one, not as what it points to.
     let m = fs::symlink_metadata(path).map_err(ctx(path))?;
-    Ok(FileStat { path: shown.to_string(), kind: kind_of_meta(&m), size: m.len(), mode: m.mode() & 0o7777, mtime: m.mtime() })
+    Ok(FileStat {
+        path: shown.to_string(),
+        kind: kind_of_meta(&m),
+        size: m.len(),
+        mode: m.mode() & 0o7777,
+        mtime: m.mtime(),
+    })
 }
 
 pub fn stat(path: &str) -> Result<GuestMsg, FileError> {
@@ -100,13 +117,22 @@ pub fn list(path: &str) -> Result<GuestMsg, FileError> {
 
 pub fn mkdir(path: &str, parents: bool, mode: u32) -> Result<GuestMsg, FileError> {
     let p = resolve(path);
-    fs::DirBuilder::new().recursive(parents).mode(mode & 0o7777).create(&p).map_err(ctx(&p))?;
+    fs::DirBuilder::new()
+        .recursive(parents)
+        .mode(mode & 0o7777)
+        .create(&p)
+        .map_err(ctx(&p))?;
     Ok(GuestMsg::Ok)
 }
 
 /// True for "/", "//", "/..", "/./" and the like.
 fn is_root(p: &Path) -> bool {
-    p.components().all(|c| matches!(c, Component::RootDir | Component::CurDir | Component::ParentDir))
+    p.components().all(|c| {
+        matches!(
+            c,
+            Component::RootDir | Component::CurDir | Component::ParentDir
+        )
+    })
 }
 
 pub fn remove(path: &str, recursive: bool) -> Result<GuestMsg, FileError> {
@@ -200,8 +226,16 @@ async fn write_inner(req: &FileWrite, input: &mut Input) -> Result<Option<FileSt
         tokio::fs::create_dir_all(dir).await.map_err(ctx(dir))?;
     }
     let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
-    let tmp_name = format!(".{}.ironclaw-upload.{}.{}", name.to_string_lossy(), std::process::id(), seq);
-    let mut temp = TempFile { path: dir.join(tmp_name), keep: false };
+    let tmp_name = format!(
+        ".{}.ironclaw-upload.{}.{}",
+        name.to_string_lossy(),
+        std::process::id(),
+        seq
+    );
+    let mut temp = TempFile {
+        path: dir.join(tmp_name),
+        keep: false,
+    };
     let mut file = tokio::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -223,9 +257,15 @@ async fn write_inner(req: &FileWrite, input: &mut Input) -> Result<Option<FileSt
     file.flush().await.map_err(ctx(&target))?;
     file.sync_all().await.map_err(ctx(&target))?;
     let file = file.into_std().await;
-    file.set_permissions(fs::Permissions::from_mode(req.mode & 0o7777)).map_err(ctx(&target))?;
+    file.set_permissions(fs::Permissions::from_mode(req.mode & 0o7777))
+        .map_err(ctx(&target))?;
     drop(file);
-    let (tmp, dst, dir, shown) = (temp.path.clone(), target.clone(), dir.to_path_buf(), target.display().to_string());
+    let (tmp, dst, dir, shown) = (
+        temp.path.clone(),
+        target.clone(),
+        dir.to_path_buf(),
+        target.display().to_string(),
+    );
     let stat = tokio::task::spawn_blocking(move || -> Result<FileStat, FileError> {
         fs::rename(&tmp, &dst).map_err(ctx(&dst))?;
         // Make the rename itself durable.
@@ -235,7 +275,10 @@ async fn write_inner(req: &FileWrite, input: &mut Input) -> Result<Option<FileSt
         file_stat(&dst, &shown)
     })
     .await
-    .map_err(|e| FileError::Io { path: req.path.clone(), source: io::Error::other(e) })?;
+    .map_err(|e| FileError::Io {
+        path: req.path.clone(),
+        source: io::Error::other(e),
+    })?;
     // Once renamed the temporary name no longer exists; nothing to clean.
     if stat.is_ok() || !temp.path.exists() {
         temp.keep = true;

@@ -9,7 +9,9 @@ use crate::agent::Agent;
 pub async fn gather(agent: &Agent) -> GuestInfo {
     let uptime_ms = agent.started.elapsed().as_millis() as u64;
     let collect = move || collect(uptime_ms);
-    tokio::task::spawn_blocking(collect).await.unwrap_or_else(|_| collect_fallback(uptime_ms))
+    tokio::task::spawn_blocking(collect)
+        .await
+        .unwrap_or_else(|_| collect_fallback(uptime_ms))
 }
 
 fn collect_fallback(uptime_ms: u64) -> GuestInfo {
@@ -30,21 +32,27 @@ fn collect_fallback(uptime_ms: u64) -> GuestInfo {
 
 fn collect(uptime_ms: u64) -> GuestInfo {
     let mut info = collect_fallback(uptime_ms);
-    info.hostname = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
-    info.kernel = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
+    info.hostname = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    info.kernel = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
     let cgroup = Cgroup::of_self();
     info.cpus = cpus(&cgroup);
     (info.mem_total_bytes, info.mem_used_bytes) = memory(&cgroup);
     if let Ok(st) = nix::sys::statvfs::statvfs("/") {
-        let frsize = st.fragment_size() as u64;
-        info.disk_total_bytes = st.blocks() as u64 * frsize;
-        info.disk_used_bytes = (st.blocks() as u64).saturating_sub(st.blocks_free() as u64) * frsize;
+        let frsize = st.fragment_size();
+        info.disk_total_bytes = st.blocks() * frsize;
+        info.disk_used_bytes = st.blocks().saturating_sub(st.blocks_free()) * frsize;
     }
     info
 }
 
 fn read_trim(p: &Path) -> Option<String> {
-    std::fs::read_to_string(p).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(p)
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 /// Where this process's cgroup limits can be read.
@@ -57,11 +65,20 @@ struct Cgroup {
 
 impl Cgroup {
     fn of_self() -> Cgroup {
-        let mut cg = Cgroup { unified: None, v1_memory: None };
-        let Ok(text) = std::fs::read_to_string("/proc/self/cgroup") else { return cg };
+        let mut cg = Cgroup {
+            unified: None,
+            v1_memory: None,
+        };
+        let Ok(text) = std::fs::read_to_string("/proc/self/cgroup") else {
+            return cg;
+        };
         for line in text.lines() {
             let mut parts = line.splitn(3, ':');
-            let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next()) else { continue };
+            let (Some(_), Some(controllers), Some(path)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
             let rel = path.trim_start_matches('/');
             if controllers.is_empty() {
                 // In a cgroup namespace the path is "/" and /sys/fs/cgroup
@@ -82,14 +99,20 @@ impl Cgroup {
 }
 
 fn cpus(cg: &Cgroup) -> u32 {
-    let mut n = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+    let mut n = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1);
     // "max 100000" means no quota; "150000 100000" means 1.5 CPUs.
-    let quota = cg.unified.as_ref().and_then(|d| read_trim(&d.join("cpu.max"))).and_then(|s| {
-        let mut it = s.split_whitespace();
-        let quota: u64 = it.next()?.parse().ok()?;
-        let period: u64 = it.next()?.parse().ok()?;
-        (period > 0).then(|| quota.div_ceil(period) as u32)
-    });
+    let quota = cg
+        .unified
+        .as_ref()
+        .and_then(|d| read_trim(&d.join("cpu.max")))
+        .and_then(|s| {
+            let mut it = s.split_whitespace();
+            let quota: u64 = it.next()?.parse().ok()?;
+            let period: u64 = it.next()?.parse().ok()?;
+            (period > 0).then(|| quota.div_ceil(period) as u32)
+        });
     if let Some(q) = quota {
         n = n.min(q.max(1));
     }
@@ -100,7 +123,12 @@ fn meminfo() -> Option<(u64, u64)> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let field = |name: &str| -> Option<u64> {
         let line = text.lines().find(|l| l.starts_with(name))?;
-        let kb: u64 = line[name.len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
+        let kb: u64 = line[name.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
         Some(kb * 1024)
     };
     let total = field("MemTotal:")?;

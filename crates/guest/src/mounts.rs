@@ -8,19 +8,39 @@ use nix::mount::MsFlags;
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
     #[error("mount {what} on {target}: {source}")]
-    Mount { what: String, target: PathBuf, source: nix::Error },
+    Mount {
+        what: String,
+        target: PathBuf,
+        source: nix::Error,
+    },
     #[error("{op} {path}: {source}")]
-    Fs { op: &'static str, path: PathBuf, source: std::io::Error },
+    Fs {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl MountError {
     /// Already mounted (an initramfs or the kernel got there first).
     pub fn is_busy(&self) -> bool {
-        matches!(self, MountError::Mount { source: nix::Error::EBUSY, .. })
+        matches!(
+            self,
+            MountError::Mount {
+                source: nix::Error::EBUSY,
+                ..
+            }
+        )
     }
 }
 
-pub fn mount(source: &str, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> Result<(), MountError> {
+pub fn mount(
+    source: &str,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), MountError> {
     nix::mount::mount(Some(source), target, fstype, flags, data).map_err(|e| MountError::Mount {
         what: fstype.unwrap_or(source).to_string(),
         target: target.to_path_buf(),
@@ -29,7 +49,12 @@ pub fn mount(source: &str, target: &Path, fstype: Option<&str>, flags: MsFlags, 
 }
 
 /// Mount a fresh filesystem of `fstype`, creating the mount point.
-pub fn mount_fs(fstype: &str, target: &Path, flags: MsFlags, data: Option<&str>) -> Result<(), MountError> {
+pub fn mount_fs(
+    fstype: &str,
+    target: &Path,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), MountError> {
     mkdir_p(target)?;
     mount(fstype, target, Some(fstype), flags, data)
 }
@@ -46,7 +71,14 @@ pub fn bind(source: &Path, target: &Path) -> Result<(), MountError> {
             std::fs::File::create(target).map_err(|e| fs_err("create", target, e))?;
         }
     }
-    nix::mount::mount(Some(source), target, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(|e| MountError::Mount {
+    nix::mount::mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| MountError::Mount {
         what: format!("bind of {}", source.display()),
         target: target.to_path_buf(),
         source: e,
@@ -65,12 +97,21 @@ pub fn symlink(to: &str, at: &Path) -> Result<(), MountError> {
 }
 
 pub fn fs_err(op: &'static str, path: &Path, source: std::io::Error) -> MountError {
-    MountError::Fs { op, path: path.to_path_buf(), source }
+    MountError::Fs {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// The usual /dev symlinks that shells and tools expect.
 pub fn dev_links(dev: &Path) -> Result<(), MountError> {
-    for (name, to) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+    for (name, to) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
         symlink(to, &dev.join(name))?;
     }
     Ok(())

@@ -5,13 +5,19 @@
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
     #[error("cannot bring {iface} up: {source}")]
-    Up { iface: &'static str, source: std::io::Error },
+    Up {
+        iface: &'static str,
+        source: std::io::Error,
+    },
 }
 
 /// Set IFF_UP on the loopback interface with the classic ioctls (no
 /// netlink needed for a flag flip).
 pub fn loopback_up() -> Result<(), NetError> {
-    let err = |source| NetError::Up { iface: "lo", source };
+    let err = |source| NetError::Up {
+        iface: "lo",
+        source,
+    };
     // SAFETY: plain socket/ioctl calls on a zeroed ifreq we own.
     unsafe {
         let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);

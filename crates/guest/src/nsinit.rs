@@ -20,9 +20,7 @@ use crate::args::NsInitArgs;
 use crate::mounts::{bind, dev_links, fs_err, mkdir_p, mount, mount_fs, symlink, MountError};
 use crate::netif::{self, NetError};
 use crate::shim;
-use crate::transport::{ListenAddr, Listener};
-
-pub const AGENT_SOCKET: &str = "/run/ironclaw/agent.sock";
+use crate::transport::{ListenAddr, Listener, AGENT_SOCKET};
 
 /// Device nodes a sandbox gets from the host, bound (not created) so the
 /// sandbox cannot make nodes for other devices.
@@ -71,8 +69,10 @@ pub fn run(args: &NsInitArgs) -> Result<(), NsInitError> {
             }
             drop(alive_r);
             build_root(args)?;
-            nix::unistd::sethostname(&args.hostname)
-                .map_err(|source| NsInitError::Hostname { name: args.hostname.clone(), source })?;
+            nix::unistd::sethostname(&args.hostname).map_err(|source| NsInitError::Hostname {
+                name: args.hostname.clone(),
+                source,
+            })?;
             netif::loopback_up()?;
             let addr = ListenAddr::Unix(AGENT_SOCKET.into());
             agent::start(Role::NsInit, move || Listener::bind(&addr))?;
@@ -90,35 +90,74 @@ fn shim_gone(alive: &OwnedFd) -> bool {
 
 fn build_root(a: &NsInitArgs) -> Result<(), NsInitError> {
     // Nothing we mount may propagate back to the host.
-    mount("none", Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
+    mount(
+        "none",
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+    )?;
     let m = &a.merged;
-    let opts = format!("lowerdir={},upperdir={},workdir={}", a.lower.display(), a.upper.display(), a.work.display());
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        a.lower.display(),
+        a.upper.display(),
+        a.work.display()
+    );
     mount("overlay", m, Some("overlay"), MsFlags::empty(), Some(&opts))?;
 
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount_fs("proc", &m.join("proc"), nosuid_nodev_noexec, None)?;
-    mount_fs("sysfs", &m.join("sys"), nosuid_nodev_noexec | MsFlags::MS_RDONLY, None)?;
+    mount_fs(
+        "sysfs",
+        &m.join("sys"),
+        nosuid_nodev_noexec | MsFlags::MS_RDONLY,
+        None,
+    )?;
     // The sandbox's own cgroup (cgroup namespace), for `info` and tools
     // that size themselves by it. Read-only: limits are the host's call.
     // Optional: a cgroup v1 host may not offer it.
-    let _ = mount("cgroup2", &m.join("sys/fs/cgroup"), Some("cgroup2"), nosuid_nodev_noexec | MsFlags::MS_RDONLY, None);
+    let _ = mount(
+        "cgroup2",
+        &m.join("sys/fs/cgroup"),
+        Some("cgroup2"),
+        nosuid_nodev_noexec | MsFlags::MS_RDONLY,
+        None,
+    );
 
     let dev = m.join("dev");
-    mount_fs("tmpfs", &dev, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("mode=755,size=65536k"))?;
+    mount_fs(
+        "tmpfs",
+        &dev,
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("mode=755,size=65536k"),
+    )?;
     for name in DEVICES {
         bind(&Path::new("/dev").join(name), &dev.join(name))?;
     }
-    mount_fs("devpts", &dev.join("pts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=620"))?;
+    mount_fs(
+        "devpts",
+        &dev.join("pts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=620"),
+    )?;
     symlink("pts/ptmx", &dev.join("ptmx"))?;
     dev_links(&dev)?;
-    mount_fs("tmpfs", &dev.join("shm"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"))?;
+    mount_fs(
+        "tmpfs",
+        &dev.join("shm"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    )?;
 
     bind(&a.agent_dir, &m.join("run/ironclaw"))?;
 
     let old = m.join(".oldroot");
     mkdir_p(&old)?;
-    nix::unistd::pivot_root(m, &old)
-        .map_err(|source| NsInitError::PivotRoot { root: m.display().to_string(), source })?;
+    nix::unistd::pivot_root(m, &old).map_err(|source| NsInitError::PivotRoot {
+        root: m.display().to_string(),
+        source,
+    })?;
     nix::unistd::chdir("/").map_err(NsInitError::OldRoot)?;
     nix::mount::umount2("/.oldroot", MntFlags::MNT_DETACH).map_err(NsInitError::OldRoot)?;
     std::fs::remove_dir("/.oldroot").map_err(|e| fs_err("rmdir", Path::new("/.oldroot"), e))?;

@@ -36,7 +36,11 @@ pub fn open(size: TtySize) -> Result<Pair, PtyError> {
     let name = ptsname_r(&master)?;
     // SAFETY: into_raw_fd hands over ownership of a valid descriptor.
     let master = unsafe { OwnedFd::from_raw_fd(master.into_raw_fd()) };
-    let slave = nix::fcntl::open(name.as_str(), OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty())?;
+    let slave = nix::fcntl::open(
+        name.as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
     // SAFETY: open returned a fresh descriptor that nothing else owns.
     let slave = unsafe { OwnedFd::from_raw_fd(slave) };
     set_size(master.as_raw_fd(), size)?;
@@ -45,7 +49,12 @@ pub fn open(size: TtySize) -> Result<Pair, PtyError> {
 
 /// Resize; the kernel sends SIGWINCH to the terminal's foreground group.
 pub fn set_size(fd: i32, size: TtySize) -> Result<(), PtyError> {
-    let ws = libc::winsize { ws_row: size.rows, ws_col: size.cols, ws_xpixel: 0, ws_ypixel: 0 };
+    let ws = libc::winsize {
+        ws_row: size.rows,
+        ws_col: size.cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
     // SAFETY: TIOCSWINSZ reads one winsize from the pointer.
     if unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) } < 0 {
         return Err(PtyError::Sys(nix::Error::last()));

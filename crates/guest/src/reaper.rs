@@ -25,7 +25,10 @@ pub struct Reaper {
 
 impl Reaper {
     /// Spawn `cmd` and register for its exit status.
-    pub fn spawn(&self, cmd: &mut Command) -> std::io::Result<(Child, oneshot::Receiver<ExitStatus>)> {
+    pub fn spawn(
+        &self,
+        cmd: &mut Command,
+    ) -> std::io::Result<(Child, oneshot::Receiver<ExitStatus>)> {
         let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
         let child = cmd.spawn()?;
         let (tx, rx) = oneshot::channel();
@@ -35,7 +38,12 @@ impl Reaper {
 
     /// Pids of spawned children that have not exited yet.
     pub fn live(&self) -> Vec<i32> {
-        self.waiters.lock().unwrap_or_else(|p| p.into_inner()).keys().copied().collect()
+        self.waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect()
     }
 
     /// Collect every exited child without blocking.
@@ -45,7 +53,9 @@ impl Reaper {
             match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) => break,
                 Ok(status) => {
-                    let (Some(pid), Some(exit)) = (status.pid(), exit_status(status)) else { continue };
+                    let (Some(pid), Some(exit)) = (status.pid(), exit_status(status)) else {
+                        continue;
+                    };
                     if let Some(tx) = waiters.remove(&pid.as_raw()) {
                         let _ = tx.send(exit);
                     }
@@ -63,7 +73,9 @@ impl Reaper {
         let mut sigchld = match signal(SignalKind::child()) {
             Ok(s) => Some(s),
             Err(e) => {
-                eprintln!("ironclaw-guest: cannot watch SIGCHLD ({e}); polling for exited children");
+                eprintln!(
+                    "ironclaw-guest: cannot watch SIGCHLD ({e}); polling for exited children"
+                );
                 None
             }
         };
@@ -82,10 +94,16 @@ impl Reaper {
 /// Shell convention: a signal death is reported as 128 + signal.
 pub fn exit_status(status: WaitStatus) -> Option<ExitStatus> {
     match status {
-        WaitStatus::Exited(_, code) => Some(ExitStatus { code, signal: None, timed_out: false }),
-        WaitStatus::Signaled(_, sig, _) => {
-            Some(ExitStatus { code: 128 + sig as i32, signal: Some(sig as i32), timed_out: false })
-        }
+        WaitStatus::Exited(_, code) => Some(ExitStatus {
+            code,
+            signal: None,
+            timed_out: false,
+        }),
+        WaitStatus::Signaled(_, sig, _) => Some(ExitStatus {
+            code: 128 + sig as i32,
+            signal: Some(sig as i32),
+            timed_out: false,
+        }),
         _ => None,
     }
 }

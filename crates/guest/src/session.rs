@@ -11,7 +11,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use ironclaw_proto::{ErrorKind, ExitStatus, GuestMsg, HostMsg, PtyOpen, PtySessionInfo, TtySize, CHUNK};
+use ironclaw_proto::{
+    ErrorKind, ExitStatus, GuestMsg, HostMsg, PtyOpen, PtySessionInfo, TtySize, CHUNK,
+};
 use tokio::sync::{broadcast, watch};
 
 use crate::agent::Agent;
@@ -68,7 +70,13 @@ impl Session {
 
     fn info(&self) -> PtySessionInfo {
         let st = self.state();
-        PtySessionInfo { name: self.name.clone(), pid: self.pid, alive: st.exit.is_none(), attached: st.attached, size: st.size }
+        PtySessionInfo {
+            name: self.name.clone(),
+            pid: self.pid,
+            alive: st.exit.is_none(),
+            attached: st.attached,
+            size: st.size,
+        }
     }
 }
 
@@ -90,27 +98,49 @@ impl Sessions {
 }
 
 fn login_shell() -> Vec<String> {
-    let shell = if Path::new("/bin/bash").exists() { "/bin/bash" } else { "/bin/sh" };
+    let shell = if Path::new("/bin/bash").exists() {
+        "/bin/bash"
+    } else {
+        "/bin/sh"
+    };
     vec![shell.to_string(), "-l".to_string()]
 }
 
 /// Find the live session called `req.name` or start it. Creating under the
 /// registry lock keeps two racing opens from starting two processes.
-fn get_or_create(agent: &Arc<Agent>, req: &PtyOpen) -> Result<(Arc<Session>, bool), spawn::SpawnError> {
+fn get_or_create(
+    agent: &Arc<Agent>,
+    req: &PtyOpen,
+) -> Result<(Arc<Session>, bool), spawn::SpawnError> {
     let mut map = agent.sessions.map();
     if let Some(s) = map.get(&req.name) {
         if s.state().exit.is_none() {
             return Ok((s.clone(), false));
         }
     }
-    let argv = if req.argv.is_empty() { login_shell() } else { req.argv.clone() };
-    let spawned = spawn::spawn(&agent.reaper, Spec { argv: &argv, env: &req.env, cwd: req.cwd.as_deref(), io: Io::Pty(req.size) })?;
+    let argv = if req.argv.is_empty() {
+        login_shell()
+    } else {
+        req.argv.clone()
+    };
+    let spawned = spawn::spawn(
+        &agent.reaper,
+        Spec {
+            argv: &argv,
+            env: &req.env,
+            cwd: req.cwd.as_deref(),
+            io: Io::Pty(req.size),
+        },
+    )?;
     let fd = spawned.pty_master.expect("a PTY spawn has a master");
     let master = match FdIo::pty_master(fd) {
         Ok(m) => Arc::new(m),
         Err(e) => {
             signal_group(spawned.pid, libc::SIGKILL);
-            return Err(spawn::SpawnError::Io { cmd: argv[0].clone(), source: e });
+            return Err(spawn::SpawnError::Io {
+                cmd: argv[0].clone(),
+                source: e,
+            });
         }
     };
     let (events, _) = broadcast::channel(CLIENT_BACKLOG);
@@ -119,12 +149,22 @@ fn get_or_create(agent: &Arc<Agent>, req: &PtyOpen) -> Result<(Arc<Session>, boo
         name: req.name.clone(),
         pid: spawned.pid,
         master,
-        state: Mutex::new(State { replay: VecDeque::new(), size: req.size, attached: 0, exit: None }),
+        state: Mutex::new(State {
+            replay: VecDeque::new(),
+            size: req.size,
+            attached: 0,
+            exit: None,
+        }),
         events,
         ended,
     });
     map.insert(req.name.clone(), session.clone());
-    tokio::spawn(lifecycle(agent.clone(), session.clone(), spawned.exit, ended_tx));
+    tokio::spawn(lifecycle(
+        agent.clone(),
+        session.clone(),
+        spawned.exit,
+        ended_tx,
+    ));
     Ok((session, true))
 }
 
@@ -166,7 +206,11 @@ async fn lifecycle(
             }
         })
     };
-    let status = exit.await.unwrap_or(ExitStatus { code: 137, signal: Some(libc::SIGKILL), timed_out: false });
+    let status = exit.await.unwrap_or(ExitStatus {
+        code: 137,
+        signal: Some(libc::SIGKILL),
+        timed_out: false,
+    });
     let _ = exited_tx.send(true);
     let _ = reader.await;
     {
@@ -197,7 +241,8 @@ impl Drop for Attachment {
 
 pub async fn open(agent: &Arc<Agent>, out: Out, req: PtyOpen, mut input: Input) {
     if req.name.is_empty() {
-        out.error(ErrorKind::InvalidInput, "a PTY session needs a name").await;
+        out.error(ErrorKind::InvalidInput, "a PTY session needs a name")
+            .await;
         return;
     }
     let (s, created) = match get_or_create(agent, &req) {
@@ -210,11 +255,22 @@ pub async fn open(agent: &Arc<Agent>, out: Out, req: PtyOpen, mut input: Input) 
     let (replay, mut events) = {
         let mut st = s.state();
         st.attached += 1;
-        let replay: Vec<u8> = if created { Vec::new() } else { st.replay.iter().copied().collect() };
+        let replay: Vec<u8> = if created {
+            Vec::new()
+        } else {
+            st.replay.iter().copied().collect()
+        };
         (replay, s.events.subscribe())
     };
     let _attachment = Attachment(s.clone());
-    if out.send(GuestMsg::PtyAttached { created, pid: s.pid }).await.is_err() {
+    if out
+        .send(GuestMsg::PtyAttached {
+            created,
+            pid: s.pid,
+        })
+        .await
+        .is_err()
+    {
         return;
     }
     if !created {
@@ -265,7 +321,11 @@ pub async fn open(agent: &Arc<Agent>, out: Out, req: PtyOpen, mut input: Input) 
 
 pub async fn kill(agent: &Arc<Agent>, out: Out, name: &str) {
     let Some(s) = agent.sessions.map().get(name).cloned() else {
-        out.error(ErrorKind::NotFound, format!("no PTY session named {name:?}")).await;
+        out.error(
+            ErrorKind::NotFound,
+            format!("no PTY session named {name:?}"),
+        )
+        .await;
         return;
     };
     let mut ended = s.ended.clone();
@@ -273,7 +333,10 @@ pub async fn kill(agent: &Arc<Agent>, out: Out, name: &str) {
     // SIGTERM. SIGCONT wakes a stopped job so it can act on it.
     signal_group(s.pid, libc::SIGHUP);
     signal_group(s.pid, libc::SIGCONT);
-    if tokio::time::timeout(KILL_GRACE, ended.wait_for(|e| *e)).await.is_err() {
+    if tokio::time::timeout(KILL_GRACE, ended.wait_for(|e| *e))
+        .await
+        .is_err()
+    {
         signal_group(s.pid, libc::SIGKILL);
         let _ = tokio::time::timeout(KILL_GRACE, ended.wait_for(|e| *e)).await;
     }

@@ -23,7 +23,11 @@ extern "C" fn forward(sig: libc::c_int) {
 /// to notice a shim that died before it could set PR_SET_PDEATHSIG.
 pub fn run(child: Pid, _alive: std::os::fd::OwnedFd) -> ! {
     CHILD.store(child.as_raw(), Ordering::Relaxed);
-    let action = SigAction::new(SigHandler::Handler(forward), SaFlags::SA_RESTART, SigSet::empty());
+    let action = SigAction::new(
+        SigHandler::Handler(forward),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
     for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
         // SAFETY: the handler only calls kill.
         if let Err(e) = unsafe { sigaction(sig, &action) } {

@@ -59,7 +59,9 @@ async fn wait(limit: Duration, done: impl Fn() -> bool) -> bool {
 /// empty command line and are not counted (zombies are being reaped).
 fn other_processes() -> usize {
     let me = std::process::id().to_string();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
     dir.filter_map(Result::ok)
         .filter(|e| {
             let name = e.file_name();

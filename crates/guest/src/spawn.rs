@@ -17,7 +17,10 @@ use crate::reaper::Reaper;
 /// environment is never inherited: it is whatever the kernel or the host
 /// daemon gave init, not what a user in the sandbox expects.
 const BASE_ENV: &[(&str, &str)] = &[
-    ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+    (
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    ),
     ("HOME", "/root"),
     ("LANG", "C.UTF-8"),
 ];
@@ -34,7 +37,10 @@ pub enum SpawnError {
     #[error("{0}: permission denied")]
     PermissionDenied(String),
     #[error("working directory {path}: {source}")]
-    Cwd { path: String, source: std::io::Error },
+    Cwd {
+        path: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Pty(#[from] PtyError),
     #[error("{cmd}: {source}")]
@@ -103,8 +109,14 @@ fn working_dir(cwd: Option<&str>) -> Result<PathBuf, SpawnError> {
             let dir = resolve(c);
             match std::fs::metadata(&dir) {
                 Ok(m) if m.is_dir() => Ok(dir),
-                Ok(_) => Err(SpawnError::Cwd { path: c.into(), source: std::io::Error::from_raw_os_error(libc::ENOTDIR) }),
-                Err(source) => Err(SpawnError::Cwd { path: c.into(), source }),
+                Ok(_) => Err(SpawnError::Cwd {
+                    path: c.into(),
+                    source: std::io::Error::from_raw_os_error(libc::ENOTDIR),
+                }),
+                Err(source) => Err(SpawnError::Cwd {
+                    path: c.into(),
+                    source,
+                }),
             }
         }
         None if Path::new(HOME).is_dir() => Ok(HOME.into()),
@@ -115,7 +127,9 @@ fn working_dir(cwd: Option<&str>) -> Result<PathBuf, SpawnError> {
 pub fn spawn(reaper: &Reaper, spec: Spec<'_>) -> Result<Spawned, SpawnError> {
     let program = spec.argv.first().ok_or(SpawnError::EmptyArgv)?;
     let mut cmd = Command::new(program);
-    cmd.args(&spec.argv[1..]).env_clear().current_dir(working_dir(spec.cwd)?);
+    cmd.args(&spec.argv[1..])
+        .env_clear()
+        .current_dir(working_dir(spec.cwd)?);
     for (k, v) in BASE_ENV {
         cmd.env(k, v);
     }
@@ -126,7 +140,10 @@ pub fn spawn(reaper: &Reaper, spec: Spec<'_>) -> Result<Spawned, SpawnError> {
     for (k, v) in spec.env {
         cmd.env(k, v);
     }
-    let io_err = |source| SpawnError::Io { cmd: program.clone(), source };
+    let io_err = |source| SpawnError::Io {
+        cmd: program.clone(),
+        source,
+    };
     let mut master = None;
     match spec.io {
         Io::Pipes { stdin } => {

@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+/// Where the agent listens inside a sandbox; the namespace backend
+/// bind-mounts a host directory onto /run/ironclaw to reach it.
+pub const AGENT_SOCKET: &str = "/run/ironclaw/agent.sock";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenAddr {
     Unix(PathBuf),
@@ -24,7 +28,10 @@ impl std::fmt::Display for ListenAddr {
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: ListenAddr, source: std::io::Error },
+    Bind {
+        addr: ListenAddr,
+        source: std::io::Error,
+    },
     #[error("accepting a connection: {0}")]
     Accept(#[source] std::io::Error),
 }
@@ -35,13 +42,19 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 pub type Conn = Box<dyn Stream>;
 
 pub enum Listener {
-    Unix { listener: tokio::net::UnixListener, path: PathBuf },
+    Unix {
+        listener: tokio::net::UnixListener,
+        path: PathBuf,
+    },
 }
 
 impl Listener {
     /// Must run inside the tokio runtime (the socket registers with it).
     pub fn bind(addr: &ListenAddr) -> Result<Listener, TransportError> {
-        let err = |source| TransportError::Bind { addr: addr.clone(), source };
+        let err = |source| TransportError::Bind {
+            addr: addr.clone(),
+            source,
+        };
         match addr {
             ListenAddr::Unix(path) => {
                 // A socket file left by an earlier agent (crash, restart of
@@ -57,8 +70,12 @@ impl Listener {
                 let listener = tokio::net::UnixListener::bind(path).map_err(err)?;
                 // The agent runs as root: processes inside the sandbox that
                 // see the socket must not get a root shell through it.
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
-                Ok(Listener::Unix { listener, path: path.clone() })
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(err)?;
+                Ok(Listener::Unix {
+                    listener,
+                    path: path.clone(),
+                })
             }
         }
     }

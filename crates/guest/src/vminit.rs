@@ -9,9 +9,8 @@ use nix::mount::MsFlags;
 use crate::agent::{self, Role};
 use crate::mounts::{dev_links, mount_fs, symlink, MountError};
 use crate::netif;
-use crate::nsinit::AGENT_SOCKET;
 use crate::shutdown::power_off;
-use crate::transport::{ListenAddr, Listener};
+use crate::transport::{ListenAddr, Listener, AGENT_SOCKET};
 
 pub fn run() -> Result<(), std::convert::Infallible> {
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
@@ -19,10 +18,30 @@ pub fn run() -> Result<(), std::convert::Infallible> {
         ("proc", "/proc", nosuid_nodev_noexec, None),
         ("sysfs", "/sys", nosuid_nodev_noexec, None),
         ("devtmpfs", "/dev", MsFlags::MS_NOSUID, Some("mode=755")),
-        ("devpts", "/dev/pts", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("ptmxmode=0666,mode=620")),
-        ("tmpfs", "/dev/shm", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777")),
-        ("tmpfs", "/run", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=755")),
-        ("tmpfs", "/tmp", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777")),
+        (
+            "devpts",
+            "/dev/pts",
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("ptmxmode=0666,mode=620"),
+        ),
+        (
+            "tmpfs",
+            "/dev/shm",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=1777"),
+        ),
+        (
+            "tmpfs",
+            "/run",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=755"),
+        ),
+        (
+            "tmpfs",
+            "/tmp",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=1777"),
+        ),
         ("cgroup2", "/sys/fs/cgroup", nosuid_nodev_noexec, None),
     ];
     for (fstype, target, flags, data) in mounts {
@@ -34,7 +53,8 @@ pub fn run() -> Result<(), std::convert::Infallible> {
             Err(e) => eprintln!("ironclaw-guest: {e}"),
         }
     }
-    let dev_extra: Result<(), MountError> = symlink("pts/ptmx", Path::new("/dev/ptmx")).and(dev_links(Path::new("/dev")));
+    let dev_extra: Result<(), MountError> =
+        symlink("pts/ptmx", Path::new("/dev/ptmx")).and(dev_links(Path::new("/dev")));
     if let Err(e) = dev_extra {
         eprintln!("ironclaw-guest: {e}");
     }
@@ -59,15 +79,25 @@ fn cmdline_hostname() -> Option<String> {
 }
 
 fn parse_hostname(cmdline: &str) -> Option<String> {
-    cmdline.split_whitespace().find_map(|w| w.strip_prefix("ironclaw.hostname=")).filter(|h| !h.is_empty()).map(String::from)
+    cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("ironclaw.hostname="))
+        .filter(|h| !h.is_empty())
+        .map(String::from)
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn hostname_from_cmdline() {
-        assert_eq!(super::parse_hostname("console=ttyS0 ironclaw.hostname=box-1 quiet").as_deref(), Some("box-1"));
-        assert_eq!(super::parse_hostname("console=ttyS0 ironclaw.hostname= quiet"), None);
+        assert_eq!(
+            super::parse_hostname("console=ttyS0 ironclaw.hostname=box-1 quiet").as_deref(),
+            Some("box-1")
+        );
+        assert_eq!(
+            super::parse_hostname("console=ttyS0 ironclaw.hostname= quiet"),
+            None
+        );
         assert_eq!(super::parse_hostname("quiet"), None);
     }
 }

@@ -5,11 +5,11 @@
 mod common;
 
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{argv, wait_ready, Client, GUEST};
+use common::{argv, guest, wait_ready, Client};
 use ironclaw_proto::{ExecRequest, GuestMsg, HostMsg, TtySize};
 
 const BUSYBOX: &str = "/bin/busybox";
@@ -24,6 +24,19 @@ fn skip_reason() -> Option<&'static str> {
     None
 }
 
+/// Killing the shim takes the whole sandbox down (PID 1 has
+/// PR_SET_PDEATHSIG), so a failing test leaves nothing running.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// Host processes whose command line is exactly `argv`.
 fn host_processes(argv: &[&str]) -> usize {
     let want: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
@@ -34,87 +47,156 @@ fn host_processes(argv: &[&str]) -> usize {
         .count()
 }
 
+/// A running namespace sandbox over a busybox root filesystem.
+struct Sandbox {
+    // First, so the sandbox is gone before its directories are removed.
+    shim: KillOnDrop,
+    upper: PathBuf,
+    merged: PathBuf,
+    agent_dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Sandbox {
+    fn start() -> Sandbox {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = |p: &str| {
+            let p = tmp.path().join(p);
+            std::fs::create_dir_all(&p).unwrap();
+            p
+        };
+        let (lower, upper, work, merged, agent_dir) =
+            (d("lower"), d("upper"), d("work"), d("merged"), d("agent"));
+        for dir in ["bin", "root", "tmp", "etc", "proc", "sys", "dev", "run"] {
+            std::fs::create_dir_all(lower.join(dir)).unwrap();
+        }
+        std::fs::copy(BUSYBOX, lower.join("bin/busybox")).unwrap();
+        // Relative links: `busybox --install` would point at the host's path.
+        let applets = Command::new(BUSYBOX).arg("--list").output().unwrap();
+        for applet in String::from_utf8(applets.stdout)
+            .unwrap()
+            .lines()
+            .filter(|a| *a != "busybox")
+        {
+            std::os::unix::fs::symlink("busybox", lower.join("bin").join(applet)).unwrap();
+        }
+
+        let mut cmd = Command::new(guest());
+        cmd.arg("ns-init")
+            .args(["--lower".as_ref(), lower.as_os_str()])
+            .args(["--upper".as_ref(), upper.as_os_str()])
+            .args(["--work".as_ref(), work.as_os_str()])
+            .args(["--merged".as_ref(), merged.as_os_str()])
+            .args(["--agent-dir".as_ref(), agent_dir.as_os_str()])
+            .args(["--hostname", "sbx-test"])
+            .stdout(Stdio::piped());
+        // SAFETY: unshare is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                let flags = libc::CLONE_NEWNS
+                    | libc::CLONE_NEWUTS
+                    | libc::CLONE_NEWIPC
+                    | libc::CLONE_NEWNET
+                    | libc::CLONE_NEWCGROUP
+                    | libc::CLONE_NEWPID;
+                if libc::unshare(flags) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut shim = KillOnDrop(Some(cmd.spawn().unwrap()));
+        wait_ready(shim.0.as_mut().unwrap());
+        Sandbox {
+            _tmp: tmp,
+            upper,
+            merged,
+            agent_dir,
+            shim,
+        }
+    }
+}
+
 #[tokio::test]
 async fn ns_init_runs_a_sandbox_and_shuts_it_down() {
     if let Some(why) = skip_reason() {
         eprintln!("skipping ns-init test: {why}");
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let d = |p: &str| {
-        let p = tmp.path().join(p);
-        std::fs::create_dir_all(&p).unwrap();
-        p
-    };
-    let (lower, upper, work, merged, agent_dir) = (d("lower"), d("upper"), d("work"), d("merged"), d("agent"));
-    for dir in ["bin", "root", "tmp", "etc", "proc", "sys", "dev", "run"] {
-        std::fs::create_dir_all(lower.join(dir)).unwrap();
-    }
-    std::fs::copy(BUSYBOX, lower.join("bin/busybox")).unwrap();
-    let st = Command::new(BUSYBOX).arg("--install").arg("-s").arg(lower.join("bin")).status().unwrap();
-    assert!(st.success());
-
-    let mut cmd = Command::new(GUEST);
-    cmd.arg("ns-init")
-        .args(["--lower".as_ref(), lower.as_os_str()])
-        .args(["--upper".as_ref(), upper.as_os_str()])
-        .args(["--work".as_ref(), work.as_os_str()])
-        .args(["--merged".as_ref(), merged.as_os_str()])
-        .args(["--agent-dir".as_ref(), agent_dir.as_os_str()])
-        .args(["--hostname", "sbx-test"])
-        .stdout(Stdio::piped());
-    // SAFETY: unshare is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            let flags = libc::CLONE_NEWNS
-                | libc::CLONE_NEWUTS
-                | libc::CLONE_NEWIPC
-                | libc::CLONE_NEWNET
-                | libc::CLONE_NEWCGROUP
-                | libc::CLONE_NEWPID;
-            if libc::unshare(flags) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut shim = cmd.spawn().unwrap();
-    wait_ready(&mut shim);
-    let c = Client::connect(&agent_dir.join("agent.sock")).await;
+    let sbx = Sandbox::start();
+    let (upper, merged) = (sbx.upper.clone(), sbx.merged.clone());
+    let mut shim = sbx.shim;
+    let c = Client::connect(&sbx.agent_dir.join("agent.sock")).await;
 
     let out = c.exec(&["hostname"]).await;
-    assert_eq!((out.stdout().as_str(), out.code()), ("sbx-test\n", 0), "{out:?}");
+    assert_eq!(
+        (out.stdout().as_str(), out.code()),
+        ("sbx-test\n", 0),
+        "{out:?}"
+    );
 
     let out = c.exec(&["ps"]).await;
     let text = out.stdout();
-    let pid1 = text.lines().find(|l| l.split_whitespace().next() == Some("1")).unwrap_or_else(|| panic!("{text}"));
-    assert!(pid1.contains("ironclaw-guest") && pid1.contains("ns-init"), "pid 1 is not the guest: {text}");
+    let pid1 = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("1"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        pid1.contains("ironclaw-guest") && pid1.contains("ns-init"),
+        "pid 1 is not the guest: {text}"
+    );
 
     // The root is the overlay; the host's filesystem is out of sight.
     let out = c.exec(&["sh", "-c", "pwd; ls /; ls /.oldroot 2>&1; echo x > /dev/null && echo devnull-ok; cat /sys/class/net/lo/flags"]).await;
     let text = out.stdout();
     assert!(text.starts_with("/root\n"), "{text}");
-    assert!(!text.contains("oldroot\n") && text.contains("devnull-ok"), "{text}");
-    let flags = text.lines().last().and_then(|l| i64::from_str_radix(l.trim_start_matches("0x"), 16).ok()).unwrap();
-    assert_eq!(flags & libc::IFF_UP as i64, libc::IFF_UP as i64, "lo is down");
+    assert!(
+        !text.contains("oldroot\n") && text.contains("devnull-ok"),
+        "{text}"
+    );
+    let flags = text
+        .lines()
+        .last()
+        .and_then(|l| i64::from_str_radix(l.trim_start_matches("0x"), 16).ok())
+        .unwrap();
+    assert_eq!(
+        flags & libc::IFF_UP as i64,
+        libc::IFF_UP as i64,
+        "lo is down"
+    );
 
     // Terminals work on the sandbox's own devpts.
-    let req = ExecRequest { argv: argv(&["tty"]), tty: Some(TtySize { rows: 10, cols: 40 }), ..Default::default() };
+    let req = ExecRequest {
+        argv: argv(&["tty"]),
+        tty: Some(TtySize { rows: 10, cols: 40 }),
+        ..Default::default()
+    };
     let out = c.exec_req(req).await;
     assert!(out.stdout().starts_with("/dev/pts/0"), "{out:?}");
 
     // Files written inside land in the upper layer.
     let GuestMsg::Stat(_) = ({
-        let mut s = c.open(HostMsg::FileWrite(ironclaw_proto::FileWrite { path: "note.txt".into(), mode: 0o644, parents: false })).await;
+        let mut s = c
+            .open(HostMsg::FileWrite(ironclaw_proto::FileWrite {
+                path: "note.txt".into(),
+                mode: 0o644,
+                parents: false,
+            }))
+            .await;
         s.send(HostMsg::Data(b"inside".to_vec())).await;
         s.send(HostMsg::Eof).await;
         s.next().await
     }) else {
         panic!("upload failed")
     };
-    assert_eq!(std::fs::read(upper.join("root/note.txt")).unwrap(), b"inside");
+    assert_eq!(
+        std::fs::read(upper.join("root/note.txt")).unwrap(),
+        b"inside"
+    );
 
-    let GuestMsg::Info(info) = c.call(HostMsg::Info).await else { panic!() };
+    let GuestMsg::Info(info) = c.call(HostMsg::Info).await else {
+        panic!()
+    };
     assert!(info.pid1);
     assert_eq!(info.hostname, "sbx-test");
 
@@ -126,12 +208,26 @@ async fn ns_init_runs_a_sandbox_and_shuts_it_down() {
 
     let t0 = Instant::now();
     assert_eq!(c.call(HostMsg::Shutdown).await, GuestMsg::Ok);
-    let status = tokio::task::spawn_blocking(move || shim.wait().unwrap()).await.unwrap();
+    let mut child = shim.0.take().unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
     assert!(status.success(), "shim exited with {status:?}");
-    assert!(t0.elapsed() < Duration::from_secs(5), "shutdown took {:?}", t0.elapsed());
-    assert_eq!(host_processes(&["sleep", "987"]), 0, "a sandbox process survived shutdown");
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(
+        host_processes(&["sleep", "987"]),
+        0,
+        "a sandbox process survived shutdown"
+    );
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.contains(merged.to_str().unwrap()), "sandbox mounts leaked to the host");
+    assert!(
+        !mounts.contains(merged.to_str().unwrap()),
+        "sandbox mounts leaked to the host"
+    );
 }
 
 #[tokio::test]
@@ -142,7 +238,7 @@ async fn ns_init_setup_errors_are_reported() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("missing");
-    let mut cmd = Command::new(GUEST);
+    let mut cmd = Command::new(guest());
     cmd.arg("ns-init");
     for flag in ["--lower", "--upper", "--work", "--merged", "--agent-dir"] {
         cmd.arg(flag).arg(&missing);
@@ -161,4 +257,33 @@ async fn ns_init_setup_errors_are_reported() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("mount overlay on"), "{stderr}");
+}
+
+#[tokio::test]
+async fn sigterm_to_the_shim_shuts_the_sandbox_down() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping ns-init test: {why}");
+        return;
+    }
+    let mut sbx = Sandbox::start();
+    let c = Client::connect(&sbx.agent_dir.join("agent.sock")).await;
+    let out = c.exec(&["sh", "-c", "sleep 986 >/dev/null 2>&1 &"]).await;
+    assert_eq!(out.code(), 0);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(host_processes(&["sleep", "986"]), 1);
+    let mut child = sbx.shim.0.take().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "shim exited with {status:?}");
+    assert_eq!(
+        host_processes(&["sleep", "986"]),
+        0,
+        "a sandbox process survived SIGTERM"
+    );
 }

@@ -10,12 +10,21 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ironclaw_proto::{handshake, ExecRequest, ExitStatus, FrameReader, FrameWriter, GuestMsg, HostMsg};
+use ironclaw_proto::{
+    handshake, ExecRequest, ExitStatus, FrameReader, FrameWriter, GuestMsg, HostMsg,
+};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
-pub const GUEST: &str = env!("CARGO_BIN_EXE_ironclaw-guest");
+/// The agent under test: the binary cargo built for these tests, or
+/// another build (e.g. the static release binary) named by
+/// `IRONCLAW_GUEST_BIN`.
+pub fn guest() -> PathBuf {
+    std::env::var_os("IRONCLAW_GUEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_ironclaw-guest").into())
+}
 /// Generous: a step that takes this long is a failure, not slowness.
 pub const STEP: Duration = Duration::from_secs(10);
 
@@ -35,7 +44,8 @@ pub fn wait_ready(child: &mut Child) {
         // Keep draining so the agent never blocks on a full pipe.
         for _ in lines {}
     });
-    rx.recv_timeout(STEP).expect("agent did not print its ready line");
+    rx.recv_timeout(STEP)
+        .expect("agent did not print its ready line");
 }
 
 /// An agent in `serve` mode on a socket in a temporary directory.
@@ -49,7 +59,7 @@ impl Guest {
     pub fn start() -> Guest {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("agent.sock");
-        let mut child = Command::new(GUEST)
+        let mut child = Command::new(guest())
             .arg("serve")
             .arg("--listen")
             .arg(format!("unix:{}", sock.display()))
@@ -68,7 +78,20 @@ impl Guest {
 }
 
 impl Drop for Guest {
+    /// SIGTERM first: the agent then stops its children too, so a failed
+    /// test leaves no processes behind.
     fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: plain syscall on our own child.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let until = std::time::Instant::now() + Duration::from_secs(4);
+            while std::time::Instant::now() < until {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -98,7 +121,9 @@ pub struct Stream {
 impl Client {
     pub async fn connect(sock: &Path) -> Client {
         let mut s = UnixStream::connect(sock).await.unwrap();
-        let ready = handshake::client(&mut s, 0x1234_5678_9abc_def0).await.unwrap();
+        let ready = handshake::client(&mut s, 0x1234_5678_9abc_def0)
+            .await
+            .unwrap();
         assert_eq!(ready.agent_version, env!("CARGO_PKG_VERSION"));
         let (rd, wr) = s.into_split();
         let streams: Streams = Arc::default();
@@ -114,14 +139,23 @@ impl Client {
             // Connection gone: end every stream.
             routes.lock().unwrap().clear();
         });
-        Client { writer: Arc::new(tokio::sync::Mutex::new(FrameWriter::new(wr))), streams, next: AtomicU32::new(1), reader }
+        Client {
+            writer: Arc::new(tokio::sync::Mutex::new(FrameWriter::new(wr))),
+            streams,
+            next: AtomicU32::new(1),
+            reader,
+        }
     }
 
     pub async fn open(&self, msg: HostMsg) -> Stream {
         let id = self.next.fetch_add(2, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
         self.streams.lock().unwrap().insert(id, tx);
-        let s = Stream { id, rx, writer: self.writer.clone() };
+        let s = Stream {
+            id,
+            rx,
+            writer: self.writer.clone(),
+        };
         s.send(msg).await;
         s
     }
@@ -132,7 +166,11 @@ impl Client {
     }
 
     pub async fn exec(&self, argv: &[&str]) -> Output {
-        self.exec_req(ExecRequest { argv: argv.iter().map(|s| s.to_string()).collect(), ..Default::default() }).await
+        self.exec_req(ExecRequest {
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        })
+        .await
     }
 
     pub async fn exec_req(&self, req: ExecRequest) -> Output {
@@ -179,7 +217,10 @@ impl Stream {
     }
 
     pub fn sender(&self) -> Sender {
-        Sender { id: self.id, writer: self.writer.clone() }
+        Sender {
+            id: self.id,
+            writer: self.writer.clone(),
+        }
     }
 
     /// Next message; panics after [`STEP`] or if the stream ended.
@@ -224,7 +265,10 @@ impl Stream {
                         return String::from_utf8_lossy(&acc).into_owned();
                     }
                 }
-                other => panic!("waiting for {needle:?}: unexpected {other:?} after {:?}", String::from_utf8_lossy(&acc)),
+                other => panic!(
+                    "waiting for {needle:?}: unexpected {other:?} after {:?}",
+                    String::from_utf8_lossy(&acc)
+                ),
             }
         }
     }
@@ -237,7 +281,12 @@ pub fn argv(a: &[&str]) -> Vec<String> {
 /// True if a process with this (host) pid still exists and is not a zombie.
 pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }
