@@ -26,6 +26,9 @@ pub struct Args {
     /// The static ironclaw-guest binary installed into images.
     #[arg(long, env = "IRONCLAW_GUEST_BIN")]
     pub guest_bin: Option<PathBuf>,
+    /// The firecracker binary (default: `firecracker` on PATH).
+    #[arg(long, env = "IRONCLAW_FIRECRACKER_BIN")]
+    pub firecracker_bin: Option<PathBuf>,
 }
 
 /// The `[daemon]`-less flat TOML file; every key optional.
@@ -46,6 +49,10 @@ pub struct Config {
     pub pids_limit: u64,
     /// Seconds a stopping sandbox gets before it is killed.
     pub stop_grace_secs: u64,
+    /// The firecracker binary; the flag or IRONCLAW_FIRECRACKER_BIN wins.
+    pub firecracker_bin: Option<PathBuf>,
+    /// Where the KVM boot probe caches its answer (per host boot).
+    pub kvm_probe_cache: PathBuf,
 }
 
 impl Default for Config {
@@ -60,6 +67,8 @@ impl Default for Config {
             default_disk_mib: 2048,
             pids_limit: 1024,
             stop_grace_secs: 10,
+            firecracker_bin: None,
+            kvm_probe_cache: PathBuf::from("/run/ironclaw/kvm-probe.json"),
         }
     }
 }
@@ -76,6 +85,9 @@ impl Config {
         };
         if let Some(l) = args.listen {
             cfg.listen = l;
+        }
+        if let Some(b) = &args.firecracker_bin {
+            cfg.firecracker_bin = Some(b.clone());
         }
         Ok(cfg)
     }

@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ironclaw_sandbox::backend::Availability;
-use ironclaw_sandbox::namespace::{self, NamespaceBackend};
+use ironclaw_sandbox::firecracker::FirecrackerBackend;
+use ironclaw_sandbox::namespace::NamespaceBackend;
+use ironclaw_sandbox::probe::KvmProber;
 use ironclaw_sandbox::{
     image, name, process, AgentClient, Backend, BackendKind, Resources, Running, SandboxSpec,
 };
@@ -58,6 +60,8 @@ struct Live {
 }
 
 pub struct Manager {
+    /// Whether KVM guests boot here; shared by the VM backends.
+    pub kvm: Arc<KvmProber>,
     pub store: Arc<Store>,
     pub config: Config,
     pub data_dir: PathBuf,
@@ -75,8 +79,20 @@ impl Manager {
         data_dir: PathBuf,
         guest_bin: Option<PathBuf>,
     ) -> Arc<Self> {
-        let backends: Vec<Arc<dyn Backend>> = vec![Arc::new(NamespaceBackend::new())];
+        // The probe's kernel comes with the VM images (issue 3).
+        let kvm = Arc::new(KvmProber::new(
+            config.kvm_probe_cache.clone(),
+            Box::new(|| Err("no kernel cached yet".to_string())),
+        ));
+        let backends: Vec<Arc<dyn Backend>> = vec![
+            Arc::new(FirecrackerBackend::new(
+                config.firecracker_bin.clone(),
+                kvm.clone(),
+            )),
+            Arc::new(NamespaceBackend::new()),
+        ];
         Arc::new(Manager {
+            kvm,
             store,
             config,
             data_dir,
@@ -343,7 +359,10 @@ impl Manager {
             return;
         };
         let spec = self.spec(&r);
-        let tail = namespace::log_tail(&spec.console_log(), 600);
+        let tail = self
+            .backend(&r.backend)
+            .map(|b| b.crash_report(&spec))
+            .unwrap_or_default();
         let reason = format!(
             "sandbox init exited unexpectedly{}{}",
             status.map(|s| format!(" (status {s})")).unwrap_or_default(),
@@ -440,8 +459,8 @@ impl Manager {
             .lock()
             .unwrap()
             .get(name)
-            .map(|l| (l.agent.clone(), l.running.agent_socket.clone()));
-        let Some((agent, socket)) = existing else {
+            .map(|l| (l.agent.clone(), l.running.clone()));
+        let Some((agent, running)) = existing else {
             let r = self.get(name)?;
             return Err(ApiError::Conflict(format!(
                 "sandbox '{name}' is {}; start it with `ironclaw sandbox start {name}`",
@@ -451,7 +470,11 @@ impl Manager {
         if !agent.is_closed() {
             return Ok(agent);
         }
-        let fresh = AgentClient::connect_unix(&socket).await?;
+        let r = self.get(name)?;
+        let fresh = self
+            .backend(&r.backend)?
+            .connect(&self.spec(&r), &running)
+            .await?;
         if let Some(l) = self.live.lock().unwrap().get_mut(name) {
             l.agent = fresh.clone();
         }
@@ -474,9 +497,9 @@ impl Manager {
                 .runtime
                 .as_deref()
                 .and_then(|rt| serde_json::from_str(rt).ok());
-            if let Some(run) = &running {
+            if let (Some(run), Ok(backend)) = (&running, self.backend(&r.backend)) {
                 if process::is_same_process(run.pid, run.pid_start) {
-                    match AgentClient::connect_unix(&run.agent_socket).await {
+                    match backend.connect(&self.spec(&r), run).await {
                         Ok(agent) => {
                             tracing::info!(sandbox = %r.name, pid = run.pid, "re-adopted running sandbox");
                             if r.state != SandboxState::Running {

@@ -152,4 +152,15 @@ pub trait Backend: Send + Sync {
 
     /// Bytes the sandbox's writable disk uses.
     fn disk_used(&self, spec: &SandboxSpec) -> u64;
+
+    /// A fresh connection to the agent of a running sandbox (after a daemon
+    /// restart, or when the previous connection dropped).
+    async fn connect(&self, _spec: &SandboxSpec, running: &Running) -> Result<AgentClient, crate::AgentError> {
+        AgentClient::connect_unix(&running.agent_socket).await
+    }
+
+    /// Why a sandbox stopped on its own: the tail of its logs.
+    fn crash_report(&self, spec: &SandboxSpec) -> String {
+        crate::namespace::log_tail(&spec.console_log(), 1500)
+    }
 }

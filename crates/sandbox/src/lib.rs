@@ -4,10 +4,15 @@
 pub mod agent;
 pub mod backend;
 pub mod cgroup;
+pub mod firecracker;
 pub mod image;
 pub mod name;
 pub mod namespace;
+pub mod probe;
 pub mod process;
+pub mod qemu;
+pub mod util;
+pub mod vmdisk;
 
 pub use agent::{AgentClient, AgentError};
 pub use backend::{Backend, BackendError, BackendKind, Resources, Running, SandboxSpec};

@@ -49,16 +49,12 @@ pub async fn report(State(st): State<AppState>) -> impl IntoResponse {
         Ok((_, what)) => checks.push(check("cgroup", true, what)),
         Err(e) => checks.push(check("cgroup", false, e.to_string())),
     }
-    let kvm = Path::new("/dev/kvm").exists();
-    checks.push(check(
-        "kvm",
-        false,
-        if kvm {
-            "/dev/kvm present; whether guests really boot is probed by the VM backends (not built into this version yet)"
-        } else {
-            "/dev/kvm absent: no hardware virtualization"
-        },
-    ));
+    let kvm = m.kvm.clone();
+    let probe = tokio::task::spawn_blocking(move || kvm.get()).await.ok();
+    match probe {
+        Some(p) => checks.push(check("kvm", p.boots, p.reason)),
+        None => checks.push(check("kvm", false, "KVM probe failed to run")),
+    }
     for (name, bin, hint) in [
         (
             "qemu",
@@ -86,6 +82,37 @@ pub async fn report(State(st): State<AppState>) -> impl IntoResponse {
             Some(p) => checks.push(check(name, true, p)),
             None => checks.push(check(name, false, format!("{bin} not found; {hint}"))),
         }
+    }
+    match &m
+        .config
+        .firecracker_bin
+        .clone()
+        .or_else(|| which("firecracker").map(Into::into))
+    {
+        Some(bin) => {
+            let version = std::process::Command::new(bin)
+                .arg("--version")
+                .env_clear()
+                .output()
+                .ok()
+                .and_then(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .next()
+                        .map(str::to_string)
+                })
+                .unwrap_or_else(|| "did not run".into());
+            checks.push(check(
+                "firecracker",
+                true,
+                format!("{version} at {}", bin.display()),
+            ))
+        }
+        None => checks.push(check(
+            "firecracker",
+            false,
+            "firecracker not found; see README: installing Firecracker",
+        )),
     }
     match &m.guest_bin {
         Some(p) => checks.push(check(
