@@ -108,6 +108,15 @@ pub enum SandboxCmd {
         json: JsonFlag,
     },
 
+    /// Print a sandbox's recent console log (and its VMM's log, for VMs)
+    Logs {
+        /// Sandbox name
+        name: String,
+        /// Most bytes to print
+        #[arg(long, default_value_t = 64 * 1024)]
+        bytes: u64,
+    },
+
     /// Start a stopped sandbox
     Start {
         /// Sandbox name(s)

@@ -26,6 +26,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     Internal(String),
+    /// The sandbox's VMM or init died while it started.
+    #[error("{0}")]
+    Crashed(String),
 }
 
 impl ApiError {
@@ -40,6 +43,7 @@ impl ApiError {
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Crashed(_) => (StatusCode::INTERNAL_SERVER_ERROR, "crashed"),
         }
     }
 }
@@ -51,7 +55,7 @@ pub fn body(code: &str, message: &str) -> serde_json::Value {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.parts();
-        if status == StatusCode::INTERNAL_SERVER_ERROR {
+        if matches!(self, ApiError::Internal(_)) {
             tracing::error!("internal error: {self}");
         }
         (status, axum::Json(body(code, &self.to_string()))).into_response()

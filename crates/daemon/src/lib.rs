@@ -41,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sandboxes/:name/start", post(sandboxes::start))
         .route("/v1/sandboxes/:name/stop", post(sandboxes::stop))
         .route("/v1/sandboxes/:name/info", get(sandboxes::info))
+        .route("/v1/sandboxes/:name/logs", get(sandboxes::logs))
         .route("/v1/sandboxes/:name/exec", post(exec::exec))
         .route("/v1/sandboxes/:name/exec/ws", get(exec::exec_ws))
         .route("/v1/sandboxes/:name/console", get(console::list))

@@ -294,6 +294,8 @@ impl Manager {
         let spec = self.spec(&record);
         match self.boot(&*backend, &spec).await {
             Ok(()) => Ok(self.store.sandbox(&record.name)?),
+            // Kept, as `crashed`, so its logs can be read.
+            Err(e @ ApiError::Crashed(_)) => Err(e),
             Err(e) => {
                 // A create that fails leaves nothing behind.
                 let _ = backend.destroy(&spec).await;
@@ -303,24 +305,55 @@ impl Manager {
         }
     }
 
-    /// Start the sandbox's process and record it as running.
+    /// Start the sandbox's process and record it as running. A sandbox
+    /// that crashes while booting is kept as `crashed` with the reason, so
+    /// its logs can be read.
     async fn boot(
         self: &Arc<Self>,
         backend: &dyn Backend,
         spec: &SandboxSpec,
     ) -> Result<(), ApiError> {
-        let (running, agent) = backend.start(spec).await.map_err(|e| match e {
-            ironclaw_sandbox::BackendError::Unavailable(..) => ApiError::Unavailable(e.to_string()),
-            other => {
-                ApiError::Internal(format!("sandbox '{}' failed to start: {other}", spec.name))
+        let (running, agent) = match backend.start(spec).await {
+            Ok(started) => started,
+            Err(ironclaw_sandbox::BackendError::Crashed(report)) => {
+                let reason = format!("crashed while starting: {report}");
+                self.store.set_sandbox_state(
+                    &spec.name,
+                    SandboxState::Crashed,
+                    Some(&reason),
+                    None,
+                )?;
+                return Err(ApiError::Crashed(format!(
+                    "sandbox '{}' crashed while starting (see `ironclaw sandbox logs {}`): {report}",
+                    spec.name, spec.name
+                )));
             }
-        })?;
+            Err(e @ ironclaw_sandbox::BackendError::Unavailable(..)) => {
+                return Err(ApiError::Unavailable(e.to_string()))
+            }
+            Err(other) => {
+                return Err(ApiError::Internal(format!(
+                    "sandbox '{}' failed to start: {other}",
+                    spec.name
+                )))
+            }
+        };
         let runtime =
             serde_json::to_string(&running).map_err(|e| ApiError::Internal(e.to_string()))?;
         self.store
             .set_sandbox_state(&spec.name, SandboxState::Running, None, Some(&runtime))?;
         self.adopt(spec.name.clone(), running, agent);
         Ok(())
+    }
+
+    /// The sandbox's recent logs.
+    pub fn logs(&self, name: &str, max_bytes: u64) -> Result<String, ApiError> {
+        let r = self.get(name)?;
+        let spec = self.spec(&r);
+        Ok(match self.backend(&r.backend) {
+            Ok(b) => b.logs(&spec, max_bytes),
+            Err(_) => ironclaw_sandbox::namespace::log_tail(&spec.console_log(), max_bytes),
+        })
     }
 
     /// Track a running sandbox and watch its process for an unexpected exit.

@@ -418,6 +418,21 @@ async fn a_crashed_sandbox_is_marked_with_the_reason() {
             .contains("exited unexpectedly"),
         "{state}"
     );
+    let (st, logs) = d.get("/v1/sandboxes/boom/logs").await;
+    assert_eq!(st, 200);
+    assert!(
+        logs.as_str()
+            .unwrap_or_default()
+            .contains("ironclaw-guest: ready"),
+        "{logs}"
+    );
+    let out = d.cli(&["sandbox", "logs", "boom"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ready"));
+    let out = d.cli(&["sandbox", "show", "boom"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("exited unexpectedly"),
+        "{out:?}"
+    );
     let (st, _) = d.post("/v1/sandboxes/boom/start", json!({})).await;
     assert_eq!(st, 200);
     assert_eq!(d.exec("boom", &["echo", "back"]).await["stdout"], "back\n");

@@ -118,6 +118,9 @@ pub enum BackendError {
     Setup(String),
     #[error("sandbox did not become ready: {0}")]
     NotReady(String),
+    /// The sandbox's process (init or VMM) exited while it was starting.
+    #[error("sandbox crashed while starting: {0}")]
+    Crashed(String),
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
@@ -159,8 +162,14 @@ pub trait Backend: Send + Sync {
         AgentClient::connect_unix(&running.agent_socket).await
     }
 
+    /// The last `max_bytes` of the sandbox's logs (console, and the VMM's
+    /// own log where there is one).
+    fn logs(&self, spec: &SandboxSpec, max_bytes: u64) -> String {
+        crate::namespace::log_tail(&spec.console_log(), max_bytes)
+    }
+
     /// Why a sandbox stopped on its own: the tail of its logs.
     fn crash_report(&self, spec: &SandboxSpec) -> String {
-        crate::namespace::log_tail(&spec.console_log(), 1500)
+        self.logs(spec, 1500)
     }
 }

@@ -205,6 +205,7 @@ impl Backend for NamespaceBackend {
 
         let started = Instant::now();
         let mut delay = Duration::from_micros(500);
+        let mut crashed = false;
         let failure = loop {
             if sock.exists() {
                 match AgentClient::connect_unix(&sock).await {
@@ -215,6 +216,7 @@ impl Backend for NamespaceBackend {
             }
             if !process::is_same_process(pid, pid_start) {
                 process::reap(pid);
+                crashed = true;
                 break "the sandbox init exited".to_string();
             }
             if started.elapsed() > READY_TIMEOUT {
@@ -228,9 +230,8 @@ impl Backend for NamespaceBackend {
         let _ = cg.destroy().await;
         process::reap(pid);
         let tail = log_tail(&spec.console_log(), 2000);
-        Err(BackendError::NotReady(format!(
-            "{failure}; console log:\n{tail}"
-        )))
+        let report = format!("{failure}; console log:\n{tail}");
+        Err(if crashed { BackendError::Crashed(report) } else { BackendError::NotReady(report) })
     }
 
     async fn stop(

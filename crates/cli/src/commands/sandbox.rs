@@ -1,6 +1,7 @@
 //! `ironclaw sandbox ...`
 
 use anyhow::Result;
+use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
@@ -88,6 +89,12 @@ pub async fn run(c: &Client, cmd: SandboxCmd) -> Result<i32> {
                 return Ok(0);
             }
             print!("{}", sandboxes_table(&list, OffsetDateTime::now_utc()));
+            Ok(0)
+        }
+        SandboxCmd::Logs { name, bytes } => {
+            let rb = c.request(Method::GET, &format!("{}/logs?bytes={bytes}", path(&name)));
+            let text = c.send(rb, &ctx(&name)).await?.text().await?;
+            println!("{}", text.trim_end());
             Ok(0)
         }
         SandboxCmd::Show { name, json } => {

@@ -61,6 +61,7 @@ pub fn document() -> Value {
             "/v1/sandboxes/{name}/start": sandbox_paths(json!({"post": op("Start a stopped sandbox", "200", None)})),
             "/v1/sandboxes/{name}/stop": sandbox_paths(json!({"post": op("Stop a sandbox (its disk is kept)", "200", None)})),
             "/v1/sandboxes/{name}/info": sandbox_paths(json!({"get": op("Guest agent info", "200", None)})),
+            "/v1/sandboxes/{name}/logs": sandbox_paths(json!({"get": op("Recent console (and VMM) log, text; ?bytes=", "200", None)})),
             "/v1/sandboxes/{name}/exec": sandbox_paths(json!({"post": op("Run a command to completion", "200", Some(json!({"$ref": "#/components/schemas/Exec"})))})),
             "/v1/sandboxes/{name}/exec/ws": sandbox_paths(json!({"get": op("Streamed exec over WebSocket (see docs/api.md)", "101", None)})),
             "/v1/sandboxes/{name}/console": sandbox_paths(json!({"get": op("List persistent console sessions", "200", None)})),

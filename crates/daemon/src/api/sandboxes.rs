@@ -61,3 +61,26 @@ pub async fn info(
     let agent = st.manager.agent(&name).await?;
     Ok(axum::Json(agent.info().await?))
 }
+
+#[derive(Debug, serde::Deserialize)]
+pub struct LogsQuery {
+    /// Most bytes of log to return (default 64 KiB).
+    bytes: Option<u64>,
+}
+
+pub async fn logs(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<LogsQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let text = st
+        .manager
+        .logs(&name, q.bytes.unwrap_or(64 * 1024).min(16 << 20))?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        text,
+    ))
+}

@@ -34,7 +34,9 @@ pub const AGENT_PORT: u32 = 1024;
 /// Guest context id; each VM has its own vsock device, so it can be fixed.
 const GUEST_CID: u32 = 3;
 /// How long a boot may take from InstanceStart to a connected agent.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Generous: on hosts where KVM guests crawl, Firecracker takes ~35 s to
+/// die with KVM_EXIT_INTERNAL_ERROR, and we want that error in the report.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Memory the VMM itself needs beyond guest RAM, for the cgroup limit.
 const VMM_OVERHEAD_MIB: u64 = 64;
 
@@ -176,9 +178,9 @@ impl FirecrackerBackend {
         Ok(())
     }
 
-    fn report(spec: &SandboxSpec) -> String {
-        let fc = log_tail(&Self::fc_log(spec), 1200);
-        let console = log_tail(&spec.console_log(), 1200);
+    fn report(spec: &SandboxSpec, max_bytes: u64) -> String {
+        let fc = log_tail(&Self::fc_log(spec), max_bytes / 2);
+        let console = log_tail(&spec.console_log(), max_bytes / 2);
         format!("firecracker log:\n{fc}\nserial console:\n{console}")
     }
 }
@@ -248,7 +250,7 @@ impl Backend for FirecrackerBackend {
             let started = Instant::now();
             loop {
                 if !process::is_same_process(pid, pid_start) {
-                    return Err(BackendError::NotReady(format!("firecracker exited during boot; {}", Self::report(spec))));
+                    return Err(BackendError::Crashed(format!("firecracker exited during boot; {}", Self::report(spec, 2400))));
                 }
                 if let Ok(s) = vsock::connect(&running.agent_socket, AGENT_PORT).await {
                     if let Ok(Ok(agent)) = tokio::time::timeout(Duration::from_secs(5), AgentClient::over(s)).await {
@@ -256,7 +258,7 @@ impl Backend for FirecrackerBackend {
                     }
                 }
                 if started.elapsed() > BOOT_TIMEOUT {
-                    return Err(BackendError::NotReady(format!("no agent after {BOOT_TIMEOUT:?}; {}", Self::report(spec))));
+                    return Err(BackendError::NotReady(format!("no agent after {BOOT_TIMEOUT:?}; {}", Self::report(spec, 2400))));
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -311,7 +313,7 @@ impl Backend for FirecrackerBackend {
         AgentClient::over(s).await
     }
 
-    fn crash_report(&self, spec: &SandboxSpec) -> String {
-        Self::report(spec)
+    fn logs(&self, spec: &SandboxSpec, max_bytes: u64) -> String {
+        Self::report(spec, max_bytes)
     }
 }
