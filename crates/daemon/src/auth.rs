@@ -57,9 +57,94 @@ fn presented_token(req: &Request) -> Option<String> {
         .map(str::to_string)
 }
 
-pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    match presented_token(&req) {
-        Some(t) if constant_time_eq(t.as_bytes(), state.token.as_bytes()) => next.run(req).await,
-        _ => ApiError::Unauthorized.into_response(),
+/// Who is calling: set by [`require_token`] on every authenticated request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub user: String,
+    pub admin: bool,
+}
+
+impl Caller {
+    /// May this caller see a resource owned by `owner`?
+    pub fn can_see(&self, owner: &str) -> bool {
+        self.admin || self.user == owner
     }
+
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.admin {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden("this needs the admin token".into()))
+        }
+    }
+}
+
+#[axum::async_trait]
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or(ApiError::Unauthorized)
+    }
+}
+
+/// Resolve the bearer token to a [`Caller`]: the admin token from the data
+/// dir, or a user token from the store (compared by hash).
+pub async fn require_token(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let caller = match presented_token(&req) {
+        Some(t) if constant_time_eq(t.as_bytes(), state.token.as_bytes()) => Some(Caller {
+            user: "admin".into(),
+            admin: true,
+        }),
+        Some(t) if !t.is_empty() => match state.manager.store.user_for_token(&t) {
+            Ok(Some(u)) => Some(Caller {
+                user: u.name,
+                admin: u.admin,
+            }),
+            _ => None,
+        },
+        _ => None,
+    };
+    match caller {
+        Some(c) => {
+            req.extensions_mut().insert(c);
+            next.run(req).await
+        }
+        None => ApiError::Unauthorized.into_response(),
+    }
+}
+
+/// Sandbox routes: a user reaches only their own sandboxes; others' look
+/// exactly like missing ones (404), so names do not leak.
+pub async fn sandbox_access(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let caller = req.extensions().get::<Caller>().cloned();
+    let name = req
+        .uri()
+        .path()
+        .strip_prefix("/v1/sandboxes/")
+        .and_then(|rest| rest.split('/').next())
+        .map(str::to_string);
+    if let (Some(caller), Some(name)) = (caller, name) {
+        if !caller.admin {
+            match state.manager.store.sandbox(&name) {
+                Ok(r) if r.owner == caller.user => {}
+                _ => {
+                    return ApiError::NotFound(format!("sandbox '{name}' not found"))
+                        .into_response()
+                }
+            }
+        }
+    }
+    next.run(req).await
 }

@@ -28,12 +28,8 @@ const MAX_JSON_BODY: usize = 1024 * 1024;
 
 pub fn router(state: AppState) -> Router {
     use api::*;
-    let authed = Router::new()
-        .route("/v1/host", get(host::report))
-        .route(
-            "/v1/sandboxes",
-            get(sandboxes::list).post(sandboxes::create),
-        )
+    // Routes under /v1/sandboxes/:name, guarded by ownership.
+    let sandbox = Router::new()
         .route(
             "/v1/sandboxes/:name",
             get(sandboxes::show).delete(sandboxes::remove),
@@ -59,8 +55,29 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sandboxes/:name/fs/mkdir", post(files::mkdir))
         .route("/v1/sandboxes/:name/fs/remove", post(files::remove))
         .route("/v1/sandboxes/:name/fs/rename", post(files::rename))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::sandbox_access,
+        ));
+    let authed = Router::new()
+        .route("/v1/host", get(host::report))
+        .route(
+            "/v1/sandboxes",
+            get(sandboxes::list).post(sandboxes::create),
+        )
+        .merge(sandbox)
         .route("/v1/images", get(images::list).post(images::build))
         .route("/v1/images/:name", delete(images::remove))
+        .route("/v1/users", get(users::list).post(users::add))
+        .route("/v1/users/:name", delete(users::remove))
+        .route(
+            "/v1/users/:name/tokens",
+            get(users::tokens)
+                .post(users::issue_token)
+                .delete(users::revoke_all),
+        )
+        .route("/v1/users/:name/tokens/:id", delete(users::revoke))
+        .route("/v1/me", get(users::me))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

@@ -213,7 +213,11 @@ impl Manager {
         Ok(self.store.sandbox(name)?)
     }
 
-    pub async fn create(self: &Arc<Self>, req: CreateRequest) -> Result<SandboxRecord, ApiError> {
+    pub async fn create(
+        self: &Arc<Self>,
+        req: CreateRequest,
+        owner: &str,
+    ) -> Result<SandboxRecord, ApiError> {
         name::validate(&req.name).map_err(|e| ApiError::InvalidName(e.to_string()))?;
         let image_name = req
             .image
@@ -287,6 +291,7 @@ impl Manager {
             created_at: now.clone(),
             started_at: None,
             updated_at: now,
+            owner: owner.to_string(),
         };
         let lock = self.lock_for(&record.name);
         let _g = lock.lock().await;

@@ -6,11 +6,15 @@
 
 mod migrations;
 pub mod sandboxes;
+pub mod sessions;
+pub mod users;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 pub use sandboxes::{SandboxRecord, SandboxState};
+pub use sessions::{MessageRecord, SessionRecord, UsageTotals};
+pub use users::{TokenInfo, User};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -23,6 +23,54 @@ const MIGRATIONS: &[&str] = &[
         started_at   TEXT,
         updated_at   TEXT NOT NULL
     );",
+    // 2: users, their tokens, chat sessions and history, usage
+    "ALTER TABLE sandboxes ADD COLUMN owner TEXT NOT NULL DEFAULT 'admin';
+     CREATE TABLE users (
+        name        TEXT PRIMARY KEY,
+        admin       INTEGER NOT NULL DEFAULT 0,
+        created_at  TEXT NOT NULL
+     );
+     INSERT INTO users (name, admin, created_at) VALUES ('admin', 1, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'));
+     CREATE TABLE tokens (
+        id          TEXT PRIMARY KEY,
+        -- SHA-256 of the token: the token itself is shown once and never stored
+        hash        TEXT NOT NULL UNIQUE,
+        user        TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        label       TEXT,
+        created_at  TEXT NOT NULL
+     );
+     CREATE TABLE sessions (
+        id          TEXT PRIMARY KEY,
+        user        TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        agent       TEXT NOT NULL,
+        title       TEXT,
+        created_at  TEXT NOT NULL,
+        updated_at  TEXT NOT NULL
+     );
+     CREATE INDEX sessions_by_user ON sessions(user, updated_at);
+     CREATE TABLE messages (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id  TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        role        TEXT NOT NULL,
+        -- provider-neutral content blocks, JSON
+        content     TEXT NOT NULL,
+        -- set when a compaction summary replaced this message in the context
+        summarized_by INTEGER,
+        created_at  TEXT NOT NULL
+     );
+     CREATE INDEX messages_by_session ON messages(session_id, id);
+     CREATE TABLE usage (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id    TEXT NOT NULL,
+        user          TEXT NOT NULL,
+        model         TEXT NOT NULL,
+        input_tokens  INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        cost_usd      REAL NOT NULL,
+        created_at    TEXT NOT NULL
+     );
+     CREATE INDEX usage_by_user ON usage(user);
+     CREATE INDEX usage_by_session ON usage(session_id);",
 ];
 
 pub fn apply(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {

@@ -57,9 +57,11 @@ pub struct SandboxRecord {
     pub created_at: String,
     pub started_at: Option<String>,
     pub updated_at: String,
+    /// The user the sandbox belongs to ("admin" for ones made through the admin token).
+    pub owner: String,
 }
 
-const COLUMNS: &str = "id, name, backend, image, vcpus, memory_mib, disk_mib, pids, state, state_reason, desired, runtime, created_at, started_at, updated_at";
+const COLUMNS: &str = "id, name, backend, image, vcpus, memory_mib, disk_mib, pids, state, state_reason, desired, runtime, created_at, started_at, updated_at, owner";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<SandboxRecord> {
     Ok(SandboxRecord {
@@ -78,13 +80,14 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<SandboxRecord> {
         created_at: r.get(12)?,
         started_at: r.get(13)?,
         updated_at: r.get(14)?,
+        owner: r.get(15)?,
     })
 }
 
 impl Store {
     pub fn insert_sandbox(&self, s: &SandboxRecord) -> Result<(), StoreError> {
         let r = self.conn().execute(
-            &format!("INSERT INTO sandboxes ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)"),
+            &format!("INSERT INTO sandboxes ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)"),
             params![
                 s.id,
                 s.name,
@@ -100,7 +103,8 @@ impl Store {
                 s.runtime,
                 s.created_at,
                 s.started_at,
-                s.updated_at
+                s.updated_at,
+                s.owner
             ],
         );
         match r {
@@ -206,6 +210,7 @@ mod tests {
             created_at: now(),
             started_at: None,
             updated_at: now(),
+            owner: "admin".into(),
         }
     }
 

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::StreamExt;
 
+use crate::auth::Caller;
 use crate::error::{ApiError, Json};
 use crate::AppState;
 
@@ -33,8 +34,10 @@ pub struct BuildBody {
 
 pub async fn build(
     State(st): State<AppState>,
+    caller: Caller,
     Json(b): Json<BuildBody>,
 ) -> Result<Response, ApiError> {
+    caller.require_admin()?;
     ironclaw_sandbox::name::validate(&b.name).map_err(|e| ApiError::InvalidName(e.to_string()))?;
     let source: ImageSource = b.from.parse()?;
     let images_dir = st.manager.images_dir();
@@ -80,8 +83,10 @@ pub async fn build(
 
 pub async fn remove(
     State(st): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
+    caller.require_admin()?;
     let images_dir = st.manager.images_dir();
     image::get(&images_dir, &name)?;
     let users = st.manager.store.count_sandboxes_using_image(&name)?;

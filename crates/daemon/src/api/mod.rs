@@ -7,3 +7,4 @@ pub mod host;
 pub mod images;
 pub mod openapi;
 pub mod sandboxes;
+pub mod users;

@@ -78,6 +78,20 @@ pub fn document() -> Value {
             "/v1/sandboxes/{name}/fs/mkdir": sandbox_paths(json!({"post": op("Make a directory", "204", Some(json!({"$ref": "#/components/schemas/Path"})))})),
             "/v1/sandboxes/{name}/fs/remove": sandbox_paths(json!({"post": op("Remove a path", "204", Some(json!({"$ref": "#/components/schemas/Path"})))})),
             "/v1/sandboxes/{name}/fs/rename": sandbox_paths(json!({"post": op("Rename a path", "204", Some(json!({"$ref": "#/components/schemas/Rename"})))})),
+            "/v1/me": {"get": op("The calling user and their usage", "200", None)},
+            "/v1/users": {
+                "get": op("List users with usage (admin)", "200", None),
+                "post": op("Add a user; returns their first token (admin)", "201", Some(json!({"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}})))
+            },
+            "/v1/users/{name}": sandbox_paths(json!({"delete": op("Remove a user, their sandboxes, sessions and tokens (admin)", "204", None)})),
+            "/v1/users/{name}/tokens": sandbox_paths(json!({
+                "get": op("List a user's tokens (admin)", "200", None),
+                "post": op("Issue a token (admin)", "201", None),
+                "delete": op("Revoke all of a user's tokens (admin)", "200", None)})),
+            "/v1/users/{name}/tokens/{id}": {"parameters": [
+                {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}},
+                {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "delete": op("Revoke one token (admin)", "204", None)},
             "/v1/images": {
                 "get": op("List images", "200", None),
                 "post": op("Build an image; progress streamed as NDJSON", "200", Some(json!({"$ref": "#/components/schemas/BuildImage"})))

@@ -4,21 +4,30 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 
+use crate::auth::Caller;
 use crate::error::{ApiError, Json};
 use crate::manager::CreateRequest;
 use crate::AppState;
 
 pub async fn create(
     State(st): State<AppState>,
+    caller: Caller,
     Json(req): Json<CreateRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let r = st.manager.create(req).await?;
+    let r = st.manager.create(req, &caller.user).await?;
     Ok((StatusCode::CREATED, axum::Json(st.manager.view(&r))))
 }
 
-pub async fn list(State(st): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+pub async fn list(
+    State(st): State<AppState>,
+    caller: Caller,
+) -> Result<impl IntoResponse, ApiError> {
     let all = st.manager.store.sandboxes()?;
-    let views: Vec<_> = all.iter().map(|r| st.manager.view(r)).collect();
+    let views: Vec<_> = all
+        .iter()
+        .filter(|r| caller.can_see(&r.owner))
+        .map(|r| st.manager.view(r))
+        .collect();
     Ok(axum::Json(serde_json::json!({ "sandboxes": views })))
 }
 

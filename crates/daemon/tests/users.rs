@@ -1,0 +1,129 @@
+//! Users, tokens and isolation: a user reaches only their own sandboxes.
+
+mod common;
+
+use common::Daemon;
+use serde_json::{json, Value};
+
+async fn as_user(
+    d: &Daemon,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut r = d.http.request(method, d.u(path)).bearer_auth(token);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let resp = r.send().await.unwrap();
+    let st = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (
+        st,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_see_only_their_own_sandboxes() {
+    let d = Daemon::start().await;
+    d.build_image("mini", "busybox").await;
+    let (st, alice) = d.post("/v1/users", json!({"name": "alice"})).await;
+    assert_eq!(st, 201, "{alice}");
+    let alice_token = alice["token"].as_str().unwrap().to_string();
+    let (_, bob) = d.post("/v1/users", json!({"name": "bob"})).await;
+    let bob_token = bob["token"].as_str().unwrap().to_string();
+    let (st, _) = d.post("/v1/users", json!({"name": "alice"})).await;
+    assert_eq!(st, 409);
+
+    let (st, v) = as_user(
+        &d,
+        &alice_token,
+        reqwest::Method::POST,
+        "/v1/sandboxes",
+        Some(json!({"name": "alice-box"})),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let (st, me) = as_user(&d, &alice_token, reqwest::Method::GET, "/v1/me", None).await;
+    assert_eq!((st, me["user"].as_str()), (200, Some("alice")));
+
+    // Bob cannot see, exec in, read from or remove Alice's sandbox: 404, as if missing.
+    for (method, path) in [
+        (reqwest::Method::GET, "/v1/sandboxes/alice-box"),
+        (reqwest::Method::DELETE, "/v1/sandboxes/alice-box"),
+        (
+            reqwest::Method::GET,
+            "/v1/sandboxes/alice-box/files?path=/etc/passwd",
+        ),
+        (reqwest::Method::GET, "/v1/sandboxes/alice-box/console"),
+    ] {
+        let (st, v) = as_user(&d, &bob_token, method.clone(), path, None).await;
+        assert_eq!(st, 404, "{method} {path}: {v}");
+    }
+    let (st, _) = as_user(
+        &d,
+        &bob_token,
+        reqwest::Method::POST,
+        "/v1/sandboxes/alice-box/exec",
+        Some(json!({"argv": ["true"]})),
+    )
+    .await;
+    assert_eq!(st, 404);
+    let (_, list) = as_user(&d, &bob_token, reqwest::Method::GET, "/v1/sandboxes", None).await;
+    assert!(list["sandboxes"].as_array().unwrap().is_empty(), "{list}");
+    let (_, list) = as_user(
+        &d,
+        &alice_token,
+        reqwest::Method::GET,
+        "/v1/sandboxes",
+        None,
+    )
+    .await;
+    assert_eq!(list["sandboxes"].as_array().unwrap().len(), 1);
+
+    // Admin-only routes refuse users.
+    let (st, _) = as_user(&d, &bob_token, reqwest::Method::GET, "/v1/users", None).await;
+    assert_eq!(st, 403);
+    let (st, _) = as_user(
+        &d,
+        &bob_token,
+        reqwest::Method::POST,
+        "/v1/images",
+        Some(json!({"name": "x", "from": "busybox"})),
+    )
+    .await;
+    assert_eq!(st, 403);
+
+    // Revoking a token locks its holder out at once.
+    let (st, v) = d
+        .req(reqwest::Method::DELETE, "/v1/users/bob/tokens", None)
+        .await;
+    assert_eq!((st, v["revoked"].as_u64()), (200, Some(1)));
+    let (st, _) = as_user(&d, &bob_token, reqwest::Method::GET, "/v1/sandboxes", None).await;
+    assert_eq!(st, 401);
+    let (st, fresh) = d
+        .post("/v1/users/bob/tokens", json!({"label": "new"}))
+        .await;
+    assert_eq!(st, 201);
+    let (st, _) = as_user(
+        &d,
+        fresh["token"].as_str().unwrap(),
+        reqwest::Method::GET,
+        "/v1/sandboxes",
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+
+    // Removing a user removes their sandboxes too.
+    let (st, _) = d
+        .req(reqwest::Method::DELETE, "/v1/users/alice", None)
+        .await;
+    assert_eq!(st, 204);
+    let (st, _) = d.get("/v1/sandboxes/alice-box").await;
+    assert_eq!(st, 404);
+    let (st, _) = as_user(&d, &alice_token, reqwest::Method::GET, "/v1/me", None).await;
+    assert_eq!(st, 401);
+}

@@ -1,0 +1,302 @@
+//! Chat sessions, their message history and token usage.
+//!
+//! Message content is stored as provider-neutral JSON chosen by the agent
+//! crate; the store does not interpret it. Compaction never deletes: the
+//! summary is appended as a message and the messages it covers are marked
+//! `summarized_by` it, so the full history stays browsable.
+
+use rusqlite::{params, OptionalExtension, Row};
+use serde::Serialize;
+
+use crate::{now, Store, StoreError};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionRecord {
+    pub id: String,
+    pub user: String,
+    pub agent: String,
+    pub title: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub messages: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MessageRecord {
+    pub id: i64,
+    pub session_id: String,
+    pub role: String,
+    /// JSON content blocks.
+    pub content: serde_json::Value,
+    pub summarized_by: Option<i64>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct UsageTotals {
+    pub turns: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: f64,
+}
+
+fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
+    Ok(SessionRecord {
+        id: r.get(0)?,
+        user: r.get(1)?,
+        agent: r.get(2)?,
+        title: r.get(3)?,
+        created_at: r.get(4)?,
+        updated_at: r.get(5)?,
+        messages: r.get::<_, i64>(6)? as u64,
+    })
+}
+
+const SESSION_COLUMNS: &str =
+    "s.id, s.user, s.agent, s.title, s.created_at, s.updated_at, (SELECT COUNT(*) FROM messages m WHERE m.session_id = s.id)";
+
+fn message_row(r: &Row<'_>) -> rusqlite::Result<MessageRecord> {
+    let content: String = r.get(3)?;
+    Ok(MessageRecord {
+        id: r.get(0)?,
+        session_id: r.get(1)?,
+        role: r.get(2)?,
+        content: serde_json::from_str(&content).unwrap_or(serde_json::Value::String(content)),
+        summarized_by: r.get(4)?,
+        created_at: r.get(5)?,
+    })
+}
+
+impl Store {
+    pub fn create_session(
+        &self,
+        id: &str,
+        user: &str,
+        agent: &str,
+    ) -> Result<SessionRecord, StoreError> {
+        let t = now();
+        self.conn().execute(
+            "INSERT INTO sessions (id, user, agent, title, created_at, updated_at) VALUES (?1, ?2, ?3, NULL, ?4, ?4)",
+            params![id, user, agent, t],
+        )?;
+        self.session(user, id)
+    }
+
+    /// A session of `user`; another user's session is reported as not found.
+    pub fn session(&self, user: &str, id: &str) -> Result<SessionRecord, StoreError> {
+        self.conn()
+            .query_row(
+                &format!(
+                    "SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.id = ?1 AND s.user = ?2"
+                ),
+                params![id, user],
+                session_row,
+            )
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(format!("session '{id}'")))
+    }
+
+    pub fn sessions(&self, user: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare(&format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.user = ?1 ORDER BY s.updated_at DESC, s.id"
+        ))?;
+        let rows = st
+            .query_map([user], session_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// The most recently used session of `user` with `agent`.
+    pub fn latest_session(
+        &self,
+        user: &str,
+        agent: &str,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!(
+                    "SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.user = ?1 AND s.agent = ?2
+                     ORDER BY s.updated_at DESC, s.rowid DESC LIMIT 1"
+                ),
+                params![user, agent],
+                session_row,
+            )
+            .optional()?)
+    }
+
+    pub fn set_session_title(&self, id: &str, title: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE sessions SET title = ?2 WHERE id = ?1",
+            params![id, title],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_session(&self, user: &str, id: &str) -> Result<(), StoreError> {
+        let n = self.conn().execute(
+            "DELETE FROM sessions WHERE id = ?1 AND user = ?2",
+            params![id, user],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("session '{id}'")));
+        }
+        Ok(())
+    }
+
+    /// Append messages in one transaction (all or nothing); returns their ids.
+    pub fn append_messages(
+        &self,
+        session_id: &str,
+        messages: &[(String, serde_json::Value)],
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let t = now();
+        let mut ids = Vec::with_capacity(messages.len());
+        for (role, content) in messages {
+            tx.execute(
+                "INSERT INTO messages (session_id, role, content, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![session_id, role, content.to_string(), t],
+            )?;
+            ids.push(tx.last_insert_rowid());
+        }
+        tx.execute(
+            "UPDATE sessions SET updated_at = ?2 WHERE id = ?1",
+            params![session_id, t],
+        )?;
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    /// Every message of a session, oldest first (summarised ones included).
+    pub fn messages(&self, session_id: &str) -> Result<Vec<MessageRecord>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT id, session_id, role, content, summarized_by, created_at FROM messages WHERE session_id = ?1 ORDER BY id",
+        )?;
+        let rows = st
+            .query_map([session_id], message_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Store a compaction: the summary message is appended and the messages
+    /// with ids in `covered` are marked as summarised by it.
+    pub fn record_summary(
+        &self,
+        session_id: &str,
+        summary: (String, serde_json::Value),
+        covered: &[i64],
+    ) -> Result<i64, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO messages (session_id, role, content, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![session_id, summary.0, summary.1.to_string(), now()],
+        )?;
+        let id = tx.last_insert_rowid();
+        for m in covered {
+            tx.execute(
+                "UPDATE messages SET summarized_by = ?1 WHERE id = ?2 AND session_id = ?3",
+                params![id, m, session_id],
+            )?;
+        }
+        tx.commit()?;
+        Ok(id)
+    }
+
+    pub fn record_usage(
+        &self,
+        session_id: &str,
+        user: &str,
+        model: &str,
+        input_tokens: u64,
+        output_tokens: u64,
+        cost_usd: f64,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO usage (session_id, user, model, input_tokens, output_tokens, cost_usd, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![session_id, user, model, input_tokens as i64, output_tokens as i64, cost_usd, now()],
+        )?;
+        Ok(())
+    }
+
+    fn usage_where(&self, clause: &str, arg: &str) -> Result<UsageTotals, StoreError> {
+        Ok(self.conn().query_row(
+            &format!(
+                "SELECT COUNT(*), COALESCE(SUM(input_tokens),0), COALESCE(SUM(output_tokens),0), COALESCE(SUM(cost_usd),0)
+                 FROM usage WHERE {clause} = ?1"
+            ),
+            [arg],
+            |r| {
+                Ok(UsageTotals {
+                    turns: r.get::<_, i64>(0)? as u64,
+                    input_tokens: r.get::<_, i64>(1)? as u64,
+                    output_tokens: r.get::<_, i64>(2)? as u64,
+                    cost_usd: r.get(3)?,
+                })
+            },
+        )?)
+    }
+
+    pub fn usage_for_user(&self, user: &str) -> Result<UsageTotals, StoreError> {
+        self.usage_where("user", user)
+    }
+
+    pub fn usage_for_session(&self, session_id: &str) -> Result<UsageTotals, StoreError> {
+        self.usage_where("session_id", session_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn sessions_messages_summary_usage() {
+        let s = Store::open_in_memory().unwrap();
+        s.add_user("alice", false).unwrap();
+        s.add_user("bob", false).unwrap();
+        s.create_session("s1", "alice", "default").unwrap();
+        assert!(
+            matches!(s.session("bob", "s1"), Err(StoreError::NotFound(_))),
+            "other users' sessions are invisible"
+        );
+        let ids = s
+            .append_messages(
+                "s1",
+                &[
+                    ("user".into(), json!([{"type":"text","text":"hi"}])),
+                    ("assistant".into(), json!([])),
+                ],
+            )
+            .unwrap();
+        assert_eq!(ids.len(), 2);
+        let sum = s
+            .record_summary("s1", ("user".into(), json!("summary")), &ids)
+            .unwrap();
+        let all = s.messages("s1").unwrap();
+        assert_eq!(all.len(), 3, "nothing is dropped");
+        assert_eq!(all[0].summarized_by, Some(sum));
+        assert_eq!(all[2].summarized_by, None);
+        s.record_usage("s1", "alice", "m", 10, 5, 0.01).unwrap();
+        s.record_usage("s1", "alice", "m", 1, 1, 0.02).unwrap();
+        let u = s.usage_for_user("alice").unwrap();
+        assert_eq!((u.turns, u.input_tokens, u.output_tokens), (2, 11, 6));
+        assert!((u.cost_usd - 0.03).abs() < 1e-9);
+        assert_eq!(
+            s.latest_session("alice", "default").unwrap().unwrap().id,
+            "s1"
+        );
+        assert_eq!(s.sessions("alice").unwrap()[0].messages, 3);
+        s.delete_session("alice", "s1").unwrap();
+        assert!(
+            s.messages("s1").unwrap().is_empty(),
+            "messages go with their session"
+        );
+    }
+}

@@ -1,0 +1,209 @@
+//! Users and their API tokens. Tokens are stored as SHA-256 hashes only.
+
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::{now, Store, StoreError};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    pub name: String,
+    pub admin: bool,
+    pub created_at: String,
+    pub tokens: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenInfo {
+    pub id: String,
+    pub user: String,
+    pub label: Option<String>,
+    pub created_at: String,
+}
+
+pub fn hash_token(token: &str) -> String {
+    format!("{:x}", Sha256::digest(token.as_bytes()))
+}
+
+impl Store {
+    pub fn add_user(&self, name: &str, admin: bool) -> Result<User, StoreError> {
+        let created_at = now();
+        let r = self.conn().execute(
+            "INSERT INTO users (name, admin, created_at) VALUES (?1, ?2, ?3)",
+            params![name, admin, created_at],
+        );
+        match r {
+            Ok(_) => Ok(User {
+                name: name.into(),
+                admin,
+                created_at,
+                tokens: 0,
+            }),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(StoreError::Conflict(format!("user '{name}'")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn users(&self) -> Result<Vec<User>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT u.name, u.admin, u.created_at, (SELECT COUNT(*) FROM tokens t WHERE t.user = u.name)
+             FROM users u ORDER BY u.name",
+        )?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(User {
+                    name: r.get(0)?,
+                    admin: r.get(1)?,
+                    created_at: r.get(2)?,
+                    tokens: r.get(3)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn user(&self, name: &str) -> Result<User, StoreError> {
+        self.users()?
+            .into_iter()
+            .find(|u| u.name == name)
+            .ok_or_else(|| StoreError::NotFound(format!("user '{name}'")))
+    }
+
+    /// Remove a user with their tokens, sessions and history.
+    pub fn remove_user(&self, name: &str) -> Result<(), StoreError> {
+        let n = self
+            .conn()
+            .execute("DELETE FROM users WHERE name = ?1", [name])?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("user '{name}'")));
+        }
+        Ok(())
+    }
+
+    /// Record a new token for `user`; the caller generated it and shows it once.
+    pub fn add_token(
+        &self,
+        user: &str,
+        token: &str,
+        label: Option<&str>,
+    ) -> Result<TokenInfo, StoreError> {
+        self.user(user)?;
+        let id: String = format!("tok_{:016x}", rand_u64());
+        let created_at = now();
+        self.conn().execute(
+            "INSERT INTO tokens (id, hash, user, label, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, hash_token(token), user, label, created_at],
+        )?;
+        Ok(TokenInfo {
+            id,
+            user: user.into(),
+            label: label.map(str::to_string),
+            created_at,
+        })
+    }
+
+    pub fn tokens(&self, user: &str) -> Result<Vec<TokenInfo>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT id, user, label, created_at FROM tokens WHERE user = ?1 ORDER BY created_at",
+        )?;
+        let rows = st
+            .query_map([user], |r| {
+                Ok(TokenInfo {
+                    id: r.get(0)?,
+                    user: r.get(1)?,
+                    label: r.get(2)?,
+                    created_at: r.get(3)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Revoke one token (by id) or all of a user's tokens (id None).
+    pub fn revoke_tokens(&self, user: &str, id: Option<&str>) -> Result<usize, StoreError> {
+        let n = match id {
+            Some(id) => self.conn().execute(
+                "DELETE FROM tokens WHERE user = ?1 AND id = ?2",
+                params![user, id],
+            )?,
+            None => self
+                .conn()
+                .execute("DELETE FROM tokens WHERE user = ?1", [user])?,
+        };
+        if n == 0 && id.is_some() {
+            return Err(StoreError::NotFound(format!(
+                "token '{}' of user '{user}'",
+                id.unwrap_or_default()
+            )));
+        }
+        Ok(n)
+    }
+
+    /// The user a token belongs to, if it is valid.
+    pub fn user_for_token(&self, token: &str) -> Result<Option<User>, StoreError> {
+        let name: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT user FROM tokens WHERE hash = ?1",
+                [hash_token(token)],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match name {
+            Some(n) => Ok(Some(self.user(&n)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_and_tokens() {
+        let s = Store::open_in_memory().unwrap();
+        assert!(s.user("admin").unwrap().admin);
+        s.add_user("alice", false).unwrap();
+        assert!(matches!(
+            s.add_user("alice", false),
+            Err(StoreError::Conflict(_))
+        ));
+        let t = s.add_token("alice", "secret-1", Some("laptop")).unwrap();
+        s.add_token("alice", "secret-2", None).unwrap();
+        assert_eq!(s.user_for_token("secret-1").unwrap().unwrap().name, "alice");
+        assert!(s.user_for_token("nope").unwrap().is_none());
+        assert_eq!(s.user("alice").unwrap().tokens, 2);
+        s.revoke_tokens("alice", Some(&t.id)).unwrap();
+        assert!(s.user_for_token("secret-1").unwrap().is_none());
+        assert!(s.user_for_token("secret-2").unwrap().is_some());
+        assert!(matches!(
+            s.add_token("bob", "x", None),
+            Err(StoreError::NotFound(_))
+        ));
+        s.remove_user("alice").unwrap();
+        assert!(
+            s.user_for_token("secret-2").unwrap().is_none(),
+            "tokens go with their user"
+        );
+    }
+}
