@@ -13,6 +13,7 @@ PACKAGES=(
   bubblewrap                    # namespace helpers and tests
   iproute2 procps util-linux    # ip, ps, unshare/nsenter/mount on the host
   ca-certificates curl          # downloads (Firecracker, rustup)
+  e2fsprogs                     # mkfs.ext4/resize2fs/e2fsck: VM root disks
 )
 
 SUDO=()
@@ -53,6 +54,40 @@ else
   echo "all ${#PACKAGES[@]} packages already installed"
 fi
 
+# QEMU for the qemu backend (and the KVM probe). These machines ship
+# qemu-utils from bookworm-backports; bookworm's own qemu-system-x86 (7.2)
+# conflicts with it, so take qemu-system-x86 from the same suite.
+install_qemu() {
+  export DEBIAN_FRONTEND=noninteractive
+  local utils_version
+  utils_version=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
+  if [[ $utils_version == *bpo* ]]; then
+    if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+      echo "adding the bookworm-backports apt source (qemu-utils $utils_version comes from there)"
+      "${SUDO[@]}" tee /etc/apt/sources.list.d/bookworm-backports.sources >/dev/null <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+    fi
+    "${SUDO[@]}" apt-get update -qq
+    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends --no-remove \
+      -t bookworm-backports qemu-system-x86
+  else
+    "${SUDO[@]}" apt-get update -qq
+    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends --no-remove qemu-system-x86
+  fi
+}
+if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
+  echo "installing qemu-system-x86"
+  if ! install_qemu; then
+    echo "setup-host.sh: could not install qemu-system-x86; the qemu backend will be unavailable" >&2
+    exit 1
+  fi
+fi
+
 # The busybox image copies the host's busybox into guests that have no
 # libc, so it must be the static build (the plain `busybox` package is not).
 if ! file_type=$(LC_ALL=C readelf -l /bin/busybox 2>/dev/null) || grep -q 'Requesting program interpreter' <<<"$file_type"; then
@@ -68,6 +103,30 @@ cargo not found. Install Rust with rustup:
   . "$HOME/.cargo/env"
 MSG
   exit 1
+fi
+
+# The web UI's browser test (tests/ui/run.sh): Debian's Chromium, driven by
+# playwright-core from npm (never a downloaded browser), and Node.js to run
+# it. A Node.js that is already installed (say, from another apt source)
+# is kept.
+ui_missing=()
+if ! dpkg-query -W -f='${db:Status-Status}' chromium 2>/dev/null | grep -qx installed; then
+  ui_missing+=(chromium fonts-dejavu-core)
+fi
+if ! command -v node >/dev/null 2>&1; then
+  ui_missing+=(nodejs)
+fi
+if ! command -v npm >/dev/null 2>&1; then
+  ui_missing+=(npm)
+fi
+if ((${#ui_missing[@]} > 0)); then
+  echo "installing for the web UI test: ${ui_missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  "${SUDO[@]}" apt-get update -qq
+  if ! "${SUDO[@]}" apt-get install -y -qq --no-install-recommends --no-remove "${ui_missing[@]}"; then
+    echo "setup-host.sh: could not install ${ui_missing[*]} (needed by tests/ui/run.sh)" >&2
+    exit 1
+  fi
 fi
 
 echo "host ready"

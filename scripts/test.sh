@@ -12,6 +12,16 @@ fi
 RUSTFLAGS="-C target-feature=+crt-static" \
   cargo build --release --locked -p ironclaw-guest --target x86_64-unknown-linux-gnu
 export IRONCLAW_GUEST_BIN=$PWD/target/x86_64-unknown-linux-gnu/release/ironclaw-guest
+# A real Firecracker (sha256-pinned) for the firecracker backend tests.
+IRONCLAW_FIRECRACKER_BIN=$(scripts/fetch-firecracker.sh)
+export IRONCLAW_FIRECRACKER_BIN
+# The official OpenAI Python client, to test the compatible endpoint with it.
+python3 -m pip install --quiet --disable-pip-version-check 'openai==3.54.0'
 
 # Tests start real daemons and sandboxes; two at a time fit two cores.
 cargo test --workspace --locked -- --test-threads=2
+
+# The web UI in headless Chromium against a real ironclawd (target/debug,
+# built by the tests above) and the mock LLM.
+cargo build --locked -p ironclaw-daemon
+tests/ui/run.sh

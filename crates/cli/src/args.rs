@@ -73,6 +73,16 @@ pub enum Command {
     #[command(subcommand)]
     Image(ImageCmd),
 
+    /// Ask your agent one question; the answer streams to stdout
+    Ask(AskArgs),
+
+    /// Talk to your agent (streaming REPL; /new starts a fresh session, Ctrl-C stops a turn)
+    Chat(ChatArgs),
+
+    /// Manage users and their API tokens (admin)
+    #[command(subcommand)]
+    User(UserCmd),
+
     /// Check the daemon host: which backends work, and why the others do not
     Doctor(JsonFlag),
 
@@ -356,4 +366,63 @@ pub enum ImageCmd {
         #[arg(required = true)]
         names: Vec<String>,
     },
+}
+
+// ---------------------------------------------------------------- user
+
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Add a user and print their first API token (shown once)
+    Add {
+        /// User name (lowercase letters, digits, '-')
+        name: String,
+    },
+    /// List users with their token count and usage
+    #[command(visible_alias = "list")]
+    Ls(JsonFlag),
+    /// Issue a new token for a user, or revoke their tokens with --revoke
+    Token {
+        /// User name
+        name: String,
+        /// Revoke every token of the user instead of issuing one
+        #[arg(long, conflicts_with = "label")]
+        revoke: bool,
+        /// A note to remember the token by
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Remove users, with their sandboxes, sessions and tokens
+    #[command(visible_alias = "delete")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+// ---------------------------------------------------------------- agent
+
+#[derive(Debug, Args)]
+pub struct AskArgs {
+    /// The question (words are joined with spaces)
+    #[arg(required = true)]
+    pub text: Vec<String>,
+    /// Continue this session instead of the latest one
+    #[arg(long)]
+    pub session: Option<String>,
+    /// Start a fresh session
+    #[arg(long, conflicts_with = "session")]
+    pub new: bool,
+    /// Model to use for this turn (default: the agent's)
+    #[arg(long)]
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// Continue this session instead of the latest one
+    #[arg(long)]
+    pub session: Option<String>,
+    /// Start a fresh session
+    #[arg(long, conflicts_with = "session")]
+    pub new: bool,
 }

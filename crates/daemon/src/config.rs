@@ -53,6 +53,26 @@ pub struct Config {
     pub firecracker_bin: Option<PathBuf>,
     /// Where the KVM boot probe caches its answer (per host boot).
     pub kvm_probe_cache: PathBuf,
+    /// LLM providers (`[[providers]]` tables, see README); read by the agent crate.
+    pub providers: Vec<toml::Value>,
+    /// The model sessions use when their agent names none.
+    pub default_model: Option<String>,
+    /// `KEY=value` lines with provider keys, readable only by the daemon.
+    pub secrets_file: Option<PathBuf>,
+    /// Agents users can talk to (`[[agents]] name, model, system_prompt`).
+    pub agents: Vec<AgentConfig>,
+    /// Stop a user's agent sandbox after this long without a message.
+    pub agent_idle_stop_secs: u64,
+    /// Model calls per turn before the agent stops.
+    pub agent_max_steps: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    pub name: String,
+    pub model: Option<String>,
+    pub system_prompt: Option<String>,
 }
 
 impl Default for Config {
@@ -69,11 +89,35 @@ impl Default for Config {
             stop_grace_secs: 10,
             firecracker_bin: None,
             kvm_probe_cache: PathBuf::from("/run/ironclaw/kvm-probe.json"),
+            providers: Vec::new(),
+            default_model: None,
+            secrets_file: None,
+            agents: Vec::new(),
+            agent_idle_stop_secs: 30 * 60,
+            agent_max_steps: 25,
         }
     }
 }
 
 impl Config {
+    /// The `[[providers]]` part as the agent crate reads it; from the
+    /// environment (IRONCLAW_PROVIDER, ...) when the file declares none.
+    pub fn providers_config(&self) -> anyhow::Result<Option<ironclaw_agent::ProvidersConfig>> {
+        if self.providers.is_empty() {
+            return Ok(ironclaw_agent::ProvidersConfig::from_env()?);
+        }
+        let mut doc = toml::value::Table::new();
+        doc.insert(
+            "providers".into(),
+            toml::Value::Array(self.providers.clone()),
+        );
+        if let Some(m) = &self.default_model {
+            doc.insert("default_model".into(), toml::Value::String(m.clone()));
+        }
+        let text = toml::to_string(&doc)?;
+        Ok(Some(ironclaw_agent::ProvidersConfig::from_toml_str(&text)?))
+    }
+
     pub fn load(args: &Args) -> anyhow::Result<Config> {
         let mut cfg = match &args.config {
             Some(p) => {

@@ -1,8 +1,11 @@
 //! ironclawd as a library: configuration, the sandbox manager and the HTTP
 //! API. `main.rs` only parses flags and calls [`run`].
 
+#![recursion_limit = "256"]
+
 pub mod api;
 pub mod auth;
+pub mod chat;
 pub mod config;
 pub mod error;
 pub mod manager;
@@ -20,6 +23,7 @@ use crate::manager::Manager;
 #[derive(Clone)]
 pub struct AppState {
     pub manager: Arc<Manager>,
+    pub chat: Arc<chat::Chat>,
     pub token: Arc<str>,
 }
 
@@ -78,6 +82,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/users/:name/tokens/:id", delete(users::revoke))
         .route("/v1/me", get(users::me))
+        .route("/v1/sessions", get(chat::list).post(chat::create))
+        .route("/v1/sessions/:id", get(chat::show).delete(chat::remove))
+        .route("/v1/chat/ws", get(chat::ws))
+        .route("/v1/models", get(openai::models))
+        .route("/v1/chat/completions", post(openai::completions))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
@@ -85,6 +94,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/health", get(host::health))
         .route("/v1/openapi.json", get(openapi::serve))
+        .merge(api::ui::routes())
         .merge(authed)
         .fallback(|| async { error::ApiError::NotFound("no such route".into()) })
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
@@ -110,6 +120,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let manager = Manager::new(store, config.clone(), data_dir.clone(), guest_bin);
     manager.reconcile().await;
+    let chat = chat::Chat::new(manager.clone(), &config).context("configuring LLM providers")?;
+    chat.spawn_idle_reaper(std::time::Duration::from_secs(config.agent_idle_stop_secs));
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -120,6 +132,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("ironclawd listening on http://{addr}");
     let state = AppState {
         manager,
+        chat,
         token: token.into(),
     };
     axum::serve(listener, router(state))

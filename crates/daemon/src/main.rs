@@ -12,9 +12,13 @@ async fn main() -> std::process::ExitCode {
         tracing_subscriber::fmt()
             .with_env_filter(filter)
             .json()
+            .with_writer(std::io::stderr)
             .init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
     }
     match ironclaw_daemon::run(args).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -79,14 +79,19 @@ impl Manager {
         data_dir: PathBuf,
         guest_bin: Option<PathBuf>,
     ) -> Arc<Self> {
-        // The probe's kernel comes with the VM images (issue 3).
+        // One probe, shared by the VM backends; its kernel is the newest in
+        // the data dir's kernel cache (fetched by the first image build).
         let kvm = Arc::new(KvmProber::new(
             config.kvm_probe_cache.clone(),
-            Box::new(|| Err("no kernel cached yet".to_string())),
+            ironclaw_sandbox::qemu::kernel_source(&data_dir),
         ));
         let backends: Vec<Arc<dyn Backend>> = vec![
             Arc::new(FirecrackerBackend::new(
                 config.firecracker_bin.clone(),
+                kvm.clone(),
+            )),
+            Arc::new(ironclaw_sandbox::qemu::QemuBackend::new(
+                &data_dir,
                 kvm.clone(),
             )),
             Arc::new(NamespaceBackend::new()),
@@ -129,12 +134,15 @@ impl Manager {
             .collect()
     }
 
-    /// The best backend that works on this host.
+    /// The best backend that works on this host: Firecracker, then QEMU
+    /// when KVM guests boot, else namespaces (QEMU under TCG only when asked).
     pub fn default_backend(&self) -> Option<BackendKind> {
-        self.backend_report()
-            .into_iter()
-            .find(|(_, a)| a.available)
-            .map(|(k, _)| k)
+        BackendKind::ALL.into_iter().find(|k| {
+            self.backends
+                .iter()
+                .find(|b| b.kind() == *k)
+                .is_some_and(|b| b.default_eligible() && b.availability().available)
+        })
     }
 
     fn backend(&self, kind: &str) -> Result<Arc<dyn Backend>, ApiError> {

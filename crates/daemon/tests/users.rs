@@ -126,4 +126,28 @@ async fn users_see_only_their_own_sandboxes() {
     assert_eq!(st, 404);
     let (st, _) = as_user(&d, &alice_token, reqwest::Method::GET, "/v1/me", None).await;
     assert_eq!(st, 401);
+
+    // The same through the CLI.
+    let out = d.cli(&["user", "add", "carol"]);
+    assert!(out.status.success(), "{out:?}");
+    let token = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(token.starts_with("icu_"), "{token}");
+    let (st, me) = as_user(&d, &token, reqwest::Method::GET, "/v1/me", None).await;
+    assert_eq!((st, me["user"].as_str()), (200, Some("carol")));
+    let ls = String::from_utf8_lossy(&d.cli(&["user", "ls"]).stdout).to_string();
+    assert!(ls.contains("carol") && ls.contains("bob"), "{ls}");
+    assert!(d
+        .cli(&["user", "token", "carol", "--revoke"])
+        .status
+        .success());
+    let (st, _) = as_user(&d, &token, reqwest::Method::GET, "/v1/me", None).await;
+    assert_eq!(st, 401);
+    assert!(d.cli(&["user", "rm", "carol"]).status.success());
+    let out = d.cli(&["user", "rm", "carol"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("carol"));
 }

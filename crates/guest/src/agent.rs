@@ -74,8 +74,14 @@ where
         loop {
             tokio::select! {
                 conn = listener.accept() => match conn {
-                    Ok(conn) => {
-                        tokio::spawn(connection::serve(agent.clone(), conn));
+                    Ok((conn, slot)) => {
+                        let agent = agent.clone();
+                        tokio::spawn(async move {
+                            connection::serve(agent, conn).await;
+                            // The reader is done: a serial port may take
+                            // the next host now.
+                            drop(slot);
+                        });
                     }
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.

@@ -74,11 +74,36 @@ fn other_processes() -> usize {
 }
 
 /// PID 1 must never exit in a VM (the kernel panics): power off instead.
+/// Firecracker has no ACPI power-off; it ends the VM on a guest reboot, so
+/// the host asks for that with `ironclaw.shutdown=reboot` on the cmdline.
 pub fn power_off() -> ! {
     nix::unistd::sync();
-    let err = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let mode = if wants_reboot(&cmdline) {
+        nix::sys::reboot::RebootMode::RB_AUTOBOOT
+    } else {
+        nix::sys::reboot::RebootMode::RB_POWER_OFF
+    };
+    let err = nix::sys::reboot::reboot(mode);
     eprintln!("ironclaw-guest: power off failed: {err:?}");
     loop {
         std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+fn wants_reboot(cmdline: &str) -> bool {
+    cmdline
+        .split_whitespace()
+        .any(|w| w == "ironclaw.shutdown=reboot")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shutdown_mode_from_cmdline() {
+        assert!(super::wants_reboot(
+            "console=ttyS0 ironclaw.shutdown=reboot quiet"
+        ));
+        assert!(!super::wants_reboot("console=ttyS0 quiet"));
     }
 }

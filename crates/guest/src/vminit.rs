@@ -3,6 +3,7 @@
 //! failure ends in a power off instead.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use nix::mount::MsFlags;
 
@@ -10,7 +11,7 @@ use crate::agent::{self, Role};
 use crate::mounts::{dev_links, mount_fs, symlink, MountError};
 use crate::netif;
 use crate::shutdown::power_off;
-use crate::transport::{ListenAddr, Listener, AGENT_SOCKET};
+use crate::transport::{find_serial_port, ListenAddr, Listener, AGENT_SOCKET};
 
 pub fn run() -> Result<(), std::convert::Infallible> {
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
@@ -66,11 +67,82 @@ pub fn run() -> Result<(), std::convert::Infallible> {
     if let Err(e) = netif::loopback_up() {
         eprintln!("ironclaw-guest: {e}");
     }
-    let addr = ListenAddr::Unix(AGENT_SOCKET.into());
+    // The initramfs mounts the root disk read-write, but a root= boot
+    // without it may not have.
+    if root_is_read_only() {
+        if let Err(e) = nix::mount::mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REMOUNT,
+            None::<&str>,
+        ) {
+            eprintln!("ironclaw-guest: remount / read-write: {e}");
+        }
+    }
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let addr = match listen_addr(&cmdline) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("ironclaw-guest: {e}");
+            power_off()
+        }
+    };
     if let Err(e) = agent::start(Role::VmInit, move || Listener::bind(&addr)) {
         eprintln!("ironclaw-guest: {e}");
     }
     power_off()
+}
+
+/// How long the virtio-serial port may take to show up: the host announces
+/// ports asynchronously after the driver loads.
+const PORT_WAIT: Duration = Duration::from_secs(15);
+
+/// Where to serve, from `ironclaw.transport=serial:NAME|vsock:PORT|unix:PATH`
+/// (default: the Unix socket, as when tests run VM init in namespaces; the
+/// VM backends always say which transport they wired up).
+fn listen_addr(cmdline: &str) -> Result<ListenAddr, String> {
+    let spec = parse_transport(cmdline).unwrap_or_else(|| format!("unix:{AGENT_SOCKET}"));
+    match spec.split_once(':') {
+        Some(("vsock", port)) => port
+            .parse()
+            .map(ListenAddr::Vsock)
+            .map_err(|_| format!("bad vsock port in ironclaw.transport={spec}")),
+        Some(("unix", path)) if !path.is_empty() => Ok(ListenAddr::Unix(path.into())),
+        Some(("serial", name)) if !name.is_empty() => {
+            let until = Instant::now() + PORT_WAIT;
+            loop {
+                if let Some(dev) = find_serial_port(name) {
+                    return Ok(ListenAddr::Serial(dev));
+                }
+                if Instant::now() > until {
+                    return Err(format!(
+                        "no virtio-serial port named {name:?} appeared within {PORT_WAIT:?}"
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        _ => Err(format!("unknown ironclaw.transport={spec}")),
+    }
+}
+
+/// Whether / is mounted read-only (mountinfo field 6: per-mount options).
+fn root_is_read_only() -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .rfind(|l| l.split(' ').nth(4) == Some("/"))
+        .and_then(|l| l.split(' ').nth(5))
+        .is_some_and(|opts| opts.split(',').any(|o| o == "ro"))
+}
+
+fn parse_transport(cmdline: &str) -> Option<String> {
+    cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("ironclaw.transport="))
+        .filter(|t| !t.is_empty())
+        .map(String::from)
 }
 
 fn cmdline_hostname() -> Option<String> {
@@ -99,5 +171,24 @@ mod tests {
             None
         );
         assert_eq!(super::parse_hostname("quiet"), None);
+    }
+
+    #[test]
+    fn transport_from_cmdline() {
+        use super::*;
+        assert_eq!(
+            parse_transport("quiet ironclaw.transport=vsock:1024").as_deref(),
+            Some("vsock:1024")
+        );
+        assert_eq!(
+            listen_addr("ironclaw.transport=vsock:1024").unwrap(),
+            ListenAddr::Vsock(1024)
+        );
+        assert_eq!(
+            listen_addr("ironclaw.transport=unix:/run/a.sock").unwrap(),
+            ListenAddr::Unix("/run/a.sock".into())
+        );
+        assert!(listen_addr("ironclaw.transport=vsock:x").is_err());
+        assert!(listen_addr("ironclaw.transport=tcp:1").is_err());
     }
 }

@@ -78,6 +78,10 @@ impl AgentClient {
                 }
             }
             wclosed.store(true, Ordering::SeqCst);
+            // Every client handle is gone: half-close so the peer ends the
+            // connection (the reader half alone would keep it open, and a
+            // QEMU serial chardev serves one connection at a time).
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut writer.into_inner()).await;
         });
 
         let mut reader = FrameReader::new(r);

@@ -134,6 +134,12 @@ pub trait Backend: Send + Sync {
     /// Can this backend run sandboxes here? Cheap; may use cached probes.
     fn availability(&self) -> Availability;
 
+    /// May automatic backend choice pick this one? (QEMU under TCG works
+    /// but is too slow to be anyone's default.)
+    fn default_eligible(&self) -> bool {
+        true
+    }
+
     /// Create the sandbox's writable disk from its image. Idempotent.
     async fn prepare(&self, spec: &SandboxSpec) -> Result<(), BackendError>;
 
@@ -158,7 +164,11 @@ pub trait Backend: Send + Sync {
 
     /// A fresh connection to the agent of a running sandbox (after a daemon
     /// restart, or when the previous connection dropped).
-    async fn connect(&self, _spec: &SandboxSpec, running: &Running) -> Result<AgentClient, crate::AgentError> {
+    async fn connect(
+        &self,
+        _spec: &SandboxSpec,
+        running: &Running,
+    ) -> Result<AgentClient, crate::AgentError> {
         AgentClient::connect_unix(&running.agent_socket).await
     }
 

@@ -231,7 +231,11 @@ impl Backend for NamespaceBackend {
         process::reap(pid);
         let tail = log_tail(&spec.console_log(), 2000);
         let report = format!("{failure}; console log:\n{tail}");
-        Err(if crashed { BackendError::Crashed(report) } else { BackendError::NotReady(report) })
+        Err(if crashed {
+            BackendError::Crashed(report)
+        } else {
+            BackendError::NotReady(report)
+        })
     }
 
     async fn stop(

@@ -29,19 +29,30 @@ pub struct KvmProbe {
 
 impl From<&KvmProbe> for Availability {
     fn from(p: &KvmProbe) -> Self {
-        Availability { available: p.boots, reason: p.reason.clone() }
+        Availability {
+            available: p.boots,
+            reason: p.reason.clone(),
+        }
     }
 }
 
 fn boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// Quick reasons KVM cannot work, before booting anything.
 pub fn kvm_device_problem() -> Option<String> {
-    match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
         Ok(_) => None,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("/dev/kvm is absent (no hardware virtualization)".into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Some("/dev/kvm is absent (no hardware virtualization)".into())
+        }
         Err(e) => Some(format!("/dev/kvm cannot be opened: {e}")),
     }
 }
@@ -59,7 +70,11 @@ pub fn kvm_guest_boot(cache: &Path, qemu: &Path, kernel: &Path, busybox: &Path) 
         return p;
     }
     let result = match kvm_device_problem() {
-        Some(reason) => KvmProbe { boot_id: boot_id(), boots: false, reason },
+        Some(reason) => KvmProbe {
+            boot_id: boot_id(),
+            boots: false,
+            reason,
+        },
         None => boot_probe_guest(qemu, kernel, busybox, "kvm"),
     };
     if let Some(dir) = cache.parent() {
@@ -71,7 +86,11 @@ pub fn kvm_guest_boot(cache: &Path, qemu: &Path, kernel: &Path, busybox: &Path) 
 
 /// Boot the probe guest with `accel` ("kvm" or "tcg") and report whether it reached userspace.
 pub fn boot_probe_guest(qemu: &Path, kernel: &Path, busybox: &Path, accel: &str) -> KvmProbe {
-    let fail = |reason: String| KvmProbe { boot_id: boot_id(), boots: false, reason };
+    let fail = |reason: String| KvmProbe {
+        boot_id: boot_id(),
+        boots: false,
+        reason,
+    };
     let dir = match tempfile_dir() {
         Ok(d) => d,
         Err(e) => return fail(format!("probe could not create a temp dir: {e}")),
@@ -84,7 +103,14 @@ pub fn boot_probe_guest(qemu: &Path, kernel: &Path, busybox: &Path, accel: &str)
     let started = Instant::now();
     let child = Command::new(qemu)
         .args(["-M", "microvm", "-accel", accel, "-m", "128", "-smp", "1"])
-        .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-serial", "stdio"])
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-nographic",
+            "-no-reboot",
+            "-serial",
+            "stdio",
+        ])
         .arg("-kernel")
         .arg(kernel)
         .arg("-initrd")
@@ -103,8 +129,14 @@ pub fn boot_probe_guest(qemu: &Path, kernel: &Path, busybox: &Path, accel: &str)
         }
     };
     // Read output on threads so a chatty guest cannot block on a full pipe.
-    let out = child.stdout.take().map(|mut s| std::thread::spawn(move || read_all(&mut s)));
-    let err = child.stderr.take().map(|mut s| std::thread::spawn(move || read_all(&mut s)));
+    let out = child
+        .stdout
+        .take()
+        .map(|mut s| std::thread::spawn(move || read_all(&mut s)));
+    let err = child
+        .stderr
+        .take()
+        .map(|mut s| std::thread::spawn(move || read_all(&mut s)));
     let mut timed_out = false;
     loop {
         if let Ok(Some(_)) = child.try_wait() {
@@ -129,7 +161,11 @@ pub fn boot_probe_guest(qemu: &Path, kernel: &Path, busybox: &Path, accel: &str)
             reason: format!("{accel} guests boot (probe guest reached userspace in {secs:.2} s)"),
         };
     }
-    let detail = stderr.lines().find(|l| l.contains("KVM") || l.contains("kvm")).map(str::trim).map(str::to_string);
+    let detail = stderr
+        .lines()
+        .find(|l| l.contains("KVM") || l.contains("kvm"))
+        .map(str::trim)
+        .map(str::to_string);
     let why = match (detail, timed_out) {
         (Some(d), _) => d,
         (None, true) => format!(
@@ -138,7 +174,9 @@ pub fn boot_probe_guest(qemu: &Path, kernel: &Path, busybox: &Path, accel: &str)
         ),
         (None, false) => format!("the probe guest exited without reaching userspace: {}", stderr.trim()),
     };
-    fail(format!("/dev/kvm is present but KVM guests cannot boot here: {why}"))
+    fail(format!(
+        "/dev/kvm is present but KVM guests cannot boot here: {why}"
+    ))
 }
 
 fn read_all(r: &mut impl std::io::Read) -> String {
@@ -148,7 +186,11 @@ fn read_all(r: &mut impl std::io::Read) -> String {
 }
 
 fn tempfile_dir() -> std::io::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("ironclaw-probe-{}-{}", std::process::id(), rand::random::<u32>()));
+    let dir = std::env::temp_dir().join(format!(
+        "ironclaw-probe-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
@@ -160,7 +202,11 @@ fn write_probe_initramfs(path: &Path, busybox: &Path) -> std::io::Result<()> {
     let init = format!("#!/bin/busybox sh\n/bin/busybox echo {MARKER}\n/bin/busybox poweroff -f\n");
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
     let mut ino = 1;
-    let mut entry = |f: &mut std::io::BufWriter<std::fs::File>, name: &str, mode: u32, data: &[u8]| -> std::io::Result<()> {
+    let mut entry = |f: &mut std::io::BufWriter<std::fs::File>,
+                     name: &str,
+                     mode: u32,
+                     data: &[u8]|
+     -> std::io::Result<()> {
         let header = format!(
             "070701{ino:08X}{mode:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}",
             0, 0, 1, 0, data.len(), 0, 0, 0, 0, name.len() + 1, 0
@@ -195,13 +241,19 @@ pub struct KvmProber {
 
 impl std::fmt::Debug for KvmProber {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KvmProber").field("cache", &self.cache).finish()
+        f.debug_struct("KvmProber")
+            .field("cache", &self.cache)
+            .finish()
     }
 }
 
 impl KvmProber {
     pub fn new(cache: PathBuf, kernel: KernelSource) -> Self {
-        KvmProber { cache, kernel, result: std::sync::Mutex::new(None) }
+        KvmProber {
+            cache,
+            kernel,
+            result: std::sync::Mutex::new(None),
+        }
     }
 
     /// The answer if already known (cheap; never boots anything).
@@ -221,18 +273,29 @@ impl KvmProber {
             *r = Some(p.clone());
             return p;
         }
-        let not_probed = |reason: String| KvmProbe { boot_id: boot_id(), boots: false, reason };
+        let not_probed = |reason: String| KvmProbe {
+            boot_id: boot_id(),
+            boots: false,
+            reason,
+        };
         if let Some(reason) = kvm_device_problem() {
             let p = not_probed(reason);
             *r = Some(p.clone());
             return p;
         }
         let Some(qemu) = crate::util::which("qemu-system-x86_64") else {
-            return not_probed("cannot probe whether KVM guests boot: qemu-system-x86_64 is not installed".into());
+            return not_probed(
+                "cannot probe whether KVM guests boot: qemu-system-x86_64 is not installed".into(),
+            );
         };
-        let busybox = ["/bin/busybox", "/usr/bin/busybox"].iter().map(PathBuf::from).find(|p| p.exists());
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists());
         let Some(busybox) = busybox else {
-            return not_probed("cannot probe whether KVM guests boot: static busybox missing".into());
+            return not_probed(
+                "cannot probe whether KVM guests boot: static busybox missing".into(),
+            );
         };
         match (self.kernel)() {
             Ok(kernel) => {

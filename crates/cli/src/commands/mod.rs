@@ -1,5 +1,6 @@
 //! Command implementations. Each returns the process exit status.
 
+pub mod chat;
 pub mod console;
 pub mod cp;
 pub mod doctor;
@@ -7,6 +8,7 @@ pub mod exec;
 pub mod fs;
 pub mod image;
 pub mod sandbox;
+pub mod user;
 
 use anyhow::Result;
 
@@ -43,6 +45,9 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Cp(a) => cp::run(&c, a).await,
         Command::Fs(cmd) => fs::run(&c, cmd).await,
         Command::Image(cmd) => image::run(&c, cmd).await,
+        Command::Ask(a) => chat::ask(&c, a).await,
+        Command::Chat(a) => chat::repl(&c, a).await,
+        Command::User(cmd) => user::run(&c, cmd).await,
         Command::Doctor(j) => doctor::run(&c, j.json).await,
         Command::Version => unreachable!(),
     }

@@ -1,10 +1,13 @@
 //! HTTP routes under /v1, one module per resource.
 
+pub mod chat;
 pub mod console;
 pub mod exec;
 pub mod files;
 pub mod host;
 pub mod images;
+pub mod openai;
 pub mod openapi;
 pub mod sandboxes;
+pub mod ui;
 pub mod users;

@@ -78,6 +78,17 @@ pub fn document() -> Value {
             "/v1/sandboxes/{name}/fs/mkdir": sandbox_paths(json!({"post": op("Make a directory", "204", Some(json!({"$ref": "#/components/schemas/Path"})))})),
             "/v1/sandboxes/{name}/fs/remove": sandbox_paths(json!({"post": op("Remove a path", "204", Some(json!({"$ref": "#/components/schemas/Path"})))})),
             "/v1/sandboxes/{name}/fs/rename": sandbox_paths(json!({"post": op("Rename a path", "204", Some(json!({"$ref": "#/components/schemas/Rename"})))})),
+            "/v1/sessions": {
+                "get": op("The caller's chat sessions, newest first", "200", None),
+                "post": op("Start a session", "201", Some(json!({"type": "object", "properties": {"agent": {"type": "string"}}})))
+            },
+            "/v1/sessions/{id}": {"parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "get": op("A session with its full history and usage", "200", None),
+                "delete": op("Delete a session", "204", None)},
+            "/v1/chat/ws": {"get": op("Streaming chat over WebSocket (see docs/api.md)", "101", None)},
+            "/v1/models": {"get": op("Agents, OpenAI-style", "200", None)},
+            "/v1/chat/completions": {"post": op("OpenAI-compatible chat completions (model = agent name; stream or not)", "200",
+                Some(json!({"type": "object", "required": ["model", "messages"]})))},
             "/v1/me": {"get": op("The calling user and their usage", "200", None)},
             "/v1/users": {
                 "get": op("List users with usage (admin)", "200", None),

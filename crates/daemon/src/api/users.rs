@@ -31,9 +31,11 @@ pub fn new_token() -> String {
 
 pub async fn me(State(st): State<AppState>, caller: Caller) -> Result<impl IntoResponse, ApiError> {
     let usage = st.manager.store.usage_for_user(&caller.user)?;
-    Ok(axum::Json(
-        serde_json::json!({"user": caller.user, "admin": caller.admin, "usage": usage}),
-    ))
+    let sandbox = crate::chat::sandbox_name(&caller.user);
+    let sandbox = st.manager.store.sandbox(&sandbox).ok().map(|s| s.name);
+    Ok(axum::Json(serde_json::json!({
+        "user": caller.user, "admin": caller.admin, "usage": usage, "sandbox": sandbox
+    })))
 }
 
 pub async fn list(

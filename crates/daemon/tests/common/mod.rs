@@ -17,6 +17,7 @@ pub struct Daemon {
     pub child: Option<Child>,
     pub http: reqwest::Client,
     extra_config: String,
+    env: Vec<(String, String)>,
 }
 
 /// The static guest binary the test run was prepared with (scripts/test.sh builds it).
@@ -57,6 +58,11 @@ impl Daemon {
 
     /// Start with extra TOML config lines.
     pub async fn start_with(config: &str) -> Daemon {
+        Self::start_env(config, &[]).await
+    }
+
+    /// Start with extra TOML config lines and environment variables.
+    pub async fn start_env(config: &str, env: &[(&str, &str)]) -> Daemon {
         // Short path: the agent socket path must fit in sun_path.
         let dir = tempfile::Builder::new()
             .prefix("icl")
@@ -69,6 +75,10 @@ impl Daemon {
             child: None,
             http: reqwest::Client::new(),
             extra_config: config.to_string(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         d.spawn();
         d
@@ -95,6 +105,7 @@ impl Daemon {
             .arg(&cfg)
             .env("IRONCLAW_GUEST_BIN", guest_bin())
             .env("IRONCLAW_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

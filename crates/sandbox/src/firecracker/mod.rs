@@ -22,7 +22,9 @@ use ironclaw_proto::HostMsg;
 use serde_json::json;
 
 use crate::agent::AgentClient;
-use crate::backend::{Availability, Backend, BackendError, BackendKind, Resources, Running, SandboxSpec};
+use crate::backend::{
+    Availability, Backend, BackendError, BackendKind, Resources, Running, SandboxSpec,
+};
 use crate::cgroup::Cgroup;
 use crate::namespace::log_tail;
 use crate::probe::KvmProber;
@@ -51,15 +53,12 @@ pub struct VmBoot {
 
 impl VmBoot {
     pub fn for_spec(spec: &SandboxSpec) -> Result<VmBoot, BackendError> {
-        // TODO(issue 3): take these paths from the image metadata once VM images land.
-        let dir = spec.image_rootfs.parent().unwrap_or(Path::new("/")).join("vm");
-        let boot = VmBoot { vmlinux: dir.join("vmlinux"), initramfs: dir.join("initramfs.cpio.gz"), rootfs_ext4: dir.join("rootfs.ext4") };
-        for p in [&boot.vmlinux, &boot.initramfs, &boot.rootfs_ext4] {
-            if !p.exists() {
-                return Err(BackendError::Setup(format!("image has no VM boot file {}; rebuild the image", p.display())));
-            }
-        }
-        Ok(boot)
+        let a = crate::image::vm::artifacts(&spec.image_rootfs).map_err(BackendError::Setup)?;
+        Ok(VmBoot {
+            vmlinux: a.kernel.vmlinux(),
+            initramfs: a.initramfs,
+            rootfs_ext4: a.rootfs_ext4,
+        })
     }
 }
 
@@ -76,7 +75,11 @@ pub struct FirecrackerBackend {
 impl FirecrackerBackend {
     /// `bin` is the firecracker binary; None means look for `firecracker` on PATH.
     pub fn new(bin: Option<PathBuf>, kvm: Arc<KvmProber>) -> Self {
-        FirecrackerBackend { bin: bin.or_else(|| which("firecracker")), kvm, ignore_probe: false }
+        FirecrackerBackend {
+            bin: bin.or_else(|| which("firecracker")),
+            kvm,
+            ignore_probe: false,
+        }
     }
 
     pub fn binary(&self) -> Option<&Path> {
@@ -85,8 +88,15 @@ impl FirecrackerBackend {
 
     /// `firecracker --version`, e.g. "Firecracker v1.12.1".
     pub fn version(&self) -> Option<String> {
-        let out = Command::new(self.bin.as_ref()?).arg("--version").env_clear().output().ok()?;
-        String::from_utf8_lossy(&out.stdout).lines().next().map(|l| l.trim().to_string())
+        let out = Command::new(self.bin.as_ref()?)
+            .arg("--version")
+            .env_clear()
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .map(|l| l.trim().to_string())
     }
 
     fn api_socket(spec: &SandboxSpec) -> PathBuf {
@@ -106,11 +116,25 @@ impl FirecrackerBackend {
     }
 
     fn spawn(&self, spec: &SandboxSpec, cg: &Cgroup) -> Result<u32, BackendError> {
-        let bin = self.bin.as_ref().ok_or_else(|| BackendError::Unavailable(BackendKind::Firecracker, "firecracker binary not found".into()))?;
-        let console = OpenOptions::new().create(true).append(true).open(spec.console_log())?;
-        OpenOptions::new().create(true).append(true).open(Self::fc_log(spec))?;
-        let procs: Vec<fs::File> =
-            cg.procs_files().iter().map(|p| OpenOptions::new().write(true).open(p)).collect::<Result<_, _>>()?;
+        let bin = self.bin.as_ref().ok_or_else(|| {
+            BackendError::Unavailable(
+                BackendKind::Firecracker,
+                "firecracker binary not found".into(),
+            )
+        })?;
+        let console = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(spec.console_log())?;
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(Self::fc_log(spec))?;
+        let procs: Vec<fs::File> = cg
+            .procs_files()
+            .iter()
+            .map(|p| OpenOptions::new().write(true).open(p))
+            .collect::<Result<_, _>>()?;
         let procs_fds: Vec<i32> = procs.iter().map(|f| f.as_raw_fd()).collect();
         let mut cmd = Command::new(bin);
         cmd.arg("--api-sock")
@@ -139,7 +163,9 @@ impl FirecrackerBackend {
                 Ok(())
             });
         }
-        let child = cmd.spawn().map_err(|e| BackendError::Setup(format!("starting {}: {e}", bin.display())))?;
+        let child = cmd
+            .spawn()
+            .map_err(|e| BackendError::Setup(format!("starting {}: {e}", bin.display())))?;
         Ok(child.id())
     }
 
@@ -149,17 +175,25 @@ impl FirecrackerBackend {
         let deadline = Instant::now() + Duration::from_secs(5);
         while !sock.exists() {
             if Instant::now() > deadline {
-                return Err(BackendError::NotReady(format!("firecracker API socket {} did not appear", sock.display())));
+                return Err(BackendError::NotReady(format!(
+                    "firecracker API socket {} did not appear",
+                    sock.display()
+                )));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let Resources { vcpus, memory_mib, .. } = spec.resources;
+        let Resources {
+            vcpus, memory_mib, ..
+        } = spec.resources;
         let boot_args = format!(
             "console=ttyS0 reboot=k panic=1 pci=off quiet ironclaw.transport=vsock:{AGENT_PORT} ironclaw.hostname={} ironclaw.shutdown=reboot",
             spec.name
         );
         let calls = [
-            ("/machine-config", json!({"vcpu_count": vcpus, "mem_size_mib": memory_mib, "smt": false})),
+            (
+                "/machine-config",
+                json!({"vcpu_count": vcpus, "mem_size_mib": memory_mib, "smt": false}),
+            ),
             (
                 "/boot-source",
                 json!({"kernel_image_path": boot.vmlinux, "initrd_path": boot.initramfs, "boot_args": boot_args}),
@@ -168,11 +202,16 @@ impl FirecrackerBackend {
                 "/drives/root",
                 json!({"drive_id": "root", "path_on_host": Self::disk(spec), "is_root_device": false, "is_read_only": false}),
             ),
-            ("/vsock", json!({"guest_cid": GUEST_CID, "uds_path": Self::vsock_socket(spec)})),
+            (
+                "/vsock",
+                json!({"guest_cid": GUEST_CID, "uds_path": Self::vsock_socket(spec)}),
+            ),
             ("/actions", json!({"action_type": "InstanceStart"})),
         ];
         for (path, body) in calls {
-            api::put(&sock, path, &body).await.map_err(|e| BackendError::Setup(e.to_string()))?;
+            api::put(&sock, path, &body)
+                .await
+                .map_err(|e| BackendError::Setup(e.to_string()))?;
             tracing::debug!(sandbox = %spec.name, "firecracker accepted PUT {path}");
         }
         Ok(())
@@ -199,31 +238,56 @@ impl Backend for FirecrackerBackend {
             };
         };
         if self.ignore_probe {
-            return Availability { available: true, reason: format!("{} (KVM probe skipped)", bin.display()) };
+            return Availability {
+                available: true,
+                reason: format!("{} (KVM probe skipped)", bin.display()),
+            };
         }
         let version = self.version().unwrap_or_else(|| "unknown version".into());
         // Until the probe has run, say so rather than booting from a status query.
         match self.kvm.known() {
-            Some(kvm) => Availability { available: kvm.boots, reason: format!("{version} at {}; {}", bin.display(), kvm.reason) },
-            None => Availability { available: false, reason: format!("{version} at {}; KVM guest boot not probed yet", bin.display()) },
+            Some(kvm) => Availability {
+                available: kvm.boots,
+                reason: format!("{version} at {}; {}", bin.display(), kvm.reason),
+            },
+            None => Availability {
+                available: false,
+                reason: format!(
+                    "{version} at {}; KVM guest boot not probed yet",
+                    bin.display()
+                ),
+            },
         }
     }
 
     async fn prepare(&self, spec: &SandboxSpec) -> Result<(), BackendError> {
         fs::create_dir_all(&spec.dir)?;
         let boot = VmBoot::for_spec(spec)?;
-        vmdisk::prepare(&boot.rootfs_ext4, &Self::disk(spec), spec.resources.disk_mib).await
+        vmdisk::prepare(
+            &boot.rootfs_ext4,
+            &Self::disk(spec),
+            spec.resources.disk_mib,
+        )
+        .await
     }
 
     async fn start(&self, spec: &SandboxSpec) -> Result<(Running, AgentClient), BackendError> {
         if self.bin.is_none() {
-            return Err(BackendError::Unavailable(BackendKind::Firecracker, self.availability().reason));
+            return Err(BackendError::Unavailable(
+                BackendKind::Firecracker,
+                self.availability().reason,
+            ));
         }
         if !self.ignore_probe {
             let kvm = self.kvm.clone();
-            let probe = tokio::task::spawn_blocking(move || kvm.get()).await.map_err(|e| BackendError::Setup(e.to_string()))?;
+            let probe = tokio::task::spawn_blocking(move || kvm.get())
+                .await
+                .map_err(|e| BackendError::Setup(e.to_string()))?;
             if !probe.boots {
-                return Err(BackendError::Unavailable(BackendKind::Firecracker, probe.reason));
+                return Err(BackendError::Unavailable(
+                    BackendKind::Firecracker,
+                    probe.reason,
+                ));
             }
         }
         self.prepare(spec).await?;
@@ -244,21 +308,33 @@ impl Backend for FirecrackerBackend {
             }
         };
         let pid_start = process::start_time(pid).unwrap_or(0);
-        let running = Running { pid, pid_start, agent_socket: Self::vsock_socket(spec) };
+        let running = Running {
+            pid,
+            pid_start,
+            agent_socket: Self::vsock_socket(spec),
+        };
         let result = async {
             self.configure(spec, &boot).await?;
             let started = Instant::now();
             loop {
                 if !process::is_same_process(pid, pid_start) {
-                    return Err(BackendError::Crashed(format!("firecracker exited during boot; {}", Self::report(spec, 2400))));
+                    return Err(BackendError::Crashed(format!(
+                        "firecracker exited during boot; {}",
+                        Self::report(spec, 2400)
+                    )));
                 }
                 if let Ok(s) = vsock::connect(&running.agent_socket, AGENT_PORT).await {
-                    if let Ok(Ok(agent)) = tokio::time::timeout(Duration::from_secs(5), AgentClient::over(s)).await {
+                    if let Ok(Ok(agent)) =
+                        tokio::time::timeout(Duration::from_secs(5), AgentClient::over(s)).await
+                    {
                         return Ok(agent);
                     }
                 }
                 if started.elapsed() > BOOT_TIMEOUT {
-                    return Err(BackendError::NotReady(format!("no agent after {BOOT_TIMEOUT:?}; {}", Self::report(spec, 2400))));
+                    return Err(BackendError::NotReady(format!(
+                        "no agent after {BOOT_TIMEOUT:?}; {}",
+                        Self::report(spec, 2400)
+                    )));
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -276,17 +352,33 @@ impl Backend for FirecrackerBackend {
         }
     }
 
-    async fn stop(&self, spec: &SandboxSpec, running: &Running, agent: Option<&AgentClient>, grace: Duration) -> Result<(), BackendError> {
+    async fn stop(
+        &self,
+        spec: &SandboxSpec,
+        running: &Running,
+        agent: Option<&AgentClient>,
+        grace: Duration,
+    ) -> Result<(), BackendError> {
         if process::is_same_process(running.pid, running.pid_start) {
             if let Some(agent) = agent {
                 let _ = tokio::time::timeout(grace, agent.call_ok(HostMsg::Shutdown)).await;
             } else {
-                let _ = api::put(&Self::api_socket(spec), "/actions", &json!({"action_type": "SendCtrlAltDel"})).await;
+                let _ = api::put(
+                    &Self::api_socket(spec),
+                    "/actions",
+                    &json!({"action_type": "SendCtrlAltDel"}),
+                )
+                .await;
             }
-            if tokio::time::timeout(grace, process::wait_exit(running.pid)).await.is_err() {
+            if tokio::time::timeout(grace, process::wait_exit(running.pid))
+                .await
+                .is_err()
+            {
                 tracing::warn!(sandbox = %spec.name, "VM did not power off within {grace:?}; killing firecracker");
                 unsafe { libc::kill(running.pid, libc::SIGKILL) };
-                let _ = tokio::time::timeout(Duration::from_secs(5), process::wait_exit(running.pid)).await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), process::wait_exit(running.pid))
+                        .await;
             }
         }
         Cgroup::for_sandbox(&spec.id)?.destroy().await?;
@@ -308,8 +400,14 @@ impl Backend for FirecrackerBackend {
         vmdisk::allocated(&Self::disk(spec))
     }
 
-    async fn connect(&self, _spec: &SandboxSpec, running: &Running) -> Result<AgentClient, crate::AgentError> {
-        let s = vsock::connect(&running.agent_socket, AGENT_PORT).await.map_err(crate::AgentError::Connect)?;
+    async fn connect(
+        &self,
+        _spec: &SandboxSpec,
+        running: &Running,
+    ) -> Result<AgentClient, crate::AgentError> {
+        let s = vsock::connect(&running.agent_socket, AGENT_PORT)
+            .await
+            .map_err(crate::AgentError::Connect)?;
         AgentClient::over(s).await
     }
 

@@ -16,7 +16,10 @@ pub async fn connect(uds: &Path, port: u32) -> std::io::Result<UnixStream> {
     loop {
         let mut b = [0u8; 1];
         if s.read(&mut b).await? == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "vsock: closed before OK (nothing listening on the guest port yet)"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "vsock: closed before OK (nothing listening on the guest port yet)",
+            ));
         }
         if b[0] == b'\n' {
             break;
@@ -29,6 +32,9 @@ pub async fn connect(uds: &Path, port: u32) -> std::io::Result<UnixStream> {
     if line.starts_with(b"OK ") {
         Ok(s)
     } else {
-        Err(std::io::Error::other(format!("vsock: unexpected reply {:?}", String::from_utf8_lossy(&line))))
+        Err(std::io::Error::other(format!(
+            "vsock: unexpected reply {:?}",
+            String::from_utf8_lossy(&line)
+        )))
     }
 }

@@ -9,7 +9,11 @@
 mod busybox;
 mod debian;
 mod elf;
+pub mod ext4;
+pub mod initramfs;
+pub mod kernel;
 mod util;
+pub mod vm;
 
 use std::fmt;
 use std::future::Future;
@@ -77,6 +81,13 @@ pub struct ImageMeta {
     /// What `ironclaw-guest --version` printed at build time, or "unknown".
     pub guest_version: String,
     pub build_seconds: f64,
+    /// Kernel, initramfs and ext4 disk for the VM backends; absent in
+    /// images built before VM support or when that step failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<vm::VmMeta>,
+    /// Why `vm` is absent, when its build step failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_error: Option<String>,
 }
 
 /// One progress report during [`build`]. `total == 0` means the step has
@@ -178,6 +189,22 @@ pub async fn build(
             ImageSource::Busybox => busybox::build(&root, &req.guest_bin, progress).await?,
             ImageSource::Debian => debian::build(&root, &req.guest_bin, progress).await?,
         }
+        // Not fatal: without apt (or offline with an empty kernel cache) the
+        // image still serves the namespace backend; the VM backends report
+        // `vm_error` when asked to boot it.
+        let (vm, vm_error) = match vm::build(&tmp, &req.images_dir, progress).await {
+            Ok(v) => (Some(v), None),
+            Err(e) => {
+                tracing::warn!(image = %req.name, error = %e, "image has no VM artifacts");
+                progress(Progress::new(
+                    "kernel",
+                    format!("VM kernel/initramfs/ext4 skipped: {e}"),
+                    0,
+                    0,
+                ));
+                (None, Some(e.to_string()))
+            }
+        };
         progress(Progress::new("finish", "measuring rootfs size", 1, 2));
         let size_root = root.clone();
         let size_bytes = tokio::task::spawn_blocking(move || util::tree_size(&size_root))
@@ -191,6 +218,8 @@ pub async fn build(
             size_bytes,
             guest_version,
             build_seconds: started.elapsed().as_secs_f64(),
+            vm,
+            vm_error,
         };
         let json = serde_json::to_vec_pretty(&meta).expect("ImageMeta serializes");
         let meta_path = tmp.join(META_FILE);

@@ -1,0 +1,214 @@
+//! Sessions and the streaming chat WebSocket.
+
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use ironclaw_agent::TurnEvent;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, Json};
+use crate::AppState;
+
+pub async fn list(
+    State(st): State<AppState>,
+    caller: Caller,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(axum::Json(
+        serde_json::json!({ "sessions": st.manager.store.sessions(&caller.user)? }),
+    ))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSession {
+    agent: Option<String>,
+}
+
+pub async fn create(
+    State(st): State<AppState>,
+    caller: Caller,
+    body: Option<Json<NewSession>>,
+) -> Result<impl IntoResponse, ApiError> {
+    let agent = body.and_then(|Json(b)| b.agent);
+    let s = st.chat.new_session(&caller.user, agent.as_deref())?;
+    Ok((StatusCode::CREATED, axum::Json(s)))
+}
+
+pub async fn show(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let session = st.manager.store.session(&caller.user, &id)?;
+    let messages = st.manager.store.messages(&id)?;
+    let usage = st.manager.store.usage_for_session(&id)?;
+    Ok(axum::Json(
+        serde_json::json!({ "session": session, "messages": messages, "usage": usage }),
+    ))
+}
+
+pub async fn remove(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    st.chat.stop(&id);
+    st.manager.store.delete_session(&caller.user, &id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WsQuery {
+    session: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum ClientMsg {
+    Message { text: String, model: Option<String> },
+    Stop,
+    New,
+}
+
+pub async fn ws(
+    State(st): State<AppState>,
+    caller: Caller,
+    Query(q): Query<WsQuery>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let session = match q.session {
+        Some(id) => st.manager.store.session(&caller.user, &id)?,
+        None => match st
+            .manager
+            .store
+            .latest_session(&caller.user, &st.chat.agents()[0].name)?
+        {
+            Some(s) => s,
+            None => st.chat.new_session(&caller.user, None)?,
+        },
+    };
+    Ok(upgrade.on_upgrade(move |socket| run_ws(socket, st, caller, session)))
+}
+
+fn event(v: serde_json::Value) -> WsMessage {
+    WsMessage::Text(v.to_string())
+}
+
+async fn run_ws(
+    socket: WebSocket,
+    st: AppState,
+    caller: Caller,
+    mut session: ironclaw_store::SessionRecord,
+) {
+    use futures::{SinkExt, StreamExt};
+    let (mut ws_tx, mut ws_rx) = socket.split();
+    // One writer: turn events and replies to commands both go through it.
+    let (out_tx, mut out_rx) = mpsc::channel::<WsMessage>(256);
+    let writer = tokio::spawn(async move {
+        while let Some(m) = out_rx.recv().await {
+            if ws_tx.send(m).await.is_err() {
+                break;
+            }
+        }
+        let _ = ws_tx.close().await;
+    });
+    let session_event = |s: &ironclaw_store::SessionRecord| {
+        event(
+            serde_json::json!({"type": "session", "id": s.id, "title": s.title, "agent": s.agent}),
+        )
+    };
+    let _ = out_tx.send(session_event(&session)).await;
+
+    while let Some(Ok(msg)) = ws_rx.next().await {
+        let parsed = match msg {
+            WsMessage::Text(t) => {
+                serde_json::from_str::<ClientMsg>(&t).map_err(|e| format!("invalid message: {e}"))
+            }
+            WsMessage::Close(_) => break,
+            _ => continue,
+        };
+        let cmd = match parsed {
+            Ok(ClientMsg::Message { text, .. }) if text.trim() == "/stop" => ClientMsg::Stop,
+            Ok(ClientMsg::Message { text, .. }) if text.trim() == "/new" => ClientMsg::New,
+            Ok(c) => c,
+            Err(e) => {
+                let _ = out_tx
+                    .send(event(serde_json::json!({"type": "error", "message": e})))
+                    .await;
+                continue;
+            }
+        };
+        match cmd {
+            ClientMsg::Stop => {
+                st.chat.stop(&session.id);
+            }
+            ClientMsg::New => match st.chat.new_session(&caller.user, Some(&session.agent)) {
+                Ok(s) => {
+                    session = s;
+                    let _ = out_tx.send(session_event(&session)).await;
+                }
+                Err(e) => {
+                    let _ = out_tx
+                        .send(event(
+                            serde_json::json!({"type": "error", "message": e.to_string()}),
+                        ))
+                        .await;
+                }
+            },
+            ClientMsg::Message { text, model } => {
+                // The turn runs on its own task so this loop keeps reading (for stop).
+                let (st, user, session, out) = (
+                    st.clone(),
+                    caller.user.clone(),
+                    session.clone(),
+                    out_tx.clone(),
+                );
+                tokio::spawn(async move {
+                    let (ev_tx, mut ev_rx) = mpsc::channel::<TurnEvent>(256);
+                    let fwd_out = out.clone();
+                    let forward = tokio::spawn(async move {
+                        while let Some(ev) = ev_rx.recv().await {
+                            let v = serde_json::to_value(&ev).unwrap_or_default();
+                            if fwd_out.send(event(v)).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                    let result = st
+                        .chat
+                        .turn(&user, &session, &text, model.as_deref(), ev_tx)
+                        .await;
+                    let _ = forward.await;
+                    let done = match result {
+                        Ok(r) => {
+                            if let Some(err) = &r.error {
+                                let _ = out
+                                    .send(event(
+                                        serde_json::json!({"type": "error", "message": err}),
+                                    ))
+                                    .await;
+                            }
+                            serde_json::json!({"type": "done", "stopped": r.outcome.stopped, "usage": r.outcome.usage,
+                                "cost_usd": r.outcome.cost_usd, "error": r.error})
+                        }
+                        // Bad input: nothing ran; the turn still ends with `done`.
+                        Err(e) => {
+                            let _ = out
+                                .send(event(
+                                    serde_json::json!({"type": "error", "message": e.to_string()}),
+                                ))
+                                .await;
+                            serde_json::json!({"type": "done", "stopped": null, "usage": null, "cost_usd": 0.0, "error": e.to_string()})
+                        }
+                    };
+                    let _ = out.send(event(done)).await;
+                });
+            }
+        }
+    }
+    drop(out_tx);
+    let _ = writer.await;
+}

@@ -1,0 +1,368 @@
+//! Agents: each user's conversations with the LLM, whose tools act in the
+//! user's own sandbox (`agent-<user>`), started on the first message and
+//! stopped when idle.
+//!
+//! A turn: load the session's history from the store, store the user's
+//! message (so it is never lost once acknowledged), run the agent loop with
+//! events streamed to the caller, then store the compaction summary (if
+//! any), the assistant's messages and tool results, and the usage.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ironclaw_agent::{
+    run_turn, Message, Registry, SandboxAccess, TurnContext, TurnError, TurnEvent, TurnOutcome,
+};
+use ironclaw_sandbox::AgentClient;
+use ironclaw_store::{SandboxState, SessionRecord};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{AgentConfig, Config};
+use crate::error::ApiError;
+use crate::manager::{CreateRequest, Manager};
+
+/// The agent every user gets when the config declares none.
+pub const DEFAULT_AGENT: &str = "ironclaw";
+
+pub struct Chat {
+    manager: Arc<Manager>,
+    registry: Option<Registry>,
+    agents: Vec<AgentConfig>,
+    max_steps: u32,
+    /// Running turns by session id, to cancel them and to refuse a second
+    /// turn in the same session.
+    running: Mutex<HashMap<String, (CancellationToken, String)>>,
+    /// Last message per user, for stopping idle sandboxes.
+    activity: Mutex<HashMap<String, Instant>>,
+}
+
+/// The name of a user's agent sandbox (a DNS label, like every name).
+pub fn sandbox_name(user: &str) -> String {
+    let name = format!("agent-{user}");
+    if name.len() <= 63 {
+        return name;
+    }
+    let h = ironclaw_store::users::hash_token(user);
+    format!("agent-{}-{}", &user[..40], &h[..8])
+}
+
+/// Starts the user's sandbox on first use and hands out its agent.
+struct UserSandbox {
+    manager: Arc<Manager>,
+    user: String,
+}
+
+#[async_trait::async_trait]
+impl SandboxAccess for UserSandbox {
+    async fn agent(&self) -> Result<AgentClient, String> {
+        let name = sandbox_name(&self.user);
+        let m = &self.manager;
+        match m.store.sandbox(&name) {
+            Err(_) => {
+                let req = CreateRequest {
+                    name: name.clone(),
+                    ..Default::default()
+                };
+                m.create(req, &self.user)
+                    .await
+                    .map_err(|e| format!("could not create your sandbox: {e}"))?;
+            }
+            Ok(r) if r.state != SandboxState::Running => {
+                m.start(&name)
+                    .await
+                    .map_err(|e| format!("could not start your sandbox: {e}"))?;
+            }
+            Ok(_) => {}
+        }
+        m.agent(&name).await.map_err(|e| e.to_string())
+    }
+}
+
+/// Largest user message accepted (the agent loop's own limit).
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+pub fn check_message(text: &str) -> Result<(), ApiError> {
+    if text.trim().is_empty() {
+        return Err(ApiError::BadRequest("the message is empty".into()));
+    }
+    if text.len() > MAX_MESSAGE_BYTES {
+        return Err(ApiError::TooLarge(format!(
+            "the message is larger than {MAX_MESSAGE_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// What a finished (or failed) turn looks like to the caller.
+pub struct TurnReport {
+    pub outcome: TurnOutcome,
+    pub error: Option<String>,
+}
+
+impl Chat {
+    pub fn new(manager: Arc<Manager>, config: &Config) -> anyhow::Result<Arc<Chat>> {
+        let registry = match config.providers_config()? {
+            Some(pc) => {
+                let secrets = match &config.secrets_file {
+                    Some(p) => ironclaw_agent::Secrets::load(p)?,
+                    None => ironclaw_agent::Secrets::env_only(),
+                };
+                Some(Registry::new(&pc, &secrets)?)
+            }
+            None => None,
+        };
+        let mut agents = config.agents.clone();
+        if agents.is_empty() {
+            agents.push(AgentConfig {
+                name: DEFAULT_AGENT.into(),
+                model: None,
+                system_prompt: None,
+            });
+        }
+        Ok(Arc::new(Chat {
+            manager,
+            registry,
+            agents,
+            max_steps: config.agent_max_steps,
+            running: Mutex::default(),
+            activity: Mutex::default(),
+        }))
+    }
+
+    pub fn agents(&self) -> &[AgentConfig] {
+        &self.agents
+    }
+
+    pub fn agent(&self, name: &str) -> Result<&AgentConfig, ApiError> {
+        self.agents.iter().find(|a| a.name == name).ok_or_else(|| {
+            let known: Vec<_> = self.agents.iter().map(|a| a.name.as_str()).collect();
+            ApiError::NotFound(format!(
+                "unknown agent (model) '{name}'; available: {}",
+                known.join(", ")
+            ))
+        })
+    }
+
+    fn registry(&self) -> Result<&Registry, ApiError> {
+        self.registry.as_ref().ok_or_else(|| {
+            ApiError::Unavailable(
+                "no LLM provider is configured: set IRONCLAW_PROVIDER, IRONCLAW_MODEL, IRONCLAW_API_KEY (and IRONCLAW_BASE_URL) for ironclawd, or add [[providers]] to its config".into(),
+            )
+        })
+    }
+
+    pub fn new_session(&self, user: &str, agent: Option<&str>) -> Result<SessionRecord, ApiError> {
+        let agent = self
+            .agent(agent.unwrap_or(&self.agents[0].name))?
+            .name
+            .clone();
+        let id: String = (0..8)
+            .map(|_| format!("{:02x}", rand::random::<u8>()))
+            .collect();
+        Ok(self
+            .manager
+            .store
+            .create_session(&format!("ses_{id}"), user, &agent)?)
+    }
+
+    /// The session's history as the model sees it: summarised messages are
+    /// replaced by their summary. Returns the store ids alongside.
+    fn history(&self, session_id: &str) -> Result<(Vec<i64>, Vec<Message>), ApiError> {
+        let mut ids = Vec::new();
+        let mut msgs = Vec::new();
+        for m in self.manager.store.messages(session_id)? {
+            if m.summarized_by.is_some() {
+                continue;
+            }
+            let msg: Message =
+                serde_json::from_value(serde_json::json!({"role": m.role, "content": m.content}))
+                    .map_err(|e| {
+                    ApiError::Internal(format!("stored message {} is unreadable: {e}", m.id))
+                })?;
+            ids.push(m.id);
+            msgs.push(msg);
+        }
+        Ok((ids, msgs))
+    }
+
+    fn store_messages(&self, session_id: &str, msgs: &[Message]) -> Result<Vec<i64>, ApiError> {
+        let rows: Vec<(String, serde_json::Value)> = msgs
+            .iter()
+            .map(|m| {
+                let v = serde_json::to_value(m).unwrap_or_default();
+                (
+                    v["role"].as_str().unwrap_or("user").to_string(),
+                    v["content"].clone(),
+                )
+            })
+            .collect();
+        Ok(self.manager.store.append_messages(session_id, &rows)?)
+    }
+
+    /// Store messages a client brought along (OpenAI-style requests carry
+    /// their own history) as the start of a fresh session.
+    pub fn seed_history(&self, session_id: &str, msgs: &[Message]) -> Result<(), ApiError> {
+        ironclaw_agent::validate_history(msgs)
+            .map_err(|e| ApiError::BadRequest(format!("invalid messages: {e}")))?;
+        self.store_messages(session_id, msgs)?;
+        Ok(())
+    }
+
+    /// Stop the running turn of a session, if any.
+    pub fn stop(&self, session_id: &str) -> bool {
+        match self.running.lock().unwrap().get(session_id) {
+            Some((t, _)) => {
+                t.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Run one turn of `user` in `session` and store everything it produced.
+    pub async fn turn(
+        self: &Arc<Self>,
+        user: &str,
+        session: &SessionRecord,
+        text: &str,
+        model_override: Option<&str>,
+        events: mpsc::Sender<TurnEvent>,
+    ) -> Result<TurnReport, ApiError> {
+        let registry = self.registry()?;
+        let agent = self.agent(&session.agent)?.clone();
+        let model_name = match model_override.or(agent.model.as_deref()) {
+            Some(m) => m.to_string(),
+            None => registry
+                .default_model()
+                .map(|m| m.name)
+                .ok_or_else(|| ApiError::Unavailable("no model configured".into()))?,
+        };
+        let (provider, model) = registry
+            .resolve(&model_name)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+
+        let cancel = CancellationToken::new();
+        {
+            let mut running = self.running.lock().unwrap();
+            if running.contains_key(&session.id) {
+                return Err(ApiError::Conflict(
+                    "a turn is already running in this session; stop it first".into(),
+                ));
+            }
+            running.insert(session.id.clone(), (cancel.clone(), user.to_string()));
+        }
+        struct Unregister<'a>(&'a Chat, String);
+        impl Drop for Unregister<'_> {
+            fn drop(&mut self) {
+                self.0.running.lock().unwrap().remove(&self.1);
+            }
+        }
+        let _unregister = Unregister(self, session.id.clone());
+        self.activity
+            .lock()
+            .unwrap()
+            .insert(user.to_string(), Instant::now());
+
+        let (ids, history) = self.history(&session.id)?;
+        let sandbox = Arc::new(UserSandbox {
+            manager: self.manager.clone(),
+            user: user.to_string(),
+        });
+        let mut ctx = TurnContext::new(provider, model.clone(), sandbox);
+        ctx.max_steps = self.max_steps;
+        ctx.system_prompt = agent.system_prompt.clone();
+        ctx.max_message_bytes = MAX_MESSAGE_BYTES;
+
+        // Validate cheaply before storing, so bad input changes nothing.
+        check_message(text)?;
+        // Stored before the model sees it: acknowledged means kept.
+        let user_msg = Message::user(text);
+        self.store_messages(&session.id, std::slice::from_ref(&user_msg))?;
+        // Read it fresh: `session` may be a snapshot from when the socket opened.
+        if self
+            .manager
+            .store
+            .session(user, &session.id)?
+            .title
+            .is_none()
+        {
+            let title: String = text.lines().next().unwrap_or("").chars().take(60).collect();
+            let _ = self.manager.store.set_session_title(&session.id, &title);
+        }
+
+        let (outcome, error) = match run_turn(&ctx, &history, text, events, cancel).await {
+            Ok(o) => (o, None),
+            Err(TurnError::Provider { error, partial }) => (*partial, Some(error.to_string())),
+            Err(e) => return Err(ApiError::BadRequest(e.to_string())),
+        };
+        if let Some(c) = &outcome.compaction {
+            let covered: Vec<i64> = ids.iter().take(c.replaced).copied().collect();
+            let v = serde_json::to_value(&c.summary).unwrap_or_default();
+            self.manager.store.record_summary(
+                &session.id,
+                ("user".into(), v["content"].clone()),
+                &covered,
+            )?;
+        }
+        // The user's message is already stored; the rest of the turn follows it.
+        let rest: Vec<Message> = outcome.new_messages.iter().skip(1).cloned().collect();
+        self.store_messages(&session.id, &rest)?;
+        if outcome.usage.total() > 0 {
+            self.manager.store.record_usage(
+                &session.id,
+                user,
+                &model.name,
+                outcome.usage.input_tokens,
+                outcome.usage.output_tokens,
+                outcome.cost_usd,
+            )?;
+        }
+        self.activity
+            .lock()
+            .unwrap()
+            .insert(user.to_string(), Instant::now());
+        Ok(TurnReport { outcome, error })
+    }
+
+    /// Stop agent sandboxes whose user has been quiet for `idle`.
+    pub fn spawn_idle_reaper(self: &Arc<Self>, idle: Duration) {
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let tick = (idle / 4).clamp(Duration::from_millis(200), Duration::from_secs(30));
+            loop {
+                tokio::time::sleep(tick).await;
+                let Some(chat) = me.upgrade() else { return };
+                let idle_users: Vec<String> = chat
+                    .activity
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|(_, t)| t.elapsed() >= idle)
+                    .map(|(u, _)| u.clone())
+                    .collect();
+                for user in idle_users {
+                    let busy = chat
+                        .running
+                        .lock()
+                        .unwrap()
+                        .values()
+                        .any(|(_, u)| *u == user);
+                    let name = sandbox_name(&user);
+                    let running = chat
+                        .manager
+                        .store
+                        .sandbox(&name)
+                        .map(|r| r.state == SandboxState::Running)
+                        .unwrap_or(false);
+                    if running && !busy {
+                        tracing::info!(sandbox = %name, "stopping idle agent sandbox");
+                        let _ = chat.manager.stop(&name).await;
+                    }
+                    chat.activity.lock().unwrap().remove(&user);
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,103 @@
+//! Shared by the VM backend tests: one data dir with one busybox image
+//! (with its VM artifacts), built once per test binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use ironclaw_sandbox::image::{self, BuildRequest, ImageSource};
+use ironclaw_sandbox::{Resources, SandboxSpec};
+
+/// One data dir with one busybox image, shared by the tests of this file.
+pub struct Shared {
+    _dir: tempfile::TempDir,
+    pub data: PathBuf,
+}
+
+pub fn guest_bin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("IRONCLAW_GUEST_BIN") {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let target = exe.parent()?.parent()?.parent()?;
+    ["release", "debug"]
+        .iter()
+        .map(|p| {
+            target
+                .join("x86_64-unknown-linux-gnu")
+                .join(p)
+                .join("ironclaw-guest")
+        })
+        .find(|p| p.exists())
+}
+
+pub fn skip_reason() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("needs root (cgroups)".into());
+    }
+    if ironclaw_sandbox::util::which("qemu-system-x86_64").is_none() {
+        return Some("needs qemu-system-x86_64 (scripts/setup-host.sh)".into());
+    }
+    if guest_bin().is_none() {
+        return Some("needs the static guest (scripts/test.sh builds it)".into());
+    }
+    None
+}
+
+pub fn shared() -> &'static Shared {
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        // A thread with its own runtime: tests run on different runtimes.
+        std::thread::spawn(|| {
+            let dir = tempfile::Builder::new().prefix("icq").tempdir().unwrap();
+            let data = dir.path().to_path_buf();
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            let started = Instant::now();
+            let meta = rt
+                .block_on(image::build(
+                    &BuildRequest {
+                        name: "bb".into(),
+                        source: ImageSource::Busybox,
+                        images_dir: data.join("images"),
+                        guest_bin: guest_bin().unwrap(),
+                    },
+                    &|_| {},
+                ))
+                .expect("busybox image builds");
+            assert!(meta.vm.is_some(), "no VM artifacts: {:?}", meta.vm_error);
+            eprintln!(
+                "busybox image with VM artifacts built in {:.2}s",
+                started.elapsed().as_secs_f64()
+            );
+            Shared { _dir: dir, data }
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+pub fn spec(data: &Path, name: &str) -> SandboxSpec {
+    let id: String = (0..6)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
+    SandboxSpec {
+        id: id.clone(),
+        name: name.into(),
+        image_rootfs: image::rootfs(&data.join("images"), "bb"),
+        dir: data.join("sandboxes").join(id),
+        resources: Resources {
+            vcpus: 1,
+            memory_mib: 256,
+            disk_mib: 256,
+            pids: 1024,
+        },
+    }
+}
+
+/// Whether the sandbox's cgroup is still there.
+pub fn cgroup_exists(spec: &SandboxSpec) -> bool {
+    ["/sys/fs/cgroup/ironclaw", "/sys/fs/cgroup/memory/ironclaw"]
+        .iter()
+        .any(|p| Path::new(p).join(&spec.id).exists())
+}

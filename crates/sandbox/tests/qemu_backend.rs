@@ -1,0 +1,345 @@
+//! The qemu backend booting real microVMs (TCG on hosts whose KVM cannot
+//! boot guests): the busybox image with the real static guest agent,
+//! driven through the Backend trait. Needs root, qemu-system-x86_64, apt
+//! (for the kernel) and the static guest (scripts/test.sh builds it);
+//! skipped with a reason otherwise.
+
+use std::time::{Duration, Instant};
+
+use ironclaw_proto::{ExecRequest, FileWrite, GuestMsg, HostMsg, PtyOpen, TtySize};
+use ironclaw_sandbox::backend::Backend;
+use ironclaw_sandbox::qemu::QemuBackend;
+use ironclaw_sandbox::{AgentClient, SandboxSpec};
+use sha2::{Digest, Sha256};
+
+mod common;
+use common::{cgroup_exists, shared, skip_reason, spec};
+
+/// QEMU processes of this sandbox still alive (by the `-name` we give them).
+fn qemu_processes(spec: &SandboxSpec) -> Vec<i32> {
+    let want = format!("ironclaw-{}", spec.id);
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| c.split(|&b| b == 0).any(|a| a == want.as_bytes()))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn sh(cmd: &str) -> ExecRequest {
+    ExecRequest {
+        argv: vec!["sh".into(), "-c".into(), cmd.into()],
+        ..Default::default()
+    }
+}
+
+async fn write_file(agent: &AgentClient, path: &str, data: &[u8]) {
+    let mut s = agent
+        .open(HostMsg::FileWrite(FileWrite {
+            path: path.into(),
+            mode: 0o600,
+            parents: true,
+        }))
+        .await
+        .unwrap();
+    for chunk in data.chunks(ironclaw_proto::CHUNK) {
+        s.send(HostMsg::Data(chunk.to_vec())).await.unwrap();
+    }
+    s.send(HostMsg::Eof).await.unwrap();
+    match s.recv().await.unwrap() {
+        GuestMsg::Stat(st) => assert_eq!(st.size, data.len() as u64),
+        other => panic!("file write: {other:?}"),
+    }
+}
+
+async fn read_file(agent: &AgentClient, path: &str) -> Vec<u8> {
+    let mut s = agent
+        .open(HostMsg::FileRead { path: path.into() })
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    loop {
+        match s.recv().await.unwrap() {
+            GuestMsg::Data(d) => out.extend_from_slice(&d),
+            GuestMsg::Eof => return out,
+            other => panic!("file read: {other:?}"),
+        }
+    }
+}
+
+/// Reads PTY output until it contains `needle` (or 30 s pass).
+async fn pty_until(s: &mut ironclaw_sandbox::agent::AgentStream, needle: &str) -> String {
+    let mut seen = String::new();
+    let until = Instant::now() + Duration::from_secs(30);
+    while !seen.contains(needle) {
+        let left = until.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, s.recv()).await {
+            Ok(Ok(GuestMsg::Stdout(d))) => seen.push_str(&String::from_utf8_lossy(&d)),
+            Ok(Ok(GuestMsg::Started { .. })) => {}
+            Ok(other) => panic!("pty: {other:?} (seen {seen:?})"),
+            Err(_) => panic!("pty: no {needle:?} within 30 s; seen {seen:?}"),
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn qemu_lifecycle_exec_files_pty_persistence() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let sh_data = shared();
+    let backend = QemuBackend::for_data_dir(&sh_data.data);
+    let avail = backend.availability();
+    eprintln!("qemu availability: {}", avail.reason);
+    assert!(avail.available, "{}", avail.reason);
+    let spec = spec(&sh_data.data, "qvm-1");
+
+    let t = Instant::now();
+    let (running, agent) = backend.start(&spec).await.expect("VM boots");
+    eprintln!(
+        "qemu boot to agent ready: {:.2}s",
+        t.elapsed().as_secs_f64()
+    );
+    let info = agent.info().await.unwrap();
+    assert!(info.pid1, "the agent is PID 1 of the VM");
+    assert_eq!(info.hostname, "qvm-1");
+    assert!(info.kernel.contains("cloud"), "kernel {}", info.kernel);
+    assert!(
+        info.disk_total_bytes > 200 << 20,
+        "disk grown to disk_mib: {}",
+        info.disk_total_bytes
+    );
+
+    // Exit codes, stdout and stderr apart.
+    let out = agent
+        .exec_collect(sh("echo out; echo err >&2; exit 3"), None)
+        .await
+        .unwrap();
+    assert_eq!(out.status.code, 3);
+    assert_eq!(out.stdout, b"out\n");
+    assert_eq!(out.stderr, b"err\n");
+    let out = agent
+        .exec_collect(
+            ExecRequest {
+                argv: vec!["no-such-binary".into()],
+                ..Default::default()
+            },
+            None,
+        )
+        .await;
+    match out {
+        Ok(o) => assert_eq!(o.status.code, 127),
+        Err(e) => assert!(e.to_string().contains("no-such-binary"), "{e}"),
+    }
+
+    // Streamed: output arrives in pieces while the command still runs.
+    let mut s = agent
+        .open(HostMsg::Exec(sh(
+            "for i in 1 2 3; do echo line$i; sleep 0.3; done",
+        )))
+        .await
+        .unwrap();
+    let mut pieces = 0;
+    let mut text = String::new();
+    let code = loop {
+        match s.recv().await.unwrap() {
+            GuestMsg::Stdout(d) => {
+                pieces += 1;
+                text.push_str(&String::from_utf8_lossy(&d));
+            }
+            GuestMsg::Started { .. } => {}
+            GuestMsg::Exited(st) => break st.code,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!((code, text.as_str()), (0, "line1\nline2\nline3\n"));
+    assert!(pieces >= 2, "output was not streamed ({pieces} piece)");
+    drop(s);
+
+    // A few MiB through the serial port, checked on both sides.
+    let blob: Vec<u8> = (0..3 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let digest = format!("{:x}", Sha256::digest(&blob));
+    let t = Instant::now();
+    write_file(&agent, "/root/blob", &blob).await;
+    let up = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    assert_eq!(read_file(&agent, "/root/blob").await, blob);
+    let down = t.elapsed().as_secs_f64();
+    eprintln!(
+        "3 MiB file: upload {:.2} MiB/s, download {:.2} MiB/s",
+        3.0 / up,
+        3.0 / down
+    );
+    let out = agent
+        .exec_collect(sh("sha256sum /root/blob"), None)
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with(&digest),
+        "guest sha256 {:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // A PTY session survives the host connection: drop the client, connect
+    // anew through the same chardev socket (the handshake resyncs), reattach.
+    let mut pty = agent
+        .open(HostMsg::PtyOpen(PtyOpen {
+            name: "main".into(),
+            argv: vec!["sh".into()],
+            size: TtySize { rows: 24, cols: 80 },
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    match pty.recv().await.unwrap() {
+        GuestMsg::PtyAttached { created: true, .. } => {}
+        other => panic!("{other:?}"),
+    }
+    pty.send(HostMsg::Stdin(b"echo marker-$((6*7))\n".to_vec()))
+        .await
+        .unwrap();
+    pty_until(&mut pty, "marker-42").await;
+    drop(pty);
+    drop(agent);
+    let t = Instant::now();
+    let agent = backend
+        .connect(&spec, &running)
+        .await
+        .expect("a second connection to the chardev socket resyncs");
+    eprintln!(
+        "reconnect after drop: {:.1} ms",
+        t.elapsed().as_secs_f64() * 1000.0
+    );
+    let mut pty = agent
+        .open(HostMsg::PtyOpen(PtyOpen {
+            name: "main".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    match pty.recv().await.unwrap() {
+        GuestMsg::PtyAttached { created: false, .. } => {}
+        other => panic!("expected a reattach: {other:?}"),
+    }
+    pty_until(&mut pty, "marker-42").await;
+    pty.send(HostMsg::Stdin(b"echo again-$((7*7))\n".to_vec()))
+        .await
+        .unwrap();
+    pty_until(&mut pty, "again-49").await;
+    drop(pty);
+
+    // Stop: the guest syncs and powers off; nothing is left running.
+    let t = Instant::now();
+    backend
+        .stop(&spec, &running, Some(&agent), Duration::from_secs(20))
+        .await
+        .unwrap();
+    eprintln!("stop: {:.2}s", t.elapsed().as_secs_f64());
+    drop(agent);
+    assert!(qemu_processes(&spec).is_empty(), "QEMU still running");
+    assert!(!cgroup_exists(&spec), "cgroup left after stop");
+    assert!(spec.dir.join("disk.ext4").exists());
+    assert!(backend.disk_used(&spec) > 3 << 20);
+
+    // Start again: the file is still there.
+    let t = Instant::now();
+    let (running, agent) = backend.start(&spec).await.expect("VM boots again");
+    eprintln!(
+        "qemu second boot to agent ready: {:.2}s",
+        t.elapsed().as_secs_f64()
+    );
+    let out = agent
+        .exec_collect(sh("sha256sum /root/blob"), None)
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with(&digest));
+    backend
+        .stop(&spec, &running, Some(&agent), Duration::from_secs(20))
+        .await
+        .unwrap();
+    drop(agent);
+
+    backend.destroy(&spec).await.unwrap();
+    assert!(!spec.dir.exists(), "sandbox dir left after destroy");
+    assert!(qemu_processes(&spec).is_empty());
+    assert!(!cgroup_exists(&spec));
+}
+
+#[tokio::test]
+async fn qemu_stop_without_agent_and_readopt() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let sh_data = shared();
+    let backend = QemuBackend::for_data_dir(&sh_data.data);
+    let spec = spec(&sh_data.data, "qvm-2");
+    let (running, agent) = backend.start(&spec).await.expect("VM boots");
+    // A daemon restart: the old connection is gone, a new backend adopts
+    // the VM through its socket.
+    drop(agent);
+    let backend2 = QemuBackend::for_data_dir(&sh_data.data);
+    let agent = backend2.connect(&spec, &running).await.expect("re-adopt");
+    let out = agent.exec_collect(sh("echo adopted"), None).await.unwrap();
+    assert_eq!(out.stdout, b"adopted\n");
+    drop(agent);
+    // Stop with no connected agent: the backend connects itself.
+    backend2
+        .stop(&spec, &running, None, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert!(qemu_processes(&spec).is_empty());
+    assert!(!cgroup_exists(&spec));
+    backend2.destroy(&spec).await.unwrap();
+    assert!(!spec.dir.exists());
+}
+
+#[tokio::test]
+async fn qemu_broken_root_disk_fails_fast_with_console_tail() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let sh_data = shared();
+    let backend = QemuBackend::for_data_dir(&sh_data.data);
+    let spec = spec(&sh_data.data, "qvm-broken");
+    backend.prepare(&spec).await.unwrap();
+    // Wipe the superblock: the initramfs cannot mount the root disk.
+    {
+        use std::io::{Seek, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(spec.dir.join("disk.ext4"))
+            .unwrap();
+        f.seek(std::io::SeekFrom::Start(0)).unwrap();
+        f.write_all(&vec![0u8; 1 << 20]).unwrap();
+    }
+    let t = Instant::now();
+    let err = match backend.start(&spec).await {
+        Ok(_) => panic!("booted from a wiped disk"),
+        Err(e) => e.to_string(),
+    };
+    eprintln!(
+        "broken boot reported after {:.2}s: {err}",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(
+        err.contains("ironclaw-initramfs: cannot mount /dev/vda"),
+        "{err}"
+    );
+    // QEMU exited on its own (power off): no retry, no waiting for a deadline.
+    assert!(
+        err.contains("QEMU exited") && err.contains("attempt 1"),
+        "{err}"
+    );
+    assert!(qemu_processes(&spec).is_empty());
+    assert!(!cgroup_exists(&spec));
+    backend.destroy(&spec).await.unwrap();
+}
