@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Daemon;
+use common::{rss_kib, Daemon};
 use futures::{SinkExt, StreamExt};
 use ironclaw_agent::mock::{MockLlm, MockReply};
 use serde_json::{json, Value};
@@ -26,17 +26,6 @@ fn stats(mut v: Vec<Duration>) -> (Duration, Duration) {
 
 fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1e3)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 async fn connect(d: &Daemon) -> Ws {

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Daemon;
+use common::{rss_kib, Daemon};
 use serde_json::json;
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -21,17 +21,6 @@ fn ms(d: Duration) -> String {
 fn stats(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
     v.sort();
     (pct(&v, 0.5), pct(&v, 0.95), pct(&v, 0.99))
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// Time one `bwrap --unshare-all` spawn of `true` in `rootfs`.

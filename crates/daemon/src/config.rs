@@ -163,3 +163,33 @@ pub fn find_guest_bin(explicit: Option<&Path>) -> Option<PathBuf> {
     }
     candidates.into_iter().find(|p| p.is_file())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example in README.md parses, providers included.
+    #[test]
+    fn readme_example_config_parses() {
+        let readme = include_str!("../../../README.md");
+        let toml_text = readme
+            .split("```toml\n")
+            .nth(1)
+            .unwrap()
+            .split("```")
+            .next()
+            .unwrap();
+        let cfg: Config = toml::from_str(toml_text).unwrap();
+        assert_eq!(cfg.agents[0].model.as_deref(), Some("sonnet"));
+        let providers = cfg.providers_config().unwrap().unwrap();
+        let secrets = ironclaw_agent::Secrets::parse("ANTHROPIC_API_KEY=x\n").unwrap();
+        let reg = ironclaw_agent::Registry::new(&providers, &secrets).unwrap();
+        assert_eq!(reg.default_model().unwrap().name, "sonnet");
+        assert!(reg.resolve("llama").is_ok());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(toml::from_str::<Config>("listen_addr = \"x\"").is_err());
+    }
+}

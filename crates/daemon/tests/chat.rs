@@ -510,9 +510,15 @@ async fn cli_ask_and_chat() {
     let d = daemon_with(&mock, "").await;
     let out = d.cli(&["ask", "what", "is", "up?"]);
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "asked and answered");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "asked and answered"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("[bash]") && stderr.contains("from-cli-tool"), "tool calls shown on stderr: {stderr}");
+    assert!(
+        stderr.contains("[bash]") && stderr.contains("from-cli-tool"),
+        "tool calls shown on stderr: {stderr}"
+    );
 
     // The REPL reads lines from stdin until EOF.
     let mut child = std::process::Command::new(common::workspace_bin("ironclaw"))
@@ -529,10 +535,20 @@ async fn cli_ask_and_chat() {
         let mut stdin = child.stdin.take().unwrap();
         stdin.write_all(b"one\ntwo\n").unwrap();
     }
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(out.status.success(), "{out:?}");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("first reply") && stdout.contains("second reply"), "{stdout}");
+    assert!(
+        stdout.contains("first reply") && stdout.contains("second reply"),
+        "{stdout}"
+    );
     let (_, v) = d.get("/v1/sessions").await;
-    assert_eq!(v["sessions"].as_array().unwrap().len(), 2, "ask used one session, chat --new another");
+    assert_eq!(
+        v["sessions"].as_array().unwrap().len(),
+        2,
+        "ask used one session, chat --new another"
+    );
 }

@@ -157,7 +157,13 @@ pub trait Backend: Send + Sync {
     ) -> Result<(), BackendError>;
 
     /// Remove the sandbox's disk and state. The sandbox must be stopped.
-    async fn destroy(&self, spec: &SandboxSpec) -> Result<(), BackendError>;
+    /// Every backend keeps all of a sandbox's state in its directory.
+    async fn destroy(&self, spec: &SandboxSpec) -> Result<(), BackendError> {
+        match std::fs::remove_dir_all(&spec.dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
 
     /// Bytes the sandbox's writable disk uses.
     fn disk_used(&self, spec: &SandboxSpec) -> u64;

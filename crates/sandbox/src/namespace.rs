@@ -3,12 +3,10 @@
 //! image (read-only lower) and the sandbox's own upper directory, limited by
 //! a cgroup. No virtualization needed, so it works on any Linux host.
 
-use std::fs::{self, File, OpenOptions};
-use std::os::fd::AsRawFd;
+use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ironclaw_proto::HostMsg;
@@ -73,17 +71,6 @@ impl NamespaceBackend {
                 spec.image_rootfs.display()
             )));
         }
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(spec.console_log())?;
-        let procs: Vec<File> = cg
-            .procs_files()
-            .iter()
-            .map(|p| OpenOptions::new().write(true).open(p))
-            .collect::<Result<_, _>>()?;
-        let procs_fds: Vec<i32> = procs.iter().map(|f| f.as_raw_fd()).collect();
-
         let mut cmd = Command::new(&guest);
         cmd.arg("ns-init")
             .arg("--lower")
@@ -97,40 +84,15 @@ impl NamespaceBackend {
             .arg("--agent-dir")
             .arg(&l.run)
             .arg("--hostname")
-            .arg(&spec.name)
-            // The daemon's environment may hold secrets: the sandbox gets none of it.
-            .env_clear()
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        // SAFETY: only async-signal-safe calls (setsid, write, unshare) with
-        // data prepared before fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                nix::unistd::setsid()?;
-                for fd in &procs_fds {
-                    // "0" moves the writing process into the group.
-                    if libc::write(*fd, b"0".as_ptr().cast(), 1) != 1 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                nix::sched::unshare(
-                    CloneFlags::CLONE_NEWNS
-                        | CloneFlags::CLONE_NEWUTS
-                        | CloneFlags::CLONE_NEWIPC
-                        | CloneFlags::CLONE_NEWNET
-                        | CloneFlags::CLONE_NEWCGROUP
-                        | CloneFlags::CLONE_NEWPID,
-                )?;
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .map_err(|e| BackendError::Setup(format!("starting {}: {e}", guest.display())))?;
-        drop(procs);
-        // The child is reaped by whoever waits on it through `process::wait_exit`.
-        Ok(child.id())
+            .arg(&spec.name);
+        let namespaces = CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWNET
+            | CloneFlags::CLONE_NEWCGROUP
+            | CloneFlags::CLONE_NEWPID;
+        process::spawn_sandbox_process(&mut cmd, cg, &spec.console_log(), namespaces)
+            .map_err(|e| BackendError::Setup(format!("starting {}: {e}", guest.display())))
     }
 }
 
@@ -265,13 +227,6 @@ impl Backend for NamespaceBackend {
         process::reap(running.pid);
         let _ = fs::remove_file(&running.agent_socket);
         Ok(())
-    }
-
-    async fn destroy(&self, spec: &SandboxSpec) -> Result<(), BackendError> {
-        match fs::remove_dir_all(&spec.dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-            _ => Ok(()),
-        }
     }
 
     fn disk_used(&self, spec: &SandboxSpec) -> u64 {

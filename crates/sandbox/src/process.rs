@@ -62,3 +62,55 @@ pub fn reap(pid: i32) -> Option<i32> {
     }
     None
 }
+
+/// Start `cmd` as the process that embodies a sandbox: in a session of its
+/// own (so the daemon's signals and exit do not reach it), inside `cg`
+/// before it runs a single instruction of its own, with an empty
+/// environment (the daemon's may hold secrets), stdin from /dev/null and
+/// stdout/stderr appended to `log`. `unshare` namespaces are entered too
+/// (empty for VMMs). Returns the pid; whoever waits on it reaps it (see
+/// [`wait_exit`]).
+pub fn spawn_sandbox_process(
+    cmd: &mut std::process::Command,
+    cg: &crate::cgroup::Cgroup,
+    log: &std::path::Path,
+    unshare: nix::sched::CloneFlags,
+) -> std::io::Result<u32> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    let procs: Vec<std::fs::File> = cg
+        .procs_files()
+        .iter()
+        .map(|p| std::fs::OpenOptions::new().write(true).open(p))
+        .collect::<Result<_, _>>()?;
+    let procs_fds: Vec<i32> = procs.iter().map(|f| f.as_raw_fd()).collect();
+    cmd.env_clear()
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: only async-signal-safe calls (setsid, write, unshare) on data
+    // prepared before fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setsid()?;
+            for fd in &procs_fds {
+                // "0" moves the writing process into the group.
+                if libc::write(*fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if !unshare.is_empty() {
+                nix::sched::unshare(unshare)?;
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    drop(procs);
+    Ok(child.id())
+}

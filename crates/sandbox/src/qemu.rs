@@ -10,16 +10,14 @@
 //! serial console goes to `console.log`; QMP listens on `qmp.sock` so a
 //! stuck VM can be told to quit.
 
-use std::fs::{self, File, OpenOptions};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ironclaw_proto::HostMsg;
+use nix::sched::CloneFlags;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::agent::{AgentClient, AgentError};
@@ -253,40 +251,12 @@ impl QemuBackend {
         spec: &SandboxSpec,
         cg: &Cgroup,
     ) -> Result<u32, BackendError> {
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(spec.console_log())?;
-        let procs: Vec<File> = cg
-            .procs_files()
-            .iter()
-            .map(|p| OpenOptions::new().write(true).open(p))
-            .collect::<Result<_, _>>()?;
-        let procs_fds: Vec<i32> = procs.iter().map(|f| f.as_raw_fd()).collect();
-        cmd.env_clear()
-            .current_dir(&spec.dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        // SAFETY: only async-signal-safe calls (setsid, write) with data
-        // prepared before fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                nix::unistd::setsid()?;
-                for fd in &procs_fds {
-                    if libc::write(*fd, b"0".as_ptr().cast(), 1) != 1 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .map_err(|e| BackendError::Setup(format!("starting {QEMU}: {e}")))?;
-        drop(procs);
+        cmd.current_dir(&spec.dir);
+        let pid =
+            process::spawn_sandbox_process(&mut cmd, cg, &spec.console_log(), CloneFlags::empty())
+                .map_err(|e| BackendError::Setup(format!("starting {QEMU}: {e}")))?;
         // Reaped through `process::wait_exit` / `process::reap`.
-        Ok(child.id())
+        Ok(pid)
     }
 
     /// One boot attempt: spawn, wait for the agent. On failure QEMU is
@@ -665,17 +635,8 @@ impl Backend for QemuBackend {
         Ok(())
     }
 
-    async fn destroy(&self, spec: &SandboxSpec) -> Result<(), BackendError> {
-        match fs::remove_dir_all(&spec.dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-            _ => Ok(()),
-        }
-    }
-
     fn disk_used(&self, spec: &SandboxSpec) -> u64 {
-        fs::metadata(disk(spec))
-            .map(|m| m.blocks() * 512)
-            .unwrap_or(0)
+        crate::vmdisk::allocated(&disk(spec))
     }
 
     async fn connect(

@@ -11,14 +11,13 @@ pub mod api;
 pub mod vsock;
 
 use std::fs::{self, OpenOptions};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ironclaw_proto::HostMsg;
+use nix::sched::CloneFlags;
 use serde_json::json;
 
 use crate::agent::AgentClient;
@@ -122,20 +121,10 @@ impl FirecrackerBackend {
                 "firecracker binary not found".into(),
             )
         })?;
-        let console = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(spec.console_log())?;
         OpenOptions::new()
             .create(true)
             .append(true)
             .open(Self::fc_log(spec))?;
-        let procs: Vec<fs::File> = cg
-            .procs_files()
-            .iter()
-            .map(|p| OpenOptions::new().write(true).open(p))
-            .collect::<Result<_, _>>()?;
-        let procs_fds: Vec<i32> = procs.iter().map(|f| f.as_raw_fd()).collect();
         let mut cmd = Command::new(bin);
         cmd.arg("--api-sock")
             .arg(Self::api_socket(spec))
@@ -144,29 +133,10 @@ impl FirecrackerBackend {
             .arg("--log-path")
             .arg(Self::fc_log(spec))
             .arg("--level")
-            .arg("Info")
-            // Secrets in the daemon's environment never reach the VMM.
-            .env_clear()
-            .stdin(Stdio::null())
-            // The guest's serial console is Firecracker's stdout.
-            .stdout(console.try_clone()?)
-            .stderr(console);
-        // SAFETY: only async-signal-safe calls with data prepared before fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                nix::unistd::setsid()?;
-                for fd in &procs_fds {
-                    if libc::write(*fd, b"0".as_ptr().cast(), 1) != 1 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .map_err(|e| BackendError::Setup(format!("starting {}: {e}", bin.display())))?;
-        Ok(child.id())
+            .arg("Info");
+        // The guest's serial console is Firecracker's stdout.
+        process::spawn_sandbox_process(&mut cmd, cg, &spec.console_log(), CloneFlags::empty())
+            .map_err(|e| BackendError::Setup(format!("starting {}: {e}", bin.display())))
     }
 
     /// Configure the VM over the API and start it.
@@ -387,13 +357,6 @@ impl Backend for FirecrackerBackend {
             let _ = fs::remove_file(s);
         }
         Ok(())
-    }
-
-    async fn destroy(&self, spec: &SandboxSpec) -> Result<(), BackendError> {
-        match fs::remove_dir_all(&spec.dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-            _ => Ok(()),
-        }
     }
 
     fn disk_used(&self, spec: &SandboxSpec) -> u64 {
