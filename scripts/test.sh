@@ -19,9 +19,18 @@ export IRONCLAW_FIRECRACKER_BIN
 python3 -m pip install --quiet --disable-pip-version-check 'openai==3.54.0'
 
 # Tests start real daemons and sandboxes; two at a time fit two cores.
-cargo test --workspace --locked -- --test-threads=2
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked -- --test-threads=2 2>&1 | tee "$log"
 
 # The web UI in headless Chromium against a real ironclawd (target/debug,
 # built by the tests above) and the mock LLM.
 cargo build --locked -p ironclaw-daemon
-tests/ui/run.sh
+tests/ui/run.sh 2>&1 | tee -a "$log"
+
+# One closing line for the whole suite: cargo's test binaries plus the UI test.
+awk '
+  /^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
+  /^[0-9]+ passed, [0-9]+ failed$/ { p += $1; f += $3 }
+  END { printf "total: %d passed, %d failed, %d skipped\n", p, f, s }
+' "$log"
