@@ -278,7 +278,7 @@ impl Client {
             req.headers_mut().insert("authorization", v);
         }
         use tokio_tungstenite::tungstenite::Error as WsErr;
-        match tokio_tungstenite::connect_async(req).await {
+        match tokio_tungstenite::connect_async_with_config(req, None, true).await {
             Ok((ws, _)) => Ok(ws),
             Err(WsErr::Http(resp)) => {
                 let status = resp.status().as_u16();

@@ -34,7 +34,9 @@ async fn connect(d: &Daemon) -> Ws {
         d.url.replacen("http", "ws", 1),
         d.token
     );
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
+        .await
+        .unwrap();
     ws.next().await.unwrap().unwrap(); // the session event
     ws
 }

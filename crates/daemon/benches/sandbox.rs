@@ -41,6 +41,8 @@ async fn main() {
     let n = if quick { 50 } else { 500 };
     let d = Daemon::start_with("max_sandboxes = 200\n").await;
     d.build_image("mini", "busybox").await;
+    let daemon_pid = d.child.as_ref().unwrap().id();
+    let idle = rss_kib(daemon_pid);
     let rootfs = d.data_dir().join("images/mini/rootfs");
 
     // Reference: bwrap spawn of `true` on the same rootfs.
@@ -192,10 +194,11 @@ async fn main() {
     d.req(reqwest::Method::DELETE, "/v1/sandboxes/bench", None)
         .await;
 
-    // Idle RSS: the daemon, then 100 idle sandboxes.
-    let daemon_pid = d.child.as_ref().unwrap().id();
-    let idle = rss_kib(daemon_pid);
-    println!("idle daemon RSS                          {idle} KiB");
+    // Idle RSS: the daemon (after start and one image build), then 100 idle sandboxes.
+    println!(
+        "idle daemon RSS                          {idle} KiB (after the runs above: {} KiB)",
+        rss_kib(daemon_pid)
+    );
     let count = if quick { 20 } else { 100 };
     let t = Instant::now();
     for i in 0..count {

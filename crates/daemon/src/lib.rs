@@ -135,7 +135,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         chat,
         token: token.into(),
     };
+    // Streams are many small frames (text deltas): Nagle plus the peer's
+    // delayed ACK would stall each turn by ~40 ms.
     axum::serve(listener, router(state))
+        .tcp_nodelay(true)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     tracing::info!(
