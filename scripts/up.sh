@@ -54,8 +54,9 @@ fi
 cat <<TXT
 
 ironclawd is running (pid $pid), log: $log
-  URL:   $url
-  token: $(cat "$data_dir/admin.token")
+  URL:    $url
+  token:  $(cat "$data_dir/admin.token")
+  web UI: $url/#token=$(cat "$data_dir/admin.token")
 
 Try:
   ironclaw sandbox create --name dev
