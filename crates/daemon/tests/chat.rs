@@ -552,3 +552,100 @@ async fn cli_ask_and_chat() {
         "ask used one session, chat --new another"
     );
 }
+
+/// The user's sandbox is stopped when idle and started again (files kept)
+/// by the next message; a long conversation is compacted with the summary
+/// stored and nothing dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sandbox_stops_and_restarts_and_history_compacts() {
+    let mock = MockLlm::start([
+        MockReply::tool(
+            "write_file",
+            json!({"path": "/root/keep.txt", "content": "kept across stops\n"}),
+        ),
+        MockReply::text("written"),
+        MockReply::tool("bash", json!({"command": "cat /root/keep.txt"})),
+        MockReply::text("read it"),
+    ])
+    .await;
+    let config = format!(
+        "agent_idle_stop_secs = 1\n\n[[providers]]\nname = \"mock\"\nkind = \"openai\"\nbase_url = \"{}\"\nmodels = [{{ name = \"tiny\", id = \"mock-model\", context_window = 4000, max_output_tokens = 256 }}]\n",
+        mock.openai_base()
+    );
+    let d = Daemon::start_with(&config).await;
+    d.build_image("mini", "busybox").await;
+    let (mut ws, session) = chat_ws(&d, &d.token, None).await;
+    turn(&mut ws, "write it").await;
+    assert_eq!(
+        d.get("/v1/sandboxes/agent-admin").await.1["state"],
+        "running"
+    );
+
+    let mut state = Value::Null;
+    for _ in 0..100 {
+        state = d.get("/v1/sandboxes/agent-admin").await.1["state"].clone();
+        if state == "stopped" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        state, "stopped",
+        "the idle sandbox should have been stopped"
+    );
+
+    let events = turn(&mut ws, "read it back").await;
+    let out = events.iter().find(|e| e["type"] == "tool_end").unwrap()["output"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        out.contains("kept across stops"),
+        "started again with its files: {out}"
+    );
+
+    // Long messages fill the 4000-token window; the summariser's answer and
+    // the turns' answers all come from the script.
+    for i in 0..12 {
+        mock.push(MockReply::text(format!("answer {i}")));
+    }
+    let long = "lorem ipsum dolor sit amet ".repeat(100);
+    let mut compacted = false;
+    for i in 0..8 {
+        let events = turn(&mut ws, &format!("{i}: {long}")).await;
+        assert!(
+            events.last().unwrap()["error"].is_null(),
+            "{:?}",
+            events.last()
+        );
+        compacted |= events.iter().any(|e| e["type"] == "compacted");
+    }
+    assert!(compacted, "a compacted event was streamed");
+    let (_, v) = d.get(&format!("/v1/sessions/{session}")).await;
+    let msgs = v["messages"].as_array().unwrap();
+    let summary = msgs
+        .iter()
+        .find(|m| {
+            m["content"][0]["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with(ironclaw_agent::compaction::SUMMARY_PREFIX))
+        })
+        .expect("the summary is stored");
+    let covered = msgs
+        .iter()
+        .filter(|m| m["summarized_by"] == summary["id"])
+        .count();
+    assert!(
+        covered >= 2,
+        "the summarised messages are marked, not deleted"
+    );
+    assert_eq!(
+        msgs.iter()
+            .filter(|m| m["role"] == "user"
+                && m["content"][0]["text"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("lorem")))
+            .count(),
+        8
+    );
+}

@@ -29,7 +29,14 @@ pub struct Sandbox {
 }
 
 pub const TABLE_HEADERS: [&str; 8] = [
-    "NAME", "STATE", "BACKEND", "IMAGE", "VCPU", "MEMORY", "DISK", "AGE",
+    "NAME",
+    "STATE",
+    "BACKEND",
+    "IMAGE",
+    "VCPU",
+    "MEMORY",
+    "DISK(used/max)",
+    "AGE",
 ];
 
 fn opt<T: ToString>(v: &Option<T>) -> String {
@@ -330,9 +337,9 @@ mod tests {
         let t = sandboxes_table(&[sample(), stopped], now);
         assert_eq!(
             t,
-            "NAME    STATE     BACKEND     IMAGE   VCPU   MEMORY   DISK     AGE\n\
-             dev     running   namespace   base    1      512M     12K/2G   2h\n\
-             web-1   stopped   namespace   base    1      1.5G     -/2G     2h\n"
+            "NAME    STATE     BACKEND     IMAGE   VCPU   MEMORY   DISK(used/max)   AGE\n\
+             dev     running   namespace   base    1      512M     12K/2G           2h\n\
+             web-1   stopped   namespace   base    1      1.5G     -/2G             2h\n"
         );
     }
 
