@@ -61,11 +61,6 @@ pub async fn report(State(st): State<AppState>) -> impl IntoResponse {
             "qemu-system-x86_64",
             "apt-get install qemu-system-x86",
         ),
-        (
-            "firecracker",
-            "firecracker",
-            "see README: installing Firecracker",
-        ),
         ("nft", "nft", "apt-get install nftables"),
         (
             "mmdebstrap",
