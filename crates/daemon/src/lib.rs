@@ -120,6 +120,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let manager = Manager::new(store, config.clone(), data_dir.clone(), guest_bin);
     manager.reconcile().await;
+    // Learn once (per host boot; cached) whether KVM guests boot, so the
+    // default backend is right from the first create. Needs a cached kernel.
+    let kvm = manager.kvm.clone();
+    tokio::task::spawn_blocking(move || kvm.get());
     let chat = chat::Chat::new(manager.clone(), &config).context("configuring LLM providers")?;
     chat.spawn_idle_reaper(std::time::Duration::from_secs(config.agent_idle_stop_secs));
 

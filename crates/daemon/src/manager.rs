@@ -145,20 +145,32 @@ impl Manager {
         })
     }
 
+    /// The backend of that kind, whether or not it can start sandboxes now
+    /// (stopping, listing and removing must work regardless).
     fn backend(&self, kind: &str) -> Result<Arc<dyn Backend>, ApiError> {
         let kind: BackendKind = kind.parse().map_err(ApiError::BadRequest)?;
-        let b = self
-            .backends
+        self.backends
             .iter()
             .find(|b| b.kind() == kind)
             .cloned()
             .ok_or_else(|| {
                 ApiError::Unavailable(format!("backend {kind} is not built into this version yet"))
-            })?;
+            })
+    }
+
+    /// The backend of that kind if it can start sandboxes on this host.
+    /// VM backends need the KVM probe's answer: run it first if nobody has.
+    async fn usable_backend(&self, kind: &str) -> Result<Arc<dyn Backend>, ApiError> {
+        let b = self.backend(kind)?;
+        if b.kind() != BackendKind::Namespace && self.kvm.known().is_none() {
+            let kvm = self.kvm.clone();
+            let _ = tokio::task::spawn_blocking(move || kvm.get()).await;
+        }
         let a = b.availability();
         if !a.available {
             return Err(ApiError::Unavailable(format!(
-                "backend {kind} is not available on this host: {}",
+                "backend {} is not available on this host: {}",
+                b.kind(),
                 a.reason
             )));
         }
@@ -261,7 +273,7 @@ impl Manager {
                 })?
                 .to_string(),
         };
-        let backend = self.backend(&backend_name)?;
+        let backend = self.usable_backend(&backend_name).await?;
         image::get(&self.images_dir(), &image_name).map_err(|_| {
             ApiError::NotFound(format!(
                 "image '{image_name}' not found; build it with `ironclaw image build {image_name} --from busybox|debian`"
@@ -435,7 +447,7 @@ impl Manager {
         if r.state == SandboxState::Running && self.live.lock().unwrap().contains_key(name) {
             return Ok(r);
         }
-        let backend = self.backend(&r.backend)?;
+        let backend = self.usable_backend(&r.backend).await?;
         self.boot(&*backend, &self.spec(&r)).await?;
         self.get(name)
     }
@@ -572,8 +584,9 @@ impl Manager {
                     .await;
             }
             if r.desired_running {
-                let _g = self.lock_for(&r.name);
-                let res = match self.backend(&r.backend) {
+                let lock = self.lock_for(&r.name);
+                let _g = lock.lock().await;
+                let res = match self.usable_backend(&r.backend).await {
                     Ok(b) => self.boot(&*b, &self.spec(&r)).await,
                     Err(e) => Err(e),
                 };

@@ -236,7 +236,10 @@ pub type KernelSource = Box<dyn Fn() -> Result<PathBuf, String> + Send + Sync>;
 pub struct KvmProber {
     cache: PathBuf,
     kernel: KernelSource,
+    /// The answer, once known (held only briefly).
     result: std::sync::Mutex<Option<KvmProbe>>,
+    /// Held for the whole probe so concurrent callers wait for one boot.
+    probing: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for KvmProber {
@@ -253,6 +256,7 @@ impl KvmProber {
             cache,
             kernel,
             result: std::sync::Mutex::new(None),
+            probing: std::sync::Mutex::new(()),
         }
     }
 
@@ -267,21 +271,21 @@ impl KvmProber {
 
     /// The answer, probing now if needed (may take up to ~15 s, once).
     pub fn get(&self) -> KvmProbe {
-        // Holding the lock makes concurrent callers wait for one probe.
-        let mut r = self.result.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = r.clone().or_else(|| cached(&self.cache)) {
-            *r = Some(p.clone());
+        let _probing = self.probing.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = self.known() {
             return p;
         }
+        let keep = |p: KvmProbe| {
+            *self.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(p.clone());
+            p
+        };
         let not_probed = |reason: String| KvmProbe {
             boot_id: boot_id(),
             boots: false,
             reason,
         };
         if let Some(reason) = kvm_device_problem() {
-            let p = not_probed(reason);
-            *r = Some(p.clone());
-            return p;
+            return keep(not_probed(reason));
         }
         let Some(qemu) = crate::util::which("qemu-system-x86_64") else {
             return not_probed(
@@ -298,11 +302,7 @@ impl KvmProber {
             );
         };
         match (self.kernel)() {
-            Ok(kernel) => {
-                let p = kvm_guest_boot(&self.cache, &qemu, &kernel, &busybox);
-                *r = Some(p.clone());
-                p
-            }
+            Ok(kernel) => keep(kvm_guest_boot(&self.cache, &qemu, &kernel, &busybox)),
             Err(e) => not_probed(format!("cannot probe whether KVM guests boot yet: {e}")),
         }
     }

@@ -66,6 +66,8 @@ pub struct FirecrackerBackend {
     bin: Option<PathBuf>,
     /// Whether KVM guests boot on this host (probed lazily, once).
     kvm: Arc<KvmProber>,
+    /// `firecracker --version`, asked once.
+    version: std::sync::OnceLock<Option<String>>,
     /// Skip the KVM probe (tests that drive Firecracker on hosts where
     /// guests cannot boot, to check the API calls and the crash report).
     pub ignore_probe: bool,
@@ -77,6 +79,7 @@ impl FirecrackerBackend {
         FirecrackerBackend {
             bin: bin.or_else(|| which("firecracker")),
             kvm,
+            version: Default::default(),
             ignore_probe: false,
         }
     }
@@ -87,15 +90,19 @@ impl FirecrackerBackend {
 
     /// `firecracker --version`, e.g. "Firecracker v1.12.1".
     pub fn version(&self) -> Option<String> {
-        let out = Command::new(self.bin.as_ref()?)
-            .arg("--version")
-            .env_clear()
-            .output()
-            .ok()?;
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .next()
-            .map(|l| l.trim().to_string())
+        self.version
+            .get_or_init(|| {
+                let out = Command::new(self.bin.as_ref()?)
+                    .arg("--version")
+                    .env_clear()
+                    .output()
+                    .ok()?;
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .next()
+                    .map(|l| l.trim().to_string())
+            })
+            .clone()
     }
 
     fn api_socket(spec: &SandboxSpec) -> PathBuf {
