@@ -51,6 +51,12 @@ pub struct Config {
     pub stop_grace_secs: u64,
     /// The firecracker binary; the flag or IRONCLAW_FIRECRACKER_BIN wins.
     pub firecracker_bin: Option<PathBuf>,
+    /// Run Firecracker through this jailer binary (chroot per VM, dropped
+    /// privileges); None runs it directly.
+    pub firecracker_jailer: Option<PathBuf>,
+    /// The uid/gid jailed Firecracker processes run as.
+    pub firecracker_uid: u32,
+    pub firecracker_gid: u32,
     /// Where the KVM boot probe caches its answer (per host boot).
     pub kvm_probe_cache: PathBuf,
     /// LLM providers (`[[providers]]` tables, see README); read by the agent crate.
@@ -88,6 +94,9 @@ impl Default for Config {
             pids_limit: 1024,
             stop_grace_secs: 10,
             firecracker_bin: None,
+            firecracker_jailer: None,
+            firecracker_uid: 10_000,
+            firecracker_gid: 10_000,
             kvm_probe_cache: PathBuf::from("/run/ironclaw/kvm-probe.json"),
             providers: Vec::new(),
             default_model: None,

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ironclaw_sandbox::backend::Availability;
-use ironclaw_sandbox::firecracker::FirecrackerBackend;
+use ironclaw_sandbox::firecracker::{FirecrackerBackend, Jailer};
 use ironclaw_sandbox::namespace::NamespaceBackend;
 use ironclaw_sandbox::probe::KvmProber;
 use ironclaw_sandbox::{
@@ -85,11 +85,16 @@ impl Manager {
             config.kvm_probe_cache.clone(),
             ironclaw_sandbox::qemu::kernel_source(&data_dir),
         ));
+        let mut firecracker = FirecrackerBackend::new(config.firecracker_bin.clone(), kvm.clone());
+        if let Some(bin) = &config.firecracker_jailer {
+            firecracker = firecracker.with_jailer(Jailer {
+                bin: bin.clone(),
+                uid: config.firecracker_uid,
+                gid: config.firecracker_gid,
+            });
+        }
         let backends: Vec<Arc<dyn Backend>> = vec![
-            Arc::new(FirecrackerBackend::new(
-                config.firecracker_bin.clone(),
-                kvm.clone(),
-            )),
+            Arc::new(firecracker),
             Arc::new(ironclaw_sandbox::qemu::QemuBackend::new(
                 &data_dir,
                 kvm.clone(),

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use common::{cgroup_exists, shared, skip_reason, spec};
 use ironclaw_proto::ExecRequest;
 use ironclaw_sandbox::backend::Backend;
-use ironclaw_sandbox::firecracker::FirecrackerBackend;
+use ironclaw_sandbox::firecracker::{FirecrackerBackend, Jailer};
 use ironclaw_sandbox::{BackendError, SandboxSpec};
 
 fn firecracker_bin() -> Option<PathBuf> {
@@ -132,4 +132,59 @@ async fn firecracker_boots_or_reports_the_kvm_failure() {
     assert!(!cgroup_exists(&s), "cgroup left behind");
     fc.destroy(&s).await.unwrap();
     assert!(!s.dir.exists());
+
+    // The same through the real jailer, as an unprivileged user in a chroot.
+    let jailer = bin_dir_file("jailer");
+    let Some(jailer) = jailer else {
+        eprintln!("jailer phase skipped: no jailer binary next to firecracker");
+        return;
+    };
+    let mut jailed =
+        FirecrackerBackend::new(firecracker_bin(), Arc::clone(&prober)).with_jailer(Jailer {
+            bin: jailer,
+            uid: 10_000,
+            gid: 10_000,
+        });
+    jailed.ignore_probe = !probe.boots;
+    let s = spec(&data, "fc-jailed");
+    match jailed.start(&s).await {
+        Ok((running, agent)) => {
+            assert!(probe.boots);
+            jailed
+                .stop(&s, &running, Some(&agent), Duration::from_secs(10))
+                .await
+                .unwrap();
+        }
+        Err(BackendError::Crashed(report)) => {
+            assert!(!probe.boots);
+            assert!(
+                report.contains("KVM_EXIT_INTERNAL_ERROR") || report.contains("KVM internal error"),
+                "{report}"
+            );
+            let root = s
+                .dir
+                .join("jail/firecracker")
+                .join(format!("ironclaw-{}", s.id))
+                .join("root");
+            let log = std::fs::read_to_string(root.join("firecracker.log")).unwrap();
+            assert!(
+                log.contains("InstanceStart") && !log.contains("Status code: 400"),
+                "{log}"
+            );
+        }
+        Err(e) => panic!("jailed firecracker: {e}"),
+    }
+    assert_eq!(
+        firecracker_processes(&s),
+        0,
+        "jailed firecracker left running"
+    );
+    assert!(!cgroup_exists(&s), "cgroup left behind");
+    jailed.destroy(&s).await.unwrap();
+    assert!(!s.dir.exists());
+}
+
+fn bin_dir_file(name: &str) -> Option<PathBuf> {
+    let p = firecracker_bin()?.parent()?.join(name);
+    p.exists().then_some(p)
 }

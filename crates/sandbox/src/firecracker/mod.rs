@@ -41,6 +41,20 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Memory the VMM itself needs beyond guest RAM, for the cgroup limit.
 const VMM_OVERHEAD_MIB: u64 = 64;
 
+/// Firecracker's jailer, and the user the VMM runs as inside its chroot.
+#[derive(Debug, Clone)]
+pub struct Jailer {
+    pub bin: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The VMM's id: Firecracker's `--id`, the jail's directory name, and how
+/// tests find the process.
+fn jail_id(spec: &SandboxSpec) -> String {
+    format!("ironclaw-{}", spec.id)
+}
+
 /// Where the kernel, initramfs and root disk of an image live.
 #[derive(Debug, Clone)]
 pub struct VmBoot {
@@ -66,6 +80,8 @@ pub struct FirecrackerBackend {
     bin: Option<PathBuf>,
     /// Whether KVM guests boot on this host (probed lazily, once).
     kvm: Arc<KvmProber>,
+    /// Run Firecracker through its jailer (chroot, dropped privileges).
+    jailer: Option<Jailer>,
     /// `firecracker --version`, asked once.
     version: std::sync::OnceLock<Option<String>>,
     /// Skip the KVM probe (tests that drive Firecracker on hosts where
@@ -80,8 +96,16 @@ impl FirecrackerBackend {
             bin: bin.or_else(|| which("firecracker")),
             kvm,
             version: Default::default(),
+            jailer: None,
             ignore_probe: false,
         }
+    }
+
+    /// Start every VMM through `jailer`: chroot under the sandbox's
+    /// directory, privileges dropped to `uid`/`gid`.
+    pub fn with_jailer(mut self, jailer: Jailer) -> Self {
+        self.jailer = Some(jailer);
+        self
     }
 
     pub fn binary(&self) -> Option<&Path> {
@@ -105,20 +129,82 @@ impl FirecrackerBackend {
             .clone()
     }
 
-    fn api_socket(spec: &SandboxSpec) -> PathBuf {
-        spec.dir.join("fc.sock")
+    /// The jail's root on the host: `<chroot base>/<exec name>/<id>/root`.
+    fn jail_root(&self, spec: &SandboxSpec) -> Option<PathBuf> {
+        self.jailer.as_ref()?;
+        let exec = self.bin.as_ref()?.file_name()?.to_owned();
+        Some(
+            spec.dir
+                .join("jail")
+                .join(exec)
+                .join(jail_id(spec))
+                .join("root"),
+        )
     }
 
-    fn vsock_socket(spec: &SandboxSpec) -> PathBuf {
-        spec.dir.join("v.sock")
+    /// Where a file Firecracker uses lives on the host.
+    fn host_path(&self, spec: &SandboxSpec, name: &str) -> PathBuf {
+        match self.jail_root(spec) {
+            Some(root) => root.join(name),
+            None => spec.dir.join(name),
+        }
     }
 
-    fn fc_log(spec: &SandboxSpec) -> PathBuf {
-        spec.dir.join("firecracker.log")
+    /// How Firecracker names that file (inside its chroot when jailed).
+    fn vmm_path(&self, spec: &SandboxSpec, name: &str) -> PathBuf {
+        match self.jailer {
+            Some(_) => Path::new("/").join(name),
+            None => spec.dir.join(name),
+        }
+    }
+
+    fn api_socket(&self, spec: &SandboxSpec) -> PathBuf {
+        self.host_path(spec, "fc.sock")
+    }
+
+    fn vsock_socket(&self, spec: &SandboxSpec) -> PathBuf {
+        self.host_path(spec, "v.sock")
+    }
+
+    fn fc_log(&self, spec: &SandboxSpec) -> PathBuf {
+        self.host_path(spec, "firecracker.log")
     }
 
     fn disk(spec: &SandboxSpec) -> PathBuf {
         spec.dir.join("disk.ext4")
+    }
+
+    /// Put the boot files into the jail (hard links; copies across
+    /// filesystems) and hand the writable ones to the jail's user.
+    fn stock_jail(&self, spec: &SandboxSpec, boot: &VmBoot) -> Result<(), BackendError> {
+        let (Some(root), Some(j)) = (self.jail_root(spec), &self.jailer) else {
+            return Ok(());
+        };
+        fs::create_dir_all(&root)?;
+        for (src, name) in [
+            (&boot.vmlinux, "vmlinux"),
+            (&boot.initramfs, "initramfs"),
+            (&Self::disk(spec), "disk.ext4"),
+        ] {
+            let dest = root.join(name);
+            let _ = fs::remove_file(&dest);
+            if fs::hard_link(src, &dest).is_err() {
+                fs::copy(src, &dest)?;
+            }
+        }
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(root.join("firecracker.log"))?;
+        // The VMM creates its sockets in the jail's root and writes the disk.
+        for p in [
+            root.clone(),
+            root.join("disk.ext4"),
+            root.join("firecracker.log"),
+        ] {
+            std::os::unix::fs::chown(p, Some(j.uid), Some(j.gid))?;
+        }
+        Ok(())
     }
 
     fn spawn(&self, spec: &SandboxSpec, cg: &Cgroup) -> Result<u32, BackendError> {
@@ -131,14 +217,34 @@ impl FirecrackerBackend {
         OpenOptions::new()
             .create(true)
             .append(true)
-            .open(Self::fc_log(spec))?;
-        let mut cmd = Command::new(bin);
+            .open(self.fc_log(spec))?;
+        let mut cmd = match &self.jailer {
+            Some(j) => {
+                let mut c = Command::new(&j.bin);
+                c.arg("--id")
+                    .arg(jail_id(spec))
+                    .arg("--exec-file")
+                    .arg(bin)
+                    .arg("--uid")
+                    .arg(j.uid.to_string())
+                    .arg("--gid")
+                    .arg(j.gid.to_string())
+                    .arg("--chroot-base-dir")
+                    .arg(spec.dir.join("jail"))
+                    .arg("--");
+                c
+            }
+            // The jailer passes its --id on; without it we name the VMM ourselves.
+            None => {
+                let mut c = Command::new(bin);
+                c.arg("--id").arg(jail_id(spec));
+                c
+            }
+        };
         cmd.arg("--api-sock")
-            .arg(Self::api_socket(spec))
-            .arg("--id")
-            .arg(format!("ironclaw-{}", spec.id))
+            .arg(self.vmm_path(spec, "fc.sock"))
             .arg("--log-path")
-            .arg(Self::fc_log(spec))
+            .arg(self.vmm_path(spec, "firecracker.log"))
             .arg("--level")
             .arg("Info");
         // The guest's serial console is Firecracker's stdout.
@@ -148,7 +254,7 @@ impl FirecrackerBackend {
 
     /// Configure the VM over the API and start it.
     async fn configure(&self, spec: &SandboxSpec, boot: &VmBoot) -> Result<(), BackendError> {
-        let sock = Self::api_socket(spec);
+        let sock = self.api_socket(spec);
         let deadline = Instant::now() + Duration::from_secs(5);
         while !sock.exists() {
             if Instant::now() > deadline {
@@ -173,15 +279,19 @@ impl FirecrackerBackend {
             ),
             (
                 "/boot-source",
-                json!({"kernel_image_path": boot.vmlinux, "initrd_path": boot.initramfs, "boot_args": boot_args}),
+                json!({
+                    "kernel_image_path": if self.jailer.is_some() { self.vmm_path(spec, "vmlinux") } else { boot.vmlinux.clone() },
+                    "initrd_path": if self.jailer.is_some() { self.vmm_path(spec, "initramfs") } else { boot.initramfs.clone() },
+                    "boot_args": boot_args
+                }),
             ),
             (
                 "/drives/root",
-                json!({"drive_id": "root", "path_on_host": Self::disk(spec), "is_root_device": false, "is_read_only": false}),
+                json!({"drive_id": "root", "path_on_host": self.vmm_path(spec, "disk.ext4"), "is_root_device": false, "is_read_only": false}),
             ),
             (
                 "/vsock",
-                json!({"guest_cid": GUEST_CID, "uds_path": Self::vsock_socket(spec)}),
+                json!({"guest_cid": GUEST_CID, "uds_path": self.vmm_path(spec, "v.sock")}),
             ),
             ("/actions", json!({"action_type": "InstanceStart"})),
         ];
@@ -194,8 +304,8 @@ impl FirecrackerBackend {
         Ok(())
     }
 
-    fn report(spec: &SandboxSpec, max_bytes: u64) -> String {
-        let fc = log_tail(&Self::fc_log(spec), max_bytes / 2);
+    fn report(&self, spec: &SandboxSpec, max_bytes: u64) -> String {
+        let fc = log_tail(&self.fc_log(spec), max_bytes / 2);
         let console = log_tail(&spec.console_log(), max_bytes / 2);
         format!("firecracker log:\n{fc}\nserial console:\n{console}")
     }
@@ -269,9 +379,10 @@ impl Backend for FirecrackerBackend {
         }
         self.prepare(spec).await?;
         let boot = VmBoot::for_spec(spec)?;
-        for s in [Self::api_socket(spec), Self::vsock_socket(spec)] {
+        for s in [self.api_socket(spec), self.vsock_socket(spec)] {
             let _ = fs::remove_file(s);
         }
+        self.stock_jail(spec, &boot)?;
         let cg = Cgroup::for_sandbox(&spec.id)?;
         cg.destroy().await?;
         let mut limits = spec.resources;
@@ -288,7 +399,7 @@ impl Backend for FirecrackerBackend {
         let running = Running {
             pid,
             pid_start,
-            agent_socket: Self::vsock_socket(spec),
+            agent_socket: self.vsock_socket(spec),
         };
         let result = async {
             self.configure(spec, &boot).await?;
@@ -297,7 +408,7 @@ impl Backend for FirecrackerBackend {
                 if !process::is_same_process(pid, pid_start) {
                     return Err(BackendError::Crashed(format!(
                         "firecracker exited during boot; {}",
-                        Self::report(spec, 2400)
+                        self.report(spec, 2400)
                     )));
                 }
                 if let Ok(s) = vsock::connect(&running.agent_socket, AGENT_PORT).await {
@@ -310,7 +421,7 @@ impl Backend for FirecrackerBackend {
                 if started.elapsed() > BOOT_TIMEOUT {
                     return Err(BackendError::NotReady(format!(
                         "no agent after {BOOT_TIMEOUT:?}; {}",
-                        Self::report(spec, 2400)
+                        self.report(spec, 2400)
                     )));
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -341,7 +452,7 @@ impl Backend for FirecrackerBackend {
                 let _ = tokio::time::timeout(grace, agent.call_ok(HostMsg::Shutdown)).await;
             } else {
                 let _ = api::put(
-                    &Self::api_socket(spec),
+                    &self.api_socket(spec),
                     "/actions",
                     &json!({"action_type": "SendCtrlAltDel"}),
                 )
@@ -360,7 +471,7 @@ impl Backend for FirecrackerBackend {
         }
         Cgroup::for_sandbox(&spec.id)?.destroy().await?;
         process::reap(running.pid);
-        for s in [Self::api_socket(spec), Self::vsock_socket(spec)] {
+        for s in [self.api_socket(spec), self.vsock_socket(spec)] {
             let _ = fs::remove_file(s);
         }
         Ok(())
@@ -382,6 +493,6 @@ impl Backend for FirecrackerBackend {
     }
 
     fn logs(&self, spec: &SandboxSpec, max_bytes: u64) -> String {
-        Self::report(spec, max_bytes)
+        self.report(spec, max_bytes)
     }
 }
