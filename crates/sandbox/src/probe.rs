@@ -101,7 +101,8 @@ pub fn boot_probe_guest(qemu: &Path, kernel: &Path, busybox: &Path, accel: &str)
         return fail(format!("probe could not build its initramfs: {e}"));
     }
     let started = Instant::now();
-    let child = Command::new(qemu)
+    let mut child = Command::new(qemu);
+    child
         .args(["-M", "microvm", "-accel", accel, "-m", "128", "-smp", "1"])
         .args([
             "-nodefaults",
@@ -119,8 +120,19 @@ pub fn boot_probe_guest(qemu: &Path, kernel: &Path, busybox: &Path, accel: &str)
         .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
+        .stderr(Stdio::piped());
+    // If the daemon dies mid-probe, the probe guest must not outlive it.
+    // SAFETY: prctl is async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        child.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = child.spawn();
     let mut child = match child {
         Ok(c) => c,
         Err(e) => {
