@@ -14,22 +14,12 @@ use crate::model::{Block, Role, Usage};
 pub const API_VERSION: &str = "2023-06-01";
 
 pub struct Anthropic {
-    name: String,
-    /// E.g. `https://api.anthropic.com` (a trailing `/v1` is accepted too).
-    base_url: String,
-    api_key: Option<String>,
-    client: reqwest::Client,
-    policy: RetryPolicy,
+    ep: super::Endpoint,
 }
 
-// By hand, so the key can never reach a log line through `{:?}`.
 impl std::fmt::Debug for Anthropic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Anthropic")
-            .field("name", &self.name)
-            .field("base_url", &self.base_url)
-            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
-            .finish()
+        f.debug_tuple("Anthropic").field(&self.ep).finish()
     }
 }
 
@@ -41,19 +31,15 @@ impl Anthropic {
         policy: RetryPolicy,
     ) -> Anthropic {
         Anthropic {
-            name: name.into(),
-            base_url: base_url.into().trim_end_matches('/').to_string(),
-            api_key,
-            client: super::http_client(&policy),
-            policy,
+            ep: super::Endpoint::new(name, base_url, api_key, policy),
         }
     }
 
     fn endpoint(&self) -> String {
-        if self.base_url.ends_with("/v1") {
-            format!("{}/messages", self.base_url)
+        if self.ep.base_url.ends_with("/v1") {
+            format!("{}/messages", self.ep.base_url)
         } else {
-            format!("{}/v1/messages", self.base_url)
+            format!("{}/v1/messages", self.ep.base_url)
         }
     }
 }
@@ -61,21 +47,22 @@ impl Anthropic {
 #[async_trait::async_trait]
 impl Provider for Anthropic {
     fn name(&self) -> &str {
-        &self.name
+        &self.ep.name
     }
 
     async fn stream(&self, req: &LlmRequest) -> Result<EventStream, ProviderError> {
         let body = request_body(req);
-        stream_with_retry(&self.policy, || {
+        stream_with_retry(&self.ep.policy, || {
             let mut http = self
+                .ep
                 .client
                 .post(self.endpoint())
                 .header("anthropic-version", API_VERSION)
                 .json(&body);
-            if let Some(key) = &self.api_key {
+            if let Some(key) = &self.ep.api_key {
                 http = http.header("x-api-key", key);
             }
-            let policy = self.policy.clone();
+            let policy = self.ep.policy.clone();
             async move {
                 let events = post_sse(http, &policy).await?;
                 Ok(decode(events, StreamDecoder::default()))

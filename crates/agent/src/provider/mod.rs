@@ -200,6 +200,45 @@ pub(crate) fn excerpt(body: &str) -> String {
 /// The HTTP client both providers use. Timeouts for the whole stream are
 /// not set here (a long answer may legitimately stream for minutes); the
 /// retry policy bounds the wait for the first byte and between chunks.
+/// What every HTTP provider holds: its name, where it is, its key, its
+/// client and its retry policy.
+pub struct Endpoint {
+    pub name: String,
+    /// Without a trailing slash.
+    pub base_url: String,
+    pub api_key: Option<String>,
+    pub client: reqwest::Client,
+    pub policy: RetryPolicy,
+}
+
+impl Endpoint {
+    pub fn new(
+        name: impl Into<String>,
+        base_url: impl Into<String>,
+        api_key: Option<String>,
+        policy: RetryPolicy,
+    ) -> Endpoint {
+        Endpoint {
+            name: name.into(),
+            base_url: base_url.into().trim_end_matches('/').to_string(),
+            api_key,
+            client: http_client(&policy),
+            policy,
+        }
+    }
+}
+
+// By hand, so the key can never reach a log line through `{:?}`.
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("name", &self.name)
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
 pub(crate) fn http_client(policy: &RetryPolicy) -> reqwest::Client {
     reqwest::Client::builder()
         .connect_timeout(policy.connect_timeout)

@@ -13,22 +13,12 @@ use super::{
 use crate::model::{Block, Role, Usage};
 
 pub struct OpenAi {
-    name: String,
-    /// Up to and including the version, e.g. `https://api.openai.com/v1`.
-    base_url: String,
-    api_key: Option<String>,
-    client: reqwest::Client,
-    policy: RetryPolicy,
+    ep: super::Endpoint,
 }
 
-// By hand, so the key can never reach a log line through `{:?}`.
 impl std::fmt::Debug for OpenAi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpenAi")
-            .field("name", &self.name)
-            .field("base_url", &self.base_url)
-            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
-            .finish()
+        f.debug_tuple("OpenAi").field(&self.ep).finish()
     }
 }
 
@@ -40,33 +30,29 @@ impl OpenAi {
         policy: RetryPolicy,
     ) -> OpenAi {
         OpenAi {
-            name: name.into(),
-            base_url: base_url.into().trim_end_matches('/').to_string(),
-            api_key,
-            client: super::http_client(&policy),
-            policy,
+            ep: super::Endpoint::new(name, base_url, api_key, policy),
         }
     }
 
     fn endpoint(&self) -> String {
-        format!("{}/chat/completions", self.base_url)
+        format!("{}/chat/completions", self.ep.base_url)
     }
 }
 
 #[async_trait::async_trait]
 impl Provider for OpenAi {
     fn name(&self) -> &str {
-        &self.name
+        &self.ep.name
     }
 
     async fn stream(&self, req: &LlmRequest) -> Result<EventStream, ProviderError> {
         let body = request_body(req);
-        stream_with_retry(&self.policy, || {
-            let mut http = self.client.post(self.endpoint()).json(&body);
-            if let Some(key) = &self.api_key {
+        stream_with_retry(&self.ep.policy, || {
+            let mut http = self.ep.client.post(self.endpoint()).json(&body);
+            if let Some(key) = &self.ep.api_key {
                 http = http.bearer_auth(key);
             }
-            let policy = self.policy.clone();
+            let policy = self.ep.policy.clone();
             async move {
                 let events = post_sse(http, &policy).await?;
                 Ok(decode(events, StreamDecoder::default()))
