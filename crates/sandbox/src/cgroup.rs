@@ -85,6 +85,15 @@ impl Cgroup {
         Ok(Cgroup { version, dirs })
     }
 
+    /// The group for sandbox `id`, emptied of anything a crashed earlier run
+    /// left in it, created with `res` as its limits.
+    pub async fn fresh(id: &str, res: &Resources) -> Result<Self, CgroupError> {
+        let cg = Self::for_sandbox(id)?;
+        cg.destroy().await?;
+        cg.create(res)?;
+        Ok(cg)
+    }
+
     /// Create the group(s) and set the limits.
     pub fn create(&self, res: &Resources) -> Result<(), CgroupError> {
         if self.version == Version::V2 {

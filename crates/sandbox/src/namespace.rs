@@ -147,10 +147,7 @@ impl Backend for NamespaceBackend {
         self.prepare(spec).await?;
         let sock = agent_socket(spec);
         let _ = fs::remove_file(&sock);
-        let cg = Cgroup::for_sandbox(&spec.id)?;
-        // A leftover group from a crash would hold stale processes.
-        cg.destroy().await?;
-        cg.create(&spec.resources)?;
+        let cg = Cgroup::fresh(&spec.id, &spec.resources).await?;
         let pid = match self.spawn(spec, &cg) {
             Ok(pid) => pid as i32,
             Err(e) => {

@@ -543,9 +543,6 @@ impl Backend for QemuBackend {
         let boot = vm::artifacts(&spec.image_rootfs).map_err(BackendError::Setup)?;
         let kvm = self.kvm().await.boots;
         let channel = Self::channel(spec);
-        let cg = Cgroup::for_sandbox(&spec.id)?;
-        // A leftover group from a crash would hold stale processes.
-        cg.destroy().await?;
         let overhead = if kvm {
             VMM_OVERHEAD_KVM_MIB
         } else {
@@ -553,7 +550,7 @@ impl Backend for QemuBackend {
         };
         let mut limits = spec.resources;
         limits.memory_mib += overhead;
-        cg.create(&limits)?;
+        let cg = Cgroup::fresh(&spec.id, &limits).await?;
         let mut last = String::new();
         // A TCG guest occasionally hangs early in boot: one retry.
         for attempt in 1..=2 {

@@ -383,11 +383,9 @@ impl Backend for FirecrackerBackend {
             let _ = fs::remove_file(s);
         }
         self.stock_jail(spec, &boot)?;
-        let cg = Cgroup::for_sandbox(&spec.id)?;
-        cg.destroy().await?;
         let mut limits = spec.resources;
         limits.memory_mib += VMM_OVERHEAD_MIB;
-        cg.create(&limits)?;
+        let cg = Cgroup::fresh(&spec.id, &limits).await?;
         let pid = match self.spawn(spec, &cg) {
             Ok(p) => p as i32,
             Err(e) => {
