@@ -46,13 +46,25 @@ impl Agent {
     }
 }
 
+/// A VM with one vCPU gets a single-threaded runtime: a worker thread
+/// there would only add cross-thread wakeups, and creating a thread costs
+/// ~20 ms of a TCG boot. Blocking work still goes to tokio's blocking pool.
+fn runtime_builder(role: Role) -> tokio::runtime::Builder {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if role == Role::VmInit && cpus == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    }
+}
+
 /// Build the runtime, listen, announce readiness and serve until shutdown.
 /// `bind` runs inside the runtime because sockets register with it.
 pub fn start<F>(role: Role, bind: F) -> Result<(), AgentError>
 where
     F: FnOnce() -> Result<Listener, TransportError>,
 {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = runtime_builder(role)
         .enable_all()
         .build()
         .map_err(AgentError::Runtime)?;

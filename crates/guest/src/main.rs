@@ -12,6 +12,7 @@ mod exec;
 mod fdio;
 mod files;
 mod info;
+mod initramfs;
 mod mounts;
 mod netif;
 mod nsinit;
@@ -21,6 +22,7 @@ mod session;
 mod shim;
 mod shutdown;
 mod spawn;
+mod switch_root;
 mod transport;
 mod vminit;
 

@@ -1,6 +1,7 @@
-//! PID 1 of a VM: mount the API filesystems, name the machine, bring up
-//! loopback and serve. PID 1 must never exit (the kernel panics), so every
-//! failure ends in a power off instead.
+//! PID 1 of a VM: leave the initramfs (when started as its /init), mount
+//! the API filesystems, name the machine, bring up loopback and serve.
+//! PID 1 must never exit (the kernel panics), so every failure ends in a
+//! power off instead.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -8,12 +9,16 @@ use std::time::{Duration, Instant};
 use nix::mount::MsFlags;
 
 use crate::agent::{self, Role};
+use crate::initramfs;
 use crate::mounts::{dev_links, mount_fs, symlink, MountError};
 use crate::netif;
 use crate::shutdown::power_off;
 use crate::transport::{find_serial_port, ListenAddr, Listener, AGENT_SOCKET};
 
 pub fn run() -> Result<(), std::convert::Infallible> {
+    if initramfs::detected() {
+        leave_initramfs();
+    }
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let mounts: &[(&str, &str, MsFlags, Option<&str>)] = &[
         ("proc", "/proc", nosuid_nodev_noexec, None),
@@ -92,6 +97,31 @@ pub fn run() -> Result<(), std::convert::Infallible> {
         eprintln!("ironclaw-guest: {e}");
     }
     power_off()
+}
+
+/// Stage one, then the switch to the root disk. A failure powers off with
+/// one `ironclaw-initramfs:` line on the console, which the host shows as
+/// the reason the boot failed.
+fn leave_initramfs() {
+    // The kernel started us as /init: let `ps` and /proc/1/comm say what
+    // runs there, as they do for every other sandbox.
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of <= 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"ironclaw-guest".as_ptr()) };
+    let args = match initramfs::run() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("ironclaw-initramfs: {e}");
+            power_off()
+        }
+    };
+    if args.marker {
+        println!("{}", ironclaw_proto::boot::BOOT_MARKER);
+        power_off()
+    }
+    if let Err(e) = crate::switch_root::switch_root(Path::new(initramfs::NEW_ROOT)) {
+        eprintln!("ironclaw-initramfs: cannot switch to the root disk: {e}");
+        power_off()
+    }
 }
 
 /// How long the virtio-serial port may take to show up: the host announces

@@ -9,6 +9,7 @@
 //! message. The host opens streams (ids it picks, never reused on a
 //! connection); the guest answers on the same id.
 
+pub mod boot;
 pub mod frame;
 pub mod handshake;
 pub mod msg;

@@ -1,7 +1,12 @@
-//! Boot figures of the qemu backend next to a reference measured in the
-//! same run: the same QEMU, kernel and modules, with an initramfs whose
-//! /init only prints a marker and powers off. The difference is what our
-//! initramfs, root disk and guest agent add.
+//! Boot figures of the qemu backend next to two references booted in the
+//! same run, interleaved, with the same QEMU, kernel and modules:
+//! - a plain boot: an initramfs whose /init is a busybox shell script that
+//!   prints a marker and powers off;
+//! - the image's own initramfs and disk under `ironclaw.marker=1`: the
+//!   agent's stage one loads the modules and mounts the root disk, then
+//!   prints the marker where it would switch root and serve.
+//!
+//! From the second to agent-ready is what the agent adds.
 //!
 //! `cargo bench -p ironclaw-sandbox --bench qemu_boot [-- --runs N] [--debian]`
 //! (root; the static guest from scripts/test.sh or IRONCLAW_GUEST_BIN).
@@ -11,13 +16,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ironclaw_proto::boot::BOOT_MARKER as MARKER;
 use ironclaw_proto::ExecRequest;
+use ironclaw_sandbox::agent::ExecOutput;
 use ironclaw_sandbox::backend::Backend;
 use ironclaw_sandbox::image::{self, initramfs, kernel, BuildRequest, ImageSource};
 use ironclaw_sandbox::qemu::QemuBackend;
-use ironclaw_sandbox::{Resources, SandboxSpec};
-
-const MARKER: &str = "IRONCLAW-REF-BOOTED";
+use ironclaw_sandbox::{AgentClient, Resources, SandboxSpec};
 
 fn guest_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("IRONCLAW_GUEST_BIN") {
@@ -131,6 +136,38 @@ fn rss_kib(pid: i32) -> u64 {
         .unwrap_or(0)
 }
 
+/// A one-vCPU sandbox of image `image` in the bench's data dir.
+fn bench_spec(data: &Path, image: &str, id: &str, memory_mib: u64, disk_mib: u64) -> SandboxSpec {
+    SandboxSpec {
+        id: id.into(),
+        name: format!("bench-{id}"),
+        image_rootfs: image::rootfs(&data.join("images"), image),
+        dir: data.join("sandboxes").join(id),
+        resources: Resources {
+            vcpus: 1,
+            memory_mib,
+            disk_mib,
+            pids: 1024,
+        },
+    }
+}
+
+/// Run `argv` to completion; its output and the milliseconds it took.
+async fn timed_exec(agent: &AgentClient, argv: &[&str]) -> (ExecOutput, f64) {
+    let t = Instant::now();
+    let out = agent
+        .exec_collect(
+            ExecRequest {
+                argv: argv.iter().map(|a| a.to_string()).collect(),
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .expect("exec runs");
+    (out, t.elapsed().as_secs_f64() * 1000.0)
+}
+
 async fn build_image(images: &Path, name: &str, source: ImageSource) -> f64 {
     let t = Instant::now();
     let meta = image::build(
@@ -183,7 +220,15 @@ async fn main() {
     let k = kernel::newest_cached(&kernel::kernels_dir(&images)).unwrap();
     let ref_initrd = data.join("ref.cpio.gz");
     let ref_init = format!("#!/bin/sh\nexport PATH=/bin\necho {MARKER}\npoweroff -f\n");
-    initramfs::write(&ref_initrd, &k, Path::new("/bin/busybox"), &ref_init).unwrap();
+    initramfs::write(
+        &ref_initrd,
+        &k,
+        initramfs::Init::Shell {
+            busybox: Path::new("/bin/busybox"),
+            script: &ref_init,
+        },
+    )
+    .unwrap();
 
     let backend = QemuBackend::for_data_dir(data);
     println!("\n== boots ({runs} each, TCG unless the host's KVM boots guests)");
@@ -196,19 +241,7 @@ async fn main() {
     for i in 0..runs {
         // Interleaved, so drift in host load hits both sides alike.
         reference.push(reference_boot(&k, &ref_initrd, None));
-        let id = format!("b{i:05}");
-        let spec = SandboxSpec {
-            id: id.clone(),
-            name: format!("bench-{i}"),
-            image_rootfs: image::rootfs(&images, "bb"),
-            dir: data.join("sandboxes").join(&id),
-            resources: Resources {
-                vcpus: 1,
-                memory_mib: 256,
-                disk_mib: 256,
-                pids: 1024,
-            },
-        };
+        let spec = bench_spec(data, "bb", &format!("b{i:05}"), 256, 256);
         backend.prepare(&spec).await.unwrap();
         // The image's own initramfs and disk, stopping at a marker where the agent would start.
         let vm = image::vm::artifacts(&spec.image_rootfs).unwrap();
@@ -220,19 +253,9 @@ async fn main() {
         let t = Instant::now();
         let (running, agent) = backend.start(&spec).await.expect("boots");
         ready.push(t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        let out = agent
-            .exec_collect(
-                ExecRequest {
-                    argv: vec!["true".into()],
-                    ..Default::default()
-                },
-                None,
-            )
-            .await
-            .unwrap();
+        let (out, ms) = timed_exec(&agent, &["true"]).await;
         assert_eq!(out.status.code, 0);
-        first_exec.push(t.elapsed().as_secs_f64() * 1000.0);
+        first_exec.push(ms);
         tokio::time::sleep(Duration::from_millis(500)).await;
         rss.push(rss_kib(running.pid) as f64 / 1024.0);
         backend
@@ -242,7 +265,7 @@ async fn main() {
         backend.destroy(&spec).await.unwrap();
     }
     let r = stats(
-        "reference: kernel + marker-only initramfs",
+        "reference: plain boot, shell /init marker",
         &mut reference,
         "s",
     );
@@ -259,8 +282,8 @@ async fn main() {
         (q / same - 1.0) * 100.0
     );
     println!(
-        "{:<44} {:>8.3}x  (everything after the kernel: modules, disk, agent)",
-        "ratio vs marker-only initramfs",
+        "{:<44} {:>8.3}x  (everything after the kernel: modules, root disk, agent)",
+        "ratio vs plain shell boot",
         q / r,
     );
     stats(
@@ -269,4 +292,26 @@ async fn main() {
         "ms",
     );
     stats("QEMU RSS per running VM (256 MiB guest)", &mut rss, "MiB");
+    if debian {
+        debian_boot(&backend, data).await;
+    }
+}
+
+/// One boot of the Debian image: its root disk is larger and its first
+/// command (python3) reads far more from it than busybox's `true`.
+async fn debian_boot(backend: &QemuBackend, data: &Path) {
+    let spec = bench_spec(data, "deb", "d00000", 512, 2048);
+    backend.prepare(&spec).await.unwrap();
+    let t = Instant::now();
+    let (running, agent) = backend.start(&spec).await.expect("debian image boots");
+    let ready = t.elapsed().as_secs_f64();
+    let (out, exec_ms) = timed_exec(&agent, &["python3", "-c", "print(6*7)"]).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
+    println!("debian image: start() to agent ready             {ready:>8.3} s");
+    println!("debian image: first exec, python3 -c 'print(6*7)' {exec_ms:>8.1} ms");
+    backend
+        .stop(&spec, &running, Some(&agent), Duration::from_secs(20))
+        .await
+        .unwrap();
+    backend.destroy(&spec).await.unwrap();
 }

@@ -1,83 +1,17 @@
-//! The VM initramfs: static busybox, the kernel's virtio/vsock modules and
-//! an /init that loads them, mounts the root disk and hands PID 1 to the
-//! guest agent. Written as a newc cpio in Rust (no cpio tool needed) and
+//! The VM initramfs: the static guest agent as /init, the kernel's
+//! virtio/vsock modules and the order to load them in. The agent loads
+//! them, mounts the root disk, switches to it and serves, all in one
+//! process (see the guest's `initramfs` module): no shell, no busybox.
+//! Written as a newc cpio in Rust (no cpio tool needed) and
 //! gzip-compressed (the kernel has CONFIG_RD_GZIP).
 
 use std::io::Write;
 use std::path::Path;
 
+use ironclaw_proto::boot::MODULE_ORDER;
+
 use super::kernel::KernelInfo;
 use super::ImageError;
-
-/// Applets the init script uses, linked to busybox.
-const APPLETS: &[&str] = &[
-    "sh",
-    "mount",
-    "umount",
-    "insmod",
-    "switch_root",
-    "poweroff",
-    "sleep",
-    "cat",
-    "mkdir",
-    "ls",
-    "tr",
-];
-
-/// The init script. `@MODULES@` becomes the load order. Every failure prints
-/// one `ironclaw-initramfs:` line and powers off, so the host sees the VMM
-/// exit with the reason on the console instead of a hang (and PID 1 never
-/// exits, which would panic the kernel).
-const INIT: &str = r#"#!/bin/sh
-export PATH=/bin
-fail() {
-    echo "ironclaw-initramfs: $*"
-    poweroff -f
-    sleep 10
-}
-mount -t proc proc /proc || fail "cannot mount /proc"
-mount -t sysfs sysfs /sys || fail "cannot mount /sys"
-mount -t devtmpfs devtmpfs /dev || fail "cannot mount /dev"
-root=/dev/vda
-rootflags=rw
-vsock=0
-net=0
-marker=0
-for w in $(cat /proc/cmdline); do
-    case "$w" in
-        ironclaw.root=*) root="${w#ironclaw.root=}" ;;
-        ironclaw.rootflags=*) rootflags="${w#ironclaw.rootflags=}" ;;
-        ironclaw.transport=vsock:*) vsock=1 ;;
-        ironclaw.net=*) net=1 ;;
-        ironclaw.marker=1) marker=1 ;;
-    esac
-done
-# Only the drivers this boot uses: each insmod costs time under TCG.
-for m in @MODULES@; do
-    case "$m" in
-        vsock|vmw_vsock_*) [ "$vsock" = 1 ] || continue ;;
-        failover|net_failover|virtio_net) [ "$net" = 1 ] || continue ;;
-    esac
-    insmod /lib/modules/$m.ko || fail "cannot load kernel module $m"
-done
-i=0
-while [ ! -b "$root" ]; do
-    i=$((i + 1))
-    [ "$i" -gt 100 ] && fail "root disk $root did not appear within 10 s (block devices: $(ls /sys/block | tr '\n' ' '))"
-    sleep 0.1
-done
-mount -t ext4 -o "$rootflags" "$root" /newroot || fail "cannot mount $root (ext4) on /newroot"
-[ -x /newroot/sbin/ironclaw-guest ] || fail "$root has no /sbin/ironclaw-guest; rebuild the image"
-# Benchmark reference: the same boot up to here, then a marker instead of the agent.
-if [ "$marker" = 1 ]; then
-    echo IRONCLAW-REF-BOOTED
-    poweroff -f
-fi
-umount /proc /sys
-umount -l /dev
-exec switch_root /newroot /sbin/ironclaw-guest init
-fail "switch_root failed"
-"#;
 
 /// One newc cpio archive being written.
 struct Cpio {
@@ -148,40 +82,44 @@ impl Cpio {
     }
 }
 
-/// The contents of /init for these modules (also used by tests).
-pub fn init_script(modules: &[String]) -> String {
-    INIT.replace("@MODULES@", &modules.join(" "))
+/// What runs as /init.
+pub enum Init<'a> {
+    /// The static `ironclaw-guest`: every VM boot.
+    Agent(&'a Path),
+    /// A script run by a static busybox. Only the boot benchmark uses it,
+    /// for its plain-boot reference.
+    Shell { busybox: &'a Path, script: &'a str },
 }
 
-/// Writes `out` (gzip'd newc cpio) for `kernel` with `busybox` (a static
-/// binary) and `init` as /init.
-pub fn write(
-    out: &Path,
-    kernel: &KernelInfo,
-    busybox: &Path,
-    init: &str,
-) -> Result<u64, ImageError> {
+/// Writes `out` (gzip'd newc cpio) with `kernel`'s modules and `init`;
+/// returns its size.
+pub fn write(out: &Path, kernel: &KernelInfo, init: Init<'_>) -> Result<u64, ImageError> {
     let mut c = Cpio::new();
     for d in ["bin", "dev", "proc", "sys", "newroot", "lib", "lib/modules"] {
         c.dir(d);
     }
     // The kernel opens /dev/console for init before devtmpfs is mounted:
-    // without this node the init script would have no output at all.
+    // without this node init would have no output at all.
     c.chardev("dev/console", 0o600, 5, 1);
     c.chardev("dev/null", 0o666, 1, 3);
-    let bb = std::fs::read(busybox)
-        .map_err(|e| ImageError::io(format!("reading {}", busybox.display()), e))?;
-    c.file("bin/busybox", 0o755, &bb);
-    for a in APPLETS {
-        c.symlink(&format!("bin/{a}"), "busybox");
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|e| ImageError::io(format!("reading {}", p.display()), e))
+    };
+    match init {
+        Init::Agent(bin) => c.file("init", 0o755, &read(bin)?),
+        Init::Shell { busybox, script } => {
+            c.file("bin/busybox", 0o755, &read(busybox)?);
+            for applet in ["sh", "echo", "poweroff"] {
+                c.symlink(&format!("bin/{applet}"), "busybox");
+            }
+            c.file("init", 0o755, script.as_bytes());
+        }
     }
+    c.file(MODULE_ORDER, 0o644, kernel.modules.join("\n").as_bytes());
     for m in &kernel.modules {
-        let p = kernel.modules_dir().join(format!("{m}.ko"));
-        let data =
-            std::fs::read(&p).map_err(|e| ImageError::io(format!("reading {}", p.display()), e))?;
+        let data = read(&kernel.modules_dir().join(format!("{m}.ko")))?;
         c.file(&format!("lib/modules/{m}.ko"), 0o644, &data);
     }
-    c.file("init", 0o755, init.as_bytes());
     let cpio = c.finish();
 
     let tmp = out.with_extension("part");
@@ -217,10 +155,67 @@ mod tests {
         assert_eq!(&trailer[110..121], b"TRAILER!!!\0");
     }
 
+    /// (name, mode, data) of every entry of a gzip'd newc archive.
+    fn entries(path: &Path) -> Vec<(String, u32, Vec<u8>)> {
+        use std::io::Read;
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
+            .read_to_end(&mut raw)
+            .unwrap();
+        let field = |h: &[u8], i: usize| {
+            u32::from_str_radix(std::str::from_utf8(&h[6 + 8 * i..14 + 8 * i]).unwrap(), 16)
+                .unwrap() as usize
+        };
+        let align = |n: usize| n.div_ceil(4) * 4;
+        let (mut out, mut at) = (Vec::new(), 0);
+        loop {
+            let h = &raw[at..at + 110];
+            assert!(h.starts_with(b"070701"));
+            let (mode, size, name_len) = (field(h, 1) as u32, field(h, 6), field(h, 11));
+            let name = String::from_utf8(raw[at + 110..at + 110 + name_len - 1].to_vec()).unwrap();
+            let data_at = align(at + 110 + name_len);
+            if name == "TRAILER!!!" {
+                return out;
+            }
+            out.push((name, mode, raw[data_at..data_at + size].to_vec()));
+            at = align(data_at + size);
+        }
+    }
+
     #[test]
-    fn init_lists_modules_in_order() {
-        let s = init_script(&["virtio_ring".into(), "virtio".into()]);
-        assert!(s.contains("for m in virtio_ring virtio; do"));
-        assert!(s.starts_with("#!/bin/sh\n"));
+    fn agent_is_init_and_modules_come_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let kdir = dir.path().join("kernel");
+        std::fs::create_dir_all(kdir.join("modules")).unwrap();
+        for m in ["virtio_ring", "virtio_blk"] {
+            std::fs::write(kdir.join(format!("modules/{m}.ko")), m).unwrap();
+        }
+        let agent = dir.path().join("agent");
+        std::fs::write(&agent, b"\x7fELF agent").unwrap();
+        let k = KernelInfo {
+            version: "6.1.0-test".into(),
+            package: "test".into(),
+            modules: vec!["virtio_ring".into(), "virtio_blk".into()],
+            builtin: vec![],
+            payload: "lz4".into(),
+            dir: kdir,
+        };
+        let out = dir.path().join("initramfs.cpio.gz");
+        write(&out, &k, Init::Agent(&agent)).unwrap();
+        let e = entries(&out);
+        let get = |n: &str| e.iter().find(|(name, _, _)| name == n);
+        let (_, mode, data) = get("init").expect("/init");
+        assert_eq!(
+            (mode & 0o170777, data.as_slice()),
+            (0o100755, &b"\x7fELF agent"[..])
+        );
+        assert_eq!(get(MODULE_ORDER).unwrap().2, b"virtio_ring\nvirtio_blk");
+        assert_eq!(get("lib/modules/virtio_blk.ko").unwrap().2, b"virtio_blk");
+        assert_eq!(get("dev/console").unwrap().1 & 0o170000, 0o020000);
+        // No shell: the agent does the boot.
+        assert!(get("bin/busybox").is_none());
+
+        let bad = write(&out, &k, Init::Agent(&dir.path().join("missing")));
+        assert!(bad.unwrap_err().to_string().contains("missing"));
     }
 }

@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::kernel::{self, KernelInfo};
-use super::{check_static_elf, ext4, initramfs, ImageError, ImageMeta, Progress, META_FILE};
+use super::{
+    check_static_elf, ext4, initramfs, ImageError, ImageMeta, Progress, GUEST_PATH, META_FILE,
+};
 
 pub const INITRAMFS_FILE: &str = "initramfs.cpio.gz";
 pub const EXT4_FILE: &str = "rootfs.ext4";
-const HOST_BUSYBOX: &[&str] = &["/bin/busybox", "/usr/bin/busybox"];
 
 /// The VM part of `image.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -53,21 +54,19 @@ pub async fn build(
         1,
     ));
     let rootfs = image_dir.join("rootfs");
-    let busybox = initramfs_busybox(&rootfs, &image_dir.join("busybox-download")).await?;
+    // The agent the image build installed is also the initramfs's /init.
+    let guest = rootfs.join(GUEST_PATH.trim_start_matches('/'));
+    check_static_elf(&guest)?;
     let out = image_dir.join(INITRAMFS_FILE);
-    let (k2, out2, bb) = (k.clone(), out.clone(), busybox.clone());
+    let (k2, out2) = (k.clone(), out.clone());
     let size = tokio::task::spawn_blocking(move || {
-        initramfs::write(&out2, &k2, &bb, &initramfs::init_script(&k2.modules))
+        initramfs::write(&out2, &k2, initramfs::Init::Agent(&guest))
     })
     .await
     .map_err(|e| ImageError::io("writing the initramfs", std::io::Error::other(e)))??;
-    let _ = std::fs::remove_dir_all(image_dir.join("busybox-download"));
     progress(Progress::new(
         "initramfs",
-        format!(
-            "initramfs ready ({size} bytes, busybox from {})",
-            busybox.display()
-        ),
+        format!("initramfs ready ({size} bytes)"),
         1,
         1,
     ));
@@ -89,19 +88,6 @@ pub async fn build(
         ext4_bytes,
         modules: k.modules.clone(),
     })
-}
-
-/// A static busybox for the initramfs: the image's own (busybox images),
-/// the host's, or one downloaded from Debian.
-async fn initramfs_busybox(rootfs: &Path, scratch: &Path) -> Result<PathBuf, ImageError> {
-    let own = rootfs.join("bin/busybox");
-    let candidates = std::iter::once(own).chain(HOST_BUSYBOX.iter().map(PathBuf::from));
-    for p in candidates {
-        if p.is_file() && !p.is_symlink() && check_static_elf(&p).is_ok() {
-            return Ok(p);
-        }
-    }
-    super::busybox::download_busybox(scratch).await
 }
 
 /// The VM artifacts of the image whose rootfs is `image_rootfs`
