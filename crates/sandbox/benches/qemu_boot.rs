@@ -136,6 +136,20 @@ fn rss_kib(pid: i32) -> u64 {
         .unwrap_or(0)
 }
 
+/// VMMs outlive their parent on purpose (the daemon re-adopts them): when
+/// an assertion fails mid-run, kill the VM instead of leaving it behind.
+/// (Its cgroup goes on the next run, which reuses the sandbox ids.)
+struct KillOnPanic(i32);
+
+impl Drop for KillOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // SAFETY: kill has no memory effects.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+}
+
 /// A one-vCPU sandbox of image `image` in the bench's data dir.
 fn bench_spec(data: &Path, image: &str, id: &str, memory_mib: u64, disk_mib: u64) -> SandboxSpec {
     SandboxSpec {
@@ -252,6 +266,7 @@ async fn main() {
         ));
         let t = Instant::now();
         let (running, agent) = backend.start(&spec).await.expect("boots");
+        let _vm = KillOnPanic(running.pid);
         ready.push(t.elapsed().as_secs_f64());
         let (out, ms) = timed_exec(&agent, &["true"]).await;
         assert_eq!(out.status.code, 0);
@@ -304,6 +319,7 @@ async fn debian_boot(backend: &QemuBackend, data: &Path) {
     backend.prepare(&spec).await.unwrap();
     let t = Instant::now();
     let (running, agent) = backend.start(&spec).await.expect("debian image boots");
+    let _vm = KillOnPanic(running.pid);
     let ready = t.elapsed().as_secs_f64();
     let (out, exec_ms) = timed_exec(&agent, &["python3", "-c", "print(6*7)"]).await;
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");

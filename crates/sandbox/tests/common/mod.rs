@@ -10,9 +10,20 @@ use ironclaw_sandbox::image::{self, BuildRequest, ImageSource};
 use ironclaw_sandbox::{Resources, SandboxSpec};
 
 /// One data dir with one busybox image, shared by the tests of this file.
+/// It lives in a static, which is never dropped: [`remove_shared`] deletes
+/// it when the test binary exits.
 pub struct Shared {
-    _dir: tempfile::TempDir,
     pub data: PathBuf,
+}
+
+static SHARED: OnceLock<Shared> = OnceLock::new();
+/// Set as soon as the directory exists, so a failed build is removed too.
+static SHARED_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+extern "C" fn remove_shared() {
+    if let Some(dir) = SHARED_DIR.get() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 pub fn guest_bin() -> Option<PathBuf> {
@@ -46,12 +57,17 @@ pub fn skip_reason() -> Option<String> {
 }
 
 pub fn shared() -> &'static Shared {
-    static SHARED: OnceLock<Shared> = OnceLock::new();
     SHARED.get_or_init(|| {
         // A thread with its own runtime: tests run on different runtimes.
         std::thread::spawn(|| {
-            let dir = tempfile::Builder::new().prefix("icq").tempdir().unwrap();
-            let data = dir.path().to_path_buf();
+            let data = tempfile::Builder::new()
+                .prefix("icq")
+                .tempdir()
+                .unwrap()
+                .keep();
+            let _ = SHARED_DIR.set(data.clone());
+            // SAFETY: registers a plain extern "C" fn with no arguments.
+            unsafe { libc::atexit(remove_shared) };
             let rt = tokio::runtime::Runtime::new().unwrap();
             let started = Instant::now();
             let meta = rt
@@ -70,7 +86,7 @@ pub fn shared() -> &'static Shared {
                 "busybox image with VM artifacts built in {:.2}s",
                 started.elapsed().as_secs_f64()
             );
-            Shared { _dir: dir, data }
+            Shared { data }
         })
         .join()
         .unwrap()
