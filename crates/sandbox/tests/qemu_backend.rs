@@ -280,15 +280,21 @@ async fn qemu_stop_without_agent_and_readopt() {
     }
     let sh_data = shared();
     let backend = QemuBackend::for_data_dir(&sh_data.data);
-    let spec = spec(&sh_data.data, "qvm-2");
+    // Two vCPUs: the agent runs its multi-thread runtime here (one-vCPU
+    // VMs, as in the other tests, get the current-thread one).
+    let mut spec = spec(&sh_data.data, "qvm-2");
+    spec.resources.vcpus = 2;
     let (running, agent) = backend.start(&spec).await.expect("VM boots");
     // A daemon restart: the old connection is gone, a new backend adopts
     // the VM through its socket.
     drop(agent);
     let backend2 = QemuBackend::for_data_dir(&sh_data.data);
     let agent = backend2.connect(&spec, &running).await.expect("re-adopt");
-    let out = agent.exec_collect(sh("echo adopted"), None).await.unwrap();
-    assert_eq!(out.stdout, b"adopted\n");
+    let out = agent
+        .exec_collect(sh("echo adopted; grep -c ^processor /proc/cpuinfo"), None)
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "adopted\n2\n");
     drop(agent);
     // Stop with no connected agent: the backend connects itself.
     backend2
