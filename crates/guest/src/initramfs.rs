@@ -83,10 +83,12 @@ impl BootArgs {
 
     /// Only the drivers this boot uses: each module costs time under TCG.
     pub fn wants_module(&self, m: &str) -> bool {
-        match m {
-            _ if m == "vsock" || m.starts_with("vmw_vsock_") => self.vsock,
-            "failover" | "net_failover" | "virtio_net" => self.net,
-            _ => true,
+        if m == "vsock" || m.starts_with("vmw_vsock_") {
+            self.vsock
+        } else if matches!(m, "failover" | "net_failover" | "virtio_net") {
+            self.net
+        } else {
+            true
         }
     }
 }

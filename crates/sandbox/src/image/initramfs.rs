@@ -95,7 +95,7 @@ pub enum Init<'a> {
 /// returns its size.
 pub fn write(out: &Path, kernel: &KernelInfo, init: Init<'_>) -> Result<u64, ImageError> {
     let mut c = Cpio::new();
-    for d in ["bin", "dev", "proc", "sys", "newroot", "lib", "lib/modules"] {
+    for d in ["dev", "proc", "sys", "newroot", "lib", "lib/modules"] {
         c.dir(d);
     }
     // The kernel opens /dev/console for init before devtmpfs is mounted:
@@ -108,6 +108,7 @@ pub fn write(out: &Path, kernel: &KernelInfo, init: Init<'_>) -> Result<u64, Ima
     match init {
         Init::Agent(bin) => c.file("init", 0o755, &read(bin)?),
         Init::Shell { busybox, script } => {
+            c.dir("bin");
             c.file("bin/busybox", 0o755, &read(busybox)?);
             for applet in ["sh", "echo", "poweroff"] {
                 c.symlink(&format!("bin/{applet}"), "busybox");
