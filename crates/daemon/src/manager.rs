@@ -203,6 +203,7 @@ impl Manager {
                 disk_mib: r.disk_mib,
                 pids: r.pids,
             },
+            uid_base: ironclaw_sandbox::userns::host_base(r.uid_slot),
         }
     }
 
@@ -317,6 +318,7 @@ impl Manager {
             started_at: None,
             updated_at: now,
             owner: owner.to_string(),
+            uid_slot: 0,
         };
         let lock = self.lock_for(&record.name);
         let _g = lock.lock().await;

@@ -91,6 +91,10 @@ pub struct SandboxSpec {
     /// The sandbox's own state directory (its writable disk, sockets, logs).
     pub dir: PathBuf,
     pub resources: Resources,
+    /// First host uid (and gid) of the sandbox's own block of ids: root
+    /// inside a namespace sandbox is this uid on the host. See
+    /// [`crate::userns::host_base`].
+    pub uid_base: u32,
 }
 
 impl SandboxSpec {

@@ -11,6 +11,7 @@ pub mod namespace;
 pub mod probe;
 pub mod process;
 pub mod qemu;
+pub mod userns;
 pub mod util;
 pub mod vmdisk;
 

@@ -71,6 +71,11 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX usage_by_user ON usage(user);
      CREATE INDEX usage_by_session ON usage(session_id);",
+    // 3: each sandbox's slot of host uids/gids for its user namespace,
+    // allocated at insert and freed with the row
+    "ALTER TABLE sandboxes ADD COLUMN uid_slot INTEGER;
+     UPDATE sandboxes SET uid_slot = (SELECT COUNT(*) FROM sandboxes o WHERE o.rowid < sandboxes.rowid);
+     CREATE UNIQUE INDEX sandboxes_by_uid_slot ON sandboxes(uid_slot);",
 ];
 
 pub fn apply(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {

@@ -59,9 +59,13 @@ pub struct SandboxRecord {
     pub updated_at: String,
     /// The user the sandbox belongs to ("admin" for ones made through the admin token).
     pub owner: String,
+    /// Which block of host uids/gids its user namespace maps to: distinct
+    /// for every sandbox, allocated by [`Store::insert_sandbox`] (the value
+    /// passed in is ignored) and freed when the record is deleted.
+    pub uid_slot: u32,
 }
 
-const COLUMNS: &str = "id, name, backend, image, vcpus, memory_mib, disk_mib, pids, state, state_reason, desired, runtime, created_at, started_at, updated_at, owner";
+const COLUMNS: &str = "id, name, backend, image, vcpus, memory_mib, disk_mib, pids, state, state_reason, desired, runtime, created_at, started_at, updated_at, owner, uid_slot";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<SandboxRecord> {
     Ok(SandboxRecord {
@@ -81,13 +85,20 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<SandboxRecord> {
         started_at: r.get(13)?,
         updated_at: r.get(14)?,
         owner: r.get(15)?,
+        uid_slot: r.get::<_, Option<u32>>(16)?.unwrap_or(0),
     })
 }
 
 impl Store {
     pub fn insert_sandbox(&self, s: &SandboxRecord) -> Result<(), StoreError> {
         let r = self.conn().execute(
-            &format!("INSERT INTO sandboxes ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)"),
+            // The lowest free slot, in the same statement: the unique index
+            // makes a concurrent insert fail rather than share a slot.
+            &format!(
+                "INSERT INTO sandboxes ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,
+                 (SELECT MIN(s) FROM (SELECT 0 AS s UNION ALL SELECT uid_slot + 1 FROM sandboxes WHERE uid_slot IS NOT NULL)
+                  WHERE s NOT IN (SELECT uid_slot FROM sandboxes WHERE uid_slot IS NOT NULL)))"
+            ),
             params![
                 s.id,
                 s.name,
@@ -211,6 +222,7 @@ mod tests {
             started_at: None,
             updated_at: now(),
             owner: "admin".into(),
+            uid_slot: 0,
         }
     }
 
@@ -233,6 +245,21 @@ mod tests {
         assert!(matches!(s.sandbox("nope"), Err(StoreError::NotFound(_))));
         s.delete_sandbox("dev").unwrap();
         assert!(s.sandboxes().unwrap().is_empty());
+    }
+
+    #[test]
+    fn uid_slots_are_distinct_and_reused_after_delete() {
+        let s = Store::open_in_memory().unwrap();
+        for n in ["a", "b", "c"] {
+            s.insert_sandbox(&record(n)).unwrap();
+        }
+        let slot = |n: &str| s.sandbox(n).unwrap().uid_slot;
+        assert_eq!((slot("a"), slot("b"), slot("c")), (0, 1, 2));
+        s.delete_sandbox("b").unwrap();
+        s.insert_sandbox(&record("d")).unwrap();
+        assert_eq!(slot("d"), 1, "the freed slot is taken first");
+        s.insert_sandbox(&record("e")).unwrap();
+        assert_eq!(slot("e"), 3);
     }
 
     #[test]

@@ -108,6 +108,8 @@ pub fn spec(data: &Path, name: &str) -> SandboxSpec {
             disk_mib: 256,
             pids: 1024,
         },
+        // A slot of its own, as the store would hand out.
+        uid_base: ironclaw_sandbox::userns::host_base(1000 + rand::random::<u32>() % 10_000),
     }
 }
 
