@@ -323,6 +323,8 @@ impl Manager {
         let lock = self.lock_for(&record.name);
         let _g = lock.lock().await;
         self.store.insert_sandbox(&record)?;
+        // The store allocated the uid slot.
+        let record = self.store.sandbox(&record.name)?;
         let spec = self.spec(&record);
         match self.boot(&*backend, &spec).await {
             Ok(()) => Ok(self.store.sandbox(&record.name)?),

@@ -9,6 +9,7 @@ use crate::transport::ListenAddr;
 pub const USAGE: &str = "usage:
   ironclaw-guest serve --listen unix:/path/agent.sock
   ironclaw-guest ns-init --lower L --upper U --work W --merged M --agent-dir D --hostname H
+                 --uid-base B [--disk-fd N --disk-at P]
   ironclaw-guest init        (PID 1 of a VM; implied when started as PID 1 without arguments)
   ironclaw-guest --version";
 
@@ -26,6 +27,10 @@ pub enum ArgsError {
     BadListen(String),
     #[error("no command given")]
     NoCommand,
+    #[error("bad value {value:?} for {name}: expected a number")]
+    NotANumber { name: &'static str, value: String },
+    #[error("--disk-fd and --disk-at go together")]
+    DiskPair,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +41,11 @@ pub struct NsInitArgs {
     pub merged: PathBuf,
     pub agent_dir: PathBuf,
     pub hostname: String,
+    /// First host uid/gid of the sandbox's block: root inside maps to it.
+    pub uid_base: u32,
+    /// The sandbox's disk: an inherited descriptor of a detached mount
+    /// (the host mounted it) and where to attach it before the overlay.
+    pub disk: Option<(i32, PathBuf)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,11 +82,20 @@ fn options(rest: &[String], known: &[&str]) -> Result<Vec<(String, String)>, Arg
 }
 
 fn take(opts: &[(String, String)], name: &'static str) -> Result<String, ArgsError> {
+    take_opt(opts, name).ok_or(ArgsError::Required(name))
+}
+
+fn take_opt(opts: &[(String, String)], name: &'static str) -> Option<String> {
     opts.iter()
         .rev()
         .find(|(n, _)| n == name)
         .map(|(_, v)| v.clone())
-        .ok_or(ArgsError::Required(name))
+}
+
+fn number<T: std::str::FromStr>(name: &'static str, value: String) -> Result<T, ArgsError> {
+    value
+        .parse()
+        .map_err(|_| ArgsError::NotANumber { name, value })
 }
 
 pub fn parse(argv: &[String]) -> Result<Mode, ArgsError> {
@@ -112,8 +131,16 @@ pub fn parse(argv: &[String]) -> Result<Mode, ArgsError> {
                     "--merged",
                     "--agent-dir",
                     "--hostname",
+                    "--uid-base",
+                    "--disk-fd",
+                    "--disk-at",
                 ],
             )?;
+            let disk = match (take_opt(&opts, "--disk-fd"), take_opt(&opts, "--disk-at")) {
+                (Some(fd), Some(at)) => Some((number("--disk-fd", fd)?, PathBuf::from(at))),
+                (None, None) => None,
+                _ => return Err(ArgsError::DiskPair),
+            };
             Ok(Mode::NsInit(NsInitArgs {
                 lower: take(&opts, "--lower")?.into(),
                 upper: take(&opts, "--upper")?.into(),
@@ -121,6 +148,8 @@ pub fn parse(argv: &[String]) -> Result<Mode, ArgsError> {
                 merged: take(&opts, "--merged")?.into(),
                 agent_dir: take(&opts, "--agent-dir")?.into(),
                 hostname: take(&opts, "--hostname")?,
+                uid_base: number("--uid-base", take(&opts, "--uid-base")?)?,
+                disk,
             }))
         }
         // Kernels pass unknown cmdline words to init as arguments, so init
@@ -176,6 +205,8 @@ mod tests {
             "/m",
             "--agent-dir",
             "/d",
+            "--uid-base",
+            "1073741824",
             "--hostname",
             "h",
         ]);
@@ -184,6 +215,20 @@ mod tests {
         };
         assert_eq!(a.hostname, "h");
         assert_eq!(a.agent_dir, PathBuf::from("/d"));
+        assert_eq!((a.uid_base, a.disk), (1 << 30, None));
+        let mut with_disk = full.clone();
+        with_disk.extend(v(&["--disk-fd", "3", "--disk-at", "/x"]));
+        let Mode::NsInit(a) = parse(&with_disk).unwrap() else {
+            panic!()
+        };
+        assert_eq!(a.disk, Some((3, PathBuf::from("/x"))));
+        assert!(matches!(
+            parse(&with_disk[..with_disk.len() - 2]),
+            Err(ArgsError::DiskPair)
+        ));
+        let mut bad = full.clone();
+        bad[12] = "lots".into();
+        assert!(matches!(parse(&bad), Err(ArgsError::NotANumber { .. })));
         assert!(matches!(
             parse(&full[..full.len() - 2]),
             Err(ArgsError::Required("--hostname"))

@@ -6,6 +6,7 @@
 
 mod agent;
 mod args;
+mod confine;
 mod connection;
 mod errors;
 mod exec;

@@ -85,6 +85,18 @@ pub fn bind(source: &Path, target: &Path) -> Result<(), MountError> {
     })
 }
 
+/// Set `flags` (MS_RDONLY, MS_NOSUID, ...) on the bind mount at `target`:
+/// a bind keeps its source's flags until remounted.
+pub fn remount_bind(target: &Path, flags: MsFlags) -> Result<(), MountError> {
+    mount(
+        "none",
+        target,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags,
+        None,
+    )
+}
+
 pub fn mkdir_p(path: &Path) -> Result<(), MountError> {
     std::fs::create_dir_all(path).map_err(|e| fs_err("mkdir", path, e))
 }

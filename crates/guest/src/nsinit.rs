@@ -1,13 +1,18 @@
 //! `ns-init`: init of a namespace sandbox.
 //!
-//! The daemon starts us inside fresh mount, uts, ipc, net and cgroup
-//! namespaces, after unshare(CLONE_NEWPID): our first child is PID 1 of the
-//! sandbox. We fork; the parent becomes the [`shim`](crate::shim), the
-//! child builds the sandbox's root filesystem, pivots into it and becomes
-//! the agent with init duties.
+//! The daemon starts us as host root inside fresh mount, uts, ipc, net and
+//! cgroup namespaces, after unshare(CLONE_NEWPID): our first child is PID 1
+//! of the sandbox. We fork; the parent becomes the [`shim`](crate::shim),
+//! the child builds the sandbox's root filesystem while it still has host
+//! privileges (attach the disk, idmap the image, overlay, proc and sys with
+//! runc's masks, a minimal /dev, bind the agent socket, pivot), then gives
+//! them up for good ([`crate::confine`]) and becomes the agent with init
+//! duties. The namespaces other than the user namespace stay owned by the
+//! host, so root inside can neither mount nor reconfigure them.
 
-use std::os::fd::{AsFd, OwnedFd};
-use std::path::Path;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
 use nix::mount::{MntFlags, MsFlags};
@@ -17,13 +22,16 @@ use nix::unistd::{fork, ForkResult};
 
 use crate::agent::{self, AgentError, Role};
 use crate::args::NsInitArgs;
-use crate::mounts::{bind, dev_links, fs_err, mkdir_p, mount, mount_fs, symlink, MountError};
+use crate::confine::{self, ConfineError};
+use crate::mounts::{
+    bind, dev_links, fs_err, mkdir_p, mount, mount_fs, remount_bind, symlink, MountError,
+};
 use crate::netif::{self, NetError};
 use crate::shim;
-use crate::transport::{ListenAddr, Listener, AGENT_SOCKET};
+use crate::transport::{self, Listener};
 
-/// Device nodes a sandbox gets from the host, bound (not created) so the
-/// sandbox cannot make nodes for other devices.
+/// Device nodes a sandbox gets from the host, bound (not created). The
+/// device cgroup the host set up allows exactly these (and the ptys).
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +56,13 @@ pub enum NsInitError {
     Net(#[from] NetError),
     #[error(transparent)]
     Agent(#[from] AgentError),
+    #[error(transparent)]
+    Confine(#[from] ConfineError),
+    #[error("agent socket {path}: {source}")]
+    Socket {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Returns only in the sandbox's PID 1, when the agent stops.
@@ -68,14 +83,26 @@ pub fn run(args: &NsInitArgs) -> Result<(), NsInitError> {
                 return Err(NsInitError::Orphaned);
             }
             drop(alive_r);
-            build_root(args)?;
+            let userns = confine::userns::create(args.uid_base, ironclaw_proto::IDS_PER_SANDBOX)?;
+            let (listener, socket) = build_root(args, userns.as_fd())?;
             nix::unistd::sethostname(&args.hostname).map_err(|source| NsInitError::Hostname {
                 name: args.hostname.clone(),
                 source,
             })?;
             netif::loopback_up()?;
-            let addr = ListenAddr::Unix(AGENT_SOCKET.into());
-            agent::start(Role::NsInit, move || Listener::bind(&addr))?;
+            // The point of no return: host privileges end here.
+            confine::userns::enter(&userns)?;
+            drop(userns);
+            confine::caps::restrict()?;
+            confine::seccomp::install()?;
+            agent::start(Role::NsInit, move || {
+                Listener::from_unix(listener, socket).map_err(|source| {
+                    crate::transport::TransportError::Bind {
+                        addr: crate::transport::ListenAddr::Unix(PathBuf::new()),
+                        source,
+                    }
+                })
+            })?;
             Ok(())
         }
     }
@@ -88,7 +115,10 @@ fn shim_gone(alive: &OwnedFd) -> bool {
     matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
 }
 
-fn build_root(a: &NsInitArgs) -> Result<(), NsInitError> {
+/// Everything that needs host root, ending with the pivot into the new
+/// root. Returns the agent's listening socket, bound at its host path
+/// (in a directory only the host can write) before the pivot hides it.
+fn build_root(a: &NsInitArgs, userns: BorrowedFd) -> Result<(UnixListener, PathBuf), NsInitError> {
     // Nothing we mount may propagate back to the host.
     mount(
         "none",
@@ -97,14 +127,28 @@ fn build_root(a: &NsInitArgs) -> Result<(), NsInitError> {
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None,
     )?;
+    if let Some((fd, at)) = &a.disk {
+        // SAFETY: the daemon passed us this descriptor to own.
+        let disk = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(*fd) };
+        confine::idmap::attach(disk.as_fd(), at)?;
+    }
     let m = &a.merged;
+    // The image, owners shifted into the sandbox's ids, then the overlay
+    // on top of it at the same place.
+    confine::idmap::mount_idmapped(&a.lower, m, userns)?;
     let opts = format!(
         "lowerdir={},upperdir={},workdir={}",
-        a.lower.display(),
+        m.display(),
         a.upper.display(),
         a.work.display()
     );
-    mount("overlay", m, Some("overlay"), MsFlags::empty(), Some(&opts))?;
+    mount(
+        "overlay",
+        m,
+        Some("overlay"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(&opts),
+    )?;
 
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount_fs("proc", &m.join("proc"), nosuid_nodev_noexec, None)?;
@@ -124,33 +168,41 @@ fn build_root(a: &NsInitArgs) -> Result<(), NsInitError> {
         nosuid_nodev_noexec | MsFlags::MS_RDONLY,
         None,
     );
+    confine::procfs::restrict(m)?;
 
+    let (root, tty) = (a.uid_base, a.uid_base + 5);
     let dev = m.join("dev");
     mount_fs(
         "tmpfs",
         &dev,
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("mode=755,size=65536k"),
+        Some(&format!("mode=755,size=65536k,uid={root},gid={root}")),
     )?;
     for name in DEVICES {
-        bind(&Path::new("/dev").join(name), &dev.join(name))?;
+        let node = dev.join(name);
+        bind(&Path::new("/dev").join(name), &node)?;
+        remount_bind(&node, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC)?;
     }
     mount_fs(
         "devpts",
         &dev.join("pts"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=620"),
+        Some(&format!("newinstance,ptmxmode=0666,mode=620,gid={tty}")),
     )?;
     symlink("pts/ptmx", &dev.join("ptmx"))?;
     dev_links(&dev)?;
     mount_fs(
         "tmpfs",
         &dev.join("shm"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=1777"),
+        nosuid_nodev_noexec,
+        Some(&format!("mode=1777,size=65536k,uid={root},gid={root}")),
     )?;
 
-    bind(&a.agent_dir, &m.join("run/ironclaw"))?;
+    let socket = a.agent_dir.join("agent.sock");
+    let listener = transport::bind_unix(&socket).map_err(|source| NsInitError::Socket {
+        path: socket.clone(),
+        source,
+    })?;
 
     let old = m.join(".oldroot");
     mkdir_p(&old)?;
@@ -161,5 +213,5 @@ fn build_root(a: &NsInitArgs) -> Result<(), NsInitError> {
     nix::unistd::chdir("/").map_err(NsInitError::OldRoot)?;
     nix::mount::umount2("/.oldroot", MntFlags::MNT_DETACH).map_err(NsInitError::OldRoot)?;
     std::fs::remove_dir("/.oldroot").map_err(|e| fs_err("rmdir", Path::new("/.oldroot"), e))?;
-    Ok(())
+    Ok((listener, socket))
 }

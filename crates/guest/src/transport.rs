@@ -76,6 +76,26 @@ pub enum Listener {
 /// many connections at once.
 pub type ConnSlot = Option<OwnedSemaphorePermit>;
 
+/// Bind a Unix socket at `path`, replacing a stale one, readable and
+/// writable by its owner only.
+pub fn bind_unix(path: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
+    // A socket file left by an earlier agent (crash, restart of the
+    // sandbox) would make bind fail with EADDRINUSE.
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path)?;
+    // The agent may run as root: processes that see the socket must not
+    // get a root shell through it.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
 impl Listener {
     /// Must run inside the tokio runtime (the socket registers with it).
     pub fn bind(addr: &ListenAddr) -> Result<Listener, TransportError> {
@@ -85,25 +105,8 @@ impl Listener {
         };
         match addr {
             ListenAddr::Unix(path) => {
-                // A socket file left by an earlier agent (crash, restart of
-                // the sandbox) would make bind fail with EADDRINUSE.
-                match std::fs::remove_file(path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(err(e)),
-                }
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(err)?;
-                }
-                let listener = tokio::net::UnixListener::bind(path).map_err(err)?;
-                // The agent runs as root: processes inside the sandbox that
-                // see the socket must not get a root shell through it.
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                    .map_err(err)?;
-                Ok(Listener::Unix {
-                    listener,
-                    path: path.clone(),
-                })
+                let listener = bind_unix(path).map_err(err)?;
+                Listener::from_unix(listener, path.clone()).map_err(err)
             }
             ListenAddr::Vsock(port) => vsock_listen(*port).map(Listener::Vsock).map_err(err),
             ListenAddr::Serial(path) => {
@@ -124,6 +127,19 @@ impl Listener {
                 })
             }
         }
+    }
+
+    /// Serve on a socket bound earlier (before the agent gave up the
+    /// privileges binding it needed). Must run inside the tokio runtime.
+    pub fn from_unix(
+        listener: std::os::unix::net::UnixListener,
+        path: PathBuf,
+    ) -> std::io::Result<Listener> {
+        listener.set_nonblocking(true)?;
+        Ok(Listener::Unix {
+            listener: tokio::net::UnixListener::from_std(listener)?,
+            path,
+        })
     }
 
     /// The next connection, and the slot to drop once its reader is done.

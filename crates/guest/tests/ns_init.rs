@@ -13,6 +13,9 @@ use common::{argv, guest, wait_ready, Client};
 use ironclaw_proto::{ExecRequest, GuestMsg, HostMsg, TtySize};
 
 const BUSYBOX: &str = "/bin/busybox";
+/// Root inside the test sandbox is this host uid/gid (a block no real
+/// sandbox of a test daemon uses: the store hands out low slots first).
+const UID_BASE: u32 = (1 << 30) + 40_000 * 65_536;
 
 fn skip_reason() -> Option<&'static str> {
     if !nix::unistd::geteuid().is_root() {
@@ -71,6 +74,9 @@ impl Sandbox {
             std::fs::create_dir_all(lower.join(dir)).unwrap();
         }
         std::fs::copy(BUSYBOX, lower.join("bin/busybox")).unwrap();
+        // The sandbox's root owns its writable layer, as the daemon's disk
+        // setup arranges.
+        std::os::unix::fs::chown(&upper, Some(UID_BASE), Some(UID_BASE)).unwrap();
         // Relative links: `busybox --install` would point at the host's path.
         let applets = Command::new(BUSYBOX).arg("--list").output().unwrap();
         for applet in String::from_utf8(applets.stdout)
@@ -88,6 +94,7 @@ impl Sandbox {
             .args(["--work".as_ref(), work.as_os_str()])
             .args(["--merged".as_ref(), merged.as_os_str()])
             .args(["--agent-dir".as_ref(), agent_dir.as_os_str()])
+            .args(["--uid-base", &UID_BASE.to_string()])
             .args(["--hostname", "sbx-test"])
             .stdout(Stdio::piped());
         // SAFETY: unshare is async-signal-safe.
@@ -189,10 +196,23 @@ async fn ns_init_runs_a_sandbox_and_shuts_it_down() {
     }) else {
         panic!("upload failed")
     };
-    assert_eq!(
-        std::fs::read(upper.join("root/note.txt")).unwrap(),
-        b"inside"
-    );
+    let note = upper.join("root/note.txt");
+    assert_eq!(std::fs::read(&note).unwrap(), b"inside");
+    // Written by root inside, owned by the sandbox's block on the host.
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&note).unwrap().uid(), UID_BASE);
+
+    // Root inside is unprivileged on the host: Docker's capabilities in
+    // its own user namespace, no_new_privs and the seccomp filter.
+    let out = c
+        .exec(&["sh", "-c", "cat /proc/self/uid_map; grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; stat -c %u /bin/busybox"])
+        .await;
+    let text = out.stdout();
+    let map: Vec<&str> = text.lines().next().unwrap_or("").split_whitespace().collect();
+    assert_eq!(map, ["0", &UID_BASE.to_string(), "65536"], "uid map: {text}");
+    assert!(text.contains("CapEff:\t00000000a80425fb"), "{text}");
+    assert!(text.contains("NoNewPrivs:\t1") && text.contains("Seccomp:\t2"), "{text}");
+    assert!(text.trim_end().ends_with("\n0"), "image files are root's inside: {text}");
 
     let GuestMsg::Info(info) = c.call(HostMsg::Info).await else {
         panic!()
@@ -243,7 +263,7 @@ async fn ns_init_setup_errors_are_reported() {
     for flag in ["--lower", "--upper", "--work", "--merged", "--agent-dir"] {
         cmd.arg(flag).arg(&missing);
     }
-    cmd.args(["--hostname", "x"]);
+    cmd.args(["--hostname", "x", "--uid-base", &UID_BASE.to_string()]);
     // SAFETY: unshare is async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
@@ -256,7 +276,7 @@ async fn ns_init_setup_errors_are_reported() {
     let out = cmd.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("mount overlay on"), "{stderr}");
+    assert!(stderr.contains("idmapped mount of"), "{stderr}");
 }
 
 #[tokio::test]

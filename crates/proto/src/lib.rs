@@ -21,3 +21,8 @@ pub use msg::*;
 /// Largest data chunk either side puts in one frame. Kept well under
 /// [`MAX_FRAME`] so the envelope always fits.
 pub const CHUNK: usize = 64 * 1024;
+
+/// Host uids/gids in one namespace sandbox's user namespace: ids 0..this
+/// inside map to the sandbox's own block on the host. Host and guest
+/// (ns-init writes the maps) must agree on it.
+pub const IDS_PER_SANDBOX: u32 = 65_536;

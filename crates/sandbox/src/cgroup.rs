@@ -1,6 +1,8 @@
 //! Resource limits per sandbox through cgroups. cgroup v2 when the unified
 //! hierarchy has the memory and pids controllers; otherwise the v1
-//! hierarchies (memory, pids, cpu), as on hosts that still boot hybrid.
+//! hierarchies (memory, pids, cpu, devices), as on hosts that still boot
+//! hybrid. On v1 the devices controller allows a sandbox only the device
+//! nodes it is given ([`ALLOWED_DEVICES`]).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -29,6 +31,24 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
         source,
     }
 }
+
+/// v1 hierarchies a sandbox joins, where present.
+const V1_CONTROLLERS: [&str; 4] = ["memory", "pids", "cpu", "devices"];
+
+/// The device cgroup's allowlist (`type major:minor access`): null, zero,
+/// full, random, urandom, tty, console, ptmx and the pty slaves. Block
+/// devices and everything else are denied, whatever node a sandbox finds.
+pub const ALLOWED_DEVICES: &[&str] = &[
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:1 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
@@ -75,7 +95,7 @@ impl Cgroup {
         let (version, _) = detect()?;
         let dirs = match version {
             Version::V2 => vec![Path::new(ROOT).join(PARENT).join(id)],
-            Version::V1 => ["memory", "pids", "cpu"]
+            Version::V1 => V1_CONTROLLERS
                 .iter()
                 .map(|c| Path::new(ROOT).join(c))
                 .filter(|p| p.join("cgroup.procs").exists())
@@ -128,6 +148,21 @@ impl Cgroup {
             }
         }
         Ok(())
+    }
+
+    /// Allow only [`ALLOWED_DEVICES`] to processes in the group (before any
+    /// runs). cgroup v1's devices controller; on v2 this needs an eBPF
+    /// device program, not written yet, so it reports false and the
+    /// sandbox relies on nodev mounts and the lack of CAP_MKNOD on the host.
+    pub fn restrict_devices(&self) -> Result<bool, CgroupError> {
+        if !self.dirs.iter().any(|d| d.join("devices.deny").exists()) {
+            return Ok(false);
+        }
+        self.write("devices.deny", "a")?;
+        for rule in ALLOWED_DEVICES {
+            self.write("devices.allow", rule)?;
+        }
+        Ok(true)
     }
 
     /// Write `value` to the control file `file` in whichever directory has it.

@@ -6,6 +6,7 @@ pub mod backend;
 pub mod cgroup;
 pub mod firecracker;
 pub mod image;
+pub mod loopdisk;
 pub mod name;
 pub mod namespace;
 pub mod probe;

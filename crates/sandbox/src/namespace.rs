@@ -1,10 +1,15 @@
 //! The `namespace` backend: the guest agent as PID 1 of fresh pid, mount,
-//! net, uts, ipc and cgroup namespaces, pivot_root'ed into an overlay of the
-//! image (read-only lower) and the sandbox's own upper directory, limited by
-//! a cgroup. No virtualization needed, so it works on any Linux host.
+//! net, uts, ipc, cgroup and user namespaces, pivot_root'ed into an overlay
+//! of the image (idmapped, read-only) and the sandbox's own ext4 disk
+//! ([`crate::loopdisk`]), limited by a cgroup. Root inside is an
+//! unprivileged block of host ids ([`crate::userns`]) with Docker's default
+//! capabilities and seccomp profile (see the guest's `confine` module). No
+//! virtualization needed, so it works on any Linux host.
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -15,7 +20,7 @@ use nix::sched::CloneFlags;
 use crate::agent::AgentClient;
 use crate::backend::{Availability, Backend, BackendError, BackendKind, Running, SandboxSpec};
 use crate::cgroup::{self, Cgroup};
-use crate::process;
+use crate::{loopdisk, process};
 
 /// Where the guest binary lives inside every image.
 pub const GUEST_PATH: &str = "sbin/ironclaw-guest";
@@ -23,24 +28,33 @@ pub const GUEST_PATH: &str = "sbin/ironclaw-guest";
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 /// `sun_path` is 108 bytes including the terminating NUL.
 const MAX_SOCKET_PATH: usize = 107;
+/// The descriptor number ns-init finds the disk mount at.
+const DISK_FD: i32 = 3;
 
 #[derive(Debug, Default)]
 pub struct NamespaceBackend;
 
+/// A sandbox's directory on the host. Only the daemon writes here: the
+/// sandbox's own files live inside `disk.img`, which the host never mounts
+/// in its own namespace.
 struct Layout {
-    upper: PathBuf,
-    work: PathBuf,
+    disk_image: PathBuf,
+    /// Mount point of the disk inside the sandbox's mount namespace.
+    disk: PathBuf,
     merged: PathBuf,
     run: PathBuf,
+    /// Where sandboxes made before disks existed kept their files.
+    legacy_upper: PathBuf,
 }
 
 fn layout(spec: &SandboxSpec) -> Layout {
     let d = &spec.dir;
     Layout {
-        upper: d.join("upper"),
-        work: d.join("work"),
+        disk_image: d.join("disk.img"),
+        disk: d.join("disk"),
         merged: d.join("merged"),
         run: d.join("run"),
+        legacy_upper: d.join("upper"),
     }
 }
 
@@ -62,7 +76,7 @@ impl NamespaceBackend {
         NamespaceBackend
     }
 
-    fn spawn(&self, spec: &SandboxSpec, cg: &Cgroup) -> Result<u32, BackendError> {
+    fn spawn(&self, spec: &SandboxSpec, cg: &Cgroup, disk: OwnedFd) -> Result<u32, BackendError> {
         let l = layout(spec);
         let guest = spec.image_rootfs.join(GUEST_PATH);
         if !guest.exists() {
@@ -75,24 +89,48 @@ impl NamespaceBackend {
         cmd.arg("ns-init")
             .arg("--lower")
             .arg(&spec.image_rootfs)
+            .arg("--disk-fd")
+            .arg(DISK_FD.to_string())
+            .arg("--disk-at")
+            .arg(&l.disk)
             .arg("--upper")
-            .arg(&l.upper)
+            .arg(l.disk.join(loopdisk::UPPER))
             .arg("--work")
-            .arg(&l.work)
+            .arg(l.disk.join(loopdisk::WORK))
             .arg("--merged")
             .arg(&l.merged)
             .arg("--agent-dir")
             .arg(&l.run)
+            .arg("--uid-base")
+            .arg(spec.uid_base.to_string())
             .arg("--hostname")
             .arg(&spec.name);
+        let raw = disk.as_raw_fd();
+        // SAFETY: dup2/fcntl are async-signal-safe; `disk` outlives spawn.
+        unsafe {
+            cmd.pre_exec(move || {
+                // dup2 onto itself would keep FD_CLOEXEC set.
+                let r = if raw == DISK_FD {
+                    libc::fcntl(raw, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(raw, DISK_FD)
+                };
+                if r < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let namespaces = CloneFlags::CLONE_NEWNS
             | CloneFlags::CLONE_NEWUTS
             | CloneFlags::CLONE_NEWIPC
             | CloneFlags::CLONE_NEWNET
             | CloneFlags::CLONE_NEWCGROUP
             | CloneFlags::CLONE_NEWPID;
-        process::spawn_sandbox_process(&mut cmd, cg, &spec.console_log(), namespaces)
-            .map_err(|e| BackendError::Setup(format!("starting {}: {e}", guest.display())))
+        let pid = process::spawn_sandbox_process(&mut cmd, cg, &spec.console_log(), namespaces)
+            .map_err(|e| BackendError::Setup(format!("starting {}: {e}", guest.display())))?;
+        drop(disk);
+        Ok(pid)
     }
 }
 
@@ -130,8 +168,19 @@ impl Backend for NamespaceBackend {
 
     async fn prepare(&self, spec: &SandboxSpec) -> Result<(), BackendError> {
         let l = layout(spec);
-        for d in [&l.upper, &l.work, &l.merged, &l.run] {
-            fs::create_dir_all(d)?;
+        if l.legacy_upper.exists() && !l.disk_image.exists() {
+            return Err(BackendError::Setup(format!(
+                "sandbox '{}' was made by an older ironclawd (files in {}, no disk image); \
+                 copy out what you need and recreate it",
+                spec.name,
+                l.legacy_upper.display()
+            )));
+        }
+        // Only the host may write in the sandbox's directory.
+        let mut dirs = fs::DirBuilder::new();
+        dirs.recursive(true).mode(0o700);
+        for d in [&spec.dir, &l.disk, &l.merged, &l.run] {
+            dirs.create(d)?;
         }
         let sock = agent_socket(spec);
         if sock.as_os_str().len() > MAX_SOCKET_PATH {
@@ -140,6 +189,9 @@ impl Backend for NamespaceBackend {
                 sock.display()
             )));
         }
+        loopdisk::create(&l.disk_image, spec.resources.disk_mib)
+            .await
+            .map_err(|e| BackendError::Setup(e.to_string()))?;
         Ok(())
     }
 
@@ -147,8 +199,14 @@ impl Backend for NamespaceBackend {
         self.prepare(spec).await?;
         let sock = agent_socket(spec);
         let _ = fs::remove_file(&sock);
+        let disk = loopdisk::mount_detached(&layout(spec).disk_image, spec.uid_base)
+            .map_err(|e| BackendError::Setup(e.to_string()))?;
         let cg = Cgroup::fresh(&spec.id, &spec.resources).await?;
-        let pid = match self.spawn(spec, &cg) {
+        if let Err(e) = cg.restrict_devices() {
+            let _ = cg.destroy().await;
+            return Err(e.into());
+        }
+        let pid = match self.spawn(spec, &cg, disk) {
             Ok(pid) => pid as i32,
             Err(e) => {
                 let _ = cg.destroy().await;
@@ -227,23 +285,6 @@ impl Backend for NamespaceBackend {
     }
 
     fn disk_used(&self, spec: &SandboxSpec) -> u64 {
-        dir_usage(&layout(spec).upper)
+        loopdisk::allocated(&layout(spec).disk_image)
     }
-}
-
-/// Bytes allocated under `dir` (not following symlinks, not crossing mounts).
-pub fn dir_usage(dir: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            let Ok(md) = e.metadata() else { continue };
-            total += md.blocks() * 512;
-            if md.is_dir() {
-                stack.push(e.path());
-            }
-        }
-    }
-    total
 }

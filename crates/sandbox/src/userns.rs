@@ -7,7 +7,7 @@
 //! ranges `useradd` and `/etc/subuid` hand out.
 
 /// Ids in one sandbox's block: uid 0-65535 inside, as in a normal container.
-pub const IDS_PER_SANDBOX: u32 = 65_536;
+pub const IDS_PER_SANDBOX: u32 = ironclaw_proto::IDS_PER_SANDBOX;
 /// The first host id of slot 0.
 pub const FIRST_HOST_ID: u32 = 1 << 30;
 /// Slots that fit below u32::MAX (the kernel reserves (uid_t)-1).

@@ -1,0 +1,290 @@
+//! Escape and resource drills: from inside real sandboxes, try what a
+//! hostile root (a prompt-injected agent) would try. Every drill prints
+//! `contained` or `ESCAPED`; one `ESCAPED` fails the suite. The summary
+//! line at the end is what README.md quotes.
+//!
+//! Namespace backend (the default where KVM guests do not boot, as here).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Daemon;
+use serde_json::{json, Value};
+
+const ESCAPES: &str = include_str!("drills/escapes.py");
+
+#[derive(Default)]
+struct Tally {
+    contained: usize,
+    escaped: Vec<String>,
+}
+
+impl Tally {
+    fn record(&mut self, name: &str, escaped: bool, detail: &str) {
+        let verdict = if escaped { "ESCAPED" } else { "contained" };
+        println!("drill {name}: {verdict} ({detail})");
+        if escaped {
+            self.escaped.push(format!("{name}: {detail}"));
+        } else {
+            self.contained += 1;
+        }
+    }
+}
+
+async fn exec_body(d: &Daemon, name: &str, body: Value) -> (u16, Value) {
+    d.post(&format!("/v1/sandboxes/{name}/exec"), body).await
+}
+
+/// Whether the daemon and a sandbox's agent still answer promptly.
+async fn still_answers(d: &Daemon, name: &str) -> bool {
+    let t0 = Instant::now();
+    let (st, v) = exec_body(d, name, json!({"argv": ["true"], "timeout_ms": 10000})).await;
+    st == 200 && v["exit_code"] == 0 && t0.elapsed() < Duration::from_secs(10)
+}
+
+fn sandbox_ids(d: &Daemon) -> Vec<String> {
+    std::fs::read_dir(d.data_dir().join("sandboxes"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn upload(d: &Daemon, sandbox: &str, path: &str, data: &[u8]) {
+    let resp = reqwest::Client::new()
+        .put(d.u(&format!("/v1/sandboxes/{sandbox}/files?path={path}")))
+        .bearer_auth(&d.token)
+        .body(data.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "upload {path}: {}", resp.status());
+}
+
+/// The escape drills of `drills/escapes.py`, plus what only the host can
+/// check (host files unchanged, the device cgroup).
+async fn escape_drills(d: &Daemon, t: &mut Tally) {
+    let before: Vec<String> = sandbox_ids(d);
+    d.sandbox("victim", json!({})).await;
+    d.exec("victim", &["sh", "-c", "echo victim-secret > /root/secret"])
+        .await;
+    let victim_id = sandbox_ids(d)
+        .into_iter()
+        .find(|id| !before.contains(id))
+        .expect("victim's directory");
+    let (st, v) = d
+        .post("/v1/sandboxes", json!({"name": "attacker", "image": "base"}))
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let attacker_id = sandbox_ids(d)
+        .into_iter()
+        .find(|id| !before.contains(id) && *id != victim_id)
+        .expect("attacker's directory");
+
+    let core_pattern = std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap();
+    let mut host = std::process::Command::new("sleep").arg("600").spawn().unwrap();
+    upload(d, "attacker", "/root/escapes.py", ESCAPES.as_bytes()).await;
+    let other = d
+        .data_dir()
+        .join("sandboxes")
+        .join(&victim_id)
+        .join("disk.img");
+    let (st, v) = exec_body(
+        d,
+        "attacker",
+        json!({"argv": ["python3", "/root/escapes.py", host.id().to_string(), other.to_str().unwrap()],
+               "timeout_ms": 120000}),
+    )
+    .await;
+    let _ = host.kill();
+    let _ = host.wait();
+    assert_eq!(st, 200, "{v}");
+    let out = v["stdout"].as_str().unwrap_or_default();
+    assert!(
+        out.lines().last() == Some("done"),
+        "the drill script did not finish: {v}"
+    );
+    for line in out.lines().filter(|l| *l != "done") {
+        let mut parts = line.splitn(3, ' ');
+        let (name, verdict, detail) = (
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+        );
+        assert!(
+            verdict == "contained" || verdict == "ESCAPED",
+            "bad drill line {line:?}"
+        );
+        t.record(name, verdict == "ESCAPED", detail);
+    }
+
+    let after = std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap();
+    t.record(
+        "host_core_pattern_unchanged",
+        after != core_pattern,
+        &format!("host core_pattern is {:?}", after.trim()),
+    );
+    // The attacker's files are its own ids on the host, the victim's are
+    // another block: even a shared path would not give one the other's
+    // 0600 files.
+    let owner = |id: &str| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(d.data_dir().join("sandboxes").join(id).join("disk.img"))
+            .map(|m| m.uid())
+            .unwrap_or(u32::MAX)
+    };
+    t.record(
+        "disk_images_host_owned",
+        owner(&attacker_id) != 0 || owner(&victim_id) != 0,
+        "disk images belong to host root, mounted only inside each sandbox",
+    );
+    let maps = |name: &str| {
+        let d = d;
+        let name = name.to_string();
+        async move { d.exec(&name, &["cat", "/proc/self/uid_map"]).await["stdout"].to_string() }
+    };
+    let (ma, mv) = (maps("attacker").await, maps("victim").await);
+    t.record(
+        "distinct_id_blocks",
+        ma == mv,
+        &format!("attacker {}, victim {}", ma.trim(), mv.trim()),
+    );
+    let devices = format!("/sys/fs/cgroup/devices/ironclaw/{attacker_id}/devices.list");
+    match std::fs::read_to_string(&devices) {
+        Ok(list) => {
+            let mut got: Vec<&str> = list.lines().collect();
+            let mut want: Vec<&str> = ironclaw_sandbox::cgroup::ALLOWED_DEVICES.to_vec();
+            got.sort_unstable();
+            want.sort_unstable();
+            t.record(
+                "device_cgroup_allowlist",
+                got != want,
+                &format!("devices.list {got:?}"),
+            );
+        }
+        Err(_) => println!("drill device_cgroup_allowlist: not run (no cgroup v1 devices controller on this host; nodev and no CAP_MKNOD hold)"),
+    }
+}
+
+/// Resource exhaustion from inside: each must stay inside its sandbox.
+async fn resource_drills(d: &Daemon, t: &mut Tally) {
+    // Fork bomb under the pids limit.
+    d.sandbox("bomb", json!({})).await;
+    let bomb = exec_body(
+        d,
+        "bomb",
+        json!({"argv": ["sh", "-c", "b() { b | b & }; b; sleep 5"], "timeout_ms": 8000}),
+    );
+    let probe = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        still_answers(d, "victim").await
+    };
+    let (_, ok) = tokio::join!(bomb, probe);
+    t.record(
+        "fork_bomb",
+        !ok,
+        "the host and another sandbox answered during the bomb",
+    );
+    let (st, _) = d.req(reqwest::Method::DELETE, "/v1/sandboxes/bomb", None).await;
+    assert_eq!(st, 204);
+
+    // Memory hog over a 64 MiB limit.
+    let (st, v) = d
+        .post(
+            "/v1/sandboxes",
+            json!({"name": "hog", "image": "base", "memory_mib": 64}),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let (_, v) = exec_body(
+        d,
+        "hog",
+        json!({"argv": ["python3", "-c", "b = bytearray(512 << 20); print(len(b))"], "timeout_ms": 60000}),
+    )
+    .await;
+    t.record(
+        "memory_hog",
+        v["exit_code"] == 0,
+        &format!("512 MiB in a 64 MiB sandbox: exit {} signal {}", v["exit_code"], v["signal"]),
+    );
+
+    // Disk fill past --disk.
+    let (st, v) = d
+        .post(
+            "/v1/sandboxes",
+            json!({"name": "full", "image": "mini", "disk_mib": 64}),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let (_, v) = exec_body(
+        d,
+        "full",
+        json!({"argv": ["sh", "-c", "dd if=/dev/zero of=/root/fill bs=1M count=128 2>&1; echo rc=$?"], "timeout_ms": 60000}),
+    )
+    .await;
+    let out = v["stdout"].as_str().unwrap_or_default();
+    t.record(
+        "disk_fill",
+        !out.contains("No space left on device"),
+        out.lines().find(|l| l.contains("space")).unwrap_or(out),
+    );
+    let used = d.get("/v1/sandboxes/full").await.1["disk_used_bytes"]
+        .as_u64()
+        .unwrap_or(u64::MAX);
+    t.record(
+        "disk_fill_host_bytes",
+        used > 64 << 20,
+        &format!("the image takes {} MiB of host disk", used >> 20),
+    );
+    d.exec("full", &["rm", "/root/fill"]).await;
+    t.record(
+        "disk_fill_recovers",
+        !still_answers(d, "full").await,
+        "the sandbox works after the fill",
+    );
+
+    // 100,000 small files, then list them through the API.
+    let (_, v) = exec_body(
+        d,
+        "attacker",
+        json!({"argv": ["python3", "-c",
+            "import os\nos.makedirs('/root/many', exist_ok=True)\nfor i in range(100000):\n    open(f'/root/many/{i}', 'w').close()\nprint(len(os.listdir('/root/many')))"],
+            "timeout_ms": 120000}),
+    )
+    .await;
+    let made = v["stdout"].as_str().unwrap_or_default().trim().to_string();
+    let (st, _) = d.get("/v1/sandboxes/attacker/fs/list?path=/root/many").await;
+    t.record(
+        "many_small_files",
+        !still_answers(d, "attacker").await,
+        &format!("{made} files made; listing answered {st}; the agent still answers"),
+    );
+
+    // A 1 MiB argv.
+    let mut argv = vec!["sh".to_string(), "-c".into(), "echo $#".into(), "x".into()];
+    argv.extend((0..16).map(|_| "a".repeat(64 * 1024)));
+    let (st, v) = exec_body(d, "victim", json!({"argv": argv})).await;
+    t.record(
+        "one_mib_argv",
+        !still_answers(d, "victim").await,
+        &format!("answered {st} {}; the agent still answers", v["stdout"]),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drills_namespace_backend() {
+    let d = Daemon::start().await;
+    d.build_image("base", "debian").await;
+    let mut t = Tally::default();
+    escape_drills(&d, &mut t).await;
+    resource_drills(&d, &mut t).await;
+    println!(
+        "drills: {} contained, {} escaped",
+        t.contained,
+        t.escaped.len()
+    );
+    assert!(t.escaped.is_empty(), "escapes: {:#?}", t.escaped);
+}
