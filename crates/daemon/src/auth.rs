@@ -125,26 +125,94 @@ pub async fn require_token(
     }
 }
 
-/// Sandbox routes: a user reaches only their own sandboxes; others' look
-/// exactly like missing ones (404), so names do not leak.
-pub async fn sandbox_access(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let caller = req.extensions().get::<Caller>().cloned();
-    let name = req
+/// The sandbox a `/v1/sandboxes/NAME/...` request is about, resolved by
+/// [`sandbox_access`] in the caller's namespace (or, for the admin, in the
+/// namespace `?owner=USER` names). Handlers act on `id`, never on a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub id: String,
+    pub name: String,
+    pub owner: String,
+}
+
+#[axum::async_trait]
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Target {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Target>()
+            .cloned()
+            .ok_or_else(|| ApiError::Internal("sandbox route without a resolved sandbox".into()))
+    }
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct OwnerQuery {
+    pub owner: Option<String>,
+}
+
+/// The `?owner=` of a request, if any.
+pub fn owner_param(uri: &axum::http::Uri) -> Option<String> {
+    axum::extract::Query::<OwnerQuery>::try_from_uri(uri)
+        .ok()
+        .and_then(|q| q.0.owner)
+        .filter(|o| !o.is_empty())
+}
+
+/// The one answer for a sandbox the caller cannot reach, whether it exists
+/// under another owner or nowhere: nothing tells the two apart.
+pub fn sandbox_not_found(name: &str) -> ApiError {
+    ApiError::NotFound(format!("sandbox '{name}' not found"))
+}
+
+/// Whose namespace a request means: the caller's own, or for the admin the
+/// `?owner=` one. `None` when a non-admin names someone else.
+pub fn namespace_of(caller: &Caller, owner: Option<String>) -> Option<String> {
+    match owner {
+        None => Some(caller.user.clone()),
+        Some(o) if caller.admin || o == caller.user => Some(o),
+        Some(_) => None,
+    }
+}
+
+/// Sandbox routes: resolve NAME in the caller's namespace (the admin may
+/// name another with `?owner=USER`) to a [`Target`]. Another user's
+/// sandbox is exactly the 404 of a missing one, so names do not leak.
+pub async fn sandbox_access(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let Some(caller) = req.extensions().get::<Caller>().cloned() else {
+        return ApiError::Unauthorized.into_response();
+    };
+    let Some(name) = req
         .uri()
         .path()
         .strip_prefix("/v1/sandboxes/")
         .and_then(|rest| rest.split('/').next())
-        .map(str::to_string);
-    if let (Some(caller), Some(name)) = (caller, name) {
-        if !caller.admin {
-            match state.manager.store.sandbox(&name) {
-                Ok(r) if r.owner == caller.user => {}
-                _ => {
-                    return ApiError::NotFound(format!("sandbox '{name}' not found"))
-                        .into_response()
-                }
-            }
+        .map(str::to_string)
+    else {
+        return ApiError::NotFound("no such route".into()).into_response();
+    };
+    let Some(owner) = namespace_of(&caller, owner_param(req.uri())) else {
+        return sandbox_not_found(&name).into_response();
+    };
+    match state.manager.store.sandbox(&owner, &name) {
+        Ok(r) => {
+            req.extensions_mut().insert(Target {
+                id: r.id,
+                name: r.name,
+                owner: r.owner,
+            });
+            next.run(req).await
         }
+        Err(ironclaw_store::StoreError::NotFound(_)) => sandbox_not_found(&name).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
-    next.run(req).await
 }

@@ -3,11 +3,12 @@
 use std::collections::BTreeMap;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use ironclaw_proto::{ExecRequest, GuestMsg, HostMsg, TtySize};
 use serde::Deserialize;
 
+use crate::auth::Target;
 use crate::error::{ApiError, Json};
 use crate::AppState;
 
@@ -32,11 +33,11 @@ fn validate_argv(argv: &[String]) -> Result<(), ApiError> {
 
 pub async fn exec(
     State(st): State<AppState>,
-    Path(name): Path<String>,
+    t: Target,
     Json(body): Json<ExecBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     validate_argv(&body.argv)?;
-    let agent = st.manager.agent(&name).await?;
+    let agent = st.manager.agent(&t.id).await?;
     let req = ExecRequest {
         argv: body.argv,
         env: body.env.into_iter().collect(),
@@ -82,11 +83,11 @@ pub enum Control {
 
 pub async fn exec_ws(
     State(st): State<AppState>,
-    Path(name): Path<String>,
+    t: Target,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     // Fail before the upgrade, so the client sees an HTTP status.
-    let agent = st.manager.agent(&name).await?;
+    let agent = st.manager.agent(&t.id).await?;
     Ok(ws.on_upgrade(move |socket| async move {
         if let Err(e) = run_exec_ws(socket, agent).await {
             tracing::debug!("exec websocket ended: {e}");
