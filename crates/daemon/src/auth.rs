@@ -41,20 +41,51 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn presented_token(req: &Request) -> Option<String> {
-    if let Some(h) = req.headers().get(axum::http::header::AUTHORIZATION) {
-        return h
-            .to_str()
-            .ok()?
-            .strip_prefix("Bearer ")
-            .map(|t| t.trim().to_string());
+/// Routes that are WebSocket upgrades: the only ones where a token may come
+/// in the query string (browsers cannot set headers on an upgrade).
+fn is_websocket_route(req: &Request) -> bool {
+    let path = req.uri().path();
+    let ws_path = path == "/v1/chat/ws"
+        || (path.starts_with("/v1/sandboxes/")
+            && (path.ends_with("/exec/ws") || path.ends_with("/console/ws")));
+    let upgrade = req
+        .headers()
+        .get(axum::http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    ws_path && upgrade && req.method() == axum::http::Method::GET
+}
+
+/// A `token=` in the query string, if any.
+fn query_token(req: &Request) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Q {
+        token: Option<String>,
     }
-    // Browsers cannot set headers on a WebSocket upgrade.
-    req.uri()
-        .query()?
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("token="))
-        .map(str::to_string)
+    req.uri().query()?;
+    match axum::extract::Query::<Q>::try_from_uri(req.uri()) {
+        Ok(q) => q.0.token,
+        // Unparseable (e.g. `token` twice): treat as presenting one.
+        Err(_) => Some(String::new()),
+    }
+}
+
+/// The token a request presents. `Err` when it carries one in the query
+/// string of a route that is not a WebSocket upgrade: URLs end up in logs
+/// and browser history, so such a token is refused even with a header.
+fn presented_token(req: &Request) -> Result<Option<String>, ()> {
+    let in_query = query_token(req);
+    if in_query.is_some() && !is_websocket_route(req) {
+        return Err(());
+    }
+    if let Some(h) = req.headers().get(axum::http::header::AUTHORIZATION) {
+        return Ok(h
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_string()));
+    }
+    Ok(in_query)
 }
 
 /// Who is calling: set by [`require_token`] on every authenticated request.
@@ -102,7 +133,20 @@ pub async fn require_token(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let caller = match presented_token(&req) {
+    let presented = match presented_token(&req) {
+        Ok(t) => t,
+        Err(()) => {
+            return (
+                axum::http::StatusCode::UNAUTHORIZED,
+                axum::Json(crate::error::body(
+                    "unauthorized",
+                    "a token in the query string is accepted only on WebSocket routes; send it as `Authorization: Bearer TOKEN`",
+                )),
+            )
+                .into_response()
+        }
+    };
+    let caller = match presented {
         Some(t) if constant_time_eq(t.as_bytes(), state.token.as_bytes()) => Some(Caller {
             user: "admin".into(),
             admin: true,
