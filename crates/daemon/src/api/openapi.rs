@@ -42,7 +42,7 @@ pub fn document() -> Value {
                     "vcpus": {"type": "integer"}, "memory_mib": {"type": "integer"}, "disk_mib": {"type": "integer"}}},
                 "Exec": {"type": "object", "required": ["argv"], "properties": {
                     "argv": {"type": "array", "items": {"type": "string"}}, "env": {"type": "object"},
-                    "cwd": {"type": "string"}, "stdin": {"type": "string"}, "timeout_ms": {"type": "integer"}}},
+                    "cwd": {"type": "string"}, "stdin": {"type": "string"}, "timeout_secs": {"type": "integer"}, "timeout_ms": {"type": "integer"}}},
                 "BuildImage": {"type": "object", "required": ["name", "from"], "properties": {"name": {"type": "string"}, "from": {"type": "string", "enum": ["busybox", "debian"]}}},
                 "Path": {"type": "object", "required": ["path"], "properties": {"path": {"type": "string"}, "parents": {"type": "boolean"}, "recursive": {"type": "boolean"}}},
                 "Rename": {"type": "object", "required": ["from", "to"], "properties": {"from": {"type": "string"}, "to": {"type": "string"}}}
