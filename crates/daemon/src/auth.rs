@@ -88,6 +88,25 @@ fn presented_token(req: &Request) -> Result<Option<String>, ()> {
     Ok(in_query)
 }
 
+/// 429 with `Retry-After`, naming the limit.
+fn too_many_requests(user: &str, rpm: u32, wait_secs: u64) -> Response {
+    let mut resp = (
+        axum::http::StatusCode::TOO_MANY_REQUESTS,
+        axum::Json(crate::error::body(
+            "rate_limited",
+            &format!(
+                "rate limit exceeded: requests_per_minute {rpm} for user {user}; retry in {wait_secs} s"
+            ),
+        )),
+    )
+        .into_response();
+    resp.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from(wait_secs),
+    );
+    resp
+}
+
 /// Who is calling: set by [`require_token`] on every authenticated request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
@@ -146,6 +165,8 @@ pub async fn require_token(
                 .into_response()
         }
     };
+    // Rate buckets are per token (by hash: the token itself is not kept).
+    let bucket = presented.as_deref().map(ironclaw_store::users::hash_token);
     let caller = match presented {
         Some(t) if constant_time_eq(t.as_bytes(), state.token.as_bytes()) => Some(Caller {
             user: "admin".into(),
@@ -162,6 +183,17 @@ pub async fn require_token(
     };
     match caller {
         Some(c) => {
+            let rpm = state
+                .manager
+                .config
+                .quotas
+                .for_user(&c.user, c.admin)
+                .requests_per_minute;
+            if let (Some(rpm), Some(key)) = (rpm, &bucket) {
+                if let Err(wait) = state.limiter.take(key, rpm) {
+                    return too_many_requests(&c.user, rpm, wait);
+                }
+            }
             req.extensions_mut().insert(c);
             next.run(req).await
         }

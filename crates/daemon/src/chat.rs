@@ -252,6 +252,19 @@ impl Chat {
         }
     }
 
+    /// Refuse (403) when `user` reached their LLM spend for today.
+    pub fn check_spend(&self, user: &str) -> Result<(), ApiError> {
+        let limits = self.manager.limits_of(user);
+        if limits.llm_usd_per_day.is_none() {
+            return Ok(());
+        }
+        let spent = self
+            .manager
+            .store
+            .cost_since(user, &crate::quota::today_utc())?;
+        crate::quota::check_spend(&limits, user, spent)
+    }
+
     /// Run one turn of `user` in `session` and store everything it produced.
     pub async fn turn(
         self: &Arc<Self>,
@@ -263,6 +276,7 @@ impl Chat {
     ) -> Result<TurnReport, ApiError> {
         let registry = self.registry()?;
         let agent = self.agent(&session.agent)?.clone();
+        self.check_spend(user)?;
         let model_name = match model_override.or(agent.model.as_deref()) {
             Some(m) => m.to_string(),
             None => registry

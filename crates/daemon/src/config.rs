@@ -79,6 +79,8 @@ pub struct Config {
     pub exec_timeout_secs: u64,
     /// Longest timeout an exec may ask for (seconds).
     pub exec_timeout_max_secs: u64,
+    /// Per-user limits and per-user overrides (`[quotas]`, `[quotas.users.NAME]`).
+    pub quotas: crate::quota::Quotas,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -115,6 +117,7 @@ impl Default for Config {
             exec_output_limit_mib: 16,
             exec_timeout_secs: 600,
             exec_timeout_max_secs: 24 * 3600,
+            quotas: Default::default(),
         }
     }
 }

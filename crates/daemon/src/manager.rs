@@ -78,6 +78,9 @@ pub struct Manager {
     /// Lifecycle locks by sandbox id.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     generation: std::sync::atomic::AtomicU64,
+    /// Held while a create checks its owner's quota and inserts the record,
+    /// so two creates cannot both take the last unit.
+    quota_lock: Mutex<()>,
 }
 
 impl Manager {
@@ -119,6 +122,7 @@ impl Manager {
             live: Mutex::default(),
             locks: Mutex::default(),
             generation: Default::default(),
+            quota_lock: Mutex::default(),
         })
     }
 
@@ -255,6 +259,12 @@ impl Manager {
         })
     }
 
+    /// The quotas of `user` (the admin has only explicit ones).
+    pub fn limits_of(&self, user: &str) -> crate::quota::Limits {
+        let admin = self.store.user(user).map(|u| u.admin).unwrap_or(false);
+        self.config.quotas.for_user(user, admin)
+    }
+
     /// Create and start a sandbox in `owner`'s namespace.
     pub async fn create(
         self: &Arc<Self>,
@@ -358,7 +368,19 @@ impl Manager {
         };
         let lock = self.lock_for(&record.id);
         let _g = lock.lock().await;
-        self.store.insert_sandbox(&record)?;
+        {
+            let _q = self.quota_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let limits = self.limits_of(owner);
+            crate::quota::check_sandbox(
+                &limits,
+                owner,
+                &self.store.sandboxes_of(owner)?,
+                vcpus,
+                memory_mib,
+                disk_mib,
+            )?;
+            self.store.insert_sandbox(&record)?;
+        }
         // The uid slot is allocated by the insert.
         let record = self.by_id(&record.id)?;
         let spec = self.spec(&record);
