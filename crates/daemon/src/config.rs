@@ -218,6 +218,9 @@ mod tests {
         let reg = ironclaw_agent::Registry::new(&providers, &secrets).unwrap();
         assert_eq!(reg.default_model().unwrap().name, "sonnet");
         assert!(reg.resolve("llama").is_ok());
+        assert_eq!(cfg.exec_output_limit_mib, 16);
+        let bob = cfg.quotas.for_user("bob", false);
+        assert_eq!((bob.max_sandboxes, bob.max_vcpus), (Some(3), Some(16)));
     }
 
     #[test]
