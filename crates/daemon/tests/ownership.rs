@@ -337,6 +337,22 @@ async fn agents_use_only_their_bound_sandbox_and_others_are_unreachable() {
         let list = list["sandboxes"].as_array().unwrap();
         assert!(list.iter().all(|s| s["owner"] == "bob"), "{list:?}");
     }
+    // Image listings count only one's own sandboxes (Bob has 5 on `mini`,
+    // Alice 3 more); the admin's count is everyone's.
+    let (_, imgs) = call(&d, &bob, Method::GET, "/v1/images", None).await;
+    let mini = |v: &Value| {
+        v["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == "mini")
+            .unwrap()["in_use"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(mini(&imgs), 5, "{imgs}");
+    let (_, imgs) = d.get("/v1/images").await;
+    assert_eq!(mini(&imgs), 8, "{imgs}");
     // Bob cannot create in Alice's namespace.
     let (st, _) = call(
         &d,
