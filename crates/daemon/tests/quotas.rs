@@ -81,6 +81,12 @@ async fn sandbox_quotas_per_user_with_overrides() {
     assert_eq!(st, 403, "{v}");
     assert_eq!(message(&v), "quota exceeded: sandboxes 3 of 3 for user bob");
     assert_eq!(count(&d, &bob).await, 3, "a refused create leaves nothing");
+    let (_, me) = call(&d, &carol, Method::GET, "/v1/me", None).await;
+    assert_eq!(
+        me["quota"],
+        json!({"max_sandboxes": 1, "max_vcpus": 4, "max_memory_mib": 1024, "max_disk_mib": 4096,
+               "llm_usd_per_day": null, "requests_per_minute": null})
+    );
     // The admin creating for Bob counts against Bob's quota.
     let (st, v) = d
         .post("/v1/sandboxes?owner=bob", {

@@ -37,8 +37,14 @@ pub async fn me(State(st): State<AppState>, caller: Caller) -> Result<impl IntoR
         .store
         .agent_sandbox(&caller.user)?
         .map(|s| s.name);
+    let quota = st
+        .manager
+        .config
+        .quotas
+        .for_user(&caller.user, caller.admin);
     Ok(axum::Json(serde_json::json!({
-        "user": caller.user, "admin": caller.admin, "usage": usage, "sandbox": sandbox
+        "user": caller.user, "admin": caller.admin, "usage": usage, "sandbox": sandbox,
+        "quota": quota
     })))
 }
 
