@@ -39,9 +39,9 @@ pub struct Chat {
     running: Mutex<HashMap<String, (CancellationToken, String)>>,
     /// Last message per user, for stopping idle sandboxes.
     activity: Mutex<HashMap<String, Instant>>,
-    /// Serialises creating agent sandboxes, so two first turns of one user
-    /// make one sandbox.
-    create_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Per user: serialises creating their agent sandbox, so two first
+    /// turns make one sandbox.
+    create_locks: CreateLocks,
 }
 
 /// The display name a user's new agent sandbox gets in their own namespace
@@ -56,10 +56,12 @@ pub fn sandbox_name(user: &str) -> String {
 }
 
 /// Starts the user's sandbox on first use and hands out its agent.
+type CreateLocks = Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>;
+
 struct UserSandbox {
     manager: Arc<Manager>,
     user: String,
-    create_lock: Arc<tokio::sync::Mutex<()>>,
+    create_locks: CreateLocks,
 }
 
 impl UserSandbox {
@@ -74,7 +76,14 @@ impl UserSandbox {
         if let Some(r) = lookup()? {
             return Ok(r);
         }
-        let _g = self.create_lock.lock().await;
+        let lock = self
+            .create_locks
+            .lock()
+            .unwrap()
+            .entry(self.user.clone())
+            .or_default()
+            .clone();
+        let _g = lock.lock().await;
         if let Some(r) = lookup()? {
             return Ok(r);
         }
@@ -158,7 +167,7 @@ impl Chat {
             max_steps: config.agent_max_steps,
             running: Mutex::default(),
             activity: Mutex::default(),
-            create_lock: Arc::default(),
+            create_locks: Arc::default(),
         }))
     }
 
@@ -314,7 +323,7 @@ impl Chat {
         let sandbox = Arc::new(UserSandbox {
             manager: self.manager.clone(),
             user: user.to_string(),
-            create_lock: self.create_lock.clone(),
+            create_locks: self.create_locks.clone(),
         });
         let mut ctx = TurnContext::new(provider, model.clone(), sandbox);
         ctx.max_steps = self.max_steps;

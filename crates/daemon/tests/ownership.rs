@@ -570,6 +570,60 @@ async fn agents_use_only_their_bound_sandbox_and_others_are_unreachable() {
     assert_ne!(v["exit_code"], 0, "{v}");
 }
 
+/// Two first turns at once (two sessions) make one agent sandbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_turns_make_one_agent_sandbox() {
+    let mock = MockLlm::start([
+        MockReply::tool("bash", json!({"command": "echo ok"})),
+        MockReply::tool("bash", json!({"command": "echo ok"})),
+        MockReply::text("one"),
+        MockReply::text("two"),
+    ])
+    .await;
+    let d = daemon_with(&mock).await;
+    let dave = add_user(&d, "dave").await;
+    let mut sockets = Vec::new();
+    for _ in 0..2 {
+        let (st, s) = call(&d, &dave, Method::POST, "/v1/sessions", Some(json!({}))).await;
+        assert_eq!(st, 201, "{s}");
+        let url = format!(
+            "{}/v1/chat/ws?token={dave}&session={}",
+            d.url.replacen("http", "ws", 1),
+            s["id"].as_str().unwrap()
+        );
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        assert_eq!(next_event(&mut ws).await["type"], "session");
+        sockets.push(ws);
+    }
+    for ws in &mut sockets {
+        ws.send(Message::Text(
+            json!({"type": "message", "text": "hi"}).to_string(),
+        ))
+        .await
+        .unwrap();
+    }
+    for ws in &mut sockets {
+        loop {
+            let e = next_event(ws).await;
+            if e["type"] == "tool_end" {
+                assert_eq!(e["is_error"], false, "{e}");
+            }
+            if e["type"] == "done" {
+                assert_eq!(e["error"], Value::Null, "{e}");
+                break;
+            }
+        }
+    }
+    let (_, list) = call(&d, &dave, Method::GET, "/v1/sandboxes", None).await;
+    let names: Vec<_> = list["sandboxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["agent-dave"]);
+}
+
 /// Same names under two owners survive a daemon restart and a crash: each
 /// is re-adopted (or restarted, or left stopped) as itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
