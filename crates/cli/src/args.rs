@@ -48,6 +48,10 @@ pub struct GlobalArgs {
         value_name = "TOKEN"
     )]
     pub token: Option<String>,
+
+    /// Act on this user's sandboxes (admin; sandbox, exec, cp, console and fs commands). Default: your own
+    #[arg(long, global = true, env = "IRONCLAW_OWNER", value_name = "USER")]
+    pub owner: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -145,10 +145,27 @@ pub fn query_string(q: &[(&str, String)]) -> String {
         .join("&")
 }
 
+/// `path` with `owner=USER` added to its query when it is a sandbox route.
+pub fn with_owner(path: &str, owner: Option<&str>) -> String {
+    match owner {
+        Some(o)
+            if path == "/v1/sandboxes"
+                || path.starts_with("/v1/sandboxes/")
+                || path.starts_with("/v1/sandboxes?") =>
+        {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            format!("{path}{sep}owner={}", encode(o))
+        }
+        _ => path.to_string(),
+    }
+}
+
 pub struct Client {
     pub base: String,
     http: reqwest::Client,
     token: Option<Token>,
+    /// `--owner`: whose sandboxes `/v1/sandboxes...` requests mean (admin).
+    owner: Option<String>,
 }
 
 impl Client {
@@ -158,11 +175,22 @@ impl Client {
             .user_agent(concat!("ironclaw-cli/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("building HTTP client")?;
-        Ok(Client { base, http, token })
+        Ok(Client {
+            base,
+            http,
+            token,
+            owner: None,
+        })
+    }
+
+    /// Send `?owner=USER` with every sandbox request.
+    pub fn with_owner(mut self, owner: Option<String>) -> Self {
+        self.owner = owner.filter(|o| !o.is_empty());
+        self
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
+        format!("{}{}", self.base, with_owner(path, self.owner.as_deref()))
     }
 
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
@@ -341,6 +369,21 @@ mod tests {
         let api: anyhow::Error = api_error_from_body(409, b"", "x").into();
         assert_eq!(exit_code_for_error(&api), 1);
         assert_eq!(exit_code_for_error(&anyhow::anyhow!("other")), 1);
+    }
+
+    #[test]
+    fn owner_goes_on_sandbox_routes_only() {
+        assert_eq!(
+            with_owner("/v1/sandboxes", Some("bob")),
+            "/v1/sandboxes?owner=bob"
+        );
+        assert_eq!(
+            with_owner("/v1/sandboxes/dev/files?path=/x", Some("bob")),
+            "/v1/sandboxes/dev/files?path=/x&owner=bob"
+        );
+        assert_eq!(with_owner("/v1/sandboxes/dev", None), "/v1/sandboxes/dev");
+        assert_eq!(with_owner("/v1/images", Some("bob")), "/v1/images");
+        assert_eq!(with_owner("/v1/sandboxesx", Some("bob")), "/v1/sandboxesx");
     }
 
     #[test]

@@ -41,20 +41,70 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn presented_token(req: &Request) -> Option<String> {
-    if let Some(h) = req.headers().get(axum::http::header::AUTHORIZATION) {
-        return h
-            .to_str()
-            .ok()?
-            .strip_prefix("Bearer ")
-            .map(|t| t.trim().to_string());
+/// Routes that are WebSocket upgrades: the only ones where a token may come
+/// in the query string (browsers cannot set headers on an upgrade).
+fn is_websocket_route(req: &Request) -> bool {
+    let path = req.uri().path();
+    let ws_path = path == "/v1/chat/ws"
+        || (path.starts_with("/v1/sandboxes/")
+            && (path.ends_with("/exec/ws") || path.ends_with("/console/ws")));
+    let upgrade = req
+        .headers()
+        .get(axum::http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    ws_path && upgrade && req.method() == axum::http::Method::GET
+}
+
+/// A `token=` in the query string, if any.
+fn query_token(req: &Request) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Q {
+        token: Option<String>,
     }
-    // Browsers cannot set headers on a WebSocket upgrade.
-    req.uri()
-        .query()?
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("token="))
-        .map(str::to_string)
+    req.uri().query()?;
+    match axum::extract::Query::<Q>::try_from_uri(req.uri()) {
+        Ok(q) => q.0.token,
+        // Unparseable (e.g. `token` twice): treat as presenting one.
+        Err(_) => Some(String::new()),
+    }
+}
+
+/// The token a request presents. `Err` when it carries one in the query
+/// string of a route that is not a WebSocket upgrade: URLs end up in logs
+/// and browser history, so such a token is refused even with a header.
+fn presented_token(req: &Request) -> Result<Option<String>, ()> {
+    let in_query = query_token(req);
+    if in_query.is_some() && !is_websocket_route(req) {
+        return Err(());
+    }
+    if let Some(h) = req.headers().get(axum::http::header::AUTHORIZATION) {
+        return Ok(h
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_string()));
+    }
+    Ok(in_query)
+}
+
+/// 429 with `Retry-After`, naming the limit.
+fn too_many_requests(user: &str, rpm: u32, wait_secs: u64) -> Response {
+    let mut resp = (
+        axum::http::StatusCode::TOO_MANY_REQUESTS,
+        axum::Json(crate::error::body(
+            "rate_limited",
+            &format!(
+                "rate limit exceeded: requests_per_minute {rpm} for user {user}; retry in {wait_secs} s"
+            ),
+        )),
+    )
+        .into_response();
+    resp.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from(wait_secs),
+    );
+    resp
 }
 
 /// Who is calling: set by [`require_token`] on every authenticated request.
@@ -102,7 +152,22 @@ pub async fn require_token(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let caller = match presented_token(&req) {
+    let presented = match presented_token(&req) {
+        Ok(t) => t,
+        Err(()) => {
+            return (
+                axum::http::StatusCode::UNAUTHORIZED,
+                axum::Json(crate::error::body(
+                    "unauthorized",
+                    "a token in the query string is accepted only on WebSocket routes; send it as `Authorization: Bearer TOKEN`",
+                )),
+            )
+                .into_response()
+        }
+    };
+    // Rate buckets are per token (by hash: the token itself is not kept).
+    let bucket = presented.as_deref().map(ironclaw_store::users::hash_token);
+    let caller = match presented {
         Some(t) if constant_time_eq(t.as_bytes(), state.token.as_bytes()) => Some(Caller {
             user: "admin".into(),
             admin: true,
@@ -118,6 +183,17 @@ pub async fn require_token(
     };
     match caller {
         Some(c) => {
+            let rpm = state
+                .manager
+                .config
+                .quotas
+                .for_user(&c.user, c.admin)
+                .requests_per_minute;
+            if let (Some(rpm), Some(key)) = (rpm, &bucket) {
+                if let Err(wait) = state.limiter.take(key, rpm) {
+                    return too_many_requests(&c.user, rpm, wait);
+                }
+            }
             req.extensions_mut().insert(c);
             next.run(req).await
         }
@@ -125,26 +201,94 @@ pub async fn require_token(
     }
 }
 
-/// Sandbox routes: a user reaches only their own sandboxes; others' look
-/// exactly like missing ones (404), so names do not leak.
-pub async fn sandbox_access(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let caller = req.extensions().get::<Caller>().cloned();
-    let name = req
+/// The sandbox a `/v1/sandboxes/NAME/...` request is about, resolved by
+/// [`sandbox_access`] in the caller's namespace (or, for the admin, in the
+/// namespace `?owner=USER` names). Handlers act on `id`, never on a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub id: String,
+    pub name: String,
+    pub owner: String,
+}
+
+#[axum::async_trait]
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Target {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Target>()
+            .cloned()
+            .ok_or_else(|| ApiError::Internal("sandbox route without a resolved sandbox".into()))
+    }
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct OwnerQuery {
+    pub owner: Option<String>,
+}
+
+/// The `?owner=` of a request, if any.
+pub fn owner_param(uri: &axum::http::Uri) -> Option<String> {
+    axum::extract::Query::<OwnerQuery>::try_from_uri(uri)
+        .ok()
+        .and_then(|q| q.0.owner)
+        .filter(|o| !o.is_empty())
+}
+
+/// The one answer for a sandbox the caller cannot reach, whether it exists
+/// under another owner or nowhere: nothing tells the two apart.
+pub fn sandbox_not_found(name: &str) -> ApiError {
+    ApiError::NotFound(format!("sandbox '{name}' not found"))
+}
+
+/// Whose namespace a request means: the caller's own, or for the admin the
+/// `?owner=` one. `None` when a non-admin names someone else.
+pub fn namespace_of(caller: &Caller, owner: Option<String>) -> Option<String> {
+    match owner {
+        None => Some(caller.user.clone()),
+        Some(o) if caller.admin || o == caller.user => Some(o),
+        Some(_) => None,
+    }
+}
+
+/// Sandbox routes: resolve NAME in the caller's namespace (the admin may
+/// name another with `?owner=USER`) to a [`Target`]. Another user's
+/// sandbox is exactly the 404 of a missing one, so names do not leak.
+pub async fn sandbox_access(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let Some(caller) = req.extensions().get::<Caller>().cloned() else {
+        return ApiError::Unauthorized.into_response();
+    };
+    let Some(name) = req
         .uri()
         .path()
         .strip_prefix("/v1/sandboxes/")
         .and_then(|rest| rest.split('/').next())
-        .map(str::to_string);
-    if let (Some(caller), Some(name)) = (caller, name) {
-        if !caller.admin {
-            match state.manager.store.sandbox(&name) {
-                Ok(r) if r.owner == caller.user => {}
-                _ => {
-                    return ApiError::NotFound(format!("sandbox '{name}' not found"))
-                        .into_response()
-                }
-            }
+        .map(str::to_string)
+    else {
+        return ApiError::NotFound("no such route".into()).into_response();
+    };
+    let Some(owner) = namespace_of(&caller, owner_param(req.uri())) else {
+        return sandbox_not_found(&name).into_response();
+    };
+    match state.manager.store.sandbox(&owner, &name) {
+        Ok(r) => {
+            req.extensions_mut().insert(Target {
+                id: r.id,
+                name: r.name,
+                owner: r.owner,
+            });
+            next.run(req).await
         }
+        Err(ironclaw_store::StoreError::NotFound(_)) => sandbox_not_found(&name).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
-    next.run(req).await
 }

@@ -1,6 +1,9 @@
 //! Agents: each user's conversations with the LLM, whose tools act in the
-//! user's own sandbox (`agent-<user>`), started on the first message and
-//! stopped when idle.
+//! user's own sandbox, started on the first message and stopped when idle.
+//! That sandbox is bound to the user in the store (`agent_of`) and found
+//! through the binding, never by name: its display name (`agent-<user>`)
+//! lives in the user's own namespace, and another user's sandbox of that
+//! name is just theirs.
 //!
 //! A turn: load the session's history from the store, store the user's
 //! message (so it is never lost once acknowledged), run the agent loop with
@@ -15,7 +18,7 @@ use ironclaw_agent::{
     run_turn, Message, Registry, SandboxAccess, TurnContext, TurnError, TurnEvent, TurnOutcome,
 };
 use ironclaw_sandbox::AgentClient;
-use ironclaw_store::{SandboxState, SessionRecord};
+use ironclaw_store::{SandboxRecord, SandboxState, SessionRecord};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -36,9 +39,13 @@ pub struct Chat {
     running: Mutex<HashMap<String, (CancellationToken, String)>>,
     /// Last message per user, for stopping idle sandboxes.
     activity: Mutex<HashMap<String, Instant>>,
+    /// Per user: serialises creating their agent sandbox, so two first
+    /// turns make one sandbox.
+    create_locks: CreateLocks,
 }
 
-/// The name of a user's agent sandbox (a DNS label, like every name).
+/// The display name a user's new agent sandbox gets in their own namespace
+/// (a DNS label, like every name). Never used to find it.
 pub fn sandbox_name(user: &str) -> String {
     let name = format!("agent-{user}");
     if name.len() <= 63 {
@@ -49,34 +56,66 @@ pub fn sandbox_name(user: &str) -> String {
 }
 
 /// Starts the user's sandbox on first use and hands out its agent.
+type CreateLocks = Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>;
+
 struct UserSandbox {
     manager: Arc<Manager>,
     user: String,
+    create_locks: CreateLocks,
+}
+
+impl UserSandbox {
+    /// The user's bound agent sandbox, created (and bound) on first use.
+    async fn bound(&self) -> Result<SandboxRecord, String> {
+        let m = &self.manager;
+        let lookup = || {
+            m.store
+                .agent_sandbox(&self.user)
+                .map_err(|e| format!("could not look up your sandbox: {e}"))
+        };
+        if let Some(r) = lookup()? {
+            return Ok(r);
+        }
+        let lock = self
+            .create_locks
+            .lock()
+            .unwrap()
+            .entry(self.user.clone())
+            .or_default()
+            .clone();
+        let _g = lock.lock().await;
+        if let Some(r) = lookup()? {
+            return Ok(r);
+        }
+        // The usual name, unless the user already has a sandbox called that.
+        let mut name = sandbox_name(&self.user);
+        if m.store.sandbox(&self.user, &name).is_ok() {
+            let suffix: String = (0..4)
+                .map(|_| format!("{:02x}", rand::random::<u8>()))
+                .collect();
+            name = format!("agent-{suffix}");
+        }
+        let req = CreateRequest {
+            name,
+            ..Default::default()
+        };
+        m.create_agent_sandbox(req, &self.user)
+            .await
+            .map_err(|e| format!("could not create your sandbox: {e}"))
+    }
 }
 
 #[async_trait::async_trait]
 impl SandboxAccess for UserSandbox {
     async fn agent(&self) -> Result<AgentClient, String> {
-        let name = sandbox_name(&self.user);
         let m = &self.manager;
-        match m.store.sandbox(&name) {
-            Err(_) => {
-                let req = CreateRequest {
-                    name: name.clone(),
-                    ..Default::default()
-                };
-                m.create(req, &self.user)
-                    .await
-                    .map_err(|e| format!("could not create your sandbox: {e}"))?;
-            }
-            Ok(r) if r.state != SandboxState::Running => {
-                m.start(&name)
-                    .await
-                    .map_err(|e| format!("could not start your sandbox: {e}"))?;
-            }
-            Ok(_) => {}
+        let r = self.bound().await?;
+        if r.state != SandboxState::Running {
+            m.start(&r.id)
+                .await
+                .map_err(|e| format!("could not start your sandbox: {e}"))?;
         }
-        m.agent(&name).await.map_err(|e| e.to_string())
+        m.agent(&r.id).await.map_err(|e| e.to_string())
     }
 }
 
@@ -128,6 +167,7 @@ impl Chat {
             max_steps: config.agent_max_steps,
             running: Mutex::default(),
             activity: Mutex::default(),
+            create_locks: Arc::default(),
         }))
     }
 
@@ -221,6 +261,19 @@ impl Chat {
         }
     }
 
+    /// Refuse (403) when `user` reached their LLM spend for today.
+    pub fn check_spend(&self, user: &str) -> Result<(), ApiError> {
+        let limits = self.manager.limits_of(user);
+        if limits.llm_usd_per_day.is_none() {
+            return Ok(());
+        }
+        let spent = self
+            .manager
+            .store
+            .cost_since(user, &crate::quota::today_utc())?;
+        crate::quota::check_spend(&limits, user, spent)
+    }
+
     /// Run one turn of `user` in `session` and store everything it produced.
     pub async fn turn(
         self: &Arc<Self>,
@@ -232,6 +285,7 @@ impl Chat {
     ) -> Result<TurnReport, ApiError> {
         let registry = self.registry()?;
         let agent = self.agent(&session.agent)?.clone();
+        self.check_spend(user)?;
         let model_name = match model_override.or(agent.model.as_deref()) {
             Some(m) => m.to_string(),
             None => registry
@@ -269,6 +323,7 @@ impl Chat {
         let sandbox = Arc::new(UserSandbox {
             manager: self.manager.clone(),
             user: user.to_string(),
+            create_locks: self.create_locks.clone(),
         });
         let mut ctx = TurnContext::new(provider, model.clone(), sandbox);
         ctx.max_steps = self.max_steps;
@@ -349,16 +404,12 @@ impl Chat {
                         .unwrap()
                         .values()
                         .any(|(_, u)| *u == user);
-                    let name = sandbox_name(&user);
-                    let running = chat
-                        .manager
-                        .store
-                        .sandbox(&name)
-                        .map(|r| r.state == SandboxState::Running)
-                        .unwrap_or(false);
-                    if running && !busy {
-                        tracing::info!(sandbox = %name, "stopping idle agent sandbox");
-                        let _ = chat.manager.stop(&name).await;
+                    let bound = chat.manager.store.agent_sandbox(&user).ok().flatten();
+                    if let Some(r) = bound {
+                        if r.state == SandboxState::Running && !busy {
+                            tracing::info!(sandbox = %r.name, user = %user, "stopping idle agent sandbox");
+                            let _ = chat.manager.stop(&r.id).await;
+                        }
                     }
                     chat.activity.lock().unwrap().remove(&user);
                 }

@@ -71,6 +71,16 @@ pub struct Config {
     pub agent_idle_stop_secs: u64,
     /// Model calls per turn before the agent stops.
     pub agent_max_steps: u32,
+    /// Most output the non-streaming exec API collects per stream (stdout,
+    /// stderr), in MiB; the rest is dropped and the response says so.
+    pub exec_output_limit_mib: u64,
+    /// Timeout of an exec that asks for none (seconds); the command is
+    /// killed after it and the response has `timed_out: true`.
+    pub exec_timeout_secs: u64,
+    /// Longest timeout an exec may ask for (seconds).
+    pub exec_timeout_max_secs: u64,
+    /// Per-user limits and per-user overrides (`[quotas]`, `[quotas.users.NAME]`).
+    pub quotas: crate::quota::Quotas,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -104,6 +114,10 @@ impl Default for Config {
             agents: Vec::new(),
             agent_idle_stop_secs: 30 * 60,
             agent_max_steps: 25,
+            exec_output_limit_mib: 16,
+            exec_timeout_secs: 600,
+            exec_timeout_max_secs: 24 * 3600,
+            quotas: Default::default(),
         }
     }
 }
@@ -136,6 +150,15 @@ impl Config {
             }
             None => Config::default(),
         };
+        if cfg.exec_output_limit_mib == 0 {
+            anyhow::bail!("exec_output_limit_mib must be at least 1");
+        }
+        if cfg.exec_timeout_secs == 0 || cfg.exec_timeout_secs > cfg.exec_timeout_max_secs {
+            anyhow::bail!(
+                "exec_timeout_secs must be between 1 and exec_timeout_max_secs ({})",
+                cfg.exec_timeout_max_secs
+            );
+        }
         if let Some(l) = args.listen {
             cfg.listen = l;
         }
@@ -195,6 +218,9 @@ mod tests {
         let reg = ironclaw_agent::Registry::new(&providers, &secrets).unwrap();
         assert_eq!(reg.default_model().unwrap().name, "sonnet");
         assert!(reg.resolve("llama").is_ok());
+        assert_eq!(cfg.exec_output_limit_mib, 16);
+        let bob = cfg.quotas.for_user("bob", false);
+        assert_eq!((bob.max_sandboxes, bob.max_vcpus), (Some(3), Some(16)));
     }
 
     #[test]

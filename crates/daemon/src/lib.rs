@@ -9,6 +9,7 @@ pub mod chat;
 pub mod config;
 pub mod error;
 pub mod manager;
+pub mod quota;
 
 use std::sync::Arc;
 
@@ -25,6 +26,8 @@ pub struct AppState {
     pub manager: Arc<Manager>,
     pub chat: Arc<chat::Chat>,
     pub token: Arc<str>,
+    /// Per-token request rate (`requests_per_minute` quota).
+    pub limiter: Arc<quota::RateLimiter>,
 }
 
 /// Largest JSON request body.
@@ -138,6 +141,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         manager,
         chat,
         token: token.into(),
+        limiter: Arc::default(),
     };
     // Streams are many small frames (text deltas): Nagle plus the peer's
     // delayed ACK would stall each turn by ~40 ms.

@@ -3,7 +3,12 @@
 //!
 //! The store is the record of intent (`desired_running`) and of the last
 //! known state; `live` holds the agent connection of each running sandbox.
-//! Lifecycle operations on one sandbox are serialised by a per-name lock.
+//! Lifecycle operations on one sandbox are serialised by a per-sandbox lock.
+//!
+//! A sandbox's name is unique only within its owner's namespace; inside the
+//! manager every sandbox is its global `id` (the key of `live`, `locks`,
+//! cgroups and directories). Requests name a sandbox by (owner, name),
+//! resolved once by [`Manager::get`].
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -38,6 +43,7 @@ pub struct CreateRequest {
 #[derive(Debug, Clone, Serialize)]
 pub struct SandboxView {
     pub name: String,
+    pub owner: String,
     pub state: SandboxState,
     pub backend: String,
     pub image: String,
@@ -67,9 +73,14 @@ pub struct Manager {
     pub data_dir: PathBuf,
     pub guest_bin: Option<PathBuf>,
     backends: Vec<Arc<dyn Backend>>,
+    /// Running sandboxes by id.
     live: Mutex<HashMap<String, Live>>,
+    /// Lifecycle locks by sandbox id.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     generation: std::sync::atomic::AtomicU64,
+    /// Held while a create checks its owner's quota and inserts the record,
+    /// so two creates cannot both take the last unit.
+    quota_lock: Mutex<()>,
 }
 
 impl Manager {
@@ -111,6 +122,7 @@ impl Manager {
             live: Mutex::default(),
             locks: Mutex::default(),
             generation: Default::default(),
+            quota_lock: Mutex::default(),
         })
     }
 
@@ -182,11 +194,11 @@ impl Manager {
         Ok(b)
     }
 
-    fn lock_for(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+    fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.locks
             .lock()
             .unwrap()
-            .entry(name.to_string())
+            .entry(id.to_string())
             .or_default()
             .clone()
     }
@@ -213,14 +225,10 @@ impl Manager {
             .backend(&r.backend)
             .map(|b| b.disk_used(&spec))
             .unwrap_or(0);
-        let pid = self
-            .live
-            .lock()
-            .unwrap()
-            .get(&r.name)
-            .map(|l| l.running.pid);
+        let pid = self.live.lock().unwrap().get(&r.id).map(|l| l.running.pid);
         SandboxView {
             name: r.name.clone(),
+            owner: r.owner.clone(),
             state: r.state,
             backend: r.backend.clone(),
             image: r.image.clone(),
@@ -235,14 +243,51 @@ impl Manager {
         }
     }
 
-    pub fn get(&self, name: &str) -> Result<SandboxRecord, ApiError> {
-        Ok(self.store.sandbox(name)?)
+    /// The sandbox `name` of `owner`. Another owner's sandbox of that name
+    /// is the same 404 as a name nobody has.
+    pub fn get(&self, owner: &str, name: &str) -> Result<SandboxRecord, ApiError> {
+        Ok(self.store.sandbox(owner, name)?)
     }
 
+    /// A sandbox by its global id (ids never come from requests).
+    pub fn by_id(&self, id: &str) -> Result<SandboxRecord, ApiError> {
+        self.store.sandbox_by_id(id).map_err(|e| match e {
+            ironclaw_store::StoreError::NotFound(_) => {
+                ApiError::NotFound("sandbox not found (it was removed)".into())
+            }
+            other => other.into(),
+        })
+    }
+
+    /// The quotas of `user` (the admin has only explicit ones).
+    pub fn limits_of(&self, user: &str) -> crate::quota::Limits {
+        let admin = self.store.user(user).map(|u| u.admin).unwrap_or(false);
+        self.config.quotas.for_user(user, admin)
+    }
+
+    /// Create and start a sandbox in `owner`'s namespace.
     pub async fn create(
         self: &Arc<Self>,
         req: CreateRequest,
         owner: &str,
+    ) -> Result<SandboxRecord, ApiError> {
+        self.create_inner(req, owner, None).await
+    }
+
+    /// Create and start `user`'s agent sandbox, bound to them in the store.
+    pub async fn create_agent_sandbox(
+        self: &Arc<Self>,
+        req: CreateRequest,
+        user: &str,
+    ) -> Result<SandboxRecord, ApiError> {
+        self.create_inner(req, user, Some(user.to_string())).await
+    }
+
+    async fn create_inner(
+        self: &Arc<Self>,
+        req: CreateRequest,
+        owner: &str,
+        agent_of: Option<String>,
     ) -> Result<SandboxRecord, ApiError> {
         name::validate(&req.name).map_err(|e| ApiError::InvalidName(e.to_string()))?;
         let image_name = req
@@ -285,7 +330,7 @@ impl Manager {
                 "image '{image_name}' not found; build it with `ironclaw image build {image_name} --from busybox|debian`"
             ))
         })?;
-        if self.store.sandbox(&req.name).is_ok() {
+        if self.store.sandbox(owner, &req.name).is_ok() {
             return Err(ApiError::Conflict(format!(
                 "sandbox '{}' already exists",
                 req.name
@@ -319,21 +364,35 @@ impl Manager {
             updated_at: now,
             owner: owner.to_string(),
             uid_slot: 0,
+            agent_of,
         };
-        let lock = self.lock_for(&record.name);
+        let lock = self.lock_for(&record.id);
         let _g = lock.lock().await;
-        self.store.insert_sandbox(&record)?;
-        // The store allocated the uid slot.
-        let record = self.store.sandbox(&record.name)?;
+        {
+            let _q = self.quota_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let limits = self.limits_of(owner);
+            crate::quota::check_sandbox(
+                &limits,
+                owner,
+                &self.store.sandboxes_of(owner)?,
+                vcpus,
+                memory_mib,
+                disk_mib,
+            )?;
+            self.store.insert_sandbox(&record)?;
+        }
+        // The uid slot is allocated by the insert.
+        let record = self.by_id(&record.id)?;
         let spec = self.spec(&record);
         match self.boot(&*backend, &spec).await {
-            Ok(()) => Ok(self.store.sandbox(&record.name)?),
+            Ok(()) => self.by_id(&record.id),
             // Kept, as `crashed`, so its logs can be read.
             Err(e @ ApiError::Crashed(_)) => Err(e),
             Err(e) => {
                 // A create that fails leaves nothing behind.
                 let _ = backend.destroy(&spec).await;
-                let _ = self.store.delete_sandbox(&record.name);
+                let _ = self.store.delete_sandbox(&record.id);
+                self.locks.lock().unwrap().remove(&record.id);
                 Err(e)
             }
         }
@@ -352,7 +411,7 @@ impl Manager {
             Err(ironclaw_sandbox::BackendError::Crashed(report)) => {
                 let reason = format!("crashed while starting: {report}");
                 self.store.set_sandbox_state(
-                    &spec.name,
+                    &spec.id,
                     SandboxState::Crashed,
                     Some(&reason),
                     None,
@@ -375,14 +434,14 @@ impl Manager {
         let runtime =
             serde_json::to_string(&running).map_err(|e| ApiError::Internal(e.to_string()))?;
         self.store
-            .set_sandbox_state(&spec.name, SandboxState::Running, None, Some(&runtime))?;
-        self.adopt(spec.name.clone(), running, agent);
+            .set_sandbox_state(&spec.id, SandboxState::Running, None, Some(&runtime))?;
+        self.adopt(spec.id.clone(), running, agent);
         Ok(())
     }
 
     /// The sandbox's recent logs.
-    pub fn logs(&self, name: &str, max_bytes: u64) -> Result<String, ApiError> {
-        let r = self.get(name)?;
+    pub fn logs(&self, id: &str, max_bytes: u64) -> Result<String, ApiError> {
+        let r = self.by_id(id)?;
         let spec = self.spec(&r);
         Ok(match self.backend(&r.backend) {
             Ok(b) => b.logs(&spec, max_bytes),
@@ -391,13 +450,13 @@ impl Manager {
     }
 
     /// Track a running sandbox and watch its process for an unexpected exit.
-    fn adopt(self: &Arc<Self>, name: String, running: Running, agent: AgentClient) {
+    fn adopt(self: &Arc<Self>, id: String, running: Running, agent: AgentClient) {
         let generation = self
             .generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let pid = running.pid;
         self.live.lock().unwrap().insert(
-            name.clone(),
+            id.clone(),
             Live {
                 running,
                 agent,
@@ -410,19 +469,19 @@ impl Manager {
             let Some(me) = me.upgrade() else { return };
             let was_live = {
                 let mut live = me.live.lock().unwrap();
-                match live.get(&name) {
-                    Some(l) if l.generation == generation => live.remove(&name).is_some(),
+                match live.get(&id) {
+                    Some(l) if l.generation == generation => live.remove(&id).is_some(),
                     _ => false,
                 }
             };
             if was_live {
-                me.on_crash(&name, status).await;
+                me.on_crash(&id, status).await;
             }
         });
     }
 
-    async fn on_crash(&self, name: &str, status: Option<i32>) {
-        let Ok(r) = self.store.sandbox(name) else {
+    async fn on_crash(&self, id: &str, status: Option<i32>) {
+        let Ok(r) = self.store.sandbox_by_id(id) else {
             return;
         };
         let spec = self.spec(&r);
@@ -439,39 +498,40 @@ impl Manager {
                 format!("; console: {tail}")
             }
         );
-        tracing::warn!(sandbox = name, "{reason}");
+        tracing::warn!(sandbox = %r.name, owner = %r.owner, id, "{reason}");
         if let Ok(cg) = ironclaw_sandbox::cgroup::Cgroup::for_sandbox(&r.id) {
             let _ = cg.destroy().await;
         }
         let _ = self
             .store
-            .set_sandbox_state(name, SandboxState::Crashed, Some(&reason), None);
+            .set_sandbox_state(id, SandboxState::Crashed, Some(&reason), None);
     }
 
-    pub async fn start(self: &Arc<Self>, name: &str) -> Result<SandboxRecord, ApiError> {
-        let lock = self.lock_for(name);
+    /// Start the sandbox with that id (see [`Manager::get`]).
+    pub async fn start(self: &Arc<Self>, id: &str) -> Result<SandboxRecord, ApiError> {
+        let lock = self.lock_for(id);
         let _g = lock.lock().await;
-        let r = self.get(name)?;
-        self.store.set_sandbox_desired(name, true)?;
-        if r.state == SandboxState::Running && self.live.lock().unwrap().contains_key(name) {
+        let r = self.by_id(id)?;
+        self.store.set_sandbox_desired(id, true)?;
+        if r.state == SandboxState::Running && self.live.lock().unwrap().contains_key(id) {
             return Ok(r);
         }
         let backend = self.usable_backend(&r.backend).await?;
         self.boot(&*backend, &self.spec(&r)).await?;
-        self.get(name)
+        self.by_id(id)
     }
 
-    pub async fn stop(self: &Arc<Self>, name: &str) -> Result<SandboxRecord, ApiError> {
-        let lock = self.lock_for(name);
+    pub async fn stop(self: &Arc<Self>, id: &str) -> Result<SandboxRecord, ApiError> {
+        let lock = self.lock_for(id);
         let _g = lock.lock().await;
-        let r = self.get(name)?;
-        self.store.set_sandbox_desired(name, false)?;
+        let r = self.by_id(id)?;
+        self.store.set_sandbox_desired(id, false)?;
         self.stop_locked(&r).await?;
-        self.get(name)
+        self.by_id(id)
     }
 
     async fn stop_locked(&self, r: &SandboxRecord) -> Result<(), ApiError> {
-        let live = self.live.lock().unwrap().remove(&r.name);
+        let live = self.live.lock().unwrap().remove(&r.id);
         let running = match (&live, &r.runtime) {
             (Some(l), _) => Some(l.running.clone()),
             (None, Some(rt)) => serde_json::from_str::<Running>(rt).ok(),
@@ -499,50 +559,51 @@ impl Manager {
             } else {
                 SandboxState::Stopped
             };
-            self.store.set_sandbox_state(&r.name, state, reason, None)?;
+            self.store.set_sandbox_state(&r.id, state, reason, None)?;
         }
         Ok(())
     }
 
-    pub async fn remove(self: &Arc<Self>, name: &str) -> Result<(), ApiError> {
-        let lock = self.lock_for(name);
+    pub async fn remove(self: &Arc<Self>, id: &str) -> Result<(), ApiError> {
+        let lock = self.lock_for(id);
         let _g = lock.lock().await;
-        let r = self.get(name)?;
+        let r = self.by_id(id)?;
         self.stop_locked(&r).await?;
         if let Ok(b) = self.backend(&r.backend) {
             b.destroy(&self.spec(&r)).await?;
         } else {
             let _ = std::fs::remove_dir_all(self.sandbox_dir(&r.id));
         }
-        self.store.delete_sandbox(name)?;
-        self.locks.lock().unwrap().remove(name);
+        self.store.delete_sandbox(id)?;
+        self.locks.lock().unwrap().remove(id);
         Ok(())
     }
 
     /// The agent of a running sandbox, reconnecting if the connection dropped.
-    pub async fn agent(&self, name: &str) -> Result<AgentClient, ApiError> {
+    pub async fn agent(&self, id: &str) -> Result<AgentClient, ApiError> {
         let existing = self
             .live
             .lock()
             .unwrap()
-            .get(name)
+            .get(id)
             .map(|l| (l.agent.clone(), l.running.clone()));
         let Some((agent, running)) = existing else {
-            let r = self.get(name)?;
+            let r = self.by_id(id)?;
             return Err(ApiError::Conflict(format!(
                 "sandbox '{name}' is {}; start it with `ironclaw sandbox start {name}`",
-                r.state.as_str()
+                r.state.as_str(),
+                name = r.name
             )));
         };
         if !agent.is_closed() {
             return Ok(agent);
         }
-        let r = self.get(name)?;
+        let r = self.by_id(id)?;
         let fresh = self
             .backend(&r.backend)?
             .connect(&self.spec(&r), &running)
             .await?;
-        if let Some(l) = self.live.lock().unwrap().get_mut(name) {
+        if let Some(l) = self.live.lock().unwrap().get_mut(id) {
             l.agent = fresh.clone();
         }
         Ok(fresh)
@@ -568,16 +629,16 @@ impl Manager {
                 if process::is_same_process(run.pid, run.pid_start) {
                     match backend.connect(&self.spec(&r), run).await {
                         Ok(agent) => {
-                            tracing::info!(sandbox = %r.name, pid = run.pid, "re-adopted running sandbox");
+                            tracing::info!(sandbox = %r.name, owner = %r.owner, pid = run.pid, "re-adopted running sandbox");
                             if r.state != SandboxState::Running {
                                 let _ = self.store.set_sandbox_state(
-                                    &r.name,
+                                    &r.id,
                                     SandboxState::Running,
                                     None,
                                     r.runtime.as_deref(),
                                 );
                             }
-                            self.adopt(r.name.clone(), run.clone(), agent);
+                            self.adopt(r.id.clone(), run.clone(), agent);
                             continue;
                         }
                         Err(e) => {
@@ -593,7 +654,7 @@ impl Manager {
                     .await;
             }
             if r.desired_running {
-                let lock = self.lock_for(&r.name);
+                let lock = self.lock_for(&r.id);
                 let _g = lock.lock().await;
                 let res = match self.usable_backend(&r.backend).await {
                     Ok(b) => self.boot(&*b, &self.spec(&r)).await,
@@ -605,7 +666,7 @@ impl Manager {
                         let reason = format!("could not be restarted after a daemon restart: {e}");
                         tracing::warn!(sandbox = %r.name, "{reason}");
                         let _ = self.store.set_sandbox_state(
-                            &r.name,
+                            &r.id,
                             SandboxState::Stopped,
                             Some(&reason),
                             None,
@@ -614,7 +675,7 @@ impl Manager {
                 }
             } else if r.state != SandboxState::Stopped && r.state != SandboxState::Crashed {
                 let _ = self.store.set_sandbox_state(
-                    &r.name,
+                    &r.id,
                     SandboxState::Stopped,
                     Some("stopped while the daemon was down"),
                     None,

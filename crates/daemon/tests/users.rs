@@ -151,3 +151,90 @@ async fn users_see_only_their_own_sandboxes() {
     let out = d.cli(&["user", "rm", "carol"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("carol"));
 }
+
+/// `?token=` is for WebSocket upgrades only (browsers cannot set headers
+/// there); anywhere else a token in the URL is refused with 401, even when
+/// a valid header comes along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_token_only_on_websocket_routes() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let d = Daemon::start().await;
+    d.sandbox("dev", json!({})).await;
+    let t = d.token.clone();
+    for (method, path) in [
+        (reqwest::Method::GET, format!("/v1/sandboxes?token={t}")),
+        (reqwest::Method::GET, format!("/v1/me?token={t}")),
+        (reqwest::Method::GET, format!("/v1/sandboxes/dev?token={t}")),
+        (
+            reqwest::Method::GET,
+            format!("/v1/sandboxes/dev/files?path=/etc/hostname&token={t}"),
+        ),
+        (reqwest::Method::GET, format!("/v1/users?%74oken={t}")),
+        // A WebSocket route, but not an upgrade.
+        (
+            reqwest::Method::GET,
+            format!("/v1/sandboxes/dev/exec/ws?token={t}"),
+        ),
+        (reqwest::Method::GET, format!("/v1/chat/ws?token={t}")),
+    ] {
+        let r = d
+            .http
+            .request(method.clone(), d.u(&path))
+            .send()
+            .await
+            .unwrap();
+        let st = r.status().as_u16();
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(st, 401, "{method} {path}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("WebSocket"),
+            "{v}"
+        );
+        // With a valid header too.
+        let (st, v) = d.req(method.clone(), &path, None).await;
+        assert_eq!(st, 401, "{method} {path} with a header: {v}");
+    }
+    let (st, _) = d
+        .post(
+            &format!("/v1/sandboxes/dev/exec?token={t}"),
+            json!({"argv": ["true"]}),
+        )
+        .await;
+    assert_eq!(st, 401);
+    // The header alone still works.
+    let (st, _) = d.get("/v1/sandboxes/dev").await;
+    assert_eq!(st, 200);
+    // The WebSocket upgrades take it.
+    let (mut ws, _) = tokio_tungstenite::connect_async(d.ws_url("/v1/sandboxes/dev/exec/ws"))
+        .await
+        .expect("exec ws with ?token=");
+    ws.send(Message::Text(json!({"argv": ["echo", "hi"]}).to_string()))
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    while let Some(Ok(m)) = ws.next().await {
+        match m {
+            Message::Binary(b) => out.extend_from_slice(&b[1..]),
+            Message::Text(t) if t.contains("exit") => break,
+            _ => {}
+        }
+    }
+    assert_eq!(out, b"hi\n");
+    let ok =
+        tokio_tungstenite::connect_async(d.ws_url("/v1/sandboxes/dev/console/ws?session=main"))
+            .await;
+    assert!(ok.is_ok(), "console ws with ?token=");
+    // A wrong query token on a WebSocket route is a plain 401.
+    let bad = format!(
+        "{}/v1/sandboxes/dev/exec/ws?token=icl_wrong",
+        d.url.replacen("http", "ws", 1)
+    );
+    match tokio_tungstenite::connect_async(bad).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("wrong token accepted: {:?}", other.map(|_| ())),
+    }
+}

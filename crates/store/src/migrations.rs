@@ -76,6 +76,42 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE sandboxes ADD COLUMN uid_slot INTEGER;
      UPDATE sandboxes SET uid_slot = (SELECT COUNT(*) FROM sandboxes o WHERE o.rowid < sandboxes.rowid);
      CREATE UNIQUE INDEX sandboxes_by_uid_slot ON sandboxes(uid_slot);",
+    // 4: sandbox names are unique per owner, not globally; a user's agent
+    // sandbox is bound to the user (`agent_of`), never found by name.
+    // SQLite cannot drop a table constraint: rebuild the table.
+    "CREATE TABLE sandboxes_v4 (
+        id           TEXT PRIMARY KEY,
+        name         TEXT NOT NULL,
+        backend      TEXT NOT NULL,
+        image        TEXT NOT NULL,
+        vcpus        INTEGER NOT NULL,
+        memory_mib   INTEGER NOT NULL,
+        disk_mib     INTEGER NOT NULL,
+        pids         INTEGER NOT NULL,
+        state        TEXT NOT NULL,
+        state_reason TEXT,
+        desired      TEXT NOT NULL,
+        runtime      TEXT,
+        created_at   TEXT NOT NULL,
+        started_at   TEXT,
+        updated_at   TEXT NOT NULL,
+        owner        TEXT NOT NULL DEFAULT 'admin',
+        uid_slot     INTEGER,
+        -- set on the agent sandbox of that user (at most one per user)
+        agent_of     TEXT UNIQUE,
+        UNIQUE (owner, name)
+     );
+     INSERT INTO sandboxes_v4 (id, name, backend, image, vcpus, memory_mib, disk_mib, pids, state,
+            state_reason, desired, runtime, created_at, started_at, updated_at, owner, uid_slot, agent_of)
+        SELECT id, name, backend, image, vcpus, memory_mib, disk_mib, pids, state,
+            state_reason, desired, runtime, created_at, started_at, updated_at, owner, uid_slot,
+            -- the agent sandbox used to be found by the name `agent-<user>`; only
+            -- the user's own sandbox of that name was theirs
+            CASE WHEN name = 'agent-' || owner THEN owner END
+        FROM sandboxes;
+     DROP TABLE sandboxes;
+     ALTER TABLE sandboxes_v4 RENAME TO sandboxes;
+     CREATE UNIQUE INDEX sandboxes_by_uid_slot ON sandboxes(uid_slot);",
 ];
 
 pub fn apply(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {
@@ -94,4 +130,75 @@ pub fn apply(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {
         tx.commit()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database written by the release before per-owner names (version 3)
+    /// keeps every row and column; the owner's `agent-<owner>` becomes their
+    /// bound agent sandbox, someone else's sandbox of that name does not.
+    #[test]
+    fn v3_database_migrates_to_per_owner_names() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        for (i, sql) in MIGRATIONS.iter().take(3).enumerate() {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", (i + 1) as i64)
+                .unwrap();
+        }
+        for (id, name, owner, slot) in [
+            ("i1", "dev", "admin", 0),
+            ("i2", "agent-alice", "alice", 1),
+            ("i3", "agent-carol", "bob", 2),
+        ] {
+            conn.execute(
+                "INSERT INTO sandboxes (id, name, backend, image, vcpus, memory_mib, disk_mib, pids, state,
+                    desired, runtime, created_at, updated_at, owner, uid_slot)
+                 VALUES (?1, ?2, 'namespace', 'mini', 2, 256, 1024, 512, 'running', 'running', '{\"pid\":1}',
+                    't0', 't1', ?3, ?4)",
+                rusqlite::params![id, name, owner, slot],
+            )
+            .unwrap();
+        }
+        apply(&mut conn).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, MIGRATIONS.len() as i64);
+        type Row = (String, String, String, i64, Option<String>, String, i64);
+        let rows: Vec<Row> = conn
+            .prepare("SELECT id, name, owner, uid_slot, agent_of, runtime, vcpus FROM sandboxes ORDER BY id")
+            .unwrap()
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].4, None);
+        assert_eq!(rows[1].4.as_deref(), Some("alice"));
+        assert_eq!(rows[2].4, None, "bob's agent-carol is not carol's agent");
+        assert_eq!(
+            (rows[2].3, rows[2].5.as_str(), rows[2].6),
+            (2, "{\"pid\":1}", 2)
+        );
+        // Same name under another owner now works; the uid slot stays unique.
+        conn.execute(
+            "INSERT INTO sandboxes (id, name, backend, image, vcpus, memory_mib, disk_mib, pids, state,
+                desired, created_at, updated_at, owner, uid_slot)
+             VALUES ('i4', 'dev', 'namespace', 'mini', 1, 1, 1, 1, 'stopped', 'stopped', 't', 't', 'bob', 3)",
+            [],
+        )
+        .unwrap();
+        assert!(conn
+            .execute(
+                "INSERT INTO sandboxes (id, name, backend, image, vcpus, memory_mib, disk_mib, pids, state,
+                    desired, created_at, updated_at, owner, uid_slot)
+                 VALUES ('i5', 'other', 'namespace', 'mini', 1, 1, 1, 1, 'stopped', 'stopped', 't', 't', 'bob', 3)",
+                [],
+            )
+            .is_err());
+    }
 }

@@ -63,9 +63,13 @@ pub struct SandboxRecord {
     /// for every sandbox, allocated by [`Store::insert_sandbox`] (the value
     /// passed in is ignored) and freed when the record is deleted.
     pub uid_slot: u32,
+    /// Set on a user's agent sandbox: the user whose agent works in it (at
+    /// most one per user). The agent's sandbox is found through this,
+    /// never by name.
+    pub agent_of: Option<String>,
 }
 
-const COLUMNS: &str = "id, name, backend, image, vcpus, memory_mib, disk_mib, pids, state, state_reason, desired, runtime, created_at, started_at, updated_at, owner, uid_slot";
+const COLUMNS: &str = "id, name, backend, image, vcpus, memory_mib, disk_mib, pids, state, state_reason, desired, runtime, created_at, started_at, updated_at, owner, agent_of, uid_slot";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<SandboxRecord> {
     Ok(SandboxRecord {
@@ -85,7 +89,8 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<SandboxRecord> {
         started_at: r.get(13)?,
         updated_at: r.get(14)?,
         owner: r.get(15)?,
-        uid_slot: r.get::<_, Option<u32>>(16)?.unwrap_or(0),
+        agent_of: r.get(16)?,
+        uid_slot: r.get::<_, Option<u32>>(17)?.unwrap_or(0),
     })
 }
 
@@ -95,7 +100,7 @@ impl Store {
             // The lowest free slot, in the same statement: the unique index
             // makes a concurrent insert fail rather than share a slot.
             &format!(
-                "INSERT INTO sandboxes ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,
+                "INSERT INTO sandboxes ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,
                  (SELECT MIN(s) FROM (SELECT 0 AS s UNION ALL SELECT uid_slot + 1 FROM sandboxes WHERE uid_slot IS NOT NULL)
                   WHERE s NOT IN (SELECT uid_slot FROM sandboxes WHERE uid_slot IS NOT NULL)))"
             ),
@@ -115,7 +120,8 @@ impl Store {
                 s.created_at,
                 s.started_at,
                 s.updated_at,
-                s.owner
+                s.owner,
+                s.agent_of
             ],
         );
         match r {
@@ -123,27 +129,75 @@ impl Store {
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::ConstraintViolation =>
             {
+                if let Some(user) = &s.agent_of {
+                    if self.agent_sandbox(user)?.is_some() {
+                        return Err(StoreError::Conflict(format!(
+                            "agent sandbox of user '{user}'"
+                        )));
+                    }
+                }
                 Err(StoreError::Conflict(format!("sandbox '{}'", s.name)))
             }
             Err(e) => Err(e.into()),
         }
     }
 
-    pub fn sandbox(&self, name: &str) -> Result<SandboxRecord, StoreError> {
+    /// The sandbox `name` in `owner`'s namespace. Another user's sandbox
+    /// of that name is "not found", exactly like a name nobody has.
+    pub fn sandbox(&self, owner: &str, name: &str) -> Result<SandboxRecord, StoreError> {
         self.conn()
             .query_row(
-                &format!("SELECT {COLUMNS} FROM sandboxes WHERE name = ?1"),
-                [name],
+                &format!("SELECT {COLUMNS} FROM sandboxes WHERE owner = ?1 AND name = ?2"),
+                [owner, name],
                 from_row,
             )
             .optional()?
             .ok_or_else(|| StoreError::NotFound(format!("sandbox '{name}'")))
     }
 
+    /// A sandbox by its global id (internal: never taken from a request).
+    pub fn sandbox_by_id(&self, id: &str) -> Result<SandboxRecord, StoreError> {
+        self.conn()
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM sandboxes WHERE id = ?1"),
+                [id],
+                from_row,
+            )
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(format!("sandbox {id}")))
+    }
+
+    /// The sandbox bound to `user` as their agent's, if it exists yet.
+    pub fn agent_sandbox(&self, user: &str) -> Result<Option<SandboxRecord>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM sandboxes WHERE agent_of = ?1"),
+                [user],
+                from_row,
+            )
+            .optional()?)
+    }
+
+    /// Every sandbox of every owner (admin listings, reconciliation).
     pub fn sandboxes(&self) -> Result<Vec<SandboxRecord>, StoreError> {
         let conn = self.conn();
-        let mut st = conn.prepare(&format!("SELECT {COLUMNS} FROM sandboxes ORDER BY name"))?;
+        let mut st = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM sandboxes ORDER BY owner, name"
+        ))?;
         let rows = st.query_map([], from_row)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// The sandboxes of one owner.
+    pub fn sandboxes_of(&self, owner: &str) -> Result<Vec<SandboxRecord>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM sandboxes WHERE owner = ?1 ORDER BY name"
+        ))?;
+        let rows = st
+            .query_map([owner], from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 
@@ -156,10 +210,11 @@ impl Store {
         Ok(n as u64)
     }
 
-    /// Record a state change. `runtime` is kept only while running.
+    /// Record a state change of the sandbox with that id. `runtime` is kept
+    /// only while running.
     pub fn set_sandbox_state(
         &self,
-        name: &str,
+        id: &str,
         state: SandboxState,
         reason: Option<&str>,
         runtime: Option<&str>,
@@ -172,29 +227,30 @@ impl Store {
         };
         let n = self.conn().execute(
             "UPDATE sandboxes SET state = ?2, state_reason = ?3, runtime = ?4,
-                 started_at = COALESCE(?5, started_at), updated_at = ?6 WHERE name = ?1",
-            params![name, state.as_str(), reason, runtime, started, now],
+                 started_at = COALESCE(?5, started_at), updated_at = ?6 WHERE id = ?1",
+            params![id, state.as_str(), reason, runtime, started, now],
         )?;
         if n == 0 {
-            return Err(StoreError::NotFound(format!("sandbox '{name}'")));
+            return Err(StoreError::NotFound(format!("sandbox {id}")));
         }
         Ok(())
     }
 
-    pub fn set_sandbox_desired(&self, name: &str, running: bool) -> Result<(), StoreError> {
+    pub fn set_sandbox_desired(&self, id: &str, running: bool) -> Result<(), StoreError> {
         self.conn().execute(
-            "UPDATE sandboxes SET desired = ?2, updated_at = ?3 WHERE name = ?1",
-            params![name, if running { "running" } else { "stopped" }, now()],
+            "UPDATE sandboxes SET desired = ?2, updated_at = ?3 WHERE id = ?1",
+            params![id, if running { "running" } else { "stopped" }, now()],
         )?;
         Ok(())
     }
 
-    pub fn delete_sandbox(&self, name: &str) -> Result<(), StoreError> {
+    /// Delete the sandbox with that id.
+    pub fn delete_sandbox(&self, id: &str) -> Result<(), StoreError> {
         let n = self
             .conn()
-            .execute("DELETE FROM sandboxes WHERE name = ?1", [name])?;
+            .execute("DELETE FROM sandboxes WHERE id = ?1", [id])?;
         if n == 0 {
-            return Err(StoreError::NotFound(format!("sandbox '{name}'")));
+            return Err(StoreError::NotFound(format!("sandbox {id}")));
         }
         Ok(())
     }
@@ -205,8 +261,12 @@ mod tests {
     use super::*;
 
     fn record(name: &str) -> SandboxRecord {
+        owned("admin", name)
+    }
+
+    fn owned(owner: &str, name: &str) -> SandboxRecord {
         SandboxRecord {
-            id: format!("id-{name}"),
+            id: format!("id-{owner}-{name}"),
             name: name.into(),
             backend: "namespace".into(),
             image: "mini".into(),
@@ -221,8 +281,9 @@ mod tests {
             created_at: now(),
             started_at: None,
             updated_at: now(),
-            owner: "admin".into(),
+            owner: owner.into(),
             uid_slot: 0,
+            agent_of: None,
         }
     }
 
@@ -231,20 +292,91 @@ mod tests {
         let s = Store::open_in_memory().unwrap();
         s.insert_sandbox(&record("dev")).unwrap();
         assert!(matches!(
-            s.insert_sandbox(&record("dev")),
+            s.insert_sandbox(&SandboxRecord {
+                id: "other-id".into(),
+                ..record("dev")
+            }),
             Err(StoreError::Conflict(_))
         ));
-        s.set_sandbox_state("dev", SandboxState::Running, None, Some("{}"))
+        let id = s.sandbox("admin", "dev").unwrap().id;
+        s.set_sandbox_state(&id, SandboxState::Running, None, Some("{}"))
             .unwrap();
-        let r = s.sandbox("dev").unwrap();
+        let r = s.sandbox("admin", "dev").unwrap();
         assert_eq!(r.state, SandboxState::Running);
         assert!(r.started_at.is_some());
+        assert_eq!(s.sandbox_by_id(&id).unwrap(), r);
         assert_eq!(s.count_sandboxes_using_image("mini").unwrap(), 1);
-        s.set_sandbox_desired("dev", false).unwrap();
-        assert!(!s.sandbox("dev").unwrap().desired_running);
-        assert!(matches!(s.sandbox("nope"), Err(StoreError::NotFound(_))));
-        s.delete_sandbox("dev").unwrap();
+        s.set_sandbox_desired(&id, false).unwrap();
+        assert!(!s.sandbox("admin", "dev").unwrap().desired_running);
+        assert!(matches!(
+            s.sandbox("admin", "nope"),
+            Err(StoreError::NotFound(_))
+        ));
+        s.delete_sandbox(&id).unwrap();
         assert!(s.sandboxes().unwrap().is_empty());
+        assert!(matches!(
+            s.delete_sandbox(&id),
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn names_are_unique_per_owner() {
+        let s = Store::open_in_memory().unwrap();
+        s.insert_sandbox(&owned("alice", "dev")).unwrap();
+        // Another owner's namespace: the same name is a different sandbox.
+        s.insert_sandbox(&owned("bob", "dev")).unwrap();
+        assert!(matches!(
+            s.insert_sandbox(&SandboxRecord {
+                id: "again".into(),
+                ..owned("bob", "dev")
+            }),
+            Err(StoreError::Conflict(_))
+        ));
+        let a = s.sandbox("alice", "dev").unwrap();
+        let b = s.sandbox("bob", "dev").unwrap();
+        assert_ne!(a.id, b.id);
+        assert_eq!((a.owner.as_str(), b.owner.as_str()), ("alice", "bob"));
+        // Another owner's sandbox reads exactly like a missing one.
+        let theirs = s.sandbox("carol", "dev").unwrap_err().to_string();
+        let missing = s.sandbox("carol", "nope-dev").unwrap_err().to_string();
+        assert_eq!(theirs, "sandbox 'dev' not found");
+        assert_eq!(missing, "sandbox 'nope-dev' not found");
+        assert_eq!(s.sandboxes_of("bob").unwrap(), vec![b.clone()]);
+        assert_eq!(s.sandboxes().unwrap().len(), 2);
+        // Deleting one leaves the other owner's alone.
+        s.delete_sandbox(&a.id).unwrap();
+        assert!(s.sandbox("alice", "dev").is_err());
+        assert_eq!(s.sandbox("bob", "dev").unwrap(), b);
+    }
+
+    #[test]
+    fn the_agent_sandbox_is_bound_not_named() {
+        let s = Store::open_in_memory().unwrap();
+        // Bob names one of his sandboxes after Alice's agent: it stays his.
+        s.insert_sandbox(&owned("bob", "agent-alice")).unwrap();
+        assert!(s.agent_sandbox("alice").unwrap().is_none());
+        assert!(s.agent_sandbox("bob").unwrap().is_none());
+        let mine = SandboxRecord {
+            agent_of: Some("alice".into()),
+            ..owned("alice", "agent-alice")
+        };
+        s.insert_sandbox(&mine).unwrap();
+        let bound = s.agent_sandbox("alice").unwrap().unwrap();
+        assert_eq!(
+            (bound.owner.as_str(), bound.id.as_str()),
+            ("alice", mine.id.as_str())
+        );
+        // One agent sandbox per user.
+        let second = SandboxRecord {
+            id: "second".into(),
+            agent_of: Some("alice".into()),
+            ..owned("alice", "agent-alice-2")
+        };
+        assert!(matches!(
+            s.insert_sandbox(&second),
+            Err(StoreError::Conflict(_))
+        ));
     }
 
     #[test]
@@ -253,9 +385,9 @@ mod tests {
         for n in ["a", "b", "c"] {
             s.insert_sandbox(&record(n)).unwrap();
         }
-        let slot = |n: &str| s.sandbox(n).unwrap().uid_slot;
+        let slot = |n: &str| s.sandbox("admin", n).unwrap().uid_slot;
         assert_eq!((slot("a"), slot("b"), slot("c")), (0, 1, 2));
-        s.delete_sandbox("b").unwrap();
+        s.delete_sandbox(&record("b").id).unwrap();
         s.insert_sandbox(&record("d")).unwrap();
         assert_eq!(slot("d"), 1, "the freed slot is taken first");
         s.insert_sandbox(&record("e")).unwrap();
@@ -271,6 +403,6 @@ mod tests {
             .insert_sandbox(&record("keep"))
             .unwrap();
         let s = Store::open(&path).unwrap();
-        assert_eq!(s.sandbox("keep").unwrap().name, "keep");
+        assert_eq!(s.sandbox("admin", "keep").unwrap().name, "keep");
     }
 }

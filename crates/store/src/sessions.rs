@@ -246,6 +246,15 @@ impl Store {
         self.usage_where("user", user)
     }
 
+    /// What `user`'s LLM calls cost since `since` (an RFC 3339 UTC timestamp).
+    pub fn cost_since(&self, user: &str, since: &str) -> Result<f64, StoreError> {
+        Ok(self.conn().query_row(
+            "SELECT COALESCE(SUM(cost_usd), 0) FROM usage WHERE user = ?1 AND created_at >= ?2",
+            params![user, since],
+            |r| r.get(0),
+        )?)
+    }
+
     pub fn usage_for_session(&self, session_id: &str) -> Result<UsageTotals, StoreError> {
         self.usage_where("session_id", session_id)
     }

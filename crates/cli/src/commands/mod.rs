@@ -30,7 +30,7 @@ pub fn make_client(global: &crate::args::GlobalArgs) -> Result<Client> {
     let env = |k: &str| std::env::var(k).ok();
     let read = |p: &std::path::Path| std::fs::read_to_string(p);
     let token = config::resolve_token(global.token.as_deref(), &env, &read)?;
-    Client::new(config::normalize_host(&global.host), token)
+    Ok(Client::new(config::normalize_host(&global.host), token)?.with_owner(global.owner.clone()))
 }
 
 pub async fn run(cli: Cli) -> Result<i32> {

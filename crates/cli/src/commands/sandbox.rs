@@ -15,6 +15,7 @@ use crate::output::{age_since, format_bytes, format_mib, print_json, render_tabl
 #[serde(default)]
 pub struct Sandbox {
     pub name: String,
+    pub owner: Option<String>,
     pub state: String,
     pub backend: Option<String>,
     pub image: Option<String>,
@@ -28,8 +29,9 @@ pub struct Sandbox {
     pub pid: Option<i64>,
 }
 
-pub const TABLE_HEADERS: [&str; 8] = [
+pub const TABLE_HEADERS: [&str; 9] = [
     "NAME",
+    "OWNER",
     "STATE",
     "BACKEND",
     "IMAGE",
@@ -52,6 +54,7 @@ pub fn disk_cell(s: &Sandbox) -> String {
 pub fn table_row(s: &Sandbox, now: OffsetDateTime) -> Vec<String> {
     vec![
         s.name.clone(),
+        opt(&s.owner),
         if s.state.is_empty() {
             "-".into()
         } else {
@@ -240,6 +243,7 @@ async fn create(c: &Client, a: CreateArgs) -> Result<i32> {
 pub fn show_text(s: &Sandbox, info: Option<&Value>, now: OffsetDateTime) -> String {
     let mut rows: Vec<(&str, String)> = vec![
         ("Name", s.name.clone()),
+        ("Owner", opt(&s.owner)),
         (
             "State",
             match &s.state_reason {
@@ -318,7 +322,7 @@ mod tests {
 
     fn sample() -> Sandbox {
         serde_json::from_value(
-            json!({"name":"dev","state":"running","backend":"namespace","image":"base",
+            json!({"name":"dev","owner":"alice","state":"running","backend":"namespace","image":"base",
          "vcpus":1,"memory_mib":512,"disk_mib":2048,"disk_used_bytes":12345,
          "created_at":"2026-11-23T18:00:00Z","started_at":"2026-11-23T18:00:00Z",
          "state_reason":null,"pid":1234, "future_field": true}),
@@ -334,12 +338,13 @@ mod tests {
         stopped.state = "stopped".into();
         stopped.memory_mib = Some(1536);
         stopped.disk_used_bytes = None;
+        stopped.owner = None;
         let t = sandboxes_table(&[sample(), stopped], now);
         assert_eq!(
             t,
-            "NAME    STATE     BACKEND     IMAGE   VCPU   MEMORY   DISK(used/max)   AGE\n\
-             dev     running   namespace   base    1      512M     12K/2G           2h\n\
-             web-1   stopped   namespace   base    1      1.5G     -/2G             2h\n"
+            "NAME    OWNER   STATE     BACKEND     IMAGE   VCPU   MEMORY   DISK(used/max)   AGE\n\
+             dev     alice   running   namespace   base    1      512M     12K/2G           2h\n\
+             web-1   -       stopped   namespace   base    1      1.5G     -/2G             2h\n"
         );
     }
 

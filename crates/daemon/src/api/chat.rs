@@ -55,6 +55,8 @@ pub async fn remove(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
+    // Only the owner's session: someone else's id is a 404 and stops nothing.
+    st.manager.store.session(&caller.user, &id)?;
     st.chat.stop(&id);
     st.manager.store.delete_session(&caller.user, &id)?;
     Ok(StatusCode::NO_CONTENT)

@@ -8,6 +8,7 @@ use ironclaw_proto::{GuestMsg, HostMsg, PtyOpen, TtySize};
 use serde::Deserialize;
 
 use super::exec::{pump, Output};
+use crate::auth::Target;
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -20,13 +21,13 @@ pub struct AttachQuery {
 
 pub async fn attach(
     State(st): State<AppState>,
-    Path(name): Path<String>,
+    t: Target,
     Query(q): Query<AttachQuery>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let session = q.session.unwrap_or_else(|| "main".into());
     ironclaw_sandbox::name::validate(&session).map_err(|e| ApiError::InvalidName(e.to_string()))?;
-    let agent = st.manager.agent(&name).await?;
+    let agent = st.manager.agent(&t.id).await?;
     let open = PtyOpen {
         name: session,
         size: TtySize {
@@ -43,11 +44,8 @@ pub async fn attach(
     }))
 }
 
-pub async fn list(
-    State(st): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
-    let agent = st.manager.agent(&name).await?;
+pub async fn list(State(st): State<AppState>, t: Target) -> Result<impl IntoResponse, ApiError> {
+    let agent = st.manager.agent(&t.id).await?;
     match agent.call(HostMsg::PtyList).await? {
         GuestMsg::PtySessions(s) => {
             let sessions: Vec<_> = s
@@ -62,9 +60,10 @@ pub async fn list(
 
 pub async fn kill(
     State(st): State<AppState>,
-    Path((name, session)): Path<(String, String)>,
+    t: Target,
+    Path((_, session)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let agent = st.manager.agent(&name).await?;
+    let agent = st.manager.agent(&t.id).await?;
     agent.call_ok(HostMsg::PtyKill { name: session }).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -3,11 +3,12 @@
 use std::collections::BTreeMap;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use ironclaw_proto::{ExecRequest, GuestMsg, HostMsg, TtySize};
 use serde::Deserialize;
 
+use crate::auth::Target;
 use crate::error::{ApiError, Json};
 use crate::AppState;
 
@@ -20,6 +21,10 @@ pub struct ExecBody {
     pub cwd: Option<String>,
     /// Text fed to the command's stdin (then closed).
     pub stdin: Option<String>,
+    /// Kill the command after this long (default: the daemon's
+    /// `exec_timeout_secs`; at most `exec_timeout_max_secs`).
+    pub timeout_secs: Option<u64>,
+    /// The same in milliseconds (one of the two).
     pub timeout_ms: Option<u64>,
 }
 
@@ -30,30 +35,151 @@ fn validate_argv(argv: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The timeout an exec runs with: the request's own, else the configured
+/// default; never above the configured maximum.
+pub fn effective_timeout_ms(
+    config: &crate::config::Config,
+    secs: Option<u64>,
+    ms: Option<u64>,
+) -> Result<u64, ApiError> {
+    let asked = match (secs, ms) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "give timeout_secs or timeout_ms, not both".into(),
+            ))
+        }
+        (Some(s), None) => Some(s.saturating_mul(1000)),
+        (None, ms) => ms,
+    };
+    let max_ms = config.exec_timeout_max_secs.saturating_mul(1000);
+    match asked {
+        None => Ok(config.exec_timeout_secs.saturating_mul(1000).min(max_ms)),
+        Some(0) => Err(ApiError::BadRequest("the timeout must be positive".into())),
+        Some(t) if t > max_ms => Err(ApiError::BadRequest(format!(
+            "the timeout may be at most {} s (exec_timeout_max_secs)",
+            config.exec_timeout_max_secs
+        ))),
+        Some(t) => Ok(t),
+    }
+}
+
+/// One output stream collected up to a limit; what comes after is dropped.
+#[derive(Debug)]
+pub struct Capped {
+    buf: Vec<u8>,
+    limit: usize,
+    truncated: bool,
+}
+
+impl Capped {
+    pub fn new(limit: usize) -> Self {
+        Capped {
+            buf: Vec::new(),
+            limit,
+            truncated: false,
+        }
+    }
+
+    pub fn push(&mut self, data: &[u8]) {
+        if self.truncated {
+            return;
+        }
+        let room = self.limit - self.buf.len();
+        let take = data.len().min(room);
+        let need = self.buf.len() + take;
+        if need > self.buf.capacity() {
+            // Grow geometrically, but never past the limit.
+            let want = (self.buf.capacity() * 2).max(need).min(self.limit);
+            self.buf.reserve_exact(want - self.buf.len());
+        }
+        self.buf.extend_from_slice(&data[..take]);
+        if take < data.len() {
+            self.truncated = true;
+        }
+    }
+
+    pub fn truncated(&self) -> bool {
+        self.truncated
+    }
+
+    /// The collected text, with a marker line when output was dropped.
+    pub fn finish(self, limit_mib: u64) -> String {
+        let mut text = String::from_utf8_lossy(&self.buf).into_owned();
+        if self.truncated {
+            text.push_str(&format!(
+                "\n[ironclaw: output truncated at {limit_mib} MiB]\n"
+            ));
+        }
+        text
+    }
+}
+
+/// Run a command and collect its output, each stream bounded by
+/// `exec_output_limit_mib`, under a timeout (see [`effective_timeout_ms`]).
 pub async fn exec(
     State(st): State<AppState>,
-    Path(name): Path<String>,
+    t: Target,
     Json(body): Json<ExecBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     validate_argv(&body.argv)?;
-    let agent = st.manager.agent(&name).await?;
+    let config = &st.manager.config;
+    let timeout_ms = effective_timeout_ms(config, body.timeout_secs, body.timeout_ms)?;
+    let agent = st.manager.agent(&t.id).await?;
+    let stdin = body.stdin.map(String::into_bytes);
     let req = ExecRequest {
         argv: body.argv,
         env: body.env.into_iter().collect(),
         cwd: body.cwd,
-        stdin: false,
-        timeout_ms: body.timeout_ms,
+        stdin: stdin.is_some(),
+        timeout_ms: Some(timeout_ms),
         tty: None,
     };
-    let out = agent
-        .exec_collect(req, body.stdin.map(String::into_bytes))
-        .await?;
+    let limit_mib = config.exec_output_limit_mib;
+    let limit = usize::try_from(limit_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+    let mut stdout = Capped::new(limit);
+    let mut stderr = Capped::new(limit);
+    let mut s = agent.open(HostMsg::Exec(req)).await?;
+    let collect = async {
+        if let Some(data) = stdin {
+            for chunk in data.chunks(ironclaw_proto::CHUNK) {
+                s.send(HostMsg::Stdin(chunk.to_vec())).await?;
+            }
+            s.send(HostMsg::StdinEof).await?;
+        }
+        loop {
+            match s.recv().await? {
+                GuestMsg::Stdout(d) => stdout.push(&d),
+                GuestMsg::Stderr(d) => stderr.push(&d),
+                GuestMsg::Exited(status) => return Ok::<_, ironclaw_sandbox::AgentError>(status),
+                GuestMsg::Error { kind, message } => {
+                    return Err(ironclaw_sandbox::AgentError::Guest { kind, message })
+                }
+                _ => {}
+            }
+        }
+    };
+    // The guest kills the command at the timeout; should it not answer,
+    // the daemon gives up a little later (dropping the stream kills it too).
+    let backstop = std::time::Duration::from_millis(timeout_ms.saturating_add(10_000));
+    let status = match tokio::time::timeout(backstop, collect).await {
+        Ok(r) => r?,
+        Err(_) => ironclaw_proto::ExitStatus {
+            code: 137,
+            signal: Some(9),
+            timed_out: true,
+        },
+    };
+    drop(s);
+    let truncated = stdout.truncated() || stderr.truncated();
     Ok(axum::Json(serde_json::json!({
-        "exit_code": out.status.code,
-        "signal": out.status.signal,
-        "timed_out": out.status.timed_out,
-        "stdout": String::from_utf8_lossy(&out.stdout),
-        "stderr": String::from_utf8_lossy(&out.stderr),
+        "exit_code": status.code,
+        "signal": status.signal,
+        "timed_out": status.timed_out,
+        "truncated": truncated,
+        "stdout_truncated": stdout.truncated(),
+        "stderr_truncated": stderr.truncated(),
+        "stdout": stdout.finish(limit_mib),
+        "stderr": stderr.finish(limit_mib),
     })))
 }
 
@@ -82,13 +208,16 @@ pub enum Control {
 
 pub async fn exec_ws(
     State(st): State<AppState>,
-    Path(name): Path<String>,
+    t: Target,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     // Fail before the upgrade, so the client sees an HTTP status.
-    let agent = st.manager.agent(&name).await?;
+    let agent = st.manager.agent(&t.id).await?;
+    // Streamed execs (interactive ones included) get no default timeout,
+    // but one they ask for is capped like the JSON exec's.
+    let max_timeout_ms = st.manager.config.exec_timeout_max_secs.saturating_mul(1000);
     Ok(ws.on_upgrade(move |socket| async move {
-        if let Err(e) = run_exec_ws(socket, agent).await {
+        if let Err(e) = run_exec_ws(socket, agent, max_timeout_ms).await {
             tracing::debug!("exec websocket ended: {e}");
         }
     }))
@@ -101,6 +230,7 @@ pub fn text_error(message: &str) -> Message {
 async fn run_exec_ws(
     mut socket: WebSocket,
     agent: ironclaw_sandbox::AgentClient,
+    max_timeout_ms: u64,
 ) -> anyhow::Result<()> {
     let start: WsExecStart = match socket.recv().await {
         Some(Ok(Message::Text(t))) => match serde_json::from_str(&t) {
@@ -123,7 +253,7 @@ async fn run_exec_ws(
         env: start.env.into_iter().collect(),
         cwd: start.cwd,
         stdin: start.stdin,
-        timeout_ms: start.timeout_ms,
+        timeout_ms: start.timeout_ms.map(|t| t.min(max_timeout_ms)),
         tty: start.tty,
     };
     let stream = agent.open(HostMsg::Exec(req)).await?;
@@ -207,4 +337,49 @@ pub async fn pump(
         s = out => drop(s),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capped_keeps_the_limit_and_marks_the_rest() {
+        let mut c = Capped::new(10);
+        c.push(b"hello");
+        c.push(b"world");
+        assert!(!c.truncated(), "exactly the limit is not truncated");
+        c.push(b"!");
+        assert!(c.truncated());
+        assert!(c.buf.capacity() <= 10);
+        assert_eq!(
+            c.finish(16),
+            "helloworld\n[ironclaw: output truncated at 16 MiB]\n"
+        );
+        let mut c = Capped::new(4);
+        c.push(b"abcdefgh");
+        assert_eq!(c.buf, b"abcd");
+        assert!(c.truncated());
+        let mut c = Capped::new(4);
+        c.push(b"ab");
+        assert_eq!(c.finish(1), "ab");
+    }
+
+    #[test]
+    fn timeouts_default_lower_raise_and_cap() {
+        let cfg = crate::config::Config {
+            exec_timeout_secs: 600,
+            exec_timeout_max_secs: 3600,
+            ..Default::default()
+        };
+        let t = |s, m| effective_timeout_ms(&cfg, s, m);
+        assert_eq!(t(None, None).unwrap(), 600_000);
+        assert_eq!(t(Some(5), None).unwrap(), 5_000);
+        assert_eq!(t(Some(1200), None).unwrap(), 1_200_000);
+        assert_eq!(t(None, Some(250)).unwrap(), 250);
+        assert_eq!(t(Some(3600), None).unwrap(), 3_600_000);
+        assert!(t(Some(3601), None).is_err());
+        assert!(t(Some(0), None).is_err());
+        assert!(t(Some(1), Some(1)).is_err());
+    }
 }

@@ -1,13 +1,14 @@
 //! Files in a sandbox: streamed upload and download, and small operations.
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use ironclaw_proto::{FileKind, FileWrite, GuestMsg, HostMsg, CHUNK};
 use serde::Deserialize;
 
+use crate::auth::Target;
 use crate::error::{ApiError, Json};
 use crate::AppState;
 
@@ -33,7 +34,7 @@ fn unexpected(m: GuestMsg) -> ApiError {
 
 pub async fn upload(
     State(st): State<AppState>,
-    Path(name): Path<String>,
+    t: Target,
     Query(q): Query<PathQuery>,
     headers: HeaderMap,
     body: Body,
@@ -53,7 +54,7 @@ pub async fn upload(
             .map_err(|_| ApiError::BadRequest(format!("mode {m:?} is not octal")))?,
         None => 0o644,
     };
-    let agent = st.manager.agent(&name).await?;
+    let agent = st.manager.agent(&t.id).await?;
     let mut stream = agent
         .open(HostMsg::FileWrite(FileWrite {
             path: q.path.clone(),
@@ -99,11 +100,11 @@ fn kind_str(k: FileKind) -> &'static str {
 
 pub async fn download(
     State(st): State<AppState>,
-    Path(name): Path<String>,
+    t: Target,
     Query(q): Query<PathQuery>,
 ) -> Result<Response, ApiError> {
     check_path(&q.path)?;
-    let agent = st.manager.agent(&name).await?;
+    let agent = st.manager.agent(&t.id).await?;
     let stat = agent.stat(&q.path).await?;
     if stat.kind == FileKind::Dir {
         return Err(ApiError::BadRequest(format!("{} is a directory", q.path)));
@@ -157,21 +158,21 @@ pub struct StatQuery {
 
 pub async fn stat(
     State(st): State<AppState>,
-    Path(name): Path<String>,
+    t: Target,
     Query(q): Query<StatQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     check_path(&q.path)?;
-    let s = st.manager.agent(&name).await?.stat(&q.path).await?;
+    let s = st.manager.agent(&t.id).await?.stat(&q.path).await?;
     Ok(axum::Json(stat_json(&s)))
 }
 
 pub async fn list(
     State(st): State<AppState>,
-    Path(name): Path<String>,
+    t: Target,
     Query(q): Query<StatQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     check_path(&q.path)?;
-    let entries = st.manager.agent(&name).await?.list(&q.path).await?;
+    let entries = st.manager.agent(&t.id).await?.list(&q.path).await?;
     let entries: Vec<_> = entries
         .iter()
         .map(|e| serde_json::json!({"name": e.name, "kind": kind_str(e.kind), "size": e.size, "mode": e.mode, "mtime": e.mtime}))
@@ -189,11 +190,11 @@ pub struct MkdirBody {
 
 pub async fn mkdir(
     State(st): State<AppState>,
-    Path(name): Path<String>,
+    t: Target,
     Json(b): Json<MkdirBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     check_path(&b.path)?;
-    let agent = st.manager.agent(&name).await?;
+    let agent = st.manager.agent(&t.id).await?;
     agent
         .call_ok(HostMsg::Mkdir {
             path: b.path,
@@ -214,11 +215,11 @@ pub struct RemoveBody {
 
 pub async fn remove(
     State(st): State<AppState>,
-    Path(name): Path<String>,
+    t: Target,
     Json(b): Json<RemoveBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     check_path(&b.path)?;
-    let agent = st.manager.agent(&name).await?;
+    let agent = st.manager.agent(&t.id).await?;
     agent
         .call_ok(HostMsg::Remove {
             path: b.path,
@@ -237,12 +238,12 @@ pub struct RenameBody {
 
 pub async fn rename(
     State(st): State<AppState>,
-    Path(name): Path<String>,
+    t: Target,
     Json(b): Json<RenameBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     check_path(&b.from)?;
     check_path(&b.to)?;
-    let agent = st.manager.agent(&name).await?;
+    let agent = st.manager.agent(&t.id).await?;
     agent
         .call_ok(HostMsg::Rename {
             from: b.from,

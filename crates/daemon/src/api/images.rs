@@ -13,11 +13,24 @@ use crate::auth::Caller;
 use crate::error::{ApiError, Json};
 use crate::AppState;
 
-pub async fn list(State(st): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+pub async fn list(
+    State(st): State<AppState>,
+    caller: Caller,
+) -> Result<impl IntoResponse, ApiError> {
     let images = image::list(&st.manager.images_dir())?;
+    // A user's count covers only their own sandboxes: others' stay unseen.
+    let mine = if caller.admin {
+        Vec::new()
+    } else {
+        st.manager.store.sandboxes_of(&caller.user)?
+    };
     let mut out = Vec::new();
     for m in images {
-        let in_use = st.manager.store.count_sandboxes_using_image(&m.name)?;
+        let in_use = if caller.admin {
+            st.manager.store.count_sandboxes_using_image(&m.name)?
+        } else {
+            mine.iter().filter(|r| r.image == m.name).count() as u64
+        };
         let mut v = serde_json::to_value(&m).map_err(|e| ApiError::Internal(e.to_string()))?;
         v["in_use"] = in_use.into();
         out.push(v);

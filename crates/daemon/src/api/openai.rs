@@ -65,6 +65,7 @@ pub async fn completions(
     Json(req): Json<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     st.chat.agent(&req.model)?;
+    st.chat.check_spend(&caller.user)?;
     let Some((last, earlier)) = req.messages.split_last() else {
         return Err(ApiError::BadRequest("messages must not be empty".into()));
     };

@@ -19,6 +19,12 @@ fn op(summary: &str, ok: &str, body: Option<Value>) -> Value {
     o
 }
 
+/// `?owner=USER`: the admin acts in that user's namespace.
+fn owner_param() -> Value {
+    json!({"name": "owner", "in": "query", "required": false, "schema": {"type": "string"},
+           "description": "Admin only: the user whose sandbox NAME is (default: the caller's own). Another user's sandbox is a 404 for non-admins."})
+}
+
 fn name_param() -> Value {
     json!([{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}])
 }
@@ -27,6 +33,13 @@ pub fn document() -> Value {
     let sandbox_paths = |get: Value| {
         let mut v = get;
         v["parameters"] = name_param();
+        v
+    };
+    let in_sandbox = |get: Value| {
+        let mut v = get;
+        let mut params = name_param();
+        params.as_array_mut().unwrap().push(owner_param());
+        v["parameters"] = params;
         v
     };
     json!({
@@ -42,7 +55,7 @@ pub fn document() -> Value {
                     "vcpus": {"type": "integer"}, "memory_mib": {"type": "integer"}, "disk_mib": {"type": "integer"}}},
                 "Exec": {"type": "object", "required": ["argv"], "properties": {
                     "argv": {"type": "array", "items": {"type": "string"}}, "env": {"type": "object"},
-                    "cwd": {"type": "string"}, "stdin": {"type": "string"}, "timeout_ms": {"type": "integer"}}},
+                    "cwd": {"type": "string"}, "stdin": {"type": "string"}, "timeout_secs": {"type": "integer"}, "timeout_ms": {"type": "integer"}}},
                 "BuildImage": {"type": "object", "required": ["name", "from"], "properties": {"name": {"type": "string"}, "from": {"type": "string", "enum": ["busybox", "debian"]}}},
                 "Path": {"type": "object", "required": ["path"], "properties": {"path": {"type": "string"}, "parents": {"type": "boolean"}, "recursive": {"type": "boolean"}}},
                 "Rename": {"type": "object", "required": ["from", "to"], "properties": {"from": {"type": "string"}, "to": {"type": "string"}}}
@@ -54,30 +67,32 @@ pub fn document() -> Value {
             "/v1/host": {"get": op("Host capability report (doctor)", "200", None)},
             "/v1/openapi.json": {"get": op("This document (no auth)", "200", None)},
             "/v1/sandboxes": {
-                "get": op("List sandboxes", "200", None),
+                "parameters": [owner_param()],
+                "get": op("List the caller's sandboxes (the admin: everyone's, or one user's with ?owner=)", "200", None),
                 "post": op("Create and start a sandbox", "201", Some(json!({"$ref": "#/components/schemas/CreateSandbox"})))
             },
-            "/v1/sandboxes/{name}": sandbox_paths(json!({"get": op("Show a sandbox", "200", None), "delete": op("Stop and remove a sandbox and its disk", "204", None)})),
-            "/v1/sandboxes/{name}/start": sandbox_paths(json!({"post": op("Start a stopped sandbox", "200", None)})),
-            "/v1/sandboxes/{name}/stop": sandbox_paths(json!({"post": op("Stop a sandbox (its disk is kept)", "200", None)})),
-            "/v1/sandboxes/{name}/info": sandbox_paths(json!({"get": op("Guest agent info", "200", None)})),
-            "/v1/sandboxes/{name}/logs": sandbox_paths(json!({"get": op("Recent console (and VMM) log, text; ?bytes=", "200", None)})),
-            "/v1/sandboxes/{name}/exec": sandbox_paths(json!({"post": op("Run a command to completion", "200", Some(json!({"$ref": "#/components/schemas/Exec"})))})),
-            "/v1/sandboxes/{name}/exec/ws": sandbox_paths(json!({"get": op("Streamed exec over WebSocket (see docs/api.md)", "101", None)})),
-            "/v1/sandboxes/{name}/console": sandbox_paths(json!({"get": op("List persistent console sessions", "200", None)})),
-            "/v1/sandboxes/{name}/console/ws": sandbox_paths(json!({"get": op("Attach to a persistent console session over WebSocket", "101", None)})),
+            "/v1/sandboxes/{name}": in_sandbox(json!({"get": op("Show a sandbox", "200", None), "delete": op("Stop and remove a sandbox and its disk", "204", None)})),
+            "/v1/sandboxes/{name}/start": in_sandbox(json!({"post": op("Start a stopped sandbox", "200", None)})),
+            "/v1/sandboxes/{name}/stop": in_sandbox(json!({"post": op("Stop a sandbox (its disk is kept)", "200", None)})),
+            "/v1/sandboxes/{name}/info": in_sandbox(json!({"get": op("Guest agent info", "200", None)})),
+            "/v1/sandboxes/{name}/logs": in_sandbox(json!({"get": op("Recent console (and VMM) log, text; ?bytes=", "200", None)})),
+            "/v1/sandboxes/{name}/exec": in_sandbox(json!({"post": op("Run a command to completion", "200", Some(json!({"$ref": "#/components/schemas/Exec"})))})),
+            "/v1/sandboxes/{name}/exec/ws": in_sandbox(json!({"get": op("Streamed exec over WebSocket (see docs/api.md)", "101", None)})),
+            "/v1/sandboxes/{name}/console": in_sandbox(json!({"get": op("List persistent console sessions", "200", None)})),
+            "/v1/sandboxes/{name}/console/ws": in_sandbox(json!({"get": op("Attach to a persistent console session over WebSocket", "101", None)})),
             "/v1/sandboxes/{name}/console/{session}": {"parameters": [
                 {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}},
-                {"name": "session", "in": "path", "required": true, "schema": {"type": "string"}}],
+                {"name": "session", "in": "path", "required": true, "schema": {"type": "string"}},
+                owner_param()],
                 "delete": op("Kill a console session", "204", None)},
-            "/v1/sandboxes/{name}/files": sandbox_paths(json!({
+            "/v1/sandboxes/{name}/files": in_sandbox(json!({
                 "get": op("Download a file (streamed)", "200", None),
                 "put": op("Upload a file (streamed raw body; ?path=&mode=)", "200", None)})),
-            "/v1/sandboxes/{name}/fs/stat": sandbox_paths(json!({"get": op("Stat a path", "200", None)})),
-            "/v1/sandboxes/{name}/fs/list": sandbox_paths(json!({"get": op("List a directory", "200", None)})),
-            "/v1/sandboxes/{name}/fs/mkdir": sandbox_paths(json!({"post": op("Make a directory", "204", Some(json!({"$ref": "#/components/schemas/Path"})))})),
-            "/v1/sandboxes/{name}/fs/remove": sandbox_paths(json!({"post": op("Remove a path", "204", Some(json!({"$ref": "#/components/schemas/Path"})))})),
-            "/v1/sandboxes/{name}/fs/rename": sandbox_paths(json!({"post": op("Rename a path", "204", Some(json!({"$ref": "#/components/schemas/Rename"})))})),
+            "/v1/sandboxes/{name}/fs/stat": in_sandbox(json!({"get": op("Stat a path", "200", None)})),
+            "/v1/sandboxes/{name}/fs/list": in_sandbox(json!({"get": op("List a directory", "200", None)})),
+            "/v1/sandboxes/{name}/fs/mkdir": in_sandbox(json!({"post": op("Make a directory", "204", Some(json!({"$ref": "#/components/schemas/Path"})))})),
+            "/v1/sandboxes/{name}/fs/remove": in_sandbox(json!({"post": op("Remove a path", "204", Some(json!({"$ref": "#/components/schemas/Path"})))})),
+            "/v1/sandboxes/{name}/fs/rename": in_sandbox(json!({"post": op("Rename a path", "204", Some(json!({"$ref": "#/components/schemas/Rename"})))})),
             "/v1/sessions": {
                 "get": op("The caller's chat sessions, newest first", "200", None),
                 "post": op("Start a session", "201", Some(json!({"type": "object", "properties": {"agent": {"type": "string"}}})))

@@ -31,10 +31,20 @@ pub fn new_token() -> String {
 
 pub async fn me(State(st): State<AppState>, caller: Caller) -> Result<impl IntoResponse, ApiError> {
     let usage = st.manager.store.usage_for_user(&caller.user)?;
-    let sandbox = crate::chat::sandbox_name(&caller.user);
-    let sandbox = st.manager.store.sandbox(&sandbox).ok().map(|s| s.name);
+    // The agent's sandbox, found through its binding to the user.
+    let sandbox = st
+        .manager
+        .store
+        .agent_sandbox(&caller.user)?
+        .map(|s| s.name);
+    let quota = st
+        .manager
+        .config
+        .quotas
+        .for_user(&caller.user, caller.admin);
     Ok(axum::Json(serde_json::json!({
-        "user": caller.user, "admin": caller.admin, "usage": usage, "sandbox": sandbox
+        "user": caller.user, "admin": caller.admin, "usage": usage, "sandbox": sandbox,
+        "quota": quota
     })))
 }
 
@@ -84,16 +94,9 @@ pub async fn remove(
             "the admin user cannot be removed".into(),
         ));
     }
-    let owned: Vec<_> = st
-        .manager
-        .store
-        .sandboxes()?
-        .into_iter()
-        .filter(|s| s.owner == name)
-        .collect();
     st.manager.store.user(&name)?;
-    for s in owned {
-        st.manager.remove(&s.name).await?;
+    for s in st.manager.store.sandboxes_of(&name)? {
+        st.manager.remove(&s.id).await?;
     }
     st.manager.store.remove_user(&name)?;
     Ok(StatusCode::NO_CONTENT)

@@ -267,8 +267,9 @@ impl Drop for Daemon {
                 let v: Value = resp.json().await.unwrap_or_default();
                 for s in v["sandboxes"].as_array().cloned().unwrap_or_default() {
                     let name = s["name"].as_str().unwrap_or_default();
+                    let owner = s["owner"].as_str().unwrap_or("admin");
                     let _ = http
-                        .delete(format!("{url}/v1/sandboxes/{name}"))
+                        .delete(format!("{url}/v1/sandboxes/{name}?owner={owner}"))
                         .bearer_auth(&token)
                         .timeout(Duration::from_secs(30))
                         .send()
