@@ -9,7 +9,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Daemon;
+use common::{rss_kib, Daemon};
+use reqwest::Method;
 use serde_json::{json, Value};
 
 const ESCAPES: &str = include_str!("drills/escapes.py");
@@ -32,8 +33,45 @@ impl Tally {
     }
 }
 
+/// A drill that hangs the daemon has escaped too: every call has a deadline
+/// (status 0 when it passed).
+async fn call(
+    d: &Daemon,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut r = d
+        .http
+        .request(method, d.u(path))
+        .bearer_auth(token)
+        .timeout(Duration::from_secs(150));
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    match r.send().await {
+        Ok(resp) => {
+            let st = resp.status().as_u16();
+            let text = resp.text().await.unwrap_or_default();
+            (
+                st,
+                serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            )
+        }
+        Err(e) => (0, Value::String(format!("no answer: {e}"))),
+    }
+}
+
 async fn exec_body(d: &Daemon, name: &str, body: Value) -> (u16, Value) {
-    d.post(&format!("/v1/sandboxes/{name}/exec"), body).await
+    call(
+        d,
+        &d.token,
+        Method::POST,
+        &format!("/v1/sandboxes/{name}/exec"),
+        Some(body),
+    )
+    .await
 }
 
 /// Whether the daemon and a sandbox's agent still answer promptly.
@@ -61,7 +99,11 @@ async fn upload(d: &Daemon, sandbox: &str, path: &str, data: &[u8]) {
         .send()
         .await
         .unwrap();
-    assert!(resp.status().is_success(), "upload {path}: {}", resp.status());
+    assert!(
+        resp.status().is_success(),
+        "upload {path}: {}",
+        resp.status()
+    );
 }
 
 /// The escape drills of `drills/escapes.py`, plus what only the host can
@@ -76,7 +118,10 @@ async fn escape_drills(d: &Daemon, t: &mut Tally) {
         .find(|id| !before.contains(id))
         .expect("victim's directory");
     let (st, v) = d
-        .post("/v1/sandboxes", json!({"name": "attacker", "image": "base"}))
+        .post(
+            "/v1/sandboxes",
+            json!({"name": "attacker", "image": "base"}),
+        )
         .await;
     assert_eq!(st, 201, "{v}");
     let attacker_id = sandbox_ids(d)
@@ -85,7 +130,10 @@ async fn escape_drills(d: &Daemon, t: &mut Tally) {
         .expect("attacker's directory");
 
     let core_pattern = std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap();
-    let mut host = std::process::Command::new("sleep").arg("600").spawn().unwrap();
+    let mut host = std::process::Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .unwrap();
     upload(d, "attacker", "/root/escapes.py", ESCAPES.as_bytes()).await;
     let other = d
         .data_dir()
@@ -188,7 +236,7 @@ async fn resource_drills(d: &Daemon, t: &mut Tally) {
         !ok,
         "the host and another sandbox answered during the bomb",
     );
-    let (st, _) = d.req(reqwest::Method::DELETE, "/v1/sandboxes/bomb", None).await;
+    let (st, _) = d.req(Method::DELETE, "/v1/sandboxes/bomb", None).await;
     assert_eq!(st, 204);
 
     // Memory hog over a 64 MiB limit.
@@ -208,7 +256,10 @@ async fn resource_drills(d: &Daemon, t: &mut Tally) {
     t.record(
         "memory_hog",
         v["exit_code"] == 0,
-        &format!("512 MiB in a 64 MiB sandbox: exit {} signal {}", v["exit_code"], v["signal"]),
+        &format!(
+            "512 MiB in a 64 MiB sandbox: exit {} signal {}",
+            v["exit_code"], v["signal"]
+        ),
     );
 
     // Disk fill past --disk.
@@ -256,7 +307,14 @@ async fn resource_drills(d: &Daemon, t: &mut Tally) {
     )
     .await;
     let made = v["stdout"].as_str().unwrap_or_default().trim().to_string();
-    let (st, _) = d.get("/v1/sandboxes/attacker/fs/list?path=/root/many").await;
+    let (st, _) = call(
+        d,
+        &d.token,
+        Method::GET,
+        "/v1/sandboxes/attacker/fs/list?path=/root/many",
+        None,
+    )
+    .await;
     t.record(
         "many_small_files",
         !still_answers(d, "attacker").await,
@@ -274,6 +332,131 @@ async fn resource_drills(d: &Daemon, t: &mut Tally) {
     );
 }
 
+/// `yes` through the collecting exec API: the daemon keeps at most the
+/// output limit, and the command ends at its timeout.
+async fn output_flood(d: &Daemon, t: &mut Tally) {
+    let pid = d.child.as_ref().unwrap().id();
+    d.exec("victim", &["true"]).await;
+    let before = rss_kib(pid);
+    let (st, v) = exec_body(d, "victim", json!({"argv": ["yes"], "timeout_secs": 3})).await;
+    let after = rss_kib(pid);
+    let kept = v["stdout"].as_str().map_or(0, str::len);
+    t.record(
+        "output_flood",
+        st != 200 || v["truncated"] != true || kept > 17 << 20 || after > before + (96 << 10),
+        &format!(
+            "`yes` for 3 s: {st}, {} MiB kept, truncated {}, daemon RSS {} -> {} MiB",
+            kept >> 20,
+            v["truncated"],
+            before >> 10,
+            after >> 10
+        ),
+    );
+}
+
+/// A second user against the first one's sandboxes: squatting the agent
+/// name, guessing names and ids, every route refused alike. (Chat turns
+/// landing in the victim's own sandbox: `ownership.rs`.)
+async fn cross_user(d: &Daemon, t: &mut Tally) {
+    let (st, v) = d.post("/v1/users", json!({"name": "mallory"})).await;
+    assert_eq!(st, 201, "{v}");
+    let mallory = v["token"].as_str().unwrap().to_string();
+    for name in ["agent-admin", "victim"] {
+        let (st, v) = call(
+            d,
+            &mallory,
+            Method::POST,
+            "/v1/sandboxes",
+            Some(json!({"name": name, "image": "mini"})),
+        )
+        .await;
+        t.record(
+            &format!("squat_{name}"),
+            st != 201,
+            &format!("mallory may name her own sandbox {name}: {st} {v}"),
+        );
+    }
+    let (_, mine) = call(d, &mallory, Method::GET, "/v1/sandboxes", None).await;
+    let names: Vec<String> = mine["sandboxes"]
+        .as_array()
+        .map(|a| a.iter().map(|s| s["name"].to_string()).collect())
+        .unwrap_or_default();
+    t.record(
+        "list_only_own",
+        names.len() != 2,
+        &format!("mallory lists {names:?}"),
+    );
+    // Every answer must read exactly like the one for a name nobody has.
+    let (_, missing) = call(
+        d,
+        &mallory,
+        Method::GET,
+        "/v1/sandboxes/no-such-sandbox",
+        None,
+    )
+    .await;
+    let want = missing["error"]["message"]
+        .as_str()
+        .unwrap_or("?")
+        .replace("no-such-sandbox", "X");
+    let mut probes = 0;
+    let mut leaks = vec![];
+    for target in ["attacker".to_string(), "hog".to_string()]
+        .into_iter()
+        .chain(sandbox_ids(d))
+    {
+        let calls = [
+            (
+                Method::GET,
+                format!("/v1/sandboxes/{target}?owner=admin"),
+                None,
+            ),
+            (
+                Method::POST,
+                format!("/v1/sandboxes/{target}/exec"),
+                Some(json!({"argv": ["true"]})),
+            ),
+            (
+                Method::GET,
+                format!("/v1/sandboxes/{target}/files?path=/etc/hostname"),
+                None,
+            ),
+            (
+                Method::GET,
+                format!("/v1/sandboxes/{target}/logs?owner=admin"),
+                None,
+            ),
+            (Method::POST, format!("/v1/sandboxes/{target}/stop"), None),
+            (
+                Method::DELETE,
+                format!("/v1/sandboxes/{target}?owner=admin"),
+                None,
+            ),
+        ];
+        for (m, path, body) in calls {
+            probes += 1;
+            let (st, v) = call(d, &mallory, m.clone(), &path, body).await;
+            let msg = v["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .replace(&target, "X");
+            if st != 404 || msg != want {
+                leaks.push(format!("{m} {path}: {st} {v}"));
+            }
+        }
+    }
+    t.record(
+        "guess_names_and_ids",
+        !leaks.is_empty(),
+        &format!("{probes} probes answered like a missing sandbox; differing: {leaks:?}"),
+    );
+    t.record(
+        "victim_untouched",
+        !still_answers(d, "attacker").await,
+        "the admin's sandboxes still run after mallory's stop/rm attempts",
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drills_namespace_backend() {
     let d = Daemon::start().await;
@@ -281,6 +464,8 @@ async fn drills_namespace_backend() {
     let mut t = Tally::default();
     escape_drills(&d, &mut t).await;
     resource_drills(&d, &mut t).await;
+    output_flood(&d, &mut t).await;
+    cross_user(&d, &mut t).await;
     println!(
         "drills: {} contained, {} escaped",
         t.contained,

@@ -208,11 +208,26 @@ async fn ns_init_runs_a_sandbox_and_shuts_it_down() {
         .exec(&["sh", "-c", "cat /proc/self/uid_map; grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; stat -c %u /bin/busybox"])
         .await;
     let text = out.stdout();
-    let map: Vec<&str> = text.lines().next().unwrap_or("").split_whitespace().collect();
-    assert_eq!(map, ["0", &UID_BASE.to_string(), "65536"], "uid map: {text}");
+    let map: Vec<&str> = text
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        map,
+        ["0", &UID_BASE.to_string(), "65536"],
+        "uid map: {text}"
+    );
     assert!(text.contains("CapEff:\t00000000a80425fb"), "{text}");
-    assert!(text.contains("NoNewPrivs:\t1") && text.contains("Seccomp:\t2"), "{text}");
-    assert!(text.trim_end().ends_with("\n0"), "image files are root's inside: {text}");
+    assert!(
+        text.contains("NoNewPrivs:\t1") && text.contains("Seccomp:\t2"),
+        "{text}"
+    );
+    assert!(
+        text.trim_end().ends_with("\n0"),
+        "image files are root's inside: {text}"
+    );
 
     let GuestMsg::Info(info) = c.call(HostMsg::Info).await else {
         panic!()

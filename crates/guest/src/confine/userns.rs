@@ -41,7 +41,11 @@ pub fn create(base: u32, count: u32) -> Result<OwnedFd, ConfineError> {
             let me = std::fs::read_link("/proc/self").unwrap_or_default();
             let ok = nix::sched::unshare(CloneFlags::CLONE_NEWUSER).is_ok();
             let mut ready_w = ready_w;
-            let answer = if ok { me.as_os_str().as_encoded_bytes() } else { b"" };
+            let answer = if ok {
+                me.as_os_str().as_encoded_bytes()
+            } else {
+                b""
+            };
             let _ = ready_w.write_all(answer);
             drop(ready_w);
             // Wait until the parent has what it needs (EOF), then vanish.
