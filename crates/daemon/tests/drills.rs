@@ -6,6 +6,8 @@
 //! Namespace backend (the default where KVM guests do not boot, as here).
 
 mod common;
+#[path = "drills/faults.rs"]
+mod faults;
 
 use std::time::{Duration, Instant};
 
@@ -15,15 +17,25 @@ use serde_json::{json, Value};
 
 const ESCAPES: &str = include_str!("drills/escapes.py");
 
-#[derive(Default)]
-struct Tally {
+/// Verdicts of a set of drills. "escaped" means the drill's attack or
+/// fault got through (an escape, or something lost).
+pub struct Tally {
+    words: [&'static str; 2],
     contained: usize,
     escaped: Vec<String>,
 }
 
 impl Tally {
-    fn record(&mut self, name: &str, escaped: bool, detail: &str) {
-        let verdict = if escaped { "ESCAPED" } else { "contained" };
+    fn new(held: &'static str, broke: &'static str) -> Tally {
+        Tally {
+            words: [held, broke],
+            contained: 0,
+            escaped: Vec::new(),
+        }
+    }
+
+    pub fn record(&mut self, name: &str, escaped: bool, detail: &str) {
+        let verdict = self.words[usize::from(escaped)];
         println!("drill {name}: {verdict} ({detail})");
         if escaped {
             self.escaped.push(format!("{name}: {detail}"));
@@ -452,24 +464,46 @@ async fn cross_user(d: &Daemon, t: &mut Tally) {
     );
     t.record(
         "victim_untouched",
-        !still_answers(d, "attacker").await,
+        !(still_answers(d, "attacker").await && still_answers(d, "hog").await),
         "the admin's sandboxes still run after mallory's stop/rm attempts",
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drills_namespace_backend() {
-    let d = Daemon::start().await;
+    // A slow answer for the mid-turn fault drill.
+    let mock = ironclaw_agent::mock::MockLlm::start([ironclaw_agent::mock::MockReply::Slow {
+        chunks: (0..100).map(|i| format!("word{i} ")).collect(),
+        delay: Duration::from_millis(100),
+    }])
+    .await;
+    let base = mock.openai_base();
+    let mut d = Daemon::start_env(
+        "",
+        &[
+            ("IRONCLAW_PROVIDER", "openai"),
+            ("IRONCLAW_BASE_URL", &base),
+            ("IRONCLAW_API_KEY", "sk-drill-key"),
+            ("IRONCLAW_MODEL", "mock-model"),
+        ],
+    )
+    .await;
     d.build_image("base", "debian").await;
-    let mut t = Tally::default();
+    let mut t = Tally::new("contained", "ESCAPED");
     escape_drills(&d, &mut t).await;
     resource_drills(&d, &mut t).await;
     output_flood(&d, &mut t).await;
     cross_user(&d, &mut t).await;
+    let escapes = (t.contained, t.escaped.len());
+    let mut f = Tally::new("survived", "LOST");
+    faults::run(&mut d, &mut f).await;
     println!(
-        "drills: {} contained, {} escaped",
-        t.contained,
-        t.escaped.len()
+        "drills: {} contained, {} escaped; faults: {} survived, {} lost",
+        escapes.0,
+        escapes.1,
+        f.contained,
+        f.escaped.len()
     );
     assert!(t.escaped.is_empty(), "escapes: {:#?}", t.escaped);
+    assert!(f.escaped.is_empty(), "faults: {:#?}", f.escaped);
 }
