@@ -57,6 +57,11 @@ pub struct Config {
     /// The uid/gid jailed Firecracker processes run as.
     pub firecracker_uid: u32,
     pub firecracker_gid: u32,
+    /// The uid/gid QEMU runs as (started as that user, seccomp on). A
+    /// dedicated id that owns no file: QEMU gets every file it needs as a
+    /// descriptor. 0 runs QEMU as root (`ironclaw doctor` warns).
+    pub qemu_uid: u32,
+    pub qemu_gid: u32,
     /// Where the KVM boot probe caches its answer (per host boot).
     pub kvm_probe_cache: PathBuf,
     /// LLM providers (`[[providers]]` tables, see README); read by the agent crate.
@@ -97,6 +102,8 @@ impl Default for Config {
             firecracker_jailer: None,
             firecracker_uid: 10_000,
             firecracker_gid: 10_000,
+            qemu_uid: ironclaw_sandbox::qemu::DEFAULT_QEMU_UID,
+            qemu_gid: ironclaw_sandbox::qemu::DEFAULT_QEMU_GID,
             kvm_probe_cache: PathBuf::from("/run/ironclaw/kvm-probe.json"),
             providers: Vec::new(),
             default_model: None,
