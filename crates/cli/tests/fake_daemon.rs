@@ -280,6 +280,7 @@ async fn host(h: HeaderMap) -> Response {
         "backends":[{"name":"namespace","available":true,"reason":"user namespaces work"},
                     {"name":"qemu","available":false,"reason":"/dev/kvm is missing"}],
         "checks":[{"name":"cgroup","ok":true,"detail":"cgroup v1 (memory, cpu, pids)"}],
+        "warnings":["qemu would run as root: qemu_uid is 0"],
         "default_backend":"namespace"}))
     .into_response()
 }
@@ -668,6 +669,13 @@ fn image_build_and_doctor() {
         "{s}"
     );
     assert!(s.contains("/dev/kvm is missing"), "{s}");
+    assert!(
+        s.contains("\nWARNING: qemu would run as root: qemu_uid is 0\n"),
+        "{s}"
+    );
+    let out = ironclaw(&host, Some(TOKEN), &["doctor", "--json"], None);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["warnings"][0], "qemu would run as root: qemu_uid is 0");
 
     let out = ironclaw(&host, None, &["version"], None);
     assert_eq!(out.status.code(), Some(0));
