@@ -82,6 +82,53 @@ pub struct QemuBackend {
     /// Who QEMU runs as; uid 0 means root (doctor warns).
     uid: u32,
     gid: u32,
+    /// What the QEMU binary supports, asked once.
+    caps: std::sync::OnceLock<QemuCaps>,
+}
+
+/// What this QEMU binary supports.
+#[derive(Debug, Clone)]
+struct QemuCaps {
+    /// Err: why `-sandbox` is refused (a QEMU built without seccomp).
+    seccomp: Result<(), String>,
+    /// `-accel kvm,device=PATH` (QEMU 9.1 and later): /dev/kvm can be
+    /// handed over as a descriptor. Older QEMUs open /dev/kvm themselves,
+    /// through its group.
+    kvm_device: bool,
+}
+
+fn probe_caps(bin: &Path) -> QemuCaps {
+    let run = |args: &[&str]| {
+        Command::new(bin)
+            .args(args)
+            .env_clear()
+            .stdin(std::process::Stdio::null())
+            .output()
+    };
+    let seccomp = match run(&["-sandbox", SECCOMP, "-version"]) {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(format!(
+            "{} refuses -sandbox {SECCOMP} ({}): it is built without seccomp; install Debian's qemu-system-x86",
+            bin.display(),
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Err(format!("running {}: {e}", bin.display())),
+    };
+    let kvm_device = run(&["-help"])
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("device=path"))
+        .unwrap_or(false);
+    QemuCaps {
+        seccomp,
+        kvm_device,
+    }
+}
+
+/// The group of `/dev/kvm` when it grants read-write to its group (Debian:
+/// `kvm`, 0660): what a QEMU without `-accel kvm,device=` needs.
+fn kvm_group() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata("/dev/kvm").ok()?;
+    (m.mode() & 0o060 == 0o060 && m.gid() != 0).then(|| m.gid())
 }
 
 /// A QEMU command line and the descriptors it refers to, which must stay
@@ -89,6 +136,9 @@ pub struct QemuBackend {
 struct QemuLaunch {
     cmd: Command,
     fds: Vec<OwnedFd>,
+    /// Supplementary groups QEMU needs (none unless an old QEMU opens
+    /// /dev/kvm itself).
+    groups: Vec<u32>,
 }
 
 impl QemuLaunch {
@@ -190,7 +240,13 @@ impl QemuBackend {
             kvm,
             uid: DEFAULT_QEMU_UID,
             gid: DEFAULT_QEMU_GID,
+            caps: std::sync::OnceLock::new(),
         }
+    }
+
+    fn caps(&self) -> Option<&QemuCaps> {
+        let bin = self.bin.as_ref()?;
+        Some(self.caps.get_or_init(|| probe_caps(bin)))
     }
 
     /// Run QEMU as `uid`/`gid` (default [`DEFAULT_QEMU_UID`]); 0 runs it as
@@ -269,9 +325,11 @@ impl QemuBackend {
             Channel::Serial => format!("ironclaw.transport=serial:{SERIAL_PORT}"),
             Channel::Vsock { .. } => format!("ironclaw.transport=vsock:{VSOCK_PORT}"),
         });
+        let kvm_device = self.caps().is_some_and(|c| c.kvm_device);
         let mut l = QemuLaunch {
             cmd: Command::new(bin),
             fds: Vec::new(),
+            groups: Vec::new(),
         };
         l.cmd
             .arg("-name")
@@ -279,7 +337,7 @@ impl QemuBackend {
             .args(["-M", "microvm,acpi=on", "-no-reboot"])
             .args(["-nodefaults", "-no-user-config", "-display", "none"])
             .args(["-sandbox", SECCOMP]);
-        if kvm {
+        if kvm && kvm_device {
             let dev = open_fd(
                 Path::new("/dev/kvm"),
                 fs::OpenOptions::new().read(true).write(true),
@@ -289,6 +347,9 @@ impl QemuBackend {
                 .arg("-accel")
                 .arg(format!("kvm,device={dev}"))
                 .args(["-cpu", "host"]);
+        } else if kvm {
+            l.groups.extend(kvm_group());
+            l.cmd.args(["-accel", "kvm", "-cpu", "host"]);
         } else {
             l.cmd.args([
                 "-accel",
@@ -367,11 +428,11 @@ impl QemuBackend {
     }
 
     /// The identity QEMU is started as: none (root) when configured as uid 0.
-    fn credentials(&self) -> Option<process::Credentials> {
-        (self.uid != 0).then(|| process::Credentials {
+    fn credentials(&self, groups: Vec<u32>) -> Option<process::Credentials> {
+        (self.uid != 0).then_some(process::Credentials {
             uid: self.uid,
             gid: self.gid,
-            groups: Vec::new(),
+            groups,
         })
     }
 
@@ -384,11 +445,15 @@ impl QemuBackend {
         spec: &SandboxSpec,
         cg: &Cgroup,
     ) -> Result<u32, BackendError> {
-        let QemuLaunch { mut cmd, fds } = launch;
+        let QemuLaunch {
+            mut cmd,
+            fds,
+            groups,
+        } = launch;
         // "/" rather than the sandbox dir, which QEMU's user cannot enter.
         cmd.current_dir("/");
         let how = process::Launch {
-            user: self.credentials(),
+            user: self.credentials(groups),
             inherit: fds.iter().map(|f| f.as_raw_fd()).collect(),
         };
         let pid = process::spawn_sandbox_process_as(
@@ -617,6 +682,12 @@ impl Backend for QemuBackend {
                 reason: format!("{QEMU} not found (apt-get install qemu-system-x86)"),
             };
         };
+        if let Some(Err(why)) = self.caps().map(|c| &c.seccomp) {
+            return Availability {
+                available: false,
+                reason: why.clone(),
+            };
+        }
         let kernel = match kernel::newest_cached(&self.kernels_dir) {
             Some(k) => format!("kernel {}", k.version),
             None => "kernel not downloaded yet (the first image build fetches it)".into(),
@@ -644,8 +715,13 @@ impl Backend for QemuBackend {
         Availability {
             available: true,
             reason: format!(
-                "{} microvm, {accel}; {kernel}; agent over {channel}",
-                bin.display()
+                "{} microvm, {accel}; {kernel}; agent over {channel}; {}",
+                bin.display(),
+                if self.uid == 0 {
+                    "runs as root under seccomp".to_string()
+                } else {
+                    format!("runs as uid {} gid {} under seccomp", self.uid, self.gid)
+                }
             ),
         }
     }
@@ -684,6 +760,9 @@ impl Backend for QemuBackend {
     }
 
     async fn start(&self, spec: &SandboxSpec) -> Result<(Running, AgentClient), BackendError> {
+        if let Some(Err(why)) = self.caps().map(|c| c.seccomp.clone()) {
+            return Err(BackendError::Unavailable(BackendKind::Qemu, why));
+        }
         if spec.resources.memory_mib < MIN_MEMORY_MIB {
             return Err(BackendError::Setup(format!(
                 "qemu sandboxes need at least {MIN_MEMORY_MIB} MiB of memory, got {}",
@@ -796,5 +875,44 @@ impl Backend for QemuBackend {
             Channel::Serial => reconnect_serial(&running.agent_socket).await,
             Channel::Vsock { cid } => connect_vsock(cid).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_of_the_host_qemu_and_of_one_without_seccomp() {
+        if let Some(bin) = which(QEMU) {
+            // Debian's qemu-system-x86 is built with libseccomp.
+            let caps = probe_caps(&bin);
+            assert_eq!(caps.seccomp, Ok(()));
+            eprintln!("{}: kvm device= option: {}", bin.display(), caps.kvm_device);
+        }
+        let t = tempfile::tempdir().unwrap();
+        let fake = t.path().join(QEMU);
+        let script = t.path().join("script");
+        fs::write(
+            &script,
+            "#!/bin/sh\n[ \"$1\" = -sandbox ] && { echo \"$0: -sandbox on: There is no option group 'sandbox'\" >&2; exit 1; }\necho 'usage: qemu'\n",
+        )
+        .unwrap();
+        // Written by `install`, so no descriptor of ours can be open for
+        // writing (ETXTBSY) when it runs.
+        let ok = Command::new("install")
+            .args(["-m", "0755"])
+            .arg(&script)
+            .arg(&fake)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let caps = probe_caps(&fake);
+        let why = caps.seccomp.unwrap_err();
+        assert!(
+            why.contains("built without seccomp") && why.contains("no option group"),
+            "{why}"
+        );
+        assert!(!caps.kvm_device);
     }
 }
