@@ -52,7 +52,8 @@ pub struct Config {
     /// The firecracker binary; the flag or IRONCLAW_FIRECRACKER_BIN wins.
     pub firecracker_bin: Option<PathBuf>,
     /// Run Firecracker through this jailer binary (chroot per VM, dropped
-    /// privileges); None runs it directly.
+    /// privileges). None: the `jailer` next to the firecracker binary when
+    /// there is one, else Firecracker runs directly, as root (doctor warns).
     pub firecracker_jailer: Option<PathBuf>,
     /// The uid/gid jailed Firecracker processes run as.
     pub firecracker_uid: u32,
