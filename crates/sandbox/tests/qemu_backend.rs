@@ -465,3 +465,91 @@ fn qemu_as_root_is_warned_about() {
     let w = root.privilege_warning().expect("a warning");
     assert!(w.starts_with("qemu would run as root"), "{w}");
 }
+
+/// Where KVM guests boot, QEMU gets /dev/kvm the same way as its files: the
+/// daemon opens it and passes the descriptor (`-accel kvm,device=/dev/fdset/N`),
+/// so the unprivileged uid needs no access to /dev/kvm (0600 root here).
+/// KVM guests cannot boot on these hosts, so this starts QEMU paused (-S)
+/// through the same spawn path and checks KVM initialised under that uid.
+#[tokio::test]
+async fn unprivileged_qemu_opens_kvm_through_a_descriptor() {
+    use ironclaw_sandbox::process::{self, Credentials, Launch};
+    use ironclaw_sandbox::qemu::{DEFAULT_QEMU_GID, DEFAULT_QEMU_UID, SECCOMP};
+    use std::os::fd::AsRawFd;
+
+    if let Some(why) = skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let Ok(kvm) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    else {
+        eprintln!("skipped: no usable /dev/kvm");
+        return;
+    };
+    let qemu = ironclaw_sandbox::util::which("qemu-system-x86_64").unwrap();
+    let help = std::process::Command::new(&qemu)
+        .arg("-help")
+        .output()
+        .unwrap();
+    if !String::from_utf8_lossy(&help.stdout).contains("device=path") {
+        eprintln!(
+            "skipped: this QEMU has no -accel kvm,device= (it opens /dev/kvm through its group)"
+        );
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let log = t.path().join("qemu.log");
+    let id = format!("kvmfd{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let cg = ironclaw_sandbox::cgroup::Cgroup::fresh(&id, &Default::default())
+        .await
+        .unwrap();
+    let fd = kvm.as_raw_fd();
+    let mut cmd = std::process::Command::new(&qemu);
+    cmd.args(["-M", "microvm,acpi=on", "-nodefaults", "-no-user-config"])
+        .args(["-display", "none", "-S", "-sandbox", SECCOMP])
+        .arg("-add-fd")
+        .arg(format!("fd={fd},set=1"))
+        .args(["-accel", "kvm,device=/dev/fdset/1", "-m", "64M"])
+        .current_dir("/");
+    let launch = Launch {
+        user: Some(Credentials {
+            uid: DEFAULT_QEMU_UID,
+            gid: DEFAULT_QEMU_GID,
+            groups: Vec::new(),
+        }),
+        inherit: vec![fd],
+    };
+    let pid = process::spawn_sandbox_process_as(
+        &mut cmd,
+        &cg,
+        &log,
+        nix::sched::CloneFlags::empty(),
+        &launch,
+    )
+    .unwrap() as i32;
+    drop(kvm);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let alive = process::start_time(pid).is_some()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s[s.rfind(')').unwrap() + 2..].starts_with('Z'));
+    let held_kvm = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .any(|p| p == std::path::Path::new("/dev/kvm"))
+        })
+        .unwrap_or(false);
+    let uid = alive.then(|| status_field(pid, "Uid"));
+    let seccomp = alive.then(|| status_field(pid, "Seccomp"));
+    // SAFETY: kill has no memory effects.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let _ = tokio::time::timeout(Duration::from_secs(5), process::wait_exit(pid)).await;
+    cg.destroy().await.unwrap();
+    let out = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(alive, "QEMU exited: {out}");
+    assert!(held_kvm, "QEMU does not hold /dev/kvm: {out}");
+    assert_eq!(uid.as_deref(), Some("10001 10001 10001 10001"));
+    assert_eq!(seccomp.as_deref(), Some("2"));
+}
