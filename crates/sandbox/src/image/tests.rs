@@ -281,6 +281,8 @@ async fn debian_image_builds() {
         assert!(steps.iter().any(|x| x == s), "missing step {s}");
     }
     let root = rootfs(&images, "deb");
+    // mmdebstrap's scratch dir (its TMPDIR) does not stay in the image.
+    assert!(!images.join("deb/tmp").exists());
     for bin in [
         "usr/bin/python3",
         "usr/bin/git",
