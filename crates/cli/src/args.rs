@@ -15,7 +15,8 @@ pub const DEFAULT_HOST: &str = "http://127.0.0.1:7777";
         Talks to the daemon over HTTP/WebSocket only. The daemon is found through --host \
         (or IRONCLAW_HOST, default http://127.0.0.1:7777); the API token through --token \
         (or IRONCLAW_TOKEN), else the file named by IRONCLAW_TOKEN_FILE, else \
-        $XDG_CONFIG_HOME/ironclaw/token (~/.config/ironclaw/token), else /var/lib/ironclaw/admin.token.",
+        $XDG_CONFIG_HOME/ironclaw/token (~/.config/ironclaw/token), else the daemon's \
+        $IRONCLAW_DATA_DIR/admin.token (default /var/lib/ironclaw/admin.token).",
     after_help = "Examples:\n  \
         ironclaw sandbox create --name dev --memory 1G\n  \
         ironclaw exec -it dev -- bash\n  \

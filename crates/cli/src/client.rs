@@ -214,7 +214,7 @@ impl Client {
 
     fn unauthorized_hint(&self) -> String {
         match &self.token {
-            None => "no token found: pass --token, set IRONCLAW_TOKEN or IRONCLAW_TOKEN_FILE, or put it in ~/.config/ironclaw/token (the daemon writes DATA_DIR/admin.token on first start)".into(),
+            None => "no token found: pass --token, set IRONCLAW_TOKEN or IRONCLAW_TOKEN_FILE, or put it in ~/.config/ironclaw/token (the daemon writes DATA_DIR/admin.token on first start; set IRONCLAW_DATA_DIR if that is not /var/lib/ironclaw)".into(),
             Some(Token { source: TokenSource::FlagOrEnv, .. }) => {
                 "the token from --token / IRONCLAW_TOKEN was rejected".into()
             }

@@ -18,6 +18,19 @@ pub struct Token {
     pub source: TokenSource,
 }
 
+/// The daemon's default data directory (ironclawd's `--data-dir` default).
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/ironclaw";
+
+/// The daemon's admin token file: `$IRONCLAW_DATA_DIR/admin.token` when
+/// `IRONCLAW_DATA_DIR` is set (the same variable ironclawd reads for its
+/// `--data-dir`), else `/var/lib/ironclaw/admin.token`.
+pub fn admin_token_file(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    let dir = env("IRONCLAW_DATA_DIR")
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| DEFAULT_DATA_DIR.to_string());
+    Path::new(&dir).join("admin.token")
+}
+
 /// Candidate token files, in lookup order, given environment lookups.
 pub fn token_file_candidates(env: &dyn Fn(&str) -> Option<String>) -> Vec<PathBuf> {
     let mut v = Vec::new();
@@ -26,14 +39,15 @@ pub fn token_file_candidates(env: &dyn Fn(&str) -> Option<String>) -> Vec<PathBu
     } else if let Some(h) = env("HOME").filter(|s| !s.is_empty()) {
         v.push(Path::new(&h).join(".config/ironclaw/token"));
     }
-    v.push(PathBuf::from("/var/lib/ironclaw/admin.token"));
+    v.push(admin_token_file(env));
     v
 }
 
 /// Token lookup order: `--token`/`IRONCLAW_TOKEN` (clap passes either as
 /// `flag`), then `IRONCLAW_TOKEN_FILE` (an error if set but unreadable), then
 /// `$XDG_CONFIG_HOME/ironclaw/token` (or `~/.config/ironclaw/token`), then
-/// `/var/lib/ironclaw/admin.token`. Missing default files are skipped; `None`
+/// the daemon's `admin.token` (`$IRONCLAW_DATA_DIR/admin.token`, default
+/// `/var/lib/ironclaw/admin.token`). Missing default files are skipped; `None`
 /// when nothing is found (the daemon will answer 401 and we print a hint).
 pub fn resolve_token(
     flag: Option<&str>,
@@ -167,6 +181,31 @@ mod tests {
         );
         let fs = fs_of(&[]);
         assert_eq!(resolve_token(None, &env, &fs).unwrap(), None);
+    }
+
+    #[test]
+    fn data_dir_env_moves_the_admin_token() {
+        let fs = fs_of(&[
+            ("/var/lib/ironclaw/admin.token", "hosttok"),
+            ("/tmp/d/admin.token", "dirtok"),
+        ]);
+        let env = env_of(&[("IRONCLAW_DATA_DIR", "/tmp/d")]);
+        let t = resolve_token(None, &env, &fs).unwrap().unwrap();
+        assert_eq!(t.value, "dirtok");
+        assert_eq!(t.source, TokenSource::File("/tmp/d/admin.token".into()));
+        // With IRONCLAW_DATA_DIR set, /var/lib/ironclaw is never read.
+        let env = env_of(&[("IRONCLAW_DATA_DIR", "/tmp/empty")]);
+        assert_eq!(resolve_token(None, &env, &fs).unwrap(), None);
+        assert_eq!(
+            token_file_candidates(&env),
+            vec![PathBuf::from("/tmp/empty/admin.token")]
+        );
+        // Empty means unset.
+        let env = env_of(&[("IRONCLAW_DATA_DIR", "")]);
+        assert_eq!(
+            resolve_token(None, &env, &fs).unwrap().unwrap().value,
+            "hosttok"
+        );
     }
 
     #[test]

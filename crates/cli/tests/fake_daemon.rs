@@ -280,6 +280,7 @@ async fn host(h: HeaderMap) -> Response {
         "backends":[{"name":"namespace","available":true,"reason":"user namespaces work"},
                     {"name":"qemu","available":false,"reason":"/dev/kvm is missing"}],
         "checks":[{"name":"cgroup","ok":true,"detail":"cgroup v1 (memory, cpu, pids)"}],
+        "warnings":["qemu would run as root: qemu_uid is 0"],
         "default_backend":"namespace"}))
     .into_response()
 }
@@ -314,14 +315,26 @@ fn start_fake() -> SocketAddr {
     rx.recv().unwrap()
 }
 
-fn ironclaw(host: &str, token: Option<&str>, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let cfg = tempfile::tempdir().unwrap();
+/// The `ironclaw` binary with a hermetic environment: every place the CLI
+/// looks for a token (`IRONCLAW_TOKEN`, `IRONCLAW_TOKEN_FILE`,
+/// `$XDG_CONFIG_HOME`, `$HOME/.config`, the daemon's
+/// `$IRONCLAW_DATA_DIR/admin.token`) is unset or points into `dir`, which is
+/// empty, so no test ever reads the host's real `/var/lib/ironclaw/admin.token`.
+fn hermetic_cli(host: &str, dir: &std::path::Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ironclaw"));
-    cmd.args(args)
-        .env("IRONCLAW_HOST", host)
+    cmd.env("IRONCLAW_HOST", host)
         .env_remove("IRONCLAW_TOKEN")
         .env_remove("IRONCLAW_TOKEN_FILE")
-        .env("XDG_CONFIG_HOME", cfg.path())
+        .env("XDG_CONFIG_HOME", dir.join("xdg"))
+        .env("HOME", dir.join("home"))
+        .env("IRONCLAW_DATA_DIR", dir.join("data"));
+    cmd
+}
+
+fn ironclaw(host: &str, token: Option<&str>, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let cfg = tempfile::tempdir().unwrap();
+    let mut cmd = hermetic_cli(host, cfg.path());
+    cmd.args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -386,10 +399,17 @@ fn not_found_unauthorized_and_unreachable() {
     assert!(e.starts_with("error: missing or invalid token\n"), "{e}");
     assert!(e.contains("hint:"), "{e}");
 
-    // No token anywhere: still 401, with a hint on where tokens come from.
+    // No token anywhere: still 401, with a hint on where tokens come from
+    // (not "the token read from /var/lib/ironclaw/admin.token was rejected",
+    // whatever the host has installed).
     let out = ironclaw(&host, None, &["sandbox", "ls"], None);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("IRONCLAW_TOKEN"));
+    let e = text(&out.stderr);
+    assert!(
+        e.contains("hint: no token found") && e.contains("IRONCLAW_TOKEN"),
+        "{e}"
+    );
+    assert!(!e.contains("/var/lib/ironclaw/admin.token"), "{e}");
 
     // Nothing listens on this port.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -418,6 +438,45 @@ fn not_found_unauthorized_and_unreachable() {
     assert_eq!(out.status.code(), Some(2));
     let out = ironclaw(&host, Some(TOKEN), &["cp", "a", "b"], None);
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// The token-file fallbacks, each pointed into a temp dir: the daemon's
+/// `$IRONCLAW_DATA_DIR/admin.token` and `$XDG_CONFIG_HOME/ironclaw/token`.
+#[test]
+fn token_files_from_data_dir_and_xdg() {
+    let addr = start_fake();
+    let host = format!("http://{addr}");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let ls = |dir: &std::path::Path| {
+        hermetic_cli(&host, dir)
+            .args(["sandbox", "ls", "--json"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+
+    std::fs::write(data.join("admin.token"), format!("{TOKEN}\n")).unwrap();
+    let out = ls(dir.path());
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+
+    std::fs::write(data.join("admin.token"), "stale\n").unwrap();
+    let out = ls(dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let e = text(&out.stderr);
+    let want = format!(
+        "the token read from {} was rejected",
+        data.join("admin.token").display()
+    );
+    assert!(e.contains(&want), "{e}");
+
+    // The user's own token file comes before the daemon's.
+    let xdg = dir.path().join("xdg/ironclaw");
+    std::fs::create_dir_all(&xdg).unwrap();
+    std::fs::write(xdg.join("token"), TOKEN).unwrap();
+    let out = ls(dir.path());
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
 }
 
 #[test]
@@ -610,6 +669,13 @@ fn image_build_and_doctor() {
         "{s}"
     );
     assert!(s.contains("/dev/kvm is missing"), "{s}");
+    assert!(
+        s.contains("\nWARNING: qemu would run as root: qemu_uid is 0\n"),
+        "{s}"
+    );
+    let out = ironclaw(&host, Some(TOKEN), &["doctor", "--json"], None);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["warnings"][0], "qemu would run as root: qemu_uid is 0");
 
     let out = ironclaw(&host, None, &["version"], None);
     assert_eq!(out.status.code(), Some(0));
@@ -630,6 +696,7 @@ mod pty {
         pub master: std::fs::File,
         pub slave: OwnedFd,
         seen: Arc<Mutex<Vec<u8>>>,
+        dir: tempfile::TempDir,
     }
 
     impl Term {
@@ -658,6 +725,7 @@ mod pty {
                 master,
                 slave: p.slave,
                 seen,
+                dir: tempfile::tempdir().unwrap(),
             }
         }
 
@@ -683,9 +751,8 @@ mod pty {
         }
 
         pub fn command(&self, host: &str, args: &[&str]) -> Command {
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_ironclaw"));
+            let mut cmd = super::hermetic_cli(host, self.dir.path());
             cmd.args(args)
-                .env("IRONCLAW_HOST", host)
                 .env("IRONCLAW_TOKEN", TOKEN)
                 .stdin(Stdio::from(self.slave.try_clone().unwrap()))
                 .stdout(Stdio::from(self.slave.try_clone().unwrap()))

@@ -52,11 +52,17 @@ pub struct Config {
     /// The firecracker binary; the flag or IRONCLAW_FIRECRACKER_BIN wins.
     pub firecracker_bin: Option<PathBuf>,
     /// Run Firecracker through this jailer binary (chroot per VM, dropped
-    /// privileges); None runs it directly.
+    /// privileges). None: the `jailer` next to the firecracker binary when
+    /// there is one, else Firecracker runs directly, as root (doctor warns).
     pub firecracker_jailer: Option<PathBuf>,
     /// The uid/gid jailed Firecracker processes run as.
     pub firecracker_uid: u32,
     pub firecracker_gid: u32,
+    /// The uid/gid QEMU runs as (started as that user, seccomp on). A
+    /// dedicated id that owns no file: QEMU gets every file it needs as a
+    /// descriptor. 0 runs QEMU as root (`ironclaw doctor` warns).
+    pub qemu_uid: u32,
+    pub qemu_gid: u32,
     /// Where the KVM boot probe caches its answer (per host boot).
     pub kvm_probe_cache: PathBuf,
     /// LLM providers (`[[providers]]` tables, see README); read by the agent crate.
@@ -105,8 +111,10 @@ impl Default for Config {
             stop_grace_secs: 10,
             firecracker_bin: None,
             firecracker_jailer: None,
-            firecracker_uid: 10_000,
-            firecracker_gid: 10_000,
+            firecracker_uid: ironclaw_sandbox::firecracker::DEFAULT_FIRECRACKER_UID,
+            firecracker_gid: ironclaw_sandbox::firecracker::DEFAULT_FIRECRACKER_GID,
+            qemu_uid: ironclaw_sandbox::qemu::DEFAULT_QEMU_UID,
+            qemu_gid: ironclaw_sandbox::qemu::DEFAULT_QEMU_GID,
             kvm_probe_cache: PathBuf::from("/run/ironclaw/kvm-probe.json"),
             providers: Vec::new(),
             default_model: None,

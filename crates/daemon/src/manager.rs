@@ -96,7 +96,9 @@ impl Manager {
             config.kvm_probe_cache.clone(),
             ironclaw_sandbox::qemu::kernel_source(&data_dir),
         ));
-        let mut firecracker = FirecrackerBackend::new(config.firecracker_bin.clone(), kvm.clone());
+        // Jailed by default when a `jailer` sits next to the binary.
+        let mut firecracker = FirecrackerBackend::new(config.firecracker_bin.clone(), kvm.clone())
+            .with_jailer_user(config.firecracker_uid, config.firecracker_gid);
         if let Some(bin) = &config.firecracker_jailer {
             firecracker = firecracker.with_jailer(Jailer {
                 bin: bin.clone(),
@@ -106,10 +108,10 @@ impl Manager {
         }
         let backends: Vec<Arc<dyn Backend>> = vec![
             Arc::new(firecracker),
-            Arc::new(ironclaw_sandbox::qemu::QemuBackend::new(
-                &data_dir,
-                kvm.clone(),
-            )),
+            Arc::new(
+                ironclaw_sandbox::qemu::QemuBackend::new(&data_dir, kvm.clone())
+                    .with_user(config.qemu_uid, config.qemu_gid),
+            ),
             Arc::new(NamespaceBackend::new()),
         ];
         Arc::new(Manager {
@@ -132,6 +134,14 @@ impl Manager {
 
     fn sandbox_dir(&self, id: &str) -> PathBuf {
         self.data_dir.join("sandboxes").join(id)
+    }
+
+    /// Doctor's warnings: each VMM that would run as root here.
+    pub fn privilege_warnings(&self) -> Vec<String> {
+        self.backends
+            .iter()
+            .filter_map(|b| b.privilege_warning())
+            .collect()
     }
 
     /// Every backend kind with whether it works here.

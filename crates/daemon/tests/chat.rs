@@ -521,9 +521,8 @@ async fn cli_ask_and_chat() {
     );
 
     // The REPL reads lines from stdin until EOF.
-    let mut child = std::process::Command::new(common::workspace_bin("ironclaw"))
-        .args(["chat", "--new"])
-        .env("IRONCLAW_HOST", &d.url)
+    let mut child = d
+        .cli_command(&["chat", "--new"])
         .env("IRONCLAW_TOKEN", &d.token)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

@@ -93,14 +93,20 @@ async fn cli_lifecycle_exec_cp_and_errors() {
     let out = d.cli(&["sandbox", "create", "--name", "Bad_Name"]);
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid name"));
-    let bad = std::process::Command::new(common::workspace_bin("ironclaw"))
-        .args(["sandbox", "ls"])
-        .env("IRONCLAW_HOST", &d.url)
+    let bad = d
+        .cli_command(&["sandbox", "ls"])
         .env("IRONCLAW_TOKEN", "wrong")
         .output()
         .unwrap();
     assert_ne!(bad.status.code(), Some(0));
     assert!(!String::from_utf8_lossy(&bad.stderr).contains(&d.token));
+    // With no token given, the CLI finds the daemon's own admin.token through
+    // IRONCLAW_DATA_DIR (the variable ironclawd reads for --data-dir).
+    let out = d
+        .cli_command(&["sandbox", "ls", "--json"])
+        .output()
+        .unwrap();
+    assert!(ok(&out).contains("\"dev\""));
 
     let doctor = ok(&d.cli(&["doctor"]));
     assert!(doctor.contains("namespace"), "{doctor}");

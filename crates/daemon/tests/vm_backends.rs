@@ -36,6 +36,16 @@ async fn qemu_microvm_and_firecracker_through_the_api() {
         doctor.contains("kvm") && doctor.contains("qemu"),
         "{doctor}"
     );
+    if !fc.is_empty() {
+        // The real Firecracker has its jailer next to it (fetch-firecracker.sh)
+        // and QEMU runs as its own uid: no VMM would run as root.
+        assert_eq!(host["warnings"], json!([]), "{host}");
+        assert!(!doctor.contains("WARNING"), "{doctor}");
+        assert!(
+            fc_backend["reason"].as_str().unwrap().contains("jailed by"),
+            "{fc_backend}"
+        );
+    }
     if kvm["ok"] == false {
         assert!(kvm["detail"].as_str().unwrap().contains("cannot"), "{kvm}");
         assert_eq!(fc_backend["available"], false);
@@ -106,11 +116,128 @@ async fn qemu_microvm_and_firecracker_through_the_api() {
         !logs.as_str().unwrap_or_default().trim().is_empty(),
         "the serial console is captured"
     );
+    // QEMU runs unprivileged (uid qemu_uid, default 10001) under seccomp.
+    let pid = v["pid"].as_i64().expect("a running VM has a pid");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(field("Uid"), "10001 10001 10001 10001", "{status}");
+    assert_eq!(field("Gid"), "10001 10001 10001 10001", "{status}");
+    assert_eq!(field("Seccomp"), "2", "{status}");
+    let cmdline = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap())
+        .replace('\0', " ");
+    assert!(
+        cmdline.contains("qemu-system") && cmdline.contains("-sandbox on,"),
+        "pid {pid}: {cmdline}"
+    );
     let (st, _) = d
         .req(reqwest::Method::DELETE, "/v1/sandboxes/vm", None)
         .await;
     assert_eq!(st, 204);
-    assert!(common::processes_matching("qemu-system")
+    let gone = |pid: i64| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| !String::from_utf8_lossy(&c).contains("qemu-system"))
+            .unwrap_or(true)
+    };
+    assert!(gone(pid), "QEMU {pid} left running");
+}
+
+/// doctor warns plainly when a VMM would run as root (in its JSON and in
+/// the CLI's report), and not otherwise: Firecracker without a jailer next
+/// to it, QEMU configured as uid 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_warns_when_a_vmm_would_run_as_root() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let bin_dir = tmp.path().join("bin");
+    std::fs::create_dir(&bin_dir).unwrap();
+    let fc = bin_dir.join("firecracker");
+    // Stands in for the real binary: doctor only asks it for --version.
+    std::fs::write(&fc, "#!/bin/sh\necho 'Firecracker v1.12.1'\n").unwrap();
+    std::fs::set_permissions(&fc, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The environment (as scripts/test.sh sets it) would name the real one.
+    let fc_env = fc.to_str().unwrap();
+
+    let doctor = |d: &Daemon| {
+        let out = d.cli(&["doctor"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let warnings = |v: &serde_json::Value| -> Vec<String> {
+        v["warnings"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no warnings array: {v}"))
+            .iter()
+            .map(|w| w.as_str().unwrap().to_string())
+            .collect()
+    };
+
+    // No jailer next to firecracker, no firecracker_jailer: root.
+    let d = Daemon::start_env("", &[("IRONCLAW_FIRECRACKER_BIN", fc_env)]).await;
+    let (st, host) = d.get("/v1/host").await;
+    assert_eq!(st, 200);
+    let want = format!(
+        "firecracker would run as root: no jailer found next to {}; install jailer or set firecracker_jailer",
+        fc.display()
+    );
+    assert_eq!(warnings(&host), vec![want.clone()], "{host}");
+    let text = doctor(&d);
+    assert!(text.contains(&format!("WARNING: {want}\n")), "{text}");
+    let fc_reason = host["backends"]
+        .as_array()
+        .unwrap()
         .iter()
-        .all(|p| !p.contains(&d.data_dir().display().to_string())));
+        .find(|b| b["name"] == "firecracker")
+        .unwrap()["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        fc_reason.contains("not jailed (runs as root)"),
+        "{fc_reason}"
+    );
+    drop(d);
+
+    // A jailer next to it: used by default, so no warning (and QEMU runs
+    // as its own uid by default).
+    let jailer = bin_dir.join("jailer");
+    std::fs::write(&jailer, "#!/bin/sh\nexit 1\n").unwrap();
+    std::fs::set_permissions(&jailer, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = Daemon::start_env("", &[("IRONCLAW_FIRECRACKER_BIN", fc_env)]).await;
+    let (_, host) = d.get("/v1/host").await;
+    assert_eq!(warnings(&host), Vec::<String>::new(), "{host}");
+    assert!(!doctor(&d).contains("WARNING"));
+    let fc_reason = host["backends"].as_array().unwrap()[0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        fc_reason.contains(&format!("jailed by {} as uid 10000", jailer.display())),
+        "{fc_reason}"
+    );
+    drop(d);
+
+    // QEMU configured as root, Firecracker's jailer dropping to uid 0.
+    let d = Daemon::start_env(
+        "qemu_uid = 0\nqemu_gid = 0\nfirecracker_uid = 0\n",
+        &[("IRONCLAW_FIRECRACKER_BIN", fc_env)],
+    )
+    .await;
+    let (_, host) = d.get("/v1/host").await;
+    let w = warnings(&host);
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(w
+        .iter()
+        .any(|w| w.starts_with("firecracker would run as root: its jailer")));
+    assert!(w
+        .iter()
+        .any(|w| w.starts_with("qemu would run as root: qemu_uid is 0")));
+    let text = doctor(&d);
+    assert_eq!(text.matches("WARNING: ").count(), 2, "{text}");
 }

@@ -192,4 +192,12 @@ pub trait Backend: Send + Sync {
     fn crash_report(&self, spec: &SandboxSpec) -> String {
         self.logs(spec, 1500)
     }
+
+    /// A plain warning when this backend's VMM would run as root on this
+    /// host (e.g. "firecracker would run as root: no jailer found next to
+    /// ..."), for `ironclaw doctor`. None when it runs unprivileged or is
+    /// not installed.
+    fn privilege_warning(&self) -> Option<String> {
+        None
+    }
 }

@@ -63,6 +63,26 @@ pub fn reap(pid: i32) -> Option<i32> {
     None
 }
 
+/// Who a sandbox process runs as, and which descriptors it inherits.
+#[derive(Debug, Default, Clone)]
+pub struct Launch {
+    /// Drop to this uid/gid (no supplementary groups but `groups`) before
+    /// exec, after joining the cgroup. None keeps the daemon's (root).
+    pub user: Option<Credentials>,
+    /// Descriptors the process inherits at the same numbers (they are
+    /// close-on-exec in the daemon; only this child gets them).
+    pub inherit: Vec<std::os::fd::RawFd>,
+}
+
+/// An unprivileged identity for a VMM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups (e.g. none at all).
+    pub groups: Vec<u32>,
+}
+
 /// Start `cmd` as the process that embodies a sandbox: in a session of its
 /// own (so the daemon's signals and exit do not reach it), inside `cg`
 /// before it runs a single instruction of its own, with an empty
@@ -75,6 +95,20 @@ pub fn spawn_sandbox_process(
     cg: &crate::cgroup::Cgroup,
     log: &std::path::Path,
     unshare: nix::sched::CloneFlags,
+) -> std::io::Result<u32> {
+    spawn_sandbox_process_as(cmd, cg, log, unshare, &Launch::default())
+}
+
+/// [`spawn_sandbox_process`], then (still before exec, after the cgroup is
+/// joined) keep `launch.inherit` open across exec and drop to
+/// `launch.user` with `no_new_privs` set: the program never runs a single
+/// instruction as root.
+pub fn spawn_sandbox_process_as(
+    cmd: &mut std::process::Command,
+    cg: &crate::cgroup::Cgroup,
+    log: &std::path::Path,
+    unshare: nix::sched::CloneFlags,
+    launch: &Launch,
 ) -> std::io::Result<u32> {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
@@ -89,12 +123,16 @@ pub fn spawn_sandbox_process(
         .map(|p| std::fs::OpenOptions::new().write(true).open(p))
         .collect::<Result<_, _>>()?;
     let procs_fds: Vec<i32> = procs.iter().map(|f| f.as_raw_fd()).collect();
+    let inherit = launch.inherit.clone();
+    let user = launch.user.clone();
+    let groups: Vec<libc::gid_t> = user.as_ref().map(|u| u.groups.clone()).unwrap_or_default();
     cmd.env_clear()
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-    // SAFETY: only async-signal-safe calls (setsid, write, unshare) on data
-    // prepared before fork.
+    // SAFETY: only async-signal-safe calls (setsid, write, unshare, fcntl,
+    // setgroups, setresgid, setresuid, prctl) on data prepared before fork;
+    // nothing allocates.
     unsafe {
         cmd.pre_exec(move || {
             nix::unistd::setsid()?;
@@ -106,6 +144,22 @@ pub fn spawn_sandbox_process(
             }
             if !unshare.is_empty() {
                 nix::sched::unshare(unshare)?;
+            }
+            for fd in &inherit {
+                if libc::fcntl(*fd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if let Some(u) = &user {
+                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                    || libc::setresgid(u.gid, u.gid, u.gid) != 0
+                    || libc::setresuid(u.uid, u.uid, u.uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             Ok(())
         });

@@ -9,8 +9,22 @@
 //! after a disconnect is resynchronised by the protocol handshake). The
 //! serial console goes to `console.log`; QMP listens on `qmp.sock` so a
 //! stuck VM can be told to quit.
+//!
+//! Privileges: QEMU never runs as root. It is started already as an
+//! unprivileged uid/gid ([`DEFAULT_QEMU_UID`], configurable with
+//! [`QemuBackend::with_user`]) with no supplementary groups and
+//! `no_new_privs`, and turns on its own seccomp filter ([`SECCOMP`]). It
+//! opens nothing by path: the daemon (root) opens the kernel, initramfs, the
+//! sandbox's disk and console log, `/dev/kvm` and `/dev/vhost-vsock`, binds
+//! the agent and QMP sockets, and hands them over as inherited descriptors
+//! (`-add-fd` sets, `/proc/self/fd/N`, chardev `fd=`). So the sandbox's
+//! files stay root-owned and private (mode 0600, directory 0700), the data
+//! dir needs no permission for that uid, and one VMM cannot open another
+//! sandbox's files even though all VMMs share the uid.
 
 use std::fs::{self, File};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -30,6 +44,13 @@ use crate::process;
 use crate::util::which;
 
 const QEMU: &str = "qemu-system-x86_64";
+/// The uid and gid QEMU runs as unless configured otherwise: a dedicated id
+/// that owns no file on the host (config `qemu_uid` / `qemu_gid`).
+pub const DEFAULT_QEMU_UID: u32 = 10_001;
+pub const DEFAULT_QEMU_GID: u32 = 10_001;
+/// QEMU's seccomp sandbox: its default deny list plus obsolete syscalls,
+/// set*id, fork/exec and scheduler/resource controls.
+pub const SECCOMP: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
 /// Name of the virtio-serial port the guest agent serves on.
 const SERIAL_PORT: &str = "agent.0";
 /// Guest vsock port of the agent (vhost-vsock hosts only).
@@ -58,6 +79,102 @@ pub struct QemuBackend {
     bin: Option<PathBuf>,
     kernels_dir: PathBuf,
     kvm: Arc<KvmProber>,
+    /// Who QEMU runs as; uid 0 means root (doctor warns).
+    uid: u32,
+    gid: u32,
+    /// What the QEMU binary supports, asked once.
+    caps: std::sync::OnceLock<QemuCaps>,
+}
+
+/// What this QEMU binary supports.
+#[derive(Debug, Clone)]
+struct QemuCaps {
+    /// Err: why `-sandbox` is refused (a QEMU built without seccomp).
+    seccomp: Result<(), String>,
+    /// `-accel kvm,device=PATH` (QEMU 9.1 and later): /dev/kvm can be
+    /// handed over as a descriptor. Older QEMUs open /dev/kvm themselves,
+    /// through its group.
+    kvm_device: bool,
+}
+
+fn probe_caps(bin: &Path) -> QemuCaps {
+    let run = |args: &[&str]| {
+        Command::new(bin)
+            .args(args)
+            .env_clear()
+            .stdin(std::process::Stdio::null())
+            .output()
+    };
+    let seccomp = match run(&["-sandbox", SECCOMP, "-version"]) {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(format!(
+            "{} refuses -sandbox {SECCOMP} ({}): it is built without seccomp; install Debian's qemu-system-x86",
+            bin.display(),
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Err(format!("running {}: {e}", bin.display())),
+    };
+    let kvm_device = run(&["-help"])
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("device=path"))
+        .unwrap_or(false);
+    QemuCaps {
+        seccomp,
+        kvm_device,
+    }
+}
+
+/// The group of `/dev/kvm` when it grants read-write to its group (Debian:
+/// `kvm`, 0660): what a QEMU without `-accel kvm,device=` needs.
+fn kvm_group() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata("/dev/kvm").ok()?;
+    (m.mode() & 0o060 == 0o060 && m.gid() != 0).then(|| m.gid())
+}
+
+/// A QEMU command line and the descriptors it refers to, which must stay
+/// open until QEMU is spawned.
+struct QemuLaunch {
+    cmd: Command,
+    fds: Vec<OwnedFd>,
+    /// Supplementary groups QEMU needs (none unless an old QEMU opens
+    /// /dev/kvm itself).
+    groups: Vec<u32>,
+}
+
+impl QemuLaunch {
+    /// Keep `fd` open across exec; returns its number for the command line.
+    fn pass(&mut self, fd: impl Into<OwnedFd>) -> i32 {
+        let fd = fd.into();
+        let n = fd.as_raw_fd();
+        self.fds.push(fd);
+        n
+    }
+
+    /// `-add-fd` each descriptor into fdset `set`; returns `/dev/fdset/<set>`,
+    /// the name QEMU opens them by (it picks the one with matching access mode).
+    fn fdset(&mut self, set: u32, fds: Vec<OwnedFd>) -> String {
+        for fd in fds {
+            let n = self.pass(fd);
+            self.cmd.arg("-add-fd").arg(format!("fd={n},set={set}"));
+        }
+        format!("/dev/fdset/{set}")
+    }
+}
+
+fn open_fd(path: &Path, opts: &mut fs::OpenOptions) -> Result<OwnedFd, BackendError> {
+    opts.open(path)
+        .map(OwnedFd::from)
+        .map_err(|e| BackendError::Setup(format!("opening {} for {QEMU}: {e}", path.display())))
+}
+
+/// A listening Unix socket at `path` (replacing a stale one), for QEMU to
+/// serve on: the daemon binds it, so QEMU needs no access to the directory.
+fn listen_at(path: &Path) -> Result<OwnedFd, BackendError> {
+    let _ = fs::remove_file(path);
+    let l = std::os::unix::net::UnixListener::bind(path)
+        .map_err(|e| BackendError::Setup(format!("binding {}: {e}", path.display())))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    Ok(OwnedFd::from(l))
 }
 
 /// How the guest is reached.
@@ -121,7 +238,28 @@ impl QemuBackend {
             bin: which(QEMU),
             kernels_dir: data_dir.join("kernels"),
             kvm,
+            uid: DEFAULT_QEMU_UID,
+            gid: DEFAULT_QEMU_GID,
+            caps: std::sync::OnceLock::new(),
         }
+    }
+
+    fn caps(&self) -> Option<&QemuCaps> {
+        let bin = self.bin.as_ref()?;
+        Some(self.caps.get_or_init(|| probe_caps(bin)))
+    }
+
+    /// Run QEMU as `uid`/`gid` (default [`DEFAULT_QEMU_UID`]); 0 runs it as
+    /// root, which `ironclaw doctor` warns about.
+    pub fn with_user(mut self, uid: u32, gid: u32) -> Self {
+        self.uid = uid;
+        self.gid = gid;
+        self
+    }
+
+    /// The uid and gid QEMU runs as.
+    pub fn user(&self) -> (u32, u32) {
+        (self.uid, self.gid)
     }
 
     /// With its own prober (see [`default_prober`]).
@@ -163,10 +301,15 @@ impl QemuBackend {
         boot: &vm::VmArtifacts,
         kvm: bool,
         channel: Channel,
-    ) -> Result<Command, BackendError> {
+    ) -> Result<QemuLaunch, BackendError> {
         let bin = self.bin.as_ref().ok_or_else(|| {
             BackendError::Unavailable(BackendKind::Qemu, format!("{QEMU} not found"))
         })?;
+        let ro = || {
+            let mut o = fs::OpenOptions::new();
+            o.read(true);
+            o
+        };
         let r = &spec.resources;
         let mut append = vec![
             "console=ttyS0".to_string(),
@@ -182,81 +325,147 @@ impl QemuBackend {
             Channel::Serial => format!("ironclaw.transport=serial:{SERIAL_PORT}"),
             Channel::Vsock { .. } => format!("ironclaw.transport=vsock:{VSOCK_PORT}"),
         });
-        let mut cmd = Command::new(bin);
-        cmd.arg("-name")
+        let kvm_device = self.caps().is_some_and(|c| c.kvm_device);
+        let mut l = QemuLaunch {
+            cmd: Command::new(bin),
+            fds: Vec::new(),
+            groups: Vec::new(),
+        };
+        l.cmd
+            .arg("-name")
             .arg(format!("ironclaw-{}", spec.id))
             .args(["-M", "microvm,acpi=on", "-no-reboot"])
-            .args(["-nodefaults", "-no-user-config", "-display", "none"]);
-        if kvm {
-            cmd.args(["-accel", "kvm", "-cpu", "host"]);
+            .args(["-nodefaults", "-no-user-config", "-display", "none"])
+            .args(["-sandbox", SECCOMP]);
+        if kvm && kvm_device {
+            let dev = open_fd(
+                Path::new("/dev/kvm"),
+                fs::OpenOptions::new().read(true).write(true),
+            )?;
+            let dev = l.fdset(1, vec![dev]);
+            l.cmd
+                .arg("-accel")
+                .arg(format!("kvm,device={dev}"))
+                .args(["-cpu", "host"]);
+        } else if kvm {
+            l.groups.extend(kvm_group());
+            l.cmd.args(["-accel", "kvm", "-cpu", "host"]);
         } else {
-            cmd.args([
+            l.cmd.args([
                 "-accel",
                 &format!("tcg,tb-size={TCG_TB_MIB}"),
                 "-cpu",
                 "max",
             ]);
         }
+        // QEMU reads the kernel and initramfs by name only: hand it
+        // /proc/self/fd/N (the inode's own 0644 permission applies, not the
+        // data dir's).
+        let kernel = l.pass(open_fd(&boot.kernel.vmlinuz(), &mut ro())?);
+        let initrd = l.pass(open_fd(&boot.initramfs, &mut ro())?);
+        // The disk: read-only for QEMU's probe, read-write for the device.
+        let disk_path = disk(spec);
+        let disk = l.fdset(
+            2,
+            vec![
+                open_fd(&disk_path, fs::OpenOptions::new().read(true).write(true))?,
+                open_fd(&disk_path, &mut ro())?,
+            ],
+        );
+        let console = l.fdset(
+            3,
+            vec![open_fd(
+                &spec.console_log(),
+                fs::OpenOptions::new().append(true).create(true).mode(0o600),
+            )?],
+        );
+        let qmp = l.pass(listen_at(&qmp_socket(spec))?);
+        let cmd = &mut l.cmd;
         cmd.arg("-m")
             .arg(format!("{}M", r.memory_mib))
             .arg("-smp")
             .arg(r.vcpus.max(1).to_string())
             .arg("-kernel")
-            .arg(boot.kernel.vmlinuz())
+            .arg(format!("/proc/self/fd/{kernel}"))
             .arg("-initrd")
-            .arg(&boot.initramfs)
+            .arg(format!("/proc/self/fd/{initrd}"))
             .arg("-append")
             .arg(append.join(" "))
             .arg("-drive")
             .arg(format!(
-                "id=root,file={},format=raw,if=none,discard=unmap",
-                qemu_path(&disk(spec))?
+                "id=root,file={disk},format=raw,if=none,discard=unmap"
             ))
             .args(["-device", "virtio-blk-device,drive=root"])
             .arg("-chardev")
-            .arg(format!(
-                "file,id=console,path={},append=on",
-                qemu_path(&spec.console_log())?
-            ))
+            .arg(format!("file,id=console,path={console},append=on"))
             .args(["-serial", "chardev:console"])
-            .arg("-qmp")
-            .arg(format!(
-                "unix:{},server=on,wait=off",
-                qemu_path(&qmp_socket(spec))?
-            ));
+            .arg("-chardev")
+            .arg(format!("socket,id=qmp,fd={qmp},server=on,wait=off"))
+            .args(["-mon", "chardev=qmp,mode=control"]);
         match channel {
             Channel::Serial => {
+                let agent = l.pass(listen_at(&agent_socket(spec))?);
                 // One port (number 0 is reserved for a console): QEMU's
                 // default of 31 costs ~15 ms of driver probe under TCG.
-                cmd.args(["-device", "virtio-serial-device,max_ports=2"])
+                l.cmd
+                    .args(["-device", "virtio-serial-device,max_ports=2"])
                     .arg("-chardev")
-                    .arg(format!(
-                        "socket,id=agent,path={},server=on,wait=off",
-                        qemu_path(&agent_socket(spec))?
-                    ))
+                    .arg(format!("socket,id=agent,fd={agent},server=on,wait=off"))
                     .arg("-device")
                     .arg(format!("virtserialport,chardev=agent,name={SERIAL_PORT}"));
             }
             Channel::Vsock { cid } => {
-                cmd.arg("-device")
-                    .arg(format!("vhost-vsock-device,guest-cid={cid}"));
+                let vhost = l.pass(open_fd(
+                    Path::new("/dev/vhost-vsock"),
+                    fs::OpenOptions::new().read(true).write(true),
+                )?);
+                l.cmd.arg("-device").arg(format!(
+                    "vhost-vsock-device,guest-cid={cid},vhostfd={vhost}"
+                ));
             }
         }
-        Ok(cmd)
+        Ok(l)
+    }
+
+    /// The identity QEMU is started as: none (root) when configured as uid 0.
+    fn credentials(&self, groups: Vec<u32>) -> Option<process::Credentials> {
+        (self.uid != 0).then_some(process::Credentials {
+            uid: self.uid,
+            gid: self.gid,
+            groups,
+        })
     }
 
     /// Spawn QEMU in the sandbox's cgroup, in its own session, with an
-    /// empty environment (the daemon's may hold secrets).
+    /// empty environment (the daemon's may hold secrets), as its
+    /// unprivileged user, with only the descriptors of `launch`.
     fn spawn(
         &self,
-        mut cmd: Command,
+        launch: QemuLaunch,
         spec: &SandboxSpec,
         cg: &Cgroup,
     ) -> Result<u32, BackendError> {
-        cmd.current_dir(&spec.dir);
-        let pid =
-            process::spawn_sandbox_process(&mut cmd, cg, &spec.console_log(), CloneFlags::empty())
-                .map_err(|e| BackendError::Setup(format!("starting {QEMU}: {e}")))?;
+        let QemuLaunch {
+            mut cmd,
+            fds,
+            groups,
+        } = launch;
+        // "/" rather than the sandbox dir, which QEMU's user cannot enter.
+        cmd.current_dir("/");
+        let how = process::Launch {
+            user: self.credentials(groups),
+            inherit: fds.iter().map(|f| f.as_raw_fd()).collect(),
+        };
+        let pid = process::spawn_sandbox_process_as(
+            &mut cmd,
+            cg,
+            &spec.console_log(),
+            CloneFlags::empty(),
+            &how,
+        )
+        .map_err(|e| BackendError::Setup(format!("starting {QEMU}: {e}")))?;
+        // QEMU holds its copies now.
+        drop(fds);
         // Reaped through `process::wait_exit` / `process::reap`.
         Ok(pid)
     }
@@ -274,8 +483,11 @@ impl QemuBackend {
         for s in [agent_socket(spec), qmp_socket(spec)] {
             let _ = fs::remove_file(s);
         }
-        // One boot per log: the tail then explains this boot only.
-        let _ = File::create(spec.console_log());
+        // One boot per log: the tail then explains this boot only. It is
+        // the guest's serial output: readable by the daemon only.
+        if let Ok(f) = File::create(spec.console_log()) {
+            let _ = f.set_permissions(fs::Permissions::from_mode(0o600));
+        }
         let cmd = self
             .command(spec, boot, kvm, channel)
             .map_err(|e| (false, e.to_string()))?;
@@ -312,18 +524,6 @@ impl QemuBackend {
             }
         }
     }
-}
-
-/// QEMU option values are comma-separated: a comma in a path would be
-/// misparsed, so refuse it instead.
-fn qemu_path(p: &Path) -> Result<String, BackendError> {
-    let s = p.to_string_lossy().into_owned();
-    if s.contains(',') {
-        return Err(BackendError::Setup(format!(
-            "path {s} contains a comma, which QEMU options cannot carry; use another --data-dir"
-        )));
-    }
-    Ok(s)
 }
 
 /// Connect to the agent through the serial chardev socket until the
@@ -482,6 +682,12 @@ impl Backend for QemuBackend {
                 reason: format!("{QEMU} not found (apt-get install qemu-system-x86)"),
             };
         };
+        if let Some(Err(why)) = self.caps().map(|c| &c.seccomp) {
+            return Availability {
+                available: false,
+                reason: why.clone(),
+            };
+        }
         let kernel = match kernel::newest_cached(&self.kernels_dir) {
             Some(k) => format!("kernel {}", k.version),
             None => "kernel not downloaded yet (the first image build fetches it)".into(),
@@ -509,14 +715,29 @@ impl Backend for QemuBackend {
         Availability {
             available: true,
             reason: format!(
-                "{} microvm, {accel}; {kernel}; agent over {channel}",
-                bin.display()
+                "{} microvm, {accel}; {kernel}; agent over {channel}; {}",
+                bin.display(),
+                if self.uid == 0 {
+                    "runs as root under seccomp".to_string()
+                } else {
+                    format!("runs as uid {} gid {} under seccomp", self.uid, self.gid)
+                }
             ),
         }
     }
 
     fn default_eligible(&self) -> bool {
         self.kvm.known().is_some_and(|p| p.boots)
+    }
+
+    fn privilege_warning(&self) -> Option<String> {
+        let bin = self.bin.as_ref()?;
+        (self.uid == 0).then(|| {
+            format!(
+                "qemu would run as root: qemu_uid is 0; set qemu_uid/qemu_gid to an unused id (default {DEFAULT_QEMU_UID}) so {} runs unprivileged",
+                bin.display()
+            )
+        })
     }
 
     async fn prepare(&self, spec: &SandboxSpec) -> Result<(), BackendError> {
@@ -531,10 +752,17 @@ impl Backend for QemuBackend {
             }
         }
         crate::vmdisk::prepare(&boot.rootfs_ext4, &disk(spec), spec.resources.disk_mib).await?;
+        // QEMU gets the disk and sockets as descriptors; nobody else needs
+        // a way in.
+        fs::set_permissions(&spec.dir, fs::Permissions::from_mode(0o700))?;
+        fs::set_permissions(disk(spec), fs::Permissions::from_mode(0o600))?;
         Ok(())
     }
 
     async fn start(&self, spec: &SandboxSpec) -> Result<(Running, AgentClient), BackendError> {
+        if let Some(Err(why)) = self.caps().map(|c| c.seccomp.clone()) {
+            return Err(BackendError::Unavailable(BackendKind::Qemu, why));
+        }
         if spec.resources.memory_mib < MIN_MEMORY_MIB {
             return Err(BackendError::Setup(format!(
                 "qemu sandboxes need at least {MIN_MEMORY_MIB} MiB of memory, got {}",
@@ -647,5 +875,44 @@ impl Backend for QemuBackend {
             Channel::Serial => reconnect_serial(&running.agent_socket).await,
             Channel::Vsock { cid } => connect_vsock(cid).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_of_the_host_qemu_and_of_one_without_seccomp() {
+        if let Some(bin) = which(QEMU) {
+            // Debian's qemu-system-x86 is built with libseccomp.
+            let caps = probe_caps(&bin);
+            assert_eq!(caps.seccomp, Ok(()));
+            eprintln!("{}: kvm device= option: {}", bin.display(), caps.kvm_device);
+        }
+        let t = tempfile::tempdir().unwrap();
+        let fake = t.path().join(QEMU);
+        let script = t.path().join("script");
+        fs::write(
+            &script,
+            "#!/bin/sh\n[ \"$1\" = -sandbox ] && { echo \"$0: -sandbox on: There is no option group 'sandbox'\" >&2; exit 1; }\necho 'usage: qemu'\n",
+        )
+        .unwrap();
+        // Written by `install`, so no descriptor of ours can be open for
+        // writing (ETXTBSY) when it runs.
+        let ok = Command::new("install")
+            .args(["-m", "0755"])
+            .arg(&script)
+            .arg(&fake)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let caps = probe_caps(&fake);
+        let why = caps.seccomp.unwrap_err();
+        assert!(
+            why.contains("built without seccomp") && why.contains("no option group"),
+            "{why}"
+        );
+        assert!(!caps.kvm_device);
     }
 }

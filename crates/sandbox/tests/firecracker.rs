@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use common::{cgroup_exists, shared, skip_reason, spec};
 use ironclaw_proto::ExecRequest;
 use ironclaw_sandbox::backend::Backend;
-use ironclaw_sandbox::firecracker::{FirecrackerBackend, Jailer};
+use ironclaw_sandbox::firecracker::FirecrackerBackend;
 use ironclaw_sandbox::{BackendError, SandboxSpec};
 
 fn firecracker_bin() -> Option<PathBuf> {
@@ -59,8 +59,16 @@ async fn firecracker_boots_or_reports_the_kvm_failure() {
         tokio::task::spawn_blocking(move || p.get()).await.unwrap()
     };
     eprintln!("KVM probe: {probe:?}");
-    let mut fc = FirecrackerBackend::new(Some(bin), Arc::clone(&prober));
+    // First unjailed (explicitly: a jailer next to the binary is used by default).
+    let mut fc = FirecrackerBackend::new(Some(bin), Arc::clone(&prober)).without_jailer();
     assert!(fc.version().unwrap().contains("v1.12.1"));
+    let w = fc
+        .privilege_warning()
+        .expect("unjailed firecracker runs as root");
+    assert!(
+        w.starts_with("firecracker would run as root: no jailer found next to"),
+        "{w}"
+    );
     let s = spec(&data, "fc-test");
 
     if probe.boots {
@@ -133,20 +141,51 @@ async fn firecracker_boots_or_reports_the_kvm_failure() {
     fc.destroy(&s).await.unwrap();
     assert!(!s.dir.exists());
 
-    // The same through the real jailer, as an unprivileged user in a chroot.
+    // The same through the real jailer, as an unprivileged user in a chroot:
+    // with no jailer configured, the one next to the binary is used.
     let jailer = bin_dir_file("jailer");
     let Some(jailer) = jailer else {
         eprintln!("jailer phase skipped: no jailer binary next to firecracker");
         return;
     };
-    let mut jailed =
-        FirecrackerBackend::new(firecracker_bin(), Arc::clone(&prober)).with_jailer(Jailer {
-            bin: jailer,
-            uid: 10_000,
-            gid: 10_000,
-        });
+    let mut jailed = FirecrackerBackend::new(firecracker_bin(), Arc::clone(&prober));
+    let found = jailed
+        .jailer()
+        .expect("the jailer next to firecracker is used by default");
+    assert_eq!(found.bin, jailer);
+    assert_eq!((found.uid, found.gid), (10_000, 10_000));
+    assert_eq!(jailed.privilege_warning(), None);
     jailed.ignore_probe = !probe.boots;
     let s = spec(&data, "fc-jailed");
+    let jail_root = s
+        .dir
+        .join("jail/firecracker")
+        .join(format!("ironclaw-{}", s.id))
+        .join("root");
+    // Watch the VMM while it lives: uid 10000, chrooted into its jail.
+    let watch = {
+        let want = format!("ironclaw-{}", s.id);
+        std::thread::spawn(move || {
+            let until = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < until {
+                for pid in firecracker_pids(&want) {
+                    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+                    let root = std::fs::read_link(format!("/proc/{pid}/root")).ok();
+                    let status =
+                        std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                    let uid = status
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Uid:"))
+                        .map(|u| u.split_whitespace().collect::<Vec<_>>().join(" "));
+                    if exe.as_ref().is_some_and(|e| e.ends_with("firecracker")) {
+                        return Some((uid, exe, root));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            None
+        })
+    };
     match jailed.start(&s).await {
         Ok((running, agent)) => {
             assert!(probe.boots);
@@ -161,12 +200,7 @@ async fn firecracker_boots_or_reports_the_kvm_failure() {
                 report.contains("KVM_EXIT_INTERNAL_ERROR") || report.contains("KVM internal error"),
                 "{report}"
             );
-            let root = s
-                .dir
-                .join("jail/firecracker")
-                .join(format!("ironclaw-{}", s.id))
-                .join("root");
-            let log = std::fs::read_to_string(root.join("firecracker.log")).unwrap();
+            let log = std::fs::read_to_string(jail_root.join("firecracker.log")).unwrap();
             assert!(
                 log.contains("InstanceStart") && !log.contains("Status code: 400"),
                 "{log}"
@@ -174,6 +208,16 @@ async fn firecracker_boots_or_reports_the_kvm_failure() {
         }
         Err(e) => panic!("jailed firecracker: {e}"),
     }
+    let seen = watch.join().unwrap();
+    eprintln!("jailed firecracker seen as (uid, exe, root): {seen:?}");
+    let (uid, exe, _root) = seen.expect("no firecracker process seen");
+    assert_eq!(uid.as_deref(), Some("10000 10000 10000 10000"));
+    // The jailer runs the copy of firecracker inside the jail.
+    assert!(
+        exe.as_ref().is_some_and(|e| e.starts_with(&jail_root) || e == std::path::Path::new("/firecracker")),
+        "exe {exe:?}, jail {}",
+        jail_root.display()
+    );
     assert_eq!(
         firecracker_processes(&s),
         0,
@@ -182,6 +226,19 @@ async fn firecracker_boots_or_reports_the_kvm_failure() {
     assert!(!cgroup_exists(&s), "cgroup left behind");
     jailed.destroy(&s).await.unwrap();
     assert!(!s.dir.exists());
+}
+
+/// Pids whose command line has the argument `want` (the VMM's `--id`).
+fn firecracker_pids(want: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| c.split(|&b| b == 0).any(|a| a == want.as_bytes()))
+                .unwrap_or(false)
+        })
+        .collect()
 }
 
 fn bin_dir_file(name: &str) -> Option<PathBuf> {

@@ -349,3 +349,207 @@ async fn qemu_broken_root_disk_fails_fast_with_console_tail() {
     assert!(!cgroup_exists(&spec));
     backend.destroy(&spec).await.unwrap();
 }
+
+/// `Name:\tvalue` from /proc/PID/status.
+fn status_field(pid: i32, name: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// QEMU never runs as root: it starts as the unprivileged qemu uid/gid with
+/// no groups, no capabilities, no_new_privs and its seccomp filter on, and
+/// reaches the sandbox's files only through descriptors the daemon opened
+/// (they stay root-owned and private; the data dir here is a 0700 tempdir
+/// that uid cannot even enter).
+#[tokio::test]
+async fn qemu_runs_unprivileged_with_seccomp() {
+    use ironclaw_sandbox::qemu::{DEFAULT_QEMU_GID, DEFAULT_QEMU_UID, SECCOMP};
+    use std::os::unix::fs::MetadataExt;
+
+    if let Some(why) = skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let sh_data = shared();
+    let backend = QemuBackend::for_data_dir(&sh_data.data);
+    assert_eq!(backend.user(), (DEFAULT_QEMU_UID, DEFAULT_QEMU_GID));
+    assert_eq!(backend.privilege_warning(), None);
+    let spec = spec(&sh_data.data, "qvm-unpriv");
+    let (running, agent) = backend.start(&spec).await.expect("VM boots");
+    let pid = running.pid;
+    assert_eq!(qemu_processes(&spec), vec![pid]);
+
+    let uid = DEFAULT_QEMU_UID.to_string();
+    let gid = DEFAULT_QEMU_GID.to_string();
+    assert_eq!(status_field(pid, "Uid"), [uid.as_str(); 4].join(" "));
+    assert_eq!(status_field(pid, "Gid"), [gid.as_str(); 4].join(" "));
+    assert_eq!(status_field(pid, "Groups"), "");
+    assert_eq!(status_field(pid, "Seccomp"), "2");
+    assert_eq!(status_field(pid, "NoNewPrivs"), "1");
+    assert_eq!(status_field(pid, "CapEff"), "0000000000000000");
+    assert_eq!(status_field(pid, "CapPrm"), "0000000000000000");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+    assert!(
+        args.windows(2)
+            .any(|w| w[0] == b"-sandbox" && w[1] == SECCOMP.as_bytes()),
+        "no -sandbox {SECCOMP} in {:?}",
+        String::from_utf8_lossy(&cmdline)
+    );
+    assert!(
+        !args.contains(&&b"-runas"[..]),
+        "started as the user, not -runas"
+    );
+
+    // The sandbox's files: root's, private, never the qemu uid's.
+    for (path, mode) in [
+        (spec.dir.clone(), 0o700),
+        (spec.dir.join("disk.ext4"), 0o600),
+        (spec.console_log(), 0o600),
+        (spec.dir.join("agent.sock"), 0o600),
+        (spec.dir.join("qmp.sock"), 0o600),
+    ] {
+        let m = std::fs::metadata(&path).unwrap();
+        assert_eq!(m.uid(), 0, "{} owner", path.display());
+        assert_eq!(m.mode() & 0o7777, mode, "{} mode", path.display());
+    }
+    // QEMU holds the disk and the console log as descriptors.
+    let held: Vec<std::path::PathBuf> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .collect();
+    for want in [spec.dir.join("disk.ext4"), spec.console_log()] {
+        assert!(
+            held.contains(&want),
+            "{} not held: {held:?}",
+            want.display()
+        );
+    }
+
+    // And the VM works: a write reaches the disk through that descriptor.
+    let out = agent
+        .exec_collect(sh("echo hi > /root/f && sync && cat /root/f"), None)
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, b"hi\n");
+    let console = std::fs::read_to_string(spec.console_log()).unwrap();
+    assert!(console.contains("ironclaw-guest"), "console log: {console}");
+
+    backend
+        .stop(&spec, &running, Some(&agent), Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert!(qemu_processes(&spec).is_empty());
+    assert!(!cgroup_exists(&spec));
+    backend.destroy(&spec).await.unwrap();
+    assert!(!spec.dir.exists());
+}
+
+/// Configured as uid 0, QEMU would run as root: doctor's warning says so.
+#[test]
+fn qemu_as_root_is_warned_about() {
+    let t = tempfile::tempdir().unwrap();
+    let backend = QemuBackend::for_data_dir(t.path());
+    if ironclaw_sandbox::util::which("qemu-system-x86_64").is_none() {
+        eprintln!("skipped: no qemu-system-x86_64");
+        return;
+    }
+    assert_eq!(backend.privilege_warning(), None);
+    let root = backend.with_user(0, 0);
+    let w = root.privilege_warning().expect("a warning");
+    assert!(w.starts_with("qemu would run as root"), "{w}");
+}
+
+/// Where KVM guests boot, QEMU gets /dev/kvm the same way as its files: the
+/// daemon opens it and passes the descriptor (`-accel kvm,device=/dev/fdset/N`),
+/// so the unprivileged uid needs no access to /dev/kvm (0600 root here).
+/// KVM guests cannot boot on these hosts, so this starts QEMU paused (-S)
+/// through the same spawn path and checks KVM initialised under that uid.
+#[tokio::test]
+async fn unprivileged_qemu_opens_kvm_through_a_descriptor() {
+    use ironclaw_sandbox::process::{self, Credentials, Launch};
+    use ironclaw_sandbox::qemu::{DEFAULT_QEMU_GID, DEFAULT_QEMU_UID, SECCOMP};
+    use std::os::fd::AsRawFd;
+
+    if let Some(why) = skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let Ok(kvm) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    else {
+        eprintln!("skipped: no usable /dev/kvm");
+        return;
+    };
+    let qemu = ironclaw_sandbox::util::which("qemu-system-x86_64").unwrap();
+    let help = std::process::Command::new(&qemu)
+        .arg("-help")
+        .output()
+        .unwrap();
+    if !String::from_utf8_lossy(&help.stdout).contains("device=path") {
+        eprintln!(
+            "skipped: this QEMU has no -accel kvm,device= (it opens /dev/kvm through its group)"
+        );
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let log = t.path().join("qemu.log");
+    let id = format!("kvmfd{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let cg = ironclaw_sandbox::cgroup::Cgroup::fresh(&id, &Default::default())
+        .await
+        .unwrap();
+    let fd = kvm.as_raw_fd();
+    let mut cmd = std::process::Command::new(&qemu);
+    cmd.args(["-M", "microvm,acpi=on", "-nodefaults", "-no-user-config"])
+        .args(["-display", "none", "-S", "-sandbox", SECCOMP])
+        .arg("-add-fd")
+        .arg(format!("fd={fd},set=1"))
+        .args(["-accel", "kvm,device=/dev/fdset/1", "-m", "64M"])
+        .current_dir("/");
+    let launch = Launch {
+        user: Some(Credentials {
+            uid: DEFAULT_QEMU_UID,
+            gid: DEFAULT_QEMU_GID,
+            groups: Vec::new(),
+        }),
+        inherit: vec![fd],
+    };
+    let pid = process::spawn_sandbox_process_as(
+        &mut cmd,
+        &cg,
+        &log,
+        nix::sched::CloneFlags::empty(),
+        &launch,
+    )
+    .unwrap() as i32;
+    drop(kvm);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let alive = process::start_time(pid).is_some()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s[s.rfind(')').unwrap() + 2..].starts_with('Z'));
+    let held_kvm = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .any(|p| p == std::path::Path::new("/dev/kvm"))
+        })
+        .unwrap_or(false);
+    let uid = alive.then(|| status_field(pid, "Uid"));
+    let seccomp = alive.then(|| status_field(pid, "Seccomp"));
+    // SAFETY: kill has no memory effects.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let _ = tokio::time::timeout(Duration::from_secs(5), process::wait_exit(pid)).await;
+    cg.destroy().await.unwrap();
+    let out = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(alive, "QEMU exited: {out}");
+    assert!(held_kvm, "QEMU does not hold /dev/kvm: {out}");
+    assert_eq!(uid.as_deref(), Some("10001 10001 10001 10001"));
+    assert_eq!(seccomp.as_deref(), Some("2"));
+}

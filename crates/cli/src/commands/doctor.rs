@@ -65,6 +65,17 @@ pub fn report(v: &Value, url: &str) -> (String, bool) {
         out.push_str("  (none reported)\n");
     }
     out.push('\n');
+    // Warnings (a VMM that would run as root) stand out, one per line.
+    let warnings = v
+        .get("warnings")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
+    for w in warnings.iter().filter_map(Value::as_str) {
+        out.push_str(&format!("WARNING: {w}\n"));
+    }
+    if !warnings.is_empty() {
+        out.push('\n');
+    }
     let default = s(v, "default_backend");
     if any {
         out.push_str(&format!(
@@ -119,6 +130,15 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("default backend: namespace\n"), "{t}");
+        assert!(!t.contains("WARNING"), "{t}");
+        let mut v = v;
+        v["warnings"] = json!(["firecracker would run as root: no jailer found next to /x/firecracker; install jailer or set firecracker_jailer"]);
+        let (t, ok) = report(&v, "http://x");
+        assert!(ok, "a warning does not make the host unhealthy");
+        assert!(
+            t.contains("\nWARNING: firecracker would run as root: no jailer found next to /x/firecracker; install jailer or set firecracker_jailer\n"),
+            "{t}"
+        );
         let (_, ok) = report(
             &json!({"backends":[{"name":"qemu","available":false}]}),
             "http://x",

@@ -121,10 +121,13 @@ pub async fn report(State(st): State<AppState>) -> impl IntoResponse {
             "ironclaw-guest not found; pass --guest-bin",
         )),
     }
+    // Each VMM that would run as root here, said plainly.
+    let warnings = m.privilege_warnings();
     axum::Json(serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "backends": backends,
         "checks": checks,
+        "warnings": warnings,
         "default_backend": m.default_backend().map(|k| k.as_str()),
     }))
 }

@@ -219,11 +219,27 @@ impl Daemon {
         v
     }
 
-    /// Run the `ironclaw` CLI against this daemon.
-    pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(workspace_bin("ironclaw"))
-            .args(args)
+    /// The `ironclaw` CLI aimed at this daemon with a hermetic environment
+    /// and no token: `IRONCLAW_TOKEN`/`IRONCLAW_TOKEN_FILE` unset,
+    /// `$XDG_CONFIG_HOME` and `$HOME` in this test's (empty) dirs, and
+    /// `IRONCLAW_DATA_DIR` this daemon's data dir, so the only token file it
+    /// can find is this daemon's `admin.token`, never the host's
+    /// `/var/lib/ironclaw/admin.token`.
+    pub fn cli_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(workspace_bin("ironclaw"));
+        cmd.args(args)
             .env("IRONCLAW_HOST", &self.url)
+            .env_remove("IRONCLAW_TOKEN")
+            .env_remove("IRONCLAW_TOKEN_FILE")
+            .env("XDG_CONFIG_HOME", self.dir.path().join("cli-xdg"))
+            .env("HOME", self.dir.path().join("cli-home"))
+            .env("IRONCLAW_DATA_DIR", self.dir.path());
+        cmd
+    }
+
+    /// Run the `ironclaw` CLI against this daemon with the admin token.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        self.cli_command(args)
             .env("IRONCLAW_TOKEN", &self.token)
             .stdin(Stdio::null())
             .output()

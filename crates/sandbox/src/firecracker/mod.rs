@@ -49,6 +49,20 @@ pub struct Jailer {
     pub gid: u32,
 }
 
+/// The uid/gid a jailed Firecracker runs as unless configured otherwise
+/// (config `firecracker_uid` / `firecracker_gid`).
+pub const DEFAULT_FIRECRACKER_UID: u32 = 10_000;
+pub const DEFAULT_FIRECRACKER_GID: u32 = 10_000;
+
+/// Firecracker's release ships `jailer` next to `firecracker`: the jailer
+/// of `bin` is an executable file named `jailer` in the same directory.
+pub fn jailer_next_to(bin: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let p = bin.parent()?.join("jailer");
+    let m = fs::metadata(&p).ok()?;
+    (m.is_file() && m.permissions().mode() & 0o111 != 0).then_some(p)
+}
+
 /// The VMM's id: Firecracker's `--id`, the jail's directory name, and how
 /// tests find the process.
 fn jail_id(spec: &SandboxSpec) -> String {
@@ -90,13 +104,23 @@ pub struct FirecrackerBackend {
 }
 
 impl FirecrackerBackend {
-    /// `bin` is the firecracker binary; None means look for `firecracker` on PATH.
+    /// `bin` is the firecracker binary; None means look for `firecracker` on
+    /// PATH. When a `jailer` sits next to that binary (see
+    /// [`jailer_next_to`]) every VMM runs under it by default, as
+    /// [`DEFAULT_FIRECRACKER_UID`]; [`Self::with_jailer`] names another,
+    /// [`Self::without_jailer`] runs Firecracker directly (as root).
     pub fn new(bin: Option<PathBuf>, kvm: Arc<KvmProber>) -> Self {
+        let bin = bin.or_else(|| which("firecracker"));
+        let jailer = bin.as_deref().and_then(jailer_next_to).map(|j| Jailer {
+            bin: j,
+            uid: DEFAULT_FIRECRACKER_UID,
+            gid: DEFAULT_FIRECRACKER_GID,
+        });
         FirecrackerBackend {
-            bin: bin.or_else(|| which("firecracker")),
+            bin,
             kvm,
             version: Default::default(),
-            jailer: None,
+            jailer,
             ignore_probe: false,
         }
     }
@@ -106,6 +130,27 @@ impl FirecrackerBackend {
     pub fn with_jailer(mut self, jailer: Jailer) -> Self {
         self.jailer = Some(jailer);
         self
+    }
+
+    /// The uid/gid the jailer (found or configured) drops Firecracker to.
+    pub fn with_jailer_user(mut self, uid: u32, gid: u32) -> Self {
+        if let Some(j) = &mut self.jailer {
+            j.uid = uid;
+            j.gid = gid;
+        }
+        self
+    }
+
+    /// Run Firecracker directly, as root, even when a jailer is next to it
+    /// (`ironclaw doctor` warns).
+    pub fn without_jailer(mut self) -> Self {
+        self.jailer = None;
+        self
+    }
+
+    /// The jailer every VMM starts through, if any.
+    pub fn jailer(&self) -> Option<&Jailer> {
+        self.jailer.as_ref()
     }
 
     pub fn binary(&self) -> Option<&Path> {
@@ -304,6 +349,14 @@ impl FirecrackerBackend {
         Ok(())
     }
 
+    /// ", jailed by J as uid U" or ", not jailed (runs as root)".
+    fn jail_note(&self) -> String {
+        match &self.jailer {
+            Some(j) => format!(", jailed by {} as uid {}", j.bin.display(), j.uid),
+            None => ", not jailed (runs as root)".into(),
+        }
+    }
+
     fn report(&self, spec: &SandboxSpec, max_bytes: u64) -> String {
         let fc = log_tail(&self.fc_log(spec), max_bytes / 2);
         let console = log_tail(&spec.console_log(), max_bytes / 2);
@@ -327,7 +380,7 @@ impl Backend for FirecrackerBackend {
         if self.ignore_probe {
             return Availability {
                 available: true,
-                reason: format!("{} (KVM probe skipped)", bin.display()),
+                reason: format!("{} (KVM probe skipped){}", bin.display(), self.jail_note()),
             };
         }
         let version = self.version().unwrap_or_else(|| "unknown version".into());
@@ -335,15 +388,38 @@ impl Backend for FirecrackerBackend {
         match self.kvm.known() {
             Some(kvm) => Availability {
                 available: kvm.boots,
-                reason: format!("{version} at {}; {}", bin.display(), kvm.reason),
+                reason: format!(
+                    "{version} at {}{}; {}",
+                    bin.display(),
+                    self.jail_note(),
+                    kvm.reason
+                ),
             },
             None => Availability {
                 available: false,
                 reason: format!(
-                    "{version} at {}; KVM guest boot not probed yet",
-                    bin.display()
+                    "{version} at {}{}; KVM guest boot not probed yet",
+                    bin.display(),
+                    self.jail_note()
                 ),
             },
+        }
+    }
+
+    fn privilege_warning(&self) -> Option<String> {
+        let bin = self.bin.as_ref()?;
+        match &self.jailer {
+            None => Some(format!(
+                "firecracker would run as root: no jailer found next to {}; install jailer or set firecracker_jailer",
+                bin.display()
+            )),
+            Some(j) if j.uid == 0 || j.gid == 0 => Some(format!(
+                "firecracker would run as root: its jailer {} drops to uid {} gid {}; set firecracker_uid/firecracker_gid to an unused id (default {DEFAULT_FIRECRACKER_UID})",
+                j.bin.display(),
+                j.uid,
+                j.gid
+            )),
+            Some(_) => None,
         }
     }
 

@@ -47,8 +47,14 @@ pub(super) async fn build(
         }
         progress(Progress::new("debootstrap", line, done, total));
     };
+    // The tools' own temp files (mmdebstrap's gpg home...) go next to the
+    // rootfs, inside the build's temp dir, so a cancelled build (the tool
+    // killed before it cleans up) leaves nothing in /tmp.
+    let scratch = root.parent().unwrap_or(root).join("tmp");
+    make_scratch(&scratch)?;
     if which("mmdebstrap") || !which("debootstrap") {
         let mut cmd = Command::new("mmdebstrap");
+        cmd.env("TMPDIR", &scratch);
         cmd.arg("--variant=minbase")
             .arg(format!("--include={PACKAGES}"));
         for opt in DPKG_EXCLUDES {
@@ -66,7 +72,8 @@ pub(super) async fn build(
         // debootstrap has no dpkg options and a different log; it only
         // serves hosts that cannot get mmdebstrap.
         let mut cmd = Command::new("debootstrap");
-        cmd.arg("--variant=minbase")
+        cmd.env("TMPDIR", &scratch)
+            .arg("--variant=minbase")
             .arg(format!("--include={PACKAGES}"))
             .arg(SUITE)
             .arg(root);
@@ -78,6 +85,8 @@ pub(super) async fn build(
         )
         .await?;
     }
+
+    let _ = std::fs::remove_dir_all(&scratch);
 
     progress(Progress::new("guest", "installing ironclaw-guest", 0, 1));
     install_guest(root, guest_bin).await?;
@@ -115,6 +124,18 @@ pub(super) async fn build(
         1,
     ));
     Ok(())
+}
+
+fn make_scratch(dir: &Path) -> Result<(), ImageError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .or_else(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => Ok(()),
+            _ => Err(e),
+        })
+        .map_err(|e| ImageError::io(format!("creating {}", dir.display()), e))
 }
 
 /// Empties an apt cache directory, keeping apt's `partial/` and `lock`.
