@@ -30,8 +30,9 @@ pub struct AppState {
     pub limiter: Arc<quota::RateLimiter>,
 }
 
-/// Largest JSON request body.
-const MAX_JSON_BODY: usize = 1024 * 1024;
+/// Largest JSON request body: room for an exec argv up to the kernel's
+/// ARG_MAX (2 MiB) after JSON escaping. File contents never come as JSON.
+const MAX_JSON_BODY: usize = 4 * 1024 * 1024;
 
 pub fn router(state: AppState) -> Router {
     use api::*;

@@ -154,10 +154,40 @@ impl Backend for NamespaceBackend {
                 reason: "the kernel has no overlay filesystem".into(),
             };
         }
+        let userns: u64 = fs::read_to_string("/proc/sys/user/max_user_namespaces")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        if userns == 0 {
+            return Availability {
+                available: false,
+                reason: "user namespaces are disabled (user.max_user_namespaces = 0)".into(),
+            };
+        }
+        if !Path::new("/dev/loop-control").exists() {
+            return Availability {
+                available: false,
+                reason: "no /dev/loop-control (modprobe loop): sandbox disks need loop devices"
+                    .into(),
+            };
+        }
+        if crate::util::which("mkfs.ext4").is_none() {
+            return Availability {
+                available: false,
+                reason: "mkfs.ext4 not found (apt-get install e2fsprogs)".into(),
+            };
+        }
         match cgroup::detect() {
-            Ok((_, what)) => Availability {
+            Ok((version, what)) => Availability {
                 available: true,
-                reason: format!("namespaces + overlayfs + {what}"),
+                reason: format!(
+                    "user namespaces + idmapped overlay + ext4 disks + {what}{}",
+                    if version == cgroup::Version::V2 {
+                        "; no device cgroup on v2 yet (nodev mounts and no host CAP_MKNOD hold)"
+                    } else {
+                        ""
+                    }
+                ),
             },
             Err(e) => Availability {
                 available: false,

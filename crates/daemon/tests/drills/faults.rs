@@ -15,7 +15,9 @@ use crate::Tally;
 
 async fn running_pid(d: &Daemon, name: &str) -> Option<u64> {
     let (_, v) = d.get(&format!("/v1/sandboxes/{name}")).await;
-    (v["state"] == "running").then(|| v["pid"].as_u64()).flatten()
+    (v["state"] == "running")
+        .then(|| v["pid"].as_u64())
+        .flatten()
 }
 
 fn restart(d: &mut Daemon) {
@@ -45,7 +47,10 @@ async fn mid_exec(d: &mut Daemon, t: &mut Tally) {
     t.record(
         "fault_mid_exec",
         pid.is_none() || after != pid || ps.contains("sleep 31"),
-        &format!("re-adopted pid {pid:?} -> {after:?}; orphaned command gone: {}", !ps.contains("sleep 31")),
+        &format!(
+            "re-adopted pid {pid:?} -> {after:?}; orphaned command gone: {}",
+            !ps.contains("sleep 31")
+        ),
     );
 }
 
@@ -76,7 +81,10 @@ async fn mid_upload(d: &mut Daemon, t: &mut Tally) {
     t.record(
         "fault_mid_upload",
         acknowledged || ls.contains("partial"),
-        &format!("unacknowledged upload left {:?} in /root", ls.trim_matches('"')),
+        &format!(
+            "unacknowledged upload left {:?} in /root",
+            ls.trim_matches('"')
+        ),
     );
 }
 
@@ -112,7 +120,11 @@ async fn mid_create(d: &mut Daemon, t: &mut Tally) {
 /// A chat turn streaming when the daemon dies: the user's message, stored
 /// before the model saw it, is in the history afterwards.
 async fn mid_turn(d: &mut Daemon, t: &mut Tally) {
-    let url = format!("{}/v1/chat/ws?token={}", d.url.replacen("http", "ws", 1), d.token);
+    let url = format!(
+        "{}/v1/chat/ws?token={}",
+        d.url.replacen("http", "ws", 1),
+        d.token
+    );
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     let mut session = String::new();
     let mut streaming = false;
@@ -149,7 +161,11 @@ async fn mid_turn(d: &mut Daemon, t: &mut Tally) {
 async fn nothing_left(d: &Daemon, t: &mut Tally) {
     let (_, v) = d.get("/v1/sandboxes").await;
     for s in v["sandboxes"].as_array().cloned().unwrap_or_default() {
-        let path = format!("/v1/sandboxes/{}?owner={}", s["name"].as_str().unwrap(), s["owner"].as_str().unwrap());
+        let path = format!(
+            "/v1/sandboxes/{}?owner={}",
+            s["name"].as_str().unwrap(),
+            s["owner"].as_str().unwrap()
+        );
         let (st, v) = d.req(Method::DELETE, &path, None).await;
         assert_eq!(st, 204, "{path}: {v}");
     }
@@ -165,11 +181,19 @@ async fn nothing_left(d: &Daemon, t: &mut Tally) {
         .unwrap_or_default();
     let loops: Vec<&str> = loops.lines().filter(|l| l.contains(&data)).collect();
     let dirs: Vec<String> = std::fs::read_dir(d.data_dir().join("sandboxes"))
-        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     let cgroups: Vec<String> = ["memory", "pids", "devices", "unified"]
         .iter()
-        .flat_map(|c| std::fs::read_dir(format!("/sys/fs/cgroup/{c}/ironclaw")).into_iter().flatten())
+        .flat_map(|c| {
+            std::fs::read_dir(format!("/sys/fs/cgroup/{c}/ironclaw"))
+                .into_iter()
+                .flatten()
+        })
         .flatten()
         .filter(|e| e.path().is_dir())
         .map(|e| e.path().display().to_string())
