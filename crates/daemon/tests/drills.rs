@@ -201,12 +201,9 @@ async fn escape_drills(d: &Daemon, t: &mut Tally) {
         owner(&attacker_id) != 0 || owner(&victim_id) != 0,
         "disk images belong to host root, mounted only inside each sandbox",
     );
-    let maps = |name: &str| {
-        let d = d;
-        let name = name.to_string();
-        async move { d.exec(&name, &["cat", "/proc/self/uid_map"]).await["stdout"].to_string() }
-    };
-    let (ma, mv) = (maps("attacker").await, maps("victim").await);
+    let uid_map = ["cat", "/proc/self/uid_map"];
+    let ma = d.exec("attacker", &uid_map).await["stdout"].to_string();
+    let mv = d.exec("victim", &uid_map).await["stdout"].to_string();
     t.record(
         "distinct_id_blocks",
         ma == mv,
