@@ -1,8 +1,8 @@
 //! Resource limits per sandbox through cgroups. cgroup v2 when the unified
 //! hierarchy has the memory and pids controllers; otherwise the v1
 //! hierarchies (memory, pids, cpu, devices), as on hosts that still boot
-//! hybrid. On v1 the devices controller allows a sandbox only the device
-//! nodes it is given ([`ALLOWED_DEVICES`]).
+//! hybrid. A sandbox may open only the device nodes it is given
+//! ([`ALLOWED_DEVICES`]): the v1 devices controller, or an eBPF program on v2.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -151,18 +151,27 @@ impl Cgroup {
     }
 
     /// Allow only [`ALLOWED_DEVICES`] to processes in the group (before any
-    /// runs). cgroup v1's devices controller; on v2 this needs an eBPF
-    /// device program, not written yet, so it reports false and the
-    /// sandbox relies on nodev mounts and the lack of CAP_MKNOD on the host.
-    pub fn restrict_devices(&self) -> Result<bool, CgroupError> {
+    /// runs): cgroup v1's devices controller, or on v2 an eBPF device
+    /// program ([`crate::devfilter`]).
+    pub fn restrict_devices(&self) -> Result<(), CgroupError> {
+        if self.version == Version::V2 {
+            let group = &self.dirs[0];
+            let rules: Vec<_> = ALLOWED_DEVICES
+                .iter()
+                .filter_map(|r| crate::devfilter::parse_rule(r))
+                .collect();
+            return crate::devfilter::attach(group, &rules).map_err(io(group));
+        }
         if !self.dirs.iter().any(|d| d.join("devices.deny").exists()) {
-            return Ok(false);
+            return Err(CgroupError::Unsupported(
+                "the cgroup v1 devices controller is not mounted".into(),
+            ));
         }
         self.write("devices.deny", "a")?;
         for rule in ALLOWED_DEVICES {
             self.write("devices.allow", rule)?;
         }
-        Ok(true)
+        Ok(())
     }
 
     /// Write `value` to the control file `file` in whichever directory has it.

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod backend;
 pub mod cgroup;
+pub mod devfilter;
 pub mod firecracker;
 pub mod image;
 pub mod loopdisk;

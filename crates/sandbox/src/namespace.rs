@@ -181,11 +181,11 @@ impl Backend for NamespaceBackend {
             Ok((version, what)) => Availability {
                 available: true,
                 reason: format!(
-                    "user namespaces + idmapped overlay + ext4 disks + {what}{}",
+                    "user namespaces + idmapped overlay + ext4 disks + {what}, devices {}",
                     if version == cgroup::Version::V2 {
-                        "; no device cgroup on v2 yet (nodev mounts and no host CAP_MKNOD hold)"
+                        "by eBPF filter"
                     } else {
-                        ""
+                        "by the v1 controller"
                     }
                 ),
             },
