@@ -15,7 +15,7 @@ pub fn kind_of(e: &std::io::Error) -> ErrorKind {
             libc::ENOSPC | libc::EDQUOT | libc::ENOMEM | libc::EMFILE | libc::ENFILE => {
                 ErrorKind::ResourceExhausted
             }
-            libc::EINVAL | libc::ENAMETOOLONG | libc::ELOOP | libc::EXDEV => {
+            libc::EINVAL | libc::ENAMETOOLONG | libc::ELOOP | libc::EXDEV | libc::E2BIG => {
                 ErrorKind::InvalidInput
             }
             libc::ENOSYS | libc::EOPNOTSUPP => ErrorKind::Unsupported,

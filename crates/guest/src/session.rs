@@ -30,6 +30,8 @@ const REPLAY_BYTES: usize = 256 * 1024;
 /// on the next full-screen update); the session itself never waits for a
 /// slow client.
 const CLIENT_BACKLOG: usize = 1024;
+/// Longest session name.
+const MAX_NAME: usize = 256;
 /// How long a killed session gets to exit on SIGHUP before SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(1);
 /// Output drained after the process exits; see `exec::DRAIN_IDLE`.
@@ -243,6 +245,15 @@ pub async fn open(agent: &Arc<Agent>, out: Out, req: PtyOpen, mut input: Input) 
     if req.name.is_empty() {
         out.error(ErrorKind::InvalidInput, "a PTY session needs a name")
             .await;
+        return;
+    }
+    // Names come back in every session listing, which must fit a frame.
+    if req.name.len() > MAX_NAME {
+        out.error(
+            ErrorKind::InvalidInput,
+            format!("a PTY session name is at most {MAX_NAME} bytes"),
+        )
+        .await;
         return;
     }
     let (s, created) = match get_or_create(agent, &req) {

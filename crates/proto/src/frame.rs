@@ -8,6 +8,39 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// without limit.
 pub const MAX_FRAME: usize = 1024 * 1024;
 
+/// Bytes before a frame's body: length and stream id.
+pub const HEADER: usize = 8;
+
+/// Encode one whole frame (header and body), ready for
+/// [`FrameWriter::write_encoded`]. Encoding is done by whoever sends, so a
+/// connection's writer only copies bytes; a message too big for a frame is
+/// refused here, before it could reach the connection.
+pub fn encode<M: Serialize>(stream: u32, msg: &M) -> Result<Vec<u8>, FrameError> {
+    encode_into(Vec::new(), stream, msg)
+}
+
+fn encode_into<M: Serialize>(
+    mut buf: Vec<u8>,
+    stream: u32,
+    msg: &M,
+) -> Result<Vec<u8>, FrameError> {
+    buf.clear();
+    buf.extend_from_slice(&[0; HEADER]);
+    let mut buf = postcard::to_extend(msg, buf)?;
+    let len = buf.len() - 4;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    buf[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    buf[4..8].copy_from_slice(&stream.to_be_bytes());
+    Ok(buf)
+}
+
+/// Body length of an encoded frame: what it costs in flow-control credit.
+pub fn body_len(frame: &[u8]) -> usize {
+    frame.len().saturating_sub(HEADER)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
     #[error("connection closed")]
@@ -35,6 +68,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// Next frame, or [`FrameError::Closed`] on a clean end of stream.
     pub async fn read<M: DeserializeOwned>(&mut self) -> Result<(u32, M), FrameError> {
+        self.read_sized().await.map(|(id, msg, _)| (id, msg))
+    }
+
+    /// Next frame with its body length (its flow-control cost).
+    pub async fn read_sized<M: DeserializeOwned>(&mut self) -> Result<(u32, M, usize), FrameError> {
         let mut head = [0u8; 8];
         match self.inner.read_exact(&mut head[..4]).await {
             Ok(_) => {}
@@ -57,7 +95,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.buf.resize(len - 4, 0);
         self.inner.read_exact(&mut self.buf).await?;
         let msg = postcard::from_bytes(&self.buf)?;
-        Ok((stream, msg))
+        Ok((stream, msg, len - 4))
     }
 
     pub fn into_inner(self) -> R {
@@ -80,16 +118,41 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 
     /// Encode and write one frame, then flush.
     pub async fn write<M: Serialize>(&mut self, stream: u32, msg: &M) -> Result<(), FrameError> {
-        self.buf.clear();
-        self.buf.extend_from_slice(&[0; 8]);
-        self.buf = postcard::to_extend(msg, std::mem::take(&mut self.buf))?;
-        let len = self.buf.len() - 4;
-        if len > MAX_FRAME {
-            return Err(FrameError::TooLarge(len));
-        }
-        self.buf[..4].copy_from_slice(&(len as u32).to_be_bytes());
-        self.buf[4..8].copy_from_slice(&stream.to_be_bytes());
+        self.buf = encode_into(std::mem::take(&mut self.buf), stream, msg)?;
         self.inner.write_all(&self.buf).await?;
+        self.inner.flush().await?;
+        Ok(())
+    }
+
+    /// Write a frame made by [`encode`], then flush.
+    pub async fn write_encoded(&mut self, frame: &[u8]) -> Result<(), FrameError> {
+        self.inner.write_all(frame).await?;
+        self.inner.flush().await?;
+        Ok(())
+    }
+
+    /// Write frames made by [`encode`] with as few system calls as the
+    /// transport allows, then flush.
+    pub async fn write_encoded_batch(&mut self, frames: &[Vec<u8>]) -> Result<(), FrameError> {
+        let mut i = 0;
+        let mut off = 0;
+        while i < frames.len() {
+            let slices: Vec<std::io::IoSlice<'_>> = std::iter::once(&frames[i][off..])
+                .chain(frames[i + 1..].iter().map(|f| &f[..]))
+                .take(64)
+                .map(std::io::IoSlice::new)
+                .collect();
+            let mut n = self.inner.write_vectored(&slices).await?;
+            if n == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
+            }
+            while i < frames.len() && n >= frames[i].len() - off {
+                n -= frames[i].len() - off;
+                off = 0;
+                i += 1;
+            }
+            off += n;
+        }
         self.inner.flush().await?;
         Ok(())
     }
@@ -132,6 +195,27 @@ mod tests {
         }
         writer.await.unwrap();
         drop(r.into_inner());
+    }
+
+    #[tokio::test]
+    async fn encoded_frames_batch_and_report_their_size() {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let mut w = FrameWriter::new(a);
+        let mut r = FrameReader::new(b);
+        let frames: Vec<Vec<u8>> = (0..100u32)
+            .map(|i| encode(i, &GuestMsg::Stdout(vec![i as u8; i as usize * 10])).unwrap())
+            .collect();
+        w.write_encoded_batch(&frames).await.unwrap();
+        for (i, f) in frames.iter().enumerate() {
+            let (id, m, len): (u32, GuestMsg, usize) = r.read_sized().await.unwrap();
+            assert_eq!(id, i as u32);
+            assert_eq!(m, GuestMsg::Stdout(vec![i as u8; i * 10]));
+            assert_eq!(len, body_len(f));
+        }
+        assert!(matches!(
+            encode(1, &GuestMsg::Stdout(vec![0; MAX_FRAME])),
+            Err(FrameError::TooLarge(_))
+        ));
     }
 
     #[tokio::test]

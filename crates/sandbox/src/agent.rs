@@ -8,15 +8,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ironclaw_proto::{
-    handshake, ErrorKind, ExecRequest, ExitStatus, FileStat, FrameReader, FrameWriter, GuestInfo,
-    GuestMsg, HostMsg,
+    frame, handshake, ErrorKind, ExecRequest, ExitStatus, FileStat, FrameError, FrameReader,
+    FrameWriter, GuestInfo, GuestMsg, HostMsg, RecvWindow, SendWindow, CHUNK,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
-/// Messages buffered per stream before the connection's reader waits (so one
-/// slow consumer slows its connection instead of growing memory unbounded).
-const STREAM_BUFFER: usize = 64;
+/// Frames queued for the socket before senders wait for it.
+const WRITE_QUEUE: usize = 256;
+/// Frames the writer puts in one system call at most.
+const WRITE_BATCH: usize = 32;
+/// Most entries a listing may have: a guest cannot make the host collect
+/// without bound.
+const MAX_LIST_ENTRIES: usize = 4_000_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -32,12 +36,31 @@ pub enum AgentError {
     Guest { kind: ErrorKind, message: String },
     #[error("unexpected reply from the guest agent: {0}")]
     Protocol(String),
+    /// A request too big for the protocol (more than
+    /// [`ironclaw_proto::MAX_MESSAGE`] bytes, e.g. an argv beyond Linux's own
+    /// limit). Nothing was sent; the connection is fine.
+    #[error("request too large for the guest agent: {0}")]
+    TooLarge(String),
 }
 
-type Routes = Arc<Mutex<HashMap<u32, mpsc::Sender<GuestMsg>>>>;
+/// The reader's side of one stream.
+struct Route {
+    tx: mpsc::UnboundedSender<(GuestMsg, usize)>,
+    /// Credit for what this end sends on the stream.
+    send: Arc<SendWindow>,
+    /// Accounting of what the guest sends, granted back as it is consumed.
+    recv: Arc<RecvWindow>,
+}
+
+type Routes = Arc<Mutex<HashMap<u32, Route>>>;
+
+fn lock(routes: &Routes) -> std::sync::MutexGuard<'_, HashMap<u32, Route>> {
+    routes.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 struct Shared {
-    writer: mpsc::Sender<(u32, HostMsg)>,
+    /// Encoded frames for the writer task.
+    writer: mpsc::Sender<Vec<u8>>,
     routes: Routes,
     next_id: AtomicU32,
     closed: Arc<AtomicBool>,
@@ -45,9 +68,105 @@ struct Shared {
 }
 
 /// A connection to one guest agent. Cheap to clone; all clones share it.
+///
+/// Streams are flow-controlled one by one ([`ironclaw_proto::flow`]): a
+/// stream whose consumer stops calling [`AgentStream::recv`] stops its
+/// guest-side source once its window is full, and nothing else on the
+/// connection waits for it.
 #[derive(Clone)]
 pub struct AgentClient {
     shared: Arc<Shared>,
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: FrameWriter<W>,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    closed: Arc<AtomicBool>,
+) {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    while let Some(f) = rx.recv().await {
+        batch.push(f);
+        while batch.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(f) => batch.push(f),
+                Err(_) => break,
+            }
+        }
+        if writer.write_encoded_batch(&batch).await.is_err() {
+            break;
+        }
+        batch.clear();
+    }
+    closed.store(true, Ordering::SeqCst);
+    // Every client handle is gone: half-close so the peer ends the
+    // connection (the reader half alone would keep it open, and a QEMU
+    // serial chardev serves one connection at a time).
+    let _ = tokio::io::AsyncWriteExt::shutdown(&mut writer.into_inner()).await;
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut reader: FrameReader<R>,
+    routes: Routes,
+    writer: mpsc::Sender<Vec<u8>>,
+    closed: Arc<AtomicBool>,
+) {
+    loop {
+        let (id, msg, cost): (u32, GuestMsg, usize) = match reader.read_sized().await {
+            Ok(f) => f,
+            // The whole frame was read: skip what this host cannot decode.
+            Err(FrameError::Decode(e)) => {
+                tracing::warn!("skipping an undecodable frame from the guest agent: {e}");
+                continue;
+            }
+            Err(e) => {
+                tracing::debug!("agent connection ended: {e}");
+                break;
+            }
+        };
+        if let GuestMsg::Credit(n) = msg {
+            if let Some(r) = lock(&routes).get(&id) {
+                r.send.grant(n);
+            }
+            continue;
+        }
+        let fin = msg.is_final();
+        let mut map = lock(&routes);
+        let Some(r) = map.get(&id) else {
+            // A stream this end gave up on: its messages are dropped, never
+            // buffered.
+            continue;
+        };
+        if let Err(e) = r.recv.received(cost) {
+            // A guest that ignores its window: end the stream with an error
+            // rather than buffer without bound.
+            let r = map.remove(&id).expect("present");
+            drop(map);
+            r.send.close();
+            let _ = r.tx.send((
+                GuestMsg::Error {
+                    kind: ErrorKind::Other,
+                    message: format!("guest agent broke the protocol: {e}"),
+                },
+                0,
+            ));
+            if let Ok(f) = frame::encode(id, &HostMsg::Cancel) {
+                let _ = writer.try_send(f);
+            }
+            continue;
+        }
+        // Never waits: what a stream holds is bounded by its window.
+        let _ = r.tx.send((msg, cost));
+        if fin {
+            // Nothing more may be sent on an ended stream.
+            let r = map.remove(&id).expect("present");
+            r.send.close();
+        }
+    }
+    closed.store(true, Ordering::SeqCst);
+    // Dropping every sender ends every open stream with `None`.
+    for (_, r) in lock(&routes).drain() {
+        r.send.close();
+    }
 }
 
 impl AgentClient {
@@ -65,55 +184,16 @@ impl AgentClient {
     {
         let ready = handshake::client(&mut stream, rand::random()).await?;
         let (r, w) = tokio::io::split(stream);
-        let (tx, mut rx) = mpsc::channel::<(u32, HostMsg)>(256);
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
         let routes: Routes = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
-
-        let mut writer = FrameWriter::new(w);
-        let wclosed = closed.clone();
-        tokio::spawn(async move {
-            while let Some((id, msg)) = rx.recv().await {
-                if writer.write(id, &msg).await.is_err() {
-                    break;
-                }
-            }
-            wclosed.store(true, Ordering::SeqCst);
-            // Every client handle is gone: half-close so the peer ends the
-            // connection (the reader half alone would keep it open, and a
-            // QEMU serial chardev serves one connection at a time).
-            let _ = tokio::io::AsyncWriteExt::shutdown(&mut writer.into_inner()).await;
-        });
-
-        let mut reader = FrameReader::new(r);
-        let rroutes = routes.clone();
-        let rclosed = closed.clone();
-        tokio::spawn(async move {
-            loop {
-                let (id, msg): (u32, GuestMsg) = match reader.read().await {
-                    Ok(f) => f,
-                    Err(e) => {
-                        tracing::debug!("agent connection ended: {e}");
-                        break;
-                    }
-                };
-                let fin = msg.is_final();
-                let route = {
-                    let mut map = rroutes.lock().unwrap();
-                    if fin {
-                        map.remove(&id)
-                    } else {
-                        map.get(&id).cloned()
-                    }
-                };
-                if let Some(route) = route {
-                    let _ = route.send(msg).await;
-                }
-            }
-            rclosed.store(true, Ordering::SeqCst);
-            // Dropping every sender ends every open stream with `None`.
-            rroutes.lock().unwrap().clear();
-        });
-
+        tokio::spawn(write_loop(FrameWriter::new(w), rx, closed.clone()));
+        tokio::spawn(read_loop(
+            FrameReader::new(r),
+            routes.clone(),
+            tx.clone(),
+            closed.clone(),
+        ));
         Ok(AgentClient {
             shared: Arc::new(Shared {
                 writer: tx,
@@ -133,21 +213,47 @@ impl AgentClient {
         self.shared.closed.load(Ordering::SeqCst) || self.shared.writer.is_closed()
     }
 
-    /// Open a stream whose first message is `first`.
+    /// Open a stream whose first message is `first`. A request too big for
+    /// one frame travels in fragments; one too big for the protocol fails
+    /// with [`AgentError::TooLarge`] and leaves the connection as it was.
     pub async fn open(&self, first: HostMsg) -> Result<AgentStream, AgentError> {
         if self.is_closed() {
             return Err(AgentError::Closed);
         }
+        let pieces = ironclaw_proto::fragments(first).map_err(|e| match e {
+            FrameError::TooLarge(n) => AgentError::TooLarge(format!(
+                "{n} bytes, the limit is {}",
+                ironclaw_proto::MAX_MESSAGE
+            )),
+            other => AgentError::Protocol(other.to_string()),
+        })?;
         let id = self.shared.next_id.fetch_add(2, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        self.shared.routes.lock().unwrap().insert(id, tx);
-        let stream = AgentStream {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let send = Arc::new(SendWindow::default());
+        let recv = Arc::new(RecvWindow::default());
+        lock(&self.shared.routes).insert(
+            id,
+            Route {
+                tx,
+                send: send.clone(),
+                recv: recv.clone(),
+            },
+        );
+        let mut stream = AgentStream {
             id,
             shared: self.shared.clone(),
             rx,
+            send,
+            recv,
             finished: false,
         };
-        stream.send(first).await?;
+        for piece in pieces {
+            let f = frame::encode(id, &piece).map_err(|e| AgentError::Protocol(e.to_string()))?;
+            if self.shared.writer.send(f).await.is_err() {
+                stream.finished = true;
+                return Err(AgentError::Closed);
+            }
+        }
         Ok(stream)
     }
 
@@ -183,10 +289,29 @@ impl AgentClient {
         }
     }
 
+    /// A directory's entries, sorted by name; a big directory arrives in
+    /// parts.
     pub async fn list(&self, path: &str) -> Result<Vec<ironclaw_proto::DirEntry>, AgentError> {
-        match self.call(HostMsg::List { path: path.into() }).await? {
-            GuestMsg::Entries(e) => Ok(e),
-            other => Err(AgentError::Protocol(format!("{other:?}"))),
+        let mut s = self.open(HostMsg::List { path: path.into() }).await?;
+        let mut all = Vec::new();
+        loop {
+            let (part, last) = match s.recv().await? {
+                GuestMsg::EntriesPart(e) => (e, false),
+                GuestMsg::Entries(e) => (e, true),
+                GuestMsg::Error { kind, message } => {
+                    return Err(AgentError::Guest { kind, message })
+                }
+                other => return Err(AgentError::Protocol(format!("{other:?}"))),
+            };
+            if all.len() + part.len() > MAX_LIST_ENTRIES {
+                return Err(AgentError::Protocol(format!(
+                    "a listing of more than {MAX_LIST_ENTRIES} entries"
+                )));
+            }
+            all.extend(part);
+            if last {
+                return Ok(all);
+            }
         }
     }
 
@@ -198,7 +323,9 @@ impl AgentClient {
         }
     }
 
-    /// Run a command to completion and collect its output.
+    /// Run a command to completion and collect its output. Stdin is fed
+    /// while the output is read, so a command that answers as it reads
+    /// cannot deadlock against its own input.
     pub async fn exec_collect(
         &self,
         req: ExecRequest,
@@ -207,28 +334,36 @@ impl AgentClient {
         let mut req = req;
         req.stdin = stdin.is_some();
         let mut s = self.open(HostMsg::Exec(req)).await?;
-        if let Some(data) = stdin {
-            for chunk in data.chunks(ironclaw_proto::CHUNK) {
-                s.send(HostMsg::Stdin(chunk.to_vec())).await?;
-            }
-            s.send(HostMsg::StdinEof).await?;
-        }
-        let mut out = ExecOutput::default();
-        loop {
-            match s.recv().await? {
-                GuestMsg::Stdout(d) => out.stdout.extend_from_slice(&d),
-                GuestMsg::Stderr(d) => out.stderr.extend_from_slice(&d),
-                GuestMsg::Started { .. } => {}
-                GuestMsg::Exited(st) => {
-                    out.status = st;
-                    return Ok(out);
+        let sender = s.sender();
+        let feed = async move {
+            if let Some(data) = stdin {
+                // Fails once the command has ended (it need not read all of
+                // its input): the exit status below is the answer then.
+                if sender.send(HostMsg::Stdin(data)).await.is_ok() {
+                    let _ = sender.send(HostMsg::StdinEof).await;
                 }
-                GuestMsg::Error { kind, message } => {
-                    return Err(AgentError::Guest { kind, message })
-                }
-                other => return Err(AgentError::Protocol(format!("{other:?}"))),
             }
-        }
+        };
+        let collect = async {
+            let mut out = ExecOutput::default();
+            loop {
+                match s.recv().await? {
+                    GuestMsg::Stdout(d) => out.stdout.extend_from_slice(&d),
+                    GuestMsg::Stderr(d) => out.stderr.extend_from_slice(&d),
+                    GuestMsg::Started { .. } => {}
+                    GuestMsg::Exited(st) => {
+                        out.status = st;
+                        return Ok(out);
+                    }
+                    GuestMsg::Error { kind, message } => {
+                        return Err(AgentError::Guest { kind, message })
+                    }
+                    other => return Err(AgentError::Protocol(format!("{other:?}"))),
+                }
+            }
+        };
+        let ((), out) = tokio::join!(feed, collect);
+        out
     }
 }
 
@@ -258,25 +393,36 @@ impl Default for ExecOutput {
 pub struct AgentStream {
     id: u32,
     shared: Arc<Shared>,
-    rx: mpsc::Receiver<GuestMsg>,
+    rx: mpsc::UnboundedReceiver<(GuestMsg, usize)>,
+    send: Arc<SendWindow>,
+    recv: Arc<RecvWindow>,
     finished: bool,
 }
 
 impl AgentStream {
+    /// Send on the stream; see [`StreamSender::send`].
     pub async fn send(&self, msg: HostMsg) -> Result<(), AgentError> {
-        self.shared
-            .writer
-            .send((self.id, msg))
-            .await
-            .map_err(|_| AgentError::Closed)
+        self.sender().send(msg).await
     }
 
     /// Next message; [`AgentError::Closed`] if the connection dropped.
+    /// Taking a message gives its flow-control credit back to the guest.
     pub async fn recv(&mut self) -> Result<GuestMsg, AgentError> {
         match self.rx.recv().await {
-            Some(m) => {
+            Some((m, cost)) => {
                 if m.is_final() {
                     self.finished = true;
+                } else if let Some(n) = self.recv.consumed(cost) {
+                    if let Ok(f) = frame::encode(self.id, &HostMsg::Credit(n)) {
+                        // Not awaited while holding the message: a full
+                        // writer queue only delays the grant.
+                        if let Err(mpsc::error::TrySendError::Full(f)) =
+                            self.shared.writer.try_send(f)
+                        {
+                            let w = self.shared.writer.clone();
+                            tokio::spawn(async move { w.send(f).await });
+                        }
+                    }
                 }
                 Ok(m)
             }
@@ -292,15 +438,20 @@ impl AgentStream {
         StreamSender {
             id: self.id,
             writer: self.shared.writer.clone(),
+            window: self.send.clone(),
         }
     }
 }
 
 impl Drop for AgentStream {
     fn drop(&mut self) {
-        self.shared.routes.lock().unwrap().remove(&self.id);
+        if let Some(r) = lock(&self.shared.routes).remove(&self.id) {
+            r.send.close();
+        }
         if !self.finished {
-            let _ = self.shared.writer.try_send((self.id, HostMsg::Cancel));
+            if let Ok(f) = frame::encode(self.id, &HostMsg::Cancel) {
+                let _ = self.shared.writer.try_send(f);
+            }
         }
     }
 }
@@ -309,14 +460,46 @@ impl Drop for AgentStream {
 #[derive(Clone)]
 pub struct StreamSender {
     id: u32,
-    writer: mpsc::Sender<(u32, HostMsg)>,
+    writer: mpsc::Sender<Vec<u8>>,
+    window: Arc<SendWindow>,
 }
 
 impl StreamSender {
+    /// Send one message. Data (`Stdin`, `Data`) of any size is split into
+    /// chunks and waits for the guest's credit: it goes as fast as the
+    /// guest-side operation takes it. Fails with [`AgentError::Closed`]
+    /// once the stream has ended (or the connection has).
     pub async fn send(&self, msg: HostMsg) -> Result<(), AgentError> {
-        self.writer
-            .send((self.id, msg))
-            .await
-            .map_err(|_| AgentError::Closed)
+        match msg {
+            HostMsg::Stdin(d) if d.len() > CHUNK => {
+                for c in d.chunks(CHUNK) {
+                    self.send_one(HostMsg::Stdin(c.to_vec())).await?;
+                }
+                Ok(())
+            }
+            HostMsg::Data(d) if d.len() > CHUNK => {
+                for c in d.chunks(CHUNK) {
+                    self.send_one(HostMsg::Data(c.to_vec())).await?;
+                }
+                Ok(())
+            }
+            m => self.send_one(m).await,
+        }
+    }
+
+    async fn send_one(&self, msg: HostMsg) -> Result<(), AgentError> {
+        let f = frame::encode(self.id, &msg).map_err(|e| match e {
+            FrameError::TooLarge(_) => AgentError::TooLarge(e.to_string()),
+            e => AgentError::Protocol(e.to_string()),
+        })?;
+        if msg.costs_credit() {
+            self.window
+                .spend(frame::body_len(&f))
+                .await
+                .map_err(|_| AgentError::Closed)?;
+        } else if self.window.is_closed() {
+            return Err(AgentError::Closed);
+        }
+        self.writer.send(f).await.map_err(|_| AgentError::Closed)
     }
 }
