@@ -168,6 +168,13 @@ impl Client {
 
     /// Open a stream; a request too big for a frame goes in fragments.
     pub async fn open(&self, msg: HostMsg) -> Stream {
+        let pieces = ironclaw_proto::fragments(msg).expect("request fits the protocol");
+        self.open_raw(pieces).await
+    }
+
+    /// Open a stream with these messages as they are (a test can send
+    /// what a correct host would not).
+    pub async fn open_raw(&self, pieces: Vec<HostMsg>) -> Stream {
         let id = self.next.fetch_add(2, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
         let send = Arc::new(SendWindow::default());
@@ -185,7 +192,7 @@ impl Client {
             send,
             recv: RecvWindow::default(),
         };
-        for piece in ironclaw_proto::fragments(msg).expect("request fits the protocol") {
+        for piece in pieces {
             s.writer.lock().await.write(id, &piece).await.unwrap();
         }
         s
