@@ -503,3 +503,272 @@ impl StreamSender {
         self.writer.send(f).await.map_err(|_| AgentError::Closed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ironclaw_proto::{MAX_FRAME, WINDOW};
+    use tokio::io::{DuplexStream, ReadHalf, WriteHalf};
+
+    /// Deadline of every step: a hang fails the test.
+    const STEP: Duration = Duration::from_secs(5);
+
+    async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(STEP, f).await.expect("hung")
+    }
+
+    /// A scripted guest: the test reads and writes its frames by hand.
+    struct FakeGuest {
+        r: FrameReader<ReadHalf<DuplexStream>>,
+        w: FrameWriter<WriteHalf<DuplexStream>>,
+    }
+
+    impl FakeGuest {
+        async fn next(&mut self) -> (u32, HostMsg) {
+            within(self.r.read()).await.unwrap()
+        }
+        /// Next message other than a credit grant.
+        async fn next_op(&mut self) -> (u32, HostMsg) {
+            loop {
+                match self.next().await {
+                    (_, HostMsg::Credit(_)) => continue,
+                    m => return m,
+                }
+            }
+        }
+        async fn send(&mut self, id: u32, m: GuestMsg) {
+            within(self.w.write(id, &m)).await.unwrap()
+        }
+    }
+
+    async fn pair() -> (AgentClient, FakeGuest) {
+        let (host, mut guest) = tokio::io::duplex(4 << 20);
+        let g = tokio::spawn(async move {
+            handshake::server(&mut guest, "fake").await.unwrap();
+            guest
+        });
+        let client = within(AgentClient::over(host)).await.unwrap();
+        let (r, w) = tokio::io::split(g.await.unwrap());
+        (
+            client,
+            FakeGuest {
+                r: FrameReader::new(r),
+                w: FrameWriter::new(w),
+            },
+        )
+    }
+
+    fn exec(stdin: bool) -> HostMsg {
+        HostMsg::Exec(ExecRequest {
+            argv: vec!["x".into()],
+            stdin,
+            ..Default::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn every_wait_ends_when_the_guest_goes_away() {
+        let (c, mut g) = pair().await;
+        let mut s = c.open(exec(true)).await.unwrap();
+        assert!(matches!(g.next().await.1, HostMsg::Exec(_)));
+        // A sender waiting for credit the guest will never give.
+        let sender = s.sender();
+        let feed = tokio::spawn(async move { sender.send(HostMsg::Stdin(vec![0; 4 << 20])).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!feed.is_finished());
+        drop(g);
+        assert!(matches!(within(s.recv()).await, Err(AgentError::Closed)));
+        assert!(matches!(
+            within(feed).await.unwrap(),
+            Err(AgentError::Closed)
+        ));
+        assert!(matches!(
+            within(c.call(HostMsg::Ping)).await,
+            Err(AgentError::Closed)
+        ));
+        assert!(c.is_closed());
+    }
+
+    #[tokio::test]
+    async fn a_send_waiting_for_credit_ends_with_its_stream() {
+        let (c, mut g) = pair().await;
+        let mut s = c.open(exec(true)).await.unwrap();
+        let (id, _) = g.next().await;
+        let sender = s.sender();
+        let feed = tokio::spawn(async move { sender.send(HostMsg::Stdin(vec![0; 4 << 20])).await });
+        // The guest takes the first window's worth, then the command exits
+        // without reading the rest.
+        let mut got = 0;
+        while got + CHUNK < WINDOW {
+            if let (_, HostMsg::Stdin(d)) = g.next().await {
+                got += d.len();
+            }
+        }
+        g.send(
+            id,
+            GuestMsg::Exited(ExitStatus {
+                code: 0,
+                signal: None,
+                timed_out: false,
+            }),
+        )
+        .await;
+        assert!(matches!(within(s.recv()).await, Ok(GuestMsg::Exited(_))));
+        assert!(matches!(
+            within(feed).await.unwrap(),
+            Err(AgentError::Closed)
+        ));
+        // The connection is fine.
+        let ping = tokio::spawn({
+            let c = c.clone();
+            async move { c.call(HostMsg::Ping).await }
+        });
+        let (pid, m) = g.next_op().await;
+        assert_eq!(m, HostMsg::Ping);
+        g.send(pid, GuestMsg::Pong).await;
+        assert!(matches!(within(ping).await.unwrap(), Ok(GuestMsg::Pong)));
+    }
+
+    #[tokio::test]
+    async fn a_stalled_stream_holds_nothing_else_and_an_overrun_ends_it() {
+        let (c, mut g) = pair().await;
+        let mut stalled = c.open(exec(false)).await.unwrap();
+        let (sid, _) = g.next().await;
+        // A window's worth the host never reads...
+        for _ in 0..WINDOW / CHUNK {
+            g.send(sid, GuestMsg::Stdout(vec![1; CHUNK])).await;
+        }
+        // ...does not hold up another stream.
+        let ping = tokio::spawn({
+            let c = c.clone();
+            async move { c.call(HostMsg::Ping).await }
+        });
+        let (pid, _) = g.next_op().await;
+        g.send(pid, GuestMsg::Pong).await;
+        assert!(matches!(within(ping).await.unwrap(), Ok(GuestMsg::Pong)));
+        // A guest that ignores the window gets the stream ended (and
+        // cancelled) instead of buffered without bound.
+        for _ in 0..(MAX_FRAME / CHUNK + 1) {
+            g.send(sid, GuestMsg::Stdout(vec![1; CHUNK])).await;
+        }
+        assert_eq!(g.next_op().await, (sid, HostMsg::Cancel));
+        let mut n = 0;
+        let last = loop {
+            match within(stalled.recv()).await.unwrap() {
+                GuestMsg::Stdout(_) => n += 1,
+                other => break other,
+            }
+        };
+        assert!(n * CHUNK >= WINDOW, "{n}");
+        assert!(
+            matches!(&last, GuestMsg::Error { message, .. } if message.contains("window")),
+            "{last:?}"
+        );
+        assert!(!c.is_closed());
+    }
+
+    #[tokio::test]
+    async fn credit_flows_back_as_the_consumer_reads() {
+        let (c, mut g) = pair().await;
+        let mut s = c.open(exec(false)).await.unwrap();
+        let (id, _) = g.next().await;
+        let total = 8 * WINDOW;
+        let reader = tokio::spawn(async move {
+            let mut got = 0;
+            loop {
+                match s.recv().await.unwrap() {
+                    GuestMsg::Stdout(d) => got += d.len(),
+                    GuestMsg::Exited(_) => return got,
+                    other => panic!("{other:?}"),
+                }
+            }
+        });
+        // The guest's side of the window: spend, wait for grants.
+        let window = SendWindow::default();
+        let mut sent = 0;
+        while sent < total {
+            let f = frame::encode(id, &GuestMsg::Stdout(vec![2; CHUNK])).unwrap();
+            while window.available() < frame::body_len(&f) {
+                match g.next().await {
+                    (i, HostMsg::Credit(n)) if i == id => window.grant(n),
+                    other => panic!("{other:?}"),
+                }
+            }
+            within(window.spend(frame::body_len(&f))).await.unwrap();
+            within(g.w.write_encoded(&f)).await.unwrap();
+            sent += CHUNK;
+        }
+        g.send(
+            id,
+            GuestMsg::Exited(ExitStatus {
+                code: 0,
+                signal: None,
+                timed_out: false,
+            }),
+        )
+        .await;
+        assert_eq!(within(reader).await.unwrap(), total);
+    }
+
+    #[tokio::test]
+    async fn an_oversized_request_fails_and_the_connection_stays() {
+        let (c, mut g) = pair().await;
+        let argv: Vec<String> = (0..40_000).map(|i| format!("{i:0128}")).collect();
+        let req = HostMsg::Exec(ExecRequest {
+            argv,
+            ..Default::default()
+        });
+        assert!(matches!(
+            c.open(req).await.err(),
+            Some(AgentError::TooLarge(_))
+        ));
+        // A 1 MiB argv goes, in fragments.
+        let argv: Vec<String> = (0..8192).map(|i| format!("{i:0128}")).collect();
+        let _s = c
+            .open(HostMsg::Exec(ExecRequest {
+                argv: argv.clone(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap();
+        let mut r = ironclaw_proto::Reassembler::default();
+        let msg = loop {
+            match g.next().await.1 {
+                HostMsg::Fragment { last, bytes } => {
+                    if let Some(m) = r.push(last, &bytes).unwrap() {
+                        break m;
+                    }
+                }
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(matches!(msg, HostMsg::Exec(e) if e.argv == argv));
+        assert!(!c.is_closed());
+    }
+
+    #[tokio::test]
+    async fn a_version_mismatch_says_so() {
+        let (mut host, mut guest) = tokio::io::duplex(4096);
+        tokio::spawn(async move {
+            use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+            let mut line = String::new();
+            let mut r = tokio::io::BufReader::new(&mut guest);
+            r.read_line(&mut line).await.unwrap();
+            let nonce = line.split(' ').nth(1).unwrap().to_string();
+            guest
+                .write_all(format!("IRONCLAW-READY {nonce} 1 0.0.1\n").as_bytes())
+                .await
+                .unwrap();
+            tokio::time::sleep(STEP).await;
+        });
+        let _ = &mut host;
+        let err = within(AgentClient::over(host)).await.err().unwrap();
+        let text = err.to_string();
+        assert!(
+            text.contains("version 1") && text.contains(&PROTOCOL.to_string()),
+            "{text}"
+        );
+    }
+
+    const PROTOCOL: u32 = ironclaw_proto::PROTOCOL_VERSION;
+}
