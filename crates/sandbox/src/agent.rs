@@ -107,7 +107,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
 async fn read_loop<R: AsyncRead + Unpin>(
     mut reader: FrameReader<R>,
     routes: Routes,
-    writer: mpsc::Sender<Vec<u8>>,
+    // Weak: the connection must close once every client handle is gone
+    // (a QEMU serial chardev serves one connection at a time).
+    writer: mpsc::WeakSender<Vec<u8>>,
     closed: Arc<AtomicBool>,
 ) {
     loop {
@@ -149,8 +151,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 },
                 0,
             ));
-            if let Ok(f) = frame::encode(id, &HostMsg::Cancel) {
-                let _ = writer.try_send(f);
+            if let (Ok(f), Some(w)) = (frame::encode(id, &HostMsg::Cancel), writer.upgrade()) {
+                let _ = w.try_send(f);
             }
             continue;
         }
@@ -191,7 +193,7 @@ impl AgentClient {
         tokio::spawn(read_loop(
             FrameReader::new(r),
             routes.clone(),
-            tx.clone(),
+            tx.downgrade(),
             closed.clone(),
         ));
         Ok(AgentClient {
@@ -449,8 +451,15 @@ impl Drop for AgentStream {
             r.send.close();
         }
         if !self.finished {
+            // The guest must hear of it (or its operation would wait for
+            // credit forever): with the queue full, from a task.
             if let Ok(f) = frame::encode(self.id, &HostMsg::Cancel) {
-                let _ = self.shared.writer.try_send(f);
+                if let Err(mpsc::error::TrySendError::Full(f)) = self.shared.writer.try_send(f) {
+                    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                        let w = self.shared.writer.clone();
+                        rt.spawn(async move { w.send(f).await });
+                    }
+                }
             }
         }
     }
@@ -744,6 +753,22 @@ mod tests {
         };
         assert!(matches!(msg, HostMsg::Exec(e) if e.argv == argv));
         assert!(!c.is_closed());
+    }
+
+    #[tokio::test]
+    async fn dropping_every_handle_closes_the_connection() {
+        // A QEMU serial chardev takes the next host only once this one is
+        // gone, so nothing internal may keep the connection open.
+        let (c, mut g) = pair().await;
+        let s = c.open(exec(false)).await.unwrap();
+        assert!(matches!(g.next().await.1, HostMsg::Exec(_)));
+        drop(s);
+        drop(c);
+        assert_eq!(g.next().await.1, HostMsg::Cancel);
+        assert!(matches!(
+            within(g.r.read::<HostMsg>()).await,
+            Err(FrameError::Closed)
+        ));
     }
 
     #[tokio::test]
