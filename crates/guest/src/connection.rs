@@ -353,19 +353,39 @@ fn start(agent: &Arc<Agent>, routes: &Routes, out: Out, op: HostMsg) {
     });
 }
 
-/// Run an operation in its own task and make sure its stream ends with a
+/// A future's panic as an `Err`, so an operation's supervisor runs in the
+/// operation's own task (no second task per request).
+struct CatchUnwind<F>(std::pin::Pin<Box<F>>);
+
+impl<F: std::future::Future> std::future::Future for CatchUnwind<F> {
+    type Output = Result<F::Output, ()>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let fut = self.0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Err(_) => std::task::Poll::Ready(Err(())),
+        }
+    }
+}
+
+/// Run an operation and make sure its stream ends with a
 /// final message even if it returns without one or panics: the host must
 /// never wait for a reply that will not come.
 async fn supervise<F>(out: Out, op: F)
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
-    let res = tokio::spawn(op).await;
+    let res = CatchUnwind(Box::pin(op)).await;
     if out.finished.load(Ordering::SeqCst) || out.window.is_closed() {
         return;
     }
     let message = match res {
-        Err(e) if e.is_panic() => {
+        Err(()) => {
             eprintln!("ironclaw-guest: stream {}: operation panicked", out.id);
             "internal error in the guest agent: the operation panicked"
         }

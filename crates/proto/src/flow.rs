@@ -25,9 +25,10 @@ use crate::MAX_FRAME;
 /// Initial credit of every stream, in each direction.
 pub const WINDOW: usize = 256 * 1024;
 
-/// Credit is granted back in batches of at least this much, so a stream of
-/// small messages does not answer each with a `Credit`.
-const GRANT_AT: usize = WINDOW / 4;
+/// Credit is granted back in batches of at least this much (half the
+/// window, as HTTP/2 implementations do), so a stream of chunks does not
+/// answer each with a `Credit`.
+const GRANT_AT: usize = WINDOW / 2;
 
 /// Upper bound of the credit a sender accumulates, whatever the peer
 /// grants (keeps a misbehaving peer from overflowing the count).
@@ -178,7 +179,8 @@ mod tests {
             r.received(CHUNK_ISH).unwrap();
         }
         assert_eq!(r.consumed(CHUNK_ISH / 2), None);
-        assert_eq!(r.consumed(CHUNK_ISH), Some((CHUNK_ISH * 3 / 2) as u32));
+        assert_eq!(r.consumed(CHUNK_ISH), None);
+        assert_eq!(r.consumed(CHUNK_ISH), Some((CHUNK_ISH * 5 / 2) as u32));
         // A peer that ignores the window is caught.
         let r = RecvWindow::default();
         r.received(WINDOW + MAX_FRAME).unwrap();

@@ -16,6 +16,15 @@ pub fn fragments(msg: HostMsg) -> Result<Vec<HostMsg>, FrameError> {
     if body.len() + HEADER - 4 <= MAX_FRAME {
         return Ok(vec![msg]);
     }
+    split_encoded(&body)
+}
+
+/// The fragments of `msg`, which the caller found too big for one frame.
+pub fn split(msg: &HostMsg) -> Result<Vec<HostMsg>, FrameError> {
+    split_encoded(&postcard::to_allocvec(msg)?)
+}
+
+fn split_encoded(body: &[u8]) -> Result<Vec<HostMsg>, FrameError> {
     if body.len() > MAX_MESSAGE {
         return Err(FrameError::TooLarge(body.len()));
     }

@@ -53,15 +53,19 @@ pub enum FrameError {
     Io(#[from] std::io::Error),
 }
 
+/// Reads through a buffer of this size, so small frames (credit grants,
+/// control) cost no system call of their own.
+const READ_BUFFER: usize = 64 * 1024;
+
 pub struct FrameReader<R> {
-    inner: R,
+    inner: tokio::io::BufReader<R>,
     buf: Vec<u8>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(inner: R) -> Self {
         FrameReader {
-            inner,
+            inner: tokio::io::BufReader::with_capacity(READ_BUFFER, inner),
             buf: Vec::new(),
         }
     }
@@ -98,8 +102,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         Ok((stream, msg, len - 4))
     }
 
+    /// The transport; bytes read ahead of the last frame are lost.
     pub fn into_inner(self) -> R {
-        self.inner
+        self.inner.into_inner()
     }
 }
 
@@ -134,6 +139,9 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// Write frames made by [`encode`] with as few system calls as the
     /// transport allows, then flush.
     pub async fn write_encoded_batch(&mut self, frames: &[Vec<u8>]) -> Result<(), FrameError> {
+        if let [one] = frames {
+            return self.write_encoded(one).await;
+        }
         let mut i = 0;
         let mut off = 0;
         while i < frames.len() {

@@ -107,6 +107,12 @@ fn main() {
             c.exec_collect(true_(), None).await.unwrap();
             rtt.push(t.elapsed().as_secs_f64() * 1e3);
         }
+        let mut ping = Vec::new();
+        for _ in 0..1000 {
+            let t = Instant::now();
+            c.ping(Duration::from_secs(5)).await.unwrap();
+            ping.push(t.elapsed().as_secs_f64() * 1e3);
+        }
         let data: Vec<u8> = (0..64 * MIB).map(|i| (i * 7 + i / 4096) as u8).collect();
         let path = dir.path().join("blob").display().to_string();
         let (mut up, mut down) = (0f64, 0f64);
@@ -137,7 +143,8 @@ fn main() {
             Err(_) => "stalled (no progress within 10 s)".to_string(),
         };
         println!(
-            "[{label}] exec true round trip p50 {:.3} ms p99 {:.3} ms | 64 MiB upload {up:.0} MiB/s, download {down:.0} MiB/s | download beside a stalled stream: {stalled}",
+            "[{label}] ping p50 {:.3} ms | exec true round trip p50 {:.3} ms p99 {:.3} ms | 64 MiB upload {up:.0} MiB/s, download {down:.0} MiB/s | download beside a stalled stream: {stalled}",
+            pct(&mut ping, 0.5),
             pct(&mut rtt.clone(), 0.5),
             pct(&mut rtt, 0.99),
         );

@@ -222,14 +222,25 @@ impl AgentClient {
         if self.is_closed() {
             return Err(AgentError::Closed);
         }
-        let pieces = ironclaw_proto::fragments(first).map_err(|e| match e {
+        let id = self.shared.next_id.fetch_add(2, Ordering::Relaxed);
+        let too_large = |e| match e {
             FrameError::TooLarge(n) => AgentError::TooLarge(format!(
                 "{n} bytes, the limit is {}",
                 ironclaw_proto::MAX_MESSAGE
             )),
             other => AgentError::Protocol(other.to_string()),
-        })?;
-        let id = self.shared.next_id.fetch_add(2, Ordering::Relaxed);
+        };
+        let frames = match frame::encode(id, &first) {
+            Ok(f) => vec![f],
+            // Too big for one frame: in fragments.
+            Err(FrameError::TooLarge(_)) => ironclaw_proto::fragment::split(&first)
+                .map_err(too_large)?
+                .iter()
+                .map(|p| frame::encode(id, p))
+                .collect::<Result<_, _>>()
+                .map_err(too_large)?,
+            Err(e) => return Err(AgentError::Protocol(e.to_string())),
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         let send = Arc::new(SendWindow::default());
         let recv = Arc::new(RecvWindow::default());
@@ -249,8 +260,7 @@ impl AgentClient {
             recv,
             finished: false,
         };
-        for piece in pieces {
-            let f = frame::encode(id, &piece).map_err(|e| AgentError::Protocol(e.to_string()))?;
+        for f in frames {
             if self.shared.writer.send(f).await.is_err() {
                 stream.finished = true;
                 return Err(AgentError::Closed);
