@@ -31,6 +31,6 @@ new_bench=$PWD/$(build .)
 [[ -d $base/target ]] || cp -a target "$base/target"
 old_bench=$base/$(build "$base")
 for i in $(seq "$runs"); do
-  BENCH_LABEL="before ${ref:0:8}" IRONCLAW_GUEST_BIN=$base/target/x86_64-unknown-linux-gnu/release/ironclaw-guest "$old_bench" --runs 3
-  BENCH_LABEL="after  $(git rev-parse --short HEAD)" IRONCLAW_GUEST_BIN=$PWD/target/x86_64-unknown-linux-gnu/release/ironclaw-guest "$new_bench" --runs 3
+  BENCH_LABEL="before ${ref:0:8}" IRONCLAW_GUEST_BIN=$base/target/x86_64-unknown-linux-gnu/release/ironclaw-guest "$old_bench" --runs "${BENCH_RUNS:-3}"
+  BENCH_LABEL="after  $(git rev-parse --short HEAD)" IRONCLAW_GUEST_BIN=$PWD/target/x86_64-unknown-linux-gnu/release/ironclaw-guest "$new_bench" --runs "${BENCH_RUNS:-3}"
 done

@@ -106,6 +106,21 @@ impl Out {
         self.push(frame, fin).await
     }
 
+    /// Send `empty` (a data message with no bytes, e.g.
+    /// `GuestMsg::Stdout(Vec::new())`) carrying `bytes`, encoded straight
+    /// from the slice. `bytes` is at most [`ironclaw_proto::CHUNK`].
+    pub async fn send_bytes(&self, empty: GuestMsg, bytes: &[u8]) -> Result<(), Gone> {
+        let frame = match frame::encode_with_bytes(self.id, &empty, bytes) {
+            Ok(f) => f,
+            Err(_) => return self.send(empty).await,
+        };
+        self.window
+            .spend(frame::body_len(&frame))
+            .await
+            .map_err(|_| Gone)?;
+        self.push(frame, false).await
+    }
+
     async fn push(&self, frame: Vec<u8>, fin: bool) -> Result<(), Gone> {
         if fin {
             self.finished.store(true, Ordering::SeqCst);

@@ -214,7 +214,7 @@ pub async fn pump(
         match n {
             Ok(0) | Err(_) => return,
             Ok(n) => {
-                if out.send(wrap(buf[..n].to_vec())).await.is_err() {
+                if out.send_bytes(wrap(Vec::new()), &buf[..n]).await.is_err() {
                     return;
                 }
             }

@@ -205,16 +205,20 @@ pub async fn read(out: Out, path: &str, mut input: Input) {
             // Cancel or connection gone: stop sending.
             _ = input.ctrl.recv() => return,
         };
-        let msg = match n {
+        let n = match n {
             Ok(0) => {
                 let _ = out.send(GuestMsg::Eof).await;
                 return;
             }
-            Ok(n) => GuestMsg::Data(buf[..n].to_vec()),
+            Ok(n) => n,
             // Reading a directory fails here with EISDIR, before any data.
             Err(e) => return out.error(kind_of(&e), ctx(&p)(e).to_string()).await,
         };
-        if out.send(msg).await.is_err() {
+        if out
+            .send_bytes(GuestMsg::Data(Vec::new()), &buf[..n])
+            .await
+            .is_err()
+        {
             return;
         }
     }

@@ -291,7 +291,11 @@ pub async fn open(agent: &Arc<Agent>, out: Out, req: PtyOpen, mut input: Input) 
             return;
         }
         for c in chunks {
-            if out.send(GuestMsg::Stdout(c.to_vec())).await.is_err() {
+            if out
+                .send_bytes(GuestMsg::Stdout(Vec::new()), c)
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -302,7 +306,7 @@ pub async fn open(agent: &Arc<Agent>, out: Out, req: PtyOpen, mut input: Input) 
         tokio::select! {
             ev = events.recv() => match ev {
                 Ok(Event::Output(bytes)) => {
-                    if out.send(GuestMsg::Stdout(bytes.to_vec())).await.is_err() {
+                    if out.send_bytes(GuestMsg::Stdout(Vec::new()), &bytes).await.is_err() {
                         break;
                     }
                 }

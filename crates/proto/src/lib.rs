@@ -18,7 +18,9 @@ pub mod msg;
 
 pub use flow::{RecvWindow, SendWindow, WINDOW};
 pub use fragment::{fragments, Reassembler, MAX_MESSAGE};
-pub use frame::{body_len, encode, FrameError, FrameReader, FrameWriter, HEADER, MAX_FRAME};
+pub use frame::{
+    body_len, encode, encode_with_bytes, FrameError, FrameReader, FrameWriter, HEADER, MAX_FRAME,
+};
 pub use handshake::{HandshakeError, PROTOCOL_VERSION};
 pub use msg::*;
 

@@ -475,6 +475,13 @@ impl Drop for AgentStream {
     }
 }
 
+fn too_large(e: FrameError) -> AgentError {
+    match e {
+        FrameError::TooLarge(_) => AgentError::TooLarge(e.to_string()),
+        e => AgentError::Protocol(e.to_string()),
+    }
+}
+
 /// Sends on a stream while another task receives from it.
 #[derive(Clone)]
 pub struct StreamSender {
@@ -492,26 +499,31 @@ impl StreamSender {
         match msg {
             HostMsg::Stdin(d) if d.len() > CHUNK => {
                 for c in d.chunks(CHUNK) {
-                    self.send_one(HostMsg::Stdin(c.to_vec())).await?;
+                    self.send_chunk(HostMsg::Stdin(Vec::new()), c).await?;
                 }
                 Ok(())
             }
             HostMsg::Data(d) if d.len() > CHUNK => {
                 for c in d.chunks(CHUNK) {
-                    self.send_one(HostMsg::Data(c.to_vec())).await?;
+                    self.send_chunk(HostMsg::Data(Vec::new()), c).await?;
                 }
                 Ok(())
             }
-            m => self.send_one(m).await,
+            m => {
+                let f = frame::encode(self.id, &m).map_err(too_large)?;
+                self.send_frame(f, m.costs_credit()).await
+            }
         }
     }
 
-    async fn send_one(&self, msg: HostMsg) -> Result<(), AgentError> {
-        let f = frame::encode(self.id, &msg).map_err(|e| match e {
-            FrameError::TooLarge(_) => AgentError::TooLarge(e.to_string()),
-            e => AgentError::Protocol(e.to_string()),
-        })?;
-        if msg.costs_credit() {
+    /// One chunk of data, encoded straight from the caller's buffer.
+    async fn send_chunk(&self, empty: HostMsg, chunk: &[u8]) -> Result<(), AgentError> {
+        let f = frame::encode_with_bytes(self.id, &empty, chunk).map_err(too_large)?;
+        self.send_frame(f, true).await
+    }
+
+    async fn send_frame(&self, f: Vec<u8>, costs_credit: bool) -> Result<(), AgentError> {
+        if costs_credit {
             self.window
                 .spend(frame::body_len(&f))
                 .await
