@@ -16,7 +16,7 @@
 //! `WINDOW + MAX_FRAME` bytes for a stream; a peer that sends more breaks
 //! the protocol and the stream is ended with an error.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::Semaphore;
 
@@ -92,48 +92,44 @@ impl SendWindow {
 #[error("the peer sent {0} bytes beyond the stream's flow-control window")]
 pub struct Overrun(pub usize);
 
-#[derive(Debug, Default)]
-struct Counts {
-    /// Received and not yet granted back.
-    outstanding: usize,
-    /// Taken by the consumer and not yet granted back.
-    consumed: usize,
-}
-
 /// Receiving side: what the peer sent on a stream and what the consumer
-/// took, so credit goes back as data is consumed.
+/// took, so credit goes back as data is consumed. Lock-free: the
+/// connection's reader and the stream's consumer run on different threads.
 #[derive(Debug, Default)]
 pub struct RecvWindow {
-    counts: Mutex<Counts>,
+    /// Received and not yet granted back.
+    outstanding: AtomicUsize,
+    /// Taken by the consumer and not yet granted back.
+    consumed: AtomicUsize,
 }
 
 impl RecvWindow {
-    fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
-        self.counts.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// A frame of `cost` body bytes arrived for the consumer.
     pub fn received(&self, cost: usize) -> Result<(), Overrun> {
-        let mut c = self.counts();
-        c.outstanding += cost;
+        let outstanding = self.outstanding.fetch_add(cost, Ordering::AcqRel) + cost;
         let limit = WINDOW + MAX_FRAME;
-        if c.outstanding > limit {
-            return Err(Overrun(c.outstanding - limit));
+        if outstanding > limit {
+            return Err(Overrun(outstanding - limit));
         }
         Ok(())
     }
 
     /// The consumer took a frame of `cost` body bytes; returns the credit
-    /// to grant back now, if enough has gathered.
+    /// to grant back now, if enough has gathered. One consumer per stream.
     pub fn consumed(&self, cost: usize) -> Option<u32> {
-        let mut c = self.counts();
-        c.consumed += cost;
-        if c.consumed < GRANT_AT {
+        let consumed = self.consumed.fetch_add(cost, Ordering::AcqRel) + cost;
+        if consumed < GRANT_AT {
             return None;
         }
-        let grant = c.consumed.min(u32::MAX as usize);
-        c.consumed -= grant;
-        c.outstanding = c.outstanding.saturating_sub(grant);
+        let grant = consumed.min(u32::MAX as usize);
+        self.consumed.fetch_sub(grant, Ordering::AcqRel);
+        // Granted before it is subtracted here, so a racing `received`
+        // can only see too much outstanding, never too little.
+        let _ = self
+            .outstanding
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |o| {
+                Some(o.saturating_sub(grant))
+            });
         Some(grant as u32)
     }
 }

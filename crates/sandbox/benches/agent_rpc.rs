@@ -70,10 +70,14 @@ async fn download(c: &AgentClient, path: &str) -> usize {
 
 fn main() {
     let mut runs = 3;
+    // --downloads N: only N downloads, e.g. under a profiler.
+    let mut downloads_only = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         if a == "--runs" {
             runs = args.next().unwrap().parse().unwrap();
+        } else if a == "--downloads" {
+            downloads_only = Some(args.next().unwrap().parse::<usize>().unwrap());
         }
     }
     let label = std::env::var("BENCH_LABEL").unwrap_or_else(|_| "this tree".into());
@@ -94,6 +98,21 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let c = AgentClient::connect_unix(&sock).await.unwrap();
+        if let Some(n) = downloads_only {
+            let data = vec![7u8; 64 * MIB];
+            let path = dir.path().join("blob").display().to_string();
+            upload(&c, &path, &data).await;
+            let t = Instant::now();
+            for _ in 0..n {
+                assert_eq!(download(&c, &path).await, data.len());
+            }
+            println!(
+                "[{label}] {n} downloads of 64 MiB: {:.0} MiB/s, guest pid {}",
+                (64 * n) as f64 / t.elapsed().as_secs_f64(),
+                child.id()
+            );
+            return;
+        }
         let true_ = || ExecRequest {
             argv: vec!["true".into()],
             ..Default::default()
