@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ironclaw_proto::{ExecRequest, FileWrite, GuestMsg, HostMsg, CHUNK, MAX_FRAME, WINDOW};
+use ironclaw_proto::{
+    ExecRequest, FileWrite, GuestMsg, HostMsg, PtyOpen, CHUNK, MAX_FRAME, WINDOW,
+};
 use ironclaw_sandbox::AgentClient;
 
 /// Deadline of every step: a hang fails the test.
@@ -283,5 +285,91 @@ async fn a_stalled_stream_stalls_nothing_else() {
     drop(sleeper);
     let sent = within("the stdin sender stops", push).await.unwrap();
     assert!(sent <= (WINDOW + 4 * CHUNK) as u64 + 1024 * 1024, "{sent}");
+    within("ping", c.ping(STEP)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_console_stalls_only_itself() {
+    let Some(bin) = guest_bin() else {
+        eprintln!("skipped: needs the guest binary (IRONCLAW_GUEST_BIN)");
+        return;
+    };
+    let g = Guest::start(&bin);
+    let gpid = g.child.id();
+    let c = within("connect", AgentClient::connect_unix(&g.sock))
+        .await
+        .unwrap();
+    let open = || {
+        HostMsg::PtyOpen(PtyOpen {
+            name: "busy".into(),
+            argv: vec!["yes".into(), "console output".into()],
+            ..Default::default()
+        })
+    };
+    // A console tab that stopped reading: its session keeps running.
+    let mut paused = c.open(open()).await.unwrap();
+    assert!(matches!(
+        within("attach", paused.recv()).await.unwrap(),
+        GuestMsg::PtyAttached { created: true, .. }
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let guest0 = rss(gpid);
+    // Other work on the connection goes on...
+    for i in 0..20 {
+        let out = within(
+            "an exec beside a paused console",
+            c.exec_collect(
+                ExecRequest {
+                    argv: vec!["echo".into(), i.to_string()],
+                    ..Default::default()
+                },
+                None,
+            ),
+        )
+        .await
+        .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{i}\n"));
+    }
+    // ...and a second tab on the same session sees live output.
+    let mut live = c.open(open()).await.unwrap();
+    assert!(matches!(
+        within("reattach", live.recv()).await.unwrap(),
+        GuestMsg::PtyAttached { created: false, .. }
+    ));
+    let mut seen = 0;
+    while seen < 4 * WINDOW {
+        match within("live output", live.recv()).await.unwrap() {
+            GuestMsg::Stdout(d) => seen += d.len(),
+            other => panic!("{other:?}"),
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let guest1 = rss(gpid);
+    println!(
+        "paused console: guest RSS {} -> {} MiB",
+        guest0 / MIB,
+        guest1 / MIB
+    );
+    assert!(guest1 < guest0 + 64 * MIB, "guest RSS grew to {guest1}");
+    drop(live);
+    // The paused tab still gets the session's end once it reads again.
+    within(
+        "kill",
+        c.call_ok(HostMsg::PtyKill {
+            name: "busy".into(),
+        }),
+    )
+    .await
+    .unwrap();
+    let end = loop {
+        match within("the paused tab drains", paused.recv())
+            .await
+            .unwrap()
+        {
+            GuestMsg::Stdout(_) => {}
+            other => break other,
+        }
+    };
+    assert!(matches!(end, GuestMsg::Exited(_)), "{end:?}");
     within("ping", c.ping(STEP)).await.unwrap();
 }
