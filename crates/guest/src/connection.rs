@@ -173,8 +173,11 @@ pub struct DataIn {
 impl DataIn {
     /// Cancel-safe.
     pub async fn recv(&mut self) -> Option<HostMsg> {
-        let (msg, cost) = self.rx.recv().await?;
-        if let Some(n) = self.window.consumed(cost) {
+        let (starved, (msg, cost)) = match self.rx.try_recv() {
+            Ok(m) => (false, m),
+            Err(_) => (true, self.rx.recv().await?),
+        };
+        if let Some(n) = self.window.consumed(cost, starved) {
             self.out.credit(n);
         }
         Some(msg)

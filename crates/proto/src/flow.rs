@@ -13,8 +13,17 @@
 //!
 //! A message bigger than the window is sent once the whole window is free
 //! (it spends the whole window), so the receiver holds at most
-//! `WINDOW + MAX_FRAME` bytes for a stream; a peer that sends more breaks
+//! window + `MAX_FRAME` bytes for a stream; a peer that sends more breaks
 //! the protocol and the stream is ended with an error.
+//!
+//! The window grows for a bulk stream whose consumer keeps up: when the
+//! consumer finds nothing queued (it waits for the sender: the pipeline
+//! ran dry) after taking a whole window's worth since the window last
+//! changed, its receiver doubles the window, up to [`MAX_WINDOW`], by
+//! granting the extra credit. A consumer that stops reading never grows
+//! its window, so a stream stalled from the start holds at most [`WINDOW`]
+//! (plus a frame) and any stalled stream at most [`MAX_WINDOW`], while a
+//! busy one gets a pipeline deep enough to hide the credit round trip.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -25,14 +34,12 @@ use crate::MAX_FRAME;
 /// Initial credit of every stream, in each direction.
 pub const WINDOW: usize = 256 * 1024;
 
-/// Credit is granted back in batches of at least this much (half the
-/// window, as HTTP/2 implementations do), so a stream of chunks does not
-/// answer each with a `Credit`.
-const GRANT_AT: usize = WINDOW / 2;
+/// Largest window a receiver grows a stream's to.
+pub const MAX_WINDOW: usize = 2 * 1024 * 1024;
 
 /// Upper bound of the credit a sender accumulates, whatever the peer
 /// grants (keeps a misbehaving peer from overflowing the count).
-const MAX_CREDIT: usize = 64 * WINDOW;
+const MAX_CREDIT: usize = 4 * MAX_WINDOW;
 
 /// The peer gave up on the stream or the stream ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -95,42 +102,75 @@ pub struct Overrun(pub usize);
 /// Receiving side: what the peer sent on a stream and what the consumer
 /// took, so credit goes back as data is consumed. Lock-free: the
 /// connection's reader and the stream's consumer run on different threads.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RecvWindow {
     /// Received and not yet granted back.
     outstanding: AtomicUsize,
     /// Taken by the consumer and not yet granted back.
     consumed: AtomicUsize,
+    /// The window granted to the peer so far (only grows).
+    window: AtomicUsize,
+    /// Taken by the consumer since the window last grew.
+    since_growth: AtomicUsize,
+}
+
+impl Default for RecvWindow {
+    fn default() -> Self {
+        RecvWindow {
+            outstanding: AtomicUsize::new(0),
+            consumed: AtomicUsize::new(0),
+            window: AtomicUsize::new(WINDOW),
+            since_growth: AtomicUsize::new(0),
+        }
+    }
 }
 
 impl RecvWindow {
     /// A frame of `cost` body bytes arrived for the consumer.
     pub fn received(&self, cost: usize) -> Result<(), Overrun> {
         let outstanding = self.outstanding.fetch_add(cost, Ordering::AcqRel) + cost;
-        let limit = WINDOW + MAX_FRAME;
+        let limit = self.window.load(Ordering::Acquire) + MAX_FRAME;
         if outstanding > limit {
             return Err(Overrun(outstanding - limit));
         }
         Ok(())
     }
 
-    /// The consumer took a frame of `cost` body bytes; returns the credit
-    /// to grant back now, if enough has gathered. One consumer per stream.
-    pub fn consumed(&self, cost: usize) -> Option<u32> {
+    /// The consumer took a frame of `cost` body bytes; `starved` says it
+    /// had to wait for it (nothing was queued). Returns the credit to grant
+    /// back now, if enough has gathered (half the window, as HTTP/2
+    /// implementations do) or the window grew. One consumer per stream.
+    pub fn consumed(&self, cost: usize, starved: bool) -> Option<u32> {
+        let mut extra = 0;
+        let since = self.since_growth.fetch_add(cost, Ordering::AcqRel) + cost;
+        let w = self.window.load(Ordering::Acquire);
+        if starved && since >= w {
+            self.since_growth.store(0, Ordering::Release);
+            if w < MAX_WINDOW {
+                // Grown before the credit for it goes out, so `received`
+                // never sees the peer use credit it was not yet allowed.
+                let grown = (w * 2).min(MAX_WINDOW);
+                self.window.store(grown, Ordering::Release);
+                extra = grown - w;
+            }
+        }
         let consumed = self.consumed.fetch_add(cost, Ordering::AcqRel) + cost;
-        if consumed < GRANT_AT {
+        if consumed < self.window.load(Ordering::Acquire) / 2 && extra == 0 {
             return None;
         }
-        let grant = consumed.min(u32::MAX as usize);
-        self.consumed.fetch_sub(grant, Ordering::AcqRel);
-        // Granted before it is subtracted here, so a racing `received`
-        // can only see too much outstanding, never too little.
+        let back = consumed.min(u32::MAX as usize - extra);
+        self.consumed.fetch_sub(back, Ordering::AcqRel);
         let _ = self
             .outstanding
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |o| {
-                Some(o.saturating_sub(grant))
+                Some(o.saturating_sub(back))
             });
-        Some(grant as u32)
+        Some((back + extra) as u32)
+    }
+
+    /// The window granted to the peer so far.
+    pub fn window(&self) -> usize {
+        self.window.load(Ordering::Acquire)
     }
 }
 
@@ -174,9 +214,32 @@ mod tests {
         for _ in 0..4 {
             r.received(CHUNK_ISH).unwrap();
         }
-        assert_eq!(r.consumed(CHUNK_ISH / 2), None);
-        assert_eq!(r.consumed(CHUNK_ISH), None);
-        assert_eq!(r.consumed(CHUNK_ISH), Some((CHUNK_ISH * 5 / 2) as u32));
+        assert_eq!(r.consumed(CHUNK_ISH / 2, false), None);
+        assert_eq!(r.consumed(CHUNK_ISH, false), None);
+        assert_eq!(
+            r.consumed(CHUNK_ISH, false),
+            Some((CHUNK_ISH * 5 / 2) as u32)
+        );
+        // A consumer that waits for data after a window's worth grows the
+        // window: the extra credit goes out at once.
+        let rest = WINDOW - CHUNK_ISH * 5 / 2 - 1;
+        assert_eq!(r.consumed(rest, true), None);
+        assert_eq!(r.window(), WINDOW);
+        assert_eq!(r.consumed(10, true), Some((rest + 10 + WINDOW) as u32));
+        assert_eq!(r.window(), 2 * WINDOW);
+        // Waiting early in a stream does not grow it.
+        assert_eq!(r.consumed(1, true), None);
+        assert_eq!(r.window(), 2 * WINDOW);
+        for _ in 0..10 {
+            r.consumed(MAX_WINDOW, true);
+        }
+        assert_eq!(r.window(), MAX_WINDOW);
+        // A stalled consumer's window stays where it is.
+        let r = RecvWindow::default();
+        for _ in 0..3 {
+            r.received(CHUNK_ISH).unwrap();
+        }
+        assert_eq!(r.window(), WINDOW);
         // A peer that ignores the window is caught.
         let r = RecvWindow::default();
         r.received(WINDOW + MAX_FRAME).unwrap();

@@ -16,7 +16,7 @@ pub mod frame;
 pub mod handshake;
 pub mod msg;
 
-pub use flow::{RecvWindow, SendWindow, WINDOW};
+pub use flow::{RecvWindow, SendWindow, MAX_WINDOW, WINDOW};
 pub use fragment::{fragments, Reassembler, MAX_MESSAGE};
 pub use frame::{
     body_len, encode, encode_with_bytes, FrameError, FrameReader, FrameWriter, HEADER, MAX_FRAME,

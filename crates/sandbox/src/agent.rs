@@ -420,11 +420,17 @@ impl AgentStream {
     /// Next message; [`AgentError::Closed`] if the connection dropped.
     /// Taking a message gives its flow-control credit back to the guest.
     pub async fn recv(&mut self) -> Result<GuestMsg, AgentError> {
-        match self.rx.recv().await {
+        // Waiting for data (nothing queued) means this consumer keeps up:
+        // the stream's window may grow.
+        let (starved, next) = match self.rx.try_recv() {
+            Ok(m) => (false, Some(m)),
+            Err(_) => (true, self.rx.recv().await),
+        };
+        match next {
             Some((m, cost)) => {
                 if m.is_final() {
                     self.finished = true;
-                } else if let Some(n) = self.recv.consumed(cost) {
+                } else if let Some(n) = self.recv.consumed(cost, starved) {
                     if let Ok(f) = frame::encode(self.id, &HostMsg::Credit(n)) {
                         // Not awaited while holding the message: a full
                         // writer queue only delays the grant.

@@ -300,7 +300,7 @@ impl Stream {
 
     async fn take(&mut self, got: Option<(GuestMsg, usize)>) -> Option<GuestMsg> {
         let (msg, cost) = got?;
-        if let Some(n) = self.recv.consumed(cost) {
+        if let Some(n) = self.recv.consumed(cost, false) {
             let f = ironclaw_proto::encode(self.id, &HostMsg::Credit(n)).unwrap();
             let _ = self.writer.lock().await.write_encoded(&f).await;
         }
