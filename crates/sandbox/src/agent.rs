@@ -374,8 +374,15 @@ impl AgentClient {
                 }
             }
         };
-        let ((), out) = tokio::join!(feed, collect);
-        out
+        // The answer ends it all: input still waiting for credit is moot.
+        tokio::pin!(feed, collect);
+        let mut fed = false;
+        loop {
+            tokio::select! {
+                () = &mut feed, if !fed => fed = true,
+                out = &mut collect => return out,
+            }
+        }
     }
 }
 
@@ -664,6 +671,32 @@ mod tests {
         assert_eq!(m, HostMsg::Ping);
         g.send(pid, GuestMsg::Pong).await;
         assert!(matches!(within(ping).await.unwrap(), Ok(GuestMsg::Pong)));
+    }
+
+    #[tokio::test]
+    async fn exec_collect_returns_with_the_answer_whatever_its_stdin_does() {
+        let (c, mut g) = pair().await;
+        let run = tokio::spawn({
+            let c = c.clone();
+            async move {
+                c.exec_collect(
+                    ExecRequest {
+                        argv: vec!["x".into()],
+                        ..Default::default()
+                    },
+                    Some(vec![0; 8 << 20]),
+                )
+                .await
+            }
+        });
+        let (id, _) = g.next().await;
+        // An answer the client does not expect, while its stdin still
+        // waits for credit: it must not wait on.
+        g.send(id, GuestMsg::Pong).await;
+        assert!(matches!(
+            within(run).await.unwrap(),
+            Err(AgentError::Protocol(_))
+        ));
     }
 
     #[tokio::test]
