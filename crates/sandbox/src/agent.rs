@@ -690,9 +690,9 @@ mod tests {
             }
         });
         let (id, _) = g.next().await;
-        // An answer the client does not expect, while its stdin still
-        // waits for credit: it must not wait on.
-        g.send(id, GuestMsg::Pong).await;
+        // An answer the client does not expect (and not a final one),
+        // while its stdin still waits for credit: it must not wait on.
+        g.send(id, GuestMsg::Data(vec![1])).await;
         assert!(matches!(
             within(run).await.unwrap(),
             Err(AgentError::Protocol(_))
