@@ -87,6 +87,7 @@ impl From<AgentError> for ApiError {
                 ErrorKind::ResourceExhausted => ApiError::Unavailable(message),
                 ErrorKind::Other => ApiError::Internal(message),
             },
+            AgentError::TooLarge(message) => ApiError::TooLarge(message),
             other => ApiError::Unavailable(format!("sandbox agent unreachable: {other}")),
         }
     }

@@ -12,10 +12,13 @@ pub fn kind_of(e: &std::io::Error) -> ErrorKind {
             libc::ENOTDIR => ErrorKind::NotADirectory,
             libc::EISDIR => ErrorKind::IsADirectory,
             libc::ENOTEMPTY => ErrorKind::DirectoryNotEmpty,
-            libc::ENOSPC | libc::EDQUOT | libc::ENOMEM | libc::EMFILE | libc::ENFILE => {
-                ErrorKind::ResourceExhausted
-            }
-            libc::EINVAL | libc::ENAMETOOLONG | libc::ELOOP | libc::EXDEV => {
+            libc::ENOSPC
+            | libc::EDQUOT
+            | libc::ENOMEM
+            | libc::EMFILE
+            | libc::ENFILE
+            | libc::EAGAIN => ErrorKind::ResourceExhausted,
+            libc::EINVAL | libc::ENAMETOOLONG | libc::ELOOP | libc::EXDEV | libc::E2BIG => {
                 ErrorKind::InvalidInput
             }
             libc::ENOSYS | libc::EOPNOTSUPP => ErrorKind::Unsupported,

@@ -4,13 +4,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ironclaw_proto::{ExecRequest, ExitStatus, GuestMsg, HostMsg, CHUNK};
-use tokio::sync::{mpsc, watch};
+use ironclaw_proto::{ErrorKind, ExecRequest, ExitStatus, GuestMsg, HostMsg, CHUNK};
+use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::{sleep, Sleep};
 
 use crate::agent::Agent;
-use crate::connection::{Input, Out};
+use crate::connection::{DataIn, Input, Out};
+use crate::errors::kind_of;
 use crate::fdio::FdIo;
 use crate::pty;
 use crate::spawn::{self, signal_group, Io, Spec};
@@ -72,9 +73,12 @@ pub async fn run(agent: &Arc<Agent>, out: Out, req: ExecRequest, mut input: Inpu
     let (exited_tx, exited) = watch::channel(false);
     let mut master = None;
     let mut pumps = Vec::new();
+    // From here every failure still ends the stream with a message (the
+    // guard kills the command).
     if let Some(fd) = spawned.pty_master {
-        let Ok(m) = FdIo::pty_master(fd).map(Arc::new) else {
-            return;
+        let m = match FdIo::pty_master(fd) {
+            Ok(m) => Arc::new(m),
+            Err(e) => return out.error(kind_of(&e), format!("terminal: {e}")).await,
         };
         pumps.push(tokio::spawn(pump(
             m.clone(),
@@ -93,8 +97,14 @@ pub async fn run(agent: &Arc<Agent>, out: Out, req: ExecRequest, mut input: Inpu
             (spawned.stdout, GuestMsg::Stdout as fn(_) -> _),
             (spawned.stderr, GuestMsg::Stderr),
         ] {
-            let Some(Ok(src)) = fd.map(FdIo::new) else {
-                return;
+            let src = match fd.map(FdIo::new) {
+                Some(Ok(src)) => src,
+                Some(Err(e)) => return out.error(kind_of(&e), format!("output pipe: {e}")).await,
+                None => {
+                    return out
+                        .error(ErrorKind::Other, "the command has no output pipe")
+                        .await
+                }
             };
             pumps.push(tokio::spawn(pump(
                 Arc::new(src),
@@ -103,10 +113,12 @@ pub async fn run(agent: &Arc<Agent>, out: Out, req: ExecRequest, mut input: Inpu
                 exited.clone(),
             )));
         }
-        if let Some(Ok(sink)) = spawned.stdin.map(FdIo::new) {
-            guard
+        match spawned.stdin.map(FdIo::new) {
+            Some(Ok(sink)) => guard
                 .tasks
-                .push(tokio::spawn(feed(input.data, Arc::new(sink), None)).abort_handle());
+                .push(tokio::spawn(feed(input.data, Arc::new(sink), None)).abort_handle()),
+            Some(Err(e)) => return out.error(kind_of(&e), format!("input pipe: {e}")).await,
+            None => {}
         }
     }
     guard.tasks.extend(pumps.iter().map(|p| p.abort_handle()));
@@ -177,7 +189,9 @@ impl Drop for Guard {
 
 /// Forward one output descriptor as it produces data, in chunks of at most
 /// [`CHUNK`] bytes. Stops at EOF, or after [`DRAIN_IDLE`] of silence once
-/// the process has exited.
+/// the process has exited. While the host has no room for more (its
+/// window is used up) nothing is read: the pipe fills and the command
+/// blocks on its writes, as it would on a slow terminal.
 pub async fn pump(
     src: Arc<FdIo>,
     out: Out,
@@ -200,7 +214,7 @@ pub async fn pump(
         match n {
             Ok(0) | Err(_) => return,
             Ok(n) => {
-                if out.send(wrap(buf[..n].to_vec())).await.is_err() {
+                if out.send_bytes(wrap(Vec::new()), &buf[..n]).await.is_err() {
                     return;
                 }
             }
@@ -210,7 +224,7 @@ pub async fn pump(
 
 /// Copy Stdin messages into the process. The end of input closes a pipe;
 /// on a terminal it is sent as `eof_byte` instead, as a keyboard would.
-pub async fn feed(mut data: mpsc::Receiver<HostMsg>, sink: Arc<FdIo>, eof_byte: Option<u8>) {
+pub async fn feed(mut data: DataIn, sink: Arc<FdIo>, eof_byte: Option<u8>) {
     while let Some(msg) = data.recv().await {
         let more = match msg {
             // A failed write means the reader went away (EPIPE): further

@@ -92,7 +92,39 @@ pub fn stat(path: &str) -> Result<GuestMsg, FileError> {
     Ok(GuestMsg::Stat(file_stat(&p, &p.display().to_string())?))
 }
 
-pub fn list(path: &str) -> Result<GuestMsg, FileError> {
+/// A directory listing, in parts of about this many bytes: a directory may
+/// hold more entries than one frame carries.
+const LIST_PART: usize = CHUNK;
+
+/// List a directory: `EntriesPart`s, then `Entries` with the last part.
+pub async fn list(out: Out, path: String) {
+    let entries = match tokio::task::spawn_blocking(move || list_entries(&path)).await {
+        Ok(Ok(e)) => e,
+        Ok(Err(e)) => return out.error(e.kind(), e.to_string()).await,
+        Err(e) => {
+            return out
+                .error(ErrorKind::Other, format!("file operation failed: {e}"))
+                .await
+        }
+    };
+    let mut part = Vec::new();
+    let mut bytes = 0;
+    for e in entries {
+        // An entry's encoding: its name plus at most ~30 bytes of varints.
+        bytes += e.name.len() + 32;
+        part.push(e);
+        if bytes >= LIST_PART {
+            if out.send(GuestMsg::EntriesPart(part)).await.is_err() {
+                return;
+            }
+            part = Vec::new();
+            bytes = 0;
+        }
+    }
+    let _ = out.send(GuestMsg::Entries(part)).await;
+}
+
+fn list_entries(path: &str) -> Result<Vec<DirEntry>, FileError> {
     let dir = resolve(path);
     let mut entries = Vec::new();
     for entry in fs::read_dir(&dir).map_err(ctx(&dir))? {
@@ -112,7 +144,7 @@ pub fn list(path: &str) -> Result<GuestMsg, FileError> {
         });
     }
     entries.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(GuestMsg::Entries(entries))
+    Ok(entries)
 }
 
 pub fn mkdir(path: &str, parents: bool, mode: u32) -> Result<GuestMsg, FileError> {
@@ -173,16 +205,20 @@ pub async fn read(out: Out, path: &str, mut input: Input) {
             // Cancel or connection gone: stop sending.
             _ = input.ctrl.recv() => return,
         };
-        let msg = match n {
+        let n = match n {
             Ok(0) => {
                 let _ = out.send(GuestMsg::Eof).await;
                 return;
             }
-            Ok(n) => GuestMsg::Data(buf[..n].to_vec()),
+            Ok(n) => n,
             // Reading a directory fails here with EISDIR, before any data.
             Err(e) => return out.error(kind_of(&e), ctx(&p)(e).to_string()).await,
         };
-        if out.send(msg).await.is_err() {
+        if out
+            .send_bytes(GuestMsg::Data(Vec::new()), &buf[..n])
+            .await
+            .is_err()
+        {
             return;
         }
     }

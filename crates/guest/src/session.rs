@@ -30,6 +30,8 @@ const REPLAY_BYTES: usize = 256 * 1024;
 /// on the next full-screen update); the session itself never waits for a
 /// slow client.
 const CLIENT_BACKLOG: usize = 1024;
+/// Longest session name.
+const MAX_NAME: usize = 256;
 /// How long a killed session gets to exit on SIGHUP before SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(1);
 /// Output drained after the process exits; see `exec::DRAIN_IDLE`.
@@ -245,6 +247,15 @@ pub async fn open(agent: &Arc<Agent>, out: Out, req: PtyOpen, mut input: Input) 
             .await;
         return;
     }
+    // Names come back in every session listing, which must fit a frame.
+    if req.name.len() > MAX_NAME {
+        out.error(
+            ErrorKind::InvalidInput,
+            format!("a PTY session name is at most {MAX_NAME} bytes"),
+        )
+        .await;
+        return;
+    }
     let (s, created) = match get_or_create(agent, &req) {
         Ok(x) => x,
         Err(e) => {
@@ -280,7 +291,11 @@ pub async fn open(agent: &Arc<Agent>, out: Out, req: PtyOpen, mut input: Input) 
             return;
         }
         for c in chunks {
-            if out.send(GuestMsg::Stdout(c.to_vec())).await.is_err() {
+            if out
+                .send_bytes(GuestMsg::Stdout(Vec::new()), c)
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -291,7 +306,7 @@ pub async fn open(agent: &Arc<Agent>, out: Out, req: PtyOpen, mut input: Input) 
         tokio::select! {
             ev = events.recv() => match ev {
                 Ok(Event::Output(bytes)) => {
-                    if out.send(GuestMsg::Stdout(bytes.to_vec())).await.is_err() {
+                    if out.send_bytes(GuestMsg::Stdout(Vec::new()), &bytes).await.is_err() {
                         break;
                     }
                 }

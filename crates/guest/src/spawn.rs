@@ -32,6 +32,8 @@ pub const HOME: &str = "/root";
 pub enum SpawnError {
     #[error("empty command line")]
     EmptyArgv,
+    #[error("invalid environment variable {0:?}: a name is non-empty without '=' or NUL, a value without NUL")]
+    Env(String),
     #[error("{0}: command not found")]
     NotFound(String),
     #[error("{0}: permission denied")]
@@ -60,7 +62,7 @@ impl SpawnError {
 
     pub fn kind(&self) -> ErrorKind {
         match self {
-            SpawnError::EmptyArgv => ErrorKind::InvalidInput,
+            SpawnError::EmptyArgv | SpawnError::Env(_) => ErrorKind::InvalidInput,
             SpawnError::NotFound(_) => ErrorKind::NotFound,
             SpawnError::PermissionDenied(_) => ErrorKind::PermissionDenied,
             SpawnError::Cwd { source, .. } | SpawnError::Io { source, .. } => kind_of(source),
@@ -110,11 +112,11 @@ fn working_dir(cwd: Option<&str>) -> Result<PathBuf, SpawnError> {
             match std::fs::metadata(&dir) {
                 Ok(m) if m.is_dir() => Ok(dir),
                 Ok(_) => Err(SpawnError::Cwd {
-                    path: c.into(),
+                    path: shown(c),
                     source: std::io::Error::from_raw_os_error(libc::ENOTDIR),
                 }),
                 Err(source) => Err(SpawnError::Cwd {
-                    path: c.into(),
+                    path: shown(c),
                     source,
                 }),
             }
@@ -124,8 +126,26 @@ fn working_dir(cwd: Option<&str>) -> Result<PathBuf, SpawnError> {
     }
 }
 
+/// A host-supplied string as it appears in an error message: bounded, since
+/// one argument may be 128 KiB and errors must fit a frame.
+fn shown(s: &str) -> String {
+    let mut s = s.to_string();
+    ironclaw_proto::truncate(&mut s, 256);
+    s
+}
+
+fn check_env(env: &[(String, String)]) -> Result<(), SpawnError> {
+    for (k, v) in env {
+        if k.is_empty() || k.contains(['=', '\0']) || v.contains('\0') {
+            return Err(SpawnError::Env(shown(k)));
+        }
+    }
+    Ok(())
+}
+
 pub fn spawn(reaper: &Reaper, spec: Spec<'_>) -> Result<Spawned, SpawnError> {
     let program = spec.argv.first().ok_or(SpawnError::EmptyArgv)?;
+    check_env(spec.env)?;
     let mut cmd = Command::new(program);
     cmd.args(&spec.argv[1..])
         .env_clear()
@@ -141,7 +161,7 @@ pub fn spawn(reaper: &Reaper, spec: Spec<'_>) -> Result<Spawned, SpawnError> {
         cmd.env(k, v);
     }
     let io_err = |source| SpawnError::Io {
-        cmd: program.clone(),
+        cmd: shown(program),
         source,
     };
     let mut master = None;
@@ -173,8 +193,8 @@ pub fn spawn(reaper: &Reaper, spec: Spec<'_>) -> Result<Spawned, SpawnError> {
         });
     }
     let (mut child, exit) = reaper.spawn(&mut cmd).map_err(|e| match e.raw_os_error() {
-        Some(libc::ENOENT) => SpawnError::NotFound(program.clone()),
-        Some(libc::EACCES) | Some(libc::ENOEXEC) => SpawnError::PermissionDenied(program.clone()),
+        Some(libc::ENOENT) => SpawnError::NotFound(shown(program)),
+        Some(libc::EACCES) | Some(libc::ENOEXEC) => SpawnError::PermissionDenied(shown(program)),
         _ => io_err(e),
     })?;
     // Dropping the Command closes the parent's copies of the PTY slave, so

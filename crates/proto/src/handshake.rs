@@ -9,7 +9,10 @@
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Bumped on any incompatible change to [`crate::msg`] or the framing.
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// 2: per-stream flow control (`Credit`), fragmented requests
+/// (`HostMsg::Fragment`), listings in parts (`GuestMsg::EntriesPart`).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 const SYNC: &[u8] = b"IRONCLAW-SYNC ";
 const READY: &[u8] = b"IRONCLAW-READY ";
@@ -22,7 +25,10 @@ const MAX_NOISE: usize = 16 * 1024 * 1024;
 pub enum HandshakeError {
     #[error("connection closed during handshake")]
     Closed,
-    #[error("guest speaks protocol {guest}, host speaks {host}")]
+    #[error(
+        "guest agent speaks protocol version {guest}, the host speaks {host}: \
+         the sandbox's image has a different ironclaw-guest; rebuild the image"
+    )]
     Version { host: u32, guest: u32 },
     #[error("no handshake reply within {0} bytes of noise")]
     Noise(usize),

@@ -10,11 +10,17 @@
 //! connection); the guest answers on the same id.
 
 pub mod boot;
+pub mod flow;
+pub mod fragment;
 pub mod frame;
 pub mod handshake;
 pub mod msg;
 
-pub use frame::{FrameError, FrameReader, FrameWriter, MAX_FRAME};
+pub use flow::{RecvWindow, SendWindow, MAX_WINDOW, WINDOW};
+pub use fragment::{fragments, Reassembler, MAX_MESSAGE};
+pub use frame::{
+    body_len, encode, encode_with_bytes, FrameError, FrameReader, FrameWriter, HEADER, MAX_FRAME,
+};
 pub use handshake::{HandshakeError, PROTOCOL_VERSION};
 pub use msg::*;
 
@@ -26,3 +32,20 @@ pub const CHUNK: usize = 64 * 1024;
 /// inside map to the sandbox's own block on the host. Host and guest
 /// (ns-init writes the maps) must agree on it.
 pub const IDS_PER_SANDBOX: u32 = 65_536;
+
+/// Longest error message either side puts on the wire; longer ones are cut
+/// (they echo paths and command names the host sent, which can be huge).
+pub const MAX_ERROR: usize = 4096;
+
+/// Cut `s` to at most `max` bytes at a character boundary, marking the cut.
+pub fn truncate(s: &mut String, max: usize) {
+    if s.len() <= max {
+        return;
+    }
+    let mut end = max.saturating_sub(3);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push_str("...");
+}

@@ -109,6 +109,31 @@ pub enum HostMsg {
     /// kills a one-shot exec still running. A PTY session is only detached.
     Cancel,
     Ping,
+    /// Flow control: the host's consumer of this stream took this many more
+    /// bytes of [`GuestMsg`] frames, so the guest may send that much more
+    /// (see [`crate::flow`]).
+    Credit(u32),
+    /// A piece of a message too big for one frame (a request with a huge
+    /// argv or environment): the pieces of its postcard encoding, in order,
+    /// the last one with `last` set. Only whole requests are sent this way,
+    /// never stream data (which is split into [`crate::CHUNK`]s instead);
+    /// the message they form is at most [`crate::MAX_MESSAGE`] bytes.
+    Fragment {
+        last: bool,
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
+}
+
+impl HostMsg {
+    /// True for the messages that queue up for an operation's consumer
+    /// and so count against the stream's flow-control window.
+    pub fn costs_credit(&self) -> bool {
+        matches!(
+            self,
+            HostMsg::Stdin(_) | HostMsg::StdinEof | HostMsg::Data(_) | HostMsg::Eof
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,6 +243,12 @@ pub enum GuestMsg {
         kind: ErrorKind,
         message: String,
     },
+    /// Flow control: the guest's operation took this many more bytes of
+    /// [`HostMsg`] data frames (stdin, upload data) off this stream.
+    Credit(u32),
+    /// Part of a directory listing too big for one frame; more parts
+    /// follow, then the final [`GuestMsg::Entries`] with the last part.
+    EntriesPart(Vec<DirEntry>),
 }
 
 impl GuestMsg {
@@ -235,5 +266,11 @@ impl GuestMsg {
                 | GuestMsg::PtySessions(_)
                 | GuestMsg::Eof
         )
+    }
+
+    /// Everything the guest sends on a stream counts against the stream's
+    /// flow-control window, except the window's own bookkeeping.
+    pub fn costs_credit(&self) -> bool {
+        !matches!(self, GuestMsg::Credit(_))
     }
 }

@@ -8,15 +8,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ironclaw_proto::{
-    handshake, ErrorKind, ExecRequest, ExitStatus, FileStat, FrameReader, FrameWriter, GuestInfo,
-    GuestMsg, HostMsg,
+    frame, handshake, ErrorKind, ExecRequest, ExitStatus, FileStat, FrameError, FrameReader,
+    FrameWriter, GuestInfo, GuestMsg, HostMsg, RecvWindow, SendWindow, CHUNK,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
-/// Messages buffered per stream before the connection's reader waits (so one
-/// slow consumer slows its connection instead of growing memory unbounded).
-const STREAM_BUFFER: usize = 64;
+/// Frames queued for the socket before senders wait for it.
+const WRITE_QUEUE: usize = 256;
+/// Frames the writer puts in one system call at most.
+const WRITE_BATCH: usize = 32;
+/// Most entries a listing may have: a guest cannot make the host collect
+/// without bound.
+const MAX_LIST_ENTRIES: usize = 4_000_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -32,12 +36,31 @@ pub enum AgentError {
     Guest { kind: ErrorKind, message: String },
     #[error("unexpected reply from the guest agent: {0}")]
     Protocol(String),
+    /// A request too big for the protocol (more than
+    /// [`ironclaw_proto::MAX_MESSAGE`] bytes, e.g. an argv beyond Linux's own
+    /// limit). Nothing was sent; the connection is fine.
+    #[error("request too large for the guest agent: {0}")]
+    TooLarge(String),
 }
 
-type Routes = Arc<Mutex<HashMap<u32, mpsc::Sender<GuestMsg>>>>;
+/// The reader's side of one stream.
+struct Route {
+    tx: mpsc::UnboundedSender<(GuestMsg, usize)>,
+    /// Credit for what this end sends on the stream.
+    send: Arc<SendWindow>,
+    /// Accounting of what the guest sends, granted back as it is consumed.
+    recv: Arc<RecvWindow>,
+}
+
+type Routes = Arc<Mutex<HashMap<u32, Route>>>;
+
+fn lock(routes: &Routes) -> std::sync::MutexGuard<'_, HashMap<u32, Route>> {
+    routes.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 struct Shared {
-    writer: mpsc::Sender<(u32, HostMsg)>,
+    /// Encoded frames for the writer task.
+    writer: mpsc::Sender<Vec<u8>>,
     routes: Routes,
     next_id: AtomicU32,
     closed: Arc<AtomicBool>,
@@ -45,9 +68,107 @@ struct Shared {
 }
 
 /// A connection to one guest agent. Cheap to clone; all clones share it.
+///
+/// Streams are flow-controlled one by one ([`ironclaw_proto::flow`]): a
+/// stream whose consumer stops calling [`AgentStream::recv`] stops its
+/// guest-side source once its window is full, and nothing else on the
+/// connection waits for it.
 #[derive(Clone)]
 pub struct AgentClient {
     shared: Arc<Shared>,
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: FrameWriter<W>,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    closed: Arc<AtomicBool>,
+) {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    while let Some(f) = rx.recv().await {
+        batch.push(f);
+        while batch.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(f) => batch.push(f),
+                Err(_) => break,
+            }
+        }
+        if writer.write_encoded_batch(&batch).await.is_err() {
+            break;
+        }
+        batch.clear();
+    }
+    closed.store(true, Ordering::SeqCst);
+    // Every client handle is gone: half-close so the peer ends the
+    // connection (the reader half alone would keep it open, and a QEMU
+    // serial chardev serves one connection at a time).
+    let _ = tokio::io::AsyncWriteExt::shutdown(&mut writer.into_inner()).await;
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut reader: FrameReader<R>,
+    routes: Routes,
+    // Weak: the connection must close once every client handle is gone
+    // (a QEMU serial chardev serves one connection at a time).
+    writer: mpsc::WeakSender<Vec<u8>>,
+    closed: Arc<AtomicBool>,
+) {
+    loop {
+        let (id, msg, cost): (u32, GuestMsg, usize) = match reader.read_sized().await {
+            Ok(f) => f,
+            // The whole frame was read: skip what this host cannot decode.
+            Err(FrameError::Decode(e)) => {
+                tracing::warn!("skipping an undecodable frame from the guest agent: {e}");
+                continue;
+            }
+            Err(e) => {
+                tracing::debug!("agent connection ended: {e}");
+                break;
+            }
+        };
+        if let GuestMsg::Credit(n) = msg {
+            if let Some(r) = lock(&routes).get(&id) {
+                r.send.grant(n);
+            }
+            continue;
+        }
+        let fin = msg.is_final();
+        let mut map = lock(&routes);
+        let Some(r) = map.get(&id) else {
+            // A stream this end gave up on: its messages are dropped, never
+            // buffered.
+            continue;
+        };
+        if let Err(e) = r.recv.received(cost) {
+            // A guest that ignores its window: end the stream with an error
+            // rather than buffer without bound.
+            let r = map.remove(&id).expect("present");
+            drop(map);
+            r.send.close();
+            let _ = r.tx.send((
+                GuestMsg::Error {
+                    kind: ErrorKind::Other,
+                    message: format!("guest agent broke the protocol: {e}"),
+                },
+                0,
+            ));
+            if let (Ok(f), Some(w)) = (frame::encode(id, &HostMsg::Cancel), writer.upgrade()) {
+                let _ = w.try_send(f);
+            }
+            continue;
+        }
+        // Never waits: what a stream holds is bounded by its window.
+        let _ = r.tx.send((msg, cost));
+        if fin {
+            // Nothing more may be sent on an ended stream.
+            let r = map.remove(&id).expect("present");
+            r.send.close();
+        }
+    }
+    closed.store(true, Ordering::SeqCst);
+    // Dropping every sender ends every open stream with `None`.
+    for (_, r) in lock(&routes).drain() {
+        r.send.close();
+    }
 }
 
 impl AgentClient {
@@ -65,55 +186,16 @@ impl AgentClient {
     {
         let ready = handshake::client(&mut stream, rand::random()).await?;
         let (r, w) = tokio::io::split(stream);
-        let (tx, mut rx) = mpsc::channel::<(u32, HostMsg)>(256);
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
         let routes: Routes = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
-
-        let mut writer = FrameWriter::new(w);
-        let wclosed = closed.clone();
-        tokio::spawn(async move {
-            while let Some((id, msg)) = rx.recv().await {
-                if writer.write(id, &msg).await.is_err() {
-                    break;
-                }
-            }
-            wclosed.store(true, Ordering::SeqCst);
-            // Every client handle is gone: half-close so the peer ends the
-            // connection (the reader half alone would keep it open, and a
-            // QEMU serial chardev serves one connection at a time).
-            let _ = tokio::io::AsyncWriteExt::shutdown(&mut writer.into_inner()).await;
-        });
-
-        let mut reader = FrameReader::new(r);
-        let rroutes = routes.clone();
-        let rclosed = closed.clone();
-        tokio::spawn(async move {
-            loop {
-                let (id, msg): (u32, GuestMsg) = match reader.read().await {
-                    Ok(f) => f,
-                    Err(e) => {
-                        tracing::debug!("agent connection ended: {e}");
-                        break;
-                    }
-                };
-                let fin = msg.is_final();
-                let route = {
-                    let mut map = rroutes.lock().unwrap();
-                    if fin {
-                        map.remove(&id)
-                    } else {
-                        map.get(&id).cloned()
-                    }
-                };
-                if let Some(route) = route {
-                    let _ = route.send(msg).await;
-                }
-            }
-            rclosed.store(true, Ordering::SeqCst);
-            // Dropping every sender ends every open stream with `None`.
-            rroutes.lock().unwrap().clear();
-        });
-
+        tokio::spawn(write_loop(FrameWriter::new(w), rx, closed.clone()));
+        tokio::spawn(read_loop(
+            FrameReader::new(r),
+            routes.clone(),
+            tx.downgrade(),
+            closed.clone(),
+        ));
         Ok(AgentClient {
             shared: Arc::new(Shared {
                 writer: tx,
@@ -133,21 +215,57 @@ impl AgentClient {
         self.shared.closed.load(Ordering::SeqCst) || self.shared.writer.is_closed()
     }
 
-    /// Open a stream whose first message is `first`.
+    /// Open a stream whose first message is `first`. A request too big for
+    /// one frame travels in fragments; one too big for the protocol fails
+    /// with [`AgentError::TooLarge`] and leaves the connection as it was.
     pub async fn open(&self, first: HostMsg) -> Result<AgentStream, AgentError> {
         if self.is_closed() {
             return Err(AgentError::Closed);
         }
         let id = self.shared.next_id.fetch_add(2, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        self.shared.routes.lock().unwrap().insert(id, tx);
-        let stream = AgentStream {
+        let too_large = |e| match e {
+            FrameError::TooLarge(n) => AgentError::TooLarge(format!(
+                "{n} bytes, the limit is {}",
+                ironclaw_proto::MAX_MESSAGE
+            )),
+            other => AgentError::Protocol(other.to_string()),
+        };
+        let frames = match frame::encode(id, &first) {
+            Ok(f) => vec![f],
+            // Too big for one frame: in fragments.
+            Err(FrameError::TooLarge(_)) => ironclaw_proto::fragment::split(&first)
+                .map_err(too_large)?
+                .iter()
+                .map(|p| frame::encode(id, p))
+                .collect::<Result<_, _>>()
+                .map_err(too_large)?,
+            Err(e) => return Err(AgentError::Protocol(e.to_string())),
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let send = Arc::new(SendWindow::default());
+        let recv = Arc::new(RecvWindow::default());
+        lock(&self.shared.routes).insert(
+            id,
+            Route {
+                tx,
+                send: send.clone(),
+                recv: recv.clone(),
+            },
+        );
+        let mut stream = AgentStream {
             id,
             shared: self.shared.clone(),
             rx,
+            send,
+            recv,
             finished: false,
         };
-        stream.send(first).await?;
+        for f in frames {
+            if self.shared.writer.send(f).await.is_err() {
+                stream.finished = true;
+                return Err(AgentError::Closed);
+            }
+        }
         Ok(stream)
     }
 
@@ -183,10 +301,29 @@ impl AgentClient {
         }
     }
 
+    /// A directory's entries, sorted by name; a big directory arrives in
+    /// parts.
     pub async fn list(&self, path: &str) -> Result<Vec<ironclaw_proto::DirEntry>, AgentError> {
-        match self.call(HostMsg::List { path: path.into() }).await? {
-            GuestMsg::Entries(e) => Ok(e),
-            other => Err(AgentError::Protocol(format!("{other:?}"))),
+        let mut s = self.open(HostMsg::List { path: path.into() }).await?;
+        let mut all = Vec::new();
+        loop {
+            let (part, last) = match s.recv().await? {
+                GuestMsg::EntriesPart(e) => (e, false),
+                GuestMsg::Entries(e) => (e, true),
+                GuestMsg::Error { kind, message } => {
+                    return Err(AgentError::Guest { kind, message })
+                }
+                other => return Err(AgentError::Protocol(format!("{other:?}"))),
+            };
+            if all.len() + part.len() > MAX_LIST_ENTRIES {
+                return Err(AgentError::Protocol(format!(
+                    "a listing of more than {MAX_LIST_ENTRIES} entries"
+                )));
+            }
+            all.extend(part);
+            if last {
+                return Ok(all);
+            }
         }
     }
 
@@ -198,7 +335,9 @@ impl AgentClient {
         }
     }
 
-    /// Run a command to completion and collect its output.
+    /// Run a command to completion and collect its output. Stdin is fed
+    /// while the output is read, so a command that answers as it reads
+    /// cannot deadlock against its own input.
     pub async fn exec_collect(
         &self,
         req: ExecRequest,
@@ -207,26 +346,41 @@ impl AgentClient {
         let mut req = req;
         req.stdin = stdin.is_some();
         let mut s = self.open(HostMsg::Exec(req)).await?;
-        if let Some(data) = stdin {
-            for chunk in data.chunks(ironclaw_proto::CHUNK) {
-                s.send(HostMsg::Stdin(chunk.to_vec())).await?;
+        let sender = s.sender();
+        let feed = async move {
+            if let Some(data) = stdin {
+                // Fails once the command has ended (it need not read all of
+                // its input): the exit status below is the answer then.
+                if sender.send(HostMsg::Stdin(data)).await.is_ok() {
+                    let _ = sender.send(HostMsg::StdinEof).await;
+                }
             }
-            s.send(HostMsg::StdinEof).await?;
-        }
-        let mut out = ExecOutput::default();
+        };
+        let collect = async {
+            let mut out = ExecOutput::default();
+            loop {
+                match s.recv().await? {
+                    GuestMsg::Stdout(d) => out.stdout.extend_from_slice(&d),
+                    GuestMsg::Stderr(d) => out.stderr.extend_from_slice(&d),
+                    GuestMsg::Started { .. } => {}
+                    GuestMsg::Exited(st) => {
+                        out.status = st;
+                        return Ok(out);
+                    }
+                    GuestMsg::Error { kind, message } => {
+                        return Err(AgentError::Guest { kind, message })
+                    }
+                    other => return Err(AgentError::Protocol(format!("{other:?}"))),
+                }
+            }
+        };
+        // The answer ends it all: input still waiting for credit is moot.
+        tokio::pin!(feed, collect);
+        let mut fed = false;
         loop {
-            match s.recv().await? {
-                GuestMsg::Stdout(d) => out.stdout.extend_from_slice(&d),
-                GuestMsg::Stderr(d) => out.stderr.extend_from_slice(&d),
-                GuestMsg::Started { .. } => {}
-                GuestMsg::Exited(st) => {
-                    out.status = st;
-                    return Ok(out);
-                }
-                GuestMsg::Error { kind, message } => {
-                    return Err(AgentError::Guest { kind, message })
-                }
-                other => return Err(AgentError::Protocol(format!("{other:?}"))),
+            tokio::select! {
+                () = &mut feed, if !fed => fed = true,
+                out = &mut collect => return out,
             }
         }
     }
@@ -258,25 +412,42 @@ impl Default for ExecOutput {
 pub struct AgentStream {
     id: u32,
     shared: Arc<Shared>,
-    rx: mpsc::Receiver<GuestMsg>,
+    rx: mpsc::UnboundedReceiver<(GuestMsg, usize)>,
+    send: Arc<SendWindow>,
+    recv: Arc<RecvWindow>,
     finished: bool,
 }
 
 impl AgentStream {
+    /// Send on the stream; see [`StreamSender::send`].
     pub async fn send(&self, msg: HostMsg) -> Result<(), AgentError> {
-        self.shared
-            .writer
-            .send((self.id, msg))
-            .await
-            .map_err(|_| AgentError::Closed)
+        self.sender().send(msg).await
     }
 
     /// Next message; [`AgentError::Closed`] if the connection dropped.
+    /// Taking a message gives its flow-control credit back to the guest.
     pub async fn recv(&mut self) -> Result<GuestMsg, AgentError> {
-        match self.rx.recv().await {
-            Some(m) => {
+        // Waiting for data (nothing queued) means this consumer keeps up:
+        // the stream's window may grow.
+        let (starved, next) = match self.rx.try_recv() {
+            Ok(m) => (false, Some(m)),
+            Err(_) => (true, self.rx.recv().await),
+        };
+        match next {
+            Some((m, cost)) => {
                 if m.is_final() {
                     self.finished = true;
+                } else if let Some(n) = self.recv.consumed(cost, starved) {
+                    if let Ok(f) = frame::encode(self.id, &HostMsg::Credit(n)) {
+                        // Not awaited while holding the message: a full
+                        // writer queue only delays the grant.
+                        if let Err(mpsc::error::TrySendError::Full(f)) =
+                            self.shared.writer.try_send(f)
+                        {
+                            let w = self.shared.writer.clone();
+                            tokio::spawn(async move { w.send(f).await });
+                        }
+                    }
                 }
                 Ok(m)
             }
@@ -292,16 +463,35 @@ impl AgentStream {
         StreamSender {
             id: self.id,
             writer: self.shared.writer.clone(),
+            window: self.send.clone(),
         }
     }
 }
 
 impl Drop for AgentStream {
     fn drop(&mut self) {
-        self.shared.routes.lock().unwrap().remove(&self.id);
-        if !self.finished {
-            let _ = self.shared.writer.try_send((self.id, HostMsg::Cancel));
+        if let Some(r) = lock(&self.shared.routes).remove(&self.id) {
+            r.send.close();
         }
+        if !self.finished {
+            // The guest must hear of it (or its operation would wait for
+            // credit forever): with the queue full, from a task.
+            if let Ok(f) = frame::encode(self.id, &HostMsg::Cancel) {
+                if let Err(mpsc::error::TrySendError::Full(f)) = self.shared.writer.try_send(f) {
+                    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                        let w = self.shared.writer.clone();
+                        rt.spawn(async move { w.send(f).await });
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn too_large(e: FrameError) -> AgentError {
+    match e {
+        FrameError::TooLarge(_) => AgentError::TooLarge(e.to_string()),
+        e => AgentError::Protocol(e.to_string()),
     }
 }
 
@@ -309,14 +499,362 @@ impl Drop for AgentStream {
 #[derive(Clone)]
 pub struct StreamSender {
     id: u32,
-    writer: mpsc::Sender<(u32, HostMsg)>,
+    writer: mpsc::Sender<Vec<u8>>,
+    window: Arc<SendWindow>,
 }
 
 impl StreamSender {
+    /// Send one message. Data (`Stdin`, `Data`) of any size is split into
+    /// chunks and waits for the guest's credit: it goes as fast as the
+    /// guest-side operation takes it. Fails with [`AgentError::Closed`]
+    /// once the stream has ended (or the connection has).
     pub async fn send(&self, msg: HostMsg) -> Result<(), AgentError> {
-        self.writer
-            .send((self.id, msg))
-            .await
-            .map_err(|_| AgentError::Closed)
+        match msg {
+            HostMsg::Stdin(d) if d.len() > CHUNK => {
+                for c in d.chunks(CHUNK) {
+                    self.send_chunk(HostMsg::Stdin(Vec::new()), c).await?;
+                }
+                Ok(())
+            }
+            HostMsg::Data(d) if d.len() > CHUNK => {
+                for c in d.chunks(CHUNK) {
+                    self.send_chunk(HostMsg::Data(Vec::new()), c).await?;
+                }
+                Ok(())
+            }
+            m => {
+                let f = frame::encode(self.id, &m).map_err(too_large)?;
+                self.send_frame(f, m.costs_credit()).await
+            }
+        }
     }
+
+    /// One chunk of data, encoded straight from the caller's buffer.
+    async fn send_chunk(&self, empty: HostMsg, chunk: &[u8]) -> Result<(), AgentError> {
+        let f = frame::encode_with_bytes(self.id, &empty, chunk).map_err(too_large)?;
+        self.send_frame(f, true).await
+    }
+
+    async fn send_frame(&self, f: Vec<u8>, costs_credit: bool) -> Result<(), AgentError> {
+        if costs_credit {
+            self.window
+                .spend(frame::body_len(&f))
+                .await
+                .map_err(|_| AgentError::Closed)?;
+        } else if self.window.is_closed() {
+            return Err(AgentError::Closed);
+        }
+        self.writer.send(f).await.map_err(|_| AgentError::Closed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ironclaw_proto::{MAX_FRAME, WINDOW};
+    use tokio::io::{DuplexStream, ReadHalf, WriteHalf};
+
+    /// Deadline of every step: a hang fails the test.
+    const STEP: Duration = Duration::from_secs(5);
+
+    async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(STEP, f).await.expect("hung")
+    }
+
+    /// A scripted guest: the test reads and writes its frames by hand.
+    struct FakeGuest {
+        r: FrameReader<ReadHalf<DuplexStream>>,
+        w: FrameWriter<WriteHalf<DuplexStream>>,
+    }
+
+    impl FakeGuest {
+        async fn next(&mut self) -> (u32, HostMsg) {
+            within(self.r.read()).await.unwrap()
+        }
+        /// Next message other than a credit grant.
+        async fn next_op(&mut self) -> (u32, HostMsg) {
+            loop {
+                match self.next().await {
+                    (_, HostMsg::Credit(_)) => continue,
+                    m => return m,
+                }
+            }
+        }
+        async fn send(&mut self, id: u32, m: GuestMsg) {
+            within(self.w.write(id, &m)).await.unwrap()
+        }
+    }
+
+    async fn pair() -> (AgentClient, FakeGuest) {
+        let (host, mut guest) = tokio::io::duplex(4 << 20);
+        let g = tokio::spawn(async move {
+            handshake::server(&mut guest, "fake").await.unwrap();
+            guest
+        });
+        let client = within(AgentClient::over(host)).await.unwrap();
+        let (r, w) = tokio::io::split(g.await.unwrap());
+        (
+            client,
+            FakeGuest {
+                r: FrameReader::new(r),
+                w: FrameWriter::new(w),
+            },
+        )
+    }
+
+    fn exec(stdin: bool) -> HostMsg {
+        HostMsg::Exec(ExecRequest {
+            argv: vec!["x".into()],
+            stdin,
+            ..Default::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn every_wait_ends_when_the_guest_goes_away() {
+        let (c, mut g) = pair().await;
+        let mut s = c.open(exec(true)).await.unwrap();
+        assert!(matches!(g.next().await.1, HostMsg::Exec(_)));
+        // A sender waiting for credit the guest will never give.
+        let sender = s.sender();
+        let feed = tokio::spawn(async move { sender.send(HostMsg::Stdin(vec![0; 4 << 20])).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!feed.is_finished());
+        drop(g);
+        assert!(matches!(within(s.recv()).await, Err(AgentError::Closed)));
+        assert!(matches!(
+            within(feed).await.unwrap(),
+            Err(AgentError::Closed)
+        ));
+        assert!(matches!(
+            within(c.call(HostMsg::Ping)).await,
+            Err(AgentError::Closed)
+        ));
+        assert!(c.is_closed());
+    }
+
+    #[tokio::test]
+    async fn a_send_waiting_for_credit_ends_with_its_stream() {
+        let (c, mut g) = pair().await;
+        let mut s = c.open(exec(true)).await.unwrap();
+        let (id, _) = g.next().await;
+        let sender = s.sender();
+        let feed = tokio::spawn(async move { sender.send(HostMsg::Stdin(vec![0; 4 << 20])).await });
+        // The guest takes the first window's worth, then the command exits
+        // without reading the rest.
+        let mut got = 0;
+        while got + CHUNK < WINDOW {
+            if let (_, HostMsg::Stdin(d)) = g.next().await {
+                got += d.len();
+            }
+        }
+        g.send(
+            id,
+            GuestMsg::Exited(ExitStatus {
+                code: 0,
+                signal: None,
+                timed_out: false,
+            }),
+        )
+        .await;
+        assert!(matches!(within(s.recv()).await, Ok(GuestMsg::Exited(_))));
+        assert!(matches!(
+            within(feed).await.unwrap(),
+            Err(AgentError::Closed)
+        ));
+        // The connection is fine.
+        let ping = tokio::spawn({
+            let c = c.clone();
+            async move { c.call(HostMsg::Ping).await }
+        });
+        let (pid, m) = g.next_op().await;
+        assert_eq!(m, HostMsg::Ping);
+        g.send(pid, GuestMsg::Pong).await;
+        assert!(matches!(within(ping).await.unwrap(), Ok(GuestMsg::Pong)));
+    }
+
+    #[tokio::test]
+    async fn exec_collect_returns_with_the_answer_whatever_its_stdin_does() {
+        let (c, mut g) = pair().await;
+        let run = tokio::spawn({
+            let c = c.clone();
+            async move {
+                c.exec_collect(
+                    ExecRequest {
+                        argv: vec!["x".into()],
+                        ..Default::default()
+                    },
+                    Some(vec![0; 8 << 20]),
+                )
+                .await
+            }
+        });
+        let (id, _) = g.next().await;
+        // An answer the client does not expect (and not a final one),
+        // while its stdin still waits for credit: it must not wait on.
+        g.send(id, GuestMsg::Data(vec![1])).await;
+        assert!(matches!(
+            within(run).await.unwrap(),
+            Err(AgentError::Protocol(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_stalled_stream_holds_nothing_else_and_an_overrun_ends_it() {
+        let (c, mut g) = pair().await;
+        let mut stalled = c.open(exec(false)).await.unwrap();
+        let (sid, _) = g.next().await;
+        // A window's worth the host never reads...
+        for _ in 0..WINDOW / CHUNK {
+            g.send(sid, GuestMsg::Stdout(vec![1; CHUNK])).await;
+        }
+        // ...does not hold up another stream.
+        let ping = tokio::spawn({
+            let c = c.clone();
+            async move { c.call(HostMsg::Ping).await }
+        });
+        let (pid, _) = g.next_op().await;
+        g.send(pid, GuestMsg::Pong).await;
+        assert!(matches!(within(ping).await.unwrap(), Ok(GuestMsg::Pong)));
+        // A guest that ignores the window gets the stream ended (and
+        // cancelled) instead of buffered without bound.
+        for _ in 0..(MAX_FRAME / CHUNK + 1) {
+            g.send(sid, GuestMsg::Stdout(vec![1; CHUNK])).await;
+        }
+        assert_eq!(g.next_op().await, (sid, HostMsg::Cancel));
+        let mut n = 0;
+        let last = loop {
+            match within(stalled.recv()).await.unwrap() {
+                GuestMsg::Stdout(_) => n += 1,
+                other => break other,
+            }
+        };
+        assert!(n * CHUNK >= WINDOW, "{n}");
+        assert!(
+            matches!(&last, GuestMsg::Error { message, .. } if message.contains("window")),
+            "{last:?}"
+        );
+        assert!(!c.is_closed());
+    }
+
+    #[tokio::test]
+    async fn credit_flows_back_as_the_consumer_reads() {
+        let (c, mut g) = pair().await;
+        let mut s = c.open(exec(false)).await.unwrap();
+        let (id, _) = g.next().await;
+        let total = 8 * WINDOW;
+        let reader = tokio::spawn(async move {
+            let mut got = 0;
+            loop {
+                match s.recv().await.unwrap() {
+                    GuestMsg::Stdout(d) => got += d.len(),
+                    GuestMsg::Exited(_) => return got,
+                    other => panic!("{other:?}"),
+                }
+            }
+        });
+        // The guest's side of the window: spend, wait for grants.
+        let window = SendWindow::default();
+        let mut sent = 0;
+        while sent < total {
+            let f = frame::encode(id, &GuestMsg::Stdout(vec![2; CHUNK])).unwrap();
+            while window.available() < frame::body_len(&f) {
+                match g.next().await {
+                    (i, HostMsg::Credit(n)) if i == id => window.grant(n),
+                    other => panic!("{other:?}"),
+                }
+            }
+            within(window.spend(frame::body_len(&f))).await.unwrap();
+            within(g.w.write_encoded(&f)).await.unwrap();
+            sent += CHUNK;
+        }
+        g.send(
+            id,
+            GuestMsg::Exited(ExitStatus {
+                code: 0,
+                signal: None,
+                timed_out: false,
+            }),
+        )
+        .await;
+        assert_eq!(within(reader).await.unwrap(), total);
+    }
+
+    #[tokio::test]
+    async fn an_oversized_request_fails_and_the_connection_stays() {
+        let (c, mut g) = pair().await;
+        let argv: Vec<String> = (0..40_000).map(|i| format!("{i:0128}")).collect();
+        let req = HostMsg::Exec(ExecRequest {
+            argv,
+            ..Default::default()
+        });
+        assert!(matches!(
+            c.open(req).await.err(),
+            Some(AgentError::TooLarge(_))
+        ));
+        // A 1 MiB argv goes, in fragments.
+        let argv: Vec<String> = (0..8192).map(|i| format!("{i:0128}")).collect();
+        let _s = c
+            .open(HostMsg::Exec(ExecRequest {
+                argv: argv.clone(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap();
+        let mut r = ironclaw_proto::Reassembler::default();
+        let msg = loop {
+            match g.next().await.1 {
+                HostMsg::Fragment { last, bytes } => {
+                    if let Some(m) = r.push(last, &bytes).unwrap() {
+                        break m;
+                    }
+                }
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(matches!(msg, HostMsg::Exec(e) if e.argv == argv));
+        assert!(!c.is_closed());
+    }
+
+    #[tokio::test]
+    async fn dropping_every_handle_closes_the_connection() {
+        // A QEMU serial chardev takes the next host only once this one is
+        // gone, so nothing internal may keep the connection open.
+        let (c, mut g) = pair().await;
+        let s = c.open(exec(false)).await.unwrap();
+        assert!(matches!(g.next().await.1, HostMsg::Exec(_)));
+        drop(s);
+        drop(c);
+        assert_eq!(g.next().await.1, HostMsg::Cancel);
+        assert!(matches!(
+            within(g.r.read::<HostMsg>()).await,
+            Err(FrameError::Closed)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_version_mismatch_says_so() {
+        let (mut host, mut guest) = tokio::io::duplex(4096);
+        tokio::spawn(async move {
+            use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+            let mut line = String::new();
+            let mut r = tokio::io::BufReader::new(&mut guest);
+            r.read_line(&mut line).await.unwrap();
+            let nonce = line.split(' ').nth(1).unwrap().to_string();
+            guest
+                .write_all(format!("IRONCLAW-READY {nonce} 1 0.0.1\n").as_bytes())
+                .await
+                .unwrap();
+            tokio::time::sleep(STEP).await;
+        });
+        let _ = &mut host;
+        let err = within(AgentClient::over(host)).await.err().unwrap();
+        let text = err.to_string();
+        assert!(
+            text.contains("version 1") && text.contains(&PROTOCOL.to_string()),
+            "{text}"
+        );
+    }
+
+    const PROTOCOL: u32 = ironclaw_proto::PROTOCOL_VERSION;
 }

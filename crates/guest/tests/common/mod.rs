@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ironclaw_proto::{
-    handshake, ExecRequest, ExitStatus, FrameReader, FrameWriter, GuestMsg, HostMsg,
+    handshake, DirEntry, ExecRequest, ExitStatus, FrameReader, FrameWriter, GuestMsg, HostMsg,
+    RecvWindow, SendWindow,
 };
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixStream;
@@ -97,10 +98,18 @@ impl Drop for Guest {
     }
 }
 
-type Streams = Arc<Mutex<HashMap<u32, mpsc::UnboundedSender<GuestMsg>>>>;
+/// The reader's side of a stream: where its messages go and the credit
+/// the guest granted for what this end sends on it.
+struct Route {
+    tx: mpsc::UnboundedSender<(GuestMsg, usize)>,
+    send: Arc<SendWindow>,
+}
+
+type Streams = Arc<Mutex<HashMap<u32, Route>>>;
+type Writer = Arc<tokio::sync::Mutex<FrameWriter<OwnedWriteHalf>>>;
 
 pub struct Client {
-    writer: Arc<tokio::sync::Mutex<FrameWriter<OwnedWriteHalf>>>,
+    writer: Writer,
     streams: Streams,
     next: AtomicU32,
     reader: tokio::task::JoinHandle<()>,
@@ -112,10 +121,14 @@ impl Drop for Client {
     }
 }
 
+/// One stream, flow-controlled like the real host: the guest gets credit
+/// back only as [`Stream::next`] takes messages.
 pub struct Stream {
     pub id: u32,
-    rx: mpsc::UnboundedReceiver<GuestMsg>,
-    writer: Arc<tokio::sync::Mutex<FrameWriter<OwnedWriteHalf>>>,
+    rx: mpsc::UnboundedReceiver<(GuestMsg, usize)>,
+    writer: Writer,
+    send: Arc<SendWindow>,
+    recv: RecvWindow,
 }
 
 impl Client {
@@ -130,14 +143,20 @@ impl Client {
         let routes = streams.clone();
         let reader = tokio::spawn(async move {
             let mut r = FrameReader::new(rd);
-            while let Ok((id, msg)) = r.read::<GuestMsg>().await {
-                let tx = routes.lock().unwrap().get(&id).cloned();
-                if let Some(tx) = tx {
-                    let _ = tx.send(msg);
+            while let Ok((id, msg, cost)) = r.read_sized::<GuestMsg>().await {
+                let map = routes.lock().unwrap();
+                let Some(route) = map.get(&id) else { continue };
+                match msg {
+                    GuestMsg::Credit(n) => route.send.grant(n),
+                    msg => {
+                        let _ = route.tx.send((msg, cost));
+                    }
                 }
             }
             // Connection gone: end every stream.
-            routes.lock().unwrap().clear();
+            for (_, r) in routes.lock().unwrap().drain() {
+                r.send.close();
+            }
         });
         Client {
             writer: Arc::new(tokio::sync::Mutex::new(FrameWriter::new(wr))),
@@ -147,16 +166,35 @@ impl Client {
         }
     }
 
+    /// Open a stream; a request too big for a frame goes in fragments.
     pub async fn open(&self, msg: HostMsg) -> Stream {
+        let pieces = ironclaw_proto::fragments(msg).expect("request fits the protocol");
+        self.open_raw(pieces).await
+    }
+
+    /// Open a stream with these messages as they are (a test can send
+    /// what a correct host would not).
+    pub async fn open_raw(&self, pieces: Vec<HostMsg>) -> Stream {
         let id = self.next.fetch_add(2, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
-        self.streams.lock().unwrap().insert(id, tx);
+        let send = Arc::new(SendWindow::default());
+        self.streams.lock().unwrap().insert(
+            id,
+            Route {
+                tx,
+                send: send.clone(),
+            },
+        );
         let s = Stream {
             id,
             rx,
             writer: self.writer.clone(),
+            send,
+            recv: RecvWindow::default(),
         };
-        s.send(msg).await;
+        for piece in pieces {
+            s.writer.lock().await.write(id, &piece).await.unwrap();
+        }
         s
     }
 
@@ -175,6 +213,22 @@ impl Client {
 
     pub async fn exec_req(&self, req: ExecRequest) -> Output {
         self.open(HostMsg::Exec(req)).await.output().await
+    }
+
+    /// A listing, its parts put together.
+    pub async fn list(&self, path: &str) -> Result<Vec<DirEntry>, GuestMsg> {
+        let mut s = self.open(HostMsg::List { path: path.into() }).await;
+        let mut all = Vec::new();
+        loop {
+            match s.next().await {
+                GuestMsg::EntriesPart(e) => all.extend(e),
+                GuestMsg::Entries(e) => {
+                    all.extend(e);
+                    return Ok(all);
+                }
+                other => return Err(other),
+            }
+        }
     }
 }
 
@@ -202,12 +256,32 @@ impl Output {
 #[derive(Clone)]
 pub struct Sender {
     id: u32,
-    writer: Arc<tokio::sync::Mutex<FrameWriter<OwnedWriteHalf>>>,
+    writer: Writer,
+    send: Arc<SendWindow>,
 }
 
 impl Sender {
+    /// Send, waiting for the guest's credit for data. Panics if the stream
+    /// ended first.
     pub async fn send(&self, msg: HostMsg) {
-        self.writer.lock().await.write(self.id, &msg).await.unwrap();
+        self.try_send(msg).await.expect("stream ended")
+    }
+
+    /// Send, or `Err` if the stream ended before the guest had room.
+    pub async fn try_send(&self, msg: HostMsg) -> Result<(), ()> {
+        let frame = ironclaw_proto::encode(self.id, &msg).unwrap();
+        if msg.costs_credit() {
+            self.send
+                .spend(ironclaw_proto::body_len(&frame))
+                .await
+                .map_err(|_| ())?;
+        }
+        self.writer
+            .lock()
+            .await
+            .write_encoded(&frame)
+            .await
+            .map_err(|_| ())
     }
 }
 
@@ -220,13 +294,23 @@ impl Stream {
         Sender {
             id: self.id,
             writer: self.writer.clone(),
+            send: self.send.clone(),
         }
+    }
+
+    async fn take(&mut self, got: Option<(GuestMsg, usize)>) -> Option<GuestMsg> {
+        let (msg, cost) = got?;
+        if let Some(n) = self.recv.consumed(cost, false) {
+            let f = ironclaw_proto::encode(self.id, &HostMsg::Credit(n)).unwrap();
+            let _ = self.writer.lock().await.write_encoded(&f).await;
+        }
+        Some(msg)
     }
 
     /// Next message; panics after [`STEP`] or if the stream ended.
     pub async fn next(&mut self) -> GuestMsg {
         match tokio::time::timeout(STEP, self.rx.recv()).await {
-            Ok(Some(m)) => m,
+            Ok(Some(m)) => self.take(Some(m)).await.unwrap(),
             Ok(None) => panic!("stream {} ended without a final message", self.id),
             Err(_) => panic!("stream {}: no message within {STEP:?}", self.id),
         }
@@ -234,7 +318,8 @@ impl Stream {
 
     /// Next message if one arrives within `d`.
     pub async fn next_within(&mut self, d: Duration) -> Option<GuestMsg> {
-        tokio::time::timeout(d, self.rx.recv()).await.ok().flatten()
+        let got = tokio::time::timeout(d, self.rx.recv()).await.ok().flatten();
+        self.take(got).await
     }
 
     /// Collect an exec stream until its final message.
