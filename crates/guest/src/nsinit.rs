@@ -82,7 +82,6 @@ pub fn run(args: &NsInitArgs) -> Result<(), NsInitError> {
             if shim_gone(&alive_r) {
                 return Err(NsInitError::Orphaned);
             }
-            drop(alive_r);
             let userns = confine::userns::create(args.uid_base, ironclaw_proto::IDS_PER_SANDBOX)?;
             let (listener, socket) = build_root(args, userns.as_fd())?;
             nix::unistd::sethostname(&args.hostname).map_err(|source| NsInitError::Hostname {
@@ -90,9 +89,21 @@ pub fn run(args: &NsInitArgs) -> Result<(), NsInitError> {
                 source,
             })?;
             netif::loopback_up()?;
+            // A memory hog inside must not take the agent (and with it the
+            // sandbox) down: the OOM killer picks the hog. Lowering a score
+            // needs host privileges, so now; commands start back at 0.
+            // (Hosts that withhold CAP_SYS_RESOURCE refuse; nothing to do.)
+            let _ = std::fs::write("/proc/self/oom_score_adj", "-999");
             // The point of no return: host privileges end here.
             confine::userns::enter(&userns)?;
             drop(userns);
+            // Changing credentials cleared the parent-death signal: arm it
+            // again, then make sure the shim did not die in between.
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(NsInitError::Pdeathsig)?;
+            if shim_gone(&alive_r) {
+                return Err(NsInitError::Orphaned);
+            }
+            drop(alive_r);
             confine::caps::restrict()?;
             confine::seccomp::install()?;
             agent::start(Role::NsInit, move || {

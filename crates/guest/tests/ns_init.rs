@@ -229,6 +229,26 @@ async fn ns_init_runs_a_sandbox_and_shuts_it_down() {
         "image files are root's inside: {text}"
     );
 
+    // The agent is shielded from the OOM killer, its commands are not.
+    let out = c
+        .exec(&["cat", "/proc/1/oom_score_adj", "/proc/self/oom_score_adj"])
+        .await;
+    // Lowering a score needs CAP_SYS_RESOURCE, which some hosts (these CI
+    // machines) withhold even from root.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    // CAP_SYS_RESOURCE is capability 24.
+    if cap_eff & (1 << 24) != 0 {
+        assert_eq!(out.stdout(), "-999\n0\n", "{out:?}");
+    } else {
+        eprintln!("this host withholds CAP_SYS_RESOURCE: the agent cannot be shielded from the OOM killer here");
+        assert_eq!(out.stdout(), "0\n0\n", "{out:?}");
+    }
+
     let GuestMsg::Info(info) = c.call(HostMsg::Info).await else {
         panic!()
     };
