@@ -1,7 +1,7 @@
 //! Files in a sandbox: streamed upload and download, and small operations.
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -9,7 +9,7 @@ use ironclaw_proto::{FileKind, FileWrite, GuestMsg, HostMsg, CHUNK};
 use serde::Deserialize;
 
 use crate::auth::Target;
-use crate::error::{ApiError, Json};
+use crate::error::{ApiError, Json, Query};
 use crate::AppState;
 
 #[derive(Debug, Deserialize)]
