@@ -834,3 +834,135 @@ async fn busy_mount_points_are_a_409_not_a_500() {
         .await;
     assert_eq!(out["exit_code"], 0, "{out}");
 }
+
+/// The WebSocket routes, which schemathesis cannot drive: garbage first
+/// messages, odd control messages (zero and huge terminal sizes, signals
+/// that do not exist), binary where text is expected, for exec, console
+/// and chat. Each socket ends with an error message or a close, never a
+/// hang, and the daemon and the sandbox keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_garbage_is_refused_cleanly() {
+    let mock = MockLlm::start((0..50).map(|i| MockReply::text(format!("ws answer {i}")))).await;
+    let base = mock.openai_base();
+    let mut d = Daemon::start_env(
+        "exec_timeout_secs = 5\n",
+        &[
+            ("IRONCLAW_PROVIDER", "openai"),
+            ("IRONCLAW_BASE_URL", &base),
+            ("IRONCLAW_API_KEY", "sk-fuzz"),
+            ("IRONCLAW_MODEL", "mock-model"),
+        ],
+    )
+    .await;
+    d.sandbox("ws", json!({})).await;
+
+    /// Send `msgs`, then read until the server closes or 10 s pass
+    /// (a hang); true if it closed or said why.
+    async fn probe(url: &str, msgs: Vec<Message>) -> Result<Vec<String>, String> {
+        let (mut ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        for m in msgs {
+            if ws.send(m).await.is_err() {
+                break;
+            }
+        }
+        let mut texts = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, ws.next()).await {
+                Err(_) => return Err(format!("no close within 10 s; got {texts:?}")),
+                Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return Ok(texts),
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    let done = t.contains("\"exit\"") || t.contains("\"error\"");
+                    texts.push(t);
+                    if done {
+                        let _ = ws.close(None).await;
+                        return Ok(texts);
+                    }
+                }
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+    let t = |s: &str| Message::Text(s.to_string());
+    let exec = d.ws_url("/v1/sandboxes/ws/exec/ws");
+    let cases: Vec<(String, Vec<Message>)> = vec![
+        (exec.clone(), vec![t("not json")]),
+        (exec.clone(), vec![Message::Binary(vec![0, 1, 2, 255])]),
+        (exec.clone(), vec![t("{\"argv\": []}")]),
+        (exec.clone(), vec![t("{\"argv\": [\"\"]}")]),
+        (
+            exec.clone(),
+            vec![t(
+                "{\"argv\": [\"true\"], \"timeout_ms\": 18446744073709551615}",
+            )],
+        ),
+        (
+            exec.clone(),
+            vec![t(
+                "{\"argv\": [\"true\"], \"tty\": {\"rows\": 0, \"cols\": 0}}",
+            )],
+        ),
+        (
+            exec.clone(),
+            vec![t(
+                "{\"argv\": [\"true\"], \"tty\": {\"rows\": 65535, \"cols\": 65535}}",
+            )],
+        ),
+        (
+            exec.clone(),
+            vec![
+                t("{\"argv\": [\"sleep\", \"3\"], \"stdin\": true}"),
+                t("{\"type\": \"signal\", \"signal\": 99999}"),
+                t("{\"type\": \"signal\", \"signal\": -9}"),
+                t("{\"type\": \"resize\", \"rows\": 0, \"cols\": 0}"),
+                t("{\"type\": \"bogus\"}"),
+                t("garbage"),
+                t("{\"type\": \"eof\"}"),
+                t("{\"type\": \"eof\"}"),
+                t("{\"type\": \"signal\", \"signal\": 9}"),
+            ],
+        ),
+        (
+            d.ws_url("/v1/sandboxes/ws/console/ws?session=fz&rows=0&cols=0"),
+            vec![
+                t("{\"type\": \"resize\", \"rows\": 0, \"cols\": 0}"),
+                t("{\"type\": \"resize\", \"rows\": 65535, \"cols\": 65535}"),
+                t("not json"),
+                Message::Binary(b"exit\n".to_vec()),
+            ],
+        ),
+        (
+            d.ws_url("/v1/chat/ws"),
+            vec![
+                t("not json"),
+                t("{\"type\": \"message\", \"text\": \"\"}"),
+                t("{\"type\": \"message\", \"text\": \"hi\", \"model\": \"no-such-model\"}"),
+                t("{\"type\": \"bogus\"}"),
+                Message::Binary(vec![1, 2, 3]),
+                t("{\"type\": \"stop\"}"),
+                t("{\"type\": \"new\"}"),
+                t("{\"type\": \"message\", \"text\": \"hello\"}"),
+            ],
+        ),
+    ];
+    let mut hangs = Vec::new();
+    for (url, msgs) in cases {
+        let shown = format!("{} {:?}", url.split('?').next().unwrap(), msgs);
+        match probe(&url, msgs).await {
+            Ok(texts) => eprintln!("ws probe {shown}: {texts:?}"),
+            Err(e) => hangs.push(format!("{shown}: {e}")),
+        }
+    }
+    // The chat socket answers but does not close by itself; every other
+    // probe must have ended.
+    hangs.retain(|h| !h.contains("/v1/chat/ws"));
+    assert!(hangs.is_empty(), "{hangs:#?}");
+    let alive = d.child.as_mut().unwrap().try_wait().unwrap().is_none();
+    assert!(alive, "ironclawd died");
+    let out = d.exec("ws", &["echo", "still fine"]).await;
+    assert_eq!(out["stdout"], "still fine\n", "{out}");
+    drop(mock);
+}
