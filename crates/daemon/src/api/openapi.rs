@@ -134,7 +134,7 @@ fn schemas() -> Value {
         "Exec": {"type": "object", "required": ["argv"], "additionalProperties": false, "properties": {
             "argv": {"type": "array", "minItems": 1, "items": {"type": "string"}, "description": "argv[0] names the command (not empty)"}, "env": {"type": "object", "additionalProperties": {"type": "string"}},
             "cwd": {"type": ["string", "null"]}, "stdin": {"type": ["string", "null"]},
-            "timeout_secs": {"type": ["integer", "null"], "minimum": 0}, "timeout_ms": {"type": ["integer", "null"], "minimum": 0}},
+            "timeout_secs": {"type": ["integer", "null"], "minimum": 1}, "timeout_ms": {"type": ["integer", "null"], "minimum": 1}},
             "description": "timeout_secs or timeout_ms, not both; at most exec_timeout_max_secs"},
         "ExecResult": {"type": "object", "required": ["exit_code", "signal", "timed_out", "truncated", "stdout_truncated", "stderr_truncated", "stdout", "stderr"], "properties": {
             "exit_code": {"type": ["integer", "null"]}, "signal": {"type": ["integer", "null"]}, "timed_out": {"type": "boolean"},
