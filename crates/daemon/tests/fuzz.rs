@@ -134,6 +134,13 @@ async fn create_fixtures(d: &Daemon) -> Fixtures {
                     )
                     .await;
                 assert_eq!(st, 204, "{v}");
+                let (st, v) = d
+                    .post(
+                        &format!("/v1/sandboxes/{name}/exec?owner={owner}"),
+                        json!({"argv": ["mkfifo", "/root/fzfifo"]}),
+                    )
+                    .await;
+                assert_eq!((st, v["exit_code"].as_i64()), (200, Some(0)), "{v}");
             }
         }
     }
@@ -205,10 +212,11 @@ async fn create_fixtures(d: &Daemon) -> Fixtures {
 }
 
 /// Paths inside the sandboxes that file operations are steered to: the
-/// fixtures' files, a new name, and the awkward ones (mount points, a
-/// device, the root, a read-only file system).
-const PATHS: [&str; 10] = [
+/// fixtures' files, a new name, and the awkward ones (a FIFO, mount
+/// points, a device, the root).
+const PATHS: [&str; 11] = [
     "/root/fz.txt",
+    "/root/fzfifo",
     "/root/fzdir",
     "/root/fzdir/sub",
     "/root/new",
@@ -1025,4 +1033,50 @@ async fn websocket_garbage_is_refused_cleanly() {
     let out = d.exec("ws", &["echo", "still fine"]).await;
     assert_eq!(out["stdout"], "still fine\n", "{out}");
     drop(mock);
+}
+
+/// Downloading a FIFO used to hang for ever (the guest's open(2) waited
+/// for a writer, holding one of its blocking threads each time), and a
+/// device such as /dev/zero came back as an empty 200. Downloads are of
+/// regular files; the rest is a 400 at once. Through a symlink the body
+/// used to be cut short: Content-Length was the symlink's own size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloading_a_fifo_or_a_device_is_a_400_not_a_hang() {
+    let d = Daemon::start().await;
+    d.sandbox("dl", json!({})).await;
+    let out = d
+        .exec(
+            "dl",
+            &[
+                "sh",
+                "-c",
+                "mkfifo /root/fifo && echo hi > /root/f && ln -s /root/f /root/link && ln -s /root/fifo /root/fifolink",
+            ],
+        )
+        .await;
+    assert_eq!(out["exit_code"], 0, "{out}");
+    let get = |path: &str| {
+        d.http
+            .get(d.u(&format!("/v1/sandboxes/dl/files?path={path}")))
+            .bearer_auth(&d.token)
+            .timeout(Duration::from_secs(10))
+            .send()
+    };
+    for path in ["/root/fifo", "/root/fifolink", "/dev/zero", "/dev/null"] {
+        let r = get(path).await.unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(r.status(), 400, "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("not a regular file"),
+            "{path}: {v}"
+        );
+    }
+    for path in ["/root/f", "/root/link"] {
+        let r = get(path).await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.text().await.unwrap(), "hi\n", "{path}");
+    }
 }
