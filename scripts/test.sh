@@ -17,6 +17,8 @@ IRONCLAW_FIRECRACKER_BIN=$(scripts/fetch-firecracker.sh)
 export IRONCLAW_FIRECRACKER_BIN
 # The official OpenAI Python client, to test the compatible endpoint with it.
 python3 -m pip install --quiet --disable-pip-version-check 'openai==3.54.0'
+# Schemathesis, for the API fuzz test (crates/daemon/tests/fuzz.rs).
+python3 -m pip install --quiet --disable-pip-version-check 'schemathesis==4.32.5'
 
 # Tests start real daemons and sandboxes; two at a time fit two cores.
 log=$(mktemp)

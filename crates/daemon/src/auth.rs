@@ -227,17 +227,19 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Target {
     }
 }
 
-#[derive(Debug, Default, serde::Deserialize)]
-pub struct OwnerQuery {
-    pub owner: Option<String>,
-}
-
-/// The `?owner=` of a request, if any.
-pub fn owner_param(uri: &axum::http::Uri) -> Option<String> {
-    axum::extract::Query::<OwnerQuery>::try_from_uri(uri)
-        .ok()
-        .and_then(|q| q.0.owner)
-        .filter(|o| !o.is_empty())
+/// The `?owner=` of a request, if any (empty = none). Given twice it is a
+/// 400: falling back to the caller's own namespace would make the admin's
+/// `DELETE .../dev?owner=bob&owner=bob` remove the admin's own `dev`.
+pub fn owner_param(uri: &axum::http::Uri) -> Result<Option<String>, ApiError> {
+    let pairs = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri)
+        .map_err(|e| ApiError::BadRequest(e.body_text()))?
+        .0;
+    let mut owners = pairs.into_iter().filter(|(k, _)| k == "owner");
+    let owner = owners.next().map(|(_, v)| v);
+    if owners.next().is_some() {
+        return Err(ApiError::BadRequest("?owner= given more than once".into()));
+    }
+    Ok(owner.filter(|o| !o.is_empty()))
 }
 
 /// The one answer for a sandbox the caller cannot reach, whether it exists
@@ -276,7 +278,11 @@ pub async fn sandbox_access(
     else {
         return ApiError::NotFound("no such route".into()).into_response();
     };
-    let Some(owner) = namespace_of(&caller, owner_param(req.uri())) else {
+    let owner = match owner_param(req.uri()) {
+        Ok(o) => o,
+        Err(e) => return e.into_response(),
+    };
+    let Some(owner) = namespace_of(&caller, owner) else {
         return sandbox_not_found(&name).into_response();
     };
     match state.manager.store.sandbox(&owner, &name) {

@@ -77,7 +77,8 @@ impl From<AgentError> for ApiError {
         match e {
             AgentError::Guest { kind, message } => match kind {
                 ErrorKind::NotFound => ApiError::NotFound(message),
-                ErrorKind::AlreadyExists => ApiError::Conflict(message),
+                // A mount point, a busy device: the sandbox's state, not a fault.
+                ErrorKind::AlreadyExists | ErrorKind::Busy => ApiError::Conflict(message),
                 ErrorKind::PermissionDenied => ApiError::Forbidden(message),
                 ErrorKind::InvalidInput
                 | ErrorKind::NotADirectory
@@ -134,6 +135,117 @@ where
                 Err(ApiError::TooLarge("request body too large".into()))
             }
             Err(e) => Err(ApiError::BadRequest(e.body_text())),
+        }
+    }
+}
+
+/// An optional JSON body: none (or only whitespace) is `None`; one that is
+/// there must be valid (axum's `Option<Json<T>>` silently drops a malformed
+/// one, so `[null, null]` or a misspelt field went unnoticed).
+pub struct OptionalJson<T>(pub Option<T>);
+
+#[axum::async_trait]
+impl<T, S> axum::extract::FromRequest<S> for OptionalJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json_type = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| {
+                let v = v.trim();
+                v.eq_ignore_ascii_case("application/json") || v.ends_with("+json")
+            })
+            .unwrap_or(false);
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::TooLarge("request body too large".into())
+                } else {
+                    ApiError::BadRequest(e.body_text())
+                }
+            })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(None));
+        }
+        if !json_type {
+            return Err(ApiError::BadRequest(
+                "Expected request with `Content-Type: application/json`".into(),
+            ));
+        }
+        serde_json::from_slice(&bytes)
+            .map(|v| OptionalJson(Some(v)))
+            .map_err(|e| {
+                ApiError::BadRequest(format!(
+                    "Failed to deserialize the JSON body into the target type: {e}"
+                ))
+            })
+    }
+}
+
+/// Rejections of axum's query-string extractor become our JSON error shape
+/// (axum's own answer is a plain-text 400).
+pub struct Query<T>(pub T);
+
+#[axum::async_trait]
+impl<T, S> axum::extract::FromRequestParts<S> for Query<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Query(v)),
+            Err(e) => Err(ApiError::BadRequest(e.body_text())),
+        }
+    }
+}
+
+/// A WebSocket upgrade; a request that is not one is answered in our JSON
+/// error shape (axum's own answer is plain text).
+pub struct WebSocketUpgrade(pub axum::extract::ws::WebSocketUpgrade);
+
+#[axum::async_trait]
+impl<S> axum::extract::FromRequestParts<S> for WebSocketUpgrade
+where
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::ws::WebSocketUpgrade::from_request_parts(parts, state).await {
+            Ok(ws) => Ok(WebSocketUpgrade(ws)),
+            Err(e) => {
+                let status = e.status();
+                let code = if status == StatusCode::METHOD_NOT_ALLOWED {
+                    "method_not_allowed"
+                } else {
+                    "bad_request"
+                };
+                Err((
+                    status,
+                    axum::Json(body(
+                        code,
+                        &format!("a WebSocket upgrade is expected here: {}", e.body_text()),
+                    )),
+                )
+                    .into_response())
+            }
         }
     }
 }

@@ -591,12 +591,28 @@ impl Manager {
 
     /// The agent of a running sandbox, reconnecting if the connection dropped.
     pub async fn agent(&self, id: &str) -> Result<AgentClient, ApiError> {
-        let existing = self
-            .live
-            .lock()
-            .unwrap()
-            .get(id)
-            .map(|l| (l.agent.clone(), l.running.clone()));
+        let live = |id: &str| {
+            self.live
+                .lock()
+                .unwrap()
+                .get(id)
+                .map(|l| (l.agent.clone(), l.running.clone()))
+        };
+        let existing = match live(id) {
+            Some(e) => Some(e),
+            None => {
+                // Not live. If the store still says running, a stop (or a
+                // start) holds the sandbox's lock right now: wait for it
+                // and look again, so the answer is the state it ends in,
+                // never "is running; start it".
+                let r = self.by_id(id)?;
+                if matches!(r.state, SandboxState::Running | SandboxState::Creating) {
+                    let lock = self.lock_for(id);
+                    let _g = lock.lock().await;
+                }
+                live(id)
+            }
+        };
         let Some((agent, running)) = existing else {
             let r = self.by_id(id)?;
             return Err(ApiError::Conflict(format!(

@@ -21,7 +21,9 @@ pub fn kind_of(e: &std::io::Error) -> ErrorKind {
             libc::EINVAL | libc::ENAMETOOLONG | libc::ELOOP | libc::EXDEV | libc::E2BIG => {
                 ErrorKind::InvalidInput
             }
-            libc::ENOSYS | libc::EOPNOTSUPP => ErrorKind::Unsupported,
+            libc::ENOSYS | libc::EOPNOTSUPP | libc::ENXIO | libc::ENODEV => ErrorKind::Unsupported,
+            libc::EBUSY | libc::ETXTBSY => ErrorKind::Busy,
+            libc::EFBIG | libc::EMLINK => ErrorKind::ResourceExhausted,
             _ => ErrorKind::Other,
         };
     }
@@ -52,6 +54,10 @@ mod tests {
         assert_eq!(kind_of(&e(libc::ENOTEMPTY)), ErrorKind::DirectoryNotEmpty);
         assert_eq!(kind_of(&e(libc::EDQUOT)), ErrorKind::ResourceExhausted);
         assert_eq!(kind_of(&e(libc::EINVAL)), ErrorKind::InvalidInput);
+        assert_eq!(kind_of(&e(libc::EBUSY)), ErrorKind::Busy);
+        assert_eq!(kind_of(&e(libc::ETXTBSY)), ErrorKind::Busy);
+        assert_eq!(kind_of(&e(libc::EFBIG)), ErrorKind::ResourceExhausted);
+        assert_eq!(kind_of(&e(libc::ENODEV)), ErrorKind::Unsupported);
         assert_eq!(
             kind_of(&std::io::Error::new(std::io::ErrorKind::InvalidInput, "x")),
             ErrorKind::InvalidInput

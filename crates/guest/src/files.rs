@@ -194,10 +194,34 @@ pub fn rename(from: &str, to: &str) -> Result<GuestMsg, FileError> {
 /// Stream a file as Data chunks, then Eof.
 pub async fn read(out: Out, path: &str, mut input: Input) {
     let p = resolve(path);
-    let mut file = match tokio::fs::File::open(&p).await {
+    // O_NONBLOCK: opening a FIFO for reading would otherwise block until a
+    // writer came, holding a blocking thread for ever. Only regular files
+    // are read (a device or a FIFO has no end, or no size).
+    let opened = tokio::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&p)
+        .await;
+    let mut file = match opened {
         Ok(f) => f,
         Err(e) => return out.error(kind_of(&e), ctx(&p)(e).to_string()).await,
     };
+    match file.metadata().await {
+        Ok(m) if m.is_file() => {}
+        Ok(m) if m.is_dir() => {
+            let e = io::Error::from_raw_os_error(libc::EISDIR);
+            return out.error(kind_of(&e), ctx(&p)(e).to_string()).await;
+        }
+        Ok(_) => {
+            return out
+                .error(
+                    ironclaw_proto::ErrorKind::InvalidInput,
+                    format!("{}: not a regular file", p.display()),
+                )
+                .await
+        }
+        Err(e) => return out.error(kind_of(&e), ctx(&p)(e).to_string()).await,
+    }
     let mut buf = vec![0u8; CHUNK];
     loop {
         let n = tokio::select! {

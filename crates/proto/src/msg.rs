@@ -210,6 +210,9 @@ pub enum ErrorKind {
     ResourceExhausted,
     Unsupported,
     Other,
+    /// In use: a mount point, a busy device or a running executable
+    /// (EBUSY, ETXTBSY). Last, so older guests' encodings stay the same.
+    Busy,
 }
 
 /// Guest to host.

@@ -1,7 +1,7 @@
 //! Sessions and the streaming chat WebSocket.
 
-use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::ws::{Message as WsMessage, WebSocket};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use ironclaw_agent::TurnEvent;
@@ -9,7 +9,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use crate::auth::Caller;
-use crate::error::{ApiError, Json};
+use crate::error::{ApiError, OptionalJson, Query, WebSocketUpgrade};
 use crate::AppState;
 
 pub async fn list(
@@ -30,9 +30,9 @@ pub struct NewSession {
 pub async fn create(
     State(st): State<AppState>,
     caller: Caller,
-    body: Option<Json<NewSession>>,
+    OptionalJson(body): OptionalJson<NewSession>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let agent = body.and_then(|Json(b)| b.agent);
+    let agent = body.and_then(|b| b.agent);
     let s = st.chat.new_session(&caller.user, agent.as_deref())?;
     Ok((StatusCode::CREATED, axum::Json(s)))
 }
@@ -79,7 +79,7 @@ pub async fn ws(
     State(st): State<AppState>,
     caller: Caller,
     Query(q): Query<WsQuery>,
-    upgrade: WebSocketUpgrade,
+    WebSocketUpgrade(upgrade): WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let session = match q.session {
         Some(id) => st.manager.store.session(&caller.user, &id)?,

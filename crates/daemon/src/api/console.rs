@@ -1,7 +1,6 @@
 //! Persistent PTY sessions ("consoles") that survive disconnects.
 
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use ironclaw_proto::{GuestMsg, HostMsg, PtyOpen, TtySize};
@@ -9,7 +8,7 @@ use serde::Deserialize;
 
 use super::exec::{pump, Output};
 use crate::auth::Target;
-use crate::error::ApiError;
+use crate::error::{ApiError, Query, WebSocketUpgrade};
 use crate::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -23,7 +22,7 @@ pub async fn attach(
     State(st): State<AppState>,
     t: Target,
     Query(q): Query<AttachQuery>,
-    ws: WebSocketUpgrade,
+    WebSocketUpgrade(ws): WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let session = q.session.unwrap_or_else(|| "main".into());
     ironclaw_sandbox::name::validate(&session).map_err(|e| ApiError::InvalidName(e.to_string()))?;

@@ -2,14 +2,14 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use ironclaw_proto::{ExecRequest, GuestMsg, HostMsg, TtySize};
 use serde::Deserialize;
 
 use crate::auth::Target;
-use crate::error::{ApiError, Json};
+use crate::error::{ApiError, Json, WebSocketUpgrade};
 use crate::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -209,7 +209,7 @@ pub enum Control {
 pub async fn exec_ws(
     State(st): State<AppState>,
     t: Target,
-    ws: WebSocketUpgrade,
+    WebSocketUpgrade(ws): WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     // Fail before the upgrade, so the client sees an HTTP status.
     let agent = st.manager.agent(&t.id).await?;

@@ -1,7 +1,7 @@
 //! Files in a sandbox: streamed upload and download, and small operations.
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -9,7 +9,7 @@ use ironclaw_proto::{FileKind, FileWrite, GuestMsg, HostMsg, CHUNK};
 use serde::Deserialize;
 
 use crate::auth::Target;
-use crate::error::{ApiError, Json};
+use crate::error::{ApiError, Json, Query};
 use crate::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -109,6 +109,15 @@ pub async fn download(
     if stat.kind == FileKind::Dir {
         return Err(ApiError::BadRequest(format!("{} is a directory", q.path)));
     }
+    // A FIFO would block the read until a writer came, a device never
+    // ends or reads as empty: downloads are of regular files (the guest
+    // refuses the rest too, should the path change in between).
+    if stat.kind == FileKind::Other {
+        return Err(ApiError::BadRequest(format!(
+            "{} is not a regular file",
+            q.path
+        )));
+    }
     let mut stream = agent
         .open(HostMsg::FileRead {
             path: q.path.clone(),
@@ -141,14 +150,19 @@ pub async fn download(
             }
         },
     );
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-            (header::CONTENT_LENGTH, stat.size.to_string()),
-        ],
+    let mut resp = (
+        [(header::CONTENT_TYPE, "application/octet-stream")],
         Body::from_stream(body),
     )
-        .into_response())
+        .into_response();
+    // The size is the file's only when the path is the file: a symlink's
+    // stat (lstat) gives the length of its target's name, which made every
+    // download through a symlink an incomplete body.
+    if stat.kind == FileKind::File {
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, header::HeaderValue::from(stat.size));
+    }
+    Ok(resp)
 }
 
 #[derive(Debug, Deserialize)]

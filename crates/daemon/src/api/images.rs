@@ -104,6 +104,9 @@ pub async fn remove(
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require_admin()?;
+    // Checked before the name reaches the filesystem: a 300-byte name used
+    // to come back from open(2) as ENAMETOOLONG, a 500.
+    ironclaw_sandbox::name::validate(&name).map_err(|e| ApiError::InvalidName(e.to_string()))?;
     let images_dir = st.manager.images_dir();
     image::get(&images_dir, &name)?;
     let users = st.manager.store.count_sandboxes_using_image(&name)?;

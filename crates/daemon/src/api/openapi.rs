@@ -1,11 +1,15 @@
 //! The OpenAPI 3.1 document of /v1. Written out by hand from the routes in
-//! `lib.rs::router` (a test checks every route is documented).
+//! `lib.rs::router` (a test checks every route is documented; the fuzz
+//! test drives schemathesis with it, so parameters, bodies, response
+//! schemas and the create -> use links below are what clients can rely on).
 
 use axum::response::IntoResponse;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
-fn op(summary: &str, ok: &str, body: Option<Value>) -> Value {
+/// One operation: `id` (operationId), summary, success status, request body.
+fn op(id: &str, summary: &str, ok: &str, body: Option<Value>) -> Value {
     let mut o = json!({
+        "operationId": id,
         "summary": summary,
         "responses": {
             ok: {"description": "success"},
@@ -19,14 +23,155 @@ fn op(summary: &str, ok: &str, body: Option<Value>) -> Value {
     o
 }
 
+/// The success response returns JSON of this schema.
+fn returns(mut o: Value, schema: Value) -> Value {
+    let ok = success_code(&o);
+    o["responses"][ok]["content"] = json!({"application/json": {"schema": schema}});
+    o
+}
+
+/// The success response returns `content_type` (text, a byte stream).
+fn returns_raw(mut o: Value, content_type: &str) -> Value {
+    let ok = success_code(&o);
+    o["responses"][ok]["content"] = json!({content_type: {"schema": {"type": "string"}}});
+    o
+}
+
+/// The success response has these OpenAPI links (name -> operationId, parameters).
+fn links(mut o: Value, links: &[(&str, &str, Value)]) -> Value {
+    let ok = success_code(&o);
+    let mut m = Map::new();
+    for (name, target, params) in links {
+        m.insert(
+            name.to_string(),
+            json!({"operationId": target, "parameters": params}),
+        );
+    }
+    o["responses"][ok]["links"] = Value::Object(m);
+    o
+}
+
+/// Extra query parameters.
+fn query(mut o: Value, params: &[Value]) -> Value {
+    let mut list = o["parameters"].as_array().cloned().unwrap_or_default();
+    list.extend(params.iter().cloned());
+    o["parameters"] = Value::Array(list);
+    o
+}
+
+/// No bearer token needed.
+fn public(mut o: Value) -> Value {
+    o["security"] = json!([]);
+    o
+}
+
+fn success_code(o: &Value) -> String {
+    o["responses"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .find(|k| *k != "default")
+        .unwrap()
+        .clone()
+}
+
+fn q(name: &str, required: bool, schema: Value, description: &str) -> Value {
+    json!({"name": name, "in": "query", "required": required, "schema": schema, "description": description})
+}
+
 /// `?owner=USER`: the admin acts in that user's namespace.
 fn owner_param() -> Value {
     json!({"name": "owner", "in": "query", "required": false, "schema": {"type": "string"},
-           "description": "Admin only: the user whose sandbox NAME is (default: the caller's own). Another user's sandbox is a 404 for non-admins."})
+           "description": "Admin only: the user whose sandbox NAME is (default: the caller's own; at most once). Another user's sandbox is a 404 for non-admins."})
 }
 
 fn name_param() -> Value {
     json!([{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}])
+}
+
+fn path_query() -> Value {
+    q(
+        "path",
+        true,
+        json!({"type": "string", "minLength": 1}),
+        "Absolute path inside the sandbox",
+    )
+}
+
+/// A sandbox-name link parameter set from a `Sandbox` response.
+fn sandbox_link() -> Value {
+    json!({"path.name": "$response.body#/name", "query.owner": "$response.body#/owner"})
+}
+
+fn schema_ref(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn schemas() -> Value {
+    let name = json!({"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"});
+    let usage = json!({"type": "object", "required": ["turns", "input_tokens", "output_tokens", "cost_usd"], "properties": {
+        "turns": {"type": "integer"}, "input_tokens": {"type": "integer"}, "output_tokens": {"type": "integer"}, "cost_usd": {"type": "number"}}});
+    json!({
+        "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
+        "Name": name,
+        "CreateSandbox": {"type": "object", "required": ["name"], "additionalProperties": false, "properties": {
+            "name": name,
+            "image": {"type": ["string", "null"]}, "backend": {"type": ["string", "null"], "enum": ["namespace", "qemu", "firecracker", null]},
+            "vcpus": {"type": ["integer", "null"], "minimum": 1, "maximum": 64},
+            "memory_mib": {"type": ["integer", "null"], "minimum": 16, "maximum": 1_048_576},
+            "disk_mib": {"type": ["integer", "null"], "minimum": 64, "maximum": 16_777_216}}},
+        "Sandbox": {"type": "object",
+            "required": ["name", "owner", "state", "backend", "image", "vcpus", "memory_mib", "disk_mib", "disk_used_bytes", "created_at", "started_at", "state_reason", "pid"],
+            "properties": {
+                "name": {"type": "string"}, "owner": {"type": "string"},
+                "state": {"type": "string", "enum": ["creating", "running", "stopped", "crashed", "error"]},
+                "backend": {"type": "string"}, "image": {"type": "string"},
+                "vcpus": {"type": "integer"}, "memory_mib": {"type": "integer"}, "disk_mib": {"type": "integer"},
+                "disk_used_bytes": {"type": "integer"}, "created_at": {"type": "string"},
+                "started_at": {"type": ["string", "null"]}, "state_reason": {"type": ["string", "null"]},
+                "pid": {"type": ["integer", "null"]}}},
+        "SandboxList": {"type": "object", "required": ["sandboxes"], "properties": {"sandboxes": {"type": "array", "items": schema_ref("Sandbox")}}},
+        "Exec": {"type": "object", "required": ["argv"], "additionalProperties": false, "properties": {
+            "argv": {"type": "array", "minItems": 1, "items": {"type": "string"}, "description": "argv[0] names the command (not empty)"}, "env": {"type": "object", "additionalProperties": {"type": "string"}},
+            "cwd": {"type": ["string", "null"]}, "stdin": {"type": ["string", "null"]},
+            "timeout_secs": {"type": ["integer", "null"], "minimum": 1}, "timeout_ms": {"type": ["integer", "null"], "minimum": 1}},
+            "description": "timeout_secs or timeout_ms, not both; at most exec_timeout_max_secs"},
+        "ExecResult": {"type": "object", "required": ["exit_code", "signal", "timed_out", "truncated", "stdout_truncated", "stderr_truncated", "stdout", "stderr"], "properties": {
+            "exit_code": {"type": ["integer", "null"]}, "signal": {"type": ["integer", "null"]}, "timed_out": {"type": "boolean"},
+            "truncated": {"type": "boolean"}, "stdout_truncated": {"type": "boolean"}, "stderr_truncated": {"type": "boolean"},
+            "stdout": {"type": "string"}, "stderr": {"type": "string"}}},
+        "FileStat": {"type": "object", "required": ["path", "kind", "size", "mode", "mtime"], "properties": {
+            "path": {"type": "string"}, "kind": {"type": "string", "enum": ["file", "dir", "symlink", "other"]},
+            "size": {"type": "integer"}, "mode": {"type": "integer"}, "mtime": {"type": "integer"}}},
+        "DirList": {"type": "object", "required": ["entries"], "properties": {"entries": {"type": "array", "items": {"type": "object",
+            "required": ["name", "kind", "size", "mode", "mtime"], "properties": {
+            "name": {"type": "string"}, "kind": {"type": "string", "enum": ["file", "dir", "symlink", "other"]},
+            "size": {"type": "integer"}, "mode": {"type": "integer"}, "mtime": {"type": "integer"}}}}}},
+        "ConsoleList": {"type": "object", "required": ["sessions"], "properties": {"sessions": {"type": "array", "items": {"type": "object",
+            "required": ["name"], "properties": {"name": {"type": "string"}, "pid": {"type": ["integer", "null"]}, "alive": {"type": "boolean"},
+            "attached": {"type": "integer", "description": "clients attached now"}, "rows": {"type": "integer"}, "cols": {"type": "integer"}}}}}},
+        "BuildImage": {"type": "object", "required": ["name", "from"], "additionalProperties": false, "properties": {"name": name, "from": {"type": "string", "enum": ["busybox", "debian"]}}},
+        "Mkdir": {"type": "object", "required": ["path"], "additionalProperties": false, "properties": {"path": {"type": "string", "minLength": 1}, "parents": {"type": "boolean"}}},
+        "Remove": {"type": "object", "required": ["path"], "additionalProperties": false, "properties": {"path": {"type": "string", "minLength": 1}, "recursive": {"type": "boolean"}}},
+        "Rename": {"type": "object", "required": ["from", "to"], "additionalProperties": false, "properties": {"from": {"type": "string", "minLength": 1}, "to": {"type": "string", "minLength": 1}}},
+        "Usage": usage,
+        "Session": {"type": "object", "required": ["id", "user", "agent", "title", "created_at", "updated_at", "messages"], "properties": {
+            "id": {"type": "string"}, "user": {"type": "string"}, "agent": {"type": "string"}, "title": {"type": ["string", "null"]},
+            "created_at": {"type": "string"}, "updated_at": {"type": "string"}, "messages": {"type": "integer"}}},
+        "SessionList": {"type": "object", "required": ["sessions"], "properties": {"sessions": {"type": "array", "items": schema_ref("Session")}}},
+        "SessionHistory": {"type": "object", "required": ["session", "messages", "usage"], "properties": {
+            "session": schema_ref("Session"), "messages": {"type": "array", "items": {"type": "object"}}, "usage": {"type": "object"}}},
+        "User": {"type": "object", "required": ["name", "admin", "created_at"], "properties": {
+            "name": {"type": "string"}, "admin": {"type": "boolean"}, "created_at": {"type": "string"}, "tokens": {"type": "integer"}}},
+        "NewUser": {"type": "object", "required": ["user", "token", "token_id"], "properties": {
+            "user": schema_ref("User"), "token": {"type": "string"}, "token_id": {"type": "string"}}},
+        "NewToken": {"type": "object", "required": ["user", "token", "token_id"], "properties": {
+            "user": {"type": "string"}, "token": {"type": "string"}, "token_id": {"type": "string"}}},
+        "ChatCompletion": {"type": "object", "required": ["model", "messages"], "properties": {
+            "model": {"type": "string"}, "stream": {"type": "boolean"},
+            "messages": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["role", "content"], "properties": {
+                "role": {"type": "string", "enum": ["system", "user", "assistant"]}, "content": {"type": "string", "minLength": 1}}}}}}
+    })
 }
 
 pub fn document() -> Value {
@@ -42,87 +187,138 @@ pub fn document() -> Value {
         v["parameters"] = params;
         v
     };
+    // Where a new sandbox leads: every operation on it.
+    let sandbox_links = [
+        ("show", "getSandbox", sandbox_link()),
+        ("info", "sandboxInfo", sandbox_link()),
+        ("logs", "sandboxLogs", sandbox_link()),
+        ("exec", "execInSandbox", sandbox_link()),
+        ("stop", "stopSandbox", sandbox_link()),
+        ("start", "startSandbox", sandbox_link()),
+        ("consoles", "listConsoles", sandbox_link()),
+        ("list_dir", "listDir", sandbox_link()),
+        ("mkdir", "makeDir", sandbox_link()),
+        ("upload", "uploadFile", sandbox_link()),
+        ("remove", "deleteSandbox", sandbox_link()),
+    ];
     json!({
         "openapi": "3.1.0",
         "info": {"title": "IronClaw", "version": env!("CARGO_PKG_VERSION"), "description": "Sandboxes (microVMs and namespaces) with a guest agent, behind one API. Bearer token auth."},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
-                "CreateSandbox": {"type": "object", "required": ["name"], "properties": {
-                    "name": {"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"},
-                    "image": {"type": "string"}, "backend": {"type": "string", "enum": ["namespace", "qemu", "firecracker"]},
-                    "vcpus": {"type": "integer"}, "memory_mib": {"type": "integer"}, "disk_mib": {"type": "integer"}}},
-                "Exec": {"type": "object", "required": ["argv"], "properties": {
-                    "argv": {"type": "array", "items": {"type": "string"}}, "env": {"type": "object"},
-                    "cwd": {"type": "string"}, "stdin": {"type": "string"}, "timeout_secs": {"type": "integer"}, "timeout_ms": {"type": "integer"}}},
-                "BuildImage": {"type": "object", "required": ["name", "from"], "properties": {"name": {"type": "string"}, "from": {"type": "string", "enum": ["busybox", "debian"]}}},
-                "Path": {"type": "object", "required": ["path"], "properties": {"path": {"type": "string"}, "parents": {"type": "boolean"}, "recursive": {"type": "boolean"}}},
-                "Rename": {"type": "object", "required": ["from", "to"], "properties": {"from": {"type": "string"}, "to": {"type": "string"}}}
-            }
+            "schemas": schemas(),
         },
         "security": [{"bearer": []}],
         "paths": {
-            "/v1/health": {"get": op("Liveness (no auth)", "200", None)},
-            "/v1/host": {"get": op("Host capability report (doctor)", "200", None)},
-            "/v1/openapi.json": {"get": op("This document (no auth)", "200", None)},
+            "/v1/health": {"get": public(returns(op("health", "Liveness (no auth)", "200", None),
+                json!({"type": "object", "required": ["status", "version"], "properties": {"status": {"type": "string"}, "version": {"type": "string"}}})))},
+            "/v1/host": {"get": returns(op("hostReport", "Host capability report (doctor)", "200", None), json!({"type": "object"}))},
+            "/v1/openapi.json": {"get": public(returns(op("openapi", "This document (no auth)", "200", None), json!({"type": "object"})))},
             "/v1/sandboxes": {
                 "parameters": [owner_param()],
-                "get": op("List the caller's sandboxes (the admin: everyone's, or one user's with ?owner=)", "200", None),
-                "post": op("Create and start a sandbox", "201", Some(json!({"$ref": "#/components/schemas/CreateSandbox"})))
+                "get": returns(op("listSandboxes", "List the caller's sandboxes (the admin: everyone's, or one user's with ?owner=)", "200", None), schema_ref("SandboxList")),
+                "post": links(returns(op("createSandbox", "Create and start a sandbox", "201", Some(schema_ref("CreateSandbox"))), schema_ref("Sandbox")), &sandbox_links)
             },
-            "/v1/sandboxes/{name}": in_sandbox(json!({"get": op("Show a sandbox", "200", None), "delete": op("Stop and remove a sandbox and its disk", "204", None)})),
-            "/v1/sandboxes/{name}/start": in_sandbox(json!({"post": op("Start a stopped sandbox", "200", None)})),
-            "/v1/sandboxes/{name}/stop": in_sandbox(json!({"post": op("Stop a sandbox (its disk is kept)", "200", None)})),
-            "/v1/sandboxes/{name}/info": in_sandbox(json!({"get": op("Guest agent info", "200", None)})),
-            "/v1/sandboxes/{name}/logs": in_sandbox(json!({"get": op("Recent console (and VMM) log, text; ?bytes=", "200", None)})),
-            "/v1/sandboxes/{name}/exec": in_sandbox(json!({"post": op("Run a command to completion", "200", Some(json!({"$ref": "#/components/schemas/Exec"})))})),
-            "/v1/sandboxes/{name}/exec/ws": in_sandbox(json!({"get": op("Streamed exec over WebSocket (see docs/api.md)", "101", None)})),
-            "/v1/sandboxes/{name}/console": in_sandbox(json!({"get": op("List persistent console sessions", "200", None)})),
-            "/v1/sandboxes/{name}/console/ws": in_sandbox(json!({"get": op("Attach to a persistent console session over WebSocket", "101", None)})),
+            "/v1/sandboxes/{name}": in_sandbox(json!({
+                "get": returns(op("getSandbox", "Show a sandbox", "200", None), schema_ref("Sandbox")),
+                "delete": op("deleteSandbox", "Stop and remove a sandbox and its disk", "204", None)})),
+            "/v1/sandboxes/{name}/start": in_sandbox(json!({"post": returns(op("startSandbox", "Start a stopped sandbox", "200", None), schema_ref("Sandbox"))})),
+            "/v1/sandboxes/{name}/stop": in_sandbox(json!({"post": returns(op("stopSandbox", "Stop a sandbox (its disk is kept)", "200", None), schema_ref("Sandbox"))})),
+            "/v1/sandboxes/{name}/info": in_sandbox(json!({"get": returns(op("sandboxInfo", "Guest agent info", "200", None), json!({"type": "object"}))})),
+            "/v1/sandboxes/{name}/logs": in_sandbox(json!({"get": query(returns_raw(op("sandboxLogs", "Recent console (and VMM) log, text", "200", None), "text/plain"),
+                &[q("bytes", false, json!({"type": "integer", "minimum": 0, "maximum": u64::MAX}), "Most bytes of log to return (default 65536, at most 16 MiB)")])})),
+            "/v1/sandboxes/{name}/exec": in_sandbox(json!({"post": returns(op("execInSandbox", "Run a command to completion", "200", Some(schema_ref("Exec"))), schema_ref("ExecResult"))})),
+            "/v1/sandboxes/{name}/exec/ws": in_sandbox(json!({"get": op("execWebSocket", "Streamed exec over WebSocket (see docs/api.md); a plain GET is a 400", "101", None)})),
+            "/v1/sandboxes/{name}/console": in_sandbox(json!({"get": returns(op("listConsoles", "List persistent console sessions", "200", None), schema_ref("ConsoleList"))})),
+            "/v1/sandboxes/{name}/console/ws": in_sandbox(json!({"get": query(op("consoleWebSocket", "Attach to a persistent console session over WebSocket; a plain GET is a 400", "101", None), &[
+                q("session", false, schema_ref("Name"), "Session name (default main)"),
+                q("rows", false, json!({"type": "integer", "minimum": 0, "maximum": 65535}), "Terminal rows"),
+                q("cols", false, json!({"type": "integer", "minimum": 0, "maximum": 65535}), "Terminal columns")])})),
             "/v1/sandboxes/{name}/console/{session}": {"parameters": [
                 {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}},
                 {"name": "session", "in": "path", "required": true, "schema": {"type": "string"}},
                 owner_param()],
-                "delete": op("Kill a console session", "204", None)},
+                "delete": op("killConsole", "Kill a console session", "204", None)},
             "/v1/sandboxes/{name}/files": in_sandbox(json!({
-                "get": op("Download a file (streamed)", "200", None),
-                "put": op("Upload a file (streamed raw body; ?path=&mode=)", "200", None)})),
-            "/v1/sandboxes/{name}/fs/stat": in_sandbox(json!({"get": op("Stat a path", "200", None)})),
-            "/v1/sandboxes/{name}/fs/list": in_sandbox(json!({"get": op("List a directory", "200", None)})),
-            "/v1/sandboxes/{name}/fs/mkdir": in_sandbox(json!({"post": op("Make a directory", "204", Some(json!({"$ref": "#/components/schemas/Path"})))})),
-            "/v1/sandboxes/{name}/fs/remove": in_sandbox(json!({"post": op("Remove a path", "204", Some(json!({"$ref": "#/components/schemas/Path"})))})),
-            "/v1/sandboxes/{name}/fs/rename": in_sandbox(json!({"post": op("Rename a path", "204", Some(json!({"$ref": "#/components/schemas/Rename"})))})),
+                "get": query(returns_raw(op("downloadFile", "Download a file (streamed)", "200", None), "application/octet-stream"), &[path_query()]),
+                "put": {
+                    "operationId": "uploadFile",
+                    "summary": "Upload a file (streamed raw body)",
+                    "parameters": [path_query(), q("mode", false, json!({"type": "string", "pattern": "^[0-7]{1,4}$"}), "Octal permission bits, e.g. 644")],
+                    "requestBody": {"required": false, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+                    "responses": {
+                        "200": {"description": "success", "content": {"application/json": {"schema": schema_ref("FileStat")}}},
+                        "default": {"description": "error", "content": {"application/json": {"schema": schema_ref("Error")}}}
+                    }
+                }})),
+            "/v1/sandboxes/{name}/fs/stat": in_sandbox(json!({"get": query(returns(op("statPath", "Stat a path", "200", None), schema_ref("FileStat")), &[path_query()])})),
+            "/v1/sandboxes/{name}/fs/list": in_sandbox(json!({"get": query(returns(op("listDir", "List a directory", "200", None), schema_ref("DirList")), &[path_query()])})),
+            "/v1/sandboxes/{name}/fs/mkdir": in_sandbox(json!({"post": op("makeDir", "Make a directory", "204", Some(schema_ref("Mkdir")))})),
+            "/v1/sandboxes/{name}/fs/remove": in_sandbox(json!({"post": op("removePath", "Remove a path", "204", Some(schema_ref("Remove")))})),
+            "/v1/sandboxes/{name}/fs/rename": in_sandbox(json!({"post": op("renamePath", "Rename a path", "204", Some(schema_ref("Rename")))})),
             "/v1/sessions": {
-                "get": op("The caller's chat sessions, newest first", "200", None),
-                "post": op("Start a session", "201", Some(json!({"type": "object", "properties": {"agent": {"type": "string"}}})))
+                "get": returns(op("listSessions", "The caller's chat sessions, newest first", "200", None), schema_ref("SessionList")),
+                "post": {
+                    "operationId": "createSession",
+                    "summary": "Start a session (body optional)",
+                    "requestBody": {"required": false, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false, "properties": {"agent": {"type": ["string", "null"]}}}}}},
+                    "responses": {
+                        "201": {"description": "success", "content": {"application/json": {"schema": schema_ref("Session")}},
+                                "links": {"show": {"operationId": "getSession", "parameters": {"path.id": "$response.body#/id"}},
+                                          "remove": {"operationId": "deleteSession", "parameters": {"path.id": "$response.body#/id"}}}},
+                        "default": {"description": "error", "content": {"application/json": {"schema": schema_ref("Error")}}}
+                    }
+                }
             },
             "/v1/sessions/{id}": {"parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
-                "get": op("A session with its full history and usage", "200", None),
-                "delete": op("Delete a session", "204", None)},
-            "/v1/chat/ws": {"get": op("Streaming chat over WebSocket (see docs/api.md)", "101", None)},
-            "/v1/models": {"get": op("Agents, OpenAI-style", "200", None)},
-            "/v1/chat/completions": {"post": op("OpenAI-compatible chat completions (model = agent name; stream or not)", "200",
-                Some(json!({"type": "object", "required": ["model", "messages"]})))},
-            "/v1/me": {"get": op("The calling user and their usage", "200", None)},
+                "get": returns(op("getSession", "A session with its full history and usage", "200", None), schema_ref("SessionHistory")),
+                "delete": op("deleteSession", "Delete a session", "204", None)},
+            "/v1/chat/ws": {"get": query(op("chatWebSocket", "Streaming chat over WebSocket (see docs/api.md); a plain GET is a 400", "101", None),
+                &[q("session", false, json!({"type": "string"}), "Session id (default: the latest, or a new one)")])},
+            "/v1/models": {"get": returns(op("listModels", "Agents, OpenAI-style", "200", None),
+                json!({"type": "object", "required": ["object", "data"], "properties": {"object": {"type": "string"}, "data": {"type": "array"}}}))},
+            "/v1/chat/completions": {"post": op("chatCompletions", "OpenAI-compatible chat completions (model = agent name; stream or not)", "200",
+                Some(schema_ref("ChatCompletion")))},
+            "/v1/me": {"get": returns(op("me", "The calling user and their usage", "200", None),
+                json!({"type": "object", "required": ["user", "admin", "usage", "sandbox", "quota"], "properties": {
+                    "user": {"type": "string"}, "admin": {"type": "boolean"}, "usage": schema_ref("Usage"),
+                    "sandbox": {"type": ["string", "null"]}, "quota": {"type": "object"}}}))},
             "/v1/users": {
-                "get": op("List users with usage (admin)", "200", None),
-                "post": op("Add a user; returns their first token (admin)", "201", Some(json!({"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}})))
+                "get": returns(op("listUsers", "List users with usage (admin)", "200", None),
+                    json!({"type": "object", "required": ["users"], "properties": {"users": {"type": "array", "items": schema_ref("User")}}})),
+                "post": links(returns(op("addUser", "Add a user; returns their first token (admin)", "201",
+                    Some(json!({"type": "object", "required": ["name"], "additionalProperties": false, "properties": {"name": schema_ref("Name")}}))), schema_ref("NewUser")), &[
+                    ("tokens", "listTokens", json!({"path.name": "$response.body#/user/name"})),
+                    ("issue", "issueToken", json!({"path.name": "$response.body#/user/name"})),
+                    ("revoke_first", "revokeToken", json!({"path.name": "$response.body#/user/name", "path.id": "$response.body#/token_id"})),
+                    ("remove", "deleteUser", json!({"path.name": "$response.body#/user/name"}))])
             },
-            "/v1/users/{name}": sandbox_paths(json!({"delete": op("Remove a user, their sandboxes, sessions and tokens (admin)", "204", None)})),
+            "/v1/users/{name}": sandbox_paths(json!({"delete": op("deleteUser", "Remove a user, their sandboxes, sessions and tokens (admin)", "204", None)})),
             "/v1/users/{name}/tokens": sandbox_paths(json!({
-                "get": op("List a user's tokens (admin)", "200", None),
-                "post": op("Issue a token (admin)", "201", None),
-                "delete": op("Revoke all of a user's tokens (admin)", "200", None)})),
+                "get": returns(op("listTokens", "List a user's tokens (admin)", "200", None),
+                    json!({"type": "object", "required": ["tokens"], "properties": {"tokens": {"type": "array"}}})),
+                "post": {
+                    "operationId": "issueToken",
+                    "summary": "Issue a token (admin; body optional)",
+                    "requestBody": {"required": false, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false, "properties": {"label": {"type": ["string", "null"]}}}}}},
+                    "responses": {
+                        "201": {"description": "success", "content": {"application/json": {"schema": schema_ref("NewToken")}},
+                                "links": {"revoke": {"operationId": "revokeToken", "parameters": {"path.name": "$response.body#/user", "path.id": "$response.body#/token_id"}}}},
+                        "default": {"description": "error", "content": {"application/json": {"schema": schema_ref("Error")}}}
+                    }
+                },
+                "delete": returns(op("revokeAllTokens", "Revoke all of a user's tokens (admin)", "200", None),
+                    json!({"type": "object", "required": ["revoked"], "properties": {"revoked": {"type": "integer"}}}))})),
             "/v1/users/{name}/tokens/{id}": {"parameters": [
                 {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}},
                 {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
-                "delete": op("Revoke one token (admin)", "204", None)},
+                "delete": op("revokeToken", "Revoke one token (admin)", "204", None)},
             "/v1/images": {
-                "get": op("List images", "200", None),
-                "post": op("Build an image; progress streamed as NDJSON", "200", Some(json!({"$ref": "#/components/schemas/BuildImage"})))
+                "get": returns(op("listImages", "List images", "200", None),
+                    json!({"type": "object", "required": ["images"], "properties": {"images": {"type": "array"}}})),
+                "post": returns_raw(op("buildImage", "Build an image; progress streamed as NDJSON", "200", Some(schema_ref("BuildImage"))), "application/x-ndjson")
             },
-            "/v1/images/{name}": sandbox_paths(json!({"delete": op("Remove an unused image", "204", None)}))
+            "/v1/images/{name}": sandbox_paths(json!({"delete": op("deleteImage", "Remove an unused image", "204", None)}))
         }
     })
 }

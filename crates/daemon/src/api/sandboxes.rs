@@ -19,7 +19,7 @@ pub async fn create(
     uri: Uri,
     Json(req): Json<CreateRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let owner = namespace_of(&caller, owner_param(&uri)).ok_or_else(|| {
+    let owner = namespace_of(&caller, owner_param(&uri)?).ok_or_else(|| {
         ApiError::Forbidden("only the admin creates sandboxes for another user".into())
     })?;
     if owner != caller.user {
@@ -36,7 +36,7 @@ pub async fn list(
     caller: Caller,
     uri: Uri,
 ) -> Result<impl IntoResponse, ApiError> {
-    let records = match (caller.admin, owner_param(&uri)) {
+    let records = match (caller.admin, owner_param(&uri)?) {
         (true, None) => st.manager.store.sandboxes()?,
         (_, owner) => match namespace_of(&caller, owner) {
             Some(o) => st.manager.store.sandboxes_of(&o)?,
@@ -81,7 +81,7 @@ pub struct LogsQuery {
 pub async fn logs(
     State(st): State<AppState>,
     t: Target,
-    axum::extract::Query(q): axum::extract::Query<LogsQuery>,
+    crate::error::Query(q): crate::error::Query<LogsQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let text = st
         .manager

@@ -6,7 +6,7 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 
 use crate::auth::Caller;
-use crate::error::{ApiError, Json};
+use crate::error::{ApiError, Json, OptionalJson};
 use crate::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -118,10 +118,10 @@ pub async fn issue_token(
     State(st): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-    body: Option<Json<IssueToken>>,
+    OptionalJson(body): OptionalJson<IssueToken>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require_admin()?;
-    let label = body.and_then(|Json(b)| b.label);
+    let label = body.and_then(|b| b.label);
     let token = new_token();
     let info = st
         .manager

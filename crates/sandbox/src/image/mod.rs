@@ -352,7 +352,11 @@ pub fn get(images_dir: &Path, name: &str) -> Result<ImageMeta, ImageError> {
     let path = images_dir.join(name).join(META_FILE);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        // A name too long for a file name (ENAMETOOLONG) cannot be an image either.
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                || e.raw_os_error() == Some(libc::ENAMETOOLONG) =>
+        {
             return Err(ImageError::NotFound(name.to_string()))
         }
         Err(e) => return Err(ImageError::io(format!("reading {}", path.display()), e)),
