@@ -81,6 +81,9 @@ pub struct Config {
     pub exec_timeout_max_secs: u64,
     /// Per-user limits and per-user overrides (`[quotas]`, `[quotas.users.NAME]`).
     pub quotas: crate::quota::Quotas,
+    /// Host directories sandboxes may mount from (`[[mount_roots]] path,
+    /// writable`); none by default.
+    pub mount_roots: Vec<crate::mounts::MountRoot>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -118,6 +121,7 @@ impl Default for Config {
             exec_timeout_secs: 600,
             exec_timeout_max_secs: 24 * 3600,
             quotas: Default::default(),
+            mount_roots: Vec::new(),
         }
     }
 }
@@ -158,6 +162,11 @@ impl Config {
                 "exec_timeout_secs must be between 1 and exec_timeout_max_secs ({})",
                 cfg.exec_timeout_max_secs
             );
+        }
+        for r in &cfg.mount_roots {
+            if !r.path.is_absolute() {
+                anyhow::bail!("mount_roots: path {} must be absolute", r.path.display());
+            }
         }
         if let Some(l) = args.listen {
             cfg.listen = l;

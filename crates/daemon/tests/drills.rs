@@ -190,7 +190,6 @@ async fn escape_drills(d: &Daemon, t: &mut Tally) {
         "disk images belong to host root, mounted only inside each sandbox",
     );
     let maps = |name: &str| {
-        let d = d;
         let name = name.to_string();
         async move { d.exec(&name, &["cat", "/proc/self/uid_map"]).await["stdout"].to_string() }
     };

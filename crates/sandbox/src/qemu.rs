@@ -535,6 +535,7 @@ impl Backend for QemuBackend {
     }
 
     async fn start(&self, spec: &SandboxSpec) -> Result<(Running, AgentClient), BackendError> {
+        crate::backend::refuse_mounts(BackendKind::Qemu, spec)?;
         if spec.resources.memory_mib < MIN_MEMORY_MIB {
             return Err(BackendError::Setup(format!(
                 "qemu sandboxes need at least {MIN_MEMORY_MIB} MiB of memory, got {}",
