@@ -5,7 +5,10 @@
 //! inside an allowed root, and may never be (or contain, or lie inside)
 //! `/`, the daemon's data dir, the secrets file's directory, /proc, /sys or
 //! /dev. It is read-only unless the request asks for read-write *and* the
-//! root is writable. The request is stored as given and resolved and
+//! root is writable, and a read-write mount also needs its host
+//! filesystem mounted `nosuid`: through the idmapping root inside writes
+//! as host root, so it could otherwise leave a setuid-root program on the
+//! host. The request is stored as given and resolved and
 //! checked again at every start, so a symlink swapped later cannot escape;
 //! the backend gets only the canonical path (which the guest opens
 //! refusing symlinks, closing the window between check and use).
@@ -77,6 +80,18 @@ fn plain_chars(what: &str, p: &str) -> Result<(), ApiError> {
 /// Canonical form of `p`, or `p` itself when it does not exist.
 fn canonical_or_self(p: &Path) -> PathBuf {
     p.canonicalize().unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// Whether the host mount `p` is on ignores setuid bits (`ST_NOSUID`).
+fn nosuid(p: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: a NUL-terminated path and a zeroed struct statvfs fills.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    r == 0 && st.f_flag & libc::ST_NOSUID != 0
 }
 
 /// `a` is `b` or inside it, or `b` is inside `a`.
@@ -197,6 +212,13 @@ impl Policy<'_> {
             return Err(refused(format!(
                 "mount host path {shown} was asked read-write, but mount root {} is read-only",
                 root_path.display()
+            )));
+        }
+        if !m.read_only && !nosuid(&real) {
+            return Err(refused(format!(
+                "mount host path {shown} was asked read-write, but its host filesystem is not \
+                 mounted nosuid: root inside writes as host root there and could leave a \
+                 setuid-root program for host users; mount it nosuid,nodev on the host first"
             )));
         }
         Ok(BindMount {
