@@ -232,6 +232,24 @@ mod tests {
         assert_eq!((bob.max_sandboxes, bob.max_vcpus), (Some(3), Some(16)));
     }
 
+    /// The "Host directories" example in README.md parses.
+    #[test]
+    fn readme_mount_roots_parse() {
+        let readme = include_str!("../../../README.md");
+        let section = readme.split("### Host directories").nth(1).unwrap();
+        let toml_text = section
+            .split("```toml\n")
+            .nth(1)
+            .unwrap()
+            .split("```")
+            .next()
+            .unwrap();
+        let cfg: Config = toml::from_str(toml_text).unwrap();
+        assert_eq!(cfg.mount_roots.len(), 2);
+        assert!(!cfg.mount_roots[0].writable && cfg.mount_roots[1].writable);
+        assert!(toml::from_str::<Config>("[[mount_roots]]\npath = \"/a\"\nrw = true\n").is_err());
+    }
+
     #[test]
     fn unknown_keys_are_rejected() {
         assert!(toml::from_str::<Config>("listen_addr = \"x\"").is_err());
