@@ -447,3 +447,61 @@ async fn never_mounted_paths_are_refused_even_under_an_allowed_root() {
     drop(d);
     drop(tmp);
 }
+
+/// The sandbox owns its disk, so it can replace a directory on the way to
+/// a mount point with a symlink (here one that climbs out to a host
+/// directory). The next start must refuse to follow it rather than create
+/// or mount anything outside the sandbox's root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symlink_planted_inside_cannot_redirect_a_mount_point() {
+    let tmp = tempfile::Builder::new()
+        .prefix("iclm")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let (root, victim) = (tmp.path().join("root"), tmp.path().join("victim"));
+    std::fs::create_dir_all(root.join("share")).unwrap();
+    std::fs::create_dir_all(&victim).unwrap();
+    std::fs::write(root.join("share").join("f"), "f").unwrap();
+    let config = format!("[[mount_roots]]\npath = \"{}\"\n", root.display());
+    let d = Daemon::start_with(&config).await;
+    d.sandbox(
+        "p",
+        json!({"mounts": [mount(&root.join("share"), "/work/in/data", true)]}),
+    )
+    .await;
+    assert_eq!(
+        d.exec("p", &["cat", "/work/in/data/f"]).await["stdout"],
+        "f"
+    );
+    // Relative, with enough '..' to leave the sandbox's merged dir on the
+    // host; and an absolute one for the next component.
+    let climb = format!("{}{}", "../".repeat(30), victim.display());
+    let out = d
+        .exec(
+            "p",
+            &[
+                "sh",
+                "-c",
+                &format!("mv /work /work.old && ln -s {climb} /work && ls -l /work"),
+            ],
+        )
+        .await;
+    assert_eq!(out["exit_code"], 0, "{out}");
+    let (st, _) = d.post("/v1/sandboxes/p/stop", json!({})).await;
+    assert_eq!(st, 200);
+    let (st, v) = d.post("/v1/sandboxes/p/start", json!({})).await;
+    assert_ne!(st, 200, "started through a planted symlink: {v}");
+    assert!(message(&v).contains("not a symlink"), "{v}");
+    assert_eq!(
+        std::fs::read_dir(&victim).unwrap().count(),
+        0,
+        "something was created outside the sandbox"
+    );
+    let (st, _) = d
+        .req(reqwest::Method::DELETE, "/v1/sandboxes/p", None)
+        .await;
+    assert_eq!(st, 204);
+    drop(d);
+    assert!(!host_mounts_mention(tmp.path()), "mounts left on the host");
+    drop(tmp);
+}
