@@ -552,7 +552,22 @@ impl Manager {
         if r.state == SandboxState::Running && self.live.lock().unwrap().contains_key(id) {
             return Ok(r);
         }
-        let spec = self.boot_spec(&r)?;
+        let spec = match self.boot_spec(&r) {
+            Ok(spec) => spec,
+            Err(e) => {
+                // Say why on the sandbox too (`sandbox show`).
+                if r.state != SandboxState::Running {
+                    let reason = format!("could not start: {e}");
+                    let _ = self.store.set_sandbox_state(
+                        id,
+                        r.state,
+                        Some(&reason),
+                        r.runtime.as_deref(),
+                    );
+                }
+                return Err(e);
+            }
+        };
         let backend = self.usable_backend(&r.backend).await?;
         self.boot(&*backend, &spec).await?;
         self.by_id(id)

@@ -379,7 +379,15 @@ async fn allowed_mounts_work_and_are_rechecked_at_start() {
         msg.contains("no longer allowed") && msg.contains("not inside an allowed mount root"),
         "{v}"
     );
-    assert_eq!(d.get("/v1/sandboxes/m").await.1["state"], "stopped");
+    let (_, shown) = d.get("/v1/sandboxes/m").await;
+    assert_eq!(shown["state"], "stopped");
+    assert!(
+        shown["state_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no longer allowed"),
+        "{shown}"
+    );
     // Put back, it starts again with its files.
     std::fs::remove_file(ro.join("link")).unwrap();
     symlink(&share, ro.join("link")).unwrap();

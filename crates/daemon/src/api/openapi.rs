@@ -52,7 +52,10 @@ pub fn document() -> Value {
                 "CreateSandbox": {"type": "object", "required": ["name"], "properties": {
                     "name": {"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"},
                     "image": {"type": "string"}, "backend": {"type": "string", "enum": ["namespace", "qemu", "firecracker"]},
-                    "vcpus": {"type": "integer"}, "memory_mib": {"type": "integer"}, "disk_mib": {"type": "integer"}}},
+                    "vcpus": {"type": "integer"}, "memory_mib": {"type": "integer"}, "disk_mib": {"type": "integer"},
+                    "mounts": {"type": "array", "description": "Host directories to bind in (namespace backend; only under the daemon's [[mount_roots]])",
+                        "items": {"type": "object", "required": ["host", "guest"], "properties": {
+                            "host": {"type": "string"}, "guest": {"type": "string"}, "read_only": {"type": "boolean", "default": true}}}}}},
                 "Exec": {"type": "object", "required": ["argv"], "properties": {
                     "argv": {"type": "array", "items": {"type": "string"}}, "env": {"type": "object"},
                     "cwd": {"type": "string"}, "stdin": {"type": "string"}, "timeout_secs": {"type": "integer"}, "timeout_ms": {"type": "integer"}}},
