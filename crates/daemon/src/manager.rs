@@ -361,6 +361,7 @@ impl Manager {
                 "image '{image_name}' not found; build it with `ironclaw image build {image_name} --from busybox|debian`"
             ))
         })?;
+        crate::mounts::check_in_image(&image::rootfs(&self.images_dir(), &image_name), &mounts)?;
         if self.store.sandbox(owner, &req.name).is_ok() {
             return Err(ApiError::Conflict(format!(
                 "sandbox '{}' already exists",

@@ -130,6 +130,44 @@ pub fn check_guest(guest: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Check the guest paths against the image, so a mount point the guest
+/// would refuse at boot (a symlink or a file on the way, as in Debian's
+/// `/bin -> usr/bin`) is a clear 400 at create rather than a crashed
+/// start. What the sandbox later changes on its own disk is checked by
+/// the guest at every start.
+pub fn check_in_image(rootfs: &Path, mounts: &[SandboxMount]) -> Result<(), ApiError> {
+    for m in mounts {
+        let mut p = rootfs.to_path_buf();
+        let mut shown = String::new();
+        for c in Path::new(&m.guest).components().skip(1) {
+            p.push(c);
+            shown.push('/');
+            shown.push_str(&c.as_os_str().to_string_lossy());
+            match std::fs::symlink_metadata(&p) {
+                Err(_) => break,
+                Ok(md) if md.file_type().is_symlink() => {
+                    let to = std::fs::read_link(&p)
+                        .map(|t| t.display().to_string())
+                        .unwrap_or_default();
+                    return Err(bad(format!(
+                        "mount guest path {:?} goes through the symlink {shown} -> {to} in the image; \
+                         use the path it points to",
+                        m.guest
+                    )));
+                }
+                Ok(md) if !md.is_dir() => {
+                    return Err(bad(format!(
+                        "mount guest path {:?}: {shown} is not a directory in the image",
+                        m.guest
+                    )));
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Policy<'_> {
     /// Resolve a stored (or requested) mount and check it against the
     /// allowlist as it is now: the canonical bind for the backend.

@@ -309,6 +309,21 @@ async fn allowed_mounts_work_and_are_rechecked_at_start() {
     ] {
         refused(&d, json!([mount(&share, guest, true)]), 400, needle).await;
     }
+    // Through a symlink or a file of the image (busybox's applets are links).
+    refused(
+        &d,
+        json!([mount(&share, "/bin/sh/x", true)]),
+        400,
+        "symlink /bin/sh -> busybox",
+    )
+    .await;
+    refused(
+        &d,
+        json!([mount(&share, "/bin/busybox/x", true)]),
+        400,
+        "not a directory in the image",
+    )
+    .await;
     refused(
         &d,
         json!([mount(&share, "/a", true), mount(&rw, "/a/b", true)]),
