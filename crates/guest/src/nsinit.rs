@@ -83,7 +83,6 @@ pub fn run(args: &NsInitArgs) -> Result<(), NsInitError> {
             if shim_gone(&alive_r) {
                 return Err(NsInitError::Orphaned);
             }
-            drop(alive_r);
             let userns = confine::userns::create(args.uid_base, ironclaw_proto::IDS_PER_SANDBOX)?;
             let (listener, socket) = build_root(args, userns.as_fd())?;
             nix::unistd::sethostname(&args.hostname).map_err(|source| NsInitError::Hostname {
@@ -94,6 +93,14 @@ pub fn run(args: &NsInitArgs) -> Result<(), NsInitError> {
             // The point of no return: host privileges end here.
             confine::userns::enter(&userns)?;
             drop(userns);
+            // New ids clear the parent-death signal (the kernel resets it
+            // on any change of effective or filesystem ids): arm it again,
+            // then make sure the shim did not die in between.
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(NsInitError::Pdeathsig)?;
+            if shim_gone(&alive_r) {
+                return Err(NsInitError::Orphaned);
+            }
+            drop(alive_r);
             confine::caps::restrict()?;
             confine::seccomp::install()?;
             agent::start(Role::NsInit, move || {
