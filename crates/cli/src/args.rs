@@ -184,6 +184,11 @@ pub struct CreateArgs {
     #[arg(long, value_parser = crate::output::parse_size_mib, value_name = "SIZE")]
     pub disk: Option<u64>,
 
+    /// Bind a host directory into the sandbox, read-only unless `:rw`
+    /// (repeatable; namespace backend; only under the daemon's `mount_roots`)
+    #[arg(long = "mount", value_parser = crate::output::parse_mount, value_name = "HOST:GUEST[:ro|:rw]")]
+    pub mounts: Vec<crate::output::MountSpec>,
+
     #[command(flatten)]
     pub json: JsonFlag,
 }

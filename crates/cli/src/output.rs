@@ -9,6 +9,41 @@ use time::OffsetDateTime;
 const KIB: f64 = 1024.0;
 const MIB: f64 = 1024.0 * 1024.0;
 
+/// A `--mount HOST:GUEST[:ro|:rw]` (read-only unless `:rw`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountSpec {
+    pub host: String,
+    pub guest: String,
+    pub read_only: bool,
+}
+
+/// Parse `--mount HOST:GUEST[:ro|:rw]`. Both paths must be absolute; a
+/// path with ':' in it cannot be mounted.
+pub fn parse_mount(s: &str) -> Result<MountSpec, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let (host, guest, read_only) = match parts.as_slice() {
+        [h, g] => (*h, *g, true),
+        [h, g, "ro"] => (*h, *g, true),
+        [h, g, "rw"] => (*h, *g, false),
+        [_, _, m] => return Err(format!("invalid mount '{s}': mode '{m}' must be ro or rw")),
+        _ => {
+            return Err(format!(
+                "invalid mount '{s}': expected HOST:GUEST[:ro|:rw] (paths cannot contain ':')"
+            ))
+        }
+    };
+    if !host.starts_with('/') || !guest.starts_with('/') {
+        return Err(format!(
+            "invalid mount '{s}': HOST and GUEST must be absolute paths"
+        ));
+    }
+    Ok(MountSpec {
+        host: host.into(),
+        guest: guest.into(),
+        read_only,
+    })
+}
+
 /// Parse a size into MiB: `512M`, `2G`, `1.5G`, `512` (plain numbers are MiB),
 /// `1024K`, `1T`; suffixes are case-insensitive and may end in `B` or `iB`
 /// (`MB` is taken as MiB). Fractions are rounded to the nearest MiB.
@@ -277,6 +312,34 @@ mod tests {
     use super::*;
     use serde_json::json;
     use time::macros::datetime;
+
+    #[test]
+    fn mounts() {
+        let m = |h: &str, g: &str, ro| MountSpec {
+            host: h.into(),
+            guest: g.into(),
+            read_only: ro,
+        };
+        assert_eq!(parse_mount("/srv/a:/data"), Ok(m("/srv/a", "/data", true)));
+        assert_eq!(
+            parse_mount("/srv/a:/data:ro"),
+            Ok(m("/srv/a", "/data", true))
+        );
+        assert_eq!(
+            parse_mount("/srv/a:/data:rw"),
+            Ok(m("/srv/a", "/data", false))
+        );
+        for bad in [
+            "/srv/a",
+            "/srv/a:/data:rx",
+            "srv:/data",
+            "/srv:data",
+            "/a:/b:rw:x",
+            "",
+        ] {
+            assert!(parse_mount(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn sizes() {

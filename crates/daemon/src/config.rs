@@ -87,6 +87,9 @@ pub struct Config {
     pub exec_timeout_max_secs: u64,
     /// Per-user limits and per-user overrides (`[quotas]`, `[quotas.users.NAME]`).
     pub quotas: crate::quota::Quotas,
+    /// Host directories sandboxes may mount from (`[[mount_roots]] path,
+    /// writable`); none by default.
+    pub mount_roots: Vec<crate::mounts::MountRoot>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -126,6 +129,7 @@ impl Default for Config {
             exec_timeout_secs: 600,
             exec_timeout_max_secs: 24 * 3600,
             quotas: Default::default(),
+            mount_roots: Vec::new(),
         }
     }
 }
@@ -166,6 +170,11 @@ impl Config {
                 "exec_timeout_secs must be between 1 and exec_timeout_max_secs ({})",
                 cfg.exec_timeout_max_secs
             );
+        }
+        for r in &cfg.mount_roots {
+            if !r.path.is_absolute() {
+                anyhow::bail!("mount_roots: path {} must be absolute", r.path.display());
+            }
         }
         if let Some(l) = args.listen {
             cfg.listen = l;
@@ -229,6 +238,24 @@ mod tests {
         assert_eq!(cfg.exec_output_limit_mib, 16);
         let bob = cfg.quotas.for_user("bob", false);
         assert_eq!((bob.max_sandboxes, bob.max_vcpus), (Some(3), Some(16)));
+    }
+
+    /// The "Host directories" example in README.md parses.
+    #[test]
+    fn readme_mount_roots_parse() {
+        let readme = include_str!("../../../README.md");
+        let section = readme.split("### Host directories").nth(1).unwrap();
+        let toml_text = section
+            .split("```toml\n")
+            .nth(1)
+            .unwrap()
+            .split("```")
+            .next()
+            .unwrap();
+        let cfg: Config = toml::from_str(toml_text).unwrap();
+        assert_eq!(cfg.mount_roots.len(), 2);
+        assert!(!cfg.mount_roots[0].writable && cfg.mount_roots[1].writable);
+        assert!(toml::from_str::<Config>("[[mount_roots]]\npath = \"/a\"\nrw = true\n").is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod chat;
 pub mod config;
 pub mod error;
 pub mod manager;
+pub mod mounts;
 pub mod quota;
 
 use std::sync::Arc;

@@ -37,6 +37,10 @@ pub struct CreateRequest {
     pub vcpus: Option<u32>,
     pub memory_mib: Option<u64>,
     pub disk_mib: Option<u64>,
+    /// Host directories to bind in (namespace backend only), checked
+    /// against the daemon's `[[mount_roots]]`.
+    #[serde(default)]
+    pub mounts: Vec<crate::mounts::MountRequest>,
 }
 
 /// A sandbox as the API shows it.
@@ -55,6 +59,7 @@ pub struct SandboxView {
     pub started_at: Option<String>,
     pub state_reason: Option<String>,
     pub pid: Option<i32>,
+    pub mounts: Vec<ironclaw_store::SandboxMount>,
 }
 
 struct Live {
@@ -226,7 +231,25 @@ impl Manager {
                 pids: r.pids,
             },
             uid_base: ironclaw_sandbox::userns::host_base(r.uid_slot),
+            mounts: Vec::new(),
         }
+    }
+
+    /// What host directories may be mounted, as the config says now.
+    fn mount_policy(&self) -> crate::mounts::Policy<'_> {
+        crate::mounts::Policy {
+            roots: &self.config.mount_roots,
+            data_dir: &self.data_dir,
+            secrets_file: self.config.secrets_file.as_deref(),
+        }
+    }
+
+    /// The spec to start `r` with: its mounts resolved and checked against
+    /// the allowlist again (a symlink swapped since create must not escape).
+    fn boot_spec(&self, r: &SandboxRecord) -> Result<SandboxSpec, ApiError> {
+        let mut spec = self.spec(r);
+        spec.mounts = self.mount_policy().resolve_all(&r.mounts)?;
+        Ok(spec)
     }
 
     pub fn view(&self, r: &SandboxRecord) -> SandboxView {
@@ -250,6 +273,7 @@ impl Manager {
             started_at: r.started_at.clone(),
             state_reason: r.state_reason.clone(),
             pid,
+            mounts: r.mounts.clone(),
         }
     }
 
@@ -334,12 +358,20 @@ impl Manager {
                 })?
                 .to_string(),
         };
+        let mounts = self.mount_policy().check_request(&req.mounts)?;
+        if !mounts.is_empty() && backend_name != BackendKind::Namespace.as_str() {
+            return Err(ApiError::BadRequest(format!(
+                "host directory mounts are supported on the namespace backend only for now \
+                 (backend {backend_name} would need virtio-fs or 9p); use --backend namespace"
+            )));
+        }
         let backend = self.usable_backend(&backend_name).await?;
         image::get(&self.images_dir(), &image_name).map_err(|_| {
             ApiError::NotFound(format!(
                 "image '{image_name}' not found; build it with `ironclaw image build {image_name} --from busybox|debian`"
             ))
         })?;
+        crate::mounts::check_in_image(&image::rootfs(&self.images_dir(), &image_name), &mounts)?;
         if self.store.sandbox(owner, &req.name).is_ok() {
             return Err(ApiError::Conflict(format!(
                 "sandbox '{}' already exists",
@@ -375,6 +407,7 @@ impl Manager {
             owner: owner.to_string(),
             uid_slot: 0,
             agent_of,
+            mounts,
         };
         let lock = self.lock_for(&record.id);
         let _g = lock.lock().await;
@@ -394,7 +427,11 @@ impl Manager {
         // The uid slot is allocated by the insert.
         let record = self.by_id(&record.id)?;
         let spec = self.spec(&record);
-        match self.boot(&*backend, &spec).await {
+        let booted = match self.boot_spec(&record) {
+            Ok(s) => self.boot(&*backend, &s).await,
+            Err(e) => Err(e),
+        };
+        match booted {
             Ok(()) => self.by_id(&record.id),
             // Kept, as `crashed`, so its logs can be read.
             Err(e @ ApiError::Crashed(_)) => Err(e),
@@ -526,8 +563,24 @@ impl Manager {
         if r.state == SandboxState::Running && self.live.lock().unwrap().contains_key(id) {
             return Ok(r);
         }
+        let spec = match self.boot_spec(&r) {
+            Ok(spec) => spec,
+            Err(e) => {
+                // Say why on the sandbox too (`sandbox show`).
+                if r.state != SandboxState::Running {
+                    let reason = format!("could not start: {e}");
+                    let _ = self.store.set_sandbox_state(
+                        id,
+                        r.state,
+                        Some(&reason),
+                        r.runtime.as_deref(),
+                    );
+                }
+                return Err(e);
+            }
+        };
         let backend = self.usable_backend(&r.backend).await?;
-        self.boot(&*backend, &self.spec(&r)).await?;
+        self.boot(&*backend, &spec).await?;
         self.by_id(id)
     }
 
@@ -683,7 +736,10 @@ impl Manager {
                 let lock = self.lock_for(&r.id);
                 let _g = lock.lock().await;
                 let res = match self.usable_backend(&r.backend).await {
-                    Ok(b) => self.boot(&*b, &self.spec(&r)).await,
+                    Ok(b) => match self.boot_spec(&r) {
+                        Ok(spec) => self.boot(&*b, &spec).await,
+                        Err(e) => Err(e),
+                    },
                     Err(e) => Err(e),
                 };
                 match res {

@@ -9,7 +9,7 @@ use crate::transport::ListenAddr;
 pub const USAGE: &str = "usage:
   ironclaw-guest serve --listen unix:/path/agent.sock
   ironclaw-guest ns-init --lower L --upper U --work W --merged M --agent-dir D --hostname H
-                 --uid-base B [--disk-fd N --disk-at P]
+                 --uid-base B [--disk-fd N --disk-at P] [--bind HOST:GUEST:ro|rw]...
   ironclaw-guest init        (PID 1 of a VM; implied when started as PID 1 without arguments)
   ironclaw-guest --version";
 
@@ -31,6 +31,44 @@ pub enum ArgsError {
     NotANumber { name: &'static str, value: String },
     #[error("--disk-fd and --disk-at go together")]
     DiskPair,
+    #[error("bad --bind {0:?}: expected HOST:GUEST:ro|rw with absolute paths")]
+    BadBind(String),
+}
+
+/// A host directory to bind into the sandbox (`--bind HOST:GUEST:ro|rw`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    /// Canonical host path, opened refusing symlinks.
+    pub host: PathBuf,
+    /// Absolute path inside the sandbox, created refusing symlinks.
+    pub guest: PathBuf,
+    pub read_only: bool,
+}
+
+impl std::str::FromStr for Bind {
+    type Err = ArgsError;
+    fn from_str(s: &str) -> Result<Bind, ArgsError> {
+        let bad = || ArgsError::BadBind(s.to_string());
+        let mut parts = s.split(':');
+        let (Some(host), Some(guest), Some(mode), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        let read_only = match mode {
+            "ro" => true,
+            "rw" => false,
+            _ => return Err(bad()),
+        };
+        if !host.starts_with('/') || !guest.starts_with('/') || guest == "/" {
+            return Err(bad());
+        }
+        Ok(Bind {
+            host: host.into(),
+            guest: guest.into(),
+            read_only,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +84,8 @@ pub struct NsInitArgs {
     /// The sandbox's disk: an inherited descriptor of a detached mount
     /// (the host mounted it) and where to attach it before the overlay.
     pub disk: Option<(i32, PathBuf)>,
+    /// Host directories bound in after the overlay, in order.
+    pub binds: Vec<Bind>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,8 +174,14 @@ pub fn parse(argv: &[String]) -> Result<Mode, ArgsError> {
                     "--uid-base",
                     "--disk-fd",
                     "--disk-at",
+                    "--bind",
                 ],
             )?;
+            let binds = opts
+                .iter()
+                .filter(|(n, _)| n == "--bind")
+                .map(|(_, v)| v.parse())
+                .collect::<Result<Vec<Bind>, _>>()?;
             let disk = match (take_opt(&opts, "--disk-fd"), take_opt(&opts, "--disk-at")) {
                 (Some(fd), Some(at)) => Some((number("--disk-fd", fd)?, PathBuf::from(at))),
                 (None, None) => None,
@@ -150,6 +196,7 @@ pub fn parse(argv: &[String]) -> Result<Mode, ArgsError> {
                 hostname: take(&opts, "--hostname")?,
                 uid_base: number("--uid-base", take(&opts, "--uid-base")?)?,
                 disk,
+                binds,
             }))
         }
         // Kernels pass unknown cmdline words to init as arguments, so init
@@ -192,6 +239,62 @@ mod tests {
     }
 
     #[test]
+    fn binds() {
+        let b: Bind = "/srv/a b:/data:ro".parse().unwrap();
+        assert_eq!(
+            b,
+            Bind {
+                host: "/srv/a b".into(),
+                guest: "/data".into(),
+                read_only: true
+            }
+        );
+        assert!(!"/h:/g:rw".parse::<Bind>().unwrap().read_only);
+        for bad in [
+            "/h:/g",
+            "/h:/g:rx",
+            "h:/g:ro",
+            "/h:g:ro",
+            "/h:/:ro",
+            "/h:/g:ro:x",
+            "",
+        ] {
+            assert!(
+                matches!(bad.parse::<Bind>(), Err(ArgsError::BadBind(_))),
+                "{bad}"
+            );
+        }
+        let argv = v(&[
+            "ns-init",
+            "--lower",
+            "/l",
+            "--upper",
+            "/u",
+            "--work",
+            "/w",
+            "--merged",
+            "/m",
+            "--agent-dir",
+            "/d",
+            "--uid-base",
+            "0",
+            "--hostname",
+            "h",
+            "--bind",
+            "/a:/x:ro",
+            "--bind=/b:/y:rw",
+        ]);
+        let Mode::NsInit(a) = parse(&argv).unwrap() else {
+            panic!()
+        };
+        assert_eq!(a.binds.len(), 2);
+        assert_eq!(
+            (a.binds[1].host.as_path(), a.binds[1].read_only),
+            (std::path::Path::new("/b"), false)
+        );
+    }
+
+    #[test]
     fn ns_init_needs_everything() {
         let full = v(&[
             "ns-init",
@@ -216,6 +319,7 @@ mod tests {
         assert_eq!(a.hostname, "h");
         assert_eq!(a.agent_dir, PathBuf::from("/d"));
         assert_eq!((a.uid_base, a.disk), (1 << 30, None));
+        assert!(a.binds.is_empty());
         let mut with_disk = full.clone();
         with_disk.extend(v(&["--disk-fd", "3", "--disk-at", "/x"]));
         let Mode::NsInit(a) = parse(&with_disk).unwrap() else {

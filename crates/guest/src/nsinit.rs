@@ -5,7 +5,8 @@
 //! of the sandbox. We fork; the parent becomes the [`shim`](crate::shim),
 //! the child builds the sandbox's root filesystem while it still has host
 //! privileges (attach the disk, idmap the image, overlay, proc and sys with
-//! runc's masks, a minimal /dev, bind the agent socket, pivot), then gives
+//! runc's masks, a minimal /dev, the operator-allowed host directories
+//! (`--bind`), bind the agent socket, pivot), then gives
 //! them up for good ([`crate::confine`]) and becomes the agent with init
 //! duties. The namespaces other than the user namespace stay owned by the
 //! host, so root inside can neither mount nor reconfigure them.
@@ -97,8 +98,9 @@ pub fn run(args: &NsInitArgs) -> Result<(), NsInitError> {
             // The point of no return: host privileges end here.
             confine::userns::enter(&userns)?;
             drop(userns);
-            // Changing credentials cleared the parent-death signal: arm it
-            // again, then make sure the shim did not die in between.
+            // New ids clear the parent-death signal (the kernel resets it
+            // on any change of effective or filesystem ids): arm it again,
+            // then make sure the shim did not die in between.
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(NsInitError::Pdeathsig)?;
             if shim_gone(&alive_r) {
                 return Err(NsInitError::Orphaned);
@@ -160,6 +162,11 @@ fn build_root(a: &NsInitArgs, userns: BorrowedFd) -> Result<(UnixListener, PathB
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some(&opts),
     )?;
+    // The operator-allowed host directories, on top of the overlay and
+    // under everything the sandbox must not be able to shadow.
+    for b in &a.binds {
+        confine::idmap::bind_host_dir(&b.host, m, &b.guest, b.read_only, userns, a.uid_base)?;
+    }
 
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount_fs("proc", &m.join("proc"), nosuid_nodev_noexec, None)?;

@@ -342,3 +342,60 @@ async fn sigterm_to_the_shim_shuts_the_sandbox_down() {
         "a sandbox process survived SIGTERM"
     );
 }
+
+/// Host pids of `sleep N` processes.
+fn sleepers(n: u32) -> Vec<i32> {
+    let want = format!("sleep\0{n}\0").into_bytes();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want))
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// PID 1's parent-death signal must survive its switch to the sandbox's
+/// user namespace (the kernel clears it on any change of effective or
+/// filesystem ids): killing the shim outright takes the sandbox with it.
+#[tokio::test]
+async fn sigkill_to_the_shim_takes_the_sandbox_down() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping ns-init test: {why}");
+        return;
+    }
+    let mut sbx = Sandbox::start();
+    let c = Client::connect(&sbx.agent_dir.join("agent.sock")).await;
+    let out = c.exec(&["sh", "-c", "sleep 985 >/dev/null 2>&1 &"]).await;
+    assert_eq!(out.code(), 0);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(host_processes(&["sleep", "985"]), 1);
+    let mut child = sbx.shim.0.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !sleepers(985).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = sleepers(985);
+    // Do not leave it running: kill the sandbox's init (the sleeper's
+    // parent) by its pid.
+    for pid in &left {
+        if let Some(ppid) = parent_of(*pid) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(ppid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    assert!(left.is_empty(), "the sandbox outlived its shim");
+}

@@ -164,6 +164,7 @@ fn bench_spec(data: &Path, image: &str, id: &str, memory_mib: u64, disk_mib: u64
             pids: 1024,
         },
         uid_base: ironclaw_sandbox::userns::host_base(0),
+        mounts: Vec::new(),
     }
 }
 

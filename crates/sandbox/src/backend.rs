@@ -95,6 +95,44 @@ pub struct SandboxSpec {
     /// inside a namespace sandbox is this uid on the host. See
     /// [`crate::userns::host_base`].
     pub uid_base: u32,
+    /// Host directories to bind into the sandbox (namespace backend only),
+    /// already resolved and checked against the operator's allowlist.
+    pub mounts: Vec<BindMount>,
+}
+
+/// A host directory bound into a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindMount {
+    /// Canonical host path (no symlinks, no `..`): the guest opens it
+    /// refusing symlinks, so a path swapped after the check fails.
+    pub host: PathBuf,
+    /// Absolute, normalized path inside the sandbox.
+    pub guest: PathBuf,
+    pub read_only: bool,
+}
+
+impl BindMount {
+    /// The `--bind` value of `ironclaw-guest ns-init`: `HOST:GUEST:ro|rw`
+    /// (neither path may contain `:`).
+    pub fn arg(&self) -> String {
+        format!(
+            "{}:{}:{}",
+            self.host.display(),
+            self.guest.display(),
+            if self.read_only { "ro" } else { "rw" }
+        )
+    }
+}
+
+/// Refusal of VM backends, whose guests cannot see host directories yet.
+pub fn refuse_mounts(kind: BackendKind, spec: &SandboxSpec) -> Result<(), BackendError> {
+    if spec.mounts.is_empty() {
+        return Ok(());
+    }
+    Err(BackendError::Setup(format!(
+        "host directory mounts are supported on the namespace backend only for now \
+         (backend {kind} would need virtio-fs or 9p)"
+    )))
 }
 
 impl SandboxSpec {

@@ -18,4 +18,4 @@ pub mod util;
 pub mod vmdisk;
 
 pub use agent::{AgentClient, AgentError};
-pub use backend::{Backend, BackendError, BackendKind, Resources, Running, SandboxSpec};
+pub use backend::{Backend, BackendError, BackendKind, BindMount, Resources, Running, SandboxSpec};

@@ -105,6 +105,9 @@ impl NamespaceBackend {
             .arg(spec.uid_base.to_string())
             .arg("--hostname")
             .arg(&spec.name);
+        for m in &spec.mounts {
+            cmd.arg("--bind").arg(m.arg());
+        }
         let raw = disk.as_raw_fd();
         // SAFETY: dup2/fcntl are async-signal-safe; `disk` outlives spawn.
         unsafe {

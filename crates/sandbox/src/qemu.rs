@@ -763,6 +763,7 @@ impl Backend for QemuBackend {
         if let Some(Err(why)) = self.caps().map(|c| c.seccomp.clone()) {
             return Err(BackendError::Unavailable(BackendKind::Qemu, why));
         }
+        crate::backend::refuse_mounts(BackendKind::Qemu, spec)?;
         if spec.resources.memory_mib < MIN_MEMORY_MIB {
             return Err(BackendError::Setup(format!(
                 "qemu sandboxes need at least {MIN_MEMORY_MIB} MiB of memory, got {}",

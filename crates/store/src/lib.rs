@@ -12,7 +12,7 @@ pub mod users;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-pub use sandboxes::{SandboxRecord, SandboxState};
+pub use sandboxes::{SandboxMount, SandboxRecord, SandboxState};
 pub use sessions::{MessageRecord, SessionRecord, UsageTotals};
 pub use users::{TokenInfo, User};
 

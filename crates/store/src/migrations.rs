@@ -112,6 +112,10 @@ const MIGRATIONS: &[&str] = &[
      DROP TABLE sandboxes;
      ALTER TABLE sandboxes_v4 RENAME TO sandboxes;
      CREATE UNIQUE INDEX sandboxes_by_uid_slot ON sandboxes(uid_slot);",
+    // 5: host directories bound into the sandbox (`--mount`), a JSON array
+    // of `{"host","guest","read_only"}` as requested (re-resolved at every
+    // start).
+    "ALTER TABLE sandboxes ADD COLUMN mounts TEXT NOT NULL DEFAULT '[]';",
 ];
 
 pub fn apply(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {

@@ -67,9 +67,22 @@ pub struct SandboxRecord {
     /// most one per user). The agent's sandbox is found through this,
     /// never by name.
     pub agent_of: Option<String>,
+    /// Host directories bound into the sandbox, as requested (the host
+    /// path is resolved and checked again at every start).
+    pub mounts: Vec<SandboxMount>,
 }
 
-const COLUMNS: &str = "id, name, backend, image, vcpus, memory_mib, disk_mib, pids, state, state_reason, desired, runtime, created_at, started_at, updated_at, owner, agent_of, uid_slot";
+/// A host directory in a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxMount {
+    /// The host path as requested (absolute, no `..`).
+    pub host: String,
+    /// Where it appears inside (absolute, normalized).
+    pub guest: String,
+    pub read_only: bool,
+}
+
+const COLUMNS: &str = "id, name, backend, image, vcpus, memory_mib, disk_mib, pids, state, state_reason, desired, runtime, created_at, started_at, updated_at, owner, agent_of, uid_slot, mounts";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<SandboxRecord> {
     Ok(SandboxRecord {
@@ -91,6 +104,9 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<SandboxRecord> {
         owner: r.get(15)?,
         agent_of: r.get(16)?,
         uid_slot: r.get::<_, Option<u32>>(17)?.unwrap_or(0),
+        mounts: serde_json::from_str(&r.get::<_, String>(18)?).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(18, rusqlite::types::Type::Text, Box::new(e))
+        })?,
     })
 }
 
@@ -102,7 +118,7 @@ impl Store {
             &format!(
                 "INSERT INTO sandboxes ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,
                  (SELECT MIN(s) FROM (SELECT 0 AS s UNION ALL SELECT uid_slot + 1 FROM sandboxes WHERE uid_slot IS NOT NULL)
-                  WHERE s NOT IN (SELECT uid_slot FROM sandboxes WHERE uid_slot IS NOT NULL)))"
+                  WHERE s NOT IN (SELECT uid_slot FROM sandboxes WHERE uid_slot IS NOT NULL)), ?18)"
             ),
             params![
                 s.id,
@@ -121,7 +137,8 @@ impl Store {
                 s.started_at,
                 s.updated_at,
                 s.owner,
-                s.agent_of
+                s.agent_of,
+                serde_json::to_string(&s.mounts).unwrap_or_else(|_| "[]".into())
             ],
         );
         match r {
@@ -284,7 +301,26 @@ mod tests {
             owner: owner.into(),
             uid_slot: 0,
             agent_of: None,
+            mounts: Vec::new(),
         }
+    }
+
+    #[test]
+    fn mounts_round_trip() {
+        let s = Store::open_in_memory().unwrap();
+        let m = SandboxMount {
+            host: "/srv/data/a".into(),
+            guest: "/data".into(),
+            read_only: true,
+        };
+        s.insert_sandbox(&SandboxRecord {
+            mounts: vec![m.clone()],
+            ..record("dev")
+        })
+        .unwrap();
+        s.insert_sandbox(&record("plain")).unwrap();
+        assert_eq!(s.sandbox("admin", "dev").unwrap().mounts, vec![m]);
+        assert!(s.sandbox("admin", "plain").unwrap().mounts.is_empty());
     }
 
     #[test]

@@ -27,6 +27,16 @@ pub struct Sandbox {
     pub started_at: Option<String>,
     pub state_reason: Option<String>,
     pub pid: Option<i64>,
+    pub mounts: Vec<Mount>,
+}
+
+/// One of a sandbox's host directories.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Mount {
+    pub host: String,
+    pub guest: String,
+    pub read_only: bool,
 }
 
 pub const TABLE_HEADERS: [&str; 9] = [
@@ -215,6 +225,14 @@ async fn create(c: &Client, a: CreateArgs) -> Result<i32> {
     if let Some(v) = a.disk {
         body.insert("disk_mib".into(), json!(v));
     }
+    if !a.mounts.is_empty() {
+        let mounts: Vec<Value> = a
+            .mounts
+            .iter()
+            .map(|m| json!({"host": m.host, "guest": m.guest, "read_only": m.read_only}))
+            .collect();
+        body.insert("mounts".into(), Value::Array(mounts));
+    }
     let v = c
         .post("/v1/sandboxes", &Value::Object(body), &ctx(&a.name))
         .await?;
@@ -274,6 +292,10 @@ pub fn show_text(s: &Sandbox, info: Option<&Value>, now: OffsetDateTime) -> Stri
     if let Some(p) = s.pid {
         rows.push(("PID", p.to_string()));
     }
+    for m in &s.mounts {
+        let mode = if m.read_only { "ro" } else { "rw" };
+        rows.push(("Mount", format!("{} -> {} ({mode})", m.host, m.guest)));
+    }
     if let Some(i) = info {
         let g = |k: &str| i.get(k).filter(|v| !v.is_null());
         let st = |k: &str| {
@@ -319,6 +341,51 @@ pub fn show_text(s: &Sandbox, info: Option<&Value>, now: OffsetDateTime) -> Stri
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    #[test]
+    fn create_mount_flags() {
+        use crate::args::{Cli, Command};
+        use clap::Parser;
+        let cli = Cli::try_parse_from([
+            "ironclaw",
+            "sandbox",
+            "create",
+            "-n",
+            "dev",
+            "--mount",
+            "/srv/data/a:/data",
+            "--mount",
+            "/srv/out:/out:rw",
+        ])
+        .unwrap();
+        let Command::Sandbox(SandboxCmd::Create(a)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.mounts.len(), 2);
+        assert_eq!(
+            (a.mounts[0].guest.as_str(), a.mounts[0].read_only),
+            ("/data", true)
+        );
+        assert_eq!(
+            (a.mounts[1].host.as_str(), a.mounts[1].read_only),
+            ("/srv/out", false)
+        );
+        for bad in ["/srv:/x:wr", "relative:/x", "/only-one"] {
+            assert!(
+                Cli::try_parse_from(["ironclaw", "sandbox", "create", "-n", "d", "--mount", bad])
+                    .is_err(),
+                "{bad}"
+            );
+        }
+        let mut s = sample();
+        s.mounts = vec![Mount {
+            host: "/srv/data/a".into(),
+            guest: "/data".into(),
+            read_only: true,
+        }];
+        let text = show_text(&s, None, datetime!(2026-11-23 18:00 UTC));
+        assert!(text.contains("/srv/data/a -> /data (ro)"), "{text}");
+    }
 
     fn sample() -> Sandbox {
         serde_json::from_value(

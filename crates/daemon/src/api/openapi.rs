@@ -119,9 +119,12 @@ fn schemas() -> Value {
             "image": {"type": ["string", "null"]}, "backend": {"type": ["string", "null"], "enum": ["namespace", "qemu", "firecracker", null]},
             "vcpus": {"type": ["integer", "null"], "minimum": 1, "maximum": 64},
             "memory_mib": {"type": ["integer", "null"], "minimum": 16, "maximum": 1_048_576},
-            "disk_mib": {"type": ["integer", "null"], "minimum": 64, "maximum": 16_777_216}}},
+            "disk_mib": {"type": ["integer", "null"], "minimum": 64, "maximum": 16_777_216},
+            "mounts": {"type": "array", "description": "Host directories to bind in (namespace backend; only under the daemon's [[mount_roots]])",
+                "items": {"type": "object", "required": ["host", "guest"], "additionalProperties": false, "properties": {
+                    "host": {"type": "string"}, "guest": {"type": "string"}, "read_only": {"type": "boolean", "default": true}}}}}},
         "Sandbox": {"type": "object",
-            "required": ["name", "owner", "state", "backend", "image", "vcpus", "memory_mib", "disk_mib", "disk_used_bytes", "created_at", "started_at", "state_reason", "pid"],
+            "required": ["name", "owner", "state", "backend", "image", "vcpus", "memory_mib", "disk_mib", "disk_used_bytes", "created_at", "started_at", "state_reason", "pid", "mounts"],
             "properties": {
                 "name": {"type": "string"}, "owner": {"type": "string"},
                 "state": {"type": "string", "enum": ["creating", "running", "stopped", "crashed", "error"]},
@@ -129,7 +132,9 @@ fn schemas() -> Value {
                 "vcpus": {"type": "integer"}, "memory_mib": {"type": "integer"}, "disk_mib": {"type": "integer"},
                 "disk_used_bytes": {"type": "integer"}, "created_at": {"type": "string"},
                 "started_at": {"type": ["string", "null"]}, "state_reason": {"type": ["string", "null"]},
-                "pid": {"type": ["integer", "null"]}}},
+                "pid": {"type": ["integer", "null"]},
+                "mounts": {"type": "array", "items": {"type": "object", "properties": {
+                    "host": {"type": "string"}, "guest": {"type": "string"}, "read_only": {"type": "boolean"}}}}}},
         "SandboxList": {"type": "object", "required": ["sandboxes"], "properties": {"sandboxes": {"type": "array", "items": schema_ref("Sandbox")}}},
         "Exec": {"type": "object", "required": ["argv"], "additionalProperties": false, "properties": {
             "argv": {"type": "array", "minItems": 1, "items": {"type": "string"}, "description": "argv[0] names the command (not empty)"}, "env": {"type": "object", "additionalProperties": {"type": "string"}},

@@ -435,6 +435,7 @@ impl Backend for FirecrackerBackend {
     }
 
     async fn start(&self, spec: &SandboxSpec) -> Result<(Running, AgentClient), BackendError> {
+        crate::backend::refuse_mounts(BackendKind::Firecracker, spec)?;
         if self.bin.is_none() {
             return Err(BackendError::Unavailable(
                 BackendKind::Firecracker,
