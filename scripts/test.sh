@@ -22,13 +22,23 @@ python3 -m pip install --quiet --disable-pip-version-check 'schemathesis==4.32.5
 
 # Tests start real daemons and sandboxes; two at a time fit two cores.
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+# The drill and fuzz targets add their tallies here for the closing lines.
+IRONCLAW_SUMMARY=$(mktemp)
+export IRONCLAW_SUMMARY
+trap 'rm -f "$log" "$IRONCLAW_SUMMARY"' EXIT
 cargo test --workspace --locked -- --test-threads=2 2>&1 | tee "$log"
 
 # The web UI in headless Chromium against a real ironclawd (target/debug,
 # built by the tests above) and the mock LLM.
 cargo build --locked -p ironclaw-daemon
 tests/ui/run.sh 2>&1 | tee -a "$log"
+
+# The isolation drills, fault drills and API fuzzing in one line.
+awk '
+  { held[$1] += $2; broke[$1] += $3 }
+  END { printf "drills: %d contained, %d escaped; faults: %d survived, %d lost; fuzz: %d requests, %d server errors\n",
+        held["drills"], broke["drills"], held["faults"], broke["faults"], held["fuzz"], broke["fuzz"] }
+' "$IRONCLAW_SUMMARY"
 
 # One closing line for the whole suite: cargo's test binaries plus the UI test.
 awk '

@@ -11,7 +11,7 @@ mod faults;
 
 use std::time::{Duration, Instant};
 
-use common::{rss_kib, Daemon};
+use common::{record_summary, rss_kib, Daemon};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -459,6 +459,31 @@ async fn cross_user(d: &Daemon, t: &mut Tally) {
             }
         }
     }
+    // The console WebSocket and the OpenAI-compatible endpoint.
+    let ws = format!(
+        "{}/v1/sandboxes/attacker/console/ws?session=main&owner=admin&token={mallory}",
+        d.url.replacen("http", "ws", 1)
+    );
+    match tokio_tungstenite::connect_async(ws).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 404 => {}
+        Err(e) => leaks.push(format!("console ws: {e}")),
+        Ok(_) => leaks.push("console ws: opened".into()),
+    }
+    probes += 1;
+    for model in ["admin", "agent-admin", "attacker"] {
+        probes += 1;
+        let (st, v) = call(
+            d,
+            &mallory,
+            Method::POST,
+            "/v1/chat/completions",
+            Some(json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})),
+        )
+        .await;
+        if st != 404 {
+            leaks.push(format!("completions as {model}: {st} {v}"));
+        }
+    }
     t.record(
         "guess_names_and_ids",
         !leaks.is_empty(),
@@ -506,6 +531,8 @@ async fn drills_namespace_backend() {
         f.contained,
         f.escaped.len()
     );
+    record_summary("drills", escapes.0, escapes.1);
+    record_summary("faults", f.contained, f.escaped.len());
     assert!(t.escaped.is_empty(), "escapes: {:#?}", t.escaped);
     assert!(f.escaped.is_empty(), "faults: {:#?}", f.escaped);
 }
@@ -639,5 +666,6 @@ async fn drills_vm_backends() {
         t.contained,
         t.escaped.len()
     );
+    record_summary("drills", t.contained, t.escaped.len());
     assert!(t.escaped.is_empty(), "escapes: {:#?}", t.escaped);
 }

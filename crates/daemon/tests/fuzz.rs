@@ -539,6 +539,7 @@ async fn schemathesis_finds_no_server_error() {
         total.requests,
         total.server_errors.len()
     );
+    common::record_summary("fuzz", total.requests, total.server_errors.len());
     let others: Vec<String> = codes
         .iter()
         .filter(|(c, _)| !c.starts_with("ST101") && !c.starts_with("ST102"))
