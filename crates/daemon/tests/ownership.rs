@@ -36,27 +36,15 @@ async fn daemon_with(mock: &MockLlm) -> Daemon {
 async fn call(
     d: &Daemon,
     token: &str,
-    method: Method,
+    method: reqwest::Method,
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut r = d.http.request(method, d.u(path)).bearer_auth(token);
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let resp = r.send().await.unwrap();
-    let st = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (
-        st,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    d.call_as(token, method, path, body).await
 }
 
 async fn add_user(d: &Daemon, name: &str) -> String {
-    let (st, v) = d.post("/v1/users", json!({"name": name})).await;
-    assert_eq!(st, 201, "{v}");
-    v["token"].as_str().unwrap().to_string()
+    d.add_user(name).await
 }
 
 async fn create(d: &Daemon, token: &str, name: &str) {

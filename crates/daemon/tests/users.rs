@@ -12,17 +12,7 @@ async fn as_user(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut r = d.http.request(method, d.u(path)).bearer_auth(token);
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let resp = r.send().await.unwrap();
-    let st = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (
-        st,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    d.call_as(token, method, path, body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -152,10 +152,19 @@ impl Daemon {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut r = self
-            .http
-            .request(method, self.u(path))
-            .bearer_auth(&self.token);
+        self.call_as(&self.token, method, path, body).await
+    }
+
+    /// A request with `token` (another user's, a bad one): status and JSON
+    /// body (a JSON string when the body is not JSON).
+    pub async fn call_as(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut r = self.http.request(method, self.u(path)).bearer_auth(token);
         if let Some(b) = body {
             r = r.json(&b);
         }
@@ -166,6 +175,14 @@ impl Daemon {
             status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
+    }
+
+    /// Add a user through the admin API; their token.
+    #[allow(dead_code)]
+    pub async fn add_user(&self, name: &str) -> String {
+        let (st, v) = self.post("/v1/users", json!({"name": name})).await;
+        assert_eq!(st, 201, "{v}");
+        v["token"].as_str().unwrap().to_string()
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
