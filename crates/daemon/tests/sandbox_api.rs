@@ -182,6 +182,29 @@ async fn fifty_mib_file_round_trip_is_identical() {
         x ^= x << 17;
         *b = x as u8;
     }
+    // An upload the guest refuses at once answers with the guest's reason,
+    // whether the body fits its window or not (found by the fuzzer: the
+    // ended stream used to surface as a 503 "connection closed").
+    for (path, size, want) in [
+        ("/", 10, 400),
+        ("/", 3 << 20, 400),
+        ("/root/no/such/dir/f", 3 << 20, 404),
+    ] {
+        let resp = d
+            .http
+            .put(d.u(&format!("/v1/sandboxes/files/files?path={path}")))
+            .bearer_auth(&d.token)
+            .body(data[..size].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status(),
+            want,
+            "{path}: {}",
+            resp.text().await.unwrap()
+        );
+    }
     let want = Sha256::digest(&data);
     let resp = d
         .http

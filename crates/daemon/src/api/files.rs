@@ -64,7 +64,10 @@ pub async fn upload(
         .await?;
     let mut body = body.into_data_stream();
     let mut total: u64 = 0;
-    while let Some(chunk) = body.next().await {
+    // A send fails once the guest has ended the stream (it refused the
+    // path, the disk is full): its final message then says why.
+    let mut sent = Ok(());
+    'body: while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("reading upload: {e}")))?;
         total += chunk.len() as u64;
         if total > limit {
@@ -72,11 +75,20 @@ pub async fn upload(
             return Err(too_large());
         }
         for piece in chunk.chunks(CHUNK) {
-            stream.send(HostMsg::Data(piece.to_vec())).await?;
+            sent = stream.send(HostMsg::Data(piece.to_vec())).await;
+            if sent.is_err() {
+                break 'body;
+            }
         }
     }
-    stream.send(HostMsg::Eof).await?;
-    match stream.recv().await? {
+    if sent.is_ok() {
+        sent = stream.send(HostMsg::Eof).await;
+    }
+    let reply = match (sent, stream.recv().await) {
+        (_, Ok(reply)) => reply,
+        (Err(e), Err(_)) | (Ok(()), Err(e)) => return Err(e.into()),
+    };
+    match reply {
         GuestMsg::Stat(s) => Ok(axum::Json(stat_json(&s))),
         GuestMsg::Error { kind, message } => {
             Err(ironclaw_sandbox::AgentError::Guest { kind, message }.into())
