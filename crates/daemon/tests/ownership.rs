@@ -33,34 +33,22 @@ async fn daemon_with(mock: &MockLlm) -> Daemon {
     d
 }
 
-async fn call(
-    d: &Daemon,
-    token: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    d.call_as(token, method, path, body).await
-}
-
-async fn add_user(d: &Daemon, name: &str) -> String {
-    d.add_user(name).await
-}
-
 async fn create(d: &Daemon, token: &str, name: &str) {
-    let (st, v) = call(
-        d,
-        token,
-        Method::POST,
-        "/v1/sandboxes",
-        Some(json!({"name": name, "image": "mini"})),
-    )
-    .await;
+    let (st, v) = d
+        .call_as(
+            token,
+            Method::POST,
+            "/v1/sandboxes",
+            Some(json!({"name": name, "image": "mini"})),
+        )
+        .await;
     assert_eq!(st, 201, "create {name}: {v}");
 }
 
 async fn exec(d: &Daemon, token: &str, path: &str, argv: &[&str]) -> Value {
-    let (st, v) = call(d, token, Method::POST, path, Some(json!({"argv": argv}))).await;
+    let (st, v) = d
+        .call_as(token, Method::POST, path, Some(json!({"argv": argv})))
+        .await;
     assert_eq!(st, 200, "exec {path} {argv:?}: {v}");
     v
 }
@@ -184,7 +172,7 @@ async fn every_route(
     ];
     let mut out = Vec::new();
     for (m, path, body) in rest {
-        let (st, v) = call(d, token, m.clone(), &path, body).await;
+        let (st, v) = d.call_as(token, m.clone(), &path, body).await;
         out.push((format!("{m} {path}"), st, v));
     }
     for path in [q("/exec/ws"), q("/console/ws?session=main")] {
@@ -227,8 +215,8 @@ async fn agents_use_only_their_bound_sandbox_and_others_are_unreachable() {
     ])
     .await;
     let d = daemon_with(&mock).await;
-    let alice = add_user(&d, "alice").await;
-    let bob = add_user(&d, "bob").await;
+    let alice = d.add_user("alice").await;
+    let bob = d.add_user("bob").await;
 
     // Bob squats on the names Alice's (and the admin's) agent would get,
     // and other likely ones.
@@ -265,7 +253,7 @@ async fn agents_use_only_their_bound_sandbox_and_others_are_unreachable() {
     let (session, events) = chat_turn(&d, &alice, "write it down").await;
     let end = events.iter().find(|e| e["type"] == "tool_end").unwrap();
     assert_eq!(end["is_error"], false, "{end}");
-    let (_, me) = call(&d, &alice, Method::GET, "/v1/me", None).await;
+    let (_, me) = d.call_as(&alice, Method::GET, "/v1/me", None).await;
     let bound = me["sandbox"].as_str().unwrap().to_string();
     assert_eq!(bound, "agent-alice", "display name in her own namespace");
     let v = exec(
@@ -289,7 +277,7 @@ async fn agents_use_only_their_bound_sandbox_and_others_are_unreachable() {
         "the tool call landed in Bob's sandbox: {v}"
     );
     // Bob has no agent sandbox yet (his `agent-admin` is not the admin's either).
-    let (_, me) = call(&d, &bob, Method::GET, "/v1/me", None).await;
+    let (_, me) = d.call_as(&bob, Method::GET, "/v1/me", None).await;
     assert_eq!(me["sandbox"], Value::Null);
 
     // Bob guesses Alice's names and the internal ids (which the API never
@@ -316,18 +304,22 @@ async fn agents_use_only_their_bound_sandbox_and_others_are_unreachable() {
     )
     .await;
     assert_eq!(v["stdout"], "alice\n");
-    let (st, v) = call(&d, &alice, Method::GET, "/v1/sandboxes/alice-only", None).await;
+    let (st, v) = d
+        .call_as(&alice, Method::GET, "/v1/sandboxes/alice-only", None)
+        .await;
     assert_eq!((st, v["state"].as_str()), (200, Some("running")), "{v}");
     // Bob's listing holds only his own, with ?owner=alice too.
     for q in ["", "?owner=alice"] {
-        let (st, list) = call(&d, &bob, Method::GET, &format!("/v1/sandboxes{q}"), None).await;
+        let (st, list) = d
+            .call_as(&bob, Method::GET, &format!("/v1/sandboxes{q}"), None)
+            .await;
         assert_eq!(st, 200);
         let list = list["sandboxes"].as_array().unwrap();
         assert!(list.iter().all(|s| s["owner"] == "bob"), "{list:?}");
     }
     // Image listings count only one's own sandboxes (Bob has 5 on `mini`,
     // Alice 3 more); the admin's count is everyone's.
-    let (_, imgs) = call(&d, &bob, Method::GET, "/v1/images", None).await;
+    let (_, imgs) = d.call_as(&bob, Method::GET, "/v1/images", None).await;
     let mini = |v: &Value| {
         v["images"]
             .as_array()
@@ -342,14 +334,14 @@ async fn agents_use_only_their_bound_sandbox_and_others_are_unreachable() {
     let (_, imgs) = d.get("/v1/images").await;
     assert_eq!(mini(&imgs), 8, "{imgs}");
     // Bob cannot create in Alice's namespace.
-    let (st, _) = call(
-        &d,
-        &bob,
-        Method::POST,
-        "/v1/sandboxes?owner=alice",
-        Some(json!({"name": "planted", "image": "mini"})),
-    )
-    .await;
+    let (st, _) = d
+        .call_as(
+            &bob,
+            Method::POST,
+            "/v1/sandboxes?owner=alice",
+            Some(json!({"name": "planted", "image": "mini"})),
+        )
+        .await;
     assert_eq!(st, 403);
 
     // Chat sessions: Alice's id is a 404 for Bob, like a made-up one.
@@ -358,47 +350,51 @@ async fn agents_use_only_their_bound_sandbox_and_others_are_unreachable() {
         (Method::GET, "/v1/sessions/"),
         (Method::DELETE, "/v1/sessions/"),
     ] {
-        let (st, v) = call(&d, &bob, m.clone(), &format!("{p}{session}"), None).await;
-        let (ref_st, ref_v) = call(&d, &bob, m.clone(), &format!("{p}{made_up}"), None).await;
+        let (st, v) = d
+            .call_as(&bob, m.clone(), &format!("{p}{session}"), None)
+            .await;
+        let (ref_st, ref_v) = d
+            .call_as(&bob, m.clone(), &format!("{p}{made_up}"), None)
+            .await;
         assert_eq!((st, ref_st), (404, 404), "{m} {p}: {v}");
         assert_eq!(message(&v), message(&ref_v).replace(made_up, &session));
     }
     let (st, _) = ws_refusal(&d, &bob, &format!("/v1/chat/ws?session={session}")).await;
     assert_eq!(st, 404);
-    let (_, list) = call(&d, &bob, Method::GET, "/v1/sessions", None).await;
+    let (_, list) = d.call_as(&bob, Method::GET, "/v1/sessions", None).await;
     assert!(list["sessions"].as_array().unwrap().is_empty(), "{list}");
-    let (st, v) = call(
-        &d,
-        &alice,
-        Method::GET,
-        &format!("/v1/sessions/{session}"),
-        None,
-    )
-    .await;
+    let (st, v) = d
+        .call_as(
+            &alice,
+            Method::GET,
+            &format!("/v1/sessions/{session}"),
+            None,
+        )
+        .await;
     assert_eq!(st, 200, "Alice's session survived Bob's delete: {v}");
 
     // The OpenAI-compatible endpoint: models are agents, not sandboxes or
     // users; any other name is the same 404.
     let completion =
         |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
-    let (ref_st, ref_v) = call(
-        &d,
-        &bob,
-        Method::POST,
-        "/v1/chat/completions",
-        Some(completion("no-such-model")),
-    )
-    .await;
-    assert_eq!(ref_st, 404, "{ref_v}");
-    for model in ["agent-alice", "alice", "alice-only", &session] {
-        let (st, v) = call(
-            &d,
+    let (ref_st, ref_v) = d
+        .call_as(
             &bob,
             Method::POST,
             "/v1/chat/completions",
-            Some(completion(model)),
+            Some(completion("no-such-model")),
         )
         .await;
+    assert_eq!(ref_st, 404, "{ref_v}");
+    for model in ["agent-alice", "alice", "alice-only", &session] {
+        let (st, v) = d
+            .call_as(
+                &bob,
+                Method::POST,
+                "/v1/chat/completions",
+                Some(completion(model)),
+            )
+            .await;
         assert_eq!(st, 404, "{model}: {v}");
         assert_eq!(message(&v), message(&ref_v).replace("no-such-model", model));
     }
@@ -529,7 +525,7 @@ async fn agents_use_only_their_bound_sandbox_and_others_are_unreachable() {
 
     // A user's agent works in the bound sandbox even when its name is
     // taken in the user's own namespace first.
-    let carol = add_user(&d, "carol").await;
+    let carol = d.add_user("carol").await;
     create(&d, &carol, "agent-carol").await;
     mock.push(MockReply::tool(
         "write_file",
@@ -537,7 +533,7 @@ async fn agents_use_only_their_bound_sandbox_and_others_are_unreachable() {
     ));
     mock.push(MockReply::text("ok"));
     chat_turn(&d, &carol, "write").await;
-    let (_, me) = call(&d, &carol, Method::GET, "/v1/me", None).await;
+    let (_, me) = d.call_as(&carol, Method::GET, "/v1/me", None).await;
     let bound = me["sandbox"].as_str().unwrap().to_string();
     assert_ne!(bound, "agent-carol");
     let v = exec(
@@ -569,10 +565,12 @@ async fn concurrent_first_turns_make_one_agent_sandbox() {
     ])
     .await;
     let d = daemon_with(&mock).await;
-    let dave = add_user(&d, "dave").await;
+    let dave = d.add_user("dave").await;
     let mut sockets = Vec::new();
     for _ in 0..2 {
-        let (st, s) = call(&d, &dave, Method::POST, "/v1/sessions", Some(json!({}))).await;
+        let (st, s) = d
+            .call_as(&dave, Method::POST, "/v1/sessions", Some(json!({})))
+            .await;
         assert_eq!(st, 201, "{s}");
         let url = format!(
             "{}/v1/chat/ws?token={dave}&session={}",
@@ -602,7 +600,7 @@ async fn concurrent_first_turns_make_one_agent_sandbox() {
             }
         }
     }
-    let (_, list) = call(&d, &dave, Method::GET, "/v1/sandboxes", None).await;
+    let (_, list) = d.call_as(&dave, Method::GET, "/v1/sandboxes", None).await;
     let names: Vec<_> = list["sandboxes"]
         .as_array()
         .unwrap()
@@ -618,8 +616,8 @@ async fn concurrent_first_turns_make_one_agent_sandbox() {
 async fn same_names_under_two_owners_reconcile_after_restarts() {
     let mut d = Daemon::start().await;
     d.build_image("mini", "busybox").await;
-    let alice = add_user(&d, "alice").await;
-    let bob = add_user(&d, "bob").await;
+    let alice = d.add_user("alice").await;
+    let bob = d.add_user("bob").await;
     for (token, who) in [(&alice, "alice"), (&bob, "bob")] {
         create(&d, token, "dev").await;
         create(&d, token, "idle").await;
@@ -631,33 +629,45 @@ async fn same_names_under_two_owners_reconcile_after_restarts() {
         )
         .await;
     }
-    let (st, _) = call(
-        &d,
-        &bob,
-        Method::POST,
-        "/v1/sandboxes/idle/stop",
-        Some(json!({})),
-    )
-    .await;
+    let (st, _) = d
+        .call_as(
+            &bob,
+            Method::POST,
+            "/v1/sandboxes/idle/stop",
+            Some(json!({})),
+        )
+        .await;
     assert_eq!(st, 200);
     let pid = |v: &Value| v["pid"].as_i64();
-    let (_, a_before) = call(&d, &alice, Method::GET, "/v1/sandboxes/dev", None).await;
-    let (_, b_before) = call(&d, &bob, Method::GET, "/v1/sandboxes/dev", None).await;
+    let (_, a_before) = d
+        .call_as(&alice, Method::GET, "/v1/sandboxes/dev", None)
+        .await;
+    let (_, b_before) = d
+        .call_as(&bob, Method::GET, "/v1/sandboxes/dev", None)
+        .await;
     assert_ne!(pid(&a_before), pid(&b_before));
 
     d.stop_daemon();
     d.spawn();
-    let (_, a_after) = call(&d, &alice, Method::GET, "/v1/sandboxes/dev", None).await;
-    let (_, b_after) = call(&d, &bob, Method::GET, "/v1/sandboxes/dev", None).await;
+    let (_, a_after) = d
+        .call_as(&alice, Method::GET, "/v1/sandboxes/dev", None)
+        .await;
+    let (_, b_after) = d
+        .call_as(&bob, Method::GET, "/v1/sandboxes/dev", None)
+        .await;
     assert_eq!(pid(&a_after), pid(&a_before), "re-adopted: {a_after}");
     assert_eq!(pid(&b_after), pid(&b_before), "re-adopted: {b_after}");
     for (token, who) in [(&alice, "alice"), (&bob, "bob")] {
         let v = exec(&d, token, "/v1/sandboxes/dev/exec", &["cat", "/root/who"]).await;
         assert_eq!(v["stdout"], format!("{who}\n"));
     }
-    let (_, v) = call(&d, &bob, Method::GET, "/v1/sandboxes/idle", None).await;
+    let (_, v) = d
+        .call_as(&bob, Method::GET, "/v1/sandboxes/idle", None)
+        .await;
     assert_eq!(v["state"], "stopped", "{v}");
-    let (_, v) = call(&d, &alice, Method::GET, "/v1/sandboxes/idle", None).await;
+    let (_, v) = d
+        .call_as(&alice, Method::GET, "/v1/sandboxes/idle", None)
+        .await;
     assert_eq!(v["state"], "running", "{v}");
 
     // Kill Bob's dev while the daemon is down: it is restarted, Alice's re-adopted.
@@ -665,8 +675,12 @@ async fn same_names_under_two_owners_reconcile_after_restarts() {
     unsafe { libc::kill(pid(&b_before).unwrap() as i32, libc::SIGKILL) };
     tokio::time::sleep(Duration::from_millis(300)).await;
     d.spawn();
-    let (_, a) = call(&d, &alice, Method::GET, "/v1/sandboxes/dev", None).await;
-    let (_, b) = call(&d, &bob, Method::GET, "/v1/sandboxes/dev", None).await;
+    let (_, a) = d
+        .call_as(&alice, Method::GET, "/v1/sandboxes/dev", None)
+        .await;
+    let (_, b) = d
+        .call_as(&bob, Method::GET, "/v1/sandboxes/dev", None)
+        .await;
     assert_eq!(pid(&a), pid(&a_before), "{a}");
     assert_eq!(b["state"], "running", "{b}");
     assert_ne!(pid(&b), pid(&b_before), "{b}");

@@ -14,20 +14,6 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-async fn call(
-    d: &Daemon,
-    token: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    d.call_as(token, method, path, body).await
-}
-
-async fn add_user(d: &Daemon, name: &str) -> String {
-    d.add_user(name).await
-}
-
 fn message(v: &Value) -> &str {
     v["error"]["message"].as_str().unwrap_or_default()
 }
@@ -35,11 +21,12 @@ fn message(v: &Value) -> &str {
 async fn create(d: &Daemon, token: &str, body: Value) -> (u16, Value) {
     let mut body = body;
     body["image"] = json!("mini");
-    call(d, token, Method::POST, "/v1/sandboxes", Some(body)).await
+    d.call_as(token, Method::POST, "/v1/sandboxes", Some(body))
+        .await
 }
 
 async fn count(d: &Daemon, token: &str) -> usize {
-    let (_, v) = call(d, token, Method::GET, "/v1/sandboxes", None).await;
+    let (_, v) = d.call_as(token, Method::GET, "/v1/sandboxes", None).await;
     v["sandboxes"].as_array().unwrap().len()
 }
 
@@ -51,9 +38,9 @@ async fn sandbox_quotas_per_user_with_overrides() {
     )
     .await;
     d.build_image("mini", "busybox").await;
-    let bob = add_user(&d, "bob").await;
-    let alice = add_user(&d, "alice").await;
-    let carol = add_user(&d, "carol").await;
+    let bob = d.add_user("bob").await;
+    let alice = d.add_user("alice").await;
+    let carol = d.add_user("carol").await;
     let small = json!({"vcpus": 1, "memory_mib": 256, "disk_mib": 1024});
 
     // Count.
@@ -69,7 +56,7 @@ async fn sandbox_quotas_per_user_with_overrides() {
     assert_eq!(st, 403, "{v}");
     assert_eq!(message(&v), "quota exceeded: sandboxes 3 of 3 for user bob");
     assert_eq!(count(&d, &bob).await, 3, "a refused create leaves nothing");
-    let (_, me) = call(&d, &carol, Method::GET, "/v1/me", None).await;
+    let (_, me) = d.call_as(&carol, Method::GET, "/v1/me", None).await;
     assert_eq!(
         me["quota"],
         json!({"max_sandboxes": 1, "max_vcpus": 4, "max_memory_mib": 1024, "max_disk_mib": 4096,
@@ -85,7 +72,9 @@ async fn sandbox_quotas_per_user_with_overrides() {
         .await;
     assert_eq!(st, 403, "{v}");
     // Removing one frees its place.
-    let (st, _) = call(&d, &bob, Method::DELETE, "/v1/sandboxes/b1", None).await;
+    let (st, _) = d
+        .call_as(&bob, Method::DELETE, "/v1/sandboxes/b1", None)
+        .await;
     assert_eq!(st, 204);
     let (st, v) = create(&d, &bob, b).await;
     assert_eq!(st, 201, "{v}");
@@ -202,8 +191,8 @@ async fn llm_spend_per_day_is_capped() {
     );
     let d = Daemon::start_env(&config, &[("MOCK_KEY", "sk-mock")]).await;
     d.build_image("mini", "busybox").await;
-    let bob = add_user(&d, "bob").await;
-    let rich = add_user(&d, "rich").await;
+    let bob = d.add_user("bob").await;
+    let rich = d.add_user("rich").await;
 
     let events = chat_turn(&d, &bob, "hello").await;
     let done = events.last().unwrap();
@@ -218,9 +207,7 @@ async fn llm_spend_per_day_is_capped() {
             && msg.ends_with("of $0.50 spent today (UTC) for user bob"),
         "{msg}"
     );
-    let (st, v) = call(
-        &d,
-        &bob,
+    let (st, v) = d.call_as(&bob,
         Method::POST,
         "/v1/chat/completions",
         Some(json!({"model": "ironclaw", "messages": [{"role": "user", "content": "hi"}], "stream": true})),
@@ -234,7 +221,7 @@ async fn llm_spend_per_day_is_capped() {
         "refused turns never reach the model"
     );
     // The refused message was not stored.
-    let (_, sessions) = call(&d, &bob, Method::GET, "/v1/sessions", None).await;
+    let (_, sessions) = d.call_as(&bob, Method::GET, "/v1/sessions", None).await;
     let total: u64 = sessions["sessions"]
         .as_array()
         .unwrap()
@@ -254,8 +241,8 @@ async fn llm_spend_per_day_is_capped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_rate_is_limited_per_token() {
     let d = Daemon::start_with("[quotas]\nrequests_per_minute = 60\n").await;
-    let bob = add_user(&d, "bob").await;
-    let alice = add_user(&d, "alice").await;
+    let bob = d.add_user("bob").await;
+    let alice = d.add_user("alice").await;
     let mut ok = 0;
     let refused = loop {
         let r = d
@@ -286,17 +273,17 @@ async fn request_rate_is_limited_per_token() {
         "{v}"
     );
     // Other tokens have their own buckets: Alice, a second token of Bob's, the admin.
-    let (st, _) = call(&d, &alice, Method::GET, "/v1/me", None).await;
+    let (st, _) = d.call_as(&alice, Method::GET, "/v1/me", None).await;
     assert_eq!(st, 200);
     let (_, fresh) = d.post("/v1/users/bob/tokens", json!({})).await;
-    let (st, _) = call(
-        &d,
-        fresh["token"].as_str().unwrap(),
-        Method::GET,
-        "/v1/me",
-        None,
-    )
-    .await;
+    let (st, _) = d
+        .call_as(
+            fresh["token"].as_str().unwrap(),
+            Method::GET,
+            "/v1/me",
+            None,
+        )
+        .await;
     assert_eq!(st, 200);
     for _ in 0..100 {
         let (st, _) = d.get("/v1/me").await;
@@ -304,6 +291,6 @@ async fn request_rate_is_limited_per_token() {
     }
     // After Retry-After, Bob may go on.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let (st, _) = call(&d, &bob, Method::GET, "/v1/me", None).await;
+    let (st, _) = d.call_as(&bob, Method::GET, "/v1/me", None).await;
     assert_eq!(st, 200);
 }

@@ -5,16 +5,6 @@ mod common;
 use common::Daemon;
 use serde_json::{json, Value};
 
-async fn as_user(
-    d: &Daemon,
-    token: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    d.call_as(token, method, path, body).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_see_only_their_own_sandboxes() {
     let d = Daemon::start().await;
@@ -27,16 +17,18 @@ async fn users_see_only_their_own_sandboxes() {
     let (st, _) = d.post("/v1/users", json!({"name": "alice"})).await;
     assert_eq!(st, 409);
 
-    let (st, v) = as_user(
-        &d,
-        &alice_token,
-        reqwest::Method::POST,
-        "/v1/sandboxes",
-        Some(json!({"name": "alice-box"})),
-    )
-    .await;
+    let (st, v) = d
+        .call_as(
+            &alice_token,
+            reqwest::Method::POST,
+            "/v1/sandboxes",
+            Some(json!({"name": "alice-box"})),
+        )
+        .await;
     assert_eq!(st, 201, "{v}");
-    let (st, me) = as_user(&d, &alice_token, reqwest::Method::GET, "/v1/me", None).await;
+    let (st, me) = d
+        .call_as(&alice_token, reqwest::Method::GET, "/v1/me", None)
+        .await;
     assert_eq!((st, me["user"].as_str()), (200, Some("alice")));
 
     // Bob cannot see, exec in, read from or remove Alice's sandbox: 404, as if missing.
@@ -49,41 +41,40 @@ async fn users_see_only_their_own_sandboxes() {
         ),
         (reqwest::Method::GET, "/v1/sandboxes/alice-box/console"),
     ] {
-        let (st, v) = as_user(&d, &bob_token, method.clone(), path, None).await;
+        let (st, v) = d.call_as(&bob_token, method.clone(), path, None).await;
         assert_eq!(st, 404, "{method} {path}: {v}");
     }
-    let (st, _) = as_user(
-        &d,
-        &bob_token,
-        reqwest::Method::POST,
-        "/v1/sandboxes/alice-box/exec",
-        Some(json!({"argv": ["true"]})),
-    )
-    .await;
+    let (st, _) = d
+        .call_as(
+            &bob_token,
+            reqwest::Method::POST,
+            "/v1/sandboxes/alice-box/exec",
+            Some(json!({"argv": ["true"]})),
+        )
+        .await;
     assert_eq!(st, 404);
-    let (_, list) = as_user(&d, &bob_token, reqwest::Method::GET, "/v1/sandboxes", None).await;
+    let (_, list) = d
+        .call_as(&bob_token, reqwest::Method::GET, "/v1/sandboxes", None)
+        .await;
     assert!(list["sandboxes"].as_array().unwrap().is_empty(), "{list}");
-    let (_, list) = as_user(
-        &d,
-        &alice_token,
-        reqwest::Method::GET,
-        "/v1/sandboxes",
-        None,
-    )
-    .await;
+    let (_, list) = d
+        .call_as(&alice_token, reqwest::Method::GET, "/v1/sandboxes", None)
+        .await;
     assert_eq!(list["sandboxes"].as_array().unwrap().len(), 1);
 
     // Admin-only routes refuse users.
-    let (st, _) = as_user(&d, &bob_token, reqwest::Method::GET, "/v1/users", None).await;
+    let (st, _) = d
+        .call_as(&bob_token, reqwest::Method::GET, "/v1/users", None)
+        .await;
     assert_eq!(st, 403);
-    let (st, _) = as_user(
-        &d,
-        &bob_token,
-        reqwest::Method::POST,
-        "/v1/images",
-        Some(json!({"name": "x", "from": "busybox"})),
-    )
-    .await;
+    let (st, _) = d
+        .call_as(
+            &bob_token,
+            reqwest::Method::POST,
+            "/v1/images",
+            Some(json!({"name": "x", "from": "busybox"})),
+        )
+        .await;
     assert_eq!(st, 403);
 
     // Revoking a token locks its holder out at once.
@@ -91,20 +82,22 @@ async fn users_see_only_their_own_sandboxes() {
         .req(reqwest::Method::DELETE, "/v1/users/bob/tokens", None)
         .await;
     assert_eq!((st, v["revoked"].as_u64()), (200, Some(1)));
-    let (st, _) = as_user(&d, &bob_token, reqwest::Method::GET, "/v1/sandboxes", None).await;
+    let (st, _) = d
+        .call_as(&bob_token, reqwest::Method::GET, "/v1/sandboxes", None)
+        .await;
     assert_eq!(st, 401);
     let (st, fresh) = d
         .post("/v1/users/bob/tokens", json!({"label": "new"}))
         .await;
     assert_eq!(st, 201);
-    let (st, _) = as_user(
-        &d,
-        fresh["token"].as_str().unwrap(),
-        reqwest::Method::GET,
-        "/v1/sandboxes",
-        None,
-    )
-    .await;
+    let (st, _) = d
+        .call_as(
+            fresh["token"].as_str().unwrap(),
+            reqwest::Method::GET,
+            "/v1/sandboxes",
+            None,
+        )
+        .await;
     assert_eq!(st, 200);
 
     // Removing a user removes their sandboxes too.
@@ -114,7 +107,9 @@ async fn users_see_only_their_own_sandboxes() {
     assert_eq!(st, 204);
     let (st, _) = d.get("/v1/sandboxes/alice-box").await;
     assert_eq!(st, 404);
-    let (st, _) = as_user(&d, &alice_token, reqwest::Method::GET, "/v1/me", None).await;
+    let (st, _) = d
+        .call_as(&alice_token, reqwest::Method::GET, "/v1/me", None)
+        .await;
     assert_eq!(st, 401);
 
     // The same through the CLI.
@@ -127,7 +122,9 @@ async fn users_see_only_their_own_sandboxes() {
         .trim()
         .to_string();
     assert!(token.starts_with("icu_"), "{token}");
-    let (st, me) = as_user(&d, &token, reqwest::Method::GET, "/v1/me", None).await;
+    let (st, me) = d
+        .call_as(&token, reqwest::Method::GET, "/v1/me", None)
+        .await;
     assert_eq!((st, me["user"].as_str()), (200, Some("carol")));
     let ls = String::from_utf8_lossy(&d.cli(&["user", "ls"]).stdout).to_string();
     assert!(ls.contains("carol") && ls.contains("bob"), "{ls}");
@@ -135,7 +132,9 @@ async fn users_see_only_their_own_sandboxes() {
         .cli(&["user", "token", "carol", "--revoke"])
         .status
         .success());
-    let (st, _) = as_user(&d, &token, reqwest::Method::GET, "/v1/me", None).await;
+    let (st, _) = d
+        .call_as(&token, reqwest::Method::GET, "/v1/me", None)
+        .await;
     assert_eq!(st, 401);
     assert!(d.cli(&["user", "rm", "carol"]).status.success());
     let out = d.cli(&["user", "rm", "carol"]);
