@@ -47,7 +47,8 @@ cleanup() {
     # Delete every sandbox through the API, so nothing outlives the test.
     local names
     names=$(curl -sf -H "Authorization: Bearer $ADMIN" "$URL/v1/sandboxes" |
-      node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{try{for(const b of JSON.parse(s).sandboxes)console.log(b.name)}catch{}})')
+      node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{try{for(const b of JSON.parse(s).sandboxes)console.log(b.name+"?owner="+b.owner)}catch{}})')
+    # Names are per owner: the admin names each one with its owner.
     for n in $names; do
       curl -sf -o /dev/null -X DELETE -H "Authorization: Bearer $ADMIN" "$URL/v1/sandboxes/$n" ||
         log "could not delete sandbox $n"

@@ -289,30 +289,72 @@ impl Drop for Daemon {
                 .unwrap();
             rt.block_on(async move {
                 let http = reqwest::Client::new();
-                let Ok(resp) = http
-                    .get(format!("{url}/v1/sandboxes"))
-                    .bearer_auth(&token)
-                    .send()
-                    .await
-                else {
-                    return;
-                };
-                let v: Value = resp.json().await.unwrap_or_default();
-                for s in v["sandboxes"].as_array().cloned().unwrap_or_default() {
-                    let name = s["name"].as_str().unwrap_or_default();
-                    let owner = s["owner"].as_str().unwrap_or("admin");
-                    let _ = http
-                        .delete(format!("{url}/v1/sandboxes/{name}?owner={owner}"))
+                // Again until none is left: a turn may be creating one.
+                for _ in 0..3 {
+                    let Ok(resp) = http
+                        .get(format!("{url}/v1/sandboxes"))
                         .bearer_auth(&token)
-                        .timeout(Duration::from_secs(30))
                         .send()
-                        .await;
+                        .await
+                    else {
+                        return;
+                    };
+                    let v: Value = resp.json().await.unwrap_or_default();
+                    let all = v["sandboxes"].as_array().cloned().unwrap_or_default();
+                    if all.is_empty() {
+                        return;
+                    }
+                    for s in all {
+                        let name = s["name"].as_str().unwrap_or_default();
+                        let owner = s["owner"].as_str().unwrap_or("admin");
+                        let _ = http
+                            .delete(format!("{url}/v1/sandboxes/{name}?owner={owner}"))
+                            .bearer_auth(&token)
+                            .timeout(Duration::from_secs(30))
+                            .send()
+                            .await;
+                    }
                 }
             })
         });
         let _ = cleanup.join();
         self.stop_daemon();
+        reap_leftovers(self.dir.path());
     }
+}
+
+/// Sandboxes still running once their daemon is gone (one created by a
+/// turn that started while the test was ending): killed with their
+/// cgroup (said on stderr), so a test never leaves a process behind.
+fn reap_leftovers(data_dir: &Path) {
+    let ids: Vec<String> = std::fs::read_dir(data_dir.join("sandboxes"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    if ids.is_empty() {
+        return;
+    }
+    let reaper = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            for id in ids {
+                let Ok(cg) = ironclaw_sandbox::cgroup::Cgroup::for_sandbox(&id) else {
+                    continue;
+                };
+                if !cg.pids().is_empty() {
+                    eprintln!("test harness: sandbox {id} outlived its daemon; killing it");
+                }
+                let _ = cg.destroy().await;
+            }
+        })
+    });
+    let _ = reaper.join();
 }
 
 /// Processes whose command line mentions `needle` (orphan checks).
