@@ -198,9 +198,14 @@ pub trait Backend: Send + Sync {
         grace: Duration,
     ) -> Result<(), BackendError>;
 
-    /// Remove the sandbox's disk and state. The sandbox must be stopped.
-    /// Every backend keeps all of a sandbox's state in its directory.
+    /// Remove the sandbox's disk and state. The sandbox must be stopped;
+    /// anything still in its cgroup (a start cut off by a daemon crash) is
+    /// killed first, so removal never leaves a process behind. Every backend
+    /// keeps all of a sandbox's state in its directory.
     async fn destroy(&self, spec: &SandboxSpec) -> Result<(), BackendError> {
+        if let Ok(cg) = crate::cgroup::Cgroup::for_sandbox(&spec.id) {
+            cg.destroy().await?;
+        }
         match std::fs::remove_dir_all(&spec.dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),

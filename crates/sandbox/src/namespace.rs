@@ -232,13 +232,21 @@ impl Backend for NamespaceBackend {
         self.prepare(spec).await?;
         let sock = agent_socket(spec);
         let _ = fs::remove_file(&sock);
-        let disk = loopdisk::mount_detached(&layout(spec).disk_image, spec.uid_base)
-            .map_err(|e| BackendError::Setup(e.to_string()))?;
+        // The group first: emptying it kills whatever an interrupted earlier
+        // start left running, which may still have this disk mounted; ext4
+        // must never be mounted twice.
         let cg = Cgroup::fresh(&spec.id, &spec.resources).await?;
         if let Err(e) = cg.restrict_devices() {
             let _ = cg.destroy().await;
             return Err(e.into());
         }
+        let disk = match loopdisk::mount_detached(&layout(spec).disk_image, spec.uid_base) {
+            Ok(disk) => disk,
+            Err(e) => {
+                let _ = cg.destroy().await;
+                return Err(BackendError::Setup(e.to_string()));
+            }
+        };
         let pid = match self.spawn(spec, &cg, disk) {
             Ok(pid) => pid as i32,
             Err(e) => {
