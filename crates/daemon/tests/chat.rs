@@ -6,77 +6,17 @@ mod common;
 
 use std::time::Duration;
 
+use common::chat::{self, connect as chat_ws, next_event, turn};
 use common::Daemon;
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use ironclaw_agent::mock::{MockLlm, MockReply};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-const KEY: &str = "sk-test-secret-4f1c9e27";
+const KEY: &str = chat::MOCK_KEY;
 
 async fn daemon_with(mock: &MockLlm, config: &str) -> Daemon {
-    let base = mock.openai_base();
-    let d = Daemon::start_env(
-        config,
-        &[
-            ("IRONCLAW_PROVIDER", "openai"),
-            ("IRONCLAW_BASE_URL", &base),
-            ("IRONCLAW_API_KEY", KEY),
-            ("IRONCLAW_MODEL", "mock-model"),
-        ],
-    )
-    .await;
-    d.build_image("mini", "busybox").await;
-    d
-}
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn chat_ws(d: &Daemon, token: &str, session: Option<&str>) -> (Ws, String) {
-    let mut url = format!(
-        "{}/v1/chat/ws?token={token}",
-        d.url.replacen("http", "ws", 1)
-    );
-    if let Some(s) = session {
-        url.push_str(&format!("&session={s}"));
-    }
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    let first = next_event(&mut ws).await;
-    assert_eq!(first["type"], "session", "{first}");
-    (ws, first["id"].as_str().unwrap().to_string())
-}
-
-async fn next_event(ws: &mut Ws) -> Value {
-    loop {
-        let m = tokio::time::timeout(Duration::from_secs(30), ws.next())
-            .await
-            .expect("no event within 30 s")
-            .unwrap()
-            .unwrap();
-        if let Message::Text(t) = m {
-            return serde_json::from_str(&t).unwrap();
-        }
-    }
-}
-
-/// Events of one turn, up to and including `done` (every turn ends with
-/// one, failed ones too, after an `error` event).
-async fn turn(ws: &mut Ws, text: &str) -> Vec<Value> {
-    ws.send(Message::Text(
-        json!({"type": "message", "text": text}).to_string(),
-    ))
-    .await
-    .unwrap();
-    let mut events = Vec::new();
-    loop {
-        let e = next_event(ws).await;
-        let done = e["type"] == "done";
-        events.push(e);
-        if done {
-            return events;
-        }
-    }
+    chat::mock_daemon(mock, config).await
 }
 
 fn text_of(events: &[Value]) -> String {

@@ -504,17 +504,7 @@ async fn drills_namespace_backend() {
         delay: Duration::from_millis(100),
     }])
     .await;
-    let base = mock.openai_base();
-    let mut d = Daemon::start_env(
-        "",
-        &[
-            ("IRONCLAW_PROVIDER", "openai"),
-            ("IRONCLAW_BASE_URL", &base),
-            ("IRONCLAW_API_KEY", "sk-drill-key"),
-            ("IRONCLAW_MODEL", "mock-model"),
-        ],
-    )
-    .await;
+    let mut d = common::chat::mock_daemon(&mock, "").await;
     d.build_image("base", "debian").await;
     let mut t = Tally::new("contained", "ESCAPED");
     escape_drills(&d, &mut t).await;

@@ -7,30 +7,16 @@ mod common;
 
 use std::time::Duration;
 
+use common::chat::{self, chat_turn, next_event};
 use common::Daemon;
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use ironclaw_agent::mock::{MockLlm, MockReply};
 use reqwest::Method;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 async fn daemon_with(mock: &MockLlm) -> Daemon {
-    let base = mock.openai_base();
-    let d = Daemon::start_env(
-        "",
-        &[
-            ("IRONCLAW_PROVIDER", "openai"),
-            ("IRONCLAW_BASE_URL", &base),
-            ("IRONCLAW_API_KEY", "sk-test"),
-            ("IRONCLAW_MODEL", "mock-model"),
-        ],
-    )
-    .await;
-    d.build_image("mini", "busybox").await;
-    d
+    chat::mock_daemon(mock, "").await
 }
 
 async fn create(d: &Daemon, token: &str, name: &str) {
@@ -51,45 +37,6 @@ async fn exec(d: &Daemon, token: &str, path: &str, argv: &[&str]) -> Value {
         .await;
     assert_eq!(st, 200, "exec {path} {argv:?}: {v}");
     v
-}
-
-async fn next_event(ws: &mut Ws) -> Value {
-    loop {
-        let m = tokio::time::timeout(Duration::from_secs(30), ws.next())
-            .await
-            .expect("no event within 30 s")
-            .unwrap()
-            .unwrap();
-        if let Message::Text(t) = m {
-            return serde_json::from_str(&t).unwrap();
-        }
-    }
-}
-
-/// One chat turn over the WebSocket; returns the session id and the events.
-async fn chat_turn(d: &Daemon, token: &str, text: &str) -> (String, Vec<Value>) {
-    let url = format!(
-        "{}/v1/chat/ws?token={token}",
-        d.url.replacen("http", "ws", 1)
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    let first = next_event(&mut ws).await;
-    assert_eq!(first["type"], "session", "{first}");
-    ws.send(Message::Text(
-        json!({"type": "message", "text": text}).to_string(),
-    ))
-    .await
-    .unwrap();
-    let mut events = Vec::new();
-    loop {
-        let e = next_event(&mut ws).await;
-        let done = e["type"] == "done";
-        events.push(e);
-        if done {
-            break;
-        }
-    }
-    (first["id"].as_str().unwrap().to_string(), events)
 }
 
 /// The status and body of a refused WebSocket upgrade.

@@ -8,11 +8,9 @@ mod common;
 use std::time::Duration;
 
 use common::Daemon;
-use futures::{SinkExt, StreamExt};
 use ironclaw_agent::mock::{MockLlm, MockReply};
 use reqwest::Method;
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
 
 fn message(v: &Value) -> &str {
     v["error"]["message"].as_str().unwrap_or_default()
@@ -145,32 +143,7 @@ async fn sandbox_quotas_per_user_with_overrides() {
 }
 
 async fn chat_turn(d: &Daemon, token: &str, text: &str) -> Vec<Value> {
-    let url = format!(
-        "{}/v1/chat/ws?token={token}",
-        d.url.replacen("http", "ws", 1)
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    ws.send(Message::Text(
-        json!({"type": "message", "text": text}).to_string(),
-    ))
-    .await
-    .unwrap();
-    let mut events = Vec::new();
-    loop {
-        let m = tokio::time::timeout(Duration::from_secs(30), ws.next())
-            .await
-            .expect("no event within 30 s")
-            .unwrap()
-            .unwrap();
-        if let Message::Text(t) = m {
-            let e: Value = serde_json::from_str(&t).unwrap();
-            let done = e["type"] == "done";
-            events.push(e);
-            if done {
-                return events;
-            }
-        }
-    }
+    common::chat::chat_turn(d, token, text).await.1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

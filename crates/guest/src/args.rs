@@ -217,6 +217,27 @@ mod tests {
         s.iter().map(|s| s.to_string()).collect()
     }
 
+    /// Every required ns-init option, `--hostname h` last.
+    fn ns_init_argv(uid_base: &str) -> Vec<String> {
+        v(&[
+            "ns-init",
+            "--lower",
+            "/l",
+            "--upper",
+            "/u",
+            "--work",
+            "/w",
+            "--merged",
+            "/m",
+            "--agent-dir",
+            "/d",
+            "--uid-base",
+            uid_base,
+            "--hostname",
+            "h",
+        ])
+    }
+
     #[test]
     fn serve_listen() {
         let m = parse(&v(&["serve", "--listen", "unix:/tmp/a.sock"])).unwrap();
@@ -264,26 +285,8 @@ mod tests {
                 "{bad}"
             );
         }
-        let argv = v(&[
-            "ns-init",
-            "--lower",
-            "/l",
-            "--upper",
-            "/u",
-            "--work",
-            "/w",
-            "--merged",
-            "/m",
-            "--agent-dir",
-            "/d",
-            "--uid-base",
-            "0",
-            "--hostname",
-            "h",
-            "--bind",
-            "/a:/x:ro",
-            "--bind=/b:/y:rw",
-        ]);
+        let mut argv = ns_init_argv("0");
+        argv.extend(v(&["--bind", "/a:/x:ro", "--bind=/b:/y:rw"]));
         let Mode::NsInit(a) = parse(&argv).unwrap() else {
             panic!()
         };
@@ -296,23 +299,7 @@ mod tests {
 
     #[test]
     fn ns_init_needs_everything() {
-        let full = v(&[
-            "ns-init",
-            "--lower",
-            "/l",
-            "--upper",
-            "/u",
-            "--work",
-            "/w",
-            "--merged",
-            "/m",
-            "--agent-dir",
-            "/d",
-            "--uid-base",
-            "1073741824",
-            "--hostname",
-            "h",
-        ]);
+        let full = ns_init_argv("1073741824");
         let Mode::NsInit(a) = parse(&full).unwrap() else {
             panic!()
         };

@@ -3,6 +3,8 @@
 //! removed on drop (sandboxes first, then the daemon, then the data dir).
 #![allow(dead_code)]
 
+#[allow(dead_code)]
+pub mod chat;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
