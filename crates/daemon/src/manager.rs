@@ -232,6 +232,7 @@ impl Manager {
             },
             uid_base: ironclaw_sandbox::userns::host_base(r.uid_slot),
             mounts: Vec::new(),
+            network: None,
         }
     }
 

@@ -165,6 +165,7 @@ fn bench_spec(data: &Path, image: &str, id: &str, memory_mib: u64, disk_mib: u64
         },
         uid_base: ironclaw_sandbox::userns::host_base(0),
         mounts: Vec::new(),
+        network: None,
     }
 }
 

@@ -98,6 +98,8 @@ pub struct SandboxSpec {
     /// Host directories to bind into the sandbox (namespace backend only),
     /// already resolved and checked against the operator's allowlist.
     pub mounts: Vec<BindMount>,
+    /// The sandbox's port on the host bridge; None: loopback only.
+    pub network: Option<crate::netdev::NetAttachment>,
 }
 
 /// A host directory bound into a sandbox.

@@ -10,6 +10,7 @@ pub mod image;
 pub mod loopdisk;
 pub mod name;
 pub mod namespace;
+pub mod netdev;
 pub mod probe;
 pub mod process;
 pub mod qemu;

@@ -111,6 +111,7 @@ pub fn spec(data: &Path, name: &str) -> SandboxSpec {
         // A slot of its own, as the store would hand out.
         uid_base: ironclaw_sandbox::userns::host_base(1000 + rand::random::<u32>() % 10_000),
         mounts: Vec::new(),
+        network: None,
     }
 }
 

@@ -1,0 +1,36 @@
+//! A sandbox's network device on the host side: what the daemon's network
+//! gives each sandbox ([`NetAttachment`]), and the links that carry it.
+
+use std::net::Ipv4Addr;
+
+/// One sandbox's place on the host bridge. The daemon's network allocates
+/// it; the backend makes the device (a veth pair into the sandbox's network
+/// namespace, or a tap for a VM) and the guest side gets the address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetAttachment {
+    /// The host bridge the host end joins (as an isolated port: sandboxes
+    /// never reach each other at layer 2).
+    pub bridge: String,
+    /// Name of the host end (at most 15 bytes), unique per sandbox.
+    pub host_ifname: String,
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+    /// The bridge's address: default route, and the resolver.
+    pub gateway: Ipv4Addr,
+    pub mac: [u8; 6],
+}
+
+impl NetAttachment {
+    /// Locally administered, unicast, derived from the address so a
+    /// restarted sandbox keeps its MAC (and neighbours' caches stay right).
+    pub fn mac_for(address: Ipv4Addr) -> [u8; 6] {
+        let o = address.octets();
+        [0x02, 0x1c, o[0], o[1], o[2], o[3]]
+    }
+
+    /// `ADDR/PREFIX,GATEWAY` as the guest reads it (`ironclaw.net=` on a
+    /// VM's kernel command line, `--net` of ns-init).
+    pub fn guest_arg(&self) -> String {
+        format!("{}/{},{}", self.address, self.prefix_len, self.gateway)
+    }
+}
