@@ -90,6 +90,9 @@ pub struct Config {
     /// Host directories sandboxes may mount from (`[[mount_roots]] path,
     /// writable`); none by default.
     pub mount_roots: Vec<crate::mounts::MountRoot>,
+    /// Sandbox networking (`[network]`): bridge, subnet, default policy,
+    /// upstream resolvers, exposed ports.
+    pub network: ironclaw_net::NetworkConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -130,6 +133,7 @@ impl Default for Config {
             exec_timeout_max_secs: 24 * 3600,
             quotas: Default::default(),
             mount_roots: Vec::new(),
+            network: Default::default(),
         }
     }
 }

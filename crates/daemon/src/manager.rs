@@ -409,6 +409,8 @@ impl Manager {
             uid_slot: 0,
             agent_of,
             mounts,
+            network: ironclaw_net::NetworkMode::None.as_str().into(),
+            egress: "{}".into(),
         };
         let lock = self.lock_for(&record.id);
         let _g = lock.lock().await;

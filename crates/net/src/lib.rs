@@ -56,3 +56,110 @@ impl Table {
         self.0.read().unwrap().is_empty()
     }
 }
+
+/// Whether a sandbox gets a network card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// Loopback only.
+    None,
+    /// A port on the bridge, egress under the sandbox's policy.
+    #[default]
+    Internet,
+}
+
+impl NetworkMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkMode::None => "none",
+            NetworkMode::Internet => "internet",
+        }
+    }
+}
+
+impl std::str::FromStr for NetworkMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(NetworkMode::None),
+            "internet" => Ok(NetworkMode::Internet),
+            _ => Err(format!("unknown network {s:?} (expected internet or none)")),
+        }
+    }
+}
+
+/// The `[network]` table of the daemon's config.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// The host bridge; also names the daemon's nft table.
+    pub bridge: String,
+    /// The sandboxes' subnet; the bridge takes its first address.
+    pub subnet: ipnet::Ipv4Net,
+    /// `--network` of a create that names none.
+    pub default_mode: NetworkMode,
+    /// Policy of a sandbox created without one.
+    pub default_policy: EgressPolicy,
+    /// Resolvers the daemon asks (its own resolver and the egress proxy);
+    /// empty: the host's /etc/resolv.conf.
+    pub upstream_dns: Vec<std::net::SocketAddr>,
+    /// Exposed ports are served at `PORT-NAME.<base_domain>`; None: an
+    /// sslip.io name of the listen address.
+    pub base_domain: Option<String>,
+    /// Stop an exposed sandbox after this long without a request (0: never).
+    pub expose_idle_stop_secs: u64,
+    /// How long a request to a stopped exposed sandbox waits for it to boot.
+    pub wake_timeout_secs: u64,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            bridge: "ironclaw0".into(),
+            subnet: "10.88.0.0/16".parse().unwrap(),
+            default_mode: NetworkMode::Internet,
+            default_policy: EgressPolicy::allow_all(),
+            upstream_dns: Vec::new(),
+            base_domain: None,
+            expose_idle_stop_secs: 0,
+            wake_timeout_secs: 30,
+        }
+    }
+}
+
+impl NetworkConfig {
+    /// The bridge's own address: gateway and resolver of every sandbox.
+    pub fn gateway(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.subnet.network()) + 1)
+    }
+
+    /// The address of the sandbox in store slot `slot` (the slot that also
+    /// picks its block of host uids), stable for the sandbox's life.
+    pub fn address_for(&self, slot: u32) -> Option<Ipv4Addr> {
+        let a = u32::from(self.subnet.network())
+            .checked_add(2)?
+            .checked_add(slot)?;
+        (a < u32::from(self.subnet.broadcast())).then(|| Ipv4Addr::from(a))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_come_from_slots_inside_the_subnet() {
+        let c = NetworkConfig {
+            subnet: "10.5.0.0/29".parse().unwrap(),
+            ..Default::default()
+        };
+        assert_eq!(c.gateway(), Ipv4Addr::new(10, 5, 0, 1));
+        assert_eq!(c.address_for(0), Some(Ipv4Addr::new(10, 5, 0, 2)));
+        assert_eq!(c.address_for(4), Some(Ipv4Addr::new(10, 5, 0, 6)));
+        assert_eq!(
+            c.address_for(5),
+            None,
+            "the broadcast address is no sandbox's"
+        );
+    }
+}

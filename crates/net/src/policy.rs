@@ -70,7 +70,11 @@ impl EgressPolicy {
         }
         self.allow_domains.sort();
         self.allow_domains.dedup();
-        for c in self.allow_cidrs.iter_mut().chain(self.deny_cidrs.iter_mut()) {
+        for c in self
+            .allow_cidrs
+            .iter_mut()
+            .chain(self.deny_cidrs.iter_mut())
+        {
             *c = c.trunc();
         }
         Ok(self)
@@ -82,9 +86,7 @@ impl EgressPolicy {
             return true;
         }
         let name = name.trim_end_matches('.').to_ascii_lowercase();
-        self.allow_domains
-            .iter()
-            .any(|p| pattern_matches(p, &name))
+        self.allow_domains.iter().any(|p| pattern_matches(p, &name))
     }
 
     /// Traffic straight to `ip` (not through a name).
@@ -121,7 +123,14 @@ impl EgressPolicy {
     /// One line for `sandbox show`.
     pub fn summary(&self) -> String {
         let mut parts = Vec::new();
-        parts.push(if self.allow_all { "allow all" } else { "deny all" }.to_string());
+        parts.push(
+            if self.allow_all {
+                "allow all"
+            } else {
+                "deny all"
+            }
+            .to_string(),
+        );
         if !self.allow_domains.is_empty() {
             parts.push(format!("domains {}", self.allow_domains.join(",")));
         }
@@ -382,7 +391,9 @@ mod tests {
 
     #[test]
     fn bad_patterns_and_cidrs_are_refused() {
-        for bad in ["", "*.", "*.com", "a..b", "-a.com", "a b.com", "*.*.com", "é.com"] {
+        for bad in [
+            "", "*.", "*.com", "a..b", "-a.com", "a b.com", "*.*.com", "é.com",
+        ] {
             let p = EgressPolicy {
                 allow_domains: vec![bad.into()],
                 ..Default::default()
@@ -391,10 +402,7 @@ mod tests {
         }
         assert!(parse_cidr("10.0.0.0/33").is_err());
         assert!(parse_cidr("nope").is_err());
-        assert_eq!(
-            parse_cidr("10.1.2.3/8").unwrap().to_string(),
-            "10.0.0.0/8"
-        );
+        assert_eq!(parse_cidr("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
         assert_eq!(parse_cidr("::1").unwrap().to_string(), "::1/128");
     }
 }

@@ -116,6 +116,11 @@ const MIGRATIONS: &[&str] = &[
     // of `{"host","guest","read_only"}` as requested (re-resolved at every
     // start).
     "ALTER TABLE sandboxes ADD COLUMN mounts TEXT NOT NULL DEFAULT '[]';",
+    // 6: networking. `network` is 'none' (loopback only, as every sandbox
+    // made before was) or 'internet'; `egress` the sandbox's egress policy
+    // (JSON, read by the net crate). The address derives from uid_slot.
+    "ALTER TABLE sandboxes ADD COLUMN network TEXT NOT NULL DEFAULT 'none';
+     ALTER TABLE sandboxes ADD COLUMN egress TEXT NOT NULL DEFAULT '{}';",
 ];
 
 pub fn apply(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {

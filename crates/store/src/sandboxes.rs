@@ -70,6 +70,10 @@ pub struct SandboxRecord {
     /// Host directories bound into the sandbox, as requested (the host
     /// path is resolved and checked again at every start).
     pub mounts: Vec<SandboxMount>,
+    /// `none` or `internet` (see the net crate's `NetworkMode`).
+    pub network: String,
+    /// The egress policy, JSON (the net crate's `EgressPolicy`).
+    pub egress: String,
 }
 
 /// A host directory in a sandbox.
@@ -82,7 +86,7 @@ pub struct SandboxMount {
     pub read_only: bool,
 }
 
-const COLUMNS: &str = "id, name, backend, image, vcpus, memory_mib, disk_mib, pids, state, state_reason, desired, runtime, created_at, started_at, updated_at, owner, agent_of, uid_slot, mounts";
+const COLUMNS: &str = "id, name, backend, image, vcpus, memory_mib, disk_mib, pids, state, state_reason, desired, runtime, created_at, started_at, updated_at, owner, agent_of, uid_slot, mounts, network, egress";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<SandboxRecord> {
     Ok(SandboxRecord {
@@ -107,6 +111,8 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<SandboxRecord> {
         mounts: serde_json::from_str(&r.get::<_, String>(18)?).map_err(|e| {
             rusqlite::Error::FromSqlConversionFailure(18, rusqlite::types::Type::Text, Box::new(e))
         })?,
+        network: r.get(19)?,
+        egress: r.get(20)?,
     })
 }
 
@@ -118,7 +124,7 @@ impl Store {
             &format!(
                 "INSERT INTO sandboxes ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,
                  (SELECT MIN(s) FROM (SELECT 0 AS s UNION ALL SELECT uid_slot + 1 FROM sandboxes WHERE uid_slot IS NOT NULL)
-                  WHERE s NOT IN (SELECT uid_slot FROM sandboxes WHERE uid_slot IS NOT NULL)), ?18)"
+                  WHERE s NOT IN (SELECT uid_slot FROM sandboxes WHERE uid_slot IS NOT NULL)), ?18, ?19, ?20)"
             ),
             params![
                 s.id,
@@ -138,7 +144,9 @@ impl Store {
                 s.updated_at,
                 s.owner,
                 s.agent_of,
-                serde_json::to_string(&s.mounts).unwrap_or_else(|_| "[]".into())
+                serde_json::to_string(&s.mounts).unwrap_or_else(|_| "[]".into()),
+                s.network,
+                s.egress,
             ],
         );
         match r {
@@ -261,6 +269,18 @@ impl Store {
         Ok(())
     }
 
+    /// Replace the sandbox's egress policy (JSON).
+    pub fn set_sandbox_egress(&self, id: &str, egress: &str) -> Result<(), StoreError> {
+        let n = self.conn().execute(
+            "UPDATE sandboxes SET egress = ?2, updated_at = ?3 WHERE id = ?1",
+            params![id, egress, now()],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("sandbox {id}")));
+        }
+        Ok(())
+    }
+
     /// Delete the sandbox with that id.
     pub fn delete_sandbox(&self, id: &str) -> Result<(), StoreError> {
         let n = self
@@ -302,6 +322,8 @@ mod tests {
             uid_slot: 0,
             agent_of: None,
             mounts: Vec::new(),
+            network: "none".into(),
+            egress: "{}".into(),
         }
     }
 
