@@ -5,6 +5,7 @@
 //! ports are served by the port proxy.
 
 pub mod policy;
+pub mod ports;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
