@@ -4,6 +4,7 @@
 //! SQLite in WAL mode; one connection behind a mutex. Queries are small and
 //! indexed, so callers run them inline rather than on a blocking pool.
 
+pub mod exposures;
 mod migrations;
 pub mod sandboxes;
 pub mod sessions;
@@ -12,6 +13,7 @@ pub mod users;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
+pub use exposures::ExposureRecord;
 pub use sandboxes::{SandboxMount, SandboxRecord, SandboxState};
 pub use sessions::{MessageRecord, SessionRecord, UsageTotals};
 pub use users::{TokenInfo, User};

@@ -121,6 +121,16 @@ const MIGRATIONS: &[&str] = &[
     // (JSON, read by the net crate). The address derives from uid_slot.
     "ALTER TABLE sandboxes ADD COLUMN network TEXT NOT NULL DEFAULT 'none';
      ALTER TABLE sandboxes ADD COLUMN egress TEXT NOT NULL DEFAULT '{}';",
+    // 7: exposed ports. `label` is the host label PORT-NAME; names are
+    // unique only per owner, so it is unique here: one host, one sandbox.
+    "CREATE TABLE exposures (
+        sandbox_id  TEXT NOT NULL REFERENCES sandboxes(id) ON DELETE CASCADE,
+        port        INTEGER NOT NULL,
+        label       TEXT NOT NULL UNIQUE,
+        public      INTEGER NOT NULL DEFAULT 0,
+        created_at  TEXT NOT NULL,
+        PRIMARY KEY (sandbox_id, port)
+     );",
 ];
 
 pub fn apply(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {
