@@ -145,6 +145,27 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
     }
 }
 
+/// Who `token` belongs to: the admin token from the data dir, or a user
+/// token from the store (compared by hash). `None` for any other.
+pub fn resolve_token(state: &AppState, token: &str) -> Option<Caller> {
+    if token.is_empty() {
+        return None;
+    }
+    if constant_time_eq(token.as_bytes(), state.token.as_bytes()) {
+        return Some(Caller {
+            user: "admin".into(),
+            admin: true,
+        });
+    }
+    match state.manager.store.user_for_token(token) {
+        Ok(Some(u)) => Some(Caller {
+            user: u.name,
+            admin: u.admin,
+        }),
+        _ => None,
+    }
+}
+
 /// Resolve the bearer token to a [`Caller`]: the admin token from the data
 /// dir, or a user token from the store (compared by hash).
 pub async fn require_token(
@@ -167,20 +188,7 @@ pub async fn require_token(
     };
     // Rate buckets are per token (by hash: the token itself is not kept).
     let bucket = presented.as_deref().map(ironclaw_store::users::hash_token);
-    let caller = match presented {
-        Some(t) if constant_time_eq(t.as_bytes(), state.token.as_bytes()) => Some(Caller {
-            user: "admin".into(),
-            admin: true,
-        }),
-        Some(t) if !t.is_empty() => match state.manager.store.user_for_token(&t) {
-            Ok(Some(u)) => Some(Caller {
-                user: u.name,
-                admin: u.admin,
-            }),
-            _ => None,
-        },
-        _ => None,
-    };
+    let caller = presented.as_deref().and_then(|t| resolve_token(&state, t));
     match caller {
         Some(c) => {
             let rpm = state

@@ -29,6 +29,11 @@ pub struct Args {
     /// The firecracker binary (default: `firecracker` on PATH).
     #[arg(long, env = "IRONCLAW_FIRECRACKER_BIN")]
     pub firecracker_bin: Option<PathBuf>,
+    /// Exposed ports are served at PORT-NAME.<this> (a wildcard DNS name);
+    /// overrides `[network] base_domain`. Default: an sslip.io name of the
+    /// listen address.
+    #[arg(long, env = "IRONCLAW_BASE_DOMAIN")]
+    pub base_domain: Option<String>,
 }
 
 /// The `[daemon]`-less flat TOML file; every key optional.
@@ -185,6 +190,9 @@ impl Config {
         }
         if let Some(b) = &args.firecracker_bin {
             cfg.firecracker_bin = Some(b.clone());
+        }
+        if let Some(d) = &args.base_domain {
+            cfg.network.base_domain = Some(d.clone());
         }
         Ok(cfg)
     }

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod chat;
 pub mod config;
 pub mod error;
+pub mod exposure;
 pub mod manager;
 pub mod mounts;
 pub mod quota;
@@ -29,6 +30,8 @@ pub struct AppState {
     pub token: Arc<str>,
     /// Per-token request rate (`requests_per_minute` quota).
     pub limiter: Arc<quota::RateLimiter>,
+    /// Exposed ports: cookie key, idle clocks.
+    pub ports: Arc<exposure::Ports>,
 }
 
 /// Largest JSON request body: room for an exec argv up to the kernel's
@@ -64,6 +67,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sandboxes/:name/fs/mkdir", post(files::mkdir))
         .route("/v1/sandboxes/:name/fs/remove", post(files::remove))
         .route("/v1/sandboxes/:name/fs/rename", post(files::rename))
+        .route(
+            "/v1/sandboxes/:name/ports",
+            get(ports::list).post(ports::expose),
+        )
+        .route("/v1/sandboxes/:name/ports/:port", delete(ports::unexpose))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::sandbox_access,
@@ -103,6 +111,11 @@ pub fn router(state: AppState) -> Router {
         .merge(authed)
         .fallback(|| async { error::ApiError::NotFound("no such route".into()) })
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        // Outermost: hosts under the base domain never reach the API.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            exposure::gate::route_host,
+        ))
         .with_state(state)
 }
 
@@ -123,6 +136,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "no ironclaw-guest binary found: image builds will fail until --guest-bin is given"
         );
     }
+    // Bound first: exposure URLs carry the real port (`--listen :0`).
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let mut config = config;
+    config.listen = addr;
+    exposure::resolve(&mut config)?;
     let manager = Manager::new(store, config.clone(), data_dir.clone(), guest_bin);
     manager.reconcile().await;
     // Learn once (per host boot; cached) whether KVM guests boot, so the
@@ -132,10 +153,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let chat = chat::Chat::new(manager.clone(), &config).context("configuring LLM providers")?;
     chat.spawn_idle_reaper(std::time::Duration::from_secs(config.agent_idle_stop_secs));
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("listening on {}", config.listen))?;
-    let addr = listener.local_addr()?;
     tracing::info!(%addr, data_dir = %data_dir.display(), "ironclawd listening");
     // One machine-readable line on stdout for scripts and tests.
     println!("ironclawd listening on http://{addr}");
@@ -144,13 +161,25 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         chat,
         token: token.into(),
         limiter: Arc::default(),
+        ports: Arc::new(exposure::Ports::new(
+            exposure::cookie::Key::load_or_create(data_dir).context("the port cookie key")?,
+        )),
     };
+    exposure::spawn_idle_stopper(
+        state.manager.clone(),
+        state.ports.clone(),
+        std::time::Duration::from_secs(config.network.expose_idle_stop_secs),
+    );
     // Streams are many small frames (text deltas): Nagle plus the peer's
     // delayed ACK would stall each turn by ~40 ms.
-    axum::serve(listener, router(state))
-        .tcp_nodelay(true)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    // Peer addresses for the port proxy's X-Forwarded-For.
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .tcp_nodelay(true)
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     tracing::info!(
         "ironclawd stopped; running sandboxes keep running and are re-adopted on the next start"
     );

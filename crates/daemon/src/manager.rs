@@ -60,6 +60,8 @@ pub struct SandboxView {
     pub state_reason: Option<String>,
     pub pid: Option<i32>,
     pub mounts: Vec<ironclaw_store::SandboxMount>,
+    // -- exposed ports (issue 9 part 4): see crate::exposure::views
+    pub exposures: Vec<crate::exposure::ExposureView>,
 }
 
 struct Live {
@@ -275,6 +277,7 @@ impl Manager {
             state_reason: r.state_reason.clone(),
             pid,
             mounts: r.mounts.clone(),
+            exposures: crate::exposure::views(self, r),
         }
     }
 

@@ -8,6 +8,7 @@ pub mod host;
 pub mod images;
 pub mod openai;
 pub mod openapi;
+pub mod ports;
 pub mod sandboxes;
 pub mod ui;
 pub mod users;

@@ -124,7 +124,7 @@ fn schemas() -> Value {
                 "items": {"type": "object", "required": ["host", "guest"], "additionalProperties": false, "properties": {
                     "host": {"type": "string"}, "guest": {"type": "string"}, "read_only": {"type": "boolean", "default": true}}}}}},
         "Sandbox": {"type": "object",
-            "required": ["name", "owner", "state", "backend", "image", "vcpus", "memory_mib", "disk_mib", "disk_used_bytes", "created_at", "started_at", "state_reason", "pid", "mounts"],
+            "required": ["name", "owner", "state", "backend", "image", "vcpus", "memory_mib", "disk_mib", "disk_used_bytes", "created_at", "started_at", "state_reason", "pid", "mounts", "exposures"],
             "properties": {
                 "name": {"type": "string"}, "owner": {"type": "string"},
                 "state": {"type": "string", "enum": ["creating", "running", "stopped", "crashed", "error"]},
@@ -134,7 +134,15 @@ fn schemas() -> Value {
                 "started_at": {"type": ["string", "null"]}, "state_reason": {"type": ["string", "null"]},
                 "pid": {"type": ["integer", "null"]},
                 "mounts": {"type": "array", "items": {"type": "object", "properties": {
-                    "host": {"type": "string"}, "guest": {"type": "string"}, "read_only": {"type": "boolean"}}}}}},
+                    "host": {"type": "string"}, "guest": {"type": "string"}, "read_only": {"type": "boolean"}}}},
+                "exposures": {"type": "array", "items": schema_ref("Exposure")}}},
+        "Exposure": {"type": "object", "required": ["port", "public", "url"], "properties": {
+            "port": {"type": "integer", "minimum": 1, "maximum": 65535}, "public": {"type": "boolean"},
+            "url": {"type": "string", "description": "http://PORT-NAME.<base_domain>:<listen port>"}}},
+        "ExposureList": {"type": "object", "required": ["ports"], "properties": {"ports": {"type": "array", "items": schema_ref("Exposure")}}},
+        "Expose": {"type": "object", "required": ["port"], "additionalProperties": false, "properties": {
+            "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+            "public": {"type": "boolean", "default": false, "description": "Reachable without a token"}}},
         "SandboxList": {"type": "object", "required": ["sandboxes"], "properties": {"sandboxes": {"type": "array", "items": schema_ref("Sandbox")}}},
         "Exec": {"type": "object", "required": ["argv"], "additionalProperties": false, "properties": {
             "argv": {"type": "array", "minItems": 1, "items": {"type": "string"}, "description": "argv[0] names the command (not empty)"}, "env": {"type": "object", "additionalProperties": {"type": "string"}},
@@ -204,8 +212,13 @@ pub fn document() -> Value {
         ("list_dir", "listDir", sandbox_link()),
         ("mkdir", "makeDir", sandbox_link()),
         ("upload", "uploadFile", sandbox_link()),
+        ("ports", "listPorts", sandbox_link()),
+        ("expose", "exposePort", sandbox_link()),
         ("remove", "deleteSandbox", sandbox_link()),
     ];
+    // POST .../ports answers 201 for a new exposure, 200 for a changed one.
+    let expose_ok = json!({"description": "success", "content": {"application/json": {"schema": schema_ref("Exposure")}},
+        "links": {"unexpose": {"operationId": "unexposePort", "parameters": {"path.name": "$request.path.name", "path.port": "$response.body#/port"}}}});
     json!({
         "openapi": "3.1.0",
         "info": {"title": "IronClaw", "version": env!("CARGO_PKG_VERSION"), "description": "Sandboxes (microVMs and namespaces) with a guest agent, behind one API. Bearer token auth."},
@@ -261,6 +274,23 @@ pub fn document() -> Value {
             "/v1/sandboxes/{name}/fs/mkdir": in_sandbox(json!({"post": op("makeDir", "Make a directory", "204", Some(schema_ref("Mkdir")))})),
             "/v1/sandboxes/{name}/fs/remove": in_sandbox(json!({"post": op("removePath", "Remove a path", "204", Some(schema_ref("Remove")))})),
             "/v1/sandboxes/{name}/fs/rename": in_sandbox(json!({"post": op("renamePath", "Rename a path", "204", Some(schema_ref("Rename")))})),
+            "/v1/sandboxes/{name}/ports": in_sandbox(json!({
+                "get": returns(op("listPorts", "The sandbox's exposed ports with their URLs", "200", None), schema_ref("ExposureList")),
+                "post": {
+                    "operationId": "exposePort",
+                    "summary": "Expose a port at http://PORT-NAME.<base_domain> (private unless public; posting again changes public)",
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": schema_ref("Expose")}}},
+                    "responses": {
+                        "201": expose_ok.clone(),
+                        "200": expose_ok,
+                        "default": {"description": "error", "content": {"application/json": {"schema": schema_ref("Error")}}}
+                    }
+                }})),
+            "/v1/sandboxes/{name}/ports/{port}": {"parameters": [
+                {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}},
+                {"name": "port", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 1, "maximum": 65535}},
+                owner_param()],
+                "delete": op("unexposePort", "Stop serving an exposed port", "204", None)},
             "/v1/sessions": {
                 "get": returns(op("listSessions", "The caller's chat sessions, newest first", "200", None), schema_ref("SessionList")),
                 "post": {
