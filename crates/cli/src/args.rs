@@ -156,6 +156,37 @@ pub enum SandboxCmd {
         #[arg(short, long)]
         force: bool,
     },
+
+    /// Serve a port of a sandbox at http://PORT-NAME.<base domain> (prints the URL)
+    Expose {
+        /// Sandbox name
+        name: String,
+        /// Port inside the sandbox (1-65535)
+        #[arg(value_parser = clap::value_parser!(u16).range(1..))]
+        port: u16,
+        /// Reachable without a token (default: the owner's token or login cookie)
+        #[arg(long)]
+        public: bool,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+
+    /// Stop serving an exposed port
+    Unexpose {
+        /// Sandbox name
+        name: String,
+        /// The exposed port
+        #[arg(value_parser = clap::value_parser!(u16).range(1..))]
+        port: u16,
+    },
+
+    /// List a sandbox's exposed ports and their URLs
+    Ports {
+        /// Sandbox name
+        name: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@ pub mod doctor;
 pub mod exec;
 pub mod fs;
 pub mod image;
+pub mod ports;
 pub mod sandbox;
 pub mod user;
 

@@ -28,6 +28,16 @@ pub struct Sandbox {
     pub state_reason: Option<String>,
     pub pid: Option<i64>,
     pub mounts: Vec<Mount>,
+    pub exposures: Vec<Exposure>,
+}
+
+/// One of a sandbox's exposed ports.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Exposure {
+    pub port: u16,
+    pub public: bool,
+    pub url: String,
 }
 
 /// One of a sandbox's host directories.
@@ -84,7 +94,7 @@ pub fn sandboxes_table(list: &[Sandbox], now: OffsetDateTime) -> String {
     render_table(&TABLE_HEADERS, &rows)
 }
 
-fn ctx(name: &str) -> String {
+pub fn ctx(name: &str) -> String {
     format!("sandbox '{name}'")
 }
 
@@ -164,6 +174,14 @@ pub async fn run(c: &Client, cmd: SandboxCmd) -> Result<i32> {
             })
             .await
         }
+        SandboxCmd::Expose {
+            name,
+            port,
+            public,
+            json,
+        } => super::ports::expose(c, &name, port, public, json.json).await,
+        SandboxCmd::Unexpose { name, port } => super::ports::unexpose(c, &name, port).await,
+        SandboxCmd::Ports { name, json } => super::ports::list(c, &name, json.json).await,
         SandboxCmd::Rm { names, force } => {
             each(&names, |n| async move {
                 // The daemon stops a running sandbox before removing it.
@@ -295,6 +313,10 @@ pub fn show_text(s: &Sandbox, info: Option<&Value>, now: OffsetDateTime) -> Stri
     for m in &s.mounts {
         let mode = if m.read_only { "ro" } else { "rw" };
         rows.push(("Mount", format!("{} -> {} ({mode})", m.host, m.guest)));
+    }
+    for e in &s.exposures {
+        let who = if e.public { "public" } else { "private" };
+        rows.push(("Port", format!("{} -> {} ({who})", e.port, e.url)));
     }
     if let Some(i) = info {
         let g = |k: &str| i.get(k).filter(|v| !v.is_null());
