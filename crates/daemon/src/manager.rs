@@ -754,7 +754,7 @@ impl Manager {
                                     r.runtime.as_deref(),
                                 );
                             }
-                            if let Err(e) = self.net_readopt(&r).await {
+                            if let Err(e) = self.net_activate(&r).await {
                                 tracing::warn!(sandbox = %r.name, "re-attaching its network: {e}");
                             }
                             self.adopt(r.id.clone(), run.clone(), agent);

@@ -102,11 +102,14 @@ impl Manager {
         Ok(())
     }
 
-    /// The sandbox is running: open its egress as its policy says.
+    /// The sandbox is running: its link is an isolated port of the bridge
+    /// (a VM's tap joined it without the flag; after a daemon restart the
+    /// bridge may be new) and its egress is open as its policy says.
     pub(crate) async fn net_activate(&self, r: &SandboxRecord) -> Result<(), ApiError> {
         let Some(att) = self.attachment(r) else {
             return Ok(());
         };
+        self.net.rejoin(&att).await?;
         self.net
             .activate(&r.id, att.address, Self::egress_of(r))
             .await?;
@@ -121,16 +124,6 @@ impl Manager {
         if let Err(e) = self.net.release(att.address).await {
             tracing::warn!(sandbox = %r.name, "releasing its network: {e}");
         }
-    }
-
-    /// A sandbox that ran through a daemon restart: its link may have lost
-    /// the bridge (deleted while the daemon was down); join it again.
-    pub(crate) async fn net_readopt(&self, r: &SandboxRecord) -> Result<(), ApiError> {
-        let Some(att) = self.attachment(r) else {
-            return Ok(());
-        };
-        self.net.rejoin(&att).await?;
-        self.net_activate(r).await
     }
 
     /// Replace a sandbox's egress policy, applied at once when it runs.
