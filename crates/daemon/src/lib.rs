@@ -11,13 +11,14 @@ pub mod error;
 pub mod exposure;
 pub mod manager;
 pub mod mounts;
+pub mod network;
 pub mod quota;
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 
 use crate::config::{Args, Config};
@@ -48,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/sandboxes/:name/start", post(sandboxes::start))
         .route("/v1/sandboxes/:name/stop", post(sandboxes::stop))
+        .route("/v1/sandboxes/:name/egress", put(sandboxes::set_egress))
         .route("/v1/sandboxes/:name/info", get(sandboxes::info))
         .route("/v1/sandboxes/:name/logs", get(sandboxes::logs))
         .route("/v1/sandboxes/:name/exec", post(exec::exec))
@@ -153,6 +155,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let chat = chat::Chat::new(manager.clone(), &config).context("configuring LLM providers")?;
     chat.spawn_idle_reaper(std::time::Duration::from_secs(config.agent_idle_stop_secs));
 
+    let ports = Arc::new(exposure::Ports::new(
+        exposure::cookie::Key::load_or_create(data_dir).context("the port cookie key")?,
+    ));
     tracing::info!(%addr, data_dir = %data_dir.display(), "ironclawd listening");
     // One machine-readable line on stdout for scripts and tests.
     println!("ironclawd listening on http://{addr}");
@@ -161,9 +166,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         chat,
         token: token.into(),
         limiter: Arc::default(),
-        ports: Arc::new(exposure::Ports::new(
-            exposure::cookie::Key::load_or_create(data_dir).context("the port cookie key")?,
-        )),
+        ports,
     };
     exposure::spawn_idle_stopper(
         state.manager.clone(),
@@ -171,8 +174,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         std::time::Duration::from_secs(config.network.expose_idle_stop_secs),
     );
     // Streams are many small frames (text deltas): Nagle plus the peer's
-    // delayed ACK would stall each turn by ~40 ms.
-    // Peer addresses for the port proxy's X-Forwarded-For.
+    // delayed ACK would stall each turn by ~40 ms. Peer addresses are for
+    // the port proxy's X-Forwarded-For.
     axum::serve(
         listener,
         router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),

@@ -41,6 +41,11 @@ pub struct CreateRequest {
     /// against the daemon's `[[mount_roots]]`.
     #[serde(default)]
     pub mounts: Vec<crate::mounts::MountRequest>,
+    /// `internet` (a port on the bridge, egress under `egress`) or `none`
+    /// (loopback only); default from the config.
+    pub network: Option<String>,
+    /// The egress policy; default from the config.
+    pub egress: Option<ironclaw_net::EgressPolicy>,
 }
 
 /// A sandbox as the API shows it.
@@ -60,6 +65,10 @@ pub struct SandboxView {
     pub state_reason: Option<String>,
     pub pid: Option<i32>,
     pub mounts: Vec<ironclaw_store::SandboxMount>,
+    pub network: String,
+    /// Its address on the sandbox bridge (with `network: internet`).
+    pub address: Option<std::net::Ipv4Addr>,
+    pub egress: ironclaw_net::EgressPolicy,
     // -- exposed ports (issue 9 part 4): see crate::exposure::views
     pub exposures: Vec<crate::exposure::ExposureView>,
 }
@@ -76,6 +85,8 @@ pub struct Manager {
     /// Whether KVM guests boot here; shared by the VM backends.
     pub kvm: Arc<KvmProber>,
     pub store: Arc<Store>,
+    /// The bridge, nft table, resolver and egress proxies.
+    pub net: Arc<ironclaw_net::host::HostNetwork>,
     pub config: Config,
     pub data_dir: PathBuf,
     pub guest_bin: Option<PathBuf>,
@@ -123,6 +134,7 @@ impl Manager {
         ];
         Arc::new(Manager {
             kvm,
+            net: crate::network::host_network(&config.network),
             store,
             config,
             data_dir,
@@ -211,7 +223,7 @@ impl Manager {
         Ok(b)
     }
 
-    fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub(crate) fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.locks
             .lock()
             .unwrap()
@@ -234,7 +246,7 @@ impl Manager {
             },
             uid_base: ironclaw_sandbox::userns::host_base(r.uid_slot),
             mounts: Vec::new(),
-            network: None,
+            network: self.attachment(r),
         }
     }
 
@@ -277,6 +289,9 @@ impl Manager {
             state_reason: r.state_reason.clone(),
             pid,
             mounts: r.mounts.clone(),
+            network: r.network.clone(),
+            address: self.sandbox_address(r),
+            egress: Self::egress_of(r),
             exposures: crate::exposure::views(self, r),
         }
     }
@@ -369,6 +384,7 @@ impl Manager {
                  (backend {backend_name} would need virtio-fs or 9p); use --backend namespace"
             )));
         }
+        let net = self.network_choice(req.network.as_deref(), req.egress.clone(), &backend_name)?;
         let backend = self.usable_backend(&backend_name).await?;
         image::get(&self.images_dir(), &image_name).map_err(|_| {
             ApiError::NotFound(format!(
@@ -412,8 +428,9 @@ impl Manager {
             uid_slot: 0,
             agent_of,
             mounts,
-            network: ironclaw_net::NetworkMode::None.as_str().into(),
-            egress: "{}".into(),
+            network: net.mode.as_str().into(),
+            egress: serde_json::to_string(&net.policy)
+                .map_err(|e| ApiError::Internal(e.to_string()))?,
         };
         let lock = self.lock_for(&record.id);
         let _g = lock.lock().await;
@@ -434,7 +451,7 @@ impl Manager {
         let record = self.by_id(&record.id)?;
         let spec = self.spec(&record);
         let booted = match self.boot_spec(&record) {
-            Ok(s) => self.boot(&*backend, &s).await,
+            Ok(s) => self.boot(&*backend, &s, &record).await,
             Err(e) => Err(e),
         };
         match booted {
@@ -458,8 +475,23 @@ impl Manager {
         self: &Arc<Self>,
         backend: &dyn Backend,
         spec: &SandboxSpec,
+        record: &SandboxRecord,
     ) -> Result<(), ApiError> {
-        let (running, agent) = match backend.start(spec).await {
+        self.net_prepare(record).await?;
+        let started = backend.start(spec).await;
+        let activated = match &started {
+            Ok(_) => self.net_activate(record).await,
+            Err(_) => Ok(()),
+        };
+        if started.is_err() || activated.is_err() {
+            self.net_release(record).await;
+        }
+        if let (Ok((running, _)), Err(e)) = (&started, activated) {
+            let grace = Duration::from_secs(2);
+            let _ = backend.stop(spec, running, None, grace).await;
+            return Err(e);
+        }
+        let (running, agent) = match started {
             Ok(started) => started,
             Err(ironclaw_sandbox::BackendError::Crashed(report)) => {
                 let reason = format!("crashed while starting: {report}");
@@ -555,6 +587,7 @@ impl Manager {
         if let Ok(cg) = ironclaw_sandbox::cgroup::Cgroup::for_sandbox(&r.id) {
             let _ = cg.destroy().await;
         }
+        self.net_release(&r).await;
         let _ = self
             .store
             .set_sandbox_state(id, SandboxState::Crashed, Some(&reason), None);
@@ -586,7 +619,7 @@ impl Manager {
             }
         };
         let backend = self.usable_backend(&r.backend).await?;
-        self.boot(&*backend, &spec).await?;
+        self.boot(&*backend, &spec, &r).await?;
         self.by_id(id)
     }
 
@@ -617,6 +650,7 @@ impl Manager {
                 )
                 .await?;
         }
+        self.net_release(r).await;
         if r.state != SandboxState::Stopped || r.runtime.is_some() {
             let reason = if r.state == SandboxState::Crashed {
                 r.state_reason.as_deref()
@@ -723,6 +757,9 @@ impl Manager {
                                     r.runtime.as_deref(),
                                 );
                             }
+                            if let Err(e) = self.net_activate(&r).await {
+                                tracing::warn!(sandbox = %r.name, "re-attaching its network: {e}");
+                            }
                             self.adopt(r.id.clone(), run.clone(), agent);
                             continue;
                         }
@@ -743,7 +780,7 @@ impl Manager {
                 let _g = lock.lock().await;
                 let res = match self.usable_backend(&r.backend).await {
                     Ok(b) => match self.boot_spec(&r) {
-                        Ok(spec) => self.boot(&*b, &spec).await,
+                        Ok(spec) => self.boot(&*b, &spec, &r).await,
                         Err(e) => Err(e),
                     },
                     Err(e) => Err(e),
@@ -769,6 +806,11 @@ impl Manager {
                     None,
                 );
             }
+        }
+        // What a crashed run left (bridge, nft table) goes when no sandbox
+        // needs it.
+        if let Err(e) = self.net.reset().await {
+            tracing::warn!("cleaning up the sandbox network: {e}");
         }
     }
 }

@@ -163,7 +163,7 @@ async fn forward(st: AppState, mut req: Request, e: ExposureRecord, r: SandboxRe
         req.headers_mut().insert(header::COOKIE, v);
     }
 
-    let Some(ip) = super::sandbox_address(&st.manager, &r) else {
+    let Some(ip) = st.manager.sandbox_address(&r) else {
         return ApiError::Unavailable(format!(
             "sandbox '{}' has no network (created with --network none): its ports cannot be served",
             r.name

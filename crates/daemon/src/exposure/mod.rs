@@ -12,7 +12,6 @@ pub mod cookie;
 pub mod gate;
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -114,14 +113,6 @@ pub fn views(m: &Manager, r: &SandboxRecord) -> Vec<ExposureView> {
         .iter()
         .map(|e| view(&m.config, e))
         .collect()
-}
-
-/// Where the host reaches the sandbox: its bridge address, for a sandbox
-/// with a network card.
-pub fn sandbox_address(m: &Manager, r: &SandboxRecord) -> Option<Ipv4Addr> {
-    (r.network == ironclaw_net::NetworkMode::Internet.as_str())
-        .then(|| m.config.network.address_for(r.uid_slot))
-        .flatten()
 }
 
 /// Stop exposed sandboxes nobody sent a request to for `idle` (never when

@@ -3,6 +3,8 @@
 
 use std::net::Ipv4Addr;
 
+pub mod tap;
+
 /// One sandbox's place on the host bridge. The daemon's network allocates
 /// it; the backend makes the device (a veth pair into the sandbox's network
 /// namespace, or a tap for a VM) and the guest side gets the address.
@@ -33,4 +35,13 @@ impl NetAttachment {
     pub fn guest_arg(&self) -> String {
         format!("{}/{},{}", self.address, self.prefix_len, self.gateway)
     }
+}
+
+// STUB lines (helper-h1 owns these at merge)
+pub mod bridge;
+pub mod veth;
+#[derive(Debug, thiserror::Error)]
+pub enum NetdevError {
+    #[error("{0}")]
+    Other(String),
 }
