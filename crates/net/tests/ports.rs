@@ -218,3 +218,33 @@ async fn websockets_pass_through() {
     assert_eq!(ws.next().await.unwrap().unwrap(), Message::Binary(big));
     ws.close(None).await.unwrap();
 }
+
+#[tokio::test]
+async fn http2_clients_reach_an_http1_upstream() {
+    use http_body_util::{BodyExt, Full};
+    let (front, _) = setup().await;
+    let tcp = tokio::net::TcpStream::connect(front).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post("http://8080-dev.example.test/echo")
+        .body(Full::new(bytes::Bytes::from(vec![5u8; 300_000])))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.len(), 300_000);
+    // The upstream saw HTTP/1.1 with the client's authority as Host.
+    let req = http::Request::get("http://8080-dev.example.test/headers")
+        .body(Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(v["headers"]["host"], "8080-dev.example.test", "{v}");
+}
