@@ -92,14 +92,14 @@ async fn handle(
     let dest = match sni.as_deref() {
         Some(n) => Dest::parse(n).ok_or(TlsError::Hello(format!("bad server name {n:?}")))?,
         // No name: all that is known is the address the sandbox dialled.
-        None => Dest::Ip(orig.ok_or(Denied::NoDestination)?.ip()),
+        None => match orig {
+            Some(a) => Dest::Ip(a.ip()),
+            None => return Err(deny(&mut s, Denied::NoDestination).await),
+        },
     };
     let (att, addrs) = match decide(&ctx, src, &dest).await {
         Ok(x) => x,
-        Err(d) => {
-            let _ = s.write_all(&ACCESS_DENIED).await;
-            return Err(d.into());
-        }
+        Err(d) => return Err(deny(&mut s, d).await),
     };
     let port = orig.map_or(443, |a| a.port());
     if let (Dest::Name(name), Some(ca)) = (&dest, &ctx.ca) {
@@ -132,6 +132,13 @@ async fn handle(
     up.write_all(&hello).await?;
     tokio::io::copy_bidirectional(&mut s, &mut up).await?;
     Ok(())
+}
+
+/// Tell the client why, in TLS terms (an access_denied alert), and give
+/// the error to log.
+async fn deny(s: &mut TcpStream, d: Denied) -> TlsError {
+    let _ = s.write_all(&ACCESS_DENIED).await;
+    d.into()
 }
 
 /// A stream whose first bytes are the ones already read from it.
