@@ -13,6 +13,7 @@ use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::{RData, Record};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
 
 use crate::policy::{AlwaysDeny, Verdict};
 use crate::upstream::{read_framed, Upstream};
@@ -20,6 +21,8 @@ use crate::Table;
 
 /// A TCP client that sends nothing for this long is dropped.
 const TCP_IDLE: Duration = Duration::from_secs(10);
+/// UDP queries being answered at once.
+const MAX_INFLIGHT: usize = 256;
 /// Largest UDP answer to a client that did not advertise EDNS.
 const PLAIN_UDP_MAX: usize = 512;
 
@@ -47,6 +50,7 @@ pub async fn serve(
 
 async fn serve_udp(sock: Arc<UdpSocket>, r: Arc<Resolver>) {
     let mut buf = vec![0u8; 65535];
+    let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT));
     loop {
         let (n, src) = match sock.recv_from(&mut buf).await {
             Ok(x) => x,
@@ -56,9 +60,14 @@ async fn serve_udp(sock: Arc<UdpSocket>, r: Arc<Resolver>) {
                 continue;
             }
         };
+        // A flood is dropped, not queued: clients retry.
+        let Ok(permit) = inflight.clone().try_acquire_owned() else {
+            continue;
+        };
         let query = buf[..n].to_vec();
         let (sock, r) = (sock.clone(), r.clone());
         tokio::spawn(async move {
+            let _permit = permit;
             if let Some(answer) = r.answer(&query, src.ip(), true).await {
                 if let Err(e) = sock.send_to(&answer, src).await {
                     tracing::debug!("dns udp send to {src}: {e}");

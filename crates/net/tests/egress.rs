@@ -167,6 +167,39 @@ fn upgrades_become_a_byte_stream() {
 }
 
 #[test]
+fn request_bodies_reach_the_server() {
+    netns(|| async {
+        let _w = world(|_, _| {}).await;
+        let mut s = dial(SANDBOX, HTTP_PORT).await;
+        let body = vec![b'x'; 1 << 20];
+        let head = format!(
+            "POST /up HTTP/1.1\r\nhost: allowed.test\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(&body).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(out.contains("body: 1048576 bytes"), "{out}");
+    });
+}
+
+#[test]
+fn connect_requests_are_refused() {
+    netns(|| async {
+        let _w = world(|_, _| {}).await;
+        let mut s = dial(SANDBOX, HTTP_PORT).await;
+        s.write_all(b"CONNECT allowed.test:443 HTTP/1.1\r\nhost: allowed.test:443\r\n\r\n")
+            .await
+            .unwrap();
+        let mut b = [0u8; 12];
+        s.read_exact(&mut b).await.unwrap();
+        assert_eq!(&b, b"HTTP/1.1 405");
+    });
+}
+
+#[test]
 fn tls_passes_through_to_allowed_names_only() {
     netns(|| async {
         let w = world(|_, _| {}).await;

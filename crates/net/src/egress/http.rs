@@ -21,6 +21,9 @@ use super::{connect, decide, Dest, EgressContext};
 
 pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
 
+/// How long a client gets to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How a connection's requests reach their servers.
 pub(crate) struct Conn {
     pub ctx: Arc<EgressContext>,
@@ -63,6 +66,9 @@ where
         async move { Ok::<_, Infallible>(conn.handle(req).await) }
     });
     if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        // A sandbox cannot hold connections open by dribbling headers.
+        .header_read_timeout(HEADER_TIMEOUT)
         .serve_connection(TokioIo::new(io), svc)
         .with_upgrades()
         .await
@@ -87,6 +93,14 @@ fn text(status: StatusCode, msg: String) -> Response<Body> {
 
 impl Conn {
     async fn handle(&self, mut req: Request<Incoming>) -> Response<Body> {
+        if req.method() == hyper::Method::CONNECT {
+            // Transparent: the sandbox thinks it talks to the server itself,
+            // so a tunnel request is meaningless here.
+            return text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "ironclaw egress: CONNECT is not served on this port".into(),
+            );
+        }
         let authority = req.uri().authority().map(|a| a.as_str().to_string());
         let hosts = req.headers().get_all(HOST).iter().count();
         let host = authority.clone().or_else(|| {

@@ -90,7 +90,10 @@ async fn handle(
 ) -> Result<(), TlsError> {
     let (hello, sni) = read_hello(&mut s).await?;
     let dest = match sni.as_deref() {
-        Some(n) => Dest::parse(n).ok_or(TlsError::Hello(format!("bad server name {n:?}")))?,
+        Some(n) => match Dest::parse(n) {
+            Some(d) => d,
+            None => return Err(deny(&mut s, Denied::Name(n.to_string())).await),
+        },
         // No name: all that is known is the address the sandbox dialled.
         None => match orig {
             Some(a) => Dest::Ip(a.ip()),

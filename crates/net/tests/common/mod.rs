@@ -223,6 +223,8 @@ async fn echo(
             .body(Full::new(Bytes::new()))
             .unwrap());
     }
+    let body = req.into_body().collect().await.unwrap().to_bytes();
+    text.push_str(&format!("body: {} bytes\n", body.len()));
     Ok(Response::new(Full::new(Bytes::from(text))))
 }
 
