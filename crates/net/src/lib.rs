@@ -6,6 +6,8 @@
 
 pub mod dns;
 pub mod egress;
+pub mod host;
+pub mod nft;
 pub mod policy;
 pub mod upstream;
 

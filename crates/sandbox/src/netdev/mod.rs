@@ -34,3 +34,12 @@ impl NetAttachment {
         format!("{}/{},{}", self.address, self.prefix_len, self.gateway)
     }
 }
+
+// STUB lines (helper-h1 owns these at merge)
+pub mod bridge;
+pub mod veth;
+#[derive(Debug, thiserror::Error)]
+pub enum NetdevError {
+    #[error("{0}")]
+    Other(String),
+}
