@@ -4,8 +4,10 @@
 //! /etc/resolv.conf ones), nothing is cached, so a policy or record change
 //! is seen on the next query.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
@@ -34,11 +36,18 @@ const TRY_TIMEOUT: Duration = Duration::from_secs(2);
 const ROUNDS: usize = 2;
 /// Longest CNAME chain followed in an answer.
 const MAX_CHAIN: usize = 16;
+/// Longest a lookup() answer is kept, whatever its TTL.
+const MAX_CACHE_TTL: u32 = 300;
+/// Names kept; past it the cache starts over.
+const MAX_CACHED: usize = 4096;
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Upstream {
     servers: Vec<SocketAddr>,
     timeout: Duration,
+    /// lookup()'s answers until their TTL ends (the proxy looks names up
+    /// per request). forward() never caches: the resolver passes TTLs on.
+    cache: Mutex<HashMap<String, (Instant, Vec<IpAddr>)>>,
 }
 
 impl Upstream {
@@ -54,6 +63,7 @@ impl Upstream {
         Upstream {
             servers,
             timeout: TRY_TIMEOUT,
+            cache: Mutex::new(HashMap::new()),
         }
     }
 
@@ -137,31 +147,46 @@ impl Upstream {
     /// the recursive server's answers. An existing name without addresses
     /// gives an empty list.
     pub async fn lookup(&self, name: &str) -> Result<Vec<IpAddr>, UpstreamError> {
+        let key = name.trim_end_matches('.').to_ascii_lowercase();
+        if let Some((until, addrs)) = self.cache.lock().unwrap().get(&key) {
+            if Instant::now() < *until {
+                return Ok(addrs.clone());
+            }
+        }
         // Absolute, so no search domain applies and it compares equal to
         // the answer's owner names.
-        let qname = Name::from_ascii(format!("{}.", name.trim_end_matches('.')))
-            .map_err(|_| UpstreamError::Name(name.to_string()))?;
+        let qname =
+            Name::from_ascii(format!("{key}.")).map_err(|_| UpstreamError::Name(name.into()))?;
         let (a, aaaa) = tokio::join!(
             self.lookup_type(&qname, RecordType::A),
             self.lookup_type(&qname, RecordType::AAAA)
         );
-        match (a, aaaa) {
-            (Ok(mut a), Ok(aaaa)) => {
+        let (addrs, ttl) = match (a, aaaa) {
+            (Ok((mut a, t1)), Ok((aaaa, t2))) => {
                 a.extend(aaaa);
-                Ok(a)
+                (a, t1.min(t2))
             }
             // One family failing (a server refusing AAAA) still gives the other.
-            (Ok(a), Err(_)) | (Err(_), Ok(a)) if !a.is_empty() => Ok(a),
-            (Err(e), _) => Err(e),
-            (_, Err(e)) => Err(e),
+            (Ok((a, t)), Err(_)) | (Err(_), Ok((a, t))) if !a.is_empty() => (a, t),
+            (Err(e), _) => return Err(e),
+            (_, Err(e)) => return Err(e),
+        };
+        let ttl = Duration::from_secs(ttl.min(MAX_CACHE_TTL).into());
+        if !addrs.is_empty() && !ttl.is_zero() {
+            let mut cache = self.cache.lock().unwrap();
+            if cache.len() >= MAX_CACHED {
+                cache.clear();
+            }
+            cache.insert(key, (Instant::now() + ttl, addrs.clone()));
         }
+        Ok(addrs)
     }
 
     async fn lookup_type(
         &self,
         qname: &Name,
         rtype: RecordType,
-    ) -> Result<Vec<IpAddr>, UpstreamError> {
+    ) -> Result<(Vec<IpAddr>, u32), UpstreamError> {
         let mut msg = Message::query();
         msg.metadata.recursion_desired = true;
         msg.add_query(Query::query(qname.clone(), rtype));
@@ -185,10 +210,11 @@ impl Upstream {
     }
 }
 
-/// The addresses an answer gives for `qname`: records of the name itself or
-/// of a name the CNAME chain from it reaches (others are ignored, so an
-/// answer cannot slip in addresses for unrelated names).
-pub(crate) fn addresses(answer: &Message, qname: &Name) -> Vec<IpAddr> {
+/// The addresses an answer gives for `qname`, and the least TTL of the
+/// records that gave them: records of the name itself or of a name the
+/// CNAME chain from it reaches (others are ignored, so an answer cannot
+/// slip in addresses for unrelated names).
+pub(crate) fn addresses(answer: &Message, qname: &Name) -> (Vec<IpAddr>, u32) {
     let mut chain = vec![qname.clone()];
     for _ in 0..MAX_CHAIN {
         let last = chain.last().expect("never empty").clone();
@@ -201,16 +227,23 @@ pub(crate) fn addresses(answer: &Message, qname: &Name) -> Vec<IpAddr> {
             _ => break,
         }
     }
-    answer
-        .answers
-        .iter()
-        .filter(|r| chain.contains(&r.name))
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
-            _ => None,
-        })
-        .collect()
+    let mut ttl = u32::MAX;
+    let mut addrs = Vec::new();
+    for r in answer.answers.iter().filter(|r| chain.contains(&r.name)) {
+        let ip = match &r.data {
+            RData::A(a) => IpAddr::V4(a.0),
+            RData::AAAA(a) => IpAddr::V6(a.0),
+            RData::CNAME(_) => {
+                ttl = ttl.min(r.ttl);
+                continue;
+            }
+            _ => continue,
+        };
+        ttl = ttl.min(r.ttl);
+        addrs.push(ip);
+    }
+    // No records: no limit (the other family's TTL decides).
+    (addrs, ttl)
 }
 
 fn truncated(answer: &[u8]) -> bool {
@@ -265,7 +298,7 @@ mod tests {
         ));
         m.add_answer(Record::from_rdata(
             n("cdn.b.test."),
-            60,
+            30,
             RData::A(A::new(203, 0, 113, 7)),
         ));
         m.add_answer(Record::from_rdata(
@@ -275,7 +308,7 @@ mod tests {
         ));
         assert_eq!(
             addresses(&m, &n("www.a.test.")),
-            vec![IpAddr::from([203, 0, 113, 7])]
+            (vec![IpAddr::from([203, 0, 113, 7])], 30)
         );
     }
 }

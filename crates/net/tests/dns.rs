@@ -4,13 +4,17 @@
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::rr::{RData, RecordType};
+use hickory_proto::op::{Message, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{RData, Record, RecordType};
 use ironclaw_net::upstream::{Upstream, UpstreamError};
 use ironclaw_net::EgressPolicy;
+use tokio::net::UdpSocket;
 
 fn web() -> IpAddr {
     IpAddr::V4(WEB)
@@ -118,5 +122,58 @@ fn upstream_lookup_follows_cnames_fails_over_and_reports_nxdomain() {
             dead.lookup("allowed.test").await,
             Err(UpstreamError::Unreachable(_))
         ));
+    });
+}
+
+/// A DNS server counting the queries it gets: NAME. has one A record with
+/// the TTL its first label gives (t1.test. lives 1 s).
+async fn counting_dns(addr: SocketAddr) -> Arc<AtomicUsize> {
+    let sock = UdpSocket::bind(addr).await.unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        loop {
+            let (n, src) = sock.recv_from(&mut buf).await.unwrap();
+            c.fetch_add(1, Ordering::SeqCst);
+            let q = Message::from_vec(&buf[..n]).unwrap();
+            let mut m = Message::response(q.metadata.id, OpCode::Query);
+            m.add_queries(q.queries.clone());
+            let question = &q.queries[0];
+            let ttl: u32 = question.name.to_ascii()[1..2].parse().unwrap();
+            if question.query_type == RecordType::A {
+                m.add_answer(Record::from_rdata(
+                    question.name.clone(),
+                    ttl,
+                    RData::A(A::from(WEB)),
+                ));
+            }
+            sock.send_to(&m.to_vec().unwrap(), src).await.unwrap();
+        }
+    });
+    count
+}
+
+#[test]
+fn lookups_are_cached_for_their_ttl_only() {
+    netns(|| async {
+        let server = SocketAddr::from(([203, 0, 113, 54], 53));
+        let count = counting_dns(server).await;
+        let up = Upstream::new(vec![server]);
+        let queries = || count.load(Ordering::SeqCst);
+        for _ in 0..3 {
+            assert_eq!(up.lookup("t9.test").await.unwrap(), vec![web()]);
+        }
+        assert_eq!(queries(), 2, "one A and one AAAA query, then the cache");
+        assert_eq!(up.lookup("t1.test").await.unwrap(), vec![web()]);
+        assert_eq!(up.lookup("T1.test.").await.unwrap(), vec![web()]);
+        assert_eq!(queries(), 4);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(up.lookup("t1.test").await.unwrap(), vec![web()]);
+        assert_eq!(queries(), 6, "asked again once the TTL ran out");
+        // A TTL of 0 is never kept.
+        up.lookup("t0.test").await.unwrap();
+        up.lookup("t0.test").await.unwrap();
+        assert_eq!(queries(), 10);
     });
 }

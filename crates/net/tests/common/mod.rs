@@ -64,6 +64,7 @@ where
             "link set lo up",
             "addr add 203.0.113.10/32 dev lo",
             "addr add 203.0.113.53/32 dev lo",
+            "addr add 203.0.113.54/32 dev lo",
             "addr add 198.51.100.10/32 dev lo",
             "addr add 198.51.100.11/32 dev lo",
             "addr add 10.88.0.1/32 dev lo",
