@@ -3,6 +3,8 @@
 
 use std::net::Ipv4Addr;
 
+pub mod tap;
+
 /// One sandbox's place on the host bridge. The daemon's network allocates
 /// it; the backend makes the device (a veth pair into the sandbox's network
 /// namespace, or a tap for a VM) and the guest side gets the address.
