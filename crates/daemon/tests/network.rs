@@ -146,14 +146,14 @@ async fn egress_follows_the_policy_and_the_always_denied_set_holds() {
     assert!(out.contains("403") && !out.contains("fake-internet"), "{out}");
     // A direct IP, the host, cloud metadata, a rebinding name: refused.
     for host in [
-        other.as_str(),
-        fake.addr(1).to_string().as_str(),
-        "169.254.169.254",
-        "meta.test",
-        "rebind.test",
-        &b_ip,
+        other.clone(),
+        fake.addr(1).to_string(),
+        "169.254.169.254".into(),
+        "meta.test".into(),
+        "rebind.test".into(),
+        b_ip.clone(),
     ] {
-        let out = http(&d, "a", &web, host).await;
+        let out = http(&d, "a", &web, &host).await;
         assert!(!out.contains("fake-internet"), "Host {host}: {out}");
     }
     // Other ports: only by CIDR or allow_all.
@@ -166,9 +166,9 @@ async fn egress_follows_the_policy_and_the_always_denied_set_holds() {
     let probe = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let port = probe.local_addr().unwrap().port();
     for (addr, port) in [
-        (gateway.as_str(), port.to_string()),
-        (gateway.as_str(), api_port.clone()),
-        (fake.addr(1).to_string().as_str(), port.to_string()),
+        (gateway.clone(), port.to_string()),
+        (gateway.clone(), api_port.clone()),
+        (fake.addr(1).to_string(), port.to_string()),
     ] {
         let (code, out) = sh(&d, "b", &format!("nc -w 2 {addr} {port} </dev/null && echo CONNECTED")).await;
         assert!(!out.contains("CONNECTED"), "{addr}:{port} reachable ({code}): {out}");
