@@ -14,6 +14,7 @@ PACKAGES=(
   iproute2 procps util-linux    # ip, ps, unshare/nsenter/mount on the host
   ca-certificates curl          # downloads (Firecracker, rustup)
   e2fsprogs                     # mkfs.ext4/resize2fs/e2fsck: VM root disks
+  nftables                      # nft: sandbox NAT and egress filtering (the daemon drives it as JSON)
 )
 
 SUDO=()

@@ -38,13 +38,13 @@ pub struct NetworkChoice {
 /// The host network of this daemon, from its config.
 pub fn host_network(config: &ironclaw_net::NetworkConfig) -> Arc<HostNetwork> {
     let table = ironclaw_net::Table::default();
-    let egress = ironclaw_net::egress::EgressContext {
+    let egress = ironclaw_net::egress::EgressContext::new(
         table,
-        upstream: Arc::new(ironclaw_net::upstream::Upstream::new(
+        Arc::new(ironclaw_net::upstream::Upstream::new(
             config.upstream_dns.clone(),
         )),
-        always: Arc::new(HostNetwork::always_deny(config)),
-    };
+        Arc::new(HostNetwork::always_deny(config)),
+    );
     Arc::new(HostNetwork::new(config.clone(), egress))
 }
 
