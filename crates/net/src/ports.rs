@@ -132,14 +132,27 @@ pub fn text(status: StatusCode, msg: impl Into<String>) -> Response<ProxyBody> {
 /// headers go, `X-Forwarded-For/Proto/Host` are set, the `Host` header is
 /// kept (the sandbox's server sees the public name). A refused connection
 /// or a dead upstream is a 502 that says so.
-pub async fn proxy<B>(
+pub async fn proxy<B>(req: Request<B>, target: SocketAddr, fwd: &Forwarded) -> Response<ProxyBody>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    proxy_held(req, target, fwd, ()).await
+}
+
+/// [`proxy`], holding `guard` for as long as the exchange lasts: until the
+/// response body is consumed or dropped, or an upgraded connection closes
+/// (the daemon counts a sandbox busy while it is held).
+pub async fn proxy_held<B, G>(
     mut req: Request<B>,
     target: SocketAddr,
     fwd: &Forwarded,
+    guard: G,
 ) -> Response<ProxyBody>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
+    G: Send + Sync + 'static,
 {
     let upgrade = upgrade_of(req.headers());
     // Taken before the request is consumed: resolves once we answered 101.
@@ -249,6 +262,7 @@ where
         };
         let upstream_side = hyper::upgrade::on(&mut resp);
         tokio::spawn(async move {
+            let _guard = guard;
             let (Ok(client), Ok(upstream)) = (client_side.await, upstream_side.await) else {
                 tracing::debug!("port proxy: upgrade did not complete");
                 return;
@@ -271,7 +285,14 @@ where
 
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+    let body = body
+        .map_frame(move |f| {
+            let _ = &guard;
+            f
+        })
+        .map_err(BoxError::from)
+        .boxed();
+    Response::from_parts(parts, body)
 }
 
 /// Wait until `addr` accepts a TCP connection or `timeout` passes (a

@@ -175,7 +175,6 @@ async fn forward(st: AppState, mut req: Request, e: ExposureRecord, r: SandboxRe
     if let Err(why) = wake(&st, &r, target).await {
         return ApiError::Unavailable(why).into_response();
     }
-    st.ports.touch(&r.id);
     let fwd = ports::Forwarded {
         client: req
             .extensions()
@@ -183,7 +182,8 @@ async fn forward(st: AppState, mut req: Request, e: ExposureRecord, r: SandboxRe
             .map(|c| c.0.ip()),
         proto: "http",
     };
-    ports::proxy(req, target, &fwd)
+    let held = st.ports.begin(&r.id);
+    ports::proxy_held(req, target, &fwd, held)
         .await
         .map(axum::body::Body::new)
 }

@@ -36,6 +36,29 @@ pub struct Ports {
     /// Last proxied request (or the moment the reaper first saw the
     /// sandbox running) by sandbox id.
     last_used: Mutex<HashMap<String, Instant>>,
+    /// Exchanges in flight by sandbox id (a long download or an open
+    /// WebSocket is use, not idleness).
+    active: Mutex<HashMap<String, usize>>,
+}
+
+/// One exchange in flight with a sandbox; its end restarts the idle clock.
+pub struct InFlight {
+    ports: Arc<Ports>,
+    id: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut active = self.ports.active.lock().unwrap();
+        if let Some(n) = active.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                active.remove(&self.id);
+            }
+        }
+        drop(active);
+        self.ports.touch(&self.id);
+    }
 }
 
 impl Ports {
@@ -43,7 +66,27 @@ impl Ports {
         Ports {
             key,
             last_used: Mutex::default(),
+            active: Mutex::default(),
         }
+    }
+
+    /// An exchange with the sandbox begins; it lasts until the guard drops.
+    pub fn begin(self: &Arc<Self>, sandbox_id: &str) -> InFlight {
+        *self
+            .active
+            .lock()
+            .unwrap()
+            .entry(sandbox_id.to_string())
+            .or_default() += 1;
+        self.touch(sandbox_id);
+        InFlight {
+            ports: self.clone(),
+            id: sandbox_id.to_string(),
+        }
+    }
+
+    fn busy(&self, sandbox_id: &str) -> bool {
+        self.active.lock().unwrap().contains_key(sandbox_id)
     }
 
     /// A request reached the sandbox: its idle clock starts again.
@@ -141,9 +184,12 @@ async fn idle_pass(manager: &Arc<Manager>, ports: &Ports, idle: Duration) {
         let Ok(r) = manager.store.sandbox_by_id(&id) else {
             continue;
         };
+        let busy = ports.busy(&id);
         let due = {
             let mut last = ports.last_used.lock().unwrap();
-            if r.state == SandboxState::Running && r.desired_running {
+            if busy {
+                false
+            } else if r.state == SandboxState::Running && r.desired_running {
                 // First seen running: a full idle period from now.
                 now.duration_since(*last.entry(id.clone()).or_insert(now)) >= idle
             } else {
