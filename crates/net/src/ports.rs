@@ -12,8 +12,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Version};
-use http_body_util::{combinators::BoxBody, BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// What the proxy answers with: the upstream's body, or its own text.
@@ -128,7 +131,70 @@ pub fn text(status: StatusCode, msg: impl Into<String>) -> Response<ProxyBody> {
     r
 }
 
-/// Forward `req` to `target` over a fresh HTTP/1.1 connection. Hop-by-hop
+type Pool = Client<HttpConnector, UnsyncBoxBody<Bytes, BoxError>>;
+
+/// Kept-alive HTTP/1.1 connections to sandboxes' ports, shared by every
+/// request (a fresh connection per request costs several times the proxy's
+/// own work).
+fn pool() -> &'static Pool {
+    static POOL: std::sync::OnceLock<Pool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let mut c = HttpConnector::new();
+        c.set_nodelay(true);
+        c.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(64)
+            .set_host(false)
+            .build(c)
+    })
+}
+
+/// The 502 (or 504) for a request the sandbox did not answer, saying why.
+fn upstream_error(e: &hyper_util::client::legacy::Error, port: u16) -> Response<ProxyBody> {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => {
+                    return text(
+                        StatusCode::BAD_GATEWAY,
+                        format!(
+                            "nothing listens on port {port} of the sandbox (connection refused)"
+                        ),
+                    )
+                }
+                std::io::ErrorKind::TimedOut => {
+                    return text(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        format!(
+                            "port {port} of the sandbox did not answer within {CONNECT_TIMEOUT:?}"
+                        ),
+                    )
+                }
+                _ => {}
+            }
+        }
+        src = s.source();
+    }
+    let what = if e.is_connect() {
+        "cannot reach"
+    } else {
+        "no answer from"
+    };
+    let mut detail = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        detail = format!("{detail}: {s}");
+        src = s.source();
+    }
+    text(
+        StatusCode::BAD_GATEWAY,
+        format!("{what} port {port} of the sandbox: {detail}"),
+    )
+}
+
+/// Forward `req` to `target` over a pooled HTTP/1.1 connection. Hop-by-hop
 /// headers go, `X-Forwarded-For/Proto/Host` are set, the `Host` header is
 /// kept (the sandbox's server sees the public name). A refused connection
 /// or a dead upstream is a 502 that says so.
@@ -185,72 +251,20 @@ where
             h.insert("x-forwarded-for", v);
         }
     }
-    // HTTP/1.1 upstream: origin-form target, whatever the client sent.
+    // HTTP/1.1 upstream whatever the client spoke; the pool dials the
+    // URI's authority and sends the origin form.
     parts.version = Version::HTTP_11;
-    parts.uri = parts
-        .uri
-        .path_and_query()
-        .map(|pq| pq.as_str())
-        .unwrap_or("/")
-        .parse()
-        .unwrap_or_else(|_| http::Uri::from_static("/"));
+    let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    parts.uri = match format!("http://{target}{pq}").parse() {
+        Ok(u) => u,
+        Err(_) => return text(StatusCode::BAD_REQUEST, "unusable request target"),
+    };
     let upstream_req = Request::from_parts(parts, body);
 
-    let stream =
-        match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(target)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                return text(
-                    StatusCode::BAD_GATEWAY,
-                    format!(
-                        "nothing listens on port {} of the sandbox (connection refused)",
-                        target.port()
-                    ),
-                )
-            }
-            Ok(Err(e)) => {
-                return text(
-                    StatusCode::BAD_GATEWAY,
-                    format!("cannot reach port {} of the sandbox: {e}", target.port()),
-                )
-            }
-            Err(_) => {
-                return text(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!(
-                        "port {} of the sandbox did not answer within {CONNECT_TIMEOUT:?}",
-                        target.port()
-                    ),
-                )
-            }
-        };
-    let _ = stream.set_nodelay(true);
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
-    {
-        Ok(x) => x,
-        Err(e) => {
-            return text(
-                StatusCode::BAD_GATEWAY,
-                format!("sandbox connection failed: {e}"),
-            )
-        }
-    };
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!("port proxy upstream connection: {e}");
-        }
-    });
-    let mut resp = match sender.send_request(upstream_req).await {
+    let upstream_req = upstream_req.map(|b| b.map_err(Into::into).boxed_unsync());
+    let mut resp = match pool().request(upstream_req).await {
         Ok(r) => r,
-        Err(e) => {
-            return text(
-                StatusCode::BAD_GATEWAY,
-                format!(
-                    "the server on port {} of the sandbox failed to answer: {e}",
-                    target.port()
-                ),
-            )
-        }
+        Err(e) => return upstream_error(&e, target.port()),
     };
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
