@@ -125,6 +125,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "no ironclaw-guest binary found: image builds will fail until --guest-bin is given"
         );
     }
+    network::host_network(&config, data_dir).map_err(|e| anyhow::anyhow!("[network]: {e}"))?;
     let manager = Manager::new(store, config.clone(), data_dir.clone(), guest_bin);
     manager.reconcile().await;
     // Learn once (per host boot; cached) whether KVM guests boot, so the

@@ -265,3 +265,50 @@ async fn network_survives_daemon_restart_and_stop_start() {
     assert_eq!(st, 204);
     assert!(!bridge_exists(&d));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_are_added_at_egress_and_never_enter_the_sandbox() {
+    need_network!();
+    const SECRET: &str = "sk-live-4f9d2c7e1b";
+    let fake = start_fake();
+    let d = Daemon::start_env(
+        &format!(
+            "[network]\ndefault_mode = \"internet\"\nupstream_dns = [\"{}\"]\n\
+             [[network.egress_headers]]\ndomain = \"allowed.test\"\nheader = \"X-Api-Key\"\nvalue = \"key ${{FAKE_API_KEY}}\"\n",
+            fake.dns()
+        ),
+        &[("FAKE_API_KEY", SECRET)],
+    )
+    .await;
+    d.sandbox(
+        "s",
+        json!({"egress": {"allow_domains": ["allowed.test", "other.test"]}}),
+    )
+    .await;
+    // The sandbox sends its own value; the proxy replaces it.
+    let script = "printf 'GET / HTTP/1.1\\r\\nHost: allowed.test\\r\\nX-Api-Key: guess\\r\\nConnection: close\\r\\n\\r\\n' | nc -w 5 allowed.test 80";
+    let (_, out) = sh(&d, "s", script).await;
+    assert!(out.contains("fake-internet"), "{out}");
+    let out = http(&d, "s", &fake.addr(20).to_string(), "other.test").await;
+    assert!(out.contains("fake-internet"), "{out}");
+    let at_web = fake.seen_by(10);
+    let (_, headers) = at_web.last().expect("the request reached the fake upstream");
+    assert_eq!(headers.get("x-api-key").map(String::as_str), Some(&*format!("key {SECRET}")));
+    let at_other = fake.seen_by(20);
+    assert!(
+        at_other.iter().all(|(_, h)| !h.contains_key("x-api-key")),
+        "the header went to a domain without a rule"
+    );
+    // Nowhere inside: environment, files, any process's environ or argv.
+    for probe in [
+        format!("env | grep -c {SECRET}"),
+        format!(
+            "for d in /bin /etc /home /root /run /sbin /tmp /usr /var; do grep -rl {SECRET} $d; done 2>/dev/null"
+        ),
+        format!("cat /proc/*/environ /proc/*/cmdline 2>/dev/null | grep -c {SECRET}"),
+    ] {
+        let (_, out) = sh(&d, "s", &probe).await;
+        let hits = out.trim();
+        assert!(hits.is_empty() || hits == "0", "{probe}: {out}");
+    }
+}
