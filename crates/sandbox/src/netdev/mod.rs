@@ -1,7 +1,59 @@
 //! A sandbox's network device on the host side: what the daemon's network
-//! gives each sandbox ([`NetAttachment`]), and the links that carry it.
+//! gives each sandbox ([`NetAttachment`]), and the links that carry it:
+//! the host bridge ([`bridge`]) and a veth pair per namespace sandbox
+//! ([`veth`]). Links are made over rtnetlink, never by running `ip`.
+
+pub mod bridge;
+pub mod veth;
 
 use std::net::Ipv4Addr;
+
+/// Why a link operation failed; `context` says which step on which link.
+#[derive(Debug, thiserror::Error)]
+pub enum NetdevError {
+    #[error("{context}: {source}")]
+    Netlink {
+        context: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl NetdevError {
+    pub(crate) fn netlink(context: impl Into<String>, source: rtnetlink::Error) -> Self {
+        NetdevError::Netlink {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        NetdevError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// The errno the kernel answered with, if it was a netlink refusal.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            NetdevError::Netlink {
+                source: rtnetlink::Error::NetlinkError(m),
+                ..
+            } => Some(-m.raw_code()),
+            NetdevError::Io { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+}
 
 /// One sandbox's place on the host bridge. The daemon's network allocates
 /// it; the backend makes the device (a veth pair into the sandbox's network
