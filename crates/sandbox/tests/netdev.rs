@@ -256,8 +256,60 @@ async fn scenario() {
         a_to_b.is_err(),
         "sandbox A reached sandbox B across the bridge"
     );
+    // Control: with B's port not isolated A does reach B, so the refusal
+    // above is the isolation's; joining again isolates it again.
+    let status = Command::new("ip")
+        .args([
+            "link",
+            "set",
+            "dev",
+            &if_b,
+            "type",
+            "bridge_slave",
+            "isolated",
+            "off",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    in_netns(a.pid(), move || {
+        let s = TcpStream::connect_timeout(&b_addr, Duration::from_secs(5))
+            .expect("A to B without isolation");
+        // Close with a reset: an orphaned socket retransmitting its FIN
+        // into the re-isolated port would keep A's namespace alive.
+        let no_linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::Linger, &no_linger).unwrap();
+    });
+    bridge::join(&if_b, &br).await.unwrap();
+    let a_to_b = in_netns(a.pid(), move || {
+        TcpStream::connect_timeout(&b_addr, Duration::from_secs(2))
+    });
+    assert!(
+        a_to_b.is_err(),
+        "a second join did not isolate the port again"
+    );
 
-    // A failed attach (A's namespace already has an eth0) leaves no link.
+    // A stale veth of a host end's name (a namespace still dying) is
+    // replaced; a failed attach (A's namespace already has an eth0) then
+    // leaves no link.
+    let stale_peer = format!("icts{tag}");
+    let status = Command::new("ip")
+        .args([
+            "link",
+            "add",
+            &if_c,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &stale_peer,
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
     let err = veth::attach(a.pid(), &attachment(&br, &if_c, 4))
         .await
         .expect_err("a second eth0 in one namespace");
@@ -266,6 +318,7 @@ async fn scenario() {
         !bridge::link_exists(&if_c).await.unwrap(),
         "failed attach left {if_c}"
     );
+    assert!(!bridge::link_exists(&stale_peer).await.unwrap());
 
     // Death of the namespace takes the pair. A socket made inside a
     // namespace keeps it (and so the pair) alive: close B's listener first.

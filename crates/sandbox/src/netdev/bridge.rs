@@ -184,7 +184,7 @@ pub(crate) fn errno_of(e: &rtnetlink::Error) -> Option<i32> {
     }
 }
 
-fn kind(link: &LinkMessage) -> Option<InfoKind> {
+pub(crate) fn kind(link: &LinkMessage) -> Option<InfoKind> {
     link.attributes.iter().find_map(|a| match a {
         LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
             LinkInfo::Kind(k) => Some(k.clone()),

@@ -11,9 +11,10 @@ use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 
+use rtnetlink::packet_route::link::InfoKind;
 use rtnetlink::{LinkUnspec, LinkVeth, RouteMessageBuilder};
 
-use super::bridge::{check_ifname, connect, delete_with, get_link, join_with, mtu};
+use super::bridge::{check_ifname, connect, delete_with, get_link, join_with, kind, mtu};
 use super::{NetAttachment, NetdevError};
 
 /// The sandbox's end of the pair, inside its namespace.
@@ -41,6 +42,18 @@ pub async fn attach(pid: i32, att: &NetAttachment) -> Result<(), NetdevError> {
         .await?
         .ok_or_else(|| NetdevError::Invalid(format!("bridge {} does not exist", att.bridge)))?;
     let mtu = mtu(&bridge).unwrap_or(1500);
+    // A restarted sandbox reuses its host end's name while its previous
+    // namespace may still be dying (kept by lingering sockets): a veth of
+    // that name is such a leftover and goes; anything else is refused.
+    if let Some(old) = get_link(&h, &att.host_ifname).await? {
+        if kind(&old) != Some(InfoKind::Veth) {
+            return Err(NetdevError::Invalid(format!(
+                "link {} exists and is not a veth",
+                att.host_ifname
+            )));
+        }
+        delete_with(&h, &att.host_ifname).await?;
+    }
     // By fd, so the namespace cannot change under us between the steps.
     let ns = File::open(format!("/proc/{pid}/ns/net"))
         .map_err(|e| NetdevError::io(format!("opening the network namespace of pid {pid}"), e))?;
