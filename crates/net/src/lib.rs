@@ -4,6 +4,7 @@
 //! and 443 go through the egress proxy, which decides by name; and exposed
 //! ports are served by the port proxy.
 
+pub mod nft;
 pub mod policy;
 
 use std::collections::HashMap;
