@@ -108,12 +108,14 @@ pub fn sandbox_chain(address: Ipv4Addr) -> String {
 
 /// The whole batch for `spec`, pure.
 pub fn render(spec: &RulesetSpec) -> Nftables<'static> {
-    let t = spec.table.to_string();
-    let br = spec.bridge.to_string();
-    let mut b = Batch::new();
-    b.add(NfListObject::Table(table_obj(&t)));
-    b.delete(NfListObject::Table(table_obj(&t)));
-    b.add(NfListObject::Table(table_obj(&t)));
+    let mut r = Render {
+        table: spec.table.to_string(),
+        objects: Batch::new(),
+        rules: Vec::new(),
+    };
+    r.objects.add(NfListObject::Table(table_obj(spec.table)));
+    r.objects.delete(NfListObject::Table(table_obj(spec.table)));
+    r.objects.add(NfListObject::Table(table_obj(spec.table)));
 
     let mut hard: Vec<Ipv4Net> = spec.always.fixed().iter().filter_map(v4).collect();
     hard.extend(spec.always.host.iter().filter_map(|ip| match ip {
@@ -127,216 +129,178 @@ pub fn render(spec: &RulesetSpec) -> Nftables<'static> {
         .filter_map(|r| r.parse::<IpNet>().ok())
         .filter_map(|n| v4(&n))
         .collect();
-    b.add(interval_set(&t, HARD_SET, &hard));
-    b.add(interval_set(&t, PRIVATE_SET, &private));
+    let set = interval_set(&r.table, HARD_SET, &hard);
+    r.objects.add(set);
+    let set = interval_set(&r.table, PRIVATE_SET, &private);
+    r.objects.add(set);
 
-    let chain = |name: &str, hook: Option<(NfChainType, NfHook, i32)>| {
-        NfListObject::Chain(Chain {
+    nat(&mut r, spec);
+    input(&mut r, spec);
+    forward(&mut r, spec);
+    for a in spec.sandboxes {
+        sandbox(&mut r, a);
+    }
+
+    let Render {
+        table,
+        mut objects,
+        rules,
+    } = r;
+    for (chain, expr) in rules {
+        objects.add(NfListObject::Rule(Rule {
             family: NfFamily::INet,
-            table: t.clone().into(),
+            table: table.clone().into(),
+            chain: chain.into(),
+            expr: expr.into(),
+            ..Rule::default()
+        }));
+    }
+    objects.to_nftables()
+}
+
+/// A batch being made: chains go in as they come, rules after them all.
+struct Render {
+    table: String,
+    objects: Batch<'static>,
+    rules: Vec<(String, Vec<S<'static>>)>,
+}
+
+impl Render {
+    /// A base chain (with a hook, policy accept) or a regular one.
+    fn chain(&mut self, name: &str, hook: Option<(NfChainType, NfHook, i32)>) {
+        self.objects.add(NfListObject::Chain(Chain {
+            family: NfFamily::INet,
+            table: self.table.clone().into(),
             name: name.to_string().into(),
             _type: hook.map(|h| h.0),
             hook: hook.map(|h| h.1),
             prio: hook.map(|h| h.2),
             policy: hook.map(|_| NfChainPolicy::Accept),
             ..Chain::default()
-        })
-    };
-    let mut rules: Vec<(String, Vec<S<'static>>)> = Vec::new();
-    let mut rule = |chain: &str, stmts: Vec<S<'static>>| rules.push((chain.to_string(), stmts));
+        }));
+    }
 
-    // nat prerouting: DNS to any address goes to our resolver (a sandbox
-    // using 8.8.8.8 still gets it); 80/443 go to the egress proxy.
-    b.add(chain(
+    fn rule(&mut self, chain: &str, stmts: Vec<S<'static>>) {
+        self.rules.push((chain.to_string(), stmts));
+    }
+}
+
+/// DNS to any address goes to our resolver (a sandbox using 8.8.8.8 still
+/// gets it), 80/443 to the egress proxy; sandboxes leave masqueraded.
+fn nat(r: &mut Render, spec: &RulesetSpec) {
+    let br = spec.bridge;
+    r.chain(
         "prerouting",
         Some((NfChainType::NAT, NfHook::Prerouting, -100)),
-    ));
+    );
     for (proto, port, to) in [
         ("udp", 53, spec.dns_port),
         ("tcp", 53, spec.dns_port),
         ("tcp", 80, spec.http_port),
         ("tcp", 443, spec.tls_port),
     ] {
-        rule(
+        let redirect = S::Redirect(Some(NAT {
+            addr: None,
+            family: None,
+            port: Some(E::Number(to.into())),
+            flags: None,
+        }));
+        r.rule(
             "prerouting",
-            vec![
-                iifname(&br),
-                dport(proto, port),
-                S::Redirect(Some(NAT {
-                    addr: None,
-                    family: None,
-                    port: Some(E::Number(to.into())),
-                    flags: None,
-                })),
-            ],
+            vec![iifname(br), dport(proto, port), redirect],
         );
     }
-    // nat postrouting: the sandboxes leave with the host's address.
-    b.add(chain(
+    r.chain(
         "postrouting",
         Some((NfChainType::NAT, NfHook::Postrouting, 100)),
-    ));
-    rule(
+    );
+    let not_bridge = m(meta(MetaKey::Oifname), string(br), Operator::NEQ);
+    let from_subnet = eq(payload("ip", "saddr"), prefix(spec.subnet));
+    r.rule(
         "postrouting",
-        vec![
-            m(payload("ip", "saddr"), prefix(spec.subnet), Operator::EQ),
-            m(
-                meta(MetaKey::Oifname),
-                E::String(br.clone().into()),
-                Operator::NEQ,
-            ),
-            S::Masquerade(None),
-        ],
+        vec![from_subnet, not_bridge, S::Masquerade(None)],
     );
+}
 
-    // filter input: from the bridge only the resolver and the proxies on
-    // the gateway; the host and its API are unreachable.
-    b.add(chain(
+/// From the bridge only the resolver and the proxies on the gateway: the
+/// host and its API are unreachable.
+fn input(r: &mut Render, spec: &RulesetSpec) {
+    let br = spec.bridge;
+    r.chain("input", Some((NfChainType::Filter, NfHook::Input, 0)));
+    r.rule("input", vec![iifname(br), nfproto_ipv6(), verdict_drop()]);
+    r.rule(
         "input",
-        Some((NfChainType::Filter, NfHook::Input, 0)),
-    ));
-    rule("input", vec![iifname(&br), nfproto_ipv6(), verdict_drop()]);
-    rule(
-        "input",
-        vec![iifname(&br), ct_established(), verdict_accept()],
+        vec![iifname(br), ct_established(), verdict_accept()],
     );
-    let gw = m(
-        payload("ip", "daddr"),
-        E::String(spec.gateway.to_string().into()),
-        Operator::EQ,
-    );
-    rule(
-        "input",
-        vec![
-            iifname(&br),
-            gw.clone(),
-            dport("udp", spec.dns_port),
-            verdict_accept(),
-        ],
-    );
-    let tcp_ports = [spec.dns_port, spec.http_port, spec.tls_port];
-    let tcp_set = E::Named(N::Set(
-        dedup(tcp_ports.iter().copied())
-            .into_iter()
-            .map(|p| SetItem::Element(E::Number(p.into())))
-            .collect(),
-    ));
-    rule(
-        "input",
-        vec![
-            iifname(&br),
-            gw,
-            m(payload("tcp", "dport"), tcp_set, Operator::EQ),
-            verdict_accept(),
-        ],
-    );
-    rule("input", vec![iifname(&br), verdict_drop()]);
+    let gw = || eq(payload("ip", "daddr"), string(spec.gateway));
+    let dns = dport("udp", spec.dns_port);
+    r.rule("input", vec![iifname(br), gw(), dns, verdict_accept()]);
+    let ports = dedup([spec.dns_port, spec.http_port, spec.tls_port].into_iter())
+        .into_iter()
+        .map(|p| SetItem::Element(E::Number(p.into())))
+        .collect();
+    let tcp = eq(payload("tcp", "dport"), E::Named(N::Set(ports)));
+    r.rule("input", vec![iifname(br), gw(), tcp, verdict_accept()]);
+    r.rule("input", vec![iifname(br), verdict_drop()]);
+}
 
-    // filter forward: nothing starts a connection into the bridge; what
-    // leaves it is decided per sandbox by source address, and a source
-    // that is no attached sandbox's gets nothing (anti-spoofing).
-    b.add(chain(
+/// Nothing starts a connection into the bridge; what leaves it is decided
+/// per sandbox by source address, and a source that is no attached
+/// sandbox's gets nothing (anti-spoofing).
+fn forward(r: &mut Render, spec: &RulesetSpec) {
+    let br = spec.bridge;
+    r.chain("forward", Some((NfChainType::Filter, NfHook::Forward, 0)));
+    r.rule(
         "forward",
-        Some((NfChainType::Filter, NfHook::Forward, 0)),
-    ));
-    rule(
-        "forward",
-        vec![oifname(&br), ct_established(), verdict_accept()],
+        vec![oifname(br), ct_established(), verdict_accept()],
     );
-    rule("forward", vec![oifname(&br), verdict_drop()]);
-    rule(
-        "forward",
-        vec![iifname(&br), nfproto_ipv6(), verdict_drop()],
-    );
+    r.rule("forward", vec![oifname(br), verdict_drop()]);
+    r.rule("forward", vec![iifname(br), nfproto_ipv6(), verdict_drop()]);
+    // An empty verdict map is invalid: no sandbox, no map.
     if !spec.sandboxes.is_empty() {
         let items = spec
             .sandboxes
             .iter()
             .map(|a| {
-                SetItem::Mapping(
-                    E::String(a.address.to_string().into()),
-                    E::Verdict(nftables::expr::Verdict::Jump(JumpTarget {
-                        target: sandbox_chain(a.address).into(),
-                    })),
-                )
+                let target = sandbox_chain(a.address).into();
+                let jump = nftables::expr::Verdict::Jump(JumpTarget { target });
+                SetItem::Mapping(string(a.address), E::Verdict(jump))
             })
             .collect();
-        rule(
-            "forward",
-            vec![
-                iifname(&br),
-                S::VerdictMap(VerdictMap {
-                    key: payload("ip", "saddr"),
-                    data: E::Named(N::Set(items)),
-                }),
-            ],
-        );
+        let vmap = S::VerdictMap(VerdictMap {
+            key: payload("ip", "saddr"),
+            data: E::Named(N::Set(items)),
+        });
+        r.rule("forward", vec![iifname(br), vmap]);
     }
-    rule("forward", vec![iifname(&br), verdict_drop()]);
+    r.rule("forward", vec![iifname(br), verdict_drop()]);
+}
 
-    // Per sandbox, the order of EgressPolicy::ip_verdict. Every packet
-    // goes through it (no shortcut for established flows), so a policy
-    // change also cuts connections already open.
-    for a in spec.sandboxes {
-        let name = sandbox_chain(a.address);
-        b.add(chain(&name, None));
-        let daddr = || payload("ip", "daddr");
-        rule(
-            &name,
-            vec![
-                m(
-                    daddr(),
-                    E::String(format!("@{HARD_SET}").into()),
-                    Operator::EQ,
-                ),
-                verdict_drop(),
-            ],
-        );
-        let deny: Vec<Ipv4Net> = a.policy.deny_cidrs.iter().filter_map(v4).collect();
-        if !deny.is_empty() {
-            rule(
-                &name,
-                vec![m(daddr(), anon_set(&deny), Operator::EQ), verdict_drop()],
-            );
-        }
-        let allow: Vec<Ipv4Net> = a.policy.allow_cidrs.iter().filter_map(v4).collect();
-        if !allow.is_empty() {
-            rule(
-                &name,
-                vec![m(daddr(), anon_set(&allow), Operator::EQ), verdict_accept()],
-            );
-        }
-        rule(
-            &name,
-            vec![
-                m(
-                    daddr(),
-                    E::String(format!("@{PRIVATE_SET}").into()),
-                    Operator::EQ,
-                ),
-                verdict_drop(),
-            ],
-        );
-        rule(
-            &name,
-            vec![if a.policy.allow_all {
-                verdict_accept()
-            } else {
-                verdict_drop()
-            }],
-        );
+/// One sandbox's chain, in the order of EgressPolicy::ip_verdict. Every
+/// packet goes through it (no shortcut for established flows), so a policy
+/// change also cuts connections already open.
+fn sandbox(r: &mut Render, a: &Attached) {
+    let name = sandbox_chain(a.address);
+    r.chain(&name, None);
+    let daddr = || payload("ip", "daddr");
+    let hard = eq(daddr(), string(format!("@{HARD_SET}")));
+    r.rule(&name, vec![hard, verdict_drop()]);
+    let deny: Vec<Ipv4Net> = a.policy.deny_cidrs.iter().filter_map(v4).collect();
+    if !deny.is_empty() {
+        r.rule(&name, vec![eq(daddr(), anon_set(&deny)), verdict_drop()]);
     }
-
-    for (chain, expr) in rules {
-        b.add(NfListObject::Rule(Rule {
-            family: NfFamily::INet,
-            table: t.clone().into(),
-            chain: chain.into(),
-            expr: expr.into(),
-            ..Rule::default()
-        }));
+    let allow: Vec<Ipv4Net> = a.policy.allow_cidrs.iter().filter_map(v4).collect();
+    if !allow.is_empty() {
+        r.rule(&name, vec![eq(daddr(), anon_set(&allow)), verdict_accept()]);
     }
-    b.to_nftables()
+    let private = eq(daddr(), string(format!("@{PRIVATE_SET}")));
+    r.rule(&name, vec![private, verdict_drop()]);
+    let last = if a.policy.allow_all {
+        verdict_accept()
+    } else {
+        verdict_drop()
+    };
+    r.rule(&name, vec![last]);
 }
 
 fn run(batch: &Nftables) -> Result<(), NftError> {
@@ -400,10 +364,10 @@ fn dedup(ports: impl Iterator<Item = u16>) -> Vec<u16> {
 /// An address or prefix as nft wants it (a bare address for /32).
 fn prefix(n: Ipv4Net) -> E<'static> {
     if n.prefix_len() == 32 {
-        E::String(n.addr().to_string().into())
+        string(n.addr())
     } else {
         E::Named(N::Prefix(Prefix {
-            addr: Box::new(E::String(n.network().to_string().into())),
+            addr: Box::new(string(n.network())),
             len: n.prefix_len().into(),
         }))
     }
@@ -440,6 +404,14 @@ fn m(left: E<'static>, right: E<'static>, op: Operator) -> S<'static> {
     S::Match(Match { left, right, op })
 }
 
+fn eq(left: E<'static>, right: E<'static>) -> S<'static> {
+    m(left, right, Operator::EQ)
+}
+
+fn string(s: impl ToString) -> E<'static> {
+    E::String(s.to_string().into())
+}
+
 fn meta(key: MetaKey) -> E<'static> {
     E::Named(N::Meta(Meta { key }))
 }
@@ -452,35 +424,19 @@ fn payload(protocol: &'static str, field: &'static str) -> E<'static> {
 }
 
 fn iifname(br: &str) -> S<'static> {
-    m(
-        meta(MetaKey::Iifname),
-        E::String(br.to_string().into()),
-        Operator::EQ,
-    )
+    eq(meta(MetaKey::Iifname), string(br))
 }
 
 fn oifname(br: &str) -> S<'static> {
-    m(
-        meta(MetaKey::Oifname),
-        E::String(br.to_string().into()),
-        Operator::EQ,
-    )
+    eq(meta(MetaKey::Oifname), string(br))
 }
 
 fn dport(proto: &'static str, port: u16) -> S<'static> {
-    m(
-        payload(proto, "dport"),
-        E::Number(port.into()),
-        Operator::EQ,
-    )
+    eq(payload(proto, "dport"), E::Number(port.into()))
 }
 
 fn nfproto_ipv6() -> S<'static> {
-    m(
-        meta(MetaKey::Nfproto),
-        E::String("ipv6".into()),
-        Operator::EQ,
-    )
+    eq(meta(MetaKey::Nfproto), string("ipv6"))
 }
 
 fn ct_established() -> S<'static> {
@@ -489,14 +445,8 @@ fn ct_established() -> S<'static> {
         family: None,
         dir: None,
     }));
-    m(
-        state,
-        E::List(vec![
-            E::String("established".into()),
-            E::String("related".into()),
-        ]),
-        Operator::IN,
-    )
+    let states = E::List(vec![string("established"), string("related")]);
+    m(state, states, Operator::IN)
 }
 
 fn verdict_accept() -> S<'static> {

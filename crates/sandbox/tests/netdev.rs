@@ -233,11 +233,10 @@ async fn scenario() {
     // The gateway is reachable from inside, and sees the sandbox's address.
     let gw = TcpListener::bind((GATEWAY, 0)).unwrap();
     let gw_addr = gw.local_addr().unwrap();
-    let sent = in_netns(a.pid(), move || {
+    in_netns(a.pid(), move || {
         let mut s = TcpStream::connect_timeout(&gw_addr, Duration::from_secs(5)).unwrap();
         s.write_all(b"hi").unwrap();
     });
-    let () = sent;
     let (mut conn, from) = gw.accept().unwrap();
     assert_eq!(from.ip(), Ipv4Addr::new(10, 213, 7, 2));
     let mut buf = [0u8; 2];
