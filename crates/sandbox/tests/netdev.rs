@@ -215,6 +215,14 @@ async fn scenario() {
     assert_eq!(inet.len(), 1);
     assert_eq!(inet[0]["local"], "10.213.7.2");
     assert_eq!(inet[0]["prefixlen"], 24);
+    assert!(
+        eth0["addr_info"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["family"] == "inet"),
+        "no IPv6 on eth0: {eth0}"
+    );
     let routes = nsenter(a.pid(), &["ip", "-j", "route", "show", "default"]);
     assert_eq!(routes[0]["gateway"], "10.213.7.1", "{routes}");
     assert_eq!(routes[0]["dev"], "eth0");

@@ -155,6 +155,16 @@ async fn configure_here(peer: &str, att: &NetAttachment, mtu: u32) -> Result<(),
         .execute()
         .await
         .map_err(|e| NetdevError::netlink(format!("renaming {peer} to {GUEST_IFNAME}"), e))?;
+    // Sandboxes speak IPv4 only (the ruleset drops IPv6 from the bridge):
+    // no link-local address, no router solicitations. /proc/sys/net is
+    // this thread's namespace's. Missing: IPv6 is off in the kernel.
+    let v6 = format!("/proc/sys/net/ipv6/conf/{GUEST_IFNAME}/disable_ipv6");
+    match std::fs::write(&v6, "1") {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(NetdevError::io(format!("writing {v6}"), e))
+        }
+        _ => {}
+    }
     h.address()
         .add(index, IpAddr::V4(att.address), att.prefix_len)
         .execute()
