@@ -5,7 +5,8 @@
 //! private addresses. No packet leaves those namespaces, and the host's
 //! own ruleset is never touched.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -412,6 +413,20 @@ async fn scenario() {
     // DNS to any address reaches our resolver; port 80 our proxy.
     assert!(can(a.pid(), "192.0.2.53:53"));
     local[0].accept().unwrap();
+    let resolver = UdpSocket::bind("10.213.9.1:5353").unwrap();
+    resolver
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    in_netns(a.pid(), || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.send_to(b"query", "192.0.2.53:53").unwrap();
+    });
+    let mut buf = [0u8; 16];
+    let (n, from) = resolver.recv_from(&mut buf).expect("UDP DNS redirected");
+    assert_eq!(
+        (&buf[..n], from.ip()),
+        (&b"query"[..], IpAddr::from([10, 213, 9, 2]))
+    );
     assert!(can(a.pid(), "203.0.113.10:80"));
     let (_, from) = local[1].accept().unwrap();
     assert_eq!(
@@ -426,9 +441,39 @@ async fn scenario() {
     );
     assert!(!can(b.pid(), "203.0.113.10:7000"), "deny all");
 
+    // A connection open before a policy change...
+    let open = in_netns(a.pid(), || {
+        TcpStream::connect_timeout(
+            &"203.0.113.10:7000".parse().unwrap(),
+            Duration::from_secs(5),
+        )
+        .unwrap()
+    });
+    let (mut far_end, _) = far[0].accept().unwrap();
+    far_end
+        .set_read_timeout(Some(Duration::from_millis(800)))
+        .unwrap();
+    (&open).write_all(b"ok").unwrap();
+    let mut buf = [0u8; 2];
+    far_end.read_exact(&mut buf).unwrap();
+
     // Replace: B detached, A's policy now deny-all.
     let sbs = [sandbox([10, 213, 9, 2], EgressPolicy::deny_all())];
     nft::apply(&spec(&table, &br, &always, &sbs)).unwrap();
+    // ...is cut by it: every packet is judged by the current policy.
+    (&open).write_all(b"late").unwrap();
+    let mut buf = [0u8; 4];
+    assert!(
+        far_end.read(&mut buf).is_err(),
+        "data passed after the policy closed"
+    );
+    // A reset on close, not a FIN retransmitted for minutes.
+    let no_linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    nix::sys::socket::setsockopt(&open, nix::sys::socket::sockopt::Linger, &no_linger).unwrap();
+    drop(open);
     assert!(!chains(&table).iter().any(|c| c == "sb_10-213-9-3"));
     assert!(!can(a.pid(), "203.0.113.10:7000"), "new policy applies");
     assert!(
