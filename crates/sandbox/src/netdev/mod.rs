@@ -48,7 +48,7 @@ impl NetdevError {
             NetdevError::Netlink {
                 source: rtnetlink::Error::NetlinkError(m),
                 ..
-            } => Some(-m.raw_code()),
+            } => Some(m.raw_code().abs()),
             NetdevError::Io { source, .. } => source.raw_os_error(),
             _ => None,
         }
