@@ -146,6 +146,20 @@ pub enum SandboxCmd {
         names: Vec<String>,
     },
 
+    /// Show or change a sandbox's egress policy (applied at once while it runs)
+    #[command(after_help = "Examples:\n  ironclaw sandbox policy dev --deny-all --allow-domain '*.pypi.org' --allow-domain pypi.org\n  \
+                            ironclaw sandbox policy dev --allow-all --deny-cidr 203.0.113.0/24\n  \
+                            ironclaw sandbox policy dev          (prints it)")]
+    Policy {
+        /// Sandbox name
+        name: String,
+        /// Flags add to the current policy; `--deny-all` starts it over
+        #[command(flatten)]
+        flags: PolicyFlags,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+
     /// Remove sandboxes and their disks (running ones are stopped first)
     #[command(visible_alias = "delete")]
     Rm {
@@ -189,8 +203,50 @@ pub struct CreateArgs {
     #[arg(long = "mount", value_parser = crate::output::parse_mount, value_name = "HOST:GUEST[:ro|:rw]")]
     pub mounts: Vec<crate::output::MountSpec>,
 
+    /// `internet`: a port on the host bridge, egress under the policy;
+    /// `none`: loopback only (default: the daemon's `[network] default_mode`)
+    #[arg(long, value_parser = ["internet", "none"])]
+    pub network: Option<String>,
+
+    /// Egress policy (default: the daemon's `[network] default_policy`)
+    #[command(flatten)]
+    pub policy: PolicyFlags,
+
     #[command(flatten)]
     pub json: JsonFlag,
+}
+
+/// An egress policy on the command line. Everything the host network
+/// always denies (the host, 127/8, 169.254/16, other sandboxes) stays
+/// denied; private ranges need `--allow-cidr`.
+#[derive(Debug, Args, Default, Clone)]
+pub struct PolicyFlags {
+    /// Start from nothing allowed
+    #[arg(long, conflicts_with = "allow_all")]
+    pub deny_all: bool,
+    /// Allow every public address and name
+    #[arg(long)]
+    pub allow_all: bool,
+    /// Allow a name (`example.com`) or the names under one (`*.pypi.org`);
+    /// reached on ports 80/443 through the egress proxy (repeatable)
+    #[arg(long = "allow-domain", value_name = "DOMAIN")]
+    pub allow_domains: Vec<String>,
+    /// Allow an address range on any port, e.g. 203.0.113.0/24 (repeatable)
+    #[arg(long = "allow-cidr", value_name = "CIDR")]
+    pub allow_cidrs: Vec<String>,
+    /// Deny an address range, over any allow (repeatable)
+    #[arg(long = "deny-cidr", value_name = "CIDR")]
+    pub deny_cidrs: Vec<String>,
+}
+
+impl PolicyFlags {
+    pub fn is_empty(&self) -> bool {
+        !self.deny_all
+            && !self.allow_all
+            && self.allow_domains.is_empty()
+            && self.allow_cidrs.is_empty()
+            && self.deny_cidrs.is_empty()
+    }
 }
 
 // ---------------------------------------------------------------- exec

@@ -10,13 +10,14 @@ pub mod config;
 pub mod error;
 pub mod manager;
 pub mod mounts;
+pub mod network;
 pub mod quota;
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 
 use crate::config::{Args, Config};
@@ -45,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/sandboxes/:name/start", post(sandboxes::start))
         .route("/v1/sandboxes/:name/stop", post(sandboxes::stop))
+        .route("/v1/sandboxes/:name/egress", put(sandboxes::set_egress))
         .route("/v1/sandboxes/:name/info", get(sandboxes::info))
         .route("/v1/sandboxes/:name/logs", get(sandboxes::logs))
         .route("/v1/sandboxes/:name/exec", post(exec::exec))

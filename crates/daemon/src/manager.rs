@@ -41,6 +41,11 @@ pub struct CreateRequest {
     /// against the daemon's `[[mount_roots]]`.
     #[serde(default)]
     pub mounts: Vec<crate::mounts::MountRequest>,
+    /// `internet` (a port on the bridge, egress under `egress`) or `none`
+    /// (loopback only); default from the config.
+    pub network: Option<String>,
+    /// The egress policy; default from the config.
+    pub egress: Option<ironclaw_net::EgressPolicy>,
 }
 
 /// A sandbox as the API shows it.
@@ -60,6 +65,10 @@ pub struct SandboxView {
     pub state_reason: Option<String>,
     pub pid: Option<i32>,
     pub mounts: Vec<ironclaw_store::SandboxMount>,
+    pub network: String,
+    /// Its address on the sandbox bridge (with `network: internet`).
+    pub address: Option<std::net::Ipv4Addr>,
+    pub egress: ironclaw_net::EgressPolicy,
 }
 
 struct Live {
@@ -74,6 +83,8 @@ pub struct Manager {
     /// Whether KVM guests boot here; shared by the VM backends.
     pub kvm: Arc<KvmProber>,
     pub store: Arc<Store>,
+    /// The bridge, nft table, resolver and egress proxies.
+    pub net: Arc<ironclaw_net::host::HostNetwork>,
     pub config: Config,
     pub data_dir: PathBuf,
     pub guest_bin: Option<PathBuf>,
@@ -121,6 +132,7 @@ impl Manager {
         ];
         Arc::new(Manager {
             kvm,
+            net: crate::network::host_network(&config.network),
             store,
             config,
             data_dir,
@@ -209,7 +221,7 @@ impl Manager {
         Ok(b)
     }
 
-    fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub(crate) fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.locks
             .lock()
             .unwrap()
@@ -232,7 +244,7 @@ impl Manager {
             },
             uid_base: ironclaw_sandbox::userns::host_base(r.uid_slot),
             mounts: Vec::new(),
-            network: None,
+            network: self.attachment(r),
         }
     }
 
@@ -275,6 +287,9 @@ impl Manager {
             state_reason: r.state_reason.clone(),
             pid,
             mounts: r.mounts.clone(),
+            network: r.network.clone(),
+            address: self.sandbox_address(r),
+            egress: Self::egress_of(r),
         }
     }
 
@@ -366,6 +381,7 @@ impl Manager {
                  (backend {backend_name} would need virtio-fs or 9p); use --backend namespace"
             )));
         }
+        let net = self.network_choice(req.network.as_deref(), req.egress.clone(), &backend_name)?;
         let backend = self.usable_backend(&backend_name).await?;
         image::get(&self.images_dir(), &image_name).map_err(|_| {
             ApiError::NotFound(format!(
@@ -409,8 +425,9 @@ impl Manager {
             uid_slot: 0,
             agent_of,
             mounts,
-            network: ironclaw_net::NetworkMode::None.as_str().into(),
-            egress: "{}".into(),
+            network: net.mode.as_str().into(),
+            egress: serde_json::to_string(&net.policy)
+                .map_err(|e| ApiError::Internal(e.to_string()))?,
         };
         let lock = self.lock_for(&record.id);
         let _g = lock.lock().await;
@@ -431,7 +448,7 @@ impl Manager {
         let record = self.by_id(&record.id)?;
         let spec = self.spec(&record);
         let booted = match self.boot_spec(&record) {
-            Ok(s) => self.boot(&*backend, &s).await,
+            Ok(s) => self.boot(&*backend, &s, &record).await,
             Err(e) => Err(e),
         };
         match booted {
@@ -455,8 +472,23 @@ impl Manager {
         self: &Arc<Self>,
         backend: &dyn Backend,
         spec: &SandboxSpec,
+        record: &SandboxRecord,
     ) -> Result<(), ApiError> {
-        let (running, agent) = match backend.start(spec).await {
+        self.net_prepare(record).await?;
+        let started = backend.start(spec).await;
+        let activated = match &started {
+            Ok(_) => self.net_activate(record).await,
+            Err(_) => Ok(()),
+        };
+        if started.is_err() || activated.is_err() {
+            self.net_release(record).await;
+        }
+        if let (Ok((running, _)), Err(e)) = (&started, activated) {
+            let grace = Duration::from_secs(2);
+            let _ = backend.stop(spec, running, None, grace).await;
+            return Err(e);
+        }
+        let (running, agent) = match started {
             Ok(started) => started,
             Err(ironclaw_sandbox::BackendError::Crashed(report)) => {
                 let reason = format!("crashed while starting: {report}");
@@ -552,6 +584,7 @@ impl Manager {
         if let Ok(cg) = ironclaw_sandbox::cgroup::Cgroup::for_sandbox(&r.id) {
             let _ = cg.destroy().await;
         }
+        self.net_release(&r).await;
         let _ = self
             .store
             .set_sandbox_state(id, SandboxState::Crashed, Some(&reason), None);
@@ -583,7 +616,7 @@ impl Manager {
             }
         };
         let backend = self.usable_backend(&r.backend).await?;
-        self.boot(&*backend, &spec).await?;
+        self.boot(&*backend, &spec, &r).await?;
         self.by_id(id)
     }
 
@@ -614,6 +647,7 @@ impl Manager {
                 )
                 .await?;
         }
+        self.net_release(r).await;
         if r.state != SandboxState::Stopped || r.runtime.is_some() {
             let reason = if r.state == SandboxState::Crashed {
                 r.state_reason.as_deref()
@@ -720,6 +754,9 @@ impl Manager {
                                     r.runtime.as_deref(),
                                 );
                             }
+                            if let Err(e) = self.net_activate(&r).await {
+                                tracing::warn!(sandbox = %r.name, "re-attaching its network: {e}");
+                            }
                             self.adopt(r.id.clone(), run.clone(), agent);
                             continue;
                         }
@@ -740,7 +777,7 @@ impl Manager {
                 let _g = lock.lock().await;
                 let res = match self.usable_backend(&r.backend).await {
                     Ok(b) => match self.boot_spec(&r) {
-                        Ok(spec) => self.boot(&*b, &spec).await,
+                        Ok(spec) => self.boot(&*b, &spec, &r).await,
                         Err(e) => Err(e),
                     },
                     Err(e) => Err(e),
@@ -766,6 +803,11 @@ impl Manager {
                     None,
                 );
             }
+        }
+        // What a crashed run left (bridge, nft table) goes when no sandbox
+        // needs it.
+        if let Err(e) = self.net.reset().await {
+            tracing::warn!("cleaning up the sandbox network: {e}");
         }
     }
 }

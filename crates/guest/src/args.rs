@@ -10,6 +10,7 @@ pub const USAGE: &str = "usage:
   ironclaw-guest serve --listen unix:/path/agent.sock
   ironclaw-guest ns-init --lower L --upper U --work W --merged M --agent-dir D --hostname H
                  --uid-base B [--disk-fd N --disk-at P] [--bind HOST:GUEST:ro|rw]...
+                 [--nameserver IP]
   ironclaw-guest init        (PID 1 of a VM; implied when started as PID 1 without arguments)
   ironclaw-guest --version";
 
@@ -25,6 +26,8 @@ pub enum ArgsError {
     Required(&'static str),
     #[error("bad --listen address {0:?} (expected unix:/path)")]
     BadListen(String),
+    #[error("bad --nameserver {0:?}: expected an IP address")]
+    NotAnAddress(String),
     #[error("no command given")]
     NoCommand,
     #[error("bad value {value:?} for {name}: expected a number")]
@@ -86,6 +89,9 @@ pub struct NsInitArgs {
     pub disk: Option<(i32, PathBuf)>,
     /// Host directories bound in after the overlay, in order.
     pub binds: Vec<Bind>,
+    /// The resolver /etc/resolv.conf names (the sandbox has a network card;
+    /// the host configured it from outside).
+    pub nameserver: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,6 +181,7 @@ pub fn parse(argv: &[String]) -> Result<Mode, ArgsError> {
                     "--disk-fd",
                     "--disk-at",
                     "--bind",
+                    "--nameserver",
                 ],
             )?;
             let binds = opts
@@ -197,6 +204,9 @@ pub fn parse(argv: &[String]) -> Result<Mode, ArgsError> {
                 uid_base: number("--uid-base", take(&opts, "--uid-base")?)?,
                 disk,
                 binds,
+                nameserver: take_opt(&opts, "--nameserver")
+                    .map(|v| v.parse().map_err(|_| ArgsError::NotAnAddress(v)))
+                    .transpose()?,
             }))
         }
         // Kernels pass unknown cmdline words to init as arguments, so init
@@ -313,6 +323,18 @@ mod tests {
             panic!()
         };
         assert_eq!(a.disk, Some((3, PathBuf::from("/x"))));
+        assert_eq!(a.nameserver, None);
+        let mut with_dns = full.clone();
+        with_dns.extend(v(&["--nameserver", "10.88.0.1"]));
+        let Mode::NsInit(a) = parse(&with_dns).unwrap() else {
+            panic!()
+        };
+        assert_eq!(a.nameserver, Some("10.88.0.1".parse().unwrap()));
+        with_dns.push("--nameserver=ten".into());
+        assert!(matches!(
+            parse(&with_dns),
+            Err(ArgsError::NotAnAddress(_))
+        ));
         assert!(matches!(
             parse(&with_disk[..with_disk.len() - 2]),
             Err(ArgsError::DiskPair)

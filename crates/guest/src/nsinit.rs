@@ -106,6 +106,11 @@ pub fn run(args: &NsInitArgs) -> Result<(), NsInitError> {
                 return Err(NsInitError::Orphaned);
             }
             drop(alive_r);
+            // Written as the sandbox's root, so the file is the sandbox's
+            // to change (host root has no id on the sandbox's disk).
+            if let Some(ns) = args.nameserver {
+                write_resolv_conf(ns)?;
+            }
             confine::caps::restrict()?;
             confine::seccomp::install()?;
             agent::start(Role::NsInit, move || {
@@ -119,6 +124,18 @@ pub fn run(args: &NsInitArgs) -> Result<(), NsInitError> {
             Ok(())
         }
     }
+}
+
+/// Point the sandbox's resolver at the host's: the image's resolv.conf
+/// (often a symlink into a resolver daemon's runtime dir) names servers the
+/// sandbox may not reach.
+fn write_resolv_conf(ns: std::net::IpAddr) -> Result<(), NsInitError> {
+    let path = Path::new("/etc/resolv.conf");
+    if path.is_symlink() {
+        std::fs::remove_file(path).map_err(|e| fs_err("unlink", path, e))?;
+    }
+    std::fs::write(path, format!("nameserver {ns}\noptions edns0\n"))
+        .map_err(|e| fs_err("write", path, e).into())
 }
 
 /// The pipe's write end lives in the shim only: a hang-up means it exited

@@ -1,5 +1,6 @@
 //! PID 1 of a VM: leave the initramfs (when started as its /init), mount
-//! the API filesystems, name the machine, bring up loopback and serve.
+//! the API filesystems, name the machine, bring up loopback (and eth0 when
+//! the host attached a NIC) and serve.
 //! PID 1 must never exit (the kernel panics), so every failure ends in a
 //! power off instead.
 
@@ -86,6 +87,10 @@ pub fn run() -> Result<(), std::convert::Infallible> {
         }
     }
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    // Without a network the sandbox still works: log and serve anyway.
+    if let Err(e) = network(&cmdline) {
+        eprintln!("ironclaw-guest: {e}");
+    }
     let addr = match listen_addr(&cmdline) {
         Ok(a) => a,
         Err(e) => {
@@ -156,6 +161,34 @@ fn listen_addr(cmdline: &str) -> Result<ListenAddr, String> {
         _ => Err(format!("unknown ironclaw.transport={spec}")),
     }
 }
+
+/// The VM's one NIC (virtio-net, which the kernel names eth0 as there is
+/// no udev), configured from `ironclaw.net=` when the host attached one.
+fn network(cmdline: &str) -> Result<(), String> {
+    let Some(cfg) = netif::NetConfig::from_cmdline(cmdline) else {
+        return Ok(());
+    };
+    let cfg = cfg?;
+    if !netif::wait_for(NIC, NIC_WAIT) {
+        return Err(format!("no {NIC} appeared within {NIC_WAIT:?}"));
+    }
+    netif::configure(NIC, &cfg).map_err(|e| e.to_string())?;
+    netif::write_resolv_conf(Path::new("/etc/resolv.conf"), &cfg)
+        .map_err(|e| format!("writing /etc/resolv.conf: {e}"))?;
+    if !netif::wait_carrier(NIC, NIC_WAIT) {
+        return Err(format!("{NIC} has no carrier after {NIC_WAIT:?}"));
+    }
+    eprintln!(
+        "ironclaw-guest: {NIC} {}/{} via {}",
+        cfg.address, cfg.prefix_len, cfg.gateway
+    );
+    Ok(())
+}
+
+const NIC: &str = "eth0";
+/// virtio_net was loaded by the initramfs; its probe is usually done by
+/// then, this covers a slow TCG boot.
+const NIC_WAIT: Duration = Duration::from_secs(5);
 
 /// Whether / is mounted read-only (mountinfo field 6: per-mount options).
 fn root_is_read_only() -> bool {

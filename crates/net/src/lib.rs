@@ -4,8 +4,12 @@
 //! and 443 go through the egress proxy, which decides by name; and exposed
 //! ports are served by the port proxy.
 
+pub mod dns;
+pub mod egress;
+pub mod host;
 pub mod nft;
 pub mod policy;
+pub mod upstream;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};

@@ -108,6 +108,9 @@ impl NamespaceBackend {
         for m in &spec.mounts {
             cmd.arg("--bind").arg(m.arg());
         }
+        if let Some(net) = &spec.network {
+            cmd.arg("--nameserver").arg(net.gateway.to_string());
+        }
         let raw = disk.as_raw_fd();
         // SAFETY: dup2/fcntl are async-signal-safe; `disk` outlives spawn.
         unsafe {
@@ -255,6 +258,19 @@ impl Backend for NamespaceBackend {
             }
         };
         let pid_start = process::start_time(pid).unwrap_or(0);
+        // The network card, from outside: the sandbox has no say over its
+        // own network namespace (it belongs to the host's user namespace).
+        if let Some(net) = &spec.network {
+            if let Err(e) = crate::netdev::veth::attach(pid, net).await {
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                let _ = cg.destroy().await;
+                process::reap(pid);
+                return Err(BackendError::Setup(format!(
+                    "connecting the sandbox to bridge {}: {e}",
+                    net.bridge
+                )));
+            }
+        }
         let running = Running {
             pid,
             pid_start,

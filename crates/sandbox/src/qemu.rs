@@ -39,6 +39,7 @@ use crate::backend::{Availability, Backend, BackendError, BackendKind, Running, 
 use crate::cgroup::Cgroup;
 use crate::image::{kernel, vm};
 use crate::namespace::log_tail;
+use crate::netdev::tap::open_tap;
 use crate::probe::{KvmProbe, KvmProber};
 use crate::process;
 use crate::util::which;
@@ -321,6 +322,9 @@ impl QemuBackend {
         if let Some(khz) = host_tsc_khz() {
             append.push(format!("tsc_early_khz={khz}"));
         }
+        if let Some(att) = &spec.network {
+            append.push(format!("ironclaw.net={}", att.guest_arg()));
+        }
         append.push(match channel {
             Channel::Serial => format!("ironclaw.transport=serial:{SERIAL_PORT}"),
             Channel::Vsock { .. } => format!("ironclaw.transport=vsock:{VSOCK_PORT}"),
@@ -380,6 +384,18 @@ impl QemuBackend {
             )?],
         );
         let qmp = l.pass(listen_at(&qmp_socket(spec))?);
+        if let Some(att) = &spec.network {
+            // The daemon makes the tap (QEMU cannot); QEMU's copy keeps it
+            // alive, and it vanishes when QEMU exits.
+            let tap = open_tap(att).map_err(|e| BackendError::Setup(e.to_string()))?;
+            let tap = l.pass(tap);
+            let mac = att.mac.map(|b| format!("{b:02x}")).join(":");
+            l.cmd
+                .arg("-netdev")
+                .arg(format!("tap,id=net0,fd={tap}"))
+                .arg("-device")
+                .arg(format!("virtio-net-device,netdev=net0,mac={mac}"));
+        }
         let cmd = &mut l.cmd;
         cmd.arg("-m")
             .arg(format!("{}M", r.memory_mib))

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
-use crate::args::{CreateArgs, SandboxCmd};
+use crate::args::{CreateArgs, PolicyFlags, SandboxCmd};
 use crate::client::{seg, ApiError, Client};
 use crate::output::{age_since, format_bytes, format_mib, print_json, render_table};
 
@@ -28,6 +28,55 @@ pub struct Sandbox {
     pub state_reason: Option<String>,
     pub pid: Option<i64>,
     pub mounts: Vec<Mount>,
+    pub network: Option<String>,
+    pub address: Option<String>,
+    pub egress: Option<Egress>,
+}
+
+/// A sandbox's egress policy, as the API shows it.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct Egress {
+    pub allow_all: bool,
+    pub allow_domains: Vec<String>,
+    pub allow_cidrs: Vec<String>,
+    pub deny_cidrs: Vec<String>,
+}
+
+impl Egress {
+    /// `flags` applied to `self`: `--deny-all` starts over, the rest add.
+    pub fn with(mut self, f: &PolicyFlags) -> Egress {
+        if f.deny_all {
+            self = Egress::default();
+        }
+        self.allow_all |= f.allow_all;
+        let add = |v: &mut Vec<String>, new: &[String]| {
+            for n in new {
+                if !v.contains(n) {
+                    v.push(n.clone());
+                }
+            }
+        };
+        add(&mut self.allow_domains, &f.allow_domains);
+        add(&mut self.allow_cidrs, &f.allow_cidrs);
+        add(&mut self.deny_cidrs, &f.deny_cidrs);
+        self
+    }
+
+    /// One line: "deny all; domains *.pypi.org; deny 203.0.113.0/24".
+    pub fn summary(&self) -> String {
+        let mut parts = vec![if self.allow_all { "allow all" } else { "deny all" }.to_string()];
+        for (label, v) in [
+            ("domains", &self.allow_domains),
+            ("allow", &self.allow_cidrs),
+            ("deny", &self.deny_cidrs),
+        ] {
+            if !v.is_empty() {
+                parts.push(format!("{label} {}", v.join(",")));
+            }
+        }
+        parts.join("; ")
+    }
 }
 
 /// One of a sandbox's host directories.
@@ -39,10 +88,11 @@ pub struct Mount {
     pub read_only: bool,
 }
 
-pub const TABLE_HEADERS: [&str; 9] = [
+pub const TABLE_HEADERS: [&str; 10] = [
     "NAME",
     "OWNER",
     "STATE",
+    "IP",
     "BACKEND",
     "IMAGE",
     "VCPU",
@@ -70,6 +120,7 @@ pub fn table_row(s: &Sandbox, now: OffsetDateTime) -> Vec<String> {
         } else {
             s.state.clone()
         },
+        opt(&s.address),
         opt(&s.backend),
         opt(&s.image),
         opt(&s.vcpus),
@@ -164,6 +215,7 @@ pub async fn run(c: &Client, cmd: SandboxCmd) -> Result<i32> {
             })
             .await
         }
+        SandboxCmd::Policy { name, flags, json } => policy(c, &name, &flags, json.json).await,
         SandboxCmd::Rm { names, force } => {
             each(&names, |n| async move {
                 // The daemon stops a running sandbox before removing it.
@@ -233,6 +285,15 @@ async fn create(c: &Client, a: CreateArgs) -> Result<i32> {
             .collect();
         body.insert("mounts".into(), Value::Array(mounts));
     }
+    if let Some(n) = &a.network {
+        body.insert("network".into(), json!(n));
+    }
+    if !a.policy.is_empty() {
+        body.insert(
+            "egress".into(),
+            serde_json::to_value(Egress::default().with(&a.policy))?,
+        );
+    }
     let v = c
         .post("/v1/sandboxes", &Value::Object(body), &ctx(&a.name))
         .await?;
@@ -255,6 +316,34 @@ async fn create(c: &Client, a: CreateArgs) -> Result<i32> {
         "try: ironclaw exec {0} -- uname -a   or   ironclaw console {0}",
         s.name
     );
+    Ok(0)
+}
+
+/// `sandbox policy NAME [flags]`: print the policy, or change it.
+async fn policy(c: &Client, name: &str, flags: &PolicyFlags, json_out: bool) -> Result<i32> {
+    let v = c.get(&path(name), &ctx(name)).await?;
+    let s: Sandbox = serde_json::from_value(v.clone())?;
+    let current = s.egress.clone().unwrap_or_default();
+    let (v, s) = if flags.is_empty() {
+        (v, s)
+    } else {
+        let new = current.with(flags);
+        let rb = c
+            .request(Method::PUT, &format!("{}/egress", path(name)))
+            .json(&new);
+        let v: Value = c.send(rb, &ctx(name)).await?.json().await?;
+        let s: Sandbox = serde_json::from_value(v.clone())?;
+        (v, s)
+    };
+    if json_out {
+        print_json(v.get("egress").unwrap_or(&Value::Null));
+        return Ok(0);
+    }
+    if s.network.as_deref() == Some("none") {
+        println!("{name}: no network (created with --network none)");
+    } else {
+        println!("{name}: {}", s.egress.unwrap_or_default().summary());
+    }
     Ok(0)
 }
 
@@ -291,6 +380,16 @@ pub fn show_text(s: &Sandbox, info: Option<&Value>, now: OffsetDateTime) -> Stri
     }
     if let Some(p) = s.pid {
         rows.push(("PID", p.to_string()));
+    }
+    match (s.network.as_deref(), &s.address) {
+        (Some("internet"), Some(a)) => rows.push(("Network", format!("internet, address {a}"))),
+        (Some(n), _) => rows.push(("Network", n.to_string())),
+        _ => {}
+    }
+    if s.network.as_deref() == Some("internet") {
+        if let Some(e) = &s.egress {
+            rows.push(("Egress", e.summary()));
+        }
     }
     for m in &s.mounts {
         let mode = if m.read_only { "ro" } else { "rw" };
@@ -392,9 +491,35 @@ mod tests {
             json!({"name":"dev","owner":"alice","state":"running","backend":"namespace","image":"base",
          "vcpus":1,"memory_mib":512,"disk_mib":2048,"disk_used_bytes":12345,
          "created_at":"2026-11-23T18:00:00Z","started_at":"2026-11-23T18:00:00Z",
-         "state_reason":null,"pid":1234, "future_field": true}),
+         "state_reason":null,"pid":1234, "future_field": true,
+         "network":"internet","address":"10.88.0.2",
+         "egress":{"allow_all":false,"allow_domains":["*.pypi.org"],"allow_cidrs":[],"deny_cidrs":["203.0.113.0/24"]}}),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn policy_flags_edit_the_current_policy() {
+        let cur = sample().egress.unwrap();
+        let add = PolicyFlags {
+            allow_domains: vec!["pypi.org".into(), "*.pypi.org".into()],
+            ..Default::default()
+        };
+        let e = cur.clone().with(&add);
+        assert_eq!(e.allow_domains, vec!["*.pypi.org", "pypi.org"]);
+        assert_eq!(e.deny_cidrs, cur.deny_cidrs);
+        let reset = PolicyFlags {
+            deny_all: true,
+            allow_cidrs: vec!["198.51.100.0/24".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            cur.with(&reset),
+            Egress {
+                allow_cidrs: vec!["198.51.100.0/24".into()],
+                ..Default::default()
+            }
+        );
     }
 
     #[test]
@@ -406,12 +531,13 @@ mod tests {
         stopped.memory_mib = Some(1536);
         stopped.disk_used_bytes = None;
         stopped.owner = None;
+        stopped.address = None;
         let t = sandboxes_table(&[sample(), stopped], now);
         assert_eq!(
             t,
-            "NAME    OWNER   STATE     BACKEND     IMAGE   VCPU   MEMORY   DISK(used/max)   AGE\n\
-             dev     alice   running   namespace   base    1      512M     12K/2G           2h\n\
-             web-1   -       stopped   namespace   base    1      1.5G     -/2G             2h\n"
+            "NAME    OWNER   STATE     IP          BACKEND     IMAGE   VCPU   MEMORY   DISK(used/max)   AGE\n\
+             dev     alice   running   10.88.0.2   namespace   base    1      512M     12K/2G           2h\n\
+             web-1   -       stopped   -           namespace   base    1      1.5G     -/2G             2h\n"
         );
     }
 
@@ -424,6 +550,11 @@ mod tests {
             now,
         );
         assert!(t.contains("Name:      dev\n"), "{t}");
+        assert!(t.contains("Network:   internet, address 10.88.0.2\n"), "{t}");
+        assert!(
+            t.contains("Egress:    deny all; domains *.pypi.org; deny 203.0.113.0/24\n"),
+            "{t}"
+        );
         assert!(t.contains("Disk:      12K/2G used\n"), "{t}");
         assert!(
             t.contains("Created:   2026-11-23T18:00:00Z (30s ago)\n"),

@@ -122,9 +122,17 @@ fn schemas() -> Value {
             "disk_mib": {"type": ["integer", "null"], "minimum": 64, "maximum": 16_777_216},
             "mounts": {"type": "array", "description": "Host directories to bind in (namespace backend; only under the daemon's [[mount_roots]])",
                 "items": {"type": "object", "required": ["host", "guest"], "additionalProperties": false, "properties": {
-                    "host": {"type": "string"}, "guest": {"type": "string"}, "read_only": {"type": "boolean", "default": true}}}}}},
+                    "host": {"type": "string"}, "guest": {"type": "string"}, "read_only": {"type": "boolean", "default": true}}}},
+            "network": {"type": ["string", "null"], "enum": ["internet", "none", null], "description": "internet: a port on the host bridge, egress under `egress`; none: loopback only (default from the config)"},
+            "egress": {"oneOf": [schema_ref("Egress"), {"type": "null"}]}}},
+        "Egress": {"type": "object", "additionalProperties": false, "description": "Egress policy. Empty denies all; the host, 127/8, 169.254/16 and other sandboxes are denied whatever it says; private ranges need allow_cidrs.",
+            "properties": {
+                "allow_all": {"type": "boolean", "default": false},
+                "allow_domains": {"type": "array", "items": {"type": "string"}, "description": "example.com, or *.example.com for the names under it"},
+                "allow_cidrs": {"type": "array", "items": {"type": "string"}, "description": "e.g. 203.0.113.0/24"},
+                "deny_cidrs": {"type": "array", "items": {"type": "string"}}}},
         "Sandbox": {"type": "object",
-            "required": ["name", "owner", "state", "backend", "image", "vcpus", "memory_mib", "disk_mib", "disk_used_bytes", "created_at", "started_at", "state_reason", "pid", "mounts"],
+            "required": ["name", "owner", "state", "backend", "image", "vcpus", "memory_mib", "disk_mib", "disk_used_bytes", "created_at", "started_at", "state_reason", "pid", "mounts", "network", "address", "egress"],
             "properties": {
                 "name": {"type": "string"}, "owner": {"type": "string"},
                 "state": {"type": "string", "enum": ["creating", "running", "stopped", "crashed", "error"]},
@@ -134,7 +142,10 @@ fn schemas() -> Value {
                 "started_at": {"type": ["string", "null"]}, "state_reason": {"type": ["string", "null"]},
                 "pid": {"type": ["integer", "null"]},
                 "mounts": {"type": "array", "items": {"type": "object", "properties": {
-                    "host": {"type": "string"}, "guest": {"type": "string"}, "read_only": {"type": "boolean"}}}}}},
+                    "host": {"type": "string"}, "guest": {"type": "string"}, "read_only": {"type": "boolean"}}}},
+                "network": {"type": "string", "enum": ["internet", "none"]},
+                "address": {"type": ["string", "null"], "description": "Address on the sandbox bridge"},
+                "egress": schema_ref("Egress")}},
         "SandboxList": {"type": "object", "required": ["sandboxes"], "properties": {"sandboxes": {"type": "array", "items": schema_ref("Sandbox")}}},
         "Exec": {"type": "object", "required": ["argv"], "additionalProperties": false, "properties": {
             "argv": {"type": "array", "minItems": 1, "items": {"type": "string"}, "description": "argv[0] names the command (not empty)"}, "env": {"type": "object", "additionalProperties": {"type": "string"}},
@@ -199,6 +210,7 @@ pub fn document() -> Value {
         ("logs", "sandboxLogs", sandbox_link()),
         ("exec", "execInSandbox", sandbox_link()),
         ("stop", "stopSandbox", sandbox_link()),
+        ("egress", "setSandboxEgress", sandbox_link()),
         ("start", "startSandbox", sandbox_link()),
         ("consoles", "listConsoles", sandbox_link()),
         ("list_dir", "listDir", sandbox_link()),
@@ -228,6 +240,7 @@ pub fn document() -> Value {
                 "get": returns(op("getSandbox", "Show a sandbox", "200", None), schema_ref("Sandbox")),
                 "delete": op("deleteSandbox", "Stop and remove a sandbox and its disk", "204", None)})),
             "/v1/sandboxes/{name}/start": in_sandbox(json!({"post": returns(op("startSandbox", "Start a stopped sandbox", "200", None), schema_ref("Sandbox"))})),
+            "/v1/sandboxes/{name}/egress": in_sandbox(json!({"put": returns(op("setSandboxEgress", "Replace the sandbox's egress policy (applied at once while it runs)", "200", Some(schema_ref("Egress"))), schema_ref("Sandbox"))})),
             "/v1/sandboxes/{name}/stop": in_sandbox(json!({"post": returns(op("stopSandbox", "Stop a sandbox (its disk is kept)", "200", None), schema_ref("Sandbox"))})),
             "/v1/sandboxes/{name}/info": in_sandbox(json!({"get": returns(op("sandboxInfo", "Guest agent info", "200", None), json!({"type": "object"}))})),
             "/v1/sandboxes/{name}/logs": in_sandbox(json!({"get": query(returns_raw(op("sandboxLogs", "Recent console (and VMM) log, text", "200", None), "text/plain"),

@@ -67,6 +67,16 @@ pub async fn stop(State(st): State<AppState>, t: Target) -> Result<impl IntoResp
     Ok(axum::Json(st.manager.view(&r)))
 }
 
+/// Replace the egress policy (`ironclaw sandbox policy`).
+pub async fn set_egress(
+    State(st): State<AppState>,
+    t: Target,
+    Json(policy): Json<ironclaw_net::EgressPolicy>,
+) -> Result<impl IntoResponse, ApiError> {
+    let r = st.manager.set_egress(&t.id, policy).await?;
+    Ok(axum::Json(st.manager.view(&r)))
+}
+
 pub async fn info(State(st): State<AppState>, t: Target) -> Result<impl IntoResponse, ApiError> {
     let agent = st.manager.agent(&t.id).await?;
     Ok(axum::Json(agent.info().await?))

@@ -20,6 +20,30 @@ pub struct Daemon {
     pub http: reqwest::Client,
     extra_config: String,
     env: Vec<(String, String)>,
+    /// This daemon's own bridge and subnet (so test daemons, and a daemon
+    /// installed on the machine, never share one).
+    pub bridge: String,
+    pub subnet: String,
+}
+
+/// A bridge name and /24 no other daemon of this run uses: the pid and a
+/// counter name the bridge, a random /24 of 10.128.0.0/9 the subnet.
+fn unique_network() -> (String, String) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let bridge = format!("ict{:x}x{n}", std::process::id());
+    let r: u16 = rand_u16();
+    let subnet = format!("10.{}.{}.0/24", 128 + (r >> 8) % 128, r & 0xff);
+    (bridge, subnet)
+}
+
+fn rand_u16() -> u16 {
+    let mut b = [0u8; 2];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .unwrap();
+    u16::from_le_bytes(b)
 }
 
 /// The static guest binary the test run was prepared with (scripts/test.sh builds it).
@@ -70,7 +94,10 @@ impl Daemon {
             .prefix("icl")
             .tempdir_in("/tmp")
             .unwrap();
+        let (bridge, subnet) = unique_network();
         let mut d = Daemon {
+            bridge,
+            subnet,
             dir,
             url: String::new(),
             token: String::new(),
@@ -93,11 +120,18 @@ impl Daemon {
     /// (Re)start the daemon process on the same data dir.
     pub fn spawn(&mut self) {
         let cfg = self.dir.path().join("config.toml");
-        std::fs::write(
-            &cfg,
-            format!("default_image = \"mini\"\n{}", self.extra_config),
-        )
-        .unwrap();
+        // Every daemon gets its own bridge and subnet; sandboxes are
+        // loopback-only unless a test's own `[network]` table says more.
+        let own = format!(
+            "[network]\nbridge = \"{}\"\nsubnet = \"{}\"\n",
+            self.bridge, self.subnet
+        );
+        let config = if self.extra_config.contains("[network]\n") {
+            self.extra_config.replacen("[network]\n", &own, 1)
+        } else {
+            format!("{}\n{own}default_mode = \"none\"\n", self.extra_config)
+        };
+        std::fs::write(&cfg, format!("default_image = \"mini\"\n{config}")).unwrap();
         let mut child = Command::new(workspace_bin("ironclawd"))
             .arg("--data-dir")
             .arg(self.dir.path())
@@ -322,6 +356,24 @@ impl Drop for Daemon {
         let _ = cleanup.join();
         self.stop_daemon();
         reap_leftovers(self.dir.path());
+        remove_network_leftovers(&self.bridge);
+    }
+}
+
+/// The daemon removes its bridge and nft table with its last networked
+/// sandbox; a test that killed it mid-way may leave them: say so, remove.
+fn remove_network_leftovers(bridge: &str) {
+    let quiet = |cmd: &mut Command| {
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if quiet(Command::new("ip").args(["link", "del", bridge])) {
+        eprintln!("test harness: bridge {bridge} outlived its daemon; removed it");
+    }
+    if quiet(Command::new("nft").args(["delete", "table", "inet", bridge])) {
+        eprintln!("test harness: nft table {bridge} outlived its daemon; removed it");
     }
 }
 

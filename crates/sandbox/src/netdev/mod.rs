@@ -1,9 +1,10 @@
 //! A sandbox's network device on the host side: what the daemon's network
 //! gives each sandbox ([`NetAttachment`]), and the links that carry it:
-//! the host bridge ([`bridge`]) and a veth pair per namespace sandbox
-//! ([`veth`]). Links are made over rtnetlink, never by running `ip`.
+//! the host bridge ([`bridge`]), a veth pair per namespace sandbox
+//! ([`veth`]) and a tap per VM ([`tap`]). No link is made by running `ip`.
 
 pub mod bridge;
+pub mod tap;
 pub mod veth;
 
 use std::net::Ipv4Addr;

@@ -1,0 +1,158 @@
+//! The manager's side of sandbox networking: which sandboxes get a port on
+//! the bridge, their egress policies, and keeping the host network in step
+//! with the sandboxes' lifecycle (attach at boot, release at stop, crash and
+//! removal, re-attach after a daemon restart).
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use ironclaw_net::{host::HostNetwork, EgressPolicy, NetworkMode};
+use ironclaw_sandbox::netdev::NetAttachment;
+use ironclaw_sandbox::BackendKind;
+use ironclaw_store::SandboxRecord;
+
+use crate::error::ApiError;
+use crate::manager::Manager;
+
+impl From<ironclaw_net::host::HostNetError> for ApiError {
+    fn from(e: ironclaw_net::host::HostNetError) -> Self {
+        match e {
+            ironclaw_net::host::HostNetError::SubnetFull(..) => ApiError::Unavailable(e.to_string()),
+            other => ApiError::Internal(format!("sandbox network: {other}")),
+        }
+    }
+}
+
+impl From<ironclaw_net::policy::PolicyError> for ApiError {
+    fn from(e: ironclaw_net::policy::PolicyError) -> Self {
+        ApiError::BadRequest(e.to_string())
+    }
+}
+
+/// The network part of a create request, checked.
+pub struct NetworkChoice {
+    pub mode: NetworkMode,
+    pub policy: EgressPolicy,
+}
+
+/// The host network of this daemon, from its config.
+pub fn host_network(config: &ironclaw_net::NetworkConfig) -> Arc<HostNetwork> {
+    let table = ironclaw_net::Table::default();
+    let egress = ironclaw_net::egress::EgressContext {
+        table,
+        upstream: Arc::new(ironclaw_net::upstream::Upstream::new(
+            config.upstream_dns.clone(),
+        )),
+        always: Arc::new(HostNetwork::always_deny(config)),
+    };
+    Arc::new(HostNetwork::new(config.clone(), egress))
+}
+
+impl Manager {
+    /// Check `--network` and the policy of a create request against the
+    /// config and the backend.
+    pub(crate) fn network_choice(
+        &self,
+        mode: Option<&str>,
+        policy: Option<EgressPolicy>,
+        backend: &str,
+    ) -> Result<NetworkChoice, ApiError> {
+        let mode = match mode {
+            Some(m) => m.parse().map_err(ApiError::BadRequest)?,
+            None => self.config.network.default_mode,
+        };
+        let policy = policy
+            .unwrap_or_else(|| self.config.network.default_policy.clone())
+            .normalized()?;
+        if mode == NetworkMode::Internet && backend == BackendKind::Firecracker.as_str() {
+            return Err(ApiError::BadRequest(
+                "network internet is not supported on the firecracker backend yet; \
+                 use --network none or another backend"
+                    .into(),
+            ));
+        }
+        Ok(NetworkChoice { mode, policy })
+    }
+
+    /// The sandbox's port on the bridge, if it has a network.
+    pub(crate) fn attachment(&self, r: &SandboxRecord) -> Option<NetAttachment> {
+        if r.network != NetworkMode::Internet.as_str() {
+            return None;
+        }
+        self.net.attachment(&r.id, r.uid_slot).ok()
+    }
+
+    /// Its address on the bridge (what the port proxy connects to).
+    pub fn sandbox_address(&self, r: &SandboxRecord) -> Option<Ipv4Addr> {
+        self.attachment(r).map(|a| a.address)
+    }
+
+    /// The sandbox's egress policy as stored.
+    pub fn egress_of(r: &SandboxRecord) -> EgressPolicy {
+        serde_json::from_str(&r.egress).unwrap_or_default()
+    }
+
+    /// Before a backend starts a networked sandbox.
+    pub(crate) async fn net_prepare(&self, r: &SandboxRecord) -> Result<(), ApiError> {
+        if r.network != NetworkMode::Internet.as_str() {
+            return Ok(());
+        }
+        let att = self.net.attachment(&r.id, r.uid_slot)?;
+        self.net.prepare(&att).await?;
+        Ok(())
+    }
+
+    /// The sandbox is running: its link is an isolated port of the bridge
+    /// (a VM's tap joined it without the flag; after a daemon restart the
+    /// bridge may be new) and its egress is open as its policy says.
+    pub(crate) async fn net_activate(&self, r: &SandboxRecord) -> Result<(), ApiError> {
+        let Some(att) = self.attachment(r) else {
+            return Ok(());
+        };
+        self.net.rejoin(&att).await?;
+        self.net
+            .activate(&r.id, att.address, Self::egress_of(r))
+            .await?;
+        Ok(())
+    }
+
+    /// The sandbox is no longer running (stopped, crashed, failed to start).
+    pub(crate) async fn net_release(&self, r: &SandboxRecord) {
+        let Some(att) = self.attachment(r) else {
+            return;
+        };
+        if let Err(e) = self.net.release(att.address).await {
+            tracing::warn!(sandbox = %r.name, "releasing its network: {e}");
+        }
+    }
+
+    /// Replace a sandbox's egress policy, applied at once when it runs.
+    pub async fn set_egress(
+        &self,
+        id: &str,
+        policy: EgressPolicy,
+    ) -> Result<SandboxRecord, ApiError> {
+        let policy = policy.normalized()?;
+        // Not while it boots: the boot would attach it with the old policy.
+        let lock = self.lock_for(id);
+        let _g = lock.lock().await;
+        let r = self.by_id(id)?;
+        if r.network != NetworkMode::Internet.as_str() {
+            return Err(ApiError::BadRequest(format!(
+                "sandbox '{}' has no network (created with --network none); its egress policy cannot apply",
+                r.name
+            )));
+        }
+        let json = serde_json::to_string(&policy).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let previous = r.egress.clone();
+        self.store.set_sandbox_egress(id, &json)?;
+        if let Some(att) = self.attachment(&r) {
+            if let Err(e) = self.net.set_policy(att.address, policy).await {
+                // Nothing acknowledged that is not in force.
+                let _ = self.store.set_sandbox_egress(id, &previous);
+                return Err(e.into());
+            }
+        }
+        self.by_id(id)
+    }
+}

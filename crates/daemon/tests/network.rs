@@ -1,0 +1,267 @@
+//! Sandbox networking end to end: real veths, bridge, nft table, resolver
+//! and egress proxy, with a fake internet in a network namespace this test
+//! creates. Every request goes to loopback, the daemon, a sandbox or the
+//! fake internet; nothing else.
+
+mod common;
+
+use std::process::Command;
+
+use common::fakenet::FakeInternet;
+use common::Daemon;
+use serde_json::{json, Value};
+
+/// Why this host cannot run these tests, if it cannot.
+fn cannot_run() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("needs root (bridges, veths, nft)".into());
+    }
+    for tool in ["ip", "nft"] {
+        let found = Command::new(tool).arg("-V").output().is_ok();
+        if !found {
+            return Some(format!("{tool} not installed (scripts/setup-host.sh installs it)"));
+        }
+    }
+    None
+}
+
+macro_rules! need_network {
+    () => {
+        if let Some(why) = cannot_run() {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+}
+
+async fn sh(d: &Daemon, sandbox: &str, script: &str) -> (i64, String) {
+    let v = d.exec(sandbox, &["sh", "-c", script]).await;
+    let out = format!(
+        "{}{}",
+        v["stdout"].as_str().unwrap_or(""),
+        v["stderr"].as_str().unwrap_or("")
+    );
+    (v["exit_code"].as_i64().unwrap_or(-1), out)
+}
+
+/// One HTTP/1.1 request from inside the sandbox with busybox nc: to
+/// `target` port 80 with that Host header; the response as text.
+async fn http(d: &Daemon, sandbox: &str, target: &str, host: &str) -> String {
+    let script = format!(
+        "printf 'GET / HTTP/1.1\\r\\nHost: {host}\\r\\nConnection: close\\r\\n\\r\\n' | nc -w 5 {target} 80"
+    );
+    sh(d, sandbox, &script).await.1
+}
+
+/// A raw TCP connection from inside to `addr` `port`; what it read.
+async fn tcp(d: &Daemon, sandbox: &str, addr: &str, port: u16) -> String {
+    sh(d, sandbox, &format!("nc -w 3 {addr} {port} </dev/null"))
+        .await
+        .1
+}
+
+fn exists(args: &[&str]) -> bool {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn bridge_exists(d: &Daemon) -> bool {
+    exists(&["ip", "link", "show", &d.bridge])
+}
+
+fn table_exists(d: &Daemon) -> bool {
+    exists(&["nft", "list", "table", "inet", &d.bridge])
+}
+
+async fn set_egress(d: &Daemon, name: &str, policy: Value) -> Value {
+    let (st, v) = d
+        .req(
+            reqwest::Method::PUT,
+            &format!("/v1/sandboxes/{name}/egress"),
+            Some(policy),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    v
+}
+
+fn start_fake() -> FakeInternet {
+    let mut fake = FakeInternet::start();
+    let names = [
+        ("allowed.test", fake.addr(10)),
+        ("other.test", fake.addr(20)),
+        ("files.pypi.test", fake.addr(10)),
+        ("rebind.test", "127.0.0.1".parse().unwrap()),
+        ("meta.test", "169.254.169.254".parse().unwrap()),
+    ];
+    fake.serve(&names);
+    fake
+}
+
+async fn networked_daemon(fake: &FakeInternet) -> Daemon {
+    Daemon::start_with(&format!(
+        "[network]\ndefault_mode = \"internet\"\nupstream_dns = [\"{}\"]\n",
+        fake.dns()
+    ))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn egress_follows_the_policy_and_the_always_denied_set_holds() {
+    need_network!();
+    let fake = start_fake();
+    let d = networked_daemon(&fake).await;
+    assert!(!bridge_exists(&d), "no bridge before the first networked sandbox");
+    let a = d
+        .sandbox(
+            "a",
+            json!({"egress": {"allow_domains": ["allowed.test", "*.pypi.test", "rebind.test", "meta.test"]}}),
+        )
+        .await;
+    let a_ip = a["address"].as_str().expect("an address").to_string();
+    assert_eq!(a["network"], "internet");
+    assert!(bridge_exists(&d) && table_exists(&d));
+    let b = d.sandbox("b", json!({"egress": {"allow_all": true}})).await;
+    let b_ip = b["address"].as_str().unwrap().to_string();
+    assert_ne!(a_ip, b_ip);
+    let (web, other) = (fake.addr(10).to_string(), fake.addr(20).to_string());
+
+    // DNS: allowed names answer, others do not exist, rebinding answers
+    // carry no internal address.
+    let (_, out) = sh(&d, "a", "nslookup allowed.test").await;
+    assert!(out.contains(&web), "{out}");
+    let (_, out) = sh(&d, "a", "nslookup files.pypi.test").await;
+    assert!(out.contains(&web), "{out}");
+    let (_, out) = sh(&d, "a", "nslookup other.test").await;
+    assert!(!out.contains(&other), "{out}");
+    let (_, out) = sh(&d, "a", "nslookup rebind.test").await;
+    assert!(!out.contains("127.0.0.1"), "{out}");
+
+    // HTTP goes by name through the proxy.
+    let out = http(&d, "a", "allowed.test", "allowed.test").await;
+    assert!(out.contains(&format!("fake-internet {web} host=allowed.test")), "{out}");
+    let out = http(&d, "a", &other, "other.test").await;
+    assert!(out.contains("403") && !out.contains("fake-internet"), "{out}");
+    // A direct IP, the host, cloud metadata, a rebinding name: refused.
+    for host in [
+        other.as_str(),
+        fake.addr(1).to_string().as_str(),
+        "169.254.169.254",
+        "meta.test",
+        "rebind.test",
+        &b_ip,
+    ] {
+        let out = http(&d, "a", &web, host).await;
+        assert!(!out.contains("fake-internet"), "Host {host}: {out}");
+    }
+    // Other ports: only by CIDR or allow_all.
+    assert!(!tcp(&d, "a", &other, 9000).await.contains("tcp-ok"));
+    assert!(tcp(&d, "b", &other, 9000).await.contains("tcp-ok"));
+
+    // The host is unreachable on every address, its API included.
+    let api_port = d.url.rsplit(':').next().unwrap().trim_end_matches('/').to_string();
+    let gateway = fake_gateway(&a_ip);
+    let probe = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = probe.local_addr().unwrap().port();
+    for (addr, port) in [
+        (gateway.as_str(), port.to_string()),
+        (gateway.as_str(), api_port.clone()),
+        (fake.addr(1).to_string().as_str(), port.to_string()),
+    ] {
+        let (code, out) = sh(&d, "b", &format!("nc -w 2 {addr} {port} </dev/null && echo CONNECTED")).await;
+        assert!(!out.contains("CONNECTED"), "{addr}:{port} reachable ({code}): {out}");
+    }
+    // Other sandboxes: not even with allow_all.
+    sh(&d, "a", "nc -l -p 9999 -e echo from-a </dev/null >/dev/null 2>&1 &").await;
+    let (_, out) = sh(&d, "b", &format!("nc -w 2 {a_ip} 9999 </dev/null && echo CONNECTED")).await;
+    assert!(!out.contains("from-a") && !out.contains("CONNECTED"), "{out}");
+    let (_, out) = sh(&d, "b", &format!("ping -c 1 -W 1 {a_ip}")).await;
+    assert!(!out.contains(" 0% packet loss"), "{out}");
+
+    // A policy change applies to the running sandbox at once.
+    let v = set_egress(&d, "a", json!({"allow_all": true})).await;
+    assert_eq!(v["egress"]["allow_all"], true);
+    assert!(tcp(&d, "a", &other, 9000).await.contains("tcp-ok"));
+    let out = http(&d, "a", &other, "other.test").await;
+    assert!(out.contains("fake-internet"), "{out}");
+    let out = d.cli(&[
+        "sandbox", "policy", "a", "--deny-all", "--allow-domain", "other.test",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("deny all; domains other.test"));
+    let out = http(&d, "a", &web, "allowed.test").await;
+    assert!(out.contains("403"), "{out}");
+    let out = http(&d, "a", &other, "other.test").await;
+    assert!(out.contains(&format!("fake-internet {other}")), "{out}");
+    assert!(!tcp(&d, "a", &other, 9000).await.contains("tcp-ok"));
+    let show = d.cli(&["sandbox", "show", "a"]);
+    let show = String::from_utf8_lossy(&show.stdout);
+    assert!(show.contains(&format!("internet, address {a_ip}")), "{show}");
+    assert!(show.contains("Egress:    deny all; domains other.test"), "{show}");
+
+    // Bad policies change nothing.
+    let (st, _) = d
+        .req(
+            reqwest::Method::PUT,
+            "/v1/sandboxes/a/egress",
+            Some(json!({"allow_domains": ["*.com"]})),
+        )
+        .await;
+    assert_eq!(st, 400);
+    let (_, v) = d.get("/v1/sandboxes/a").await;
+    assert_eq!(v["egress"]["allow_domains"], json!(["other.test"]));
+
+    // Nothing is left after rm: links, bridge, table.
+    for n in ["a", "b"] {
+        let (st, _) = d.req(reqwest::Method::DELETE, &format!("/v1/sandboxes/{n}"), None).await;
+        assert_eq!(st, 204);
+    }
+    assert!(!bridge_exists(&d), "bridge left after the last sandbox");
+    assert!(!table_exists(&d), "nft table left after the last sandbox");
+}
+
+/// The bridge's address: the first of the sandbox's /24 (the harness
+/// gives every daemon a /24).
+fn fake_gateway(sandbox_ip: &str) -> String {
+    let mut o: Vec<&str> = sandbox_ip.split('.').collect();
+    o[3] = "1";
+    o.join(".")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn network_survives_daemon_restart_and_stop_start() {
+    need_network!();
+    let fake = start_fake();
+    let mut d = networked_daemon(&fake).await;
+    let v = d.sandbox("w", json!({"egress": {"allow_all": true}})).await;
+    let ip = v["address"].as_str().unwrap().to_string();
+    let other = fake.addr(20).to_string();
+    assert!(tcp(&d, "w", &other, 9000).await.contains("tcp-ok"));
+
+    // SIGKILL: the sandbox keeps running; the new daemon re-attaches it.
+    d.kill_daemon();
+    d.spawn();
+    assert!(tcp(&d, "w", &other, 9000).await.contains("tcp-ok"));
+    let out = http(&d, "w", "allowed.test", "allowed.test").await;
+    assert!(out.contains("fake-internet"), "{out}");
+
+    // Stop: the last sandbox takes the bridge; start: same address back.
+    let (st, _) = d.post("/v1/sandboxes/w/stop", json!({})).await;
+    assert_eq!(st, 200);
+    assert!(!bridge_exists(&d) && !table_exists(&d));
+    let (st, v) = d.post("/v1/sandboxes/w/start", json!({})).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["address"].as_str(), Some(ip.as_str()));
+    assert!(tcp(&d, "w", &other, 9000).await.contains("tcp-ok"));
+
+    // A loopback-only sandbox beside it has no way out.
+    d.sandbox("lo", json!({"network": "none"})).await;
+    let (_, v) = d.get("/v1/sandboxes/lo").await;
+    assert_eq!((v["network"].as_str(), v["address"].as_str()), (Some("none"), None));
+    assert!(!tcp(&d, "lo", &other, 9000).await.contains("tcp-ok"));
+    let (st, _) = d.req(reqwest::Method::DELETE, "/v1/sandboxes/w", None).await;
+    assert_eq!(st, 204);
+    assert!(!bridge_exists(&d));
+}

@@ -1,0 +1,331 @@
+//! The host side of sandbox networking as one service: the bridge, the nft
+//! table, the resolver and the egress proxies come up with the first
+//! networked sandbox and go with the last one. Each attached sandbox is a
+//! row of the [`Table`]; every change re-renders the whole nft table in one
+//! transaction, so the kernel's rules always match the table.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use ironclaw_sandbox::netdev::{self, NetAttachment};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::task::JoinHandle;
+
+use crate::{nft, Attached, AlwaysDeny, EgressPolicy, NetworkConfig, Table};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostNetError {
+    #[error("sandbox slot {0} has no address in the subnet {1}; use a larger [network] subnet")]
+    SubnetFull(u32, ipnet::Ipv4Net),
+    #[error("bridge {bridge}: {source}")]
+    Bridge {
+        bridge: String,
+        source: netdev::NetdevError,
+    },
+    #[error("nftables: {0}")]
+    Nft(#[from] nft::NftError),
+    #[error("binding {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What `ironclaw doctor` shows.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NetStatus {
+    pub bridge: String,
+    pub subnet: String,
+    pub gateway: Ipv4Addr,
+    /// The bridge, nft table and listeners exist (they do while any
+    /// networked sandbox runs).
+    pub up: bool,
+    pub nft_table: bool,
+    pub attached: usize,
+    pub dns: Option<SocketAddr>,
+    pub http_proxy: Option<SocketAddr>,
+    pub tls_proxy: Option<SocketAddr>,
+}
+
+struct Services {
+    dns: SocketAddr,
+    http: SocketAddr,
+    tls: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    services: Option<Services>,
+    /// Addresses handed out to sandboxes that are starting (their device
+    /// joins the bridge before they are attached): the bridge must stay.
+    starting: HashSet<Ipv4Addr>,
+}
+
+pub struct HostNetwork {
+    pub config: NetworkConfig,
+    table: Table,
+    egress: Arc<crate::egress::EgressContext>,
+    state: tokio::sync::Mutex<State>,
+}
+
+impl HostNetwork {
+    pub fn new(config: NetworkConfig, egress: crate::egress::EgressContext) -> Self {
+        HostNetwork {
+            table: egress.table.clone(),
+            egress: Arc::new(egress),
+            config,
+            state: Default::default(),
+        }
+    }
+
+    /// The table the resolver and proxies read.
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    /// The always-denied set of this host right now (its addresses can
+    /// change; read them afresh).
+    pub fn always_deny(config: &NetworkConfig) -> AlwaysDeny {
+        AlwaysDeny::new(ipnet::IpNet::V4(config.subnet), host_addresses())
+    }
+
+    /// The sandbox's place on the bridge (pure: its address derives from its
+    /// store slot).
+    pub fn attachment(&self, sandbox_id: &str, slot: u32) -> Result<NetAttachment, HostNetError> {
+        let address = self
+            .config
+            .address_for(slot)
+            .ok_or(HostNetError::SubnetFull(slot, self.config.subnet))?;
+        Ok(NetAttachment {
+            bridge: self.config.bridge.clone(),
+            host_ifname: host_ifname(sandbox_id),
+            address,
+            prefix_len: self.config.subnet.prefix_len(),
+            gateway: self.config.gateway(),
+            mac: NetAttachment::mac_for(address),
+        })
+    }
+
+    /// Before a sandbox's device is made: the bridge and services are up,
+    /// and stay up until [`HostNetwork::release`].
+    pub async fn prepare(&self, att: &NetAttachment) -> Result<(), HostNetError> {
+        let mut st = self.state.lock().await;
+        self.ensure_up(&mut st).await?;
+        st.starting.insert(att.address);
+        Ok(())
+    }
+
+    /// The bridge is up and `att`'s host end is a port of it (after a
+    /// daemon restart, for a sandbox that kept running).
+    pub async fn rejoin(&self, att: &NetAttachment) -> Result<(), HostNetError> {
+        let mut st = self.state.lock().await;
+        self.ensure_up(&mut st).await?;
+        netdev::bridge::join(&att.host_ifname, &att.bridge)
+            .await
+            .map_err(|source| HostNetError::Bridge {
+                bridge: att.bridge.clone(),
+                source,
+            })
+    }
+
+    /// The sandbox runs: its traffic is allowed as its policy says. Also
+    /// replaces the policy of an attached sandbox (applied at once; open
+    /// connections the new policy forbids are not cut).
+    pub async fn activate(
+        &self,
+        sandbox_id: &str,
+        address: Ipv4Addr,
+        policy: EgressPolicy,
+    ) -> Result<(), HostNetError> {
+        let mut st = self.state.lock().await;
+        self.ensure_up(&mut st).await?;
+        st.starting.remove(&address);
+        let previous = self.table.lookup(IpAddr::V4(address));
+        self.table.insert(Attached {
+            sandbox_id: sandbox_id.to_string(),
+            address,
+            policy,
+        });
+        if let Err(e) = self.apply(&st) {
+            // Keep the table and the kernel in agreement.
+            match previous {
+                Some(p) => self.table.insert((*p).clone()),
+                None => {
+                    self.table.remove(address);
+                }
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Replace the policy of a sandbox if it is attached (a stopped
+    /// sandbox gets it at its next start).
+    pub async fn set_policy(&self, address: Ipv4Addr, policy: EgressPolicy) -> Result<(), HostNetError> {
+        let Some(a) = self.table.lookup(IpAddr::V4(address)) else {
+            return Ok(());
+        };
+        self.activate(&a.sandbox_id, address, policy).await
+    }
+
+    /// The sandbox stopped (or never started): its rules go, and with the
+    /// last sandbox the bridge, the table and the listeners.
+    pub async fn release(&self, address: Ipv4Addr) -> Result<(), HostNetError> {
+        let mut st = self.state.lock().await;
+        st.starting.remove(&address);
+        let was = self.table.remove(address);
+        if self.table.is_empty() && st.starting.is_empty() {
+            return self.teardown(&mut st).await;
+        }
+        if was.is_some() && st.services.is_some() {
+            self.apply(&st)?;
+        }
+        Ok(())
+    }
+
+    /// Remove everything this daemon's network made (no sandbox uses it).
+    async fn teardown(&self, st: &mut State) -> Result<(), HostNetError> {
+        st.services = None;
+        nft::remove(&self.config.bridge)?;
+        netdev::bridge::delete_link(&self.config.bridge)
+            .await
+            .map_err(|source| HostNetError::Bridge {
+                bridge: self.config.bridge.clone(),
+                source,
+            })
+    }
+
+    /// At daemon start, with no sandbox attached yet: what a crashed run
+    /// left (table, bridge) goes; adopted sandboxes bring it back.
+    pub async fn reset(&self) -> Result<(), HostNetError> {
+        let mut st = self.state.lock().await;
+        if self.table.is_empty() && st.starting.is_empty() {
+            self.teardown(&mut st).await?;
+        }
+        Ok(())
+    }
+
+    async fn ensure_up(&self, st: &mut State) -> Result<(), HostNetError> {
+        let gateway = self.config.gateway();
+        netdev::bridge::ensure_bridge(&self.config.bridge, gateway, self.config.subnet.prefix_len())
+            .await
+            .map_err(|source| HostNetError::Bridge {
+                bridge: self.config.bridge.clone(),
+                source,
+            })?;
+        if st.services.is_none() {
+            st.services = Some(self.start_services(gateway).await?);
+            self.apply(st)?;
+        }
+        Ok(())
+    }
+
+    /// The resolver and the proxies on ephemeral ports of the gateway
+    /// address (nft redirects 53, 80 and 443 to them): nothing else on the
+    /// host needs to leave those ports free.
+    async fn start_services(&self, gateway: Ipv4Addr) -> Result<Services, HostNetError> {
+        let any = SocketAddr::new(IpAddr::V4(gateway), 0);
+        let bind_err = |what| move |source| HostNetError::Bind { what, addr: any, source };
+        let udp = UdpSocket::bind(any).await.map_err(bind_err("the resolver (udp)"))?;
+        let dns = udp.local_addr().map_err(bind_err("the resolver (udp)"))?;
+        let tcp = TcpListener::bind(dns).await.map_err(bind_err("the resolver (tcp)"))?;
+        let http = TcpListener::bind(any).await.map_err(bind_err("the http proxy"))?;
+        let tls = TcpListener::bind(any).await.map_err(bind_err("the tls proxy"))?;
+        let (http_addr, tls_addr) = (
+            http.local_addr().map_err(bind_err("the http proxy"))?,
+            tls.local_addr().map_err(bind_err("the tls proxy"))?,
+        );
+        let ctx = self.egress.clone();
+        let tasks = vec![
+            tokio::spawn(crate::dns::serve(
+                udp,
+                tcp,
+                ctx.table.clone(),
+                ctx.upstream.clone(),
+                ctx.always.clone(),
+            )),
+            tokio::spawn(crate::egress::serve_http(http, ctx.clone())),
+            tokio::spawn(crate::egress::serve_tls(tls, ctx)),
+        ];
+        tracing::info!(bridge = %self.config.bridge, %dns, http = %http_addr, tls = %tls_addr, "sandbox network up");
+        Ok(Services {
+            dns,
+            http: http_addr,
+            tls: tls_addr,
+            tasks,
+        })
+    }
+
+    fn apply(&self, st: &State) -> Result<(), HostNetError> {
+        let Some(s) = &st.services else {
+            return Ok(());
+        };
+        let always = Self::always_deny(&self.config);
+        let sandboxes: Vec<Attached> = self.table.snapshot().iter().map(|a| (**a).clone()).collect();
+        nft::apply(&nft::RulesetSpec {
+            table: &self.config.bridge,
+            bridge: &self.config.bridge,
+            gateway: self.config.gateway(),
+            subnet: self.config.subnet,
+            dns_port: s.dns.port(),
+            http_port: s.http.port(),
+            tls_port: s.tls.port(),
+            always: &always,
+            sandboxes: &sandboxes,
+        })?;
+        Ok(())
+    }
+
+    pub async fn status(&self) -> NetStatus {
+        let st = self.state.lock().await;
+        let s = st.services.as_ref();
+        NetStatus {
+            bridge: self.config.bridge.clone(),
+            subnet: self.config.subnet.to_string(),
+            gateway: self.config.gateway(),
+            up: s.is_some(),
+            nft_table: nft::exists(&self.config.bridge).unwrap_or(false),
+            attached: self.table.snapshot().len(),
+            dns: s.map(|s| s.dns),
+            http_proxy: s.map(|s| s.http),
+            tls_proxy: s.map(|s| s.tls),
+        }
+    }
+}
+
+/// The host end of a sandbox's link: `ic` and the sandbox id (ids are 12
+/// hex digits; interface names are at most 15 bytes).
+pub fn host_ifname(sandbox_id: &str) -> String {
+    let id: String = sandbox_id.chars().filter(|c| c.is_ascii_alphanumeric()).take(13).collect();
+    format!("ic{id}")
+}
+
+/// Every address of every interface of the host (the sandboxes' always-deny
+/// set includes them all: the daemon's API listens on one of them).
+pub fn host_addresses() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+        for a in addrs {
+            let Some(sa) = a.address else { continue };
+            if let Some(v4) = sa.as_sockaddr_in() {
+                out.push(IpAddr::V4(v4.ip()));
+            } else if let Some(v6) = sa.as_sockaddr_in6() {
+                out.push(IpAddr::V6(v6.ip()));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
