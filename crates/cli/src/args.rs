@@ -147,9 +147,11 @@ pub enum SandboxCmd {
     },
 
     /// Show or change a sandbox's egress policy (applied at once while it runs)
-    #[command(after_help = "Examples:\n  ironclaw sandbox policy dev --deny-all --allow-domain '*.pypi.org' --allow-domain pypi.org\n  \
+    #[command(
+        after_help = "Examples:\n  ironclaw sandbox policy dev --deny-all --allow-domain '*.pypi.org' --allow-domain pypi.org\n  \
                             ironclaw sandbox policy dev --allow-all --deny-cidr 203.0.113.0/24\n  \
-                            ironclaw sandbox policy dev          (prints it)")]
+                            ironclaw sandbox policy dev          (prints it)"
+    )]
     Policy {
         /// Sandbox name
         name: String,

@@ -21,7 +21,9 @@ use crate::manager::Manager;
 impl From<ironclaw_net::host::HostNetError> for ApiError {
     fn from(e: ironclaw_net::host::HostNetError) -> Self {
         match e {
-            ironclaw_net::host::HostNetError::SubnetFull(..) => ApiError::Unavailable(e.to_string()),
+            ironclaw_net::host::HostNetError::SubnetFull(..) => {
+                ApiError::Unavailable(e.to_string())
+            }
             other => ApiError::Internal(format!("sandbox network: {other}")),
         }
     }

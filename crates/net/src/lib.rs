@@ -232,6 +232,9 @@ mod tests {
         assert!(h.resolve(get).unwrap_err().contains("secret X is not set"));
         let rule = h.resolve(|n| Some(n.to_lowercase())).unwrap();
         assert_eq!(rule.value, "Bearer token-x");
-        assert!(!format!("{rule:?}").contains("token-x"), "values never in Debug");
+        assert!(
+            !format!("{rule:?}").contains("token-x"),
+            "values never in Debug"
+        );
     }
 }

@@ -65,7 +65,12 @@ impl Egress {
 
     /// One line: "deny all; domains *.pypi.org; deny 203.0.113.0/24".
     pub fn summary(&self) -> String {
-        let mut parts = vec![if self.allow_all { "allow all" } else { "deny all" }.to_string()];
+        let mut parts = vec![if self.allow_all {
+            "allow all"
+        } else {
+            "deny all"
+        }
+        .to_string()];
         for (label, v) in [
             ("domains", &self.allow_domains),
             ("allow", &self.allow_cidrs),
@@ -550,7 +555,10 @@ mod tests {
             now,
         );
         assert!(t.contains("Name:      dev\n"), "{t}");
-        assert!(t.contains("Network:   internet, address 10.88.0.2\n"), "{t}");
+        assert!(
+            t.contains("Network:   internet, address 10.88.0.2\n"),
+            "{t}"
+        );
         assert!(
             t.contains("Egress:    deny all; domains *.pypi.org; deny 203.0.113.0/24\n"),
             "{t}"
