@@ -270,6 +270,24 @@ mod tests {
         assert!(toml::from_str::<Config>("[[mount_roots]]\npath = \"/a\"\nrw = true\n").is_err());
     }
 
+    /// The "Networking" example in README.md parses.
+    #[test]
+    fn readme_network_parses() {
+        let readme = include_str!("../../../README.md");
+        let section = readme.split("### Networking").nth(1).unwrap();
+        let toml_text = section
+            .split("```toml\n")
+            .nth(1)
+            .unwrap()
+            .split("```")
+            .next()
+            .unwrap();
+        let cfg: Config = toml::from_str(toml_text).unwrap();
+        assert_eq!(cfg.network.bridge, "ironclaw0");
+        assert!(cfg.network.default_policy.allow_all);
+        assert_eq!(cfg.network.egress_headers[0].header, "Authorization");
+    }
+
     #[test]
     fn unknown_keys_are_rejected() {
         assert!(toml::from_str::<Config>("listen_addr = \"x\"").is_err());

@@ -138,6 +138,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "no ironclaw-guest binary found: image builds will fail until --guest-bin is given"
         );
     }
+    network::host_network(&config, data_dir).map_err(|e| anyhow::anyhow!("[network]: {e}"))?;
     // Bound first: exposure URLs carry the real port (`--listen :0`).
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

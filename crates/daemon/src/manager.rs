@@ -134,7 +134,14 @@ impl Manager {
         ];
         Arc::new(Manager {
             kvm,
-            net: crate::network::host_network(&config.network),
+            net: crate::network::host_network(&config, &data_dir).unwrap_or_else(|e| {
+                // `run` checked this before; a secret removed since leaves
+                // the proxy without that header rather than no network.
+                tracing::error!("sandbox network: {e}");
+                let mut bare = config.clone();
+                bare.network.egress_headers.clear();
+                crate::network::host_network(&bare, &data_dir).expect("no header rules")
+            }),
             store,
             config,
             data_dir,

@@ -4,6 +4,7 @@
 //! removal, re-attach after a daemon restart).
 
 use std::net::Ipv4Addr;
+use std::path::Path;
 use std::sync::Arc;
 
 use ironclaw_net::{host::HostNetwork, EgressPolicy, NetworkMode};
@@ -11,13 +12,18 @@ use ironclaw_sandbox::netdev::NetAttachment;
 use ironclaw_sandbox::BackendKind;
 use ironclaw_store::SandboxRecord;
 
+use ironclaw_net::egress::{Ca, HeaderRule};
+
+use crate::config::Config;
 use crate::error::ApiError;
 use crate::manager::Manager;
 
 impl From<ironclaw_net::host::HostNetError> for ApiError {
     fn from(e: ironclaw_net::host::HostNetError) -> Self {
         match e {
-            ironclaw_net::host::HostNetError::SubnetFull(..) => ApiError::Unavailable(e.to_string()),
+            ironclaw_net::host::HostNetError::SubnetFull(..) => {
+                ApiError::Unavailable(e.to_string())
+            }
             other => ApiError::Internal(format!("sandbox network: {other}")),
         }
     }
@@ -35,17 +41,50 @@ pub struct NetworkChoice {
     pub policy: EgressPolicy,
 }
 
-/// The host network of this daemon, from its config.
-pub fn host_network(config: &ironclaw_net::NetworkConfig) -> Arc<HostNetwork> {
-    let table = ironclaw_net::Table::default();
-    let egress = ironclaw_net::egress::EgressContext::new(
-        table,
+/// The egress proxy's header rules with their secrets filled in. Err: a
+/// referenced secret is missing (the daemon refuses to start).
+pub fn egress_rules(config: &Config) -> Result<Vec<HeaderRule>, String> {
+    if config.network.egress_headers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let secrets = match &config.secrets_file {
+        Some(p) => ironclaw_agent::Secrets::load(p).map_err(|e| e.to_string())?,
+        None => ironclaw_agent::Secrets::env_only(),
+    };
+    config
+        .network
+        .egress_headers
+        .iter()
+        .map(|h| h.resolve(|name| secrets.get(name)))
+        .collect()
+}
+
+/// The host network of this daemon, from its config. Header rules need
+/// the per-daemon CA (HTTPS to their domains is intercepted); it is made
+/// once, in the data dir.
+pub fn host_network(config: &Config, data_dir: &Path) -> Result<Arc<HostNetwork>, String> {
+    let net = &config.network;
+    let mut egress = ironclaw_net::egress::EgressContext::new(
+        ironclaw_net::Table::default(),
         Arc::new(ironclaw_net::upstream::Upstream::new(
-            config.upstream_dns.clone(),
+            net.upstream_dns.clone(),
         )),
-        Arc::new(HostNetwork::always_deny(config)),
+        Arc::new(HostNetwork::always_deny(net)),
     );
-    Arc::new(HostNetwork::new(config.clone(), egress))
+    let rules = egress_rules(config)?;
+    if !rules.is_empty() {
+        let ca = Ca::load_or_create(&data_dir.join("egress-ca"))
+            .map_err(|e| format!("the egress CA: {e}"))?;
+        egress.ca = Some(Arc::new(ca));
+    }
+    for f in &net.upstream_ca_files {
+        egress.upstream_ca_pems.push(
+            std::fs::read_to_string(f)
+                .map_err(|e| format!("upstream_ca_files: {}: {e}", f.display()))?,
+        );
+    }
+    egress.set_header_rules(rules);
+    Ok(Arc::new(HostNetwork::new(net.clone(), egress)))
 }
 
 impl Manager {

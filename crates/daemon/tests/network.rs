@@ -19,7 +19,9 @@ fn cannot_run() -> Option<String> {
     for tool in ["ip", "nft"] {
         let found = Command::new(tool).arg("-V").output().is_ok();
         if !found {
-            return Some(format!("{tool} not installed (scripts/setup-host.sh installs it)"));
+            return Some(format!(
+                "{tool} not installed (scripts/setup-host.sh installs it)"
+            ));
         }
     }
     None
@@ -48,7 +50,7 @@ async fn sh(d: &Daemon, sandbox: &str, script: &str) -> (i64, String) {
 /// `target` port 80 with that Host header; the response as text.
 async fn http(d: &Daemon, sandbox: &str, target: &str, host: &str) -> String {
     let script = format!(
-        "printf 'GET / HTTP/1.1\\r\\nHost: {host}\\r\\nConnection: close\\r\\n\\r\\n' | nc -w 5 {target} 80"
+        "printf 'GET / HTTP/1.1\\r\\nHost: {host}\\r\\nConnection: close\\r\\n\\r\\n' | nc -w 5 {target} 80; echo nc-exit=$?"
     );
     sh(d, sandbox, &script).await.1
 }
@@ -113,7 +115,10 @@ async fn egress_follows_the_policy_and_the_always_denied_set_holds() {
     need_network!();
     let fake = start_fake();
     let d = networked_daemon(&fake).await;
-    assert!(!bridge_exists(&d), "no bridge before the first networked sandbox");
+    assert!(
+        !bridge_exists(&d),
+        "no bridge before the first networked sandbox"
+    );
     let a = d
         .sandbox(
             "a",
@@ -141,9 +146,15 @@ async fn egress_follows_the_policy_and_the_always_denied_set_holds() {
 
     // HTTP goes by name through the proxy.
     let out = http(&d, "a", "allowed.test", "allowed.test").await;
-    assert!(out.contains(&format!("fake-internet {web} host=allowed.test")), "{out}");
+    assert!(
+        out.contains(&format!("fake-internet {web} host=allowed.test")),
+        "{out}"
+    );
     let out = http(&d, "a", &other, "other.test").await;
-    assert!(out.contains("403") && !out.contains("fake-internet"), "{out}");
+    assert!(
+        out.contains("403") && !out.contains("fake-internet"),
+        "{out}"
+    );
     // A direct IP, the host, cloud metadata, a rebinding name: refused.
     for host in [
         other.clone(),
@@ -161,7 +172,13 @@ async fn egress_follows_the_policy_and_the_always_denied_set_holds() {
     assert!(tcp(&d, "b", &other, 9000).await.contains("tcp-ok"));
 
     // The host is unreachable on every address, its API included.
-    let api_port = d.url.rsplit(':').next().unwrap().trim_end_matches('/').to_string();
+    let api_port = d
+        .url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_string();
     let gateway = fake_gateway(&a_ip);
     let probe = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let port = probe.local_addr().unwrap().port();
@@ -170,13 +187,34 @@ async fn egress_follows_the_policy_and_the_always_denied_set_holds() {
         (gateway.clone(), api_port.clone()),
         (fake.addr(1).to_string(), port.to_string()),
     ] {
-        let (code, out) = sh(&d, "b", &format!("nc -w 2 {addr} {port} </dev/null && echo CONNECTED")).await;
-        assert!(!out.contains("CONNECTED"), "{addr}:{port} reachable ({code}): {out}");
+        let (code, out) = sh(
+            &d,
+            "b",
+            &format!("nc -w 2 {addr} {port} </dev/null && echo CONNECTED"),
+        )
+        .await;
+        assert!(
+            !out.contains("CONNECTED"),
+            "{addr}:{port} reachable ({code}): {out}"
+        );
     }
     // Other sandboxes: not even with allow_all.
-    sh(&d, "a", "nc -l -p 9999 -e echo from-a </dev/null >/dev/null 2>&1 &").await;
-    let (_, out) = sh(&d, "b", &format!("nc -w 2 {a_ip} 9999 </dev/null && echo CONNECTED")).await;
-    assert!(!out.contains("from-a") && !out.contains("CONNECTED"), "{out}");
+    sh(
+        &d,
+        "a",
+        "nc -l -p 9999 -e echo from-a </dev/null >/dev/null 2>&1 &",
+    )
+    .await;
+    let (_, out) = sh(
+        &d,
+        "b",
+        &format!("nc -w 2 {a_ip} 9999 </dev/null && echo CONNECTED"),
+    )
+    .await;
+    assert!(
+        !out.contains("from-a") && !out.contains("CONNECTED"),
+        "{out}"
+    );
     let (_, out) = sh(&d, "b", &format!("ping -c 1 -W 1 {a_ip}")).await;
     assert!(!out.contains(" 0% packet loss"), "{out}");
 
@@ -187,9 +225,18 @@ async fn egress_follows_the_policy_and_the_always_denied_set_holds() {
     let out = http(&d, "a", &other, "other.test").await;
     assert!(out.contains("fake-internet"), "{out}");
     let out = d.cli(&[
-        "sandbox", "policy", "a", "--deny-all", "--allow-domain", "other.test",
+        "sandbox",
+        "policy",
+        "a",
+        "--deny-all",
+        "--allow-domain",
+        "other.test",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("deny all; domains other.test"));
     let out = http(&d, "a", &web, "allowed.test").await;
     assert!(out.contains("403"), "{out}");
@@ -198,8 +245,11 @@ async fn egress_follows_the_policy_and_the_always_denied_set_holds() {
     assert!(!tcp(&d, "a", &other, 9000).await.contains("tcp-ok"));
     let show = d.cli(&["sandbox", "show", "a"]);
     let show = String::from_utf8_lossy(&show.stdout);
-    assert!(show.contains(&format!("internet, address {a_ip}")), "{show}");
-    assert!(show.contains("Egress:    deny all; domains other.test"), "{show}");
+    assert!(
+        show.contains(&format!("internet, address {a_ip}\n")),
+        "{show}"
+    );
+    assert!(show.contains(" deny all; domains other.test\n"), "{show}");
 
     // Bad policies change nothing.
     let (st, _) = d
@@ -215,7 +265,9 @@ async fn egress_follows_the_policy_and_the_always_denied_set_holds() {
 
     // Nothing is left after rm: links, bridge, table.
     for n in ["a", "b"] {
-        let (st, _) = d.req(reqwest::Method::DELETE, &format!("/v1/sandboxes/{n}"), None).await;
+        let (st, _) = d
+            .req(reqwest::Method::DELETE, &format!("/v1/sandboxes/{n}"), None)
+            .await;
         assert_eq!(st, 204);
     }
     assert!(!bridge_exists(&d), "bridge left after the last sandbox");
@@ -259,9 +311,70 @@ async fn network_survives_daemon_restart_and_stop_start() {
     // A loopback-only sandbox beside it has no way out.
     d.sandbox("lo", json!({"network": "none"})).await;
     let (_, v) = d.get("/v1/sandboxes/lo").await;
-    assert_eq!((v["network"].as_str(), v["address"].as_str()), (Some("none"), None));
+    assert_eq!(
+        (v["network"].as_str(), v["address"].as_str()),
+        (Some("none"), None)
+    );
     assert!(!tcp(&d, "lo", &other, 9000).await.contains("tcp-ok"));
-    let (st, _) = d.req(reqwest::Method::DELETE, "/v1/sandboxes/w", None).await;
+    let (st, _) = d
+        .req(reqwest::Method::DELETE, "/v1/sandboxes/w", None)
+        .await;
     assert_eq!(st, 204);
     assert!(!bridge_exists(&d));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_are_added_at_egress_and_never_enter_the_sandbox() {
+    need_network!();
+    const SECRET: &str = "sk-live-4f9d2c7e1b";
+    let fake = start_fake();
+    let d = Daemon::start_env(
+        &format!(
+            "[network]\ndefault_mode = \"internet\"\nupstream_dns = [\"{}\"]\n\
+             [[network.egress_headers]]\ndomain = \"allowed.test\"\nheader = \"X-Api-Key\"\nvalue = \"key ${{FAKE_API_KEY}}\"\n",
+            fake.dns()
+        ),
+        &[("FAKE_API_KEY", SECRET)],
+    )
+    .await;
+    d.sandbox(
+        "s",
+        json!({"egress": {"allow_domains": ["allowed.test", "other.test"]}}),
+    )
+    .await;
+    // The sandbox sends its own value; the proxy replaces it.
+    let script = "printf 'GET / HTTP/1.1\\r\\nHost: allowed.test\\r\\nX-Api-Key: guess\\r\\nConnection: close\\r\\n\\r\\n' | nc -w 5 allowed.test 80";
+    let (_, out) = sh(&d, "s", script).await;
+    assert!(out.contains("fake-internet"), "{out}");
+    let out = http(&d, "s", &fake.addr(20).to_string(), "other.test").await;
+    assert!(out.contains("fake-internet"), "{out}");
+    let at_web = fake.seen_by(10);
+    let (_, headers) = at_web
+        .last()
+        .expect("the request reached the fake upstream");
+    assert_eq!(
+        headers.get("x-api-key").map(String::as_str),
+        Some(&*format!("key {SECRET}"))
+    );
+    let at_other = fake.seen_by(20);
+    assert!(
+        at_other.iter().all(|(_, h)| !h.contains_key("x-api-key")),
+        "the header went to a domain without a rule"
+    );
+    // Nowhere inside: environment, files, any process's environ or argv.
+    // The pattern matches the secret without containing it, so the probe's
+    // own argv is no hit.
+    let (head, last) = SECRET.split_at(SECRET.len() - 1);
+    let pattern = format!("'{head}[{last}]'");
+    for probe in [
+        format!("env | grep -c {pattern}"),
+        format!(
+            "for d in /bin /etc /home /root /run /sbin /tmp /usr /var; do grep -rl {pattern} $d; done 2>/dev/null"
+        ),
+        format!("cat /proc/*/environ /proc/*/cmdline 2>/dev/null | grep -c {pattern}"),
+    ] {
+        let (_, out) = sh(&d, "s", &probe).await;
+        let hits = out.trim();
+        assert!(hits.is_empty() || hits == "0", "{probe}: {out}");
+    }
 }

@@ -331,10 +331,7 @@ mod tests {
         };
         assert_eq!(a.nameserver, Some("10.88.0.1".parse().unwrap()));
         with_dns.push("--nameserver=ten".into());
-        assert!(matches!(
-            parse(&with_dns),
-            Err(ArgsError::NotAnAddress(_))
-        ));
+        assert!(matches!(parse(&with_dns), Err(ArgsError::NotAnAddress(_))));
         assert!(matches!(
             parse(&with_disk[..with_disk.len() - 2]),
             Err(ArgsError::DiskPair)

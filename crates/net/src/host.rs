@@ -12,7 +12,7 @@ use ironclaw_sandbox::netdev::{self, NetAttachment};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinHandle;
 
-use crate::{nft, Attached, AlwaysDeny, EgressPolicy, NetworkConfig, Table};
+use crate::{nft, AlwaysDeny, Attached, EgressPolicy, NetworkConfig, Table};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostNetError {
@@ -172,7 +172,11 @@ impl HostNetwork {
 
     /// Replace the policy of a sandbox if it is attached (a stopped
     /// sandbox gets it at its next start).
-    pub async fn set_policy(&self, address: Ipv4Addr, policy: EgressPolicy) -> Result<(), HostNetError> {
+    pub async fn set_policy(
+        &self,
+        address: Ipv4Addr,
+        policy: EgressPolicy,
+    ) -> Result<(), HostNetError> {
         let Some(a) = self.table.lookup(IpAddr::V4(address)) else {
             return Ok(());
         };
@@ -218,12 +222,16 @@ impl HostNetwork {
 
     async fn ensure_up(&self, st: &mut State) -> Result<(), HostNetError> {
         let gateway = self.config.gateway();
-        netdev::bridge::ensure_bridge(&self.config.bridge, gateway, self.config.subnet.prefix_len())
-            .await
-            .map_err(|source| HostNetError::Bridge {
-                bridge: self.config.bridge.clone(),
-                source,
-            })?;
+        netdev::bridge::ensure_bridge(
+            &self.config.bridge,
+            gateway,
+            self.config.subnet.prefix_len(),
+        )
+        .await
+        .map_err(|source| HostNetError::Bridge {
+            bridge: self.config.bridge.clone(),
+            source,
+        })?;
         if st.services.is_none() {
             st.services = Some(self.start_services(gateway).await?);
             self.apply(st)?;
@@ -236,12 +244,26 @@ impl HostNetwork {
     /// host needs to leave those ports free.
     async fn start_services(&self, gateway: Ipv4Addr) -> Result<Services, HostNetError> {
         let any = SocketAddr::new(IpAddr::V4(gateway), 0);
-        let bind_err = |what| move |source| HostNetError::Bind { what, addr: any, source };
-        let udp = UdpSocket::bind(any).await.map_err(bind_err("the resolver (udp)"))?;
+        let bind_err = |what| {
+            move |source| HostNetError::Bind {
+                what,
+                addr: any,
+                source,
+            }
+        };
+        let udp = UdpSocket::bind(any)
+            .await
+            .map_err(bind_err("the resolver (udp)"))?;
         let dns = udp.local_addr().map_err(bind_err("the resolver (udp)"))?;
-        let tcp = TcpListener::bind(dns).await.map_err(bind_err("the resolver (tcp)"))?;
-        let http = TcpListener::bind(any).await.map_err(bind_err("the http proxy"))?;
-        let tls = TcpListener::bind(any).await.map_err(bind_err("the tls proxy"))?;
+        let tcp = TcpListener::bind(dns)
+            .await
+            .map_err(bind_err("the resolver (tcp)"))?;
+        let http = TcpListener::bind(any)
+            .await
+            .map_err(bind_err("the http proxy"))?;
+        let tls = TcpListener::bind(any)
+            .await
+            .map_err(bind_err("the tls proxy"))?;
         let (http_addr, tls_addr) = (
             http.local_addr().map_err(bind_err("the http proxy"))?,
             tls.local_addr().map_err(bind_err("the tls proxy"))?,
@@ -272,7 +294,12 @@ impl HostNetwork {
             return Ok(());
         };
         let always = Self::always_deny(&self.config);
-        let sandboxes: Vec<Attached> = self.table.snapshot().iter().map(|a| (**a).clone()).collect();
+        let sandboxes: Vec<Attached> = self
+            .table
+            .snapshot()
+            .iter()
+            .map(|a| (**a).clone())
+            .collect();
         nft::apply(&nft::RulesetSpec {
             table: &self.config.bridge,
             bridge: &self.config.bridge,
@@ -307,7 +334,11 @@ impl HostNetwork {
 /// The host end of a sandbox's link: `ic` and the sandbox id (ids are 12
 /// hex digits; interface names are at most 15 bytes).
 pub fn host_ifname(sandbox_id: &str) -> String {
-    let id: String = sandbox_id.chars().filter(|c| c.is_ascii_alphanumeric()).take(13).collect();
+    let id: String = sandbox_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(13)
+        .collect();
     format!("ic{id}")
 }
 

@@ -116,6 +116,57 @@ pub struct NetworkConfig {
     pub expose_idle_stop_secs: u64,
     /// How long a request to a stopped exposed sandbox waits for it to boot.
     pub wake_timeout_secs: u64,
+    /// Headers the egress proxy adds to requests for a domain
+    /// (`[[network.egress_headers]]`); `${NAME}` in a value is the host's
+    /// secret NAME, which never enters a sandbox.
+    pub egress_headers: Vec<EgressHeader>,
+    /// Extra CA certificates (PEM files) the egress proxy trusts when it
+    /// re-encrypts intercepted HTTPS (a private upstream, or a test's).
+    pub upstream_ca_files: Vec<std::path::PathBuf>,
+}
+
+/// One `[[network.egress_headers]]` entry as configured.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressHeader {
+    /// `api.example.com` or `*.example.com`.
+    pub domain: String,
+    pub header: String,
+    /// e.g. `Bearer ${GITHUB_TOKEN}`.
+    pub value: String,
+}
+
+impl EgressHeader {
+    /// The rule with `${NAME}` replaced by `secret(NAME)`; Err names a
+    /// secret that is not set.
+    pub fn resolve(
+        &self,
+        secret: impl Fn(&str) -> Option<String>,
+    ) -> Result<egress::HeaderRule, String> {
+        let mut out = String::new();
+        let mut rest = self.value.as_str();
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let end = after
+                .find('}')
+                .ok_or_else(|| format!("unclosed ${{ in the value for {}", self.domain))?;
+            let name = &after[..end];
+            out.push_str(&secret(name).ok_or_else(|| {
+                format!(
+                    "egress header {} for {}: secret {name} is not set (environment or secrets_file)",
+                    self.header, self.domain
+                )
+            })?);
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        Ok(egress::HeaderRule {
+            domain: self.domain.clone(),
+            header: self.header.clone(),
+            value: out,
+        })
+    }
 }
 
 impl Default for NetworkConfig {
@@ -129,6 +180,8 @@ impl Default for NetworkConfig {
             base_domain: None,
             expose_idle_stop_secs: 0,
             wake_timeout_secs: 30,
+            egress_headers: Vec::new(),
+            upstream_ca_files: Vec::new(),
         }
     }
 }
@@ -166,6 +219,23 @@ mod tests {
             c.address_for(5),
             None,
             "the broadcast address is no sandbox's"
+        );
+    }
+
+    #[test]
+    fn header_values_take_secrets() {
+        let h = EgressHeader {
+            domain: "api.example.com".into(),
+            header: "Authorization".into(),
+            value: "Bearer ${TOKEN}-${X}".into(),
+        };
+        let get = |n: &str| (n == "TOKEN").then(|| "s3cret".to_string());
+        assert!(h.resolve(get).unwrap_err().contains("secret X is not set"));
+        let rule = h.resolve(|n| Some(n.to_lowercase())).unwrap();
+        assert_eq!(rule.value, "Bearer token-x");
+        assert!(
+            !format!("{rule:?}").contains("token-x"),
+            "values never in Debug"
         );
     }
 }

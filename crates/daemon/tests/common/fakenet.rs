@@ -58,7 +58,9 @@ impl FakeInternet {
         };
         let a = |last: u8| format!("{}.{}.{}.{last}", net[0], net[1], net[2]);
         ip(&["netns", "add", &ns]);
-        ip(&["link", "add", &host_if, "type", "veth", "peer", "name", &peer]);
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &peer,
+        ]);
         ip(&["link", "set", &peer, "netns", &ns]);
         ip(&["addr", "add", &format!("{}/24", a(1)), "dev", &host_if]);
         ip(&["link", "set", &host_if, "up"]);
@@ -81,10 +83,7 @@ impl FakeInternet {
     /// Serve DNS for `names` and HTTP (80) and TCP (9000) on .10 and .20,
     /// from a thread that lives in the namespace.
     pub fn serve(&mut self, names: &[(&str, Ipv4Addr)]) {
-        self.names = names
-            .iter()
-            .map(|(n, a)| (n.to_string(), *a))
-            .collect();
+        self.names = names.iter().map(|(n, a)| (n.to_string(), *a)).collect();
         let (ns, net, seen, table) = (
             self.ns.clone(),
             self.net,
@@ -133,7 +132,9 @@ impl FakeInternet {
 
 impl Drop for FakeInternet {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.host_if]).status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .status();
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
     }
 }

@@ -69,6 +69,9 @@ where
         .timer(hyper_util::rt::TokioTimer::new())
         // A sandbox cannot hold connections open by dribbling headers.
         .header_read_timeout(HEADER_TIMEOUT)
+        // A client may shut down its write side and wait for the answer
+        // (`printf ... | nc host 80` does): that is not a hang-up.
+        .half_close(true)
         .serve_connection(TokioIo::new(io), svc)
         .with_upgrades()
         .await

@@ -1,9 +1,60 @@
 //! A sandbox's network device on the host side: what the daemon's network
-//! gives each sandbox ([`NetAttachment`]), and the links that carry it.
+//! gives each sandbox ([`NetAttachment`]), and the links that carry it:
+//! the host bridge ([`bridge`]), a veth pair per namespace sandbox
+//! ([`veth`]) and a tap per VM ([`tap`]). No link is made by running `ip`.
+
+pub mod bridge;
+pub mod tap;
+pub mod veth;
 
 use std::net::Ipv4Addr;
 
-pub mod tap;
+/// Why a link operation failed; `context` says which step on which link.
+#[derive(Debug, thiserror::Error)]
+pub enum NetdevError {
+    #[error("{context}: {source}")]
+    Netlink {
+        context: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl NetdevError {
+    pub(crate) fn netlink(context: impl Into<String>, source: rtnetlink::Error) -> Self {
+        NetdevError::Netlink {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        NetdevError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// The errno the kernel answered with, if it was a netlink refusal.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            NetdevError::Netlink {
+                source: rtnetlink::Error::NetlinkError(m),
+                ..
+            } => Some(m.raw_code().abs()),
+            NetdevError::Io { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+}
 
 /// One sandbox's place on the host bridge. The daemon's network allocates
 /// it; the backend makes the device (a veth pair into the sandbox's network
@@ -35,13 +86,4 @@ impl NetAttachment {
     pub fn guest_arg(&self) -> String {
         format!("{}/{},{}", self.address, self.prefix_len, self.gateway)
     }
-}
-
-// STUB lines (helper-h1 owns these at merge)
-pub mod bridge;
-pub mod veth;
-#[derive(Debug, thiserror::Error)]
-pub enum NetdevError {
-    #[error("{0}")]
-    Other(String),
 }
