@@ -98,6 +98,13 @@ pub struct Config {
     /// Sandbox networking (`[network]`): bridge, subnet, default policy,
     /// upstream resolvers, exposed ports.
     pub network: ironclaw_net::NetworkConfig,
+    /// Serve exposed ports over HTTPS on this address too (their URLs are
+    /// then `https://`); None: plain HTTP on `listen` only.
+    pub ports_tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain and key for `ports_tls_listen` (a wildcard
+    /// for `*.<base_domain>`); none: a self-signed one, fingerprint printed.
+    pub ports_tls_cert: Option<PathBuf>,
+    pub ports_tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -139,6 +146,9 @@ impl Default for Config {
             quotas: Default::default(),
             mount_roots: Vec::new(),
             network: Default::default(),
+            ports_tls_listen: None,
+            ports_tls_cert: None,
+            ports_tls_key: None,
         }
     }
 }

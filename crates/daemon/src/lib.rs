@@ -147,6 +147,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut config = config;
     config.listen = addr;
     exposure::resolve(&mut config)?;
+    let ports_tls = match config.ports_tls_listen {
+        Some(a) => {
+            let l = tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("ports_tls_listen {a}"))?;
+            config.ports_tls_listen = Some(l.local_addr()?);
+            Some(l)
+        }
+        None => None,
+    };
     let manager = Manager::new(store, config.clone(), data_dir.clone(), guest_bin);
     manager.reconcile().await;
     // Learn once (per host boot; cached) whether KVM guests boot, so the
@@ -169,6 +179,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         limiter: Arc::default(),
         ports,
     };
+    if let Some(l) = ports_tls {
+        let (tls, fingerprint) = exposure::tls::server_config(
+            data_dir,
+            &exposure::base_domain(&config),
+            config.ports_tls_cert.as_deref(),
+            config.ports_tls_key.as_deref(),
+        )
+        .context("ports TLS")?;
+        let at = l.local_addr()?;
+        match fingerprint {
+            Some(f) => eprintln!(
+                "ironclawd: exposed ports on https://{at} with a self-signed certificate, SHA-256 fingerprint {f}"
+            ),
+            None => tracing::info!(%at, "exposed ports on HTTPS"),
+        }
+        exposure::tls::spawn(l, tls, router(state.clone()));
+    }
     exposure::spawn_idle_stopper(
         state.manager.clone(),
         state.ports.clone(),

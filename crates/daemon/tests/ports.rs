@@ -307,3 +307,41 @@ async fn browsers_log_in_with_a_cookie_for_one_host() {
         404
     );
 }
+
+#[tokio::test]
+async fn ports_are_served_over_https_with_a_self_signed_certificate() {
+    let d = Daemon::start_with("ports_tls_listen = \"127.0.0.1:0\"\n").await;
+    d.sandbox("web", json!({})).await;
+    let (st, v) = d
+        .post("/v1/sandboxes/web/ports", json!({"port": 8080}))
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let url = v["url"].as_str().unwrap().to_string();
+    let name = format!("8080-web.{BASE}");
+    let prefix = format!("https://{name}:");
+    let tls_port: u16 = url.strip_prefix(&prefix).expect(&url).parse().unwrap();
+    assert!(d.data_dir().join("ports-tls.pem").exists());
+    // The wildcard name resolves to the daemon here without DNS.
+    let c = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .resolve(&name, ([127, 0, 0, 1], tls_port).into())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c.get(&url).bearer_auth(&d.token).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        503,
+        "past the gate: this sandbox has no network"
+    );
+    let r = c
+        .get(format!("{url}/.ironclaw/login?token={}", d.token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let set = r.headers()["set-cookie"].to_str().unwrap();
+    assert!(set.contains("Secure") && set.contains("HttpOnly"), "{set}");
+}

@@ -180,7 +180,11 @@ async fn forward(st: AppState, mut req: Request, e: ExposureRecord, r: SandboxRe
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip()),
-        proto: "http",
+        proto: if req.extensions().get::<super::tls::ViaTls>().is_some() {
+            "https"
+        } else {
+            "http"
+        },
     };
     let held = st.ports.begin(&r.id);
     ports::proxy_held(req, target, &fwd, held)
@@ -244,6 +248,7 @@ struct LoginForm {
 /// POSTed form: set the host's cookie and go on to `next`. Without a token,
 /// a form asking for one.
 async fn login(st: &AppState, label: &str, req: Request) -> Response {
+    let tls = req.extensions().get::<super::tls::ViaTls>().is_some();
     let form: LoginForm = match *req.method() {
         Method::GET => axum::extract::Query::<LoginForm>::try_from_uri(req.uri())
             .map(|q| q.0)
@@ -269,8 +274,9 @@ async fn login(st: &AppState, label: &str, req: Request) -> Response {
         return ApiError::Unauthorized.into_response();
     };
     let value = st.ports.key.issue(label, &caller.user);
+    let secure = if tls { "; Secure" } else { "" };
     let set = format!(
-        "{}={value}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax",
+        "{}={value}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
         cookie::NAME,
         cookie::LIFETIME_SECS
     );

@@ -10,6 +10,7 @@
 
 pub mod cookie;
 pub mod gate;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -128,15 +129,19 @@ pub fn resolve(config: &mut Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The URL of an exposure with host label `label`.
+/// The URL of an exposure with host label `label`: HTTPS when the ports
+/// TLS listener is configured.
 pub fn url(config: &Config, label: &str) -> String {
-    let port = config.listen.port();
-    let suffix = if port == 80 {
+    let (scheme, port, default) = match config.ports_tls_listen {
+        Some(a) => ("https", a.port(), 443),
+        None => ("http", config.listen.port(), 80),
+    };
+    let suffix = if port == default {
         String::new()
     } else {
         format!(":{port}")
     };
-    format!("http://{label}.{}{suffix}", base_domain(config))
+    format!("{scheme}://{label}.{}{suffix}", base_domain(config))
 }
 
 pub fn view(config: &Config, e: &ExposureRecord) -> ExposureView {
