@@ -238,3 +238,29 @@ async fn idle_exposed_sandboxes_are_stopped() {
     wait_state(&d, "idle", "stopped", Duration::from_secs(10)).await;
     assert_eq!(state(&d, "plain").await, "running");
 }
+
+#[tokio::test]
+async fn https_reaches_the_sandbox() {
+    let d = Daemon::start_with("ports_tls_listen = \"127.0.0.1:0\"\n[network]\n").await;
+    web_sandbox(&d, "tls", 8080, "over tls").await;
+    let (st, v) = d
+        .post("/v1/sandboxes/tls/ports", json!({"port": 8080}))
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let url = v["url"].as_str().unwrap().to_string();
+    let name = format!("8080-tls.{BASE}");
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    let c = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .resolve(&name, ([127, 0, 0, 1], port).into())
+        .build()
+        .unwrap();
+    let r = c
+        .get(format!("{url}/index.html"))
+        .bearer_auth(&d.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "over tls");
+}
