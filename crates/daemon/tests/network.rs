@@ -218,6 +218,37 @@ async fn egress_follows_the_policy_and_the_always_denied_set_holds() {
     let (_, out) = sh(&d, "b", &format!("ping -c 1 -W 1 {a_ip}")).await;
     assert!(!out.contains(" 0% packet loss"), "{out}");
 
+    // Root inside cannot touch its own network: no CAP_NET_ADMIN or
+    // CAP_NET_RAW over a namespace that belongs to the host. Each attempt
+    // must fail, and the address must still be the one the host gave.
+    let attempts = [
+        format!("ip addr add {b_ip}/24 dev eth0"),
+        "ip addr flush dev eth0".to_string(),
+        "ip link set eth0 address 02:00:00:00:00:99".to_string(),
+        "ip link set eth0 down".to_string(),
+        "ip route del default".to_string(),
+        "ip link add x0 type dummy".to_string(),
+        format!("arping -c 1 -w 1 -I eth0 {gateway}"),
+        "ifconfig eth0 10.1.2.3".to_string(),
+    ];
+    let mut escaped = Vec::new();
+    for cmd in &attempts {
+        let (code, out) = sh(&d, "a", &format!("{cmd}; echo exit=$?")).await;
+        if code != 0 || out.trim_end().ends_with("exit=0") {
+            escaped.push(format!("{cmd}: {out}"));
+        }
+    }
+    let (_, out) = sh(&d, "a", "ip -4 addr show eth0").await;
+    if !out.contains(&format!("inet {a_ip}/")) {
+        escaped.push(format!("eth0 changed: {out}"));
+    }
+    common::record_summary(
+        "drills",
+        attempts.len() - escaped.len().min(attempts.len()),
+        escaped.len(),
+    );
+    assert!(escaped.is_empty(), "ESCAPED: {escaped:#?}");
+
     // A policy change applies to the running sandbox at once.
     let v = set_egress(&d, "a", json!({"allow_all": true})).await;
     assert_eq!(v["egress"]["allow_all"], true);
@@ -361,6 +392,23 @@ async fn secrets_are_added_at_egress_and_never_enter_the_sandbox() {
         at_other.iter().all(|(_, h)| !h.contains_key("x-api-key")),
         "the header went to a domain without a rule"
     );
+    // The sandbox trusts the daemon's egress CA (HTTPS to allowed.test is
+    // intercepted to add the header); the CA's key stays on the host.
+    let ca = std::fs::read_to_string(d.data_dir().join("egress-ca/egress-ca.pem")).unwrap();
+    let (_, inside) = sh(
+        &d,
+        "s",
+        "cat /usr/local/share/ca-certificates/ironclaw-egress.crt",
+    )
+    .await;
+    assert_eq!(inside.trim(), ca.trim());
+    let (_, out) = sh(
+        &d,
+        "s",
+        "for d in /bin /etc /home /root /run /sbin /tmp /usr /var; do grep -rl 'PRIVATE KEY' $d; done 2>/dev/null",
+    )
+    .await;
+    assert!(out.trim().is_empty(), "a private key inside: {out}");
     // Nowhere inside: environment, files, any process's environ or argv.
     // The pattern matches the secret without containing it, so the probe's
     // own argv is no hit.

@@ -10,7 +10,7 @@ pub const USAGE: &str = "usage:
   ironclaw-guest serve --listen unix:/path/agent.sock
   ironclaw-guest ns-init --lower L --upper U --work W --merged M --agent-dir D --hostname H
                  --uid-base B [--disk-fd N --disk-at P] [--bind HOST:GUEST:ro|rw]...
-                 [--nameserver IP]
+                 [--nameserver IP] [--trust-ca HOST_PEM]
   ironclaw-guest init        (PID 1 of a VM; implied when started as PID 1 without arguments)
   ironclaw-guest --version";
 
@@ -92,6 +92,9 @@ pub struct NsInitArgs {
     /// The resolver /etc/resolv.conf names (the sandbox has a network card;
     /// the host configured it from outside).
     pub nameserver: Option<std::net::IpAddr>,
+    /// A CA certificate on the host (read before the pivot) that the
+    /// sandbox's trust store gets: the egress proxy's.
+    pub trust_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,6 +185,7 @@ pub fn parse(argv: &[String]) -> Result<Mode, ArgsError> {
                     "--disk-at",
                     "--bind",
                     "--nameserver",
+                    "--trust-ca",
                 ],
             )?;
             let binds = opts
@@ -207,6 +211,7 @@ pub fn parse(argv: &[String]) -> Result<Mode, ArgsError> {
                 nameserver: take_opt(&opts, "--nameserver")
                     .map(|v| v.parse().map_err(|_| ArgsError::NotAnAddress(v)))
                     .transpose()?,
+                trust_ca: take_opt(&opts, "--trust-ca").map(PathBuf::from),
             }))
         }
         // Kernels pass unknown cmdline words to init as arguments, so init

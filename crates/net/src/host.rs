@@ -42,6 +42,7 @@ pub struct NetStatus {
     /// The bridge, nft table and listeners exist (they do while any
     /// networked sandbox runs).
     pub up: bool,
+    pub bridge_exists: bool,
     pub nft_table: bool,
     pub attached: usize,
     pub dns: Option<SocketAddr>,
@@ -77,6 +78,8 @@ pub struct HostNetwork {
     table: Table,
     egress: Arc<crate::egress::EgressContext>,
     state: tokio::sync::Mutex<State>,
+    /// The egress CA's certificate file, which sandboxes are told to trust.
+    trust_ca: Option<std::path::PathBuf>,
 }
 
 impl HostNetwork {
@@ -86,7 +89,14 @@ impl HostNetwork {
             egress: Arc::new(egress),
             config,
             state: Default::default(),
+            trust_ca: None,
         }
+    }
+
+    /// Sandboxes attached from now on trust this CA (PEM file).
+    pub fn with_trust_ca(mut self, cert: std::path::PathBuf) -> Self {
+        self.trust_ca = Some(cert);
+        self
     }
 
     /// The table the resolver and proxies read.
@@ -114,6 +124,7 @@ impl HostNetwork {
             prefix_len: self.config.subnet.prefix_len(),
             gateway: self.config.gateway(),
             mac: NetAttachment::mac_for(address),
+            trust_ca: self.trust_ca.clone(),
         })
     }
 
@@ -322,6 +333,9 @@ impl HostNetwork {
             subnet: self.config.subnet.to_string(),
             gateway: self.config.gateway(),
             up: s.is_some(),
+            bridge_exists: netdev::bridge::link_exists(&self.config.bridge)
+                .await
+                .unwrap_or(false),
             nft_table: nft::exists(&self.config.bridge).unwrap_or(false),
             attached: self.table.snapshot().len(),
             dns: s.map(|s| s.dns),

@@ -363,6 +363,7 @@ async fn scenario() {
             prefix_len: 24,
             gateway: gw,
             mac: NetAttachment::mac_for(address),
+            trust_ca: None,
         };
         veth::attach(ns.pid(), &att).await.unwrap();
     }
