@@ -110,6 +110,8 @@ impl FakeInternet {
                         .unwrap();
                     tokio::spawn(tcp_server(l, at(last)));
                 }
+                let l = tokio::net::TcpListener::bind((at(10), 9001)).await.unwrap();
+                tokio::spawn(bulk_tcp_server(l));
                 ready_tx.send(()).unwrap();
                 // Lives until the process ends; the namespace goes on drop.
                 std::future::pending::<()>().await;
@@ -139,10 +141,41 @@ impl Drop for FakeInternet {
     }
 }
 
+/// Bytes the bulk endpoints send (`GET /bulk` on port 80, and port 9001).
+pub const BULK_BYTES: usize = 256 << 20;
+
+fn bulk_chunks() -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+    let chunk = bytes::Bytes::from(vec![0u8; 256 << 10]);
+    futures::stream::iter((0..BULK_BYTES / chunk.len()).map(move |_| Ok(chunk.clone())))
+}
+
+/// BULK_BYTES of zeros to anyone who connects, then close.
+async fn bulk_tcp_server(l: tokio::net::TcpListener) {
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    while let Ok((mut s, _)) = l.accept().await {
+        tokio::spawn(async move {
+            let mut chunks = std::pin::pin!(bulk_chunks());
+            while let Some(Ok(c)) = chunks.next().await {
+                if s.write_all(&c).await.is_err() {
+                    return;
+                }
+            }
+            let _ = s.shutdown().await;
+        });
+    }
+}
+
 /// `fake-internet ADDR host=HOST` for every request; headers recorded.
+/// `GET /bulk` streams BULK_BYTES.
 async fn http_server(l: tokio::net::TcpListener, me: Ipv4Addr, seen: Seen) {
     use axum::extract::Request;
-    let app = axum::Router::new().fallback(move |req: Request| {
+    use axum::response::IntoResponse;
+    let bulk = axum::Router::new().route(
+        "/bulk",
+        axum::routing::get(|| async { axum::body::Body::from_stream(bulk_chunks()).into_response() }),
+    );
+    let app = bulk.fallback(move |req: Request| {
         let seen = seen.clone();
         async move {
             let host = req
