@@ -18,8 +18,12 @@ async fn timed(d: &Daemon, script: &str) -> Duration {
     let v = d.exec("bench", &["sh", "-c", script]).await;
     let took = t.elapsed();
     assert_eq!(v["exit_code"], 0, "{script}: {v}");
+    // The whole stream: the body, and a response head when proxied.
     let n: usize = v["stdout"].as_str().unwrap().trim().parse().unwrap_or(0);
-    assert_eq!(n, BULK_BYTES, "{script}: short read");
+    assert!(
+        (BULK_BYTES..BULK_BYTES + 4096).contains(&n),
+        "{script}: read {n} bytes"
+    );
     took
 }
 
@@ -38,7 +42,11 @@ async fn main() {
         eprintln!("skipped: needs root (bridges, veths, nft)");
         return;
     }
-    let runs = if std::env::args().any(|a| a == "--quick") { 3 } else { 7 };
+    let runs = if std::env::args().any(|a| a == "--quick") {
+        3
+    } else {
+        7
+    };
     let mut fake = FakeInternet::start();
     let web = fake.addr(10);
     fake.serve(&[("bulk.test", web)]);
@@ -47,37 +55,34 @@ async fn main() {
         fake.dns()
     ))
     .await;
-    d.sandbox("bench", json!({"egress": {"allow_all": true}})).await;
-    // HTTP/1.0: the body ends at close, so the client needs no chunk parser;
-    // `wc -c` counts the body only once the head is cut off (tail -c).
+    d.sandbox("bench", json!({"egress": {"allow_all": true}}))
+        .await;
+    // HTTP/1.0: the body ends at close, so the client needs no chunk
+    // parser. The same pipeline both ways: nc into wc.
     let direct = format!("nc -w 10 {web} 9001 </dev/null | wc -c");
     let proxied = format!(
-        "printf 'GET /bulk HTTP/1.0\\r\\nHost: bulk.test\\r\\n\\r\\n' | nc -w 10 {web} 80 \
-         | tail -c {BULK_BYTES} | wc -c"
+        "printf 'GET /bulk HTTP/1.0\\r\\nHost: bulk.test\\r\\n\\r\\n' | nc -w 10 {web} 80 | wc -c"
     );
-    let reference = format!("nc -w 10 {web} 9001 </dev/null | tail -c {BULK_BYTES} | wc -c");
     // Warm both paths (ARP, conntrack, the resolver's cache).
     timed(&d, &direct).await;
     timed(&d, &proxied).await;
-    let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut a, mut b) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         a.push(timed(&d, &direct).await);
-        c.push(timed(&d, &reference).await);
         b.push(timed(&d, &proxied).await);
     }
-    let (a, b, c) = (median(a), median(b), median(c));
+    let (a, b) = (median(a), median(b));
     println!(
         "egress, {} MiB download into a namespace sandbox (busybox nc), medians of {runs}:",
         BULK_BYTES >> 20
     );
-    println!("  direct (veth + NAT, no proxy)           {:>8.1} MiB/s", mib_s(a));
     println!(
-        "  direct, same pipeline as the proxied    {:>8.1} MiB/s   (reference)",
-        mib_s(c)
+        "  direct (veth + NAT, no proxy)          {:>8.1} MiB/s   (reference)",
+        mib_s(a)
     );
     println!(
-        "  through the egress proxy (HTTP, :80)    {:>8.1} MiB/s   {:.2}x the reference (target >= 0.8x)",
+        "  through the egress proxy (HTTP, :80)   {:>8.1} MiB/s   {:.2}x direct (target >= 0.8x)",
         mib_s(b),
-        c.as_secs_f64() / b.as_secs_f64()
+        a.as_secs_f64() / b.as_secs_f64()
     );
 }

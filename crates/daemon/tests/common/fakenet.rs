@@ -173,7 +173,9 @@ async fn http_server(l: tokio::net::TcpListener, me: Ipv4Addr, seen: Seen) {
     use axum::response::IntoResponse;
     let bulk = axum::Router::new().route(
         "/bulk",
-        axum::routing::get(|| async { axum::body::Body::from_stream(bulk_chunks()).into_response() }),
+        axum::routing::get(|| async {
+            axum::body::Body::from_stream(bulk_chunks()).into_response()
+        }),
     );
     let app = bulk.fallback(move |req: Request| {
         let seen = seen.clone();
