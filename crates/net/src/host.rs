@@ -4,7 +4,7 @@
 //! row of the [`Table`]; every change re-renders the whole nft table in one
 //! transaction, so the kernel's rules always match the table.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
@@ -71,6 +71,17 @@ struct State {
     /// Addresses handed out to sandboxes that are starting (their device
     /// joins the bridge before they are attached): the bridge must stay.
     starting: HashSet<Ipv4Addr>,
+    /// Every sandbox port, starting or attached, by address: what each may
+    /// send from (the anti-spoofing rules).
+    ports: HashMap<Ipv4Addr, nft::Port>,
+}
+
+fn port_of(att: &NetAttachment) -> nft::Port {
+    nft::Port {
+        ifname: att.host_ifname.clone(),
+        mac: att.mac,
+        address: att.address,
+    }
 }
 
 pub struct HostNetwork {
@@ -134,7 +145,8 @@ impl HostNetwork {
         let mut st = self.state.lock().await;
         self.ensure_up(&mut st).await?;
         st.starting.insert(att.address);
-        Ok(())
+        st.ports.insert(att.address, port_of(att));
+        self.apply(&st)
     }
 
     /// The bridge is up and `att`'s host end is a port of it (after a
@@ -142,6 +154,7 @@ impl HostNetwork {
     pub async fn rejoin(&self, att: &NetAttachment) -> Result<(), HostNetError> {
         let mut st = self.state.lock().await;
         self.ensure_up(&mut st).await?;
+        st.ports.insert(att.address, port_of(att));
         netdev::bridge::join(&att.host_ifname, &att.bridge)
             .await
             .map_err(|source| HostNetError::Bridge {
@@ -199,11 +212,12 @@ impl HostNetwork {
     pub async fn release(&self, address: Ipv4Addr) -> Result<(), HostNetError> {
         let mut st = self.state.lock().await;
         st.starting.remove(&address);
+        let had_port = st.ports.remove(&address).is_some();
         let was = self.table.remove(address);
         if self.table.is_empty() && st.starting.is_empty() {
             return self.teardown(&mut st).await;
         }
-        if was.is_some() && st.services.is_some() {
+        if (was.is_some() || had_port) && st.services.is_some() {
             self.apply(&st)?;
         }
         Ok(())
@@ -321,6 +335,7 @@ impl HostNetwork {
             tls_port: s.tls.port(),
             always: &always,
             sandboxes: &sandboxes,
+            ports: &st.ports.values().cloned().collect::<Vec<_>>(),
         })?;
         Ok(())
     }
