@@ -75,6 +75,7 @@ fn bridge_exists(d: &Daemon) -> bool {
 
 fn table_exists(d: &Daemon) -> bool {
     exists(&["nft", "list", "table", "inet", &d.bridge])
+        || exists(&["nft", "list", "table", "bridge", &d.bridge])
 }
 
 async fn set_egress(d: &Daemon, name: &str, policy: Value) -> Value {
