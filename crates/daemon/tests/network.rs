@@ -427,3 +427,78 @@ async fn secrets_are_added_at_egress_and_never_enter_the_sandbox() {
         assert!(hits.is_empty() || hits == "0", "{probe}: {out}");
     }
 }
+
+/// Whether the daemon can start QEMU sandboxes here (TCG is enough).
+async fn qemu_usable(d: &Daemon) -> bool {
+    let (_, host) = d.get("/v1/host").await;
+    host["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|b| b["name"] == "qemu" && b["available"] == true)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_qemu_vm_gets_the_same_network_and_cannot_spoof_its_way_out() {
+    need_network!();
+    let fake = start_fake();
+    let d = networked_daemon(&fake).await;
+    d.build_image("mini", "busybox").await;
+    if !qemu_usable(&d).await {
+        eprintln!("skipped: the qemu backend is not available here (see `ironclaw doctor`)");
+        return;
+    }
+    let v = d
+        .sandbox(
+            "vm",
+            json!({"backend": "qemu", "memory_mib": 256, "egress": {"allow_domains": ["allowed.test"]}}),
+        )
+        .await;
+    let vm_ip = v["address"].as_str().unwrap().to_string();
+    let b = d.sandbox("b", json!({"egress": {"allow_all": true}})).await;
+    let b_ip = b["address"].as_str().unwrap().to_string();
+    let (web, other) = (fake.addr(10).to_string(), fake.addr(20).to_string());
+
+    let (_, out) = sh(&d, "vm", "cat /etc/resolv.conf; nslookup allowed.test").await;
+    assert!(out.contains(&web), "{out}");
+    let out = http(&d, "vm", "allowed.test", "allowed.test").await;
+    assert!(
+        out.contains(&format!("fake-internet {web} host=allowed.test")),
+        "{out}"
+    );
+    let out = http(&d, "vm", &other, "other.test").await;
+    assert!(out.contains("403"), "{out}");
+    assert!(!tcp(&d, "vm", &other, 9000).await.contains("tcp-ok"));
+
+    // The guest kernel is root over its own NIC: it takes b's address to
+    // get b's allow-all policy. The bridge drops every frame it sends so.
+    // busybox has no `nc -u`; a tftp read request is one UDP datagram
+    // carrying the file name.
+    let udp = |marker: &str| format!("timeout 2 tftp -g -r {marker} -l /dev/null {other} 9002");
+    let (_, control) = sh(&d, "b", &udp("from-b")).await;
+    let spoof = format!(
+        "ifconfig eth0 {b_ip} netmask 255.255.255.0 && route add default gw {gw} && {}; \
+         ifconfig eth0 {vm_ip} netmask 255.255.255.0; route add default gw {gw}",
+        udp("spoofed"),
+        gw = fake_gateway(&vm_ip)
+    );
+    sh(&d, "vm", &spoof).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let seen = fake.udp_seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().any(|(_, m)| m.contains("from-b")),
+        "control: {seen:?} {control}"
+    );
+    assert!(
+        !seen.iter().any(|(_, m)| m.contains("spoofed")),
+        "a spoofed datagram passed: {seen:?}"
+    );
+    common::record_summary("drills", 1, 0);
+    for n in ["vm", "b"] {
+        let (st, _) = d
+            .req(reqwest::Method::DELETE, &format!("/v1/sandboxes/{n}"), None)
+            .await;
+        assert_eq!(st, 204);
+    }
+    assert!(!bridge_exists(&d) && !table_exists(&d));
+}

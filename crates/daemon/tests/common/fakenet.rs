@@ -18,6 +18,8 @@ pub struct FakeInternet {
     /// The /24's first three octets.
     pub net: [u8; 3],
     pub seen: Seen,
+    /// Datagrams the UDP sink (.20:9002) received: (source, payload).
+    pub udp_seen: Arc<Mutex<Vec<(SocketAddr, String)>>>,
     /// Name -> address the fake DNS answers.
     pub names: HashMap<String, Ipv4Addr>,
 }
@@ -54,6 +56,7 @@ impl FakeInternet {
             host_if: host_if.clone(),
             net,
             seen: Seen::default(),
+            udp_seen: Default::default(),
             names: HashMap::new(),
         };
         let a = |last: u8| format!("{}.{}.{}.{last}", net[0], net[1], net[2]);
@@ -84,11 +87,12 @@ impl FakeInternet {
     /// from a thread that lives in the namespace.
     pub fn serve(&mut self, names: &[(&str, Ipv4Addr)]) {
         self.names = names.iter().map(|(n, a)| (n.to_string(), *a)).collect();
-        let (ns, net, seen, table) = (
+        let (ns, net, seen, table, udp_seen) = (
             self.ns.clone(),
             self.net,
             self.seen.clone(),
             self.names.clone(),
+            self.udp_seen.clone(),
         );
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -112,6 +116,14 @@ impl FakeInternet {
                 }
                 let l = tokio::net::TcpListener::bind((at(10), 9001)).await.unwrap();
                 tokio::spawn(bulk_tcp_server(l));
+                let sink = tokio::net::UdpSocket::bind((at(20), 9002)).await.unwrap();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1500];
+                    while let Ok((n, from)) = sink.recv_from(&mut buf).await {
+                        let text = String::from_utf8_lossy(&buf[..n]).trim().to_string();
+                        udp_seen.lock().unwrap().push((from, text));
+                    }
+                });
                 ready_tx.send(()).unwrap();
                 // Lives until the process ends; the namespace goes on drop.
                 std::future::pending::<()>().await;
