@@ -100,7 +100,7 @@ pub struct NsInitArgs {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
     Serve { listen: ListenAddr },
-    NsInit(NsInitArgs),
+    NsInit(Box<NsInitArgs>),
     VmInit,
     Help,
     Version,
@@ -198,7 +198,7 @@ pub fn parse(argv: &[String]) -> Result<Mode, ArgsError> {
                 (None, None) => None,
                 _ => return Err(ArgsError::DiskPair),
             };
-            Ok(Mode::NsInit(NsInitArgs {
+            Ok(Mode::NsInit(Box::new(NsInitArgs {
                 lower: take(&opts, "--lower")?.into(),
                 upper: take(&opts, "--upper")?.into(),
                 work: take(&opts, "--work")?.into(),
@@ -212,7 +212,7 @@ pub fn parse(argv: &[String]) -> Result<Mode, ArgsError> {
                     .map(|v| v.parse().map_err(|_| ArgsError::NotAnAddress(v)))
                     .transpose()?,
                 trust_ca: take_opt(&opts, "--trust-ca").map(PathBuf::from),
-            }))
+            })))
         }
         // Kernels pass unknown cmdline words to init as arguments, so init
         // mode ignores whatever follows.
