@@ -262,11 +262,10 @@ mod tests {
         assert_eq!((bob.max_sandboxes, bob.max_vcpus), (Some(3), Some(16)));
     }
 
-    /// The "Host directories" example in README.md parses.
-    #[test]
-    fn readme_mount_roots_parse() {
+    /// The first TOML block after `heading` in README.md, parsed.
+    fn readme_toml(heading: &str) -> Config {
         let readme = include_str!("../../../README.md");
-        let section = readme.split("### Host directories").nth(1).unwrap();
+        let section = readme.split(heading).nth(1).unwrap();
         let toml_text = section
             .split("```toml\n")
             .nth(1)
@@ -274,7 +273,13 @@ mod tests {
             .split("```")
             .next()
             .unwrap();
-        let cfg: Config = toml::from_str(toml_text).unwrap();
+        toml::from_str(toml_text).unwrap()
+    }
+
+    /// The "Host directories" example in README.md parses.
+    #[test]
+    fn readme_mount_roots_parse() {
+        let cfg = readme_toml("### Host directories");
         assert_eq!(cfg.mount_roots.len(), 2);
         assert!(!cfg.mount_roots[0].writable && cfg.mount_roots[1].writable);
         assert!(toml::from_str::<Config>("[[mount_roots]]\npath = \"/a\"\nrw = true\n").is_err());
@@ -283,16 +288,7 @@ mod tests {
     /// The "Networking" example in README.md parses.
     #[test]
     fn readme_network_parses() {
-        let readme = include_str!("../../../README.md");
-        let section = readme.split("### Networking").nth(1).unwrap();
-        let toml_text = section
-            .split("```toml\n")
-            .nth(1)
-            .unwrap()
-            .split("```")
-            .next()
-            .unwrap();
-        let cfg: Config = toml::from_str(toml_text).unwrap();
+        let cfg = readme_toml("### Networking");
         assert_eq!(cfg.network.bridge, "ironclaw0");
         assert!(cfg.network.default_policy.allow_all);
         assert_eq!(cfg.network.egress_headers[0].header, "Authorization");

@@ -72,10 +72,12 @@ pub fn host_network(config: &Config, data_dir: &Path) -> Result<Arc<HostNetwork>
         Arc::new(HostNetwork::always_deny(net)),
     );
     let rules = egress_rules(config)?;
+    let mut trust_ca = None;
     if !rules.is_empty() {
-        let ca = Ca::load_or_create(&data_dir.join("egress-ca"))
-            .map_err(|e| format!("the egress CA: {e}"))?;
+        let dir = data_dir.join("egress-ca");
+        let ca = Ca::load_or_create(&dir).map_err(|e| format!("the egress CA: {e}"))?;
         egress.ca = Some(Arc::new(ca));
+        trust_ca = Some(dir.join(ironclaw_net::egress::CERT_FILE));
     }
     for f in &net.upstream_ca_files {
         egress.upstream_ca_pems.push(
@@ -84,7 +86,11 @@ pub fn host_network(config: &Config, data_dir: &Path) -> Result<Arc<HostNetwork>
         );
     }
     egress.set_header_rules(rules);
-    Ok(Arc::new(HostNetwork::new(net.clone(), egress)))
+    let host = HostNetwork::new(net.clone(), egress);
+    Ok(Arc::new(match trust_ca {
+        Some(cert) => host.with_trust_ca(cert),
+        None => host,
+    }))
 }
 
 impl Manager {

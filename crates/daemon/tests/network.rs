@@ -75,6 +75,7 @@ fn bridge_exists(d: &Daemon) -> bool {
 
 fn table_exists(d: &Daemon) -> bool {
     exists(&["nft", "list", "table", "inet", &d.bridge])
+        || exists(&["nft", "list", "table", "bridge", &d.bridge])
 }
 
 async fn set_egress(d: &Daemon, name: &str, policy: Value) -> Value {
@@ -217,6 +218,37 @@ async fn egress_follows_the_policy_and_the_always_denied_set_holds() {
     );
     let (_, out) = sh(&d, "b", &format!("ping -c 1 -W 1 {a_ip}")).await;
     assert!(!out.contains(" 0% packet loss"), "{out}");
+
+    // Root inside cannot touch its own network: no CAP_NET_ADMIN or
+    // CAP_NET_RAW over a namespace that belongs to the host. Each attempt
+    // must fail, and the address must still be the one the host gave.
+    let attempts = [
+        format!("ip addr add {b_ip}/24 dev eth0"),
+        "ip addr flush dev eth0".to_string(),
+        "ip link set eth0 address 02:00:00:00:00:99".to_string(),
+        "ip link set eth0 down".to_string(),
+        "ip route del default".to_string(),
+        "ip link add x0 type dummy".to_string(),
+        format!("arping -c 1 -w 1 -I eth0 {gateway}"),
+        "ifconfig eth0 10.1.2.3".to_string(),
+    ];
+    let mut escaped = Vec::new();
+    for cmd in &attempts {
+        let (code, out) = sh(&d, "a", &format!("{cmd}; echo exit=$?")).await;
+        if code != 0 || out.trim_end().ends_with("exit=0") {
+            escaped.push(format!("{cmd}: {out}"));
+        }
+    }
+    let (_, out) = sh(&d, "a", "ip -4 addr show eth0").await;
+    if !out.contains(&format!("inet {a_ip}/")) {
+        escaped.push(format!("eth0 changed: {out}"));
+    }
+    common::record_summary(
+        "drills",
+        attempts.len() - escaped.len().min(attempts.len()),
+        escaped.len(),
+    );
+    assert!(escaped.is_empty(), "ESCAPED: {escaped:#?}");
 
     // A policy change applies to the running sandbox at once.
     let v = set_egress(&d, "a", json!({"allow_all": true})).await;
@@ -361,6 +393,23 @@ async fn secrets_are_added_at_egress_and_never_enter_the_sandbox() {
         at_other.iter().all(|(_, h)| !h.contains_key("x-api-key")),
         "the header went to a domain without a rule"
     );
+    // The sandbox trusts the daemon's egress CA (HTTPS to allowed.test is
+    // intercepted to add the header); the CA's key stays on the host.
+    let ca = std::fs::read_to_string(d.data_dir().join("egress-ca/egress-ca.pem")).unwrap();
+    let (_, inside) = sh(
+        &d,
+        "s",
+        "cat /usr/local/share/ca-certificates/ironclaw-egress.crt",
+    )
+    .await;
+    assert_eq!(inside.trim(), ca.trim());
+    let (_, out) = sh(
+        &d,
+        "s",
+        "for d in /bin /etc /home /root /run /sbin /tmp /usr /var; do grep -rl 'PRIVATE KEY' $d; done 2>/dev/null",
+    )
+    .await;
+    assert!(out.trim().is_empty(), "a private key inside: {out}");
     // Nowhere inside: environment, files, any process's environ or argv.
     // The pattern matches the secret without containing it, so the probe's
     // own argv is no hit.
@@ -377,4 +426,79 @@ async fn secrets_are_added_at_egress_and_never_enter_the_sandbox() {
         let hits = out.trim();
         assert!(hits.is_empty() || hits == "0", "{probe}: {out}");
     }
+}
+
+/// Whether the daemon can start QEMU sandboxes here (TCG is enough).
+async fn qemu_usable(d: &Daemon) -> bool {
+    let (_, host) = d.get("/v1/host").await;
+    host["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|b| b["name"] == "qemu" && b["available"] == true)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_qemu_vm_gets_the_same_network_and_cannot_spoof_its_way_out() {
+    need_network!();
+    let fake = start_fake();
+    let d = networked_daemon(&fake).await;
+    d.build_image("mini", "busybox").await;
+    if !qemu_usable(&d).await {
+        eprintln!("skipped: the qemu backend is not available here (see `ironclaw doctor`)");
+        return;
+    }
+    let v = d
+        .sandbox(
+            "vm",
+            json!({"backend": "qemu", "memory_mib": 256, "egress": {"allow_domains": ["allowed.test"]}}),
+        )
+        .await;
+    let vm_ip = v["address"].as_str().unwrap().to_string();
+    let b = d.sandbox("b", json!({"egress": {"allow_all": true}})).await;
+    let b_ip = b["address"].as_str().unwrap().to_string();
+    let (web, other) = (fake.addr(10).to_string(), fake.addr(20).to_string());
+
+    let (_, out) = sh(&d, "vm", "cat /etc/resolv.conf; nslookup allowed.test").await;
+    assert!(out.contains(&web), "{out}");
+    let out = http(&d, "vm", "allowed.test", "allowed.test").await;
+    assert!(
+        out.contains(&format!("fake-internet {web} host=allowed.test")),
+        "{out}"
+    );
+    let out = http(&d, "vm", &other, "other.test").await;
+    assert!(out.contains("403"), "{out}");
+    assert!(!tcp(&d, "vm", &other, 9000).await.contains("tcp-ok"));
+
+    // The guest kernel is root over its own NIC: it takes b's address to
+    // get b's allow-all policy. The bridge drops every frame it sends so.
+    // busybox has no `nc -u`; a tftp read request is one UDP datagram
+    // carrying the file name.
+    let udp = |marker: &str| format!("timeout 2 tftp -g -r {marker} -l /dev/null {other} 9002");
+    let (_, control) = sh(&d, "b", &udp("from-b")).await;
+    let spoof = format!(
+        "ifconfig eth0 {b_ip} netmask 255.255.255.0 && route add default gw {gw} && {}; \
+         ifconfig eth0 {vm_ip} netmask 255.255.255.0; route add default gw {gw}",
+        udp("spoofed"),
+        gw = fake_gateway(&vm_ip)
+    );
+    sh(&d, "vm", &spoof).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let seen = fake.udp_seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().any(|(_, m)| m.contains("from-b")),
+        "control: {seen:?} {control}"
+    );
+    assert!(
+        !seen.iter().any(|(_, m)| m.contains("spoofed")),
+        "a spoofed datagram passed: {seen:?}"
+    );
+    common::record_summary("drills", 1, 0);
+    for n in ["vm", "b"] {
+        let (st, _) = d
+            .req(reqwest::Method::DELETE, &format!("/v1/sandboxes/{n}"), None)
+            .await;
+        assert_eq!(st, 204);
+    }
+    assert!(!bridge_exists(&d) && !table_exists(&d));
 }

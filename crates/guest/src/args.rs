@@ -10,7 +10,7 @@ pub const USAGE: &str = "usage:
   ironclaw-guest serve --listen unix:/path/agent.sock
   ironclaw-guest ns-init --lower L --upper U --work W --merged M --agent-dir D --hostname H
                  --uid-base B [--disk-fd N --disk-at P] [--bind HOST:GUEST:ro|rw]...
-                 [--nameserver IP]
+                 [--nameserver IP] [--trust-ca HOST_PEM]
   ironclaw-guest init        (PID 1 of a VM; implied when started as PID 1 without arguments)
   ironclaw-guest --version";
 
@@ -92,12 +92,15 @@ pub struct NsInitArgs {
     /// The resolver /etc/resolv.conf names (the sandbox has a network card;
     /// the host configured it from outside).
     pub nameserver: Option<std::net::IpAddr>,
+    /// A CA certificate on the host (read before the pivot) that the
+    /// sandbox's trust store gets: the egress proxy's.
+    pub trust_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
     Serve { listen: ListenAddr },
-    NsInit(NsInitArgs),
+    NsInit(Box<NsInitArgs>),
     VmInit,
     Help,
     Version,
@@ -182,6 +185,7 @@ pub fn parse(argv: &[String]) -> Result<Mode, ArgsError> {
                     "--disk-at",
                     "--bind",
                     "--nameserver",
+                    "--trust-ca",
                 ],
             )?;
             let binds = opts
@@ -194,7 +198,7 @@ pub fn parse(argv: &[String]) -> Result<Mode, ArgsError> {
                 (None, None) => None,
                 _ => return Err(ArgsError::DiskPair),
             };
-            Ok(Mode::NsInit(NsInitArgs {
+            Ok(Mode::NsInit(Box::new(NsInitArgs {
                 lower: take(&opts, "--lower")?.into(),
                 upper: take(&opts, "--upper")?.into(),
                 work: take(&opts, "--work")?.into(),
@@ -207,7 +211,8 @@ pub fn parse(argv: &[String]) -> Result<Mode, ArgsError> {
                 nameserver: take_opt(&opts, "--nameserver")
                     .map(|v| v.parse().map_err(|_| ArgsError::NotAnAddress(v)))
                     .transpose()?,
-            }))
+                trust_ca: take_opt(&opts, "--trust-ca").map(PathBuf::from),
+            })))
         }
         // Kernels pass unknown cmdline words to init as arguments, so init
         // mode ignores whatever follows.

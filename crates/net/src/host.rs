@@ -4,7 +4,7 @@
 //! row of the [`Table`]; every change re-renders the whole nft table in one
 //! transaction, so the kernel's rules always match the table.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
@@ -42,6 +42,7 @@ pub struct NetStatus {
     /// The bridge, nft table and listeners exist (they do while any
     /// networked sandbox runs).
     pub up: bool,
+    pub bridge_exists: bool,
     pub nft_table: bool,
     pub attached: usize,
     pub dns: Option<SocketAddr>,
@@ -70,6 +71,17 @@ struct State {
     /// Addresses handed out to sandboxes that are starting (their device
     /// joins the bridge before they are attached): the bridge must stay.
     starting: HashSet<Ipv4Addr>,
+    /// Every sandbox port, starting or attached, by address: what each may
+    /// send from (the anti-spoofing rules).
+    ports: HashMap<Ipv4Addr, nft::Port>,
+}
+
+fn port_of(att: &NetAttachment) -> nft::Port {
+    nft::Port {
+        ifname: att.host_ifname.clone(),
+        mac: att.mac,
+        address: att.address,
+    }
 }
 
 pub struct HostNetwork {
@@ -77,6 +89,8 @@ pub struct HostNetwork {
     table: Table,
     egress: Arc<crate::egress::EgressContext>,
     state: tokio::sync::Mutex<State>,
+    /// The egress CA's certificate file, which sandboxes are told to trust.
+    trust_ca: Option<std::path::PathBuf>,
 }
 
 impl HostNetwork {
@@ -86,7 +100,14 @@ impl HostNetwork {
             egress: Arc::new(egress),
             config,
             state: Default::default(),
+            trust_ca: None,
         }
+    }
+
+    /// Sandboxes attached from now on trust this CA (PEM file).
+    pub fn with_trust_ca(mut self, cert: std::path::PathBuf) -> Self {
+        self.trust_ca = Some(cert);
+        self
     }
 
     /// The table the resolver and proxies read.
@@ -114,6 +135,7 @@ impl HostNetwork {
             prefix_len: self.config.subnet.prefix_len(),
             gateway: self.config.gateway(),
             mac: NetAttachment::mac_for(address),
+            trust_ca: self.trust_ca.clone(),
         })
     }
 
@@ -123,7 +145,8 @@ impl HostNetwork {
         let mut st = self.state.lock().await;
         self.ensure_up(&mut st).await?;
         st.starting.insert(att.address);
-        Ok(())
+        st.ports.insert(att.address, port_of(att));
+        self.apply(&st)
     }
 
     /// The bridge is up and `att`'s host end is a port of it (after a
@@ -131,6 +154,7 @@ impl HostNetwork {
     pub async fn rejoin(&self, att: &NetAttachment) -> Result<(), HostNetError> {
         let mut st = self.state.lock().await;
         self.ensure_up(&mut st).await?;
+        st.ports.insert(att.address, port_of(att));
         netdev::bridge::join(&att.host_ifname, &att.bridge)
             .await
             .map_err(|source| HostNetError::Bridge {
@@ -188,11 +212,12 @@ impl HostNetwork {
     pub async fn release(&self, address: Ipv4Addr) -> Result<(), HostNetError> {
         let mut st = self.state.lock().await;
         st.starting.remove(&address);
+        let had_port = st.ports.remove(&address).is_some();
         let was = self.table.remove(address);
         if self.table.is_empty() && st.starting.is_empty() {
             return self.teardown(&mut st).await;
         }
-        if was.is_some() && st.services.is_some() {
+        if (was.is_some() || had_port) && st.services.is_some() {
             self.apply(&st)?;
         }
         Ok(())
@@ -310,6 +335,7 @@ impl HostNetwork {
             tls_port: s.tls.port(),
             always: &always,
             sandboxes: &sandboxes,
+            ports: &st.ports.values().cloned().collect::<Vec<_>>(),
         })?;
         Ok(())
     }
@@ -322,6 +348,9 @@ impl HostNetwork {
             subnet: self.config.subnet.to_string(),
             gateway: self.config.gateway(),
             up: s.is_some(),
+            bridge_exists: netdev::bridge::link_exists(&self.config.bridge)
+                .await
+                .unwrap_or(false),
             nft_table: nft::exists(&self.config.bridge).unwrap_or(false),
             attached: self.table.snapshot().len(),
             dns: s.map(|s| s.dns),

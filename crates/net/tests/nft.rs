@@ -30,6 +30,7 @@ fn spec<'a>(
     bridge: &'a str,
     always: &'a AlwaysDeny,
     sandboxes: &'a [Attached],
+    ports: &'a [nft::Port],
 ) -> RulesetSpec<'a> {
     RulesetSpec {
         table,
@@ -41,6 +42,7 @@ fn spec<'a>(
         tls_port: 8443,
         always,
         sandboxes,
+        ports,
     }
 }
 
@@ -107,7 +109,8 @@ fn render_decides_in_the_order_of_ip_verdict() {
     );
     let b = sandbox([10, 213, 9, 3], EgressPolicy::deny_all());
     let sbs = [a, b];
-    let batch = serde_json::to_value(nft::render(&spec("ict", "icbr", &always, &sbs))).unwrap();
+    let batch =
+        serde_json::to_value(nft::render(&spec("ict", "icbr", &always, &sbs, &[]))).unwrap();
     let objs = batch["nftables"].as_array().unwrap();
     // Replaced whole whether or not it existed: add, delete, add.
     assert!(objs[0]["add"]["table"]["name"] == "ict");
@@ -185,7 +188,7 @@ fn render_decides_in_the_order_of_ip_verdict() {
     assert_eq!(decisions(&batch, "forward").last().unwrap().1, "drop");
 
     // No sandbox: no (invalid) empty verdict map, and still a drop.
-    let none = serde_json::to_value(nft::render(&spec("ict", "icbr", &always, &[]))).unwrap();
+    let none = serde_json::to_value(nft::render(&spec("ict", "icbr", &always, &[], &[]))).unwrap();
     let fwd = rules(&none, "forward");
     assert!(!fwd.iter().flatten().any(|s| s.get("vmap").is_some()));
     assert_eq!(decisions(&none, "forward").last().unwrap().1, "drop");
@@ -354,6 +357,7 @@ async fn scenario() {
     .into();
 
     let (a, b) = (Ns::start(), Ns::start());
+    let mut ports = Vec::new();
     for (ns, last, ifname) in [(&a, 2, format!("icsa{tag}")), (&b, 3, format!("icsb{tag}"))] {
         let address = Ipv4Addr::new(10, 213, 9, last);
         let att = NetAttachment {
@@ -363,8 +367,14 @@ async fn scenario() {
             prefix_len: 24,
             gateway: gw,
             mac: NetAttachment::mac_for(address),
+            trust_ca: None,
         };
         veth::attach(ns.pid(), &att).await.unwrap();
+        ports.push(nft::Port {
+            ifname: att.host_ifname.clone(),
+            mac: att.mac,
+            address,
+        });
     }
     let always = always();
     let a_policy = EgressPolicy {
@@ -383,7 +393,7 @@ async fn scenario() {
     // Control: without the table the host's ports are open to A.
     assert!(can(a.pid(), "10.213.9.1:7001") && can(a.pid(), "198.51.100.1:7002"));
     assert!(!nft::exists(&table).unwrap());
-    nft::apply(&spec(&table, &br, &always, &sbs)).unwrap();
+    nft::apply(&spec(&table, &br, &always, &sbs, &ports)).unwrap();
     assert!(nft::exists(&table).unwrap());
     let have = chains(&table);
     for c in [
@@ -457,9 +467,39 @@ async fn scenario() {
     let mut buf = [0u8; 2];
     far_end.read_exact(&mut buf).unwrap();
 
+    // Spoofing: A takes B's address (as a VM's kernel could) to get B's
+    // policy. UDP, so no answer is needed for the packet to count: the far
+    // end must see B's own datagram (control) and never A's.
+    let sink = in_netns(inet.pid(), || UdpSocket::bind("10.1.2.3:7003").unwrap());
+    sink.set_read_timeout(Some(Duration::from_millis(800)))
+        .unwrap();
+    let send_from = |pid: i32, msg: &'static [u8]| {
+        in_netns(pid, move || {
+            let s = UdpSocket::bind("10.213.9.3:0").unwrap();
+            s.send_to(msg, "10.1.2.3:7003").unwrap();
+        })
+    };
+    let mut buf = [0u8; 16];
+    send_from(b.pid(), b"from-b");
+    let (n, _) = sink.recv_from(&mut buf).expect("B's own datagram");
+    assert_eq!(&buf[..n], b"from-b");
+    sh(
+        Some(a.pid()),
+        &["ip", "addr", "add", "10.213.9.3/32", "dev", "eth0"],
+    );
+    send_from(a.pid(), b"spoofed");
+    assert!(
+        sink.recv_from(&mut buf).is_err(),
+        "a datagram with a spoofed source passed the bridge"
+    );
+    sh(
+        Some(a.pid()),
+        &["ip", "addr", "del", "10.213.9.3/32", "dev", "eth0"],
+    );
+
     // Replace: B detached, A's policy now deny-all.
     let sbs = [sandbox([10, 213, 9, 2], EgressPolicy::deny_all())];
-    nft::apply(&spec(&table, &br, &always, &sbs)).unwrap();
+    nft::apply(&spec(&table, &br, &always, &sbs, &ports)).unwrap();
     // ...is cut by it: every packet is judged by the current policy.
     (&open).write_all(b"late").unwrap();
     let mut buf = [0u8; 4];

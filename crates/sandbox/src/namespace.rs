@@ -110,6 +110,9 @@ impl NamespaceBackend {
         }
         if let Some(net) = &spec.network {
             cmd.arg("--nameserver").arg(net.gateway.to_string());
+            if let Some(ca) = &net.trust_ca {
+                cmd.arg("--trust-ca").arg(ca);
+            }
         }
         let raw = disk.as_raw_fd();
         // SAFETY: dup2/fcntl are async-signal-safe; `disk` outlives spawn.

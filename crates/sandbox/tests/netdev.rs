@@ -112,6 +112,7 @@ fn attachment(bridge: &str, host_ifname: &str, last: u8) -> NetAttachment {
         prefix_len: 24,
         gateway: GATEWAY,
         mac: NetAttachment::mac_for(address),
+        trust_ca: None,
     }
 }
 

@@ -108,6 +108,7 @@ async fn qemu_vm_on_a_bridge_reaches_the_gateway() {
         prefix_len: 24,
         gateway: bridge.gateway,
         mac: NetAttachment::mac_for(address),
+        trust_ca: None,
     };
     // A one-line HTTP server on the gateway address, which says who called.
     let listener = tokio::net::TcpListener::bind((bridge.gateway, 0))

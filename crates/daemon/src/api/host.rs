@@ -121,6 +121,8 @@ pub async fn report(State(st): State<AppState>) -> impl IntoResponse {
             "ironclaw-guest not found; pass --guest-bin",
         )),
     }
+    let net = m.net.status().await;
+    checks.extend(network_checks(&net));
     // Each VMM that would run as root here, said plainly.
     let warnings = m.privilege_warnings();
     axum::Json(serde_json::json!({
@@ -128,6 +130,56 @@ pub async fn report(State(st): State<AppState>) -> impl IntoResponse {
         "backends": backends,
         "checks": checks,
         "warnings": warnings,
+        "network": net,
         "default_backend": m.default_backend().map(|k| k.as_str()),
     }))
+}
+
+/// The bridge, NAT and proxies. Down is fine (they come up with the first
+/// networked sandbox); up but incomplete is not.
+fn network_checks(n: &ironclaw_net::host::NetStatus) -> Vec<serde_json::Value> {
+    let forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+        .map(|s| s.trim() == "1")
+        .unwrap_or(false);
+    if !n.up {
+        return vec![check(
+            "network",
+            true,
+            format!(
+                "bridge {} ({}, gateway {}) comes up with the first networked sandbox",
+                n.bridge, n.subnet, n.gateway
+            ),
+        )];
+    }
+    let addr = |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or("-".into());
+    vec![
+        check(
+            "bridge",
+            n.bridge_exists,
+            format!(
+                "{} {} (gateway {}), {} sandbox(es) attached",
+                n.bridge, n.subnet, n.gateway, n.attached
+            ),
+        ),
+        check(
+            "nat",
+            n.nft_table && forward,
+            format!(
+                "nft table inet {}: {}; ip_forward {}",
+                n.bridge,
+                if n.nft_table { "present" } else { "MISSING" },
+                if forward { "on" } else { "OFF" }
+            ),
+        ),
+        check(
+            "egress proxy",
+            n.http_proxy.is_some() && n.tls_proxy.is_some() && n.dns.is_some(),
+            format!(
+                "resolver {}, http {}, tls {}",
+                addr(n.dns),
+                addr(n.http_proxy),
+                addr(n.tls_proxy)
+            ),
+        ),
+    ]
 }

@@ -18,6 +18,8 @@ pub struct FakeInternet {
     /// The /24's first three octets.
     pub net: [u8; 3],
     pub seen: Seen,
+    /// Datagrams the UDP sink (.20:9002) received: (source, payload).
+    pub udp_seen: Arc<Mutex<Vec<(SocketAddr, String)>>>,
     /// Name -> address the fake DNS answers.
     pub names: HashMap<String, Ipv4Addr>,
 }
@@ -54,6 +56,7 @@ impl FakeInternet {
             host_if: host_if.clone(),
             net,
             seen: Seen::default(),
+            udp_seen: Default::default(),
             names: HashMap::new(),
         };
         let a = |last: u8| format!("{}.{}.{}.{last}", net[0], net[1], net[2]);
@@ -84,11 +87,12 @@ impl FakeInternet {
     /// from a thread that lives in the namespace.
     pub fn serve(&mut self, names: &[(&str, Ipv4Addr)]) {
         self.names = names.iter().map(|(n, a)| (n.to_string(), *a)).collect();
-        let (ns, net, seen, table) = (
+        let (ns, net, seen, table, udp_seen) = (
             self.ns.clone(),
             self.net,
             self.seen.clone(),
             self.names.clone(),
+            self.udp_seen.clone(),
         );
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -110,6 +114,16 @@ impl FakeInternet {
                         .unwrap();
                     tokio::spawn(tcp_server(l, at(last)));
                 }
+                let l = tokio::net::TcpListener::bind((at(10), 9001)).await.unwrap();
+                tokio::spawn(bulk_tcp_server(l));
+                let sink = tokio::net::UdpSocket::bind((at(20), 9002)).await.unwrap();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1500];
+                    while let Ok((n, from)) = sink.recv_from(&mut buf).await {
+                        let text = String::from_utf8_lossy(&buf[..n]).trim().to_string();
+                        udp_seen.lock().unwrap().push((from, text));
+                    }
+                });
                 ready_tx.send(()).unwrap();
                 // Lives until the process ends; the namespace goes on drop.
                 std::future::pending::<()>().await;
@@ -139,10 +153,43 @@ impl Drop for FakeInternet {
     }
 }
 
+/// Bytes the bulk endpoints send (`GET /bulk` on port 80, and port 9001).
+pub const BULK_BYTES: usize = 256 << 20;
+
+fn bulk_chunks() -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+    let chunk = bytes::Bytes::from(vec![0u8; 256 << 10]);
+    futures::stream::iter((0..BULK_BYTES / chunk.len()).map(move |_| Ok(chunk.clone())))
+}
+
+/// BULK_BYTES of zeros to anyone who connects, then close.
+async fn bulk_tcp_server(l: tokio::net::TcpListener) {
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    while let Ok((mut s, _)) = l.accept().await {
+        tokio::spawn(async move {
+            let mut chunks = std::pin::pin!(bulk_chunks());
+            while let Some(Ok(c)) = chunks.next().await {
+                if s.write_all(&c).await.is_err() {
+                    return;
+                }
+            }
+            let _ = s.shutdown().await;
+        });
+    }
+}
+
 /// `fake-internet ADDR host=HOST` for every request; headers recorded.
+/// `GET /bulk` streams BULK_BYTES.
 async fn http_server(l: tokio::net::TcpListener, me: Ipv4Addr, seen: Seen) {
     use axum::extract::Request;
-    let app = axum::Router::new().fallback(move |req: Request| {
+    use axum::response::IntoResponse;
+    let bulk = axum::Router::new().route(
+        "/bulk",
+        axum::routing::get(|| async {
+            axum::body::Body::from_stream(bulk_chunks()).into_response()
+        }),
+    );
+    let app = bulk.fallback(move |req: Request| {
         let seen = seen.clone();
         async move {
             let host = req

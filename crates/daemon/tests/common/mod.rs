@@ -374,8 +374,10 @@ fn remove_network_leftovers(bridge: &str) {
     if quiet(Command::new("ip").args(["link", "del", bridge])) {
         eprintln!("test harness: bridge {bridge} outlived its daemon; removed it");
     }
-    if quiet(Command::new("nft").args(["delete", "table", "inet", bridge])) {
-        eprintln!("test harness: nft table {bridge} outlived its daemon; removed it");
+    for family in ["inet", "bridge"] {
+        if quiet(Command::new("nft").args(["delete", "table", family, bridge])) {
+            eprintln!("test harness: nft table {family} {bridge} outlived its daemon; removed it");
+        }
     }
 }
 

@@ -29,7 +29,8 @@ pub enum CaError {
     Tls(#[from] tokio_rustls::rustls::Error),
 }
 
-const CERT_FILE: &str = "egress-ca.pem";
+/// The CA certificate's file name in its directory.
+pub const CERT_FILE: &str = "egress-ca.pem";
 const KEY_FILE: &str = "egress-ca-key.pem";
 /// Leaf configs kept; past it the cache starts over.
 const MAX_LEAVES: usize = 1024;

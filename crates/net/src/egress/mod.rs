@@ -19,7 +19,7 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::CertificateDer;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
-pub use ca::{Ca, CaError};
+pub use ca::{Ca, CaError, CERT_FILE};
 pub use http::serve_http;
 pub use sni::{parse_client_hello, Hello, SniError};
 pub use tls::serve_tls;

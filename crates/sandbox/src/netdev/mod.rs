@@ -71,6 +71,9 @@ pub struct NetAttachment {
     /// The bridge's address: default route, and the resolver.
     pub gateway: Ipv4Addr,
     pub mac: [u8; 6],
+    /// A CA certificate (PEM, host path) the sandbox should trust: the
+    /// egress proxy's, when it intercepts HTTPS to add secrets.
+    pub trust_ca: Option<std::path::PathBuf>,
 }
 
 impl NetAttachment {

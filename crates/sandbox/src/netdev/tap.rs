@@ -155,6 +155,7 @@ mod tests {
             prefix_len: 24,
             gateway: "10.214.0.1".parse().unwrap(),
             mac: NetAttachment::mac_for("10.214.0.2".parse().unwrap()),
+            trust_ca: None,
         }
     }
 

@@ -30,6 +30,16 @@ use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 use crate::policy::{AlwaysDeny, PRIVATE_RANGES};
 use crate::Attached;
 
+mod antispoof;
+
+/// A sandbox's bridge port: its link and what it may send from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Port {
+    pub ifname: String,
+    pub mac: [u8; 6],
+    pub address: Ipv4Addr,
+}
+
 /// Everything the ruleset is made from.
 #[derive(Debug, Clone)]
 pub struct RulesetSpec<'a> {
@@ -46,6 +56,9 @@ pub struct RulesetSpec<'a> {
     pub tls_port: u16,
     pub always: &'a AlwaysDeny,
     pub sandboxes: &'a [Attached],
+    /// Every sandbox port on the bridge, starting ones included (the
+    /// bridge table's anti-spoofing rules).
+    pub ports: &'a [Port],
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +92,8 @@ pub fn remove(table: &str) -> Result<(), NftError> {
     // Adding first makes the delete valid whether or not it existed.
     b.add(NfListObject::Table(table_obj(table)));
     b.delete(NfListObject::Table(table_obj(table)));
+    b.add(NfListObject::Table(antispoof::table_obj(table)));
+    b.delete(NfListObject::Table(antispoof::table_obj(table)));
     run(&b.to_nftables())
 }
 
@@ -141,6 +156,7 @@ pub fn render(spec: &RulesetSpec) -> Nftables<'static> {
         sandbox(&mut r, a);
     }
 
+    antispoof::render(&mut r.objects, spec);
     let Render {
         table,
         mut objects,
@@ -400,23 +416,23 @@ fn interval_set(table: &str, name: &str, nets: &[Ipv4Net]) -> NfListObject<'stat
     }))
 }
 
-fn m(left: E<'static>, right: E<'static>, op: Operator) -> S<'static> {
+pub(crate) fn m(left: E<'static>, right: E<'static>, op: Operator) -> S<'static> {
     S::Match(Match { left, right, op })
 }
 
-fn eq(left: E<'static>, right: E<'static>) -> S<'static> {
+pub(crate) fn eq(left: E<'static>, right: E<'static>) -> S<'static> {
     m(left, right, Operator::EQ)
 }
 
-fn string(s: impl ToString) -> E<'static> {
+pub(crate) fn string(s: impl ToString) -> E<'static> {
     E::String(s.to_string().into())
 }
 
-fn meta(key: MetaKey) -> E<'static> {
+pub(crate) fn meta(key: MetaKey) -> E<'static> {
     E::Named(N::Meta(Meta { key }))
 }
 
-fn payload(protocol: &'static str, field: &'static str) -> E<'static> {
+pub(crate) fn payload(protocol: &'static str, field: &'static str) -> E<'static> {
     E::Named(N::Payload(Payload::PayloadField(PayloadField {
         protocol: protocol.into(),
         field: field.into(),
@@ -453,6 +469,6 @@ fn verdict_accept() -> S<'static> {
     S::Accept(None)
 }
 
-fn verdict_drop() -> S<'static> {
+pub(crate) fn verdict_drop() -> S<'static> {
     S::Drop(None)
 }
