@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
 # Prints the sandbox runtime benchmark (figures beside a bwrap reference run
-# in the same process). Pass --quick for a short run.
+# in the same process). Pass --quick for a short run; --egress (egress proxy
+# against direct), --ports (port proxy against direct and Caddy) or
+# --gateway for the other benchmarks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-host.sh >/dev/null
 RUSTFLAGS="-C target-feature=+crt-static" \
   cargo build --release --locked -p ironclaw-guest --target x86_64-unknown-linux-gnu
 export IRONCLAW_GUEST_BIN=$PWD/target/x86_64-unknown-linux-gnu/release/ironclaw-guest
+if [[ ${1:-} == --ports ]]; then
+  # The reference proxy, Caddy's reverse_proxy, from Debian.
+  command -v caddy >/dev/null || apt-get install -y -qq --no-install-recommends caddy
+  shift
+  cargo bench --locked -p ironclaw-net --bench port_proxy -- "$@"
+  exec cargo bench --locked -p ironclaw-daemon --bench ports -- "$@"
+fi
 if [[ ${1:-} == --egress ]]; then
   shift
   exec cargo bench --locked -p ironclaw-daemon --bench egress -- "$@"
