@@ -241,6 +241,11 @@ pub struct CreateArgs {
     #[arg(long, value_parser = ["internet", "none"])]
     pub network: Option<String>,
 
+    /// Join a named network of yours: sandboxes that join the same one
+    /// reach each other on any port (others never do)
+    #[arg(long, value_name = "NETWORK")]
+    pub join: Option<String>,
+
     /// Egress policy (default: the daemon's `[network] default_policy`)
     #[command(flatten)]
     pub policy: PolicyFlags,

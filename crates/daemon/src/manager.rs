@@ -46,6 +46,8 @@ pub struct CreateRequest {
     pub network: Option<String>,
     /// The egress policy; default from the config.
     pub egress: Option<ironclaw_net::EgressPolicy>,
+    /// Join this named network of the owner's: its members reach each other.
+    pub join: Option<String>,
 }
 
 /// A sandbox as the API shows it.
@@ -69,6 +71,8 @@ pub struct SandboxView {
     /// Its address on the sandbox bridge (with `network: internet`).
     pub address: Option<std::net::Ipv4Addr>,
     pub egress: ironclaw_net::EgressPolicy,
+    /// The named network it joined.
+    pub network_name: Option<String>,
     // -- exposed ports (issue 9 part 4): see crate::exposure::views
     pub exposures: Vec<crate::exposure::ExposureView>,
 }
@@ -299,6 +303,7 @@ impl Manager {
             network: r.network.clone(),
             address: self.sandbox_address(r),
             egress: Self::egress_of(r),
+            network_name: r.net_group.clone(),
             exposures: crate::exposure::views(self, r),
         }
     }
@@ -391,7 +396,12 @@ impl Manager {
                  (backend {backend_name} would need virtio-fs or 9p); use --backend namespace"
             )));
         }
-        let net = self.network_choice(req.network.as_deref(), req.egress.clone(), &backend_name)?;
+        let net = self.network_choice(
+            req.network.as_deref(),
+            req.egress.clone(),
+            req.join.clone(),
+            &backend_name,
+        )?;
         let backend = self.usable_backend(&backend_name).await?;
         image::get(&self.images_dir(), &image_name).map_err(|_| {
             ApiError::NotFound(format!(
@@ -438,6 +448,7 @@ impl Manager {
             network: net.mode.as_str().into(),
             egress: serde_json::to_string(&net.policy)
                 .map_err(|e| ApiError::Internal(e.to_string()))?,
+            net_group: net.group,
         };
         let lock = self.lock_for(&record.id);
         let _g = lock.lock().await;

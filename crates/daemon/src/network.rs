@@ -39,6 +39,7 @@ impl From<ironclaw_net::policy::PolicyError> for ApiError {
 pub struct NetworkChoice {
     pub mode: NetworkMode,
     pub policy: EgressPolicy,
+    pub group: Option<String>,
 }
 
 /// The egress proxy's header rules with their secrets filled in. Err: a
@@ -100,6 +101,7 @@ impl Manager {
         &self,
         mode: Option<&str>,
         policy: Option<EgressPolicy>,
+        join: Option<String>,
         backend: &str,
     ) -> Result<NetworkChoice, ApiError> {
         let mode = match mode {
@@ -116,7 +118,20 @@ impl Manager {
                     .into(),
             ));
         }
-        Ok(NetworkChoice { mode, policy })
+        if let Some(g) = &join {
+            ironclaw_sandbox::name::validate(g)
+                .map_err(|e| ApiError::InvalidName(format!("network name: {e}")))?;
+            if mode != NetworkMode::Internet {
+                return Err(ApiError::BadRequest(
+                    "join needs a network: drop --network none".into(),
+                ));
+            }
+        }
+        Ok(NetworkChoice {
+            mode,
+            policy,
+            group: join,
+        })
     }
 
     /// The sandbox's port on the bridge, if it has a network.
@@ -155,8 +170,10 @@ impl Manager {
             return Ok(());
         };
         self.net.rejoin(&att).await?;
+        // Named networks are per owner: alice's "backend" is not bob's.
+        let group = r.net_group.as_ref().map(|g| format!("{}/{g}", r.owner));
         self.net
-            .activate(&r.id, att.address, Self::egress_of(r))
+            .activate(&r.id, att.address, Self::egress_of(r), group)
             .await?;
         Ok(())
     }

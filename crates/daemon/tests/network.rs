@@ -502,3 +502,74 @@ async fn a_qemu_vm_gets_the_same_network_and_cannot_spoof_its_way_out() {
     }
     assert!(!bridge_exists(&d) && !table_exists(&d));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn members_of_a_named_network_reach_each_other_and_nobody_else() {
+    need_network!();
+    let fake = start_fake();
+    let d = networked_daemon(&fake).await;
+    let bob = d.add_user("bob").await;
+    let ip = |v: &Value| v["address"].as_str().unwrap().to_string();
+    let a1 = ip(&d.sandbox("a1", json!({"join": "backend"})).await);
+    let a2 = ip(&d.sandbox("a2", json!({"join": "backend"})).await);
+    let c = ip(&d.sandbox("c", json!({"egress": {"allow_all": true}})).await);
+    // Bob's "backend" is another network.
+    let (st, v) = d
+        .call_as(
+            &bob,
+            reqwest::Method::POST,
+            "/v1/sandboxes",
+            Some(json!({"name": "b1", "image": "mini", "join": "backend"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let b1 = ip(&v);
+    let out = d.cli(&["sandbox", "show", "a1"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("address {a1}, joined backend")),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    let listen = "nc -l -p 9999 -e echo hello </dev/null >/dev/null 2>&1 &";
+    for n in ["a2", "c"] {
+        sh(&d, n, listen).await;
+    }
+    let (st, _) = d
+        .call_as(
+            &bob,
+            reqwest::Method::POST,
+            "/v1/sandboxes/b1/exec",
+            Some(json!({"argv": ["sh", "-c", listen]})),
+        )
+        .await;
+    assert_eq!(st, 200);
+    let reach = |from: &'static str, to: String| {
+        let d = &d;
+        async move { tcp(d, from, &to, 9999).await.contains("hello") }
+    };
+    assert!(reach("a1", a2.clone()).await, "a member reaches a member");
+    let mut escaped = Vec::new();
+    for (from, to) in [("a1", c.clone()), ("c", a2.clone()), ("a1", b1.clone())] {
+        if reach(from, to.clone()).await {
+            escaped.push(format!("{from} reached {to}"));
+        }
+    }
+    common::record_summary("drills", 3 - escaped.len(), escaped.len());
+    assert!(escaped.is_empty(), "ESCAPED: {escaped:?}");
+    // Joining needs a network, and a valid name.
+    let (st, _) = d
+        .post(
+            "/v1/sandboxes",
+            json!({"name": "x", "image": "mini", "network": "none", "join": "backend"}),
+        )
+        .await;
+    assert_eq!(st, 400);
+    let (st, _) = d
+        .post(
+            "/v1/sandboxes",
+            json!({"name": "y", "image": "mini", "join": "Bad Name"}),
+        )
+        .await;
+    assert_eq!(st, 400);
+}

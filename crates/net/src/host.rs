@@ -171,6 +171,7 @@ impl HostNetwork {
         sandbox_id: &str,
         address: Ipv4Addr,
         policy: EgressPolicy,
+        group: Option<String>,
     ) -> Result<(), HostNetError> {
         let mut st = self.state.lock().await;
         self.ensure_up(&mut st).await?;
@@ -180,6 +181,7 @@ impl HostNetwork {
             sandbox_id: sandbox_id.to_string(),
             address,
             policy,
+            group,
         });
         if let Err(e) = self.apply(&st) {
             // Keep the table and the kernel in agreement.
@@ -204,7 +206,8 @@ impl HostNetwork {
         let Some(a) = self.table.lookup(IpAddr::V4(address)) else {
             return Ok(());
         };
-        self.activate(&a.sandbox_id, address, policy).await
+        self.activate(&a.sandbox_id, address, policy, a.group.clone())
+            .await
     }
 
     /// The sandbox stopped (or never started): its rules go, and with the
@@ -257,6 +260,7 @@ impl HostNetwork {
             bridge: self.config.bridge.clone(),
             source,
         })?;
+        route_between_ports(&self.config.bridge);
         if st.services.is_none() {
             st.services = Some(self.start_services(gateway).await?);
             self.apply(st)?;
@@ -356,6 +360,25 @@ impl HostNetwork {
             dns: s.map(|s| s.dns),
             http_proxy: s.map(|s| s.http),
             tls_proxy: s.map(|s| s.tls),
+        }
+    }
+}
+
+/// Ports are isolated, so sandboxes never reach each other at layer 2;
+/// members of one named network reach each other through the host instead:
+/// it answers ARP for the whole subnet (private-VLAN proxy ARP) and routes
+/// between ports, where the forward chain decides. No redirects: "go
+/// direct" is exactly what must not happen. Per-bridge settings, gone with
+/// the bridge.
+fn route_between_ports(bridge: &str) {
+    for (key, value) in [
+        ("proxy_arp", "1"),
+        ("proxy_arp_pvlan", "1"),
+        ("send_redirects", "0"),
+    ] {
+        let path = format!("/proc/sys/net/ipv4/conf/{bridge}/{key}");
+        if let Err(e) = std::fs::write(&path, value) {
+            tracing::warn!("{path}: {e}");
         }
     }
 }

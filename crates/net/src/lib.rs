@@ -24,6 +24,9 @@ pub struct Attached {
     pub sandbox_id: String,
     pub address: Ipv4Addr,
     pub policy: EgressPolicy,
+    /// The named network it joined (owner-scoped key, e.g. `alice/backend`):
+    /// sandboxes of one named network reach each other, on any port.
+    pub group: Option<String>,
 }
 
 /// The attached sandboxes by address: traffic from the bridge is

@@ -22,6 +22,7 @@ fn sandbox(address: [u8; 4], policy: EgressPolicy) -> Attached {
         sandbox_id: format!("sb{}", address[3]),
         address: address.into(),
         policy,
+        group: None,
     }
 }
 

@@ -139,6 +139,7 @@ mod tests {
                 mounts: Vec::new(),
                 network: "internet".into(),
                 egress: "{}".into(),
+                net_group: None,
             })
             .unwrap();
         id

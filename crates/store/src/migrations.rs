@@ -131,6 +131,9 @@ const MIGRATIONS: &[&str] = &[
         created_at  TEXT NOT NULL,
         PRIMARY KEY (sandbox_id, port)
      );",
+    // 8: the named network a sandbox joined (NULL: none); members of one
+    // (owner, name) reach each other.
+    "ALTER TABLE sandboxes ADD COLUMN net_group TEXT;",
 ];
 
 pub fn apply(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {

@@ -74,6 +74,8 @@ pub struct SandboxRecord {
     pub network: String,
     /// The egress policy, JSON (the net crate's `EgressPolicy`).
     pub egress: String,
+    /// The named network it joined, within its owner's namespace.
+    pub net_group: Option<String>,
 }
 
 /// A host directory in a sandbox.
@@ -86,7 +88,7 @@ pub struct SandboxMount {
     pub read_only: bool,
 }
 
-const COLUMNS: &str = "id, name, backend, image, vcpus, memory_mib, disk_mib, pids, state, state_reason, desired, runtime, created_at, started_at, updated_at, owner, agent_of, uid_slot, mounts, network, egress";
+const COLUMNS: &str = "id, name, backend, image, vcpus, memory_mib, disk_mib, pids, state, state_reason, desired, runtime, created_at, started_at, updated_at, owner, agent_of, uid_slot, mounts, network, egress, net_group";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<SandboxRecord> {
     Ok(SandboxRecord {
@@ -113,6 +115,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<SandboxRecord> {
         })?,
         network: r.get(19)?,
         egress: r.get(20)?,
+        net_group: r.get(21)?,
     })
 }
 
@@ -124,7 +127,7 @@ impl Store {
             &format!(
                 "INSERT INTO sandboxes ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,
                  (SELECT MIN(s) FROM (SELECT 0 AS s UNION ALL SELECT uid_slot + 1 FROM sandboxes WHERE uid_slot IS NOT NULL)
-                  WHERE s NOT IN (SELECT uid_slot FROM sandboxes WHERE uid_slot IS NOT NULL)), ?18, ?19, ?20)"
+                  WHERE s NOT IN (SELECT uid_slot FROM sandboxes WHERE uid_slot IS NOT NULL)), ?18, ?19, ?20, ?21)"
             ),
             params![
                 s.id,
@@ -147,6 +150,7 @@ impl Store {
                 serde_json::to_string(&s.mounts).unwrap_or_else(|_| "[]".into()),
                 s.network,
                 s.egress,
+                s.net_group,
             ],
         );
         match r {
@@ -324,6 +328,7 @@ mod tests {
             mounts: Vec::new(),
             network: "none".into(),
             egress: "{}".into(),
+            net_group: None,
         }
     }
 

@@ -31,6 +31,7 @@ pub struct Sandbox {
     pub network: Option<String>,
     pub address: Option<String>,
     pub egress: Option<Egress>,
+    pub network_name: Option<String>,
     pub exposures: Vec<Exposure>,
 }
 
@@ -311,6 +312,9 @@ async fn create(c: &Client, a: CreateArgs) -> Result<i32> {
     if let Some(n) = &a.network {
         body.insert("network".into(), json!(n));
     }
+    if let Some(j) = &a.join {
+        body.insert("join".into(), json!(j));
+    }
     if !a.policy.is_empty() {
         body.insert(
             "egress".into(),
@@ -405,7 +409,13 @@ pub fn show_text(s: &Sandbox, info: Option<&Value>, now: OffsetDateTime) -> Stri
         rows.push(("PID", p.to_string()));
     }
     match (s.network.as_deref(), &s.address) {
-        (Some("internet"), Some(a)) => rows.push(("Network", format!("internet, address {a}"))),
+        (Some("internet"), Some(a)) => rows.push((
+            "Network",
+            match &s.network_name {
+                Some(n) => format!("internet, address {a}, joined {n}"),
+                None => format!("internet, address {a}"),
+            },
+        )),
         (Some(n), _) => rows.push(("Network", n.to_string())),
         _ => {}
     }

@@ -124,7 +124,8 @@ fn schemas() -> Value {
                 "items": {"type": "object", "required": ["host", "guest"], "additionalProperties": false, "properties": {
                     "host": {"type": "string"}, "guest": {"type": "string"}, "read_only": {"type": "boolean", "default": true}}}},
             "network": {"type": ["string", "null"], "enum": ["internet", "none", null], "description": "internet: a port on the host bridge, egress under `egress`; none: loopback only (default from the config)"},
-            "egress": {"oneOf": [schema_ref("Egress"), {"type": "null"}]}}},
+            "egress": {"oneOf": [schema_ref("Egress"), {"type": "null"}]},
+            "join": {"oneOf": [name.clone(), {"type": "null"}], "description": "A named network of the owner's to join: its members reach each other"}}},
         "Egress": {"type": "object", "additionalProperties": false, "description": "Egress policy. Empty denies all; the host, 127/8, 169.254/16 and other sandboxes are denied whatever it says; private ranges need allow_cidrs.",
             "properties": {
                 "allow_all": {"type": "boolean", "default": false},
@@ -146,6 +147,7 @@ fn schemas() -> Value {
                 "network": {"type": "string", "enum": ["internet", "none"]},
                 "address": {"type": ["string", "null"], "description": "Address on the sandbox bridge"},
                 "egress": schema_ref("Egress"),
+                "network_name": {"type": ["string", "null"]},
                 "exposures": {"type": "array", "items": schema_ref("Exposure")}}},
         "Exposure": {"type": "object", "required": ["port", "public", "url"], "properties": {
             "port": {"type": "integer", "minimum": 1, "maximum": 65535}, "public": {"type": "boolean"},

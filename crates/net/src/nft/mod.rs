@@ -266,6 +266,31 @@ fn input(r: &mut Render, spec: &RulesetSpec) {
 fn forward(r: &mut Render, spec: &RulesetSpec) {
     let br = spec.bridge;
     r.chain("forward", Some((NfChainType::Filter, NfHook::Forward, 0)));
+    // Members of one named network, to each other (bridge ports are
+    // isolated: the host answers ARP for the subnet and routes between
+    // them, so this is the only way one sandbox reaches another).
+    for a in spec.sandboxes {
+        let Some(g) = &a.group else { continue };
+        let peers: Vec<Ipv4Net> = spec
+            .sandboxes
+            .iter()
+            .filter(|b| b.address != a.address && b.group.as_ref() == Some(g))
+            .map(|b| Ipv4Net::from(b.address))
+            .collect();
+        if peers.is_empty() {
+            continue;
+        }
+        r.rule(
+            "forward",
+            vec![
+                iifname(br),
+                oifname(br),
+                eq(payload("ip", "saddr"), string(a.address)),
+                eq(payload("ip", "daddr"), anon_set(&peers)),
+                verdict_accept(),
+            ],
+        );
+    }
     r.rule(
         "forward",
         vec![oifname(br), ct_established(), verdict_accept()],

@@ -112,6 +112,7 @@ pub fn attach(table: &Table, policy: EgressPolicy) {
         sandbox_id: "sb-test".into(),
         address: SANDBOX,
         policy,
+        group: None,
     });
 }
 
