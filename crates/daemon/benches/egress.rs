@@ -72,6 +72,21 @@ async fn main() {
         b.push(timed(&d, &proxied).await);
     }
     let (a, b) = (median(a), median(b));
+    // What a network costs at create: bridge port, veth, nft transaction.
+    let mut creates = [Vec::new(), Vec::new()];
+    for i in 0..runs * 3 {
+        for (k, mode) in ["none", "internet"].iter().enumerate() {
+            let name = format!("c{k}-{i}");
+            let t = Instant::now();
+            d.sandbox(&name, json!({"network": mode})).await;
+            creates[k].push(t.elapsed());
+            let (st, _) = d
+                .req(reqwest::Method::DELETE, &format!("/v1/sandboxes/{name}"), None)
+                .await;
+            assert_eq!(st, 204);
+        }
+    }
+    let [none, internet] = creates.map(median);
     println!(
         "egress, {} MiB download into a namespace sandbox (busybox nc), medians of {runs}:",
         BULK_BYTES >> 20
@@ -84,5 +99,12 @@ async fn main() {
         "  through the egress proxy (HTTP, :80)   {:>8.1} MiB/s   {:.2}x direct (target >= 0.8x)",
         mib_s(b),
         a.as_secs_f64() / b.as_secs_f64()
+    );
+    println!(
+        "create to agent ready, median of {}: --network none {:.1} ms (reference), internet {:.1} ms ({:.2}x)",
+        runs * 3,
+        none.as_secs_f64() * 1e3,
+        internet.as_secs_f64() * 1e3,
+        internet.as_secs_f64() / none.as_secs_f64()
     );
 }
