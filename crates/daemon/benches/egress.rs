@@ -81,7 +81,11 @@ async fn main() {
             d.sandbox(&name, json!({"network": mode})).await;
             creates[k].push(t.elapsed());
             let (st, _) = d
-                .req(reqwest::Method::DELETE, &format!("/v1/sandboxes/{name}"), None)
+                .req(
+                    reqwest::Method::DELETE,
+                    &format!("/v1/sandboxes/{name}"),
+                    None,
+                )
                 .await;
             assert_eq!(st, 204);
         }

@@ -158,7 +158,8 @@ impl Manager {
             return Ok(());
         }
         let att = self.net.attachment(&r.id, r.uid_slot)?;
-        self.net.prepare(&att).await?;
+        let guest_owns_link = r.backend != BackendKind::Namespace.as_str();
+        self.net.prepare(&att, guest_owns_link).await?;
         Ok(())
     }
 
@@ -169,11 +170,10 @@ impl Manager {
         let Some(att) = self.attachment(r) else {
             return Ok(());
         };
-        self.net.rejoin(&att).await?;
         // Named networks are per owner: alice's "backend" is not bob's.
         let group = r.net_group.as_ref().map(|g| format!("{}/{g}", r.owner));
         self.net
-            .activate(&r.id, att.address, Self::egress_of(r), group)
+            .activate(&att, &r.id, Self::egress_of(r), group)
             .await?;
         Ok(())
     }

@@ -140,18 +140,35 @@ impl HostNetwork {
     }
 
     /// Before a sandbox's device is made: the bridge and services are up,
-    /// and stay up until [`HostNetwork::release`].
-    pub async fn prepare(&self, att: &NetAttachment) -> Result<(), HostNetError> {
+    /// and stay up until [`HostNetwork::release`]. `guard_at_boot`: the
+    /// guest controls its own link (a VM's kernel), so its port's
+    /// anti-spoofing rules go in now, before it sends anything; a namespace
+    /// sandbox cannot forge packets and gets them with [`Self::activate`].
+    pub async fn prepare(
+        &self,
+        att: &NetAttachment,
+        guard_at_boot: bool,
+    ) -> Result<(), HostNetError> {
         let mut st = self.state.lock().await;
         self.ensure_up(&mut st).await?;
         st.starting.insert(att.address);
         st.ports.insert(att.address, port_of(att));
-        self.apply(&st)
+        if guard_at_boot {
+            self.apply(&st)?;
+        }
+        Ok(())
     }
 
-    /// The bridge is up and `att`'s host end is a port of it (after a
-    /// daemon restart, for a sandbox that kept running).
-    pub async fn rejoin(&self, att: &NetAttachment) -> Result<(), HostNetError> {
+    /// The sandbox runs: its link is an isolated port of the bridge (a VM's
+    /// tap joined it without the flag; after a daemon restart the bridge
+    /// may be new) and its traffic is allowed as its policy says.
+    pub async fn activate(
+        &self,
+        att: &NetAttachment,
+        sandbox_id: &str,
+        policy: EgressPolicy,
+        group: Option<String>,
+    ) -> Result<(), HostNetError> {
         let mut st = self.state.lock().await;
         self.ensure_up(&mut st).await?;
         st.ports.insert(att.address, port_of(att));
@@ -160,31 +177,46 @@ impl HostNetwork {
             .map_err(|source| HostNetError::Bridge {
                 bridge: att.bridge.clone(),
                 source,
-            })
+            })?;
+        st.starting.remove(&att.address);
+        self.replace(
+            &st,
+            Attached {
+                sandbox_id: sandbox_id.to_string(),
+                address: att.address,
+                policy,
+                group,
+            },
+        )
     }
 
-    /// The sandbox runs: its traffic is allowed as its policy says. Also
-    /// replaces the policy of an attached sandbox (applied at once; open
-    /// connections the new policy forbids are not cut).
-    pub async fn activate(
+    /// Replace the policy of a sandbox if it is attached (a stopped
+    /// sandbox gets it at its next start). Applied at once: every packet is
+    /// judged by the current policy, open connections included.
+    pub async fn set_policy(
         &self,
-        sandbox_id: &str,
         address: Ipv4Addr,
         policy: EgressPolicy,
-        group: Option<String>,
     ) -> Result<(), HostNetError> {
-        let mut st = self.state.lock().await;
-        self.ensure_up(&mut st).await?;
-        st.starting.remove(&address);
+        let st = self.state.lock().await;
+        let Some(a) = self.table.lookup(IpAddr::V4(address)) else {
+            return Ok(());
+        };
+        self.replace(
+            &st,
+            Attached {
+                policy,
+                ..(*a).clone()
+            },
+        )
+    }
+
+    /// Put `a` in the table and the kernel, or neither.
+    fn replace(&self, st: &State, a: Attached) -> Result<(), HostNetError> {
+        let address = a.address;
         let previous = self.table.lookup(IpAddr::V4(address));
-        self.table.insert(Attached {
-            sandbox_id: sandbox_id.to_string(),
-            address,
-            policy,
-            group,
-        });
-        if let Err(e) = self.apply(&st) {
-            // Keep the table and the kernel in agreement.
+        self.table.insert(a);
+        if let Err(e) = self.apply(st) {
             match previous {
                 Some(p) => self.table.insert((*p).clone()),
                 None => {
@@ -194,20 +226,6 @@ impl HostNetwork {
             return Err(e);
         }
         Ok(())
-    }
-
-    /// Replace the policy of a sandbox if it is attached (a stopped
-    /// sandbox gets it at its next start).
-    pub async fn set_policy(
-        &self,
-        address: Ipv4Addr,
-        policy: EgressPolicy,
-    ) -> Result<(), HostNetError> {
-        let Some(a) = self.table.lookup(IpAddr::V4(address)) else {
-            return Ok(());
-        };
-        self.activate(&a.sandbox_id, address, policy, a.group.clone())
-            .await
     }
 
     /// The sandbox stopped (or never started): its rules go, and with the
@@ -229,6 +247,7 @@ impl HostNetwork {
     /// Remove everything this daemon's network made (no sandbox uses it).
     async fn teardown(&self, st: &mut State) -> Result<(), HostNetError> {
         st.services = None;
+        st.ports.clear();
         nft::remove(&self.config.bridge)?;
         netdev::bridge::delete_link(&self.config.bridge)
             .await
@@ -249,6 +268,10 @@ impl HostNetwork {
     }
 
     async fn ensure_up(&self, st: &mut State) -> Result<(), HostNetError> {
+        if st.services.is_some() {
+            // Up since the first sandbox of this run; made idempotently then.
+            return Ok(());
+        }
         let gateway = self.config.gateway();
         netdev::bridge::ensure_bridge(
             &self.config.bridge,
@@ -261,11 +284,8 @@ impl HostNetwork {
             source,
         })?;
         route_between_ports(&self.config.bridge);
-        if st.services.is_none() {
-            st.services = Some(self.start_services(gateway).await?);
-            self.apply(st)?;
-        }
-        Ok(())
+        st.services = Some(self.start_services(gateway).await?);
+        self.apply(st)
     }
 
     /// The resolver and the proxies on ephemeral ports of the gateway
