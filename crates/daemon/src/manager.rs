@@ -134,7 +134,7 @@ impl Manager {
                 ironclaw_sandbox::qemu::QemuBackend::new(&data_dir, kvm.clone())
                     .with_user(config.qemu_uid, config.qemu_gid),
             ),
-            Arc::new(NamespaceBackend::new()),
+            Arc::new(NamespaceBackend::new().with_guest(guest_bin.clone())),
         ];
         Arc::new(Manager {
             kvm,

@@ -32,7 +32,12 @@ const MAX_SOCKET_PATH: usize = 107;
 const DISK_FD: i32 = 3;
 
 #[derive(Debug, Default)]
-pub struct NamespaceBackend;
+pub struct NamespaceBackend {
+    /// The guest agent to start as the sandbox's PID 1; None: the copy in
+    /// the image. The daemon passes its own, so an image built by an older
+    /// daemon still runs the agent (and ns-init options) this one speaks.
+    guest_bin: Option<PathBuf>,
+}
 
 /// A sandbox's directory on the host. Only the daemon writes here: the
 /// sandbox's own files live inside `disk.img`, which the host never mounts
@@ -73,12 +78,21 @@ pub fn log_tail(path: &Path, n: u64) -> String {
 
 impl NamespaceBackend {
     pub fn new() -> Self {
-        NamespaceBackend
+        NamespaceBackend::default()
+    }
+
+    /// Start sandboxes with this guest binary instead of the image's.
+    pub fn with_guest(mut self, guest_bin: Option<PathBuf>) -> Self {
+        self.guest_bin = guest_bin;
+        self
     }
 
     fn spawn(&self, spec: &SandboxSpec, cg: &Cgroup, disk: OwnedFd) -> Result<u32, BackendError> {
         let l = layout(spec);
-        let guest = spec.image_rootfs.join(GUEST_PATH);
+        let guest = match &self.guest_bin {
+            Some(bin) if bin.is_file() => bin.clone(),
+            _ => spec.image_rootfs.join(GUEST_PATH),
+        };
         if !guest.exists() {
             return Err(BackendError::Setup(format!(
                 "image at {} has no guest agent at /{GUEST_PATH}; rebuild the image",
