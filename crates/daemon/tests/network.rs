@@ -442,7 +442,16 @@ async fn qemu_usable(d: &Daemon) -> bool {
 async fn a_qemu_vm_gets_the_same_network_and_cannot_spoof_its_way_out() {
     need_network!();
     let fake = start_fake();
-    let d = networked_daemon(&fake).await;
+    // A header rule, so there is an egress CA for the VM to trust.
+    let d = Daemon::start_env(
+        &format!(
+            "[network]\ndefault_mode = \"internet\"\nupstream_dns = [\"{}\"]\n\
+             [[network.egress_headers]]\ndomain = \"allowed.test\"\nheader = \"X-Key\"\nvalue = \"${{VM_KEY}}\"\n",
+            fake.dns()
+        ),
+        &[("VM_KEY", "vm-secret")],
+    )
+    .await;
     d.build_image("mini", "busybox").await;
     if !qemu_usable(&d).await {
         eprintln!("skipped: the qemu backend is not available here (see `ironclaw doctor`)");
@@ -461,6 +470,15 @@ async fn a_qemu_vm_gets_the_same_network_and_cannot_spoof_its_way_out() {
 
     let (_, out) = sh(&d, "vm", "cat /etc/resolv.conf; nslookup allowed.test").await;
     assert!(out.contains(&web), "{out}");
+    // The guest trusts the egress CA (from its kernel command line).
+    let ca = std::fs::read_to_string(d.data_dir().join("egress-ca/egress-ca.pem")).unwrap();
+    let (_, inside) = sh(
+        &d,
+        "vm",
+        "cat /usr/local/share/ca-certificates/ironclaw-egress.crt",
+    )
+    .await;
+    assert_eq!(inside.trim(), ca.trim());
     let out = http(&d, "vm", "allowed.test", "allowed.test").await;
     assert!(
         out.contains(&format!("fake-internet {web} host=allowed.test")),

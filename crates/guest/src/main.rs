@@ -25,6 +25,7 @@ mod shutdown;
 mod spawn;
 mod switch_root;
 mod transport;
+mod trust;
 mod vminit;
 
 use std::process::ExitCode;

@@ -119,7 +119,7 @@ pub fn run(args: &NsInitArgs) -> Result<(), NsInitError> {
             if let Some(pem) = &trust_ca {
                 // Best effort: an image without a trust store has no TLS
                 // clients to tell.
-                if let Err(e) = trust_certificate(pem) {
+                if let Err(e) = crate::trust::install(pem) {
                     eprintln!("ironclaw-guest: installing the egress CA: {e}");
                 }
             }
@@ -148,31 +148,6 @@ fn write_resolv_conf(ns: std::net::IpAddr) -> Result<(), NsInitError> {
     }
     std::fs::write(path, format!("nameserver {ns}\noptions edns0\n"))
         .map_err(|e| fs_err("write", path, e).into())
-}
-
-/// Add `pem` to the image's trust store: its own file where
-/// update-ca-certificates looks, and the bundle OpenSSL, curl, pip and
-/// requests read (appended once).
-fn trust_certificate(pem: &[u8]) -> std::io::Result<()> {
-    let dir = Path::new("/usr/local/share/ca-certificates");
-    std::fs::create_dir_all(dir)?;
-    std::fs::write(dir.join("ironclaw-egress.crt"), pem)?;
-    for bundle in [
-        "/etc/ssl/certs/ca-certificates.crt",
-        "/etc/pki/tls/certs/ca-bundle.crt",
-    ] {
-        let path = Path::new(bundle);
-        let Ok(current) = std::fs::read(path) else {
-            continue;
-        };
-        if current.windows(pem.len()).any(|w| w == pem) {
-            continue;
-        }
-        let mut f = std::fs::OpenOptions::new().append(true).open(path)?;
-        std::io::Write::write_all(&mut f, b"\n")?;
-        std::io::Write::write_all(&mut f, pem)?;
-    }
-    Ok(())
 }
 
 /// The pipe's write end lives in the shim only: a hang-up means it exited

@@ -175,6 +175,9 @@ fn network(cmdline: &str) -> Result<(), String> {
     netif::configure(NIC, &cfg).map_err(|e| e.to_string())?;
     netif::write_resolv_conf(Path::new("/etc/resolv.conf"), &cfg)
         .map_err(|e| format!("writing /etc/resolv.conf: {e}"))?;
+    if let Some(pem) = crate::trust::pem_from_cmdline(cmdline) {
+        crate::trust::install(&pem).map_err(|e| format!("installing the egress CA: {e}"))?;
+    }
     if !netif::wait_carrier(NIC, NIC_WAIT) {
         return Err(format!("{NIC} has no carrier after {NIC_WAIT:?}"));
     }

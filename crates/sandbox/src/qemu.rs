@@ -324,6 +324,9 @@ impl QemuBackend {
         }
         if let Some(att) = &spec.network {
             append.push(format!("ironclaw.net={}", att.guest_arg()));
+            if let Some(ca) = att.trust_ca.as_deref().and_then(crate::netdev::ca_cmdline) {
+                append.push(ca);
+            }
         }
         append.push(match channel {
             Channel::Serial => format!("ironclaw.transport=serial:{SERIAL_PORT}"),

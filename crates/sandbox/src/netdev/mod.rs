@@ -90,3 +90,18 @@ impl NetAttachment {
         format!("{}/{},{}", self.address, self.prefix_len, self.gateway)
     }
 }
+
+/// `ironclaw.ca=BASE64` for a VM's kernel command line: the PEM's body
+/// without its lines (an EC certificate's ~600 characters fit the 2048-byte
+/// x86 command line). None when the file is unreadable or not one PEM
+/// certificate.
+pub fn ca_cmdline(pem_file: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(pem_file).ok()?;
+    let body: String = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("-----"))
+        .collect();
+    (text.matches("BEGIN CERTIFICATE").count() == 1 && body.len() <= 1200)
+        .then(|| format!("ironclaw.ca={body}"))
+}
