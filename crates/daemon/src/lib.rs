@@ -138,7 +138,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "no ironclaw-guest binary found: image builds will fail until --guest-bin is given"
         );
     }
-    network::host_network(&config, data_dir).map_err(|e| anyhow::anyhow!("[network]: {e}"))?;
+    let net =
+        network::host_network(&config, data_dir).map_err(|e| anyhow::anyhow!("[network]: {e}"))?;
     // Bound first: exposure URLs carry the real port (`--listen :0`).
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -157,7 +158,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let manager = Manager::new(store, config.clone(), data_dir.clone(), guest_bin);
+    let manager = Manager::new(store, net, config.clone(), data_dir.clone(), guest_bin);
     manager.reconcile().await;
     // Learn once (per host boot; cached) whether KVM guests boot, so the
     // default backend is right from the first create. Needs a cached kernel.

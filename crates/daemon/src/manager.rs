@@ -108,6 +108,7 @@ pub struct Manager {
 impl Manager {
     pub fn new(
         store: Arc<Store>,
+        net: Arc<ironclaw_net::host::HostNetwork>,
         config: Config,
         data_dir: PathBuf,
         guest_bin: Option<PathBuf>,
@@ -138,14 +139,7 @@ impl Manager {
         ];
         Arc::new(Manager {
             kvm,
-            net: crate::network::host_network(&config, &data_dir).unwrap_or_else(|e| {
-                // `run` checked this before; a secret removed since leaves
-                // the proxy without that header rather than no network.
-                tracing::error!("sandbox network: {e}");
-                let mut bare = config.clone();
-                bare.network.egress_headers.clear();
-                crate::network::host_network(&bare, &data_dir).expect("no header rules")
-            }),
+            net,
             store,
             config,
             data_dir,

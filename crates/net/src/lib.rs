@@ -164,8 +164,10 @@ impl EgressHeader {
             rest = &after[end + 1..];
         }
         out.push_str(rest);
+        let domain = policy::normalize_pattern(&self.domain)
+            .map_err(|e| format!("egress header {}: {e}", self.header))?;
         Ok(egress::HeaderRule {
-            domain: self.domain.clone(),
+            domain,
             header: self.header.clone(),
             value: out,
         })

@@ -156,7 +156,7 @@ pub fn parse_cidr(s: &str) -> Result<IpNet, PolicyError> {
         .map_err(|_| PolicyError::Cidr(s.to_string()))
 }
 
-fn normalize_pattern(p: &str) -> Result<String, PolicyError> {
+pub(crate) fn normalize_pattern(p: &str) -> Result<String, PolicyError> {
     let bad = || PolicyError::Domain(p.to_string());
     let lower = p.trim().trim_end_matches('.').to_ascii_lowercase();
     let name = lower.strip_prefix("*.").unwrap_or(&lower);
@@ -178,7 +178,7 @@ fn normalize_pattern(p: &str) -> Result<String, PolicyError> {
     Ok(lower)
 }
 
-fn pattern_matches(pattern: &str, name: &str) -> bool {
+pub(crate) fn pattern_matches(pattern: &str, name: &str) -> bool {
     match pattern.strip_prefix("*.") {
         Some(suffix) => name.len() > suffix.len() + 1 && name.ends_with(&format!(".{suffix}")),
         None => pattern == name,

@@ -53,13 +53,11 @@ impl std::fmt::Debug for HeaderRule {
 }
 
 impl HeaderRule {
+    /// The same matching as policy domains (`*.x`: the names under x).
     pub fn matches(&self, host: &str) -> bool {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         let pat = self.domain.trim_end_matches('.').to_ascii_lowercase();
-        match pat.strip_prefix("*.") {
-            Some(suffix) => host.len() > suffix.len() + 1 && host.ends_with(&format!(".{suffix}")),
-            None => pat == host,
-        }
+        crate::policy::pattern_matches(&pat, &host)
     }
 }
 
