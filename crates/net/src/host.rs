@@ -110,11 +110,6 @@ impl HostNetwork {
         self
     }
 
-    /// The table the resolver and proxies read.
-    pub fn table(&self) -> &Table {
-        &self.table
-    }
-
     /// The always-denied set of this host right now (its addresses can
     /// change; read them afresh).
     pub fn always_deny(config: &NetworkConfig) -> AlwaysDeny {
