@@ -390,12 +390,8 @@ impl Manager {
                  (backend {backend_name} would need virtio-fs or 9p); use --backend namespace"
             )));
         }
-        let net = self.network_choice(
-            req.network.as_deref(),
-            req.egress.clone(),
-            req.join.clone(),
-            &backend_name,
-        )?;
+        let net =
+            self.network_choice(req.network.as_deref(), req.egress.clone(), req.join.clone())?;
         let backend = self.usable_backend(&backend_name).await?;
         image::get(&self.images_dir(), &image_name).map_err(|_| {
             ApiError::NotFound(format!(

@@ -96,13 +96,12 @@ pub fn host_network(config: &Config, data_dir: &Path) -> Result<Arc<HostNetwork>
 
 impl Manager {
     /// Check `--network` and the policy of a create request against the
-    /// config and the backend.
+    /// config.
     pub(crate) fn network_choice(
         &self,
         mode: Option<&str>,
         policy: Option<EgressPolicy>,
         join: Option<String>,
-        backend: &str,
     ) -> Result<NetworkChoice, ApiError> {
         let mode = match mode {
             Some(m) => m.parse().map_err(ApiError::BadRequest)?,
@@ -111,13 +110,6 @@ impl Manager {
         let policy = policy
             .unwrap_or_else(|| self.config.network.default_policy.clone())
             .normalized()?;
-        if mode == NetworkMode::Internet && backend == BackendKind::Firecracker.as_str() {
-            return Err(ApiError::BadRequest(
-                "network internet is not supported on the firecracker backend yet; \
-                 use --network none or another backend"
-                    .into(),
-            ));
-        }
         if let Some(g) = &join {
             ironclaw_sandbox::name::validate(g)
                 .map_err(|e| ApiError::InvalidName(format!("network name: {e}")))?;
@@ -183,6 +175,11 @@ impl Manager {
         let Some(att) = self.attachment(r) else {
             return;
         };
+        // A Firecracker VM's tap is persistent: its backend deletes it at
+        // stop, but a crash (of the VM or of the daemon) leaves it.
+        if let Err(e) = ironclaw_sandbox::netdev::tap::delete_persistent(&att.host_ifname) {
+            tracing::warn!(sandbox = %r.name, "deleting its tap: {e}");
+        }
         if let Err(e) = self.net.release(att.address).await {
             tracing::warn!(sandbox = %r.name, "releasing its network: {e}");
         }

@@ -3,7 +3,9 @@
 //! through virtio-vsock.
 //!
 //! Boot: machine config, boot source (vmlinux + initramfs + command line),
-//! the sandbox's own ext4 disk, a vsock device, then InstanceStart. The
+//! the sandbox's own ext4 disk, a vsock device, a virtio-net device on a
+//! tap of the sandbox bridge when the sandbox has a network, then
+//! InstanceStart. The
 //! initramfs loads the virtio modules and switches to the disk, where
 //! ironclaw-guest runs as init and listens on vsock port [`AGENT_PORT`].
 
@@ -26,6 +28,7 @@ use crate::backend::{
 };
 use crate::cgroup::Cgroup;
 use crate::namespace::log_tail;
+use crate::netdev::tap;
 use crate::probe::KvmProber;
 use crate::util::which;
 use crate::{process, vmdisk};
@@ -313,11 +316,24 @@ impl FirecrackerBackend {
         let Resources {
             vcpus, memory_mib, ..
         } = spec.resources;
-        let boot_args = format!(
+        let mut boot_args = format!(
             "console=ttyS0 reboot=k panic=1 pci=off quiet ironclaw.transport=vsock:{AGENT_PORT} ironclaw.hostname={} ironclaw.shutdown=reboot",
             spec.name
         );
-        let calls = [
+        let mut calls = Vec::new();
+        if let Some(att) = &spec.network {
+            boot_args.push_str(&format!(" ironclaw.net={}", att.guest_arg()));
+            if let Some(ca) = att.trust_ca.as_deref().and_then(crate::netdev::ca_cmdline) {
+                boot_args.push(' ');
+                boot_args.push_str(&ca);
+            }
+            let mac = att.mac.map(|b| format!("{b:02x}")).join(":");
+            calls.push((
+                "/network-interfaces/eth0",
+                json!({"iface_id": "eth0", "host_dev_name": att.host_ifname, "guest_mac": mac}),
+            ));
+        }
+        calls.extend([
             (
                 "/machine-config",
                 json!({"vcpu_count": vcpus, "mem_size_mib": memory_mib, "smt": false}),
@@ -338,8 +354,8 @@ impl FirecrackerBackend {
                 "/vsock",
                 json!({"guest_cid": GUEST_CID, "uds_path": self.vmm_path(spec, "v.sock")}),
             ),
-            ("/actions", json!({"action_type": "InstanceStart"})),
-        ];
+        ]);
+        calls.push(("/actions", json!({"action_type": "InstanceStart"})));
         for (path, body) in calls {
             api::put(&sock, path, &body)
                 .await
@@ -347,6 +363,25 @@ impl FirecrackerBackend {
             tracing::debug!(sandbox = %spec.name, "firecracker accepted PUT {path}");
         }
         Ok(())
+    }
+
+    /// The VM's tap, when it has a network: persistent, since Firecracker
+    /// opens it by name, and owned by the jail's user, the one user besides
+    /// root that may attach to it.
+    fn make_tap(&self, spec: &SandboxSpec) -> Result<(), BackendError> {
+        let Some(att) = &spec.network else {
+            return Ok(());
+        };
+        let (uid, gid) = self.jailer.as_ref().map_or((0, 0), |j| (j.uid, j.gid));
+        tap::make_persistent(att, uid, gid).map_err(|e| BackendError::Setup(e.to_string()))
+    }
+
+    fn delete_tap(&self, spec: &SandboxSpec) {
+        if let Some(att) = &spec.network {
+            if let Err(e) = tap::delete_persistent(&att.host_ifname) {
+                tracing::warn!(sandbox = %spec.name, "deleting tap: {e}");
+            }
+        }
     }
 
     /// ", jailed by J as uid U" or ", not jailed (runs as root)".
@@ -463,9 +498,14 @@ impl Backend for FirecrackerBackend {
         let mut limits = spec.resources;
         limits.memory_mib += VMM_OVERHEAD_MIB;
         let cg = Cgroup::fresh(&spec.id, &limits).await?;
+        if let Err(e) = self.make_tap(spec) {
+            let _ = cg.destroy().await;
+            return Err(e);
+        }
         let pid = match self.spawn(spec, &cg) {
             Ok(p) => p as i32,
             Err(e) => {
+                self.delete_tap(spec);
                 let _ = cg.destroy().await;
                 return Err(e);
             }
@@ -509,6 +549,7 @@ impl Backend for FirecrackerBackend {
                 // SAFETY: kill has no memory effects.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
                 let _ = tokio::time::timeout(Duration::from_secs(5), process::wait_exit(pid)).await;
+                self.delete_tap(spec);
                 let _ = cg.destroy().await;
                 Err(e)
             }
@@ -544,6 +585,7 @@ impl Backend for FirecrackerBackend {
                         .await;
             }
         }
+        self.delete_tap(spec);
         Cgroup::for_sandbox(&spec.id)?.destroy().await?;
         process::reap(running.pid);
         for s in [self.api_socket(spec), self.vsock_socket(spec)] {

@@ -2,10 +2,16 @@
 //! daemon and handed to the VMM as a descriptor (`-netdev tap,fd=N`). QEMU
 //! runs unprivileged under seccomp and could not create it itself.
 //!
-//! The tap is not persistent: the kernel deletes it when the last
+//! QEMU's tap is not persistent: the kernel deletes it when the last
 //! descriptor closes, i.e. when the VMM exits, however it exits. So a
 //! crashed VM or daemon leaves no device behind, and there is nothing to
 //! clean up on stop.
+//!
+//! Firecracker takes no descriptor: it opens its tap by name. For it the
+//! daemon makes a persistent tap owned by the jailer's uid and gid (so the
+//! unprivileged VMM may attach to that one device and no other), and
+//! deletes it when the VM has stopped ([`delete_persistent`]); the
+//! daemon's network release deletes any that a crash left.
 
 use std::ffi::CString;
 use std::fs::OpenOptions;
@@ -42,7 +48,62 @@ pub enum TapError {
 /// clears that for its child only. Dropping it (before or after the VMM
 /// has its copy) is all the cleanup there is.
 pub fn open_tap(att: &NetAttachment) -> Result<OwnedFd, TapError> {
+    let tun = attach(&att.host_ifname)?;
+    join_and_up(att)?;
+    Ok(tun)
+}
+
+/// Make the persistent tap `att.host_ifname` for a VMM that opens it by
+/// name as `uid`/`gid`, joined to `att.bridge` and up. A device of that
+/// name left by a crash is replaced.
+pub fn make_persistent(att: &NetAttachment, uid: u32, gid: u32) -> Result<(), TapError> {
     let name = &att.host_ifname;
+    delete_persistent(name)?;
+    let tun = attach(name)?;
+    let fail = |source| TapError::Create {
+        name: name.clone(),
+        source,
+    };
+    // SAFETY: these ioctls take an integer argument by value.
+    unsafe {
+        if libc::ioctl(tun.as_raw_fd(), libc::TUNSETOWNER, uid as libc::c_ulong) < 0
+            || libc::ioctl(tun.as_raw_fd(), libc::TUNSETGROUP, gid as libc::c_ulong) < 0
+            || libc::ioctl(tun.as_raw_fd(), libc::TUNSETPERSIST, 1 as libc::c_ulong) < 0
+        {
+            return Err(fail(io::Error::last_os_error()));
+        }
+    }
+    drop(tun);
+    if let Err(e) = join_and_up(att) {
+        let _ = delete_persistent(name);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Delete the persistent tap `name` if there is one (attach, clear the
+/// flag, close). Nothing happens to a missing device or to another kind
+/// of link of that name.
+pub fn delete_persistent(name: &str) -> Result<(), TapError> {
+    if !exists(name) {
+        return Ok(());
+    }
+    // A non-tun link of that name refuses TUNSETIFF; it is not ours.
+    let Ok(tun) = attach(name) else {
+        return Ok(());
+    };
+    // SAFETY: TUNSETPERSIST takes an integer argument by value.
+    if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETPERSIST, 0 as libc::c_ulong) } < 0 {
+        return Err(TapError::Create {
+            name: name.into(),
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+/// Open `/dev/net/tun` and attach to (or create) the tap `name`.
+fn attach(name: &str) -> Result<OwnedFd, TapError> {
     let req = ifreq(name)?;
     // std opens close-on-exec.
     let tun = OpenOptions::new()
@@ -59,10 +120,16 @@ pub fn open_tap(att: &NetAttachment) -> Result<OwnedFd, TapError> {
     // SAFETY: TUNSETIFF reads an ifreq we own.
     if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &set) } < 0 {
         return Err(TapError::Create {
-            name: name.clone(),
+            name: name.into(),
             source: io::Error::last_os_error(),
         });
     }
+    Ok(tun)
+}
+
+fn join_and_up(att: &NetAttachment) -> Result<(), TapError> {
+    let name = &att.host_ifname;
+    let req = ifreq(name)?;
     let ctl = control_socket().map_err(|source| TapError::Create {
         name: name.clone(),
         source,
@@ -84,8 +151,7 @@ pub fn open_tap(att: &NetAttachment) -> Result<OwnedFd, TapError> {
     set_up(&ctl, req).map_err(|source| TapError::Up {
         name: name.clone(),
         source,
-    })?;
-    Ok(tun)
+    })
 }
 
 /// Whether a network interface of this name exists (in our namespace).

@@ -2,6 +2,8 @@
 //! (with its VM artifacts), built once per test binary.
 #![allow(dead_code)]
 
+pub mod bridge;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Instant;
