@@ -148,22 +148,61 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
 /// Who `token` belongs to: the admin token from the data dir, or a user
 /// token from the store (compared by hash). `None` for any other.
 pub fn resolve_token(state: &AppState, token: &str) -> Option<Caller> {
+    credential_of(state, token).map(|(c, _)| c)
+}
+
+/// The caller and which credential `token` is: a stored token's id, or
+/// `admin-<tag>` for the daemon's own admin token (the tag changes when
+/// that token does). What a port cookie is bound to.
+pub fn credential_of(state: &AppState, token: &str) -> Option<(Caller, String)> {
     if token.is_empty() {
         return None;
     }
     if constant_time_eq(token.as_bytes(), state.token.as_bytes()) {
-        return Some(Caller {
+        let admin = Caller {
+            user: "admin".into(),
+            admin: true,
+        };
+        return Some((admin, admin_credential(state)));
+    }
+    match state.manager.store.token_owner(token) {
+        Ok(Some((id, u))) => Some((
+            Caller {
+                user: u.name,
+                admin: u.admin,
+            },
+            id,
+        )),
+        _ => None,
+    }
+}
+
+/// The caller `user` is now, if `credential` (from [`credential_of`]) is
+/// still valid: not revoked, and the user still exists.
+pub fn still_valid(state: &AppState, user: &str, credential: &str) -> Option<Caller> {
+    if credential.starts_with("admin-") {
+        return (user == "admin"
+            && constant_time_eq(credential.as_bytes(), admin_credential(state).as_bytes()))
+        .then(|| Caller {
             user: "admin".into(),
             admin: true,
         });
     }
-    match state.manager.store.user_for_token(token) {
-        Ok(Some(u)) => Some(Caller {
+    let u = state.manager.store.user(user).ok()?;
+    state
+        .manager
+        .store
+        .token_exists(user, credential)
+        .ok()?
+        .then_some(Caller {
             user: u.name,
             admin: u.admin,
-        }),
-        _ => None,
-    }
+        })
+}
+
+fn admin_credential(state: &AppState) -> String {
+    let hash = ironclaw_store::users::hash_token(&state.token);
+    format!("admin-{}", &hash[..16])
 }
 
 /// Resolve the bearer token to a [`Caller`]: the admin token from the data

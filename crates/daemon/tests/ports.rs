@@ -306,6 +306,18 @@ async fn browsers_log_in_with_a_cookie_for_one_host() {
             .status(),
         404
     );
+    // Revoking the token that logged in ends its cookie too.
+    let (st, v) = d
+        .req(Method::DELETE, "/v1/users/alice/tokens", None)
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        via(&d, &h, "/", None, &[("cookie", &cookie)])
+            .await
+            .status(),
+        401,
+        "a revoked token's cookie still opened the port"
+    );
 }
 
 #[tokio::test]

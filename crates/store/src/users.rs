@@ -146,6 +146,32 @@ impl Store {
         Ok(n)
     }
 
+    /// A valid token's id and user.
+    pub fn token_owner(&self, token: &str) -> Result<Option<(String, User)>, StoreError> {
+        let row: Option<(String, String)> = self
+            .conn()
+            .query_row(
+                "SELECT id, user FROM tokens WHERE hash = ?1",
+                [hash_token(token)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        match row {
+            Some((id, n)) => Ok(Some((id, self.user(&n)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether `user` still has the token `id` (not revoked).
+    pub fn token_exists(&self, user: &str, id: &str) -> Result<bool, StoreError> {
+        let n: i64 = self.conn().query_row(
+            "SELECT COUNT(*) FROM tokens WHERE user = ?1 AND id = ?2",
+            params![user, id],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
     /// The user a token belongs to, if it is valid.
     pub fn user_for_token(&self, token: &str) -> Result<Option<User>, StoreError> {
         let name: Option<String> = self

@@ -1,14 +1,16 @@
-//! The browser cookie of an exposure: `USER.EXPIRY.MAC`, where MAC is
-//! HMAC-SHA256 over the host label, the user and the expiry under a
-//! per-daemon key. Bound to one label, so a cookie for one exposure opens
-//! no other even if the browser sent it.
+//! The browser cookie of an exposure: `USER.CREDENTIAL.EXPIRY.MAC`, where
+//! MAC is HMAC-SHA256 (ring) over the host label, the user, the credential
+//! and the expiry under a per-daemon key. Bound to one label, so a cookie
+//! for one exposure opens no other even if the browser sent it; bound to
+//! the token that logged in (its id), so revoking that token ends the
+//! cookie too.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sha2::{Digest, Sha256};
+use ring::hmac;
 
 /// The cookie's name; stripped from every request before it is forwarded.
 pub const NAME: &str = "ironclaw_port";
@@ -51,26 +53,54 @@ impl Key {
         Key([b; 32])
     }
 
-    fn mac(&self, label: &str, user: &str, expiry: u64) -> [u8; 32] {
-        hmac_sha256(&self.0, format!("{label}\n{user}\n{expiry}").as_bytes())
+    fn key(&self) -> hmac::Key {
+        hmac::Key::new(hmac::HMAC_SHA256, &self.0)
     }
 
-    /// A cookie value for `user` on `label`, valid for [`LIFETIME_SECS`].
-    pub fn issue(&self, label: &str, user: &str) -> String {
+    fn message(label: &str, login: &Login, expiry: u64) -> String {
+        format!("{label}\n{}\n{}\n{expiry}", login.user, login.credential)
+    }
+
+    /// A cookie value for `login` on `label`, valid for [`LIFETIME_SECS`].
+    pub fn issue(&self, label: &str, login: &Login) -> String {
         let expiry = unix_now() + LIFETIME_SECS;
-        format!("{user}.{expiry}.{}", hex(&self.mac(label, user, expiry)))
+        let tag = hmac::sign(&self.key(), Self::message(label, login, expiry).as_bytes());
+        format!(
+            "{}.{}.{expiry}.{}",
+            login.user,
+            login.credential,
+            hex(tag.as_ref())
+        )
     }
 
-    /// The user a cookie value names, if it is ours, for `label`, unexpired.
-    pub fn verify(&self, label: &str, value: &str) -> Option<String> {
-        let mut it = value.rsplitn(3, '.');
-        let (mac, expiry, user) = (it.next()?, it.next()?, it.next()?);
+    /// Who a cookie value names, if it is ours, for `label`, unexpired.
+    /// The caller still checks that the credential is valid now.
+    pub fn verify(&self, label: &str, value: &str) -> Option<Login> {
+        let mut it = value.rsplitn(4, '.');
+        let (mac, expiry, credential, user) = (it.next()?, it.next()?, it.next()?, it.next()?);
         let expiry: u64 = expiry.parse().ok()?;
         let mac = from_hex(mac)?;
-        let want = self.mac(label, user, expiry);
-        let same = mac.iter().zip(want).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0;
-        (same && expiry > unix_now()).then(|| user.to_string())
+        let login = Login {
+            user: user.to_string(),
+            credential: credential.to_string(),
+        };
+        // Constant time.
+        hmac::verify(
+            &self.key(),
+            Self::message(label, &login, expiry).as_bytes(),
+            &mac,
+        )
+        .ok()?;
+        (expiry > unix_now()).then_some(login)
     }
+}
+
+/// Who logged in, and with which token: a stored token's id, or a tag of
+/// the daemon's own admin token (see `auth::credential_of`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    pub user: String,
+    pub credential: String,
 }
 
 /// Our cookie's value in a request's `Cookie` headers.
@@ -106,25 +136,6 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// RFC 2104 over SHA-256 (the block is 64 bytes; our key is shorter).
-fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    let mut k = [0u8; 64];
-    if key.len() > 64 {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let inner = Sha256::new()
-        .chain_update(k.map(|b| b ^ 0x36))
-        .chain_update(msg)
-        .finalize();
-    Sha256::new()
-        .chain_update(k.map(|b| b ^ 0x5c))
-        .chain_update(inner)
-        .finalize()
-        .into()
-}
-
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -145,32 +156,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hmac_matches_rfc4231_case_1() {
-        let mac = hmac_sha256(&[0x0b; 20], b"Hi There");
-        assert_eq!(
-            hex(&mac),
-            "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
-        );
-    }
-
-    #[test]
-    fn cookies_are_bound_to_label_user_and_key() {
+    fn cookies_are_bound_to_label_user_credential_and_key() {
         let k = Key::fixed(1);
-        let c = k.issue("8080-dev", "alice");
-        assert_eq!(k.verify("8080-dev", &c).as_deref(), Some("alice"));
+        let alice = Login {
+            user: "alice".into(),
+            credential: "tok_0123456789abcdef".into(),
+        };
+        let c = k.issue("8080-dev", &alice);
+        assert_eq!(k.verify("8080-dev", &c), Some(alice.clone()));
         assert_eq!(k.verify("9090-dev", &c), None, "another label");
         assert_eq!(Key::fixed(2).verify("8080-dev", &c), None, "another key");
         let forged = c.replacen("alice", "admin", 1);
         assert_eq!(k.verify("8080-dev", &forged), None, "another user");
+        let forged = c.replacen("tok_0123456789abcdef", "tok_fedcba9876543210", 1);
+        assert_eq!(k.verify("8080-dev", &forged), None, "another token");
         let mut parts: Vec<&str> = c.split('.').collect();
         let later = (unix_now() + 10 * LIFETIME_SECS).to_string();
-        parts[1] = &later;
+        parts[2] = &later;
         assert_eq!(
             k.verify("8080-dev", &parts.join(".")),
             None,
             "a later expiry"
         );
         assert_eq!(k.verify("8080-dev", "garbage"), None);
+        assert_eq!(k.verify("8080-dev", "a.b.c.d.e"), None);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use ironclaw_net::ports;
 use ironclaw_store::{ExposureRecord, SandboxRecord, SandboxState};
 
 use super::cookie;
-use crate::auth::{resolve_token, Caller};
+use crate::auth::{self, resolve_token, Caller};
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -110,16 +110,10 @@ fn who(st: &AppState, label: &str, req: &Request) -> Who {
             None => Who::BadToken,
         };
     }
-    let user = cookie::find(req.headers()).and_then(|v| st.ports.key.verify(label, &v));
-    match user {
-        // The user may have been removed since the cookie was issued.
-        Some(u) => match st.manager.store.user(&u) {
-            Ok(u) => Who::Caller(Caller {
-                user: u.name,
-                admin: u.admin,
-            }),
-            Err(_) => Who::Nobody,
-        },
+    let login = cookie::find(req.headers()).and_then(|v| st.ports.key.verify(label, &v));
+    // The user may have been removed, or the token revoked, since.
+    match login.and_then(|l| auth::still_valid(st, &l.user, &l.credential)) {
+        Some(c) => Who::Caller(c),
         None => Who::Nobody,
     }
 }
@@ -270,10 +264,14 @@ async fn login(st: &AppState, label: &str, req: Request) -> Response {
     let Some(token) = form.token.filter(|t| !t.trim().is_empty()) else {
         return login_page(&next);
     };
-    let Some(caller) = resolve_token(st, token.trim()) else {
+    let Some((caller, credential)) = auth::credential_of(st, token.trim()) else {
         return ApiError::Unauthorized.into_response();
     };
-    let value = st.ports.key.issue(label, &caller.user);
+    let login = cookie::Login {
+        user: caller.user,
+        credential,
+    };
+    let value = st.ports.key.issue(label, &login);
     let secure = if tls { "; Secure" } else { "" };
     let set = format!(
         "{}={value}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
