@@ -307,9 +307,7 @@ async fn browsers_log_in_with_a_cookie_for_one_host() {
         404
     );
     // Revoking the token that logged in ends its cookie too.
-    let (st, v) = d
-        .req(Method::DELETE, "/v1/users/alice/tokens", None)
-        .await;
+    let (st, v) = d.req(Method::DELETE, "/v1/users/alice/tokens", None).await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(
         via(&d, &h, "/", None, &[("cookie", &cookie)])

@@ -15,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 
-use crate::policy::{AlwaysDeny, Verdict};
+use crate::policy::{SharedDeny, Verdict};
 use crate::upstream::{read_framed, Upstream};
 use crate::Table;
 
@@ -29,7 +29,7 @@ const PLAIN_UDP_MAX: usize = 512;
 struct Resolver {
     table: Table,
     upstream: Arc<Upstream>,
-    always: Arc<AlwaysDeny>,
+    always: SharedDeny,
 }
 
 /// Answer queries on `udp` and `tcp` until the task is aborted.
@@ -38,12 +38,12 @@ pub async fn serve(
     tcp: TcpListener,
     table: Table,
     upstream: Arc<Upstream>,
-    always: Arc<AlwaysDeny>,
+    always: impl Into<SharedDeny>,
 ) {
     let r = Arc::new(Resolver {
         table,
         upstream,
-        always,
+        always: always.into(),
     });
     tokio::join!(serve_udp(Arc::new(udp), r.clone()), serve_tcp(tcp, r));
 }
@@ -177,12 +177,11 @@ impl Resolver {
             return error(ResponseCode::ServFail);
         };
         answer.metadata.id = md.id;
+        let always = self.always.get();
         let keep = |r: &Record| match &r.data {
-            RData::A(a) => {
-                att.policy.resolved_verdict(IpAddr::V4(a.0), &self.always) == Verdict::Allow
-            }
+            RData::A(a) => att.policy.resolved_verdict(IpAddr::V4(a.0), &always) == Verdict::Allow,
             RData::AAAA(a) => {
-                att.policy.resolved_verdict(IpAddr::V6(a.0), &self.always) == Verdict::Allow
+                att.policy.resolved_verdict(IpAddr::V6(a.0), &always) == Verdict::Allow
             }
             _ => true,
         };

@@ -322,7 +322,8 @@ impl HostNetwork {
                 ctx.always.clone(),
             )),
             tokio::spawn(crate::egress::serve_http(http, ctx.clone())),
-            tokio::spawn(crate::egress::serve_tls(tls, ctx)),
+            tokio::spawn(crate::egress::serve_tls(tls, ctx.clone())),
+            tokio::spawn(renew_always_deny(self.config.clone(), ctx)),
         ];
         tracing::info!(bridge = %self.config.bridge, %dns, http = %http_addr, tls = %tls_addr, "sandbox network up");
         Ok(Services {
@@ -338,6 +339,7 @@ impl HostNetwork {
             return Ok(());
         };
         let always = Self::always_deny(&self.config);
+        self.egress.always.set(always.clone());
         let sandboxes: Vec<Attached> = self
             .table
             .snapshot()
@@ -407,6 +409,28 @@ pub fn host_ifname(sandbox_id: &str) -> String {
         .take(13)
         .collect();
     format!("ic{id}")
+}
+
+/// How often the proxies' always-denied set is read afresh. nft needs no
+/// renewal: a sandbox's packets to any host address, new or old, meet the
+/// input chain; only what the proxies dial for a sandbox could land on an
+/// address the host gained since.
+const RENEW_ALWAYS_DENY: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn renew_always_deny(config: NetworkConfig, ctx: Arc<crate::egress::EgressContext>) {
+    let mut tick = tokio::time::interval(RENEW_ALWAYS_DENY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = HostNetwork::always_deny(&config);
+        let host = now.host.clone();
+        if ctx.always.set(now) {
+            tracing::info!(
+                ?host,
+                "the host's addresses changed: sandboxes' always-denied set renewed"
+            );
+        }
+    }
 }
 
 /// Every address of every interface of the host (the sandboxes' always-deny

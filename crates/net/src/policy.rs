@@ -4,6 +4,7 @@
 //! they resolve to).
 
 use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -226,6 +227,39 @@ fn is_private(ip: IpAddr) -> bool {
     PRIVATE_RANGES
         .iter()
         .any(|r| r.parse::<IpNet>().is_ok_and(|n| n.contains(&ip)))
+}
+
+/// The always-denied set as the resolver and the proxies see it: one
+/// shared copy, renewed while they run (the host's addresses can change
+/// under a long-lived daemon: DHCP, a new interface).
+#[derive(Debug, Clone)]
+pub struct SharedDeny(Arc<RwLock<Arc<AlwaysDeny>>>);
+
+impl SharedDeny {
+    /// The set now.
+    pub fn get(&self) -> Arc<AlwaysDeny> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replace the set; whether it changed.
+    pub fn set(&self, new: AlwaysDeny) -> bool {
+        let mut cur = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let changed = cur.host != new.host || cur.sandboxes != new.sandboxes;
+        *cur = Arc::new(new);
+        changed
+    }
+}
+
+impl From<AlwaysDeny> for SharedDeny {
+    fn from(a: AlwaysDeny) -> Self {
+        SharedDeny(Arc::new(RwLock::new(Arc::new(a))))
+    }
+}
+
+impl From<Arc<AlwaysDeny>> for SharedDeny {
+    fn from(a: Arc<AlwaysDeny>) -> Self {
+        SharedDeny(Arc::new(RwLock::new(a)))
+    }
 }
 
 /// The always-denied set of this host: the fixed ranges, the host's own

@@ -8,9 +8,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use common::*;
+use hickory_proto::rr::RecordType;
 use hyper::StatusCode;
 use ironclaw_net::egress::{so_original_dst, Ca, HeaderRule};
-use ironclaw_net::EgressPolicy;
+use ironclaw_net::{AlwaysDeny, EgressPolicy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls::pki_types::ServerName;
 
@@ -62,6 +63,28 @@ fn rebinding_names_and_forbidden_literals_are_refused() {
             let (st, body) = get(&mut c, host, &[]).await;
             assert_eq!(st, StatusCode::FORBIDDEN, "{host}: {body}");
         }
+    });
+}
+
+#[test]
+fn an_address_the_host_gains_is_refused_from_then_on() {
+    netns(|| async {
+        let w = world(|_, _| {}).await;
+        let mut c = http_conn(SANDBOX).await;
+        assert_eq!(get(&mut c, "allowed.test", &[]).await.0, StatusCode::OK);
+        let before = ask(SANDBOX, "allowed.test", RecordType::A, false).await;
+        assert!(!addrs(&before).is_empty());
+        // The host now has allowed.test's address (as after a DHCP change):
+        // the running resolver and proxy refuse it without a restart.
+        let host = vec!["203.0.113.10".parse().unwrap()];
+        assert!(w
+            .ctx
+            .always
+            .set(AlwaysDeny::new("10.88.0.0/16".parse().unwrap(), host)));
+        let (st, body) = get(&mut c, "allowed.test", &[]).await;
+        assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
+        let after = ask(SANDBOX, "allowed.test", RecordType::A, false).await;
+        assert!(addrs(&after).is_empty(), "{after:?}");
     });
 }
 

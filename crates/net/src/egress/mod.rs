@@ -24,7 +24,7 @@ pub use http::serve_http;
 pub use sni::{parse_client_hello, Hello, SniError};
 pub use tls::serve_tls;
 
-use crate::policy::{AlwaysDeny, Verdict};
+use crate::policy::{SharedDeny, Verdict};
 use crate::upstream::Upstream;
 use crate::{Attached, Table};
 
@@ -65,7 +65,7 @@ impl HeaderRule {
 pub struct EgressContext {
     pub table: Table,
     pub upstream: Arc<Upstream>,
-    pub always: Arc<AlwaysDeny>,
+    pub always: SharedDeny,
     /// Replaceable at run time (secrets change).
     pub header_rules: RwLock<Vec<HeaderRule>>,
     /// Signs the leaf certificates of intercepted HTTPS; None: HTTPS is
@@ -81,11 +81,11 @@ pub struct EgressContext {
 }
 
 impl EgressContext {
-    pub fn new(table: Table, upstream: Arc<Upstream>, always: Arc<AlwaysDeny>) -> Self {
+    pub fn new(table: Table, upstream: Arc<Upstream>, always: impl Into<SharedDeny>) -> Self {
         EgressContext {
             table,
             upstream,
-            always,
+            always: always.into(),
             header_rules: RwLock::new(Vec::new()),
             ca: None,
             upstream_ca_pems: Vec::new(),
@@ -204,8 +204,9 @@ pub async fn decide(
     dest: &Dest,
 ) -> Result<(Arc<Attached>, Vec<IpAddr>), Denied> {
     let att = ctx.table.lookup(src).ok_or(Denied::UnknownSource(src))?;
+    let always = ctx.always.get();
     let addrs = match dest {
-        Dest::Ip(ip) => match att.policy.ip_verdict(*ip, &ctx.always) {
+        Dest::Ip(ip) => match att.policy.ip_verdict(*ip, &always) {
             Verdict::Allow => vec![*ip],
             Verdict::Deny(why) => return Err(Denied::Address { ip: *ip, why }),
         },
@@ -224,7 +225,7 @@ pub async fn decide(
             let mut why = "it has none";
             let ok: Vec<IpAddr> = all
                 .into_iter()
-                .filter(|ip| match att.policy.resolved_verdict(*ip, &ctx.always) {
+                .filter(|ip| match att.policy.resolved_verdict(*ip, &always) {
                     Verdict::Allow => true,
                     Verdict::Deny(w) => {
                         why = w;

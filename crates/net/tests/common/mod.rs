@@ -327,7 +327,7 @@ pub async fn world(tune: impl FnOnce(&mut EgressContext, &TestCa)) -> World {
         tcp,
         table.clone(),
         upstream(),
-        always(),
+        ctx.always.clone(),
     ));
     let l = TcpListener::bind((GATEWAY, HTTP_PORT)).await.unwrap();
     tokio::spawn(ironclaw_net::egress::serve_http(l, ctx.clone()));
