@@ -123,6 +123,10 @@ pub async fn report(State(st): State<AppState>) -> impl IntoResponse {
     }
     let net = m.net.status().await;
     checks.extend(network_checks(&net));
+    let acme = st.acme.as_ref().map(|a| a.report());
+    if let Some(a) = &acme {
+        checks.push(acme_check(a));
+    }
     // Each VMM that would run as root here, said plainly.
     let warnings = m.privilege_warnings();
     axum::Json(serde_json::json!({
@@ -131,6 +135,7 @@ pub async fn report(State(st): State<AppState>) -> impl IntoResponse {
         "checks": checks,
         "warnings": warnings,
         "network": net,
+        "acme": acme,
         "default_backend": m.default_backend().map(|k| k.as_str()),
     }))
 }
@@ -182,4 +187,24 @@ fn network_checks(n: &ironclaw_net::host::NetStatus) -> Vec<serde_json::Value> {
             ),
         ),
     ]
+}
+
+/// ACME: fine while nothing failed (pending names serve the fallback).
+fn acme_check(report: &serde_json::Value) -> serde_json::Value {
+    let certs = report["certificates"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let count = |state: &str| certs.iter().filter(|c| c["state"] == state).count();
+    let failed = count("failed");
+    check(
+        "acme",
+        failed == 0,
+        format!(
+            "{}: {} issued, {} pending, {failed} failed",
+            report["directory"].as_str().unwrap_or("-"),
+            count("issued"),
+            count("pending"),
+        ),
+    )
 }
