@@ -16,6 +16,8 @@ use common::Daemon;
 use serde_json::{json, Value};
 
 const BASE: &str = "ironclaw.test";
+/// Names of this exposed port do not resolve: the CA cannot validate them.
+const UNRESOLVED: &str = "9091-";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -163,7 +165,8 @@ impl Drop for Pebble {
 }
 
 /// A DNS server on loopback: A 127.0.0.1 for names under [`BASE`], no
-/// records of other types, NXDOMAIN for every other name. Stops on drop.
+/// records of other types, NXDOMAIN for every other name and for
+/// [`UNRESOLVED`] ports' names. Stops on drop.
 struct Dns {
     addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
@@ -198,7 +201,8 @@ async fn dns_server() -> Dns {
                 .to_ascii()
                 .trim_end_matches('.')
                 .to_ascii_lowercase();
-            let ours = name == BASE || name.ends_with(&format!(".{BASE}"));
+            let ours = (name == BASE || name.ends_with(&format!(".{BASE}")))
+                && !name.starts_with(UNRESOLVED);
             let code = if ours {
                 ResponseCode::NoError
             } else {
@@ -363,6 +367,34 @@ async fn acme_certificates_are_issued_by_pebble_served_and_reused_after_restart(
         .send()
         .await;
     assert!(e.is_err(), "the fallback must not chain to pebble's root");
+
+    // A name the CA cannot validate (it does not resolve): failed, with
+    // the CA's reason, and HTTPS for it still answers (the fallback).
+    let (st, v) = d
+        .post("/v1/sandboxes/web/ports", json!({"port": 9091}))
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let bad = format!("9091-web.{BASE}");
+    let s = wait_acme(&d, &bad, "failed", Duration::from_secs(60)).await;
+    let err = s["last_error"].as_str().unwrap();
+    eprintln!("ACME failure for {bad}: {err}");
+    assert!(
+        err.contains("could not resolve") && err.contains("acme:error:connection"),
+        "{s}"
+    );
+    assert_eq!(pebble.issued(), 1);
+    let insecure = reqwest::Client::builder()
+        .use_rustls_tls()
+        .danger_accept_invalid_certs(true)
+        .resolve(&bad, ([127, 0, 0, 1], port_of(&url)).into())
+        .build()
+        .unwrap();
+    let r = insecure
+        .get(format!("https://{bad}:{}/", port_of(&url)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
 
     // Saved: certificate, key 0600, account 0600; challenges withdrawn.
     let acme_dir = d.data_dir().join("acme");

@@ -243,13 +243,14 @@ impl Acme {
                     });
                 }
                 Err(e) => {
+                    let e = detail(&e);
                     failures += 1;
                     let wait = backoff(failures);
                     tracing::warn!(%host, "ACME: ordering a certificate failed (attempt {failures}, next in {wait:?}): {e}");
                     self.set(&host, |s| {
                         s.state = "failed";
                         s.failures = failures;
-                        s.last_error = Some(e.to_string());
+                        s.last_error = Some(e.clone());
                         s.retry_at = Some(rfc3339(unix_now() + wait.as_secs() as i64));
                     });
                     tokio::time::sleep(wait).await;
@@ -415,10 +416,8 @@ impl Acme {
                     Ok(s) => format!("order is {s:?}"),
                     Err(e) => e.to_string(),
                 };
-                return Err(AcmeError::Invalid(format!(
-                    "{why}{}",
-                    challenge_errors(&mut order).await
-                )));
+                let more = challenge_errors(&mut order, &why).await;
+                return Err(AcmeError::Invalid(format!("{why}{more}")));
             }
         }
         drop(pending);
@@ -434,8 +433,8 @@ impl Acme {
 }
 
 /// The validation errors the CA gave for the order's challenges (what
-/// the validator saw), as "; "-joined text after a leading "; ".
-async fn challenge_errors(order: &mut Order) -> String {
+/// the validator saw) not already in `said`, each after a "; ".
+async fn challenge_errors(order: &mut Order, said: &str) -> String {
     let mut out = String::new();
     let mut authzs = order.authorizations();
     while let Some(Ok(mut a)) = authzs.next().await {
@@ -443,10 +442,29 @@ async fn challenge_errors(order: &mut Order) -> String {
             continue;
         }
         for c in &a.challenges {
-            if let Some(e) = &c.error {
-                out.push_str(&format!("; {:?}: {e}", c.r#type));
+            match &c.error {
+                Some(e) if !said.contains(&e.to_string()) => {
+                    out.push_str(&format!("; {:?}: {e}", c.r#type));
+                }
+                _ => {}
             }
         }
+    }
+    out
+}
+
+/// `e` and its sources (hyper's "client error (Connect)" says why only
+/// in its source), each said once.
+fn detail(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let t = s.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        next = s.source();
     }
     out
 }
