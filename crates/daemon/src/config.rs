@@ -358,6 +358,17 @@ mod tests {
         assert_eq!(cfg.network.egress_headers[0].header, "Authorization");
     }
 
+    /// The "ACME certificates" example in README.md parses and checks.
+    #[test]
+    fn readme_acme_parses() {
+        let cfg = readme_toml("#### ACME certificates");
+        cfg.check_acme().unwrap();
+        let acme = cfg.acme().unwrap();
+        assert!(acme.directory.starts_with("https://acme-v02"));
+        assert_eq!(acme.email.as_deref(), Some("ops@example.com"));
+        assert!(acme.ca_file.is_none() && !cfg.ports_acme_base_domain);
+    }
+
     #[test]
     fn acme_settings_are_checked() {
         let check = |t: &str| toml::from_str::<Config>(t).unwrap().check_acme();

@@ -448,6 +448,20 @@ async fn acme_certificates_are_issued_by_pebble_served_and_reused_after_restart(
         std::fs::read(acme_dir.join("account.json")).unwrap(),
         account
     );
+    // Unexposed: no longer kept (nor listed).
+    let (st, _) = d
+        .req(
+            reqwest::Method::DELETE,
+            "/v1/sandboxes/web/ports/9091",
+            None,
+        )
+        .await;
+    assert_eq!(st, 204);
+    let t0 = Instant::now();
+    while !acme_state(&d, &bad).await.is_null() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "{bad} still listed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     drop(pebble);
     drop(dns);
 }
@@ -484,6 +498,14 @@ async fn a_failing_acme_directory_shows_in_doctor_while_https_serves_the_fallbac
         check["detail"].as_str().unwrap().contains("1 failed"),
         "{check}"
     );
+    // Another user sees nothing of the admin's names.
+    let alice = d.add_user("alice").await;
+    let (st, v) = d
+        .call_as(&alice, reqwest::Method::GET, "/v1/host", None)
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["acme"]["certificates"], json!([]), "{v}");
+    assert!(!v.to_string().contains(&name), "{v}");
     let out = d.cli(&["doctor"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(

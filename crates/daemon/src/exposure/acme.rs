@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Request, State};
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use instant_acme::{
@@ -179,9 +179,16 @@ impl Acme {
         self.challenges.lock().unwrap().get(token).cloned()
     }
 
-    /// Every wanted name's state, by name.
-    pub fn report(&self) -> serde_json::Value {
-        let hosts: Vec<HostStatus> = self.status.lock().unwrap().values().cloned().collect();
+    /// The state of every wanted name `visible` lets through, by name.
+    pub fn report(&self, visible: impl Fn(&str) -> bool) -> serde_json::Value {
+        let hosts: Vec<HostStatus> = self
+            .status
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|s| visible(&s.host))
+            .cloned()
+            .collect();
         serde_json::json!({"directory": self.config.directory, "certificates": hosts})
     }
 
@@ -523,17 +530,17 @@ fn rfc3339(unix: i64) -> String {
 /// Answer HTTP-01 challenges for any Host, ahead of everything else: the
 /// token is the secret, so no authentication.
 pub async fn serve_challenge(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let token = req.uri().path().strip_prefix(CHALLENGE_PATH);
-    match (&st.acme, token) {
+    let answer = match (&st.acme, req.uri().path().strip_prefix(CHALLENGE_PATH)) {
         (Some(acme), Some(token)) if matches!(*req.method(), Method::GET | Method::HEAD) => {
-            match acme.key_authorization(token) {
-                Some(k) => {
-                    ([(header::CONTENT_TYPE, "application/octet-stream")], k).into_response()
-                }
-                None => (StatusCode::NOT_FOUND, "no such ACME challenge\n").into_response(),
-            }
+            acme.key_authorization(token)
         }
-        _ => next.run(req).await,
+        _ => None,
+    };
+    // Unknown tokens go on as any other request (a sandbox's own
+    // /.well-known stays its own).
+    match answer {
+        Some(k) => ([(header::CONTENT_TYPE, "application/octet-stream")], k).into_response(),
+        None => next.run(req).await,
     }
 }
 
