@@ -39,6 +39,8 @@ struct PebbleSetup {
     dir: tempfile::TempDir,
     listen: u16,
     mgmt: u16,
+    /// Lifetime of the certificates pebble issues (its default: 5 years).
+    validity_secs: Option<u64>,
 }
 
 impl PebbleSetup {
@@ -62,6 +64,7 @@ impl PebbleSetup {
             dir,
             listen: free_port(),
             mgmt: free_port(),
+            validity_secs: None,
         }
     }
 
@@ -76,8 +79,13 @@ impl PebbleSetup {
     /// Start pebble validating HTTP-01 on `http_port` (the daemon's) and
     /// resolving names through `dns`.
     fn start(self, http_port: u16, dns: SocketAddr) -> Pebble {
+        self.write_config(http_port);
+        Self::run(self, dns)
+    }
+
+    fn write_config(&self, http_port: u16) {
         let d = self.dir.path();
-        let config = json!({"pebble": {
+        let mut config = json!({"pebble": {
             "listenAddress": format!("127.0.0.1:{}", self.listen),
             "managementListenAddress": format!("127.0.0.1:{}", self.mgmt),
             "certificate": d.join("cert.pem"),
@@ -87,7 +95,14 @@ impl PebbleSetup {
             "ocspResponderURL": "",
             "externalAccountBindingRequired": false
         }});
+        if let Some(v) = self.validity_secs {
+            config["pebble"]["certificateValidityPeriod"] = json!(v);
+        }
         std::fs::write(d.join("pebble.json"), config.to_string()).unwrap();
+    }
+
+    fn run(self, dns: SocketAddr) -> Pebble {
+        let d = self.dir.path();
         let log = d.join("pebble.log");
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(pebble_bin().expect("pebble"))
@@ -106,6 +121,7 @@ impl PebbleSetup {
             child,
             setup: self,
             log,
+            dns,
         };
         let t0 = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", pebble.setup.mgmt)).is_err()
@@ -126,9 +142,30 @@ struct Pebble {
     child: Child,
     setup: PebbleSetup,
     log: PathBuf,
+    dns: SocketAddr,
 }
 
 impl Pebble {
+    /// A fresh pebble on the same ports: a new root, no accounts, an empty
+    /// log.
+    fn restart(mut self) -> Pebble {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dns = self.dns;
+        // Keep the setup (its directory) for the new process.
+        let setup = std::mem::replace(
+            &mut self.setup,
+            PebbleSetup {
+                dir: tempfile::tempdir().unwrap(),
+                listen: 0,
+                mgmt: 0,
+                validity_secs: None,
+            },
+        );
+        drop(self);
+        PebbleSetup::run(setup, dns)
+    }
+
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -535,4 +572,81 @@ fn rustls_pemfile_der(pem: &[u8]) -> Vec<u8> {
     tokio_rustls::rustls::pki_types::CertificateDer::from_pem_slice(pem)
         .unwrap()
         .to_vec()
+}
+
+#[tokio::test]
+async fn certificates_are_renewed_when_a_third_of_their_lifetime_is_left() {
+    let mut setup = PebbleSetup::new();
+    // 30 s certificates: renewed once 20 s have passed.
+    setup.validity_secs = Some(30);
+    let d = Daemon::start_with(&acme_config(&setup.directory(), Some(&setup.tls_ca()))).await;
+    let dns = dns_server().await;
+    let pebble = setup.start(port_of(&d.url), dns.addr);
+    d.sandbox("web", json!({})).await;
+    let (st, v) = d
+        .post("/v1/sandboxes/web/ports", json!({"port": 8080}))
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let url = v["url"].as_str().unwrap().to_string();
+    let name = format!("8080-web.{BASE}");
+    let first = wait_acme(&d, &name, "issued", Duration::from_secs(60)).await;
+    let root = pebble.root().await;
+    let c = client_trusting(&root, &name, port_of(&url));
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401, "past TLS: the gate wants a token");
+    let before = peer_cert(&r);
+    assert_eq!(pebble.issued(), 1);
+    // Renewed in the background before expiry, then served.
+    let t0 = Instant::now();
+    while pebble.issued() < 2 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "not renewed: {first}\n{}",
+            pebble.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let t0 = Instant::now();
+    loop {
+        let s = acme_state(&d, &name).await;
+        let c = client_trusting(&root, &name, port_of(&url));
+        let r = c.get(&url).send().await.unwrap();
+        if peer_cert(&r) != before {
+            assert_eq!(s["state"], "issued", "{s}");
+            assert_ne!(s["not_after"], first["not_after"], "{s}");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the renewed certificate is not served: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The CA loses its accounts (a fresh pebble, a new root): the next
+    // renewal fails with accountDoesNotExist, the daemon registers anew,
+    // and the certificate after that chains to the new root.
+    let account = std::fs::read(d.data_dir().join("acme/account.json")).unwrap();
+    let pebble = pebble.restart();
+    let root2 = pebble.root().await;
+    assert_ne!(root, root2);
+    let t0 = Instant::now();
+    loop {
+        let c = client_trusting(&root2, &name, port_of(&url));
+        if let Ok(r) = c.get(&url).send().await {
+            assert_eq!(r.status(), 401);
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "no certificate from the new CA: {}\n{}",
+            acme_state(&d, &name).await,
+            pebble.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(pebble.issued(), 1);
+    let account2 = std::fs::read(d.data_dir().join("acme/account.json")).unwrap();
+    assert_ne!(account, account2, "a new account was registered and saved");
+    drop(pebble);
+    drop(dns);
 }

@@ -382,6 +382,23 @@ impl Acme {
     /// One order for `host`, HTTP-01 answered by [`serve_challenge`]; the
     /// certificate is saved and served from then on.
     async fn issue(&self, host: &str) -> Result<(), AcmeError> {
+        let r = self.order(host).await;
+        if let Err(AcmeError::Acme(instant_acme::Error::Api(p))) = &r {
+            if p.r#type
+                .as_deref()
+                .is_some_and(|t| t.ends_with(":accountDoesNotExist"))
+            {
+                // The CA forgot the account (a reset test CA): the next
+                // attempt registers a new one.
+                tracing::warn!("ACME: the CA no longer knows our account; registering anew");
+                *self.account.lock().await = None;
+                let _ = std::fs::remove_file(self.dir.join("account.json"));
+            }
+        }
+        r
+    }
+
+    async fn order(&self, host: &str) -> Result<(), AcmeError> {
         let account = self.account().await?;
         let ids = [Identifier::Dns(host.to_string())];
         let mut order = account.new_order(&NewOrder::new(&ids)).await?;
