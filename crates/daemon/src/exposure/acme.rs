@@ -209,6 +209,18 @@ impl Acme {
             if tasks.contains_key(h) || !file_safe(h) {
                 continue;
             }
+            self.status.lock().unwrap().insert(
+                h.clone(),
+                HostStatus {
+                    host: h.clone(),
+                    state: "pending",
+                    not_after: None,
+                    renew_at: None,
+                    last_error: None,
+                    failures: 0,
+                    retry_at: None,
+                },
+            );
             let acme = self.clone();
             let host = h.clone();
             tasks.insert(
@@ -266,7 +278,8 @@ impl Acme {
         }
     }
 
-    /// Update `host`'s status (made on first use) and its certificate dates.
+    /// Update `host`'s status and its certificate dates; nothing once the
+    /// name is no longer wanted (its task may run on until its next await).
     fn set(&self, host: &str, f: impl FnOnce(&mut HostStatus)) {
         let dates = self
             .certs
@@ -274,20 +287,10 @@ impl Acme {
             .unwrap()
             .get(host)
             .map(|h| (rfc3339(h.not_after), rfc3339(h.renew_at())));
-        let mut status = self.status.lock().unwrap();
-        let s = status
-            .entry(host.to_string())
-            .or_insert_with(|| HostStatus {
-                host: host.to_string(),
-                state: "pending",
-                not_after: None,
-                renew_at: None,
-                last_error: None,
-                failures: 0,
-                retry_at: None,
-            });
-        (s.not_after, s.renew_at) = dates.unzip();
-        f(s);
+        if let Some(s) = self.status.lock().unwrap().get_mut(host) {
+            (s.not_after, s.renew_at) = dates.unzip();
+            f(s);
+        }
     }
 
     fn paths(&self, host: &str) -> (PathBuf, PathBuf) {
