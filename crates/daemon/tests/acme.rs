@@ -448,6 +448,16 @@ async fn acme_certificates_are_issued_by_pebble_served_and_reused_after_restart(
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+    // On an exposure host an unknown token is no way past the gate.
+    let listen = port_of(&d.url);
+    let r = d
+        .http
+        .get(d.u("/.well-known/acme-challenge/nothing-pending"))
+        .header("host", format!("{name}:{listen}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
 
     // doctor shows it.
     let out = d.cli(&["doctor"]);
@@ -507,7 +517,10 @@ async fn acme_certificates_are_issued_by_pebble_served_and_reused_after_restart(
 async fn a_failing_acme_directory_shows_in_doctor_while_https_serves_the_fallback() {
     // Nothing listens there.
     let dead = format!("https://127.0.0.1:{}/dir", free_port());
-    let d = Daemon::start_with(&acme_config(&dead, None)).await;
+    let d = Daemon::start_with(
+        &acme_config(&dead, None).replace("[network]", "ports_acme_base_domain = true\n[network]"),
+    )
+    .await;
     d.sandbox("web", json!({})).await;
     let (st, v) = d
         .post("/v1/sandboxes/web/ports", json!({"port": 8080}))
@@ -516,6 +529,8 @@ async fn a_failing_acme_directory_shows_in_doctor_while_https_serves_the_fallbac
     let url = v["url"].as_str().unwrap().to_string();
     let name = format!("8080-web.{BASE}");
     let s = wait_acme(&d, &name, "failed", Duration::from_secs(30)).await;
+    // The base domain is wanted too (ports_acme_base_domain).
+    wait_acme(&d, BASE, "failed", Duration::from_secs(30)).await;
     let err = s["last_error"].as_str().unwrap_or_default();
     assert!(err.starts_with("ACME: "), "{s}");
     assert!(
@@ -532,7 +547,7 @@ async fn a_failing_acme_directory_shows_in_doctor_while_https_serves_the_fallbac
         .unwrap();
     assert_eq!(check["ok"], false, "{check}");
     assert!(
-        check["detail"].as_str().unwrap().contains("1 failed"),
+        check["detail"].as_str().unwrap().contains("2 failed"),
         "{check}"
     );
     // Another user sees nothing of the admin's names.
