@@ -15,6 +15,7 @@ PACKAGES=(
   ca-certificates curl          # downloads (Firecracker, rustup)
   e2fsprogs                     # mkfs.ext4/resize2fs/e2fsck: VM root disks
   nftables                      # nft: sandbox NAT and egress filtering (the daemon drives it as JSON)
+  pebble                        # a local ACME CA for the ACME test (crates/daemon/tests/acme.rs); bookworm ships 2.4.0
 )
 
 SUDO=()

@@ -105,6 +105,19 @@ pub struct Config {
     /// for `*.<base_domain>`); none: a self-signed one, fingerprint printed.
     pub ports_tls_cert: Option<PathBuf>,
     pub ports_tls_key: Option<PathBuf>,
+    /// ACME directory URL (RFC 8555) for `ports_tls_listen` certificates:
+    /// one per exposure name `PORT-NAME.<base_domain>`, validated over
+    /// HTTP-01 on `listen` (which must be reachable on port 80 from the
+    /// CA). Setting it agrees to the CA's terms of service. Until a name's
+    /// certificate is issued, the self-signed one serves.
+    pub ports_acme_directory: Option<String>,
+    /// Contact address given to the CA (expiry and policy mail).
+    pub ports_acme_email: Option<String>,
+    /// PEM root CA trusted for the ACME directory's own HTTPS instead of
+    /// the system's roots (a test CA such as pebble's).
+    pub ports_acme_ca_file: Option<PathBuf>,
+    /// Also get a certificate for the base domain itself.
+    pub ports_acme_base_domain: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -149,6 +162,10 @@ impl Default for Config {
             ports_tls_listen: None,
             ports_tls_cert: None,
             ports_tls_key: None,
+            ports_acme_directory: None,
+            ports_acme_email: None,
+            ports_acme_ca_file: None,
+            ports_acme_base_domain: false,
         }
     }
 }
@@ -170,6 +187,52 @@ impl Config {
         }
         let text = toml::to_string(&doc)?;
         Ok(Some(ironclaw_agent::ProvidersConfig::from_toml_str(&text)?))
+    }
+
+    /// The ACME settings, when ACME is on.
+    pub fn acme(&self) -> Option<crate::exposure::acme::AcmeConfig> {
+        Some(crate::exposure::acme::AcmeConfig {
+            directory: self.ports_acme_directory.clone()?,
+            email: self.ports_acme_email.clone(),
+            ca_file: self.ports_acme_ca_file.clone(),
+        })
+    }
+
+    fn check_acme(&self) -> anyhow::Result<()> {
+        let Some(dir) = &self.ports_acme_directory else {
+            if self.ports_acme_email.is_some() || self.ports_acme_ca_file.is_some() {
+                anyhow::bail!("ports_acme_email and ports_acme_ca_file need ports_acme_directory");
+            }
+            return Ok(());
+        };
+        if self.ports_tls_cert.is_some() || self.ports_tls_key.is_some() {
+            anyhow::bail!(
+                "ports_acme_directory and ports_tls_cert/ports_tls_key exclude each other: \
+                 certificates come either from ACME or from the files"
+            );
+        }
+        if self.ports_tls_listen.is_none() {
+            anyhow::bail!(
+                "ports_acme_directory needs ports_tls_listen (where the certificates serve)"
+            );
+        }
+        let rest = dir.strip_prefix("https://").ok_or_else(|| {
+            anyhow::anyhow!("ports_acme_directory {dir:?} must be an https:// URL")
+        })?;
+        if rest.is_empty() || dir.parse::<axum::http::Uri>().is_err() {
+            anyhow::bail!("ports_acme_directory {dir:?} is not a URL");
+        }
+        if let Some(e) = &self.ports_acme_email {
+            let ok = e.split_once('@').is_some_and(|(u, d)| {
+                !u.is_empty()
+                    && d.contains('.')
+                    && !e.contains(|c: char| c.is_whitespace() || c == ',')
+            });
+            if !ok {
+                anyhow::bail!("ports_acme_email {e:?} is not an email address");
+            }
+        }
+        Ok(())
     }
 
     pub fn load(args: &Args) -> anyhow::Result<Config> {
@@ -195,6 +258,7 @@ impl Config {
                 anyhow::bail!("mount_roots: path {} must be absolute", r.path.display());
             }
         }
+        cfg.check_acme()?;
         if let Some(l) = args.listen {
             cfg.listen = l;
         }
@@ -292,6 +356,35 @@ mod tests {
         assert_eq!(cfg.network.bridge, "ironclaw0");
         assert!(cfg.network.default_policy.allow_all);
         assert_eq!(cfg.network.egress_headers[0].header, "Authorization");
+    }
+
+    /// The "ACME certificates" example in README.md parses and checks.
+    #[test]
+    fn readme_acme_parses() {
+        let cfg = readme_toml("#### ACME certificates");
+        cfg.check_acme().unwrap();
+        let acme = cfg.acme().unwrap();
+        assert!(acme.directory.starts_with("https://acme-v02"));
+        assert_eq!(acme.email.as_deref(), Some("ops@example.com"));
+        assert!(acme.ca_file.is_none() && !cfg.ports_acme_base_domain);
+    }
+
+    #[test]
+    fn acme_settings_are_checked() {
+        let check = |t: &str| toml::from_str::<Config>(t).unwrap().check_acme();
+        let ok = "ports_tls_listen = \"127.0.0.1:0\"\nports_acme_directory = \"https://acme.example/dir\"\n";
+        check(ok).unwrap();
+        check(&format!("{ok}ports_acme_email = \"ops@example.com\"\n")).unwrap();
+        let err = |t: &str| check(t).unwrap_err().to_string();
+        assert!(err(&format!(
+            "{ok}ports_tls_cert = \"/c\"\nports_tls_key = \"/k\"\n"
+        ))
+        .contains("exclude each other"));
+        assert!(err("ports_acme_directory = \"https://acme.example/dir\"\n")
+            .contains("needs ports_tls_listen"));
+        assert!(err(&ok.replace("https://", "http://")).contains("https:// URL"));
+        assert!(err(&format!("{ok}ports_acme_email = \"nobody\"\n")).contains("email"));
+        assert!(err("ports_acme_email = \"a@b.c\"\n").contains("need ports_acme_directory"));
     }
 
     #[test]

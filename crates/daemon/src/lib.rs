@@ -33,6 +33,8 @@ pub struct AppState {
     pub limiter: Arc<quota::RateLimiter>,
     /// Exposed ports: cookie key, idle clocks.
     pub ports: Arc<exposure::Ports>,
+    /// ACME certificates for exposed ports, when `ports_acme_directory` is set.
+    pub acme: Option<Arc<exposure::acme::Acme>>,
 }
 
 /// Largest JSON request body: room for an exec argv up to the kernel's
@@ -118,6 +120,11 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             exposure::gate::route_host,
         ))
+        // HTTP-01 answers for any Host, even one under the base domain.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            exposure::acme::serve_challenge,
+        ))
         .with_state(state)
 }
 
@@ -170,6 +177,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let ports = Arc::new(exposure::Ports::new(
         exposure::cookie::Key::load_or_create(data_dir).context("the port cookie key")?,
     ));
+    let acme = match config.acme() {
+        Some(a) => Some(exposure::acme::Acme::new(a, data_dir).context("ACME")?),
+        None => None,
+    };
     tracing::info!(%addr, data_dir = %data_dir.display(), "ironclawd listening");
     // One machine-readable line on stdout for scripts and tests.
     println!("ironclawd listening on http://{addr}");
@@ -179,6 +190,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         token: token.into(),
         limiter: Arc::default(),
         ports,
+        acme,
     };
     if let Some(l) = ports_tls {
         let (tls, fingerprint) = exposure::tls::server_config(
@@ -186,16 +198,31 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             &exposure::base_domain(&config),
             config.ports_tls_cert.as_deref(),
             config.ports_tls_key.as_deref(),
+            state.acme.clone(),
         )
         .context("ports TLS")?;
         let at = l.local_addr()?;
         match fingerprint {
+            Some(f) if state.acme.is_some() => eprintln!(
+                "ironclawd: exposed ports on https://{at} with ACME certificates; until one is issued, a self-signed one with SHA-256 fingerprint {f}"
+            ),
             Some(f) => eprintln!(
                 "ironclawd: exposed ports on https://{at} with a self-signed certificate, SHA-256 fingerprint {f}"
             ),
             None => tracing::info!(%at, "exposed ports on HTTPS"),
         }
         exposure::tls::spawn(l, tls, router(state.clone()));
+    }
+    if let Some(acme) = &state.acme {
+        tracing::info!(
+            directory = acme.directory(),
+            "exposed ports get ACME certificates"
+        );
+        exposure::acme::spawn_watcher(
+            acme.clone(),
+            state.manager.clone(),
+            config.ports_acme_base_domain,
+        );
     }
     exposure::spawn_idle_stopper(
         state.manager.clone(),

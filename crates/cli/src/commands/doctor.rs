@@ -64,6 +64,7 @@ pub fn report(v: &Value, url: &str) -> (String, bool) {
     if checks.is_empty() {
         out.push_str("  (none reported)\n");
     }
+    acme_section(&mut out, v);
     out.push('\n');
     // Warnings (a VMM that would run as root) stand out, one per line.
     let warnings = v
@@ -86,6 +87,42 @@ pub fn report(v: &Value, url: &str) -> (String, bool) {
         out.push_str("no sandbox backend is available on this host; see the reasons above\n");
     }
     (out, any)
+}
+
+/// Each ACME certificate's state, with the CA's last error for a failed one.
+fn acme_section(out: &mut String, v: &Value) {
+    let Some(acme) = v.get("acme").filter(|a| !a.is_null()) else {
+        return;
+    };
+    let s = |x: &Value, k: &str| x.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
+    out.push_str(&format!(
+        "\nACME certificates from {}:\n",
+        s(acme, "directory")
+    ));
+    let empty = vec![];
+    let certs = acme
+        .get("certificates")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
+    if certs.is_empty() {
+        out.push_str("  (none wanted yet: no port is exposed)\n");
+    }
+    for c in certs {
+        let state = s(c, "state");
+        let mut why = match c.get("not_after").and_then(Value::as_str) {
+            Some(t) => format!("valid until {t}, renewed from {}", s(c, "renew_at")),
+            None => "self-signed fallback until issued".to_string(),
+        };
+        if state == "failed" {
+            why = format!(
+                "{why}; {} failed attempt(s), next at {}: {}",
+                c.get("failures").and_then(Value::as_u64).unwrap_or(0),
+                s(c, "retry_at"),
+                s(c, "last_error")
+            );
+        }
+        out.push_str(&format!("  {state:<7}  {}  {why}\n", s(c, "host")));
+    }
 }
 
 /// `ironclaw version`: the CLI version, and the daemon's if it answers.
@@ -139,6 +176,14 @@ mod tests {
             t.contains("\nWARNING: firecracker would run as root: no jailer found next to /x/firecracker; install jailer or set firecracker_jailer\n"),
             "{t}"
         );
+        v["acme"] = json!({"directory": "https://ca.example/dir", "certificates": [
+            {"host": "80-a.example.com", "state": "issued", "not_after": "2027-01-01T00:00:00Z",
+             "renew_at": "2026-11-01T00:00:00Z", "failures": 0},
+            {"host": "81-a.example.com", "state": "failed", "failures": 2,
+             "retry_at": "2026-01-01T00:01:00Z", "last_error": "ACME: connection refused"}]});
+        let (t, _) = report(&v, "http://x");
+        assert!(t.contains("\nACME certificates from https://ca.example/dir:\n  issued   80-a.example.com  valid until 2027-01-01T00:00:00Z, renewed from 2026-11-01T00:00:00Z\n"), "{t}");
+        assert!(t.contains("  failed   81-a.example.com  self-signed fallback until issued; 2 failed attempt(s), next at 2026-01-01T00:01:00Z: ACME: connection refused\n"), "{t}");
         let (_, ok) = report(
             &json!({"backends":[{"name":"qemu","available":false}]}),
             "http://x",

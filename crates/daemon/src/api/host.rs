@@ -5,6 +5,7 @@ use std::path::Path;
 use axum::extract::State;
 use axum::response::IntoResponse;
 
+use crate::auth::Caller;
 use crate::AppState;
 
 pub async fn health() -> impl IntoResponse {
@@ -23,7 +24,7 @@ fn check(name: &str, ok: bool, detail: impl Into<String>) -> serde_json::Value {
     serde_json::json!({"name": name, "ok": ok, "detail": detail.into()})
 }
 
-pub async fn report(State(st): State<AppState>) -> impl IntoResponse {
+pub async fn report(State(st): State<AppState>, caller: Caller) -> impl IntoResponse {
     let m = &st.manager;
     let backends: Vec<_> = m
         .backend_report()
@@ -123,6 +124,15 @@ pub async fn report(State(st): State<AppState>) -> impl IntoResponse {
     }
     let net = m.net.status().await;
     checks.extend(network_checks(&net));
+    // A user sees the names of their own exposures only.
+    let mine = (!caller.admin).then(|| own_hosts(&st, &caller.user));
+    let acme = st
+        .acme
+        .as_ref()
+        .map(|a| a.report(|h| mine.as_ref().is_none_or(|m| m.contains(h))));
+    if let Some(a) = &acme {
+        checks.push(acme_check(a));
+    }
     // Each VMM that would run as root here, said plainly.
     let warnings = m.privilege_warnings();
     axum::Json(serde_json::json!({
@@ -131,6 +141,7 @@ pub async fn report(State(st): State<AppState>) -> impl IntoResponse {
         "checks": checks,
         "warnings": warnings,
         "network": net,
+        "acme": acme,
         "default_backend": m.default_backend().map(|k| k.as_str()),
     }))
 }
@@ -182,4 +193,42 @@ fn network_checks(n: &ironclaw_net::host::NetStatus) -> Vec<serde_json::Value> {
             ),
         ),
     ]
+}
+
+/// The exposure host names of `user`'s sandboxes.
+fn own_hosts(st: &AppState, user: &str) -> std::collections::HashSet<String> {
+    let base = crate::exposure::base_domain(&st.manager.config);
+    st.manager
+        .store
+        .exposures()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| {
+            st.manager
+                .store
+                .sandbox_by_id(&e.sandbox_id)
+                .is_ok_and(|r| r.owner == user)
+        })
+        .map(|e| format!("{}.{base}", e.label).to_ascii_lowercase())
+        .collect()
+}
+
+/// ACME: fine while nothing failed (pending names serve the fallback).
+fn acme_check(report: &serde_json::Value) -> serde_json::Value {
+    let certs = report["certificates"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let count = |state: &str| certs.iter().filter(|c| c["state"] == state).count();
+    let failed = count("failed");
+    check(
+        "acme",
+        failed == 0,
+        format!(
+            "{}: {} issued, {} pending, {failed} failed",
+            report["directory"].as_str().unwrap_or("-"),
+            count("issued"),
+            count("pending"),
+        ),
+    )
 }

@@ -8,6 +8,7 @@
 //! last used is kept in memory only (after a daemon restart the idle
 //! clock of every exposed sandbox starts again).
 
+pub mod acme;
 pub mod cookie;
 pub mod gate;
 pub mod tls;

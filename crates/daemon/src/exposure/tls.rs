@@ -2,7 +2,10 @@
 //! terminates TLS and serves the same router, so `https://PORT-NAME.<base>`
 //! works. The certificate is the configured one (`ports_tls_cert` and
 //! `ports_tls_key`, PEM), else a self-signed one for `*.<base>` kept in the
-//! data dir, whose SHA-256 fingerprint the daemon prints at start.
+//! data dir, whose SHA-256 fingerprint the daemon prints at start. With
+//! ACME (`ports_acme_directory`) the [`Resolver`] picks each name's ACME
+//! certificate by SNI and falls back to the self-signed one while that is
+//! pending or failed, so HTTPS always answers.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,7 +16,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use sha2::{Digest, Sha256};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
+use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::rustls::ServerConfig;
+
+use super::acme::Acme;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -40,6 +47,7 @@ pub fn server_config(
     base: &str,
     cert: Option<&Path>,
     key: Option<&Path>,
+    acme: Option<Arc<Acme>>,
 ) -> Result<(Arc<ServerConfig>, Option<String>), TlsError> {
     let read = |p: &Path| std::fs::read(p).map_err(|e| TlsError::Io(p.to_path_buf(), e));
     let key_path = key;
@@ -62,10 +70,11 @@ pub fn server_config(
     let key =
         PrivateKeyDer::from_pem_slice(&key).map_err(|_| TlsError::Pem(path(key_path, KEY_FILE)))?;
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let fallback = Arc::new(CertifiedKey::from_der(certs, key, &provider)?);
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+        .with_cert_resolver(Arc::new(Resolver { fallback, acme }));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let fingerprint = self_signed.then(|| {
         Sha256::digest(first.as_ref())
@@ -75,6 +84,24 @@ pub fn server_config(
             .join(":")
     });
     Ok((Arc::new(config), fingerprint))
+}
+
+/// The ACME certificate for the SNI name when there is one, else the
+/// configured or self-signed certificate.
+#[derive(Debug)]
+pub struct Resolver {
+    fallback: Arc<CertifiedKey>,
+    acme: Option<Arc<Acme>>,
+}
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let issued = match (&self.acme, hello.server_name()) {
+            (Some(acme), Some(name)) => acme.cert(name),
+            _ => None,
+        };
+        Some(issued.unwrap_or_else(|| self.fallback.clone()))
+    }
 }
 
 const CERT_FILE: &str = "ports-tls.pem";
