@@ -145,14 +145,16 @@ pub fn query_string(q: &[(&str, String)]) -> String {
         .join("&")
 }
 
-/// `path` with `owner=USER` added to its query when it is a sandbox route.
+/// `path` with `owner=USER` added to its query when it is a sandbox or
+/// SSH key route.
 pub fn with_owner(path: &str, owner: Option<&str>) -> String {
+    let owned = |root: &str| {
+        path == root
+            || path.starts_with(&format!("{root}/"))
+            || path.starts_with(&format!("{root}?"))
+    };
     match owner {
-        Some(o)
-            if path == "/v1/sandboxes"
-                || path.starts_with("/v1/sandboxes/")
-                || path.starts_with("/v1/sandboxes?") =>
-        {
+        Some(o) if owned("/v1/sandboxes") || owned("/v1/keys") => {
             let sep = if path.contains('?') { '&' } else { '?' };
             format!("{path}{sep}owner={}", encode(o))
         }

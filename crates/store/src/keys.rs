@@ -120,18 +120,36 @@ mod tests {
         let s = Store::open_in_memory().unwrap();
         s.add_user("bob", false).unwrap();
         let k = s
-            .add_ssh_key("bob", "SHA256:abc", "ssh-ed25519", "ssh-ed25519 AAAA", Some("laptop"))
+            .add_ssh_key(
+                "bob",
+                "SHA256:abc",
+                "ssh-ed25519",
+                "ssh-ed25519 AAAA",
+                Some("laptop"),
+            )
             .unwrap();
         assert_eq!(s.ssh_keys("bob").unwrap(), vec![k.clone()]);
         assert!(s.ssh_keys("admin").unwrap().is_empty());
         // The same key for anyone else is refused, without naming bob.
         let e = s
-            .add_ssh_key("admin", "SHA256:abc", "ssh-ed25519", "ssh-ed25519 AAAA", None)
+            .add_ssh_key(
+                "admin",
+                "SHA256:abc",
+                "ssh-ed25519",
+                "ssh-ed25519 AAAA",
+                None,
+            )
             .unwrap_err();
-        assert!(matches!(&e, StoreError::Conflict(m) if !m.contains("bob")), "{e}");
+        assert!(
+            matches!(&e, StoreError::Conflict(m) if !m.contains("bob")),
+            "{e}"
+        );
         assert!(s.add_ssh_key("nobody", "SHA256:x", "a", "b", None).is_err());
         assert_eq!(
-            s.ssh_key_by_fingerprint("SHA256:abc").unwrap().unwrap().user,
+            s.ssh_key_by_fingerprint("SHA256:abc")
+                .unwrap()
+                .unwrap()
+                .user,
             "bob"
         );
         // admin cannot remove bob's key through their own namespace.

@@ -132,6 +132,8 @@ pub async fn report(State(st): State<AppState>) -> impl IntoResponse {
         "warnings": warnings,
         "network": net,
         "default_backend": m.default_backend().map(|k| k.as_str()),
+        // The SSH endpoint (null when off): `ironclaw ssh` reads the port.
+        "ssh": st.ssh.as_deref(),
     }))
 }
 
