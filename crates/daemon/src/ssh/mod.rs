@@ -80,6 +80,7 @@ impl russh::server::Server for Server {
             manager: self.manager.clone(),
             peer,
             target: None,
+            sftp: Default::default(),
         }
     }
 
@@ -93,6 +94,8 @@ pub struct Connection {
     manager: Arc<Manager>,
     peer: Option<SocketAddr>,
     target: Option<crate::auth::Target>,
+    /// Channels running the sftp subsystem.
+    sftp: std::collections::HashSet<ChannelId>,
 }
 
 impl russh::server::Handler for Connection {
@@ -157,6 +160,21 @@ impl russh::server::Handler for Connection {
         Ok(())
     }
 
+    /// The client is done with its sftp session: end it with status 0, as
+    /// sshd does when sftp-server exits (scp fails without one).
+    async fn channel_eof(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.sftp.remove(&channel) {
+            session.exit_status_request(channel, 0)?;
+            session.eof(channel)?;
+            session.close(channel)?;
+        }
+        Ok(())
+    }
+
     // The session task reads these requests from its channel; the handler
     // only answers them.
     async fn pty_request(
@@ -207,6 +225,7 @@ impl russh::server::Handler for Connection {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         if name == "sftp" {
+            self.sftp.insert(channel);
             session.channel_success(channel)
         } else {
             session.channel_failure(channel)
