@@ -15,6 +15,7 @@ PACKAGES=(
   ca-certificates curl          # downloads (Firecracker, rustup)
   e2fsprogs                     # mkfs.ext4/resize2fs/e2fsck: VM root disks
   nftables                      # nft: sandbox NAT and egress filtering (the daemon drives it as JSON)
+  openssh-client                # ssh/scp/sftp/ssh-keygen: `ironclaw ssh` and the SSH endpoint tests
 )
 
 SUDO=()

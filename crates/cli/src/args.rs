@@ -540,6 +540,9 @@ pub struct SshArgs {
     /// Force a terminal for a command (ssh -t)
     #[arg(short = 't')]
     pub tty: bool,
+    /// Log in with this private key only (ssh -i FILE -o IdentitiesOnly=yes)
+    #[arg(short = 'i', long, value_name = "FILE")]
+    pub identity: Option<std::path::PathBuf>,
     /// Print the ssh command line instead of running it
     #[arg(long)]
     pub print: bool,

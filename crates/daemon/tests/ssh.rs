@@ -226,6 +226,95 @@ impl Drop for Interactive {
     }
 }
 
+/// `ssh` on a real pseudo-terminal (its controlling terminal), so it
+/// sends the terminal's size and window changes as a user's would.
+struct OnTerminal {
+    child: Child,
+    master: std::fs::File,
+    out: Arc<Mutex<Vec<u8>>>,
+}
+
+impl OnTerminal {
+    fn start(mut c: Command, rows: u16, cols: u16) -> OnTerminal {
+        use std::os::unix::process::CommandExt;
+        let ws = nix::pty::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = nix::pty::openpty(Some(&ws), None).unwrap();
+        let slave = std::fs::File::from(pty.slave);
+        c.stdin(Stdio::from(slave.try_clone().unwrap()))
+            .stdout(Stdio::from(slave.try_clone().unwrap()))
+            .stderr(Stdio::from(slave));
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            c.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = c.spawn().unwrap();
+        drop(c); // the parent's copies of the slave
+        let master = std::fs::File::from(pty.master);
+        let mut reader = master.try_clone().unwrap();
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let sink = out.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        OnTerminal { child, master, out }
+    }
+
+    fn send(&mut self, s: &str) {
+        self.master.write_all(s.as_bytes()).unwrap();
+    }
+
+    fn resize(&self, rows: u16, cols: u16) {
+        use std::os::fd::AsRawFd;
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads one winsize.
+        let r = unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        assert_eq!(r, 0);
+    }
+
+    fn wait_for(&self, needle: &str, within: Duration) {
+        let t0 = Instant::now();
+        loop {
+            let seen = text(&self.out.lock().unwrap());
+            if seen.contains(needle) {
+                return;
+            }
+            assert!(
+                t0.elapsed() < within,
+                "{needle:?} not seen within {within:?}; output so far: {seen:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for OnTerminal {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Keys: API and CLI, validation, duplicates, ownership; logins and the
 /// one refusal; exit codes, stdin, stderr; the console across sessions.
 #[tokio::test(flavor = "multi_thread")]
@@ -333,6 +422,22 @@ async fn keys_logins_refusals_exec_and_console() {
         messages[0].contains("Permission denied (publickey)"),
         "{messages:?}"
     );
+    // No key at all: the same words (only "none" was tried).
+    let child = c
+        .ssh(
+            "admin_key",
+            "dev",
+            &["-o", "PubkeyAuthentication=no"],
+            &["true"],
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_output(child, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    messages.push(text(&out.stderr).replace("dev", "NAME"));
     assert!(
         messages.iter().all(|m| m == &messages[0]),
         "refusals differ: {messages:?}"
@@ -375,10 +480,60 @@ async fn keys_logins_refusals_exec_and_console() {
         .unwrap_or_else(|| panic!("no main console: {v}"))
         .clone();
     assert_eq!(main["alive"], true, "{v}");
-    let mut s2 = Interactive::start(c.ssh("admin_key", "dev", &["-tt"], &[]));
-    s2.send("echo got-$ICVAR\n");
-    s2.wait_for("got-kept42", Duration::from_secs(30));
-    s2.disconnect();
+    // The second session on a real terminal: its size arrives with the
+    // pty request, and a resize as a window-change.
+    let mut s2 = OnTerminal::start(c.ssh("admin_key", "dev", &["-t"], &[]), 30, 100);
+    s2.send("echo got-$ICVAR; stty size; echo ready$((0))\n");
+    s2.wait_for("ready0", Duration::from_secs(30));
+    s2.wait_for("got-kept42", Duration::from_secs(1));
+    s2.wait_for("30 100", Duration::from_secs(1));
+    s2.resize(40, 120);
+    std::thread::sleep(Duration::from_millis(300));
+    s2.send("stty size; echo resized$((0))\n");
+    s2.wait_for("resized0", Duration::from_secs(30));
+    s2.wait_for("40 120", Duration::from_secs(1));
+    drop(s2);
+    // ... and `ironclaw console`'s session is that same shell.
+    let mut ws = tokio_tungstenite::connect_async(d.ws_url("/v1/sandboxes/dev/console/ws"))
+        .await
+        .unwrap()
+        .0;
+    use futures::{SinkExt, StreamExt};
+    ws.send(tokio_tungstenite::tungstenite::Message::Binary(
+        b"echo via-ws-$ICVAR\n".to_vec(),
+    ))
+    .await
+    .unwrap();
+    let mut seen = Vec::new();
+    while !text(&seen).contains("via-ws-kept42") {
+        let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("console output")
+            .unwrap()
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Binary(b) = m {
+            seen.extend_from_slice(&b);
+        }
+    }
+    drop(ws);
+
+    // `ironclaw ssh` runs the system ssh with the port and the host key
+    // from /v1/host (pinned: StrictHostKeyChecking stays on).
+    let out = d.cli(&[
+        "ssh",
+        "-i",
+        c.dir.path().join("admin_key").to_str().unwrap(),
+        "dev",
+        "--",
+        "echo via-cli; exit 5",
+    ]);
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    assert_eq!(text(&out.stdout), "via-cli\n");
+    // doctor shows the endpoint and its host key's fingerprint.
+    let (_, host) = d.get("/v1/host").await;
+    let out = d.cli(&["doctor"]);
+    let fp = host["ssh"]["fingerprint"].as_str().unwrap();
+    assert!(text(&out.stdout).contains(fp), "{out:?}");
 
     // A stopped sandbox: the key still owns it, so the answer says why.
     let (st, _) = d.post("/v1/sandboxes/dev/stop", json!({})).await;
@@ -470,6 +625,18 @@ async fn scp_round_trip_20_mib() {
     assert!(listing.contains("20971520"), "{listing}");
     let v = d.exec("files", &["ls", "/root"]).await;
     assert!(!v["stdout"].as_str().unwrap().contains("big.bin"), "{v}");
+
+    // The host key survives a daemon restart (known_hosts stays valid).
+    let (_, before) = d.get("/v1/host").await;
+    let mut d = d;
+    d.stop_daemon();
+    d.spawn();
+    let (_, after) = d.get("/v1/host").await;
+    assert_eq!(before["ssh"]["host_key"], after["ssh"]["host_key"]);
+    let c2 = Client::new(&d).await;
+    std::fs::copy(c.dir.path().join("k"), c2.dir.path().join("k")).unwrap();
+    let out = c2.run("k", "files", &["true"], b"");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
 }
 
 /// `ssh -L` to busybox httpd inside a networked sandbox; a forward to any

@@ -50,6 +50,14 @@ pub fn argv(a: &SshArgs, host: &str, port: u16, known_hosts: Option<&str>) -> Ve
             "StrictHostKeyChecking=yes".into(),
         ]);
     }
+    if let Some(i) = &a.identity {
+        v.extend([
+            "-i".into(),
+            i.display().to_string(),
+            "-o".into(),
+            "IdentitiesOnly=yes".into(),
+        ]);
+    }
     if a.tty {
         v.push("-t".into());
     }
@@ -119,6 +127,7 @@ mod tests {
         let a = SshArgs {
             name: "dev".into(),
             tty: false,
+            identity: None,
             print: false,
             command: vec!["ls".into(), "-l".into()],
         };
