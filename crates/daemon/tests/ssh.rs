@@ -102,7 +102,11 @@ impl Client {
     }
 
     fn run(&self, key: &str, user: &str, cmd: &[&str], stdin: &[u8]) -> Output {
-        let mut c = self.ssh(key, user, &[], cmd);
+        self.run_with(key, user, &[], cmd, stdin)
+    }
+
+    fn run_with(&self, key: &str, user: &str, opts: &[&str], cmd: &[&str], stdin: &[u8]) -> Output {
+        let mut c = self.ssh(key, user, opts, cmd);
         let mut child = c
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -460,6 +464,29 @@ async fn keys_logins_refusals_exec_and_console() {
     let out = c.run("admin_key", "dev", &["sha256sum"], &big);
     let want = format!("{:x}", Sha256::digest(&big));
     assert!(text(&out.stdout).starts_with(&want), "{out:?}");
+    // Only locale variables pass (OpenSSH's default AcceptEnv).
+    let out = c.run_with(
+        "admin_key",
+        "dev",
+        &["-o", "SetEnv=LANG=C.UTF-8 IC_SECRET=leak"],
+        &["echo \"$LANG/$IC_SECRET\""],
+        b"",
+    );
+    assert_eq!(text(&out.stdout), "C.UTF-8/\n", "{out:?}");
+    // Remote forwarding is refused.
+    let out = c.run_with(
+        "admin_key",
+        "dev",
+        &[
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-R",
+            "127.0.0.1:0:127.0.0.1:9",
+        ],
+        &["true"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(255), "-R: {out:?}");
     // The git seam answers clearly.
     let out = c.run("admin_key", "dev", &["git-upload-pack", "'app.git'"], b"");
     assert_eq!(out.status.code(), Some(1));
@@ -717,4 +744,29 @@ async fn local_forwarding_reaches_a_server_in_the_sandbox() {
         .send()
         .await;
     assert!(r.is_err(), "a forward to another host got through: {r:?}");
+}
+
+/// `ssh_listen = "none"` turns the endpoint off (and says so); a bad
+/// address is refused at start.
+#[tokio::test(flavor = "multi_thread")]
+async fn endpoint_off_and_bad_address() {
+    let d = Daemon::start_with("ssh_listen = \"none\"\n").await;
+    let (_, host) = d.get("/v1/host").await;
+    assert!(host["ssh"].is_null(), "{host}");
+    let out = d.cli(&["doctor"]);
+    assert!(text(&out.stdout).contains("ssh: off"), "{out:?}");
+    let out = d.cli(&["ssh", "dev"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("SSH endpoint is off"), "{out:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(common::workspace_bin("ironclawd"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--ssh-listen", "port 22"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("ssh_listen"), "{out:?}");
+    assert!(!dir.path().join("ssh_host_ed25519_key").exists());
 }

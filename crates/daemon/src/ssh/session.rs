@@ -14,7 +14,7 @@ use crate::manager::Manager;
 
 /// Environment variables a client may pass (`SendEnv`); the rest are
 /// dropped, as OpenSSH's default `AcceptEnv` does.
-fn accepted_env(name: &str) -> bool {
+pub(super) fn accepted_env(name: &str) -> bool {
     name == "LANG" || name.starts_with("LC_") || name == "COLORTERM"
 }
 
