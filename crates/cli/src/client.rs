@@ -386,6 +386,12 @@ mod tests {
         assert_eq!(with_owner("/v1/sandboxes/dev", None), "/v1/sandboxes/dev");
         assert_eq!(with_owner("/v1/images", Some("bob")), "/v1/images");
         assert_eq!(with_owner("/v1/sandboxesx", Some("bob")), "/v1/sandboxesx");
+        assert_eq!(with_owner("/v1/keys", Some("bob")), "/v1/keys?owner=bob");
+        assert_eq!(
+            with_owner("/v1/keys/key_1", Some("bob")),
+            "/v1/keys/key_1?owner=bob"
+        );
+        assert_eq!(with_owner("/v1/keysx", Some("bob")), "/v1/keysx");
     }
 
     #[test]

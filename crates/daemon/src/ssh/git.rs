@@ -1,6 +1,12 @@
 //! The seam for git over SSH: `git-receive-pack` / `git-upload-pack` exec
 //! requests land here (push-to-deploy wires them up; see issue 13 part 2).
 
+use russh::server::Msg;
+use russh::Channel;
+
+use crate::auth::Target;
+use crate::manager::Manager;
+
 /// Whether an exec request is git's.
 pub fn is_git_command(command: &str) -> bool {
     let program = command.split_whitespace().next().unwrap_or("");
@@ -9,10 +15,11 @@ pub fn is_git_command(command: &str) -> bool {
 
 pub const NOT_ENABLED: &str = "git over ssh: not enabled yet";
 
-/// Serve a git command for `target`; for now a refusal (the message goes
-/// to the client's stderr, the exit code is 1).
-pub async fn serve(_target: &crate::auth::Target, _command: &str) -> Result<(), String> {
-    Err(NOT_ENABLED.to_string())
+/// Serve git's `command` for `target` on `channel` (its stdin/stdout are
+/// git's pack protocol) and end the channel with git's exit status. For
+/// now a refusal: the message on the client's stderr, exit status 1.
+pub async fn serve(channel: Channel<Msg>, _manager: &Manager, _target: &Target, _command: &str) {
+    super::session::refuse(&channel, NOT_ENABLED).await;
 }
 
 #[cfg(test)]

@@ -146,10 +146,7 @@ async fn exec(
     command: String,
 ) {
     if super::git::is_git_command(&command) {
-        if let Err(e) = super::git::serve(target, &command).await {
-            refuse(&channel, &e).await;
-        }
-        return;
+        return super::git::serve(channel, manager, target, &command).await;
     }
     let Some(agent) = agent(&channel, manager, target).await else {
         return;
