@@ -118,10 +118,15 @@ impl Client {
     }
 
     fn scp(&self, key: &str, from: &str, to: &str) -> Output {
+        self.scp_with(key, &[], from, to)
+    }
+
+    fn scp_with(&self, key: &str, opts: &[&str], from: &str, to: &str) -> Output {
         let child = Command::new("scp")
             .arg("-P")
             .arg(self.port.to_string())
             .args(self.common_opts(key))
+            .args(opts)
             .args([from, to])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -623,26 +628,38 @@ async fn scp_round_trip_20_mib() {
     assert!(!out.status.success(), "{out:?}");
     assert!(!missing.exists());
 
+    // scp -p: the mode arrives (times are not kept, and not refused).
+    let small = c.dir.path().join("small.sh");
+    std::fs::write(&small, "#!/bin/sh\necho ran\n").unwrap();
+    std::fs::set_permissions(&small, std::os::unix::fs::PermissionsExt::from_mode(0o750)).unwrap();
+    let out = c.scp_with(
+        "k",
+        &["-p"],
+        small.to_str().unwrap(),
+        "files@127.0.0.1:/root/small.sh",
+    );
+    assert!(out.status.success(), "scp -p: {out:?}");
+    let v = d
+        .exec(
+            "files",
+            &["sh", "-c", "stat -c %a /root/small.sh && /root/small.sh"],
+        )
+        .await;
+    assert_eq!(v["stdout"], "750\nran\n", "{v}");
+    // What the file API cannot do is refused, not pretended.
+    let out = sftp(&c, "chmod 600 /root/small.sh\n");
+    assert!(!out.status.success(), "{out:?}");
+    assert!(text(&out.stderr).contains("unsupported"), "{out:?}");
+    let v = d
+        .exec("files", &["stat", "-c", "%a", "/root/small.sh"])
+        .await;
+    assert_eq!(v["stdout"], "750\n", "{v}");
+
     // sftp in batch mode: ls, mkdir, rename, rm.
-    let batch = c.dir.path().join("batch");
-    std::fs::write(
-        &batch,
+    let out = sftp(
+        &c,
         "ls -l /root\nmkdir /root/d\nrename /root/big.bin /root/d/moved.bin\nls /root/d\nrm /root/d/moved.bin\nrmdir /root/d\n",
-    )
-    .unwrap();
-    let child = Command::new("sftp")
-        .arg("-P")
-        .arg(c.port.to_string())
-        .args(c.common_opts("k"))
-        .arg("-b")
-        .arg(&batch)
-        .arg("files@127.0.0.1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = wait_output(child, Duration::from_secs(60));
+    );
     assert!(out.status.success(), "sftp: {out:?}");
     let listing = text(&out.stdout);
     assert!(
@@ -664,6 +681,25 @@ async fn scp_round_trip_20_mib() {
     std::fs::copy(c.dir.path().join("k"), c2.dir.path().join("k")).unwrap();
     let out = c2.run("k", "files", &["true"], b"");
     assert_eq!(out.status.code(), Some(0), "{out:?}");
+}
+
+/// `sftp -b` with these commands.
+fn sftp(c: &Client, batch: &str) -> Output {
+    let file = c.dir.path().join("batch");
+    std::fs::write(&file, batch).unwrap();
+    let child = Command::new("sftp")
+        .arg("-P")
+        .arg(c.port.to_string())
+        .args(c.common_opts("k"))
+        .arg("-b")
+        .arg(&file)
+        .arg("files@127.0.0.1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_output(child, Duration::from_secs(60))
 }
 
 /// `ssh -L` to busybox httpd inside a networked sandbox; a forward to any

@@ -50,6 +50,8 @@ enum Open {
         path: String,
         stream: Option<AgentStream>,
         pos: u64,
+        /// The permission bits given at open (the guest sets them at close).
+        mode: u32,
         /// Why the write failed, once it has: reported again at close.
         failed: Option<String>,
     },
@@ -166,6 +168,23 @@ impl Sftp {
     }
 }
 
+/// `want` asks for no size or mode other than `size` and `mode`.
+fn check_unchanged(want: &FileAttributes, size: u64, mode: u32) -> Result<(), StatusReply> {
+    if want.size.is_some_and(|s| s != size) {
+        return Err(StatusCode::OpUnsupported
+            .with_message("truncating or extending a file is not supported; write it whole"));
+    }
+    if want
+        .permissions
+        .is_some_and(|p| p & 0o7777 != mode & 0o7777)
+    {
+        return Err(StatusCode::OpUnsupported.with_message(
+            "changing a file's mode is not supported over SFTP; use `ssh NAME@HOST chmod ...`",
+        ));
+    }
+    Ok(())
+}
+
 /// Fill `buf` past `want` bytes (or to the end of the file).
 async fn fill(
     stream: &mut AgentStream,
@@ -254,6 +273,7 @@ impl russh_sftp::server::Handler for Sftp {
             path,
             stream: Some(stream),
             pos: 0,
+            mode,
             failed: None,
         });
         Ok(Handle { id, handle })
@@ -345,6 +365,7 @@ impl russh_sftp::server::Handler for Sftp {
             stream,
             pos,
             failed,
+            ..
         }) = self.handles.get_mut(&handle)
         else {
             return Err(failure("not a handle open for writing"));
@@ -390,10 +411,10 @@ impl russh_sftp::server::Handler for Sftp {
     async fn fstat(&mut self, id: u32, handle: String) -> Result<Attrs, Self::Error> {
         let path = match self.handles.get(&handle) {
             Some(Open::Read { path, .. }) => path.clone(),
-            Some(Open::Write { pos, .. }) => {
+            Some(Open::Write { pos, mode, .. }) => {
                 return Ok(Attrs {
                     id,
-                    attrs: attrs(FileKind::File, *pos, 0o644, 0),
+                    attrs: attrs(FileKind::File, *pos, *mode, 0),
                 })
             }
             _ => return Err(failure("no such file handle")),
@@ -401,15 +422,21 @@ impl russh_sftp::server::Handler for Sftp {
         Sftp::stat(self, id, &path).await
     }
 
-    /// Times and owners are not kept (the file API has no call for them);
-    /// a mode is: on an open write it is the mode given at open.
+    /// The file API keeps no times or owners, so those are ignored (as
+    /// scp -p sends them); a size or mode other than the file's is refused
+    /// rather than pretended.
     async fn setstat(
         &mut self,
         id: u32,
         path: String,
-        _attrs: FileAttributes,
+        want: FileAttributes,
     ) -> Result<Status, Self::Error> {
-        Sftp::stat(self, id, &path).await?;
+        let s = self
+            .agent
+            .stat(&normalize(&path))
+            .await
+            .map_err(agent_error)?;
+        check_unchanged(&want, s.size, s.mode)?;
         Ok(ok(id))
     }
 
@@ -417,12 +444,17 @@ impl russh_sftp::server::Handler for Sftp {
         &mut self,
         id: u32,
         handle: String,
-        _attrs: FileAttributes,
+        want: FileAttributes,
     ) -> Result<Status, Self::Error> {
-        match self.handles.get(&handle) {
-            Some(_) => Ok(ok(id)),
-            None => Err(failure("no such handle")),
-        }
+        let path = match self.handles.get(&handle) {
+            Some(Open::Write { pos, mode, .. }) => {
+                check_unchanged(&want, *pos, *mode)?;
+                return Ok(ok(id));
+            }
+            Some(Open::Read { path, .. }) => path.clone(),
+            _ => return Err(failure("no such file handle")),
+        };
+        self.setstat(id, path, want).await
     }
 
     async fn opendir(&mut self, id: u32, path: String) -> Result<Handle, Self::Error> {
