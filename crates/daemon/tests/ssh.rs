@@ -581,6 +581,24 @@ async fn keys_logins_refusals_exec_and_console() {
     assert_eq!(st, 200);
     let out = c.run("admin_key", "dev", &["true"], b"");
     assert_eq!(out.status.code(), Some(255), "{out:?}");
+    // `ironclaw key add -` reads the key from stdin; it logs in at once.
+    let mut add = d
+        .cli_command(&["key", "add", "-"])
+        .env("IRONCLAW_TOKEN", &d.token)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    add.stdin
+        .take()
+        .unwrap()
+        .write_all(&std::fs::read(c.dir.path().join("stranger_key.pub")).unwrap())
+        .unwrap();
+    let out = wait_output(add, Duration::from_secs(30));
+    assert!(out.status.success(), "{out:?}");
+    let out = c.run("stranger_key", "dev", &["echo", "in"], b"");
+    assert_eq!(text(&out.stdout), "in\n", "{out:?}");
 }
 
 /// scp (SFTP underneath) of 20 MiB of random bytes up and back down,
