@@ -16,6 +16,7 @@ PACKAGES=(
   e2fsprogs                     # mkfs.ext4/resize2fs/e2fsck: VM root disks
   nftables                      # nft: sandbox NAT and egress filtering (the daemon drives it as JSON)
   pebble                        # a local ACME CA for the ACME test (crates/daemon/tests/acme.rs); bookworm ships 2.4.0
+  openssh-client                # ssh/scp/sftp/ssh-keygen: `ironclaw ssh` and the SSH endpoint tests
 )
 
 SUDO=()

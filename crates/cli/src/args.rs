@@ -50,7 +50,7 @@ pub struct GlobalArgs {
     )]
     pub token: Option<String>,
 
-    /// Act on this user's sandboxes (admin; sandbox, exec, cp, console and fs commands). Default: your own
+    /// Act on this user's sandboxes or SSH keys (admin; sandbox, exec, cp, console, fs and key commands). Default: your own
     #[arg(long, global = true, env = "IRONCLAW_OWNER", value_name = "USER")]
     pub owner: Option<String>,
 }
@@ -87,6 +87,13 @@ pub enum Command {
     /// Manage users and their API tokens (admin)
     #[command(subcommand)]
     User(UserCmd),
+
+    /// Register, list and remove your SSH public keys (for `ssh NAME@HOST -p 2222`)
+    #[command(subcommand)]
+    Key(KeyCmd),
+
+    /// Open a sandbox's console over SSH, or run a command there (runs the system `ssh`)
+    Ssh(SshArgs),
 
     /// Check the daemon host: which backends work, and why the others do not
     Doctor(JsonFlag),
@@ -501,6 +508,47 @@ pub enum UserCmd {
         #[arg(required = true)]
         names: Vec<String>,
     },
+}
+
+// ---------------------------------------------------------------- ssh
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCmd {
+    /// Register a public key (a .pub file, `-` for stdin); it then logs in to your sandboxes
+    Add {
+        /// The public key file, e.g. ~/.ssh/id_ed25519.pub
+        file: std::path::PathBuf,
+        /// A note to remember the key by (default: the key's comment)
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// List your keys with their fingerprints
+    #[command(visible_alias = "list")]
+    Ls(JsonFlag),
+    /// Remove keys by id (see `ironclaw key ls`)
+    #[command(visible_alias = "delete")]
+    Rm {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SshArgs {
+    /// Sandbox name
+    pub name: String,
+    /// Force a terminal for a command (ssh -t)
+    #[arg(short = 't')]
+    pub tty: bool,
+    /// Log in with this private key only (ssh -i FILE -o IdentitiesOnly=yes)
+    #[arg(short = 'i', long, value_name = "FILE")]
+    pub identity: Option<std::path::PathBuf>,
+    /// Print the ssh command line instead of running it
+    #[arg(long)]
+    pub print: bool,
+    /// Command to run instead of the console
+    #[arg(last = true)]
+    pub command: Vec<String>,
 }
 
 // ---------------------------------------------------------------- agent

@@ -145,14 +145,16 @@ pub fn query_string(q: &[(&str, String)]) -> String {
         .join("&")
 }
 
-/// `path` with `owner=USER` added to its query when it is a sandbox route.
+/// `path` with `owner=USER` added to its query when it is a sandbox or
+/// SSH key route.
 pub fn with_owner(path: &str, owner: Option<&str>) -> String {
+    let owned = |root: &str| {
+        path == root
+            || path.starts_with(&format!("{root}/"))
+            || path.starts_with(&format!("{root}?"))
+    };
     match owner {
-        Some(o)
-            if path == "/v1/sandboxes"
-                || path.starts_with("/v1/sandboxes/")
-                || path.starts_with("/v1/sandboxes?") =>
-        {
+        Some(o) if owned("/v1/sandboxes") || owned("/v1/keys") => {
             let sep = if path.contains('?') { '&' } else { '?' };
             format!("{path}{sep}owner={}", encode(o))
         }
@@ -384,6 +386,12 @@ mod tests {
         assert_eq!(with_owner("/v1/sandboxes/dev", None), "/v1/sandboxes/dev");
         assert_eq!(with_owner("/v1/images", Some("bob")), "/v1/images");
         assert_eq!(with_owner("/v1/sandboxesx", Some("bob")), "/v1/sandboxesx");
+        assert_eq!(with_owner("/v1/keys", Some("bob")), "/v1/keys?owner=bob");
+        assert_eq!(
+            with_owner("/v1/keys/key_1", Some("bob")),
+            "/v1/keys/key_1?owner=bob"
+        );
+        assert_eq!(with_owner("/v1/keysx", Some("bob")), "/v1/keysx");
     }
 
     #[test]

@@ -34,7 +34,24 @@ pub struct Args {
     /// listen address.
     #[arg(long, env = "IRONCLAW_BASE_DOMAIN")]
     pub base_domain: Option<String>,
+    /// The SSH endpoint's address (host:port), or `none` to turn it off;
+    /// overrides `ssh_listen`. Default: the listen address's IP, port 2222.
+    #[arg(long, env = "IRONCLAW_SSH_LISTEN", value_name = "ADDR|none")]
+    pub ssh_listen: Option<String>,
 }
+
+/// Where the SSH endpoint listens, as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SshListen {
+    Off,
+    /// Nothing configured: the listen address's IP, port 2222. Taken
+    /// only if free (a warning otherwise), so a second daemon still starts.
+    Default(SocketAddr),
+    Explicit(SocketAddr),
+}
+
+/// The SSH endpoint's default port.
+pub const SSH_DEFAULT_PORT: u16 = 2222;
 
 /// The `[daemon]`-less flat TOML file; every key optional.
 #[derive(Debug, Clone, Deserialize)]
@@ -118,6 +135,9 @@ pub struct Config {
     pub ports_acme_ca_file: Option<PathBuf>,
     /// Also get a certificate for the base domain itself.
     pub ports_acme_base_domain: bool,
+    /// The SSH endpoint: `host:port`, or `"none"` (off). Default: the
+    /// listen address's IP, port 2222.
+    pub ssh_listen: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -166,6 +186,7 @@ impl Default for Config {
             ports_acme_email: None,
             ports_acme_ca_file: None,
             ports_acme_base_domain: false,
+            ssh_listen: None,
         }
     }
 }
@@ -268,7 +289,25 @@ impl Config {
         if let Some(d) = &args.base_domain {
             cfg.network.base_domain = Some(d.clone());
         }
+        if let Some(s) = &args.ssh_listen {
+            cfg.ssh_listen = Some(s.clone());
+        }
+        cfg.ssh_listen()?;
         Ok(cfg)
+    }
+
+    /// The SSH endpoint's address (see [`SshListen`]).
+    pub fn ssh_listen(&self) -> anyhow::Result<SshListen> {
+        match self.ssh_listen.as_deref().map(str::trim) {
+            None => Ok(SshListen::Default(SocketAddr::new(
+                self.listen.ip(),
+                SSH_DEFAULT_PORT,
+            ))),
+            Some("none") => Ok(SshListen::Off),
+            Some(a) => a.parse().map(SshListen::Explicit).map_err(|_| {
+                anyhow::anyhow!("ssh_listen: {a:?} is neither host:port nor \"none\"")
+            }),
+        }
     }
 }
 
@@ -385,6 +424,24 @@ mod tests {
         assert!(err(&ok.replace("https://", "http://")).contains("https:// URL"));
         assert!(err(&format!("{ok}ports_acme_email = \"nobody\"\n")).contains("email"));
         assert!(err("ports_acme_email = \"a@b.c\"\n").contains("need ports_acme_directory"));
+    }
+
+    #[test]
+    fn ssh_listen_default_off_and_explicit() {
+        let mut cfg = Config::default();
+        assert_eq!(
+            cfg.ssh_listen().unwrap(),
+            SshListen::Default("127.0.0.1:2222".parse().unwrap())
+        );
+        cfg.ssh_listen = Some("none".into());
+        assert_eq!(cfg.ssh_listen().unwrap(), SshListen::Off);
+        cfg.ssh_listen = Some("0.0.0.0:22".into());
+        assert_eq!(
+            cfg.ssh_listen().unwrap(),
+            SshListen::Explicit("0.0.0.0:22".parse().unwrap())
+        );
+        cfg.ssh_listen = Some("port 22".into());
+        assert!(cfg.ssh_listen().is_err());
     }
 
     #[test]

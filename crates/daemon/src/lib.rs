@@ -13,6 +13,7 @@ pub mod manager;
 pub mod mounts;
 pub mod network;
 pub mod quota;
+pub mod ssh;
 
 use std::sync::Arc;
 
@@ -35,6 +36,8 @@ pub struct AppState {
     pub ports: Arc<exposure::Ports>,
     /// ACME certificates for exposed ports, when `ports_acme_directory` is set.
     pub acme: Option<Arc<exposure::acme::Acme>>,
+    /// The SSH endpoint, when it listens.
+    pub ssh: Option<Arc<ssh::Info>>,
 }
 
 /// Largest JSON request body: room for an exec argv up to the kernel's
@@ -99,6 +102,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/users/:name/tokens/:id", delete(users::revoke))
         .route("/v1/me", get(users::me))
+        .route("/v1/keys", get(keys::list).post(keys::add))
+        .route("/v1/keys/:id", delete(keys::remove))
         .route("/v1/sessions", get(chat::list).post(chat::create))
         .route("/v1/sessions/:id", get(chat::show).delete(chat::remove))
         .route("/v1/chat/ws", get(chat::ws))
@@ -165,6 +170,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let ssh_listener = bind_ssh(&config).await?;
     let manager = Manager::new(store, net, config.clone(), data_dir.clone(), guest_bin);
     manager.reconcile().await;
     // Learn once (per host boot; cached) whether KVM guests boot, so the
@@ -184,6 +190,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(%addr, data_dir = %data_dir.display(), "ironclawd listening");
     // One machine-readable line on stdout for scripts and tests.
     println!("ironclawd listening on http://{addr}");
+    let ssh = match ssh_listener {
+        Some(l) => {
+            let key = ssh::hostkey::load_or_create(data_dir).context("the SSH host key")?;
+            let info = ssh::Info {
+                listen: l.local_addr()?,
+                fingerprint: ssh::hostkey::fingerprint(&key),
+                host_key: ssh::hostkey::public_line(&key),
+            };
+            eprintln!(
+                "ironclawd: ssh on {} (host key {})",
+                info.listen, info.fingerprint
+            );
+            ssh::spawn(l, key, manager.clone());
+            Some(Arc::new(info))
+        }
+        None => None,
+    };
     let state = AppState {
         manager,
         chat,
@@ -191,6 +214,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         limiter: Arc::default(),
         ports,
         acme,
+        ssh,
     };
     if let Some(l) = ports_tls {
         let (tls, fingerprint) = exposure::tls::server_config(
@@ -243,6 +267,27 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "ironclawd stopped; running sandboxes keep running and are re-adopted on the next start"
     );
     Ok(())
+}
+
+/// The SSH endpoint's socket. The default address is taken only if free.
+async fn bind_ssh(config: &Config) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    match config.ssh_listen()? {
+        config::SshListen::Off => Ok(None),
+        config::SshListen::Explicit(a) => Ok(Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("ssh_listen {a}"))?,
+        )),
+        config::SshListen::Default(a) => match tokio::net::TcpListener::bind(a).await {
+            Ok(l) => Ok(Some(l)),
+            Err(e) => {
+                tracing::warn!(
+                    "ssh endpoint off: the default {a} is not free ({e}); set ssh_listen or --ssh-listen"
+                );
+                Ok(None)
+            }
+        },
+    }
 }
 
 async fn shutdown_signal() {

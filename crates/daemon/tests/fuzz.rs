@@ -242,6 +242,7 @@ fn steer(path: &str, method: &str, param: &str, f: &Fixtures) -> Option<Vec<Stri
         (p, _, "name") if p.ends_with("/stop") || p.ends_with("/start") => v(&["fz-stop"]),
         (p, _, "name") if p.starts_with("/v1/sandboxes/") => v(&SANDBOXES),
         (p, _, "owner") if p.starts_with("/v1/sandboxes") => v(&["fzuser", "admin"]),
+        (p, _, "owner") if p.starts_with("/v1/keys") => v(&["fzuser", "admin"]),
         ("/v1/sandboxes/{name}/console/{session}", _, "session") => v(&["fzcon"]),
         (_, _, "session") => v(&["fzcon", "main"]),
         (p, _, "path") if p.starts_with("/v1/sandboxes/") => v(&PATHS),
@@ -299,6 +300,10 @@ fn steered_document(mut doc: Value, f: &Fixtures) -> Value {
     schemas["CreateSandbox"]["properties"]["image"] = json!({"type": "string", "enum": ["mini"]});
     schemas["CreateSandbox"]["properties"]["backend"] =
         json!({"type": "string", "enum": ["namespace"]});
+    // Real public keys (the first add of each is a 201, later ones 409).
+    schemas["AddKey"]["properties"]["key"] = json!({"type": "string", "enum": [
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOJoD5fICDaQVqySTltH4hG3UQn4HeKxWWlAMiyGBsbS fuzz1",
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA5baT8XKLk6BrE5CvxOIaFHH9XA+hMbHhffnPHAOjKO fuzz2"]});
     // The OpenAI-compatible endpoint talks to the one agent there is.
     schemas["ChatCompletion"]["properties"]["model"] =
         json!({"type": "string", "enum": ["ironclaw"]});

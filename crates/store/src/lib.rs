@@ -5,6 +5,7 @@
 //! indexed, so callers run them inline rather than on a blocking pool.
 
 pub mod exposures;
+pub mod keys;
 mod migrations;
 pub mod sandboxes;
 pub mod sessions;
@@ -14,6 +15,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 pub use exposures::ExposureRecord;
+pub use keys::SshKey;
 pub use sandboxes::{SandboxMount, SandboxRecord, SandboxState};
 pub use sessions::{MessageRecord, SessionRecord, UsageTotals};
 pub use users::{TokenInfo, User};

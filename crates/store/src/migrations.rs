@@ -134,6 +134,20 @@ const MIGRATIONS: &[&str] = &[
     // 8: the named network a sandbox joined (NULL: none); members of one
     // (owner, name) reach each other.
     "ALTER TABLE sandboxes ADD COLUMN net_group TEXT;",
+    // 9: users' SSH public keys for the SSH endpoint. A key belongs to one
+    // user only (the fingerprint says whose sandboxes a login may reach).
+    "CREATE TABLE ssh_keys (
+        id          TEXT PRIMARY KEY,
+        user        TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        -- SHA256:base64 as OpenSSH prints it
+        fingerprint TEXT NOT NULL UNIQUE,
+        algorithm   TEXT NOT NULL,
+        -- `ALGORITHM BASE64` without the comment
+        public_key  TEXT NOT NULL,
+        label       TEXT,
+        created_at  TEXT NOT NULL
+     );
+     CREATE INDEX ssh_keys_user ON ssh_keys(user);",
 ];
 
 pub fn apply(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {

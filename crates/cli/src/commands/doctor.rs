@@ -77,6 +77,14 @@ pub fn report(v: &Value, url: &str) -> (String, bool) {
     if !warnings.is_empty() {
         out.push('\n');
     }
+    match v.get("ssh").filter(|x| !x.is_null()) {
+        Some(ssh) => out.push_str(&format!(
+            "ssh: {} (host key {})\n",
+            s(ssh, "listen"),
+            s(ssh, "fingerprint")
+        )),
+        None => out.push_str("ssh: off\n"),
+    }
     let default = s(v, "default_backend");
     if any {
         out.push_str(&format!(

@@ -7,8 +7,10 @@ pub mod doctor;
 pub mod exec;
 pub mod fs;
 pub mod image;
+pub mod key;
 pub mod ports;
 pub mod sandbox;
+pub mod ssh;
 pub mod user;
 
 use anyhow::Result;
@@ -49,6 +51,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Ask(a) => chat::ask(&c, a).await,
         Command::Chat(a) => chat::repl(&c, a).await,
         Command::User(cmd) => user::run(&c, cmd).await,
+        Command::Key(cmd) => key::run(&c, cmd).await,
+        Command::Ssh(a) => ssh::run(&c, a).await,
         Command::Doctor(j) => doctor::run(&c, j.json).await,
         Command::Version => unreachable!(),
     }

@@ -143,6 +143,8 @@ pub async fn report(State(st): State<AppState>, caller: Caller) -> impl IntoResp
         "network": net,
         "acme": acme,
         "default_backend": m.default_backend().map(|k| k.as_str()),
+        // The SSH endpoint (null when off): `ironclaw ssh` reads the port.
+        "ssh": st.ssh.as_deref(),
     }))
 }
 

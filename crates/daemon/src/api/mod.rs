@@ -6,6 +6,7 @@ pub mod exec;
 pub mod files;
 pub mod host;
 pub mod images;
+pub mod keys;
 pub mod openai;
 pub mod openapi;
 pub mod ports;

@@ -193,6 +193,12 @@ fn schemas() -> Value {
             "user": schema_ref("User"), "token": {"type": "string"}, "token_id": {"type": "string"}}},
         "NewToken": {"type": "object", "required": ["user", "token", "token_id"], "properties": {
             "user": {"type": "string"}, "token": {"type": "string"}, "token_id": {"type": "string"}}},
+        "AddKey": {"type": "object", "required": ["key"], "additionalProperties": false, "properties": {
+            "key": {"type": "string", "minLength": 1, "description": "One line of a .pub file: ALGORITHM BASE64 [COMMENT]"},
+            "label": {"type": ["string", "null"]}}},
+        "SshKey": {"type": "object", "required": ["id", "user", "fingerprint", "algorithm", "label", "created_at"], "properties": {
+            "id": {"type": "string"}, "user": {"type": "string"}, "fingerprint": {"type": "string"}, "algorithm": {"type": "string"},
+            "label": {"type": ["string", "null"]}, "created_at": {"type": "string"}}},
         "ChatCompletion": {"type": "object", "required": ["model", "messages"], "properties": {
             "model": {"type": "string"}, "stream": {"type": "boolean"},
             "messages": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["role", "content"], "properties": {
@@ -363,6 +369,17 @@ pub fn document() -> Value {
                 {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}},
                 {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
                 "delete": op("revokeToken", "Revoke one token (admin)", "204", None)},
+            "/v1/keys": {
+                "parameters": [owner_param()],
+                "get": returns(op("listKeys", "The caller's SSH public keys (the admin: a user's with ?owner=)", "200", None),
+                    json!({"type": "object", "required": ["keys"], "properties": {"keys": {"type": "array", "items": schema_ref("SshKey")}}})),
+                "post": links(returns(op("addKey", "Register an SSH public key (one line of a .pub file); 409 if already registered", "201",
+                    Some(schema_ref("AddKey"))), schema_ref("SshKey")), &[
+                    ("remove", "deleteKey", json!({"path.id": "$response.body#/id"}))])
+            },
+            "/v1/keys/{id}": {"parameters": [
+                {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}, owner_param()],
+                "delete": op("deleteKey", "Remove one of the caller's SSH keys", "204", None)},
             "/v1/images": {
                 "get": returns(op("listImages", "List images", "200", None),
                     json!({"type": "object", "required": ["images"], "properties": {"images": {"type": "array"}}})),

@@ -133,7 +133,14 @@ impl Daemon {
         } else {
             format!("{}\n{own}default_mode = \"none\"\n", self.extra_config)
         };
-        std::fs::write(&cfg, format!("default_image = \"mini\"\n{config}")).unwrap();
+        // The SSH endpoint on a free port (never the default 2222, which
+        // parallel tests would fight over), unless the test sets its own.
+        let ssh = if self.extra_config.contains("ssh_listen") {
+            ""
+        } else {
+            "ssh_listen = \"127.0.0.1:0\"\n"
+        };
+        std::fs::write(&cfg, format!("default_image = \"mini\"\n{ssh}{config}")).unwrap();
         let mut child = Command::new(workspace_bin("ironclawd"))
             .arg("--data-dir")
             .arg(self.dir.path())

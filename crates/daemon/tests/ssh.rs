@@ -1,0 +1,826 @@
+//! The SSH endpoint end to end with the real OpenSSH client (Debian's
+//! openssh-client): key registration, logins and refusals, the persistent
+//! console across two ssh sessions, exec exit codes and stdin, scp (SFTP)
+//! of 20 MiB both ways, and `-L` forwarding to a server in the sandbox.
+//! Only loopback and the test daemon's own bridge carry traffic; every
+//! ssh process started is killed and reaped.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::Daemon;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// A client side: a temp dir with keys and a known_hosts file pinning the
+/// daemon's host key as `/v1/host` reports it.
+struct Client {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Client {
+    async fn new(d: &Daemon) -> Client {
+        let (st, host) = d.get("/v1/host").await;
+        assert_eq!(st, 200, "{host}");
+        let ssh = &host["ssh"];
+        let listen: std::net::SocketAddr = ssh["listen"].as_str().unwrap().parse().unwrap();
+        let fingerprint = ssh["fingerprint"].as_str().unwrap();
+        assert!(fingerprint.starts_with("SHA256:"), "{ssh}");
+        let dir = tempfile::tempdir().unwrap();
+        let line = format!(
+            "[127.0.0.1]:{} {}\n",
+            listen.port(),
+            ssh["host_key"].as_str().unwrap()
+        );
+        std::fs::write(dir.path().join("known_hosts"), &line).unwrap();
+        // The pinned key is the one whose fingerprint the daemon reports.
+        let out = Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(dir.path().join("known_hosts"))
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(fingerprint),
+            "{out:?}"
+        );
+        Client {
+            dir,
+            port: listen.port(),
+        }
+    }
+
+    /// Make key `name` (ed25519, no passphrase); its .pub path.
+    fn keygen(&self, name: &str) -> PathBuf {
+        let key = self.dir.path().join(name);
+        let st = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        key.with_extension("pub")
+    }
+
+    fn common_opts(&self, key: &str) -> Vec<String> {
+        let kh = self.dir.path().join("known_hosts");
+        let mut v = vec![
+            "-o".into(),
+            "StrictHostKeyChecking=yes".into(),
+            "-o".into(),
+            format!("UserKnownHostsFile={}", kh.display()),
+            "-o".into(),
+            "GlobalKnownHostsFile=/dev/null".into(),
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            "IdentitiesOnly=yes".into(),
+            "-o".into(),
+            "LogLevel=ERROR".into(),
+            "-F".into(),
+            "/dev/null".into(),
+        ];
+        v.extend(["-i".into(), self.dir.path().join(key).display().to_string()]);
+        v
+    }
+
+    /// `ssh -p PORT <opts> USER@127.0.0.1 CMD...` with key `key`.
+    fn ssh(&self, key: &str, user: &str, opts: &[&str], cmd: &[&str]) -> Command {
+        let mut c = Command::new("ssh");
+        c.arg("-p")
+            .arg(self.port.to_string())
+            .args(self.common_opts(key))
+            .args(opts)
+            .arg(format!("{user}@127.0.0.1"))
+            .args(cmd);
+        c
+    }
+
+    fn run(&self, key: &str, user: &str, cmd: &[&str], stdin: &[u8]) -> Output {
+        self.run_with(key, user, &[], cmd, stdin)
+    }
+
+    fn run_with(&self, key: &str, user: &str, opts: &[&str], cmd: &[&str], stdin: &[u8]) -> Output {
+        let mut c = self.ssh(key, user, opts, cmd);
+        let mut child = c
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        wait_output(child, Duration::from_secs(60))
+    }
+
+    fn scp(&self, key: &str, from: &str, to: &str) -> Output {
+        self.scp_with(key, &[], from, to)
+    }
+
+    fn scp_with(&self, key: &str, opts: &[&str], from: &str, to: &str) -> Output {
+        let child = Command::new("scp")
+            .arg("-P")
+            .arg(self.port.to_string())
+            .args(self.common_opts(key))
+            .args(opts)
+            .args([from, to])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_output(child, Duration::from_secs(120))
+    }
+}
+
+/// The child's output; killed (and the test failed) past `limit`.
+fn wait_output(mut child: Child, limit: Duration) -> Output {
+    let t0 = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("ssh did not finish within {limit:?}: {out:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+async fn add_key(d: &Daemon, token: &str, pub_path: &Path) -> Value {
+    let key = std::fs::read_to_string(pub_path).unwrap();
+    let (st, v) = d
+        .call_as(
+            token,
+            reqwest::Method::POST,
+            "/v1/keys",
+            Some(json!({ "key": key })),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    v
+}
+
+/// An interactive `ssh -tt` whose output is collected as it comes.
+struct Interactive {
+    child: Child,
+    out: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Interactive {
+    fn start(mut c: Command) -> Interactive {
+        let mut child = c
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let mut stdout = child.stdout.take().unwrap();
+        let sink = out.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Interactive { child, out }
+    }
+
+    fn send(&mut self, s: &str) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(s.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    fn wait_for(&self, needle: &str, within: Duration) {
+        let t0 = Instant::now();
+        loop {
+            let seen = text(&self.out.lock().unwrap());
+            if seen.contains(needle) {
+                return;
+            }
+            assert!(
+                t0.elapsed() < within,
+                "{needle:?} not seen within {within:?}; output so far: {seen:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Disconnect: kill the client, as a dropped connection would.
+    fn disconnect(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Interactive {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `ssh` on a real pseudo-terminal (its controlling terminal), so it
+/// sends the terminal's size and window changes as a user's would.
+struct OnTerminal {
+    child: Child,
+    master: std::fs::File,
+    out: Arc<Mutex<Vec<u8>>>,
+}
+
+impl OnTerminal {
+    fn start(mut c: Command, rows: u16, cols: u16) -> OnTerminal {
+        use std::os::unix::process::CommandExt;
+        let ws = nix::pty::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = nix::pty::openpty(Some(&ws), None).unwrap();
+        let slave = std::fs::File::from(pty.slave);
+        c.stdin(Stdio::from(slave.try_clone().unwrap()))
+            .stdout(Stdio::from(slave.try_clone().unwrap()))
+            .stderr(Stdio::from(slave));
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            c.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = c.spawn().unwrap();
+        drop(c); // the parent's copies of the slave
+        let master = std::fs::File::from(pty.master);
+        let mut reader = master.try_clone().unwrap();
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let sink = out.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        OnTerminal { child, master, out }
+    }
+
+    fn send(&mut self, s: &str) {
+        self.master.write_all(s.as_bytes()).unwrap();
+    }
+
+    fn resize(&self, rows: u16, cols: u16) {
+        use std::os::fd::AsRawFd;
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads one winsize.
+        let r = unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        assert_eq!(r, 0);
+    }
+
+    fn wait_for(&self, needle: &str, within: Duration) {
+        let t0 = Instant::now();
+        loop {
+            let seen = text(&self.out.lock().unwrap());
+            if seen.contains(needle) {
+                return;
+            }
+            assert!(
+                t0.elapsed() < within,
+                "{needle:?} not seen within {within:?}; output so far: {seen:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for OnTerminal {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Keys: API and CLI, validation, duplicates, ownership; logins and the
+/// one refusal; exit codes, stdin, stderr; the console across sessions.
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_logins_refusals_exec_and_console() {
+    let d = Daemon::start().await;
+    let c = Client::new(&d).await;
+    let admin_pub = c.keygen("admin_key");
+    let bob_pub = c.keygen("bob_key");
+    c.keygen("stranger_key");
+    let bob = d.add_user("bob").await;
+    d.sandbox("dev", json!({})).await;
+    let (st, v) = d
+        .call_as(
+            &bob,
+            reqwest::Method::POST,
+            "/v1/sandboxes",
+            Some(json!({"name": "bobs", "image": "mini"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+
+    // Registration: the CLI for the admin, the API for bob.
+    let out = d.cli(&[
+        "key",
+        "add",
+        admin_pub.to_str().unwrap(),
+        "--label",
+        "laptop",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text(&out.stdout).contains("SHA256:"), "{out:?}");
+    let out = d.cli(&["key", "ls"]);
+    assert!(text(&out.stdout).contains("laptop"), "{out:?}");
+    let bob_key = add_key(&d, &bob, &bob_pub).await;
+    // Garbage, a private key and a duplicate are refused and change nothing.
+    for bad in [
+        json!({"key": "not a key"}),
+        json!({"key": std::fs::read_to_string(c.dir.path().join("bob_key")).unwrap()}),
+        json!({"key": ""}),
+    ] {
+        let (st, v) = d.req(reqwest::Method::POST, "/v1/keys", Some(bad)).await;
+        assert_eq!(st, 400, "{v}");
+    }
+    let (st, v) = d
+        .req(
+            reqwest::Method::POST,
+            "/v1/keys",
+            Some(json!({"key": std::fs::read_to_string(&bob_pub).unwrap()})),
+        )
+        .await;
+    assert_eq!(st, 409, "{v}");
+    assert!(
+        !v.to_string().contains("bob\""),
+        "a duplicate names no owner: {v}"
+    );
+    let (_, v) = d.get("/v1/keys").await;
+    assert_eq!(v["keys"].as_array().unwrap().len(), 1, "{v}");
+    // bob sees only his own and cannot remove the admin's; the admin can
+    // list bob's with ?owner=.
+    let (_, mine) = d
+        .call_as(&bob, reqwest::Method::GET, "/v1/keys", None)
+        .await;
+    assert_eq!(mine["keys"].as_array().unwrap().len(), 1);
+    let (st, _) = d
+        .call_as(&bob, reqwest::Method::GET, "/v1/keys?owner=admin", None)
+        .await;
+    assert_eq!(st, 404);
+    let admin_key_id = v["keys"][0]["id"].as_str().unwrap().to_string();
+    let (st, _) = d
+        .call_as(
+            &bob,
+            reqwest::Method::DELETE,
+            &format!("/v1/keys/{admin_key_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(st, 404);
+    let (_, v) = d.get("/v1/keys?owner=bob").await;
+    assert_eq!(v["keys"][0]["id"], bob_key["id"]);
+
+    // Logins: each key reaches its owner's sandbox.
+    let out = c.run("admin_key", "dev", &["echo", "hello-$((6*7))"], b"");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(text(&out.stdout), "hello-42\n");
+    let out = c.run("bob_key", "bobs", &["hostname"], b"");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+
+    // Refusals: an unknown key, another user's sandbox (both ways), a
+    // missing sandbox: one answer.
+    let refusals = [
+        ("stranger_key", "dev"),
+        ("bob_key", "dev"),
+        ("admin_key", "bobs"),
+        ("admin_key", "nosuch"),
+        ("bob_key", "../dev"),
+    ];
+    let mut messages = Vec::new();
+    for (key, user) in refusals {
+        let out = c.run(key, user, &["true"], b"");
+        assert_eq!(out.status.code(), Some(255), "{key}@{user}: {out:?}");
+        assert!(out.stdout.is_empty());
+        messages.push(text(&out.stderr).replace(user, "NAME"));
+    }
+    assert!(
+        messages[0].contains("Permission denied (publickey)"),
+        "{messages:?}"
+    );
+    // No key at all: the same words (only "none" was tried).
+    let child = c
+        .ssh(
+            "admin_key",
+            "dev",
+            &["-o", "PubkeyAuthentication=no"],
+            &["true"],
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_output(child, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    messages.push(text(&out.stderr).replace("dev", "NAME"));
+    assert!(
+        messages.iter().all(|m| m == &messages[0]),
+        "refusals differ: {messages:?}"
+    );
+
+    // Exit codes, stdin, stderr.
+    let out = c.run("admin_key", "dev", &["exit 7"], b"");
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    let out = c.run("admin_key", "dev", &["cat"], b"hi\n");
+    assert_eq!(
+        (out.status.code(), text(&out.stdout)),
+        (Some(0), "hi\n".into())
+    );
+    let out = c.run("admin_key", "dev", &["echo oops >&2; exit 3"], b"");
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(text(&out.stderr), "oops\n");
+    assert!(out.stdout.is_empty());
+    // Big stdin through and back (flow control both ways).
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let out = c.run("admin_key", "dev", &["sha256sum"], &big);
+    let want = format!("{:x}", Sha256::digest(&big));
+    assert!(text(&out.stdout).starts_with(&want), "{out:?}");
+    // Only locale variables pass (OpenSSH's default AcceptEnv).
+    let out = c.run_with(
+        "admin_key",
+        "dev",
+        &["-o", "SetEnv=LANG=C.UTF-8 IC_SECRET=leak"],
+        &["echo \"$LANG/$IC_SECRET\""],
+        b"",
+    );
+    assert_eq!(text(&out.stdout), "C.UTF-8/\n", "{out:?}");
+    // Remote forwarding is refused.
+    let out = c.run_with(
+        "admin_key",
+        "dev",
+        &[
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-R",
+            "127.0.0.1:0:127.0.0.1:9",
+        ],
+        &["true"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(255), "-R: {out:?}");
+    // The git seam answers clearly.
+    let out = c.run("admin_key", "dev", &["git-upload-pack", "'app.git'"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("git over ssh: not enabled yet"));
+
+    // The console: a shell variable set in one ssh session is there in the
+    // next, and in `ironclaw console`'s session list as `main`.
+    let mut s1 = Interactive::start(c.ssh("admin_key", "dev", &["-tt"], &[]));
+    s1.send("export ICVAR=kept$((40+2)); echo set-$((1+1))\n");
+    s1.wait_for("set-2", Duration::from_secs(30));
+    s1.disconnect();
+    let (_, v) = d.get("/v1/sandboxes/dev/console").await;
+    let main = v["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "main")
+        .unwrap_or_else(|| panic!("no main console: {v}"))
+        .clone();
+    assert_eq!(main["alive"], true, "{v}");
+    // The second session on a real terminal: its size arrives with the
+    // pty request, and a resize as a window-change.
+    let mut s2 = OnTerminal::start(c.ssh("admin_key", "dev", &["-t"], &[]), 30, 100);
+    s2.send("echo got-$ICVAR; stty size; echo ready$((0))\n");
+    s2.wait_for("ready0", Duration::from_secs(30));
+    s2.wait_for("got-kept42", Duration::from_secs(1));
+    s2.wait_for("30 100", Duration::from_secs(1));
+    s2.resize(40, 120);
+    std::thread::sleep(Duration::from_millis(300));
+    s2.send("stty size; echo resized$((0))\n");
+    s2.wait_for("resized0", Duration::from_secs(30));
+    s2.wait_for("40 120", Duration::from_secs(1));
+    drop(s2);
+    // ... and `ironclaw console`'s session is that same shell.
+    let mut ws = tokio_tungstenite::connect_async(d.ws_url("/v1/sandboxes/dev/console/ws"))
+        .await
+        .unwrap()
+        .0;
+    use futures::{SinkExt, StreamExt};
+    ws.send(tokio_tungstenite::tungstenite::Message::Binary(
+        b"echo via-ws-$ICVAR\n".to_vec(),
+    ))
+    .await
+    .unwrap();
+    let mut seen = Vec::new();
+    while !text(&seen).contains("via-ws-kept42") {
+        let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("console output")
+            .unwrap()
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Binary(b) = m {
+            seen.extend_from_slice(&b);
+        }
+    }
+    drop(ws);
+
+    // `ironclaw ssh` runs the system ssh with the port and the host key
+    // from /v1/host (pinned: StrictHostKeyChecking stays on).
+    let out = d.cli(&[
+        "ssh",
+        "-i",
+        c.dir.path().join("admin_key").to_str().unwrap(),
+        "dev",
+        "--",
+        "echo via-cli; exit 5",
+    ]);
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    assert_eq!(text(&out.stdout), "via-cli\n");
+    // doctor shows the endpoint and its host key's fingerprint.
+    let (_, host) = d.get("/v1/host").await;
+    let out = d.cli(&["doctor"]);
+    let fp = host["ssh"]["fingerprint"].as_str().unwrap();
+    assert!(text(&out.stdout).contains(fp), "{out:?}");
+
+    // A stopped sandbox: the key still owns it, so the answer says why.
+    let (st, _) = d.post("/v1/sandboxes/dev/stop", json!({})).await;
+    assert_eq!(st, 200);
+    let out = c.run("admin_key", "dev", &["true"], b"");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(text(&out.stderr).contains("is stopped"), "{out:?}");
+
+    // A removed key logs in no more.
+    let out = d.cli(&["key", "rm", &admin_key_id]);
+    assert!(out.status.success(), "{out:?}");
+    let (st, _) = d.post("/v1/sandboxes/dev/start", json!({})).await;
+    assert_eq!(st, 200);
+    let out = c.run("admin_key", "dev", &["true"], b"");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    // `ironclaw key add -` reads the key from stdin; it logs in at once.
+    let mut add = d
+        .cli_command(&["key", "add", "-"])
+        .env("IRONCLAW_TOKEN", &d.token)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    add.stdin
+        .take()
+        .unwrap()
+        .write_all(&std::fs::read(c.dir.path().join("stranger_key.pub")).unwrap())
+        .unwrap();
+    let out = wait_output(add, Duration::from_secs(30));
+    assert!(out.status.success(), "{out:?}");
+    let out = c.run("stranger_key", "dev", &["echo", "in"], b"");
+    assert_eq!(text(&out.stdout), "in\n", "{out:?}");
+}
+
+/// scp (SFTP underneath) of 20 MiB of random bytes up and back down,
+/// checked by sha256 on both sides; sftp's listing sees the file.
+#[tokio::test(flavor = "multi_thread")]
+async fn scp_round_trip_20_mib() {
+    let d = Daemon::start().await;
+    let c = Client::new(&d).await;
+    let key = c.keygen("k");
+    add_key(&d, &d.token, &key).await;
+    d.sandbox("files", json!({"disk_mib": 512})).await;
+
+    let mut data = vec![0u8; 20 << 20];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut data)
+        .unwrap();
+    let want = format!("{:x}", Sha256::digest(&data));
+    let up = c.dir.path().join("up.bin");
+    std::fs::write(&up, &data).unwrap();
+
+    let t0 = Instant::now();
+    let out = c.scp("k", up.to_str().unwrap(), "files@127.0.0.1:/root/big.bin");
+    assert!(out.status.success(), "scp up: {out:?}");
+    let up_secs = t0.elapsed().as_secs_f64();
+    let v = d.exec("files", &["sha256sum", "/root/big.bin"]).await;
+    assert!(
+        v["stdout"].as_str().unwrap().starts_with(&want),
+        "in the sandbox: {v}"
+    );
+
+    let down = c.dir.path().join("down.bin");
+    let t0 = Instant::now();
+    let out = c.scp("k", "files@127.0.0.1:big.bin", down.to_str().unwrap());
+    assert!(out.status.success(), "scp down: {out:?}");
+    let down_secs = t0.elapsed().as_secs_f64();
+    let got = std::fs::read(&down).unwrap();
+    assert_eq!(got.len(), data.len());
+    assert_eq!(format!("{:x}", Sha256::digest(&got)), want);
+    eprintln!("scp 20 MiB: up {up_secs:.2} s, down {down_secs:.2} s");
+
+    // A missing file is a clear error, not an empty file.
+    let missing = c.dir.path().join("missing.bin");
+    let out = c.scp("k", "files@127.0.0.1:/root/nope", missing.to_str().unwrap());
+    assert!(!out.status.success(), "{out:?}");
+    assert!(!missing.exists());
+
+    // scp -p: the mode arrives (times are not kept, and not refused).
+    let small = c.dir.path().join("small.sh");
+    std::fs::write(&small, "#!/bin/sh\necho ran\n").unwrap();
+    std::fs::set_permissions(&small, std::os::unix::fs::PermissionsExt::from_mode(0o750)).unwrap();
+    let out = c.scp_with(
+        "k",
+        &["-p"],
+        small.to_str().unwrap(),
+        "files@127.0.0.1:/root/small.sh",
+    );
+    assert!(out.status.success(), "scp -p: {out:?}");
+    let v = d
+        .exec(
+            "files",
+            &["sh", "-c", "stat -c %a /root/small.sh && /root/small.sh"],
+        )
+        .await;
+    assert_eq!(v["stdout"], "750\nran\n", "{v}");
+    // What the file API cannot do is refused, not pretended.
+    let out = sftp(&c, "chmod 600 /root/small.sh\n");
+    assert!(!out.status.success(), "{out:?}");
+    assert!(text(&out.stderr).contains("unsupported"), "{out:?}");
+    let v = d
+        .exec("files", &["stat", "-c", "%a", "/root/small.sh"])
+        .await;
+    assert_eq!(v["stdout"], "750\n", "{v}");
+
+    // sftp in batch mode: ls, mkdir, rename, rm.
+    let out = sftp(
+        &c,
+        "ls -l /root\nmkdir /root/d\nrename /root/big.bin /root/d/moved.bin\nls /root/d\nrm /root/d/moved.bin\nrmdir /root/d\n",
+    );
+    assert!(out.status.success(), "sftp: {out:?}");
+    let listing = text(&out.stdout);
+    assert!(
+        listing.contains("big.bin") && listing.contains("moved.bin"),
+        "{listing}"
+    );
+    assert!(listing.contains("20971520"), "{listing}");
+    let v = d.exec("files", &["ls", "/root"]).await;
+    assert!(!v["stdout"].as_str().unwrap().contains("big.bin"), "{v}");
+
+    // The host key survives a daemon restart (known_hosts stays valid).
+    let (_, before) = d.get("/v1/host").await;
+    let mut d = d;
+    d.stop_daemon();
+    d.spawn();
+    let (_, after) = d.get("/v1/host").await;
+    assert_eq!(before["ssh"]["host_key"], after["ssh"]["host_key"]);
+    let c2 = Client::new(&d).await;
+    std::fs::copy(c.dir.path().join("k"), c2.dir.path().join("k")).unwrap();
+    let out = c2.run("k", "files", &["true"], b"");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}
+
+/// `sftp -b` with these commands.
+fn sftp(c: &Client, batch: &str) -> Output {
+    let file = c.dir.path().join("batch");
+    std::fs::write(&file, batch).unwrap();
+    let child = Command::new("sftp")
+        .arg("-P")
+        .arg(c.port.to_string())
+        .args(c.common_opts("k"))
+        .arg("-b")
+        .arg(&file)
+        .arg("files@127.0.0.1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_output(child, Duration::from_secs(60))
+}
+
+/// `ssh -L` to busybox httpd inside a networked sandbox; a forward to any
+/// other host is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn local_forwarding_reaches_a_server_in_the_sandbox() {
+    let d = Daemon::start_with("[network]\n").await;
+    let c = Client::new(&d).await;
+    let key = c.keygen("k");
+    add_key(&d, &d.token, &key).await;
+    d.sandbox("web", json!({"network": "internet"})).await;
+    let v = d
+        .exec(
+            "web",
+            &[
+                "sh",
+                "-c",
+                "mkdir -p /tmp/www && echo served-by-sandbox > /tmp/www/index.html && httpd -p 8080 -h /tmp/www",
+            ],
+        )
+        .await;
+    assert_eq!(v["exit_code"], 0, "{v}");
+
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let local = free();
+    let fwd = format!("127.0.0.1:{local}:localhost:8080");
+    let mut tunnel = Interactive::start(c.ssh(
+        "k",
+        "web",
+        &["-N", "-o", "ExitOnForwardFailure=yes", "-L", &fwd],
+        &[],
+    ));
+    let t0 = Instant::now();
+    let body = loop {
+        match d
+            .http
+            .get(format!("http://127.0.0.1:{local}/index.html"))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+        {
+            Ok(r) => break r.text().await.unwrap(),
+            Err(e) => {
+                assert!(t0.elapsed() < Duration::from_secs(30), "no tunnel: {e}");
+                assert!(tunnel.child.try_wait().unwrap().is_none(), "ssh -L exited");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(body, "served-by-sandbox\n");
+    drop(tunnel);
+
+    // Another destination: the channel is refused, nothing is reached.
+    let other = free();
+    let fwd = format!("127.0.0.1:{other}:127.0.0.2:8080");
+    let _tunnel = Interactive::start(c.ssh("k", "web", &["-N", "-L", &fwd], &[]));
+    let t0 = Instant::now();
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", other)).is_ok() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "ssh -L never listened"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = d
+        .http
+        .get(format!("http://127.0.0.1:{other}/index.html"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await;
+    assert!(r.is_err(), "a forward to another host got through: {r:?}");
+}
+
+/// `ssh_listen = "none"` turns the endpoint off (and says so); a bad
+/// address is refused at start.
+#[tokio::test(flavor = "multi_thread")]
+async fn endpoint_off_and_bad_address() {
+    let d = Daemon::start_with("ssh_listen = \"none\"\n").await;
+    let (_, host) = d.get("/v1/host").await;
+    assert!(host["ssh"].is_null(), "{host}");
+    let out = d.cli(&["doctor"]);
+    assert!(text(&out.stdout).contains("ssh: off"), "{out:?}");
+    let out = d.cli(&["ssh", "dev"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("SSH endpoint is off"), "{out:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(common::workspace_bin("ironclawd"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--ssh-listen", "port 22"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("ssh_listen"), "{out:?}");
+    assert!(!dir.path().join("ssh_host_ed25519_key").exists());
+}
