@@ -6,6 +6,7 @@
 
 pub mod exposures;
 mod migrations;
+pub mod releases;
 pub mod sandboxes;
 pub mod sessions;
 pub mod users;
@@ -14,6 +15,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 pub use exposures::ExposureRecord;
+pub use releases::{DeployApp, ReleaseRecord, ReleaseStatus};
 pub use sandboxes::{SandboxMount, SandboxRecord, SandboxState};
 pub use sessions::{MessageRecord, SessionRecord, UsageTotals};
 pub use users::{TokenInfo, User};
