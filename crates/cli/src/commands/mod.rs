@@ -3,6 +3,7 @@
 pub mod chat;
 pub mod console;
 pub mod cp;
+pub mod deploy;
 pub mod doctor;
 pub mod exec;
 pub mod fs;
@@ -49,6 +50,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Ask(a) => chat::ask(&c, a).await,
         Command::Chat(a) => chat::repl(&c, a).await,
         Command::User(cmd) => user::run(&c, cmd).await,
+        Command::Deploy(cmd) => deploy::run(&c, cmd).await,
         Command::Doctor(j) => doctor::run(&c, j.json).await,
         Command::Version => unreachable!(),
     }
