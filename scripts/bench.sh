@@ -2,7 +2,7 @@
 # Prints the sandbox runtime benchmark (figures beside a bwrap reference run
 # in the same process). Pass --quick for a short run; --egress (egress proxy
 # against direct), --ports (port proxy against direct and Caddy) or
-# --gateway for the other benchmarks.
+# --gateway or --deploy (git-push to serving) for the other benchmarks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-host.sh >/dev/null
@@ -19,6 +19,10 @@ fi
 if [[ ${1:-} == --egress ]]; then
   shift
   exec cargo bench --locked -p ironclaw-daemon --bench egress -- "$@"
+fi
+if [[ ${1:-} == --deploy ]]; then
+  shift
+  exec cargo bench --locked -p ironclaw-daemon --bench deploy -- "$@"
 fi
 if [[ ${1:-} == --gateway ]]; then
   shift

@@ -78,8 +78,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sandboxes/:name/deploy", post(deploy::init))
         .route("/v1/sandboxes/:name/deploy/releases", get(deploy::releases))
         .route("/v1/sandboxes/:name/deploy/logs", get(deploy::logs))
-        .route("/v1/sandboxes/:name/deploy/rollback", post(deploy::rollback))
-        .route("/v1/sandboxes/:name/git/info/refs", get(crate::deploy::http::serve))
+        .route(
+            "/v1/sandboxes/:name/deploy/rollback",
+            post(deploy::rollback),
+        )
+        .route(
+            "/v1/sandboxes/:name/git/info/refs",
+            get(crate::deploy::http::serve),
+        )
         .route(
             "/v1/sandboxes/:name/git/git-upload-pack",
             post(crate::deploy::http::serve),

@@ -83,7 +83,9 @@ fn with_token(remote: &str, token: &str) -> String {
 const GOOD: &str = "web: httpd -f -p $PORT -h .\n";
 
 async fn releases(d: &Daemon, name: &str) -> Vec<(u64, String)> {
-    let (st, v) = d.get(&format!("/v1/sandboxes/{name}/deploy/releases")).await;
+    let (st, v) = d
+        .get(&format!("/v1/sandboxes/{name}/deploy/releases"))
+        .await;
     assert_eq!(st, 200, "{v}");
     v["releases"]
         .as_array()
@@ -125,8 +127,12 @@ async fn push_release_reject_rollback_and_restart() {
     // 1: a good release; the push output ends with the app's URL.
     commit(w, GOOD, "release one").await;
     let out = git_ok(w, &["push", &url, "main"]).await;
+    eprintln!("first push:\n{out}");
     assert!(out.contains("remote: -----> Release 1 is live"), "{out}");
-    assert!(out.contains(&format!("remote: {}", app_url(&d, "app"))), "{out}");
+    assert!(
+        out.contains(&format!("remote: {}", app_url(&d, "app"))),
+        "{out}"
+    );
     assert_eq!(get_app(&d, "app").await, (200, "release one".into()));
 
     // 2: a web process that exits: the push fails with its log tail, the
@@ -134,6 +140,7 @@ async fn push_release_reject_rollback_and_restart() {
     commit(w, "web: echo broken app starting; exit 3\n", "release two").await;
     let o = git(w, &["push", &url, "main"]).await;
     let err = String::from_utf8_lossy(&o.stderr);
+    eprintln!("broken push:\n{err}");
     assert!(!o.status.success(), "{err}");
     assert!(err.contains("broken app starting"), "{err}");
     assert!(err.contains("release 1 keeps serving"), "{err}");
@@ -231,7 +238,12 @@ async fn another_users_token_reaches_no_repository() {
         (Method::POST, "git-receive-pack"),
     ] {
         let theirs = d
-            .call_as(&bob, method.clone(), &format!("/v1/sandboxes/app/git/{ep}"), None)
+            .call_as(
+                &bob,
+                method.clone(),
+                &format!("/v1/sandboxes/app/git/{ep}"),
+                None,
+            )
             .await;
         let missing = d
             .call_as(&bob, method, &format!("/v1/sandboxes/ghost/git/{ep}"), None)
@@ -276,7 +288,11 @@ async fn another_users_token_reaches_no_repository() {
     let v = d
         .exec(
             "app",
-            &["sh", "-c", "cat /proc/*/environ 2>/dev/null; grep -r . /app 2>/dev/null"],
+            &[
+                "sh",
+                "-c",
+                "cat /proc/*/environ 2>/dev/null; grep -r . /app 2>/dev/null",
+            ],
         )
         .await;
     let all: Value = v;

@@ -132,7 +132,9 @@ impl Store {
         // Ports cycle through 1000 so a long history never overflows.
         let port = port_base + (number % 1000) as u16;
         tx.execute(
-            &format!("INSERT INTO releases ({COLUMNS}) VALUES (?1, ?2, ?3, 'building', ?4, '', '', ?5)"),
+            &format!(
+                "INSERT INTO releases ({COLUMNS}) VALUES (?1, ?2, ?3, 'building', ?4, '', '', ?5)"
+            ),
             params![sandbox_id, number, commit_sha, port, now()],
         )?;
         let r = tx.query_row(
@@ -235,8 +237,10 @@ mod tests {
         let a = s.new_release("i1", "aaa", 20000).unwrap();
         let b = s.new_release("i1", "bbb", 20000).unwrap();
         assert_eq!((a.number, b.number, b.port), (1, 2, 20002));
-        s.switch_release("i1", 1, ReleaseStatus::Superseded).unwrap();
-        s.switch_release("i1", 2, ReleaseStatus::Superseded).unwrap();
+        s.switch_release("i1", 1, ReleaseStatus::Superseded)
+            .unwrap();
+        s.switch_release("i1", 2, ReleaseStatus::Superseded)
+            .unwrap();
         let all = s.releases("i1").unwrap();
         assert_eq!(all[0].status, ReleaseStatus::Superseded);
         assert_eq!(s.live_release("i1").unwrap().unwrap().number, 2);

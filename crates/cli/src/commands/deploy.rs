@@ -90,10 +90,7 @@ async fn ls(c: &Client, name: &str, json: bool) -> Result<i32> {
 async fn logs(c: &Client, name: &str, follow: bool, lines: u32) -> Result<i32> {
     let rb = c.request(
         Method::GET,
-        &format!(
-            "{}/deploy/logs?follow={follow}&lines={lines}",
-            path(name)
-        ),
+        &format!("{}/deploy/logs?follow={follow}&lines={lines}", path(name)),
     );
     let resp = c.send(rb, &ctx(name)).await?;
     let mut out = tokio::io::stdout();

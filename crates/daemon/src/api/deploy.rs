@@ -85,7 +85,11 @@ pub async fn releases(
     State(st): State<AppState>,
     t: Target,
 ) -> Result<impl IntoResponse, ApiError> {
-    let app = st.manager.store.deploy_app(&t.id)?.ok_or_else(|| not_target(&t.name))?;
+    let app = st
+        .manager
+        .store
+        .deploy_app(&t.id)?
+        .ok_or_else(|| not_target(&t.name))?;
     let list = st.manager.store.releases(&t.id)?;
     Ok(axum::Json(json!({
         "port": app.port,
@@ -119,9 +123,15 @@ pub async fn logs(
     t: Target,
     Query(q): Query<LogsQuery>,
 ) -> Result<Response, ApiError> {
-    st.manager.store.deploy_app(&t.id)?.ok_or_else(|| not_target(&t.name))?;
+    st.manager
+        .store
+        .deploy_app(&t.id)?
+        .ok_or_else(|| not_target(&t.name))?;
     let live = st.manager.store.live_release(&t.id)?.ok_or_else(|| {
-        ApiError::NotFound(format!("sandbox '{}' has no live release; push one", t.name))
+        ApiError::NotFound(format!(
+            "sandbox '{}' has no live release; push one",
+            t.name
+        ))
     })?;
     let agent = st.manager.agent(&t.id).await?;
     let lines = q.lines.unwrap_or(100).min(100_000);
@@ -162,7 +172,10 @@ pub async fn rollback(
     State(st): State<AppState>,
     t: Target,
 ) -> Result<impl IntoResponse, ApiError> {
-    st.manager.store.deploy_app(&t.id)?.ok_or_else(|| not_target(&t.name))?;
+    st.manager
+        .store
+        .deploy_app(&t.id)?
+        .ok_or_else(|| not_target(&t.name))?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let lock = deploy::lock_for(&t.id);
     let res = {

@@ -117,7 +117,9 @@ async fn respond(
         }
     };
     while let Ok(l) = rx.try_recv() {
-        let _ = wr.write_all(format!("o {}\n", l.replace('\n', " ")).as_bytes()).await;
+        let _ = wr
+            .write_all(format!("o {}\n", l.replace('\n', " ")).as_bytes())
+            .await;
     }
     let _ = wr.write_all(format!("x {code}\n").as_bytes()).await;
     let _ = wr.shutdown().await;

@@ -124,9 +124,13 @@ pub fn revive_soon(m: Arc<Manager>, sandbox_id: String) {
             }
         };
         match supervisor::ensure_running(&agent, &live).await {
-            Ok(true) => tracing::info!(sandbox = %sandbox_id, "restarted live release {}", live.number),
+            Ok(true) => {
+                tracing::info!(sandbox = %sandbox_id, "restarted live release {}", live.number)
+            }
             Ok(false) => {}
-            Err(e) => tracing::warn!(sandbox = %sandbox_id, "reviving release {}: {e}", live.number),
+            Err(e) => {
+                tracing::warn!(sandbox = %sandbox_id, "reviving release {}: {e}", live.number)
+            }
         }
     });
 }

@@ -113,6 +113,8 @@ if [ -f package.json ]; then
   if has npm; then echo "-----> npm install"; npm install --omit=dev || exit 1
   else echo "-----> package.json found but the image has no npm: skipped"; fi
 fi
+[ -f requirements.txt ] || [ -f pyproject.toml ] || [ -f package.json ] || [ -f Gemfile ] ||
+  echo "-----> No requirements.txt, pyproject.toml, package.json or Gemfile: no dependencies to install"
 if [ -f Gemfile ]; then
   if has bundle; then echo "-----> bundle install"; bundle config set --local path vendor/bundle && bundle install || exit 1
   else echo "-----> Gemfile found but the image has no bundler: skipped"; fi
@@ -172,7 +174,10 @@ async fn start_and_wait(
     };
     let _ = supervisor::stop(agent, rel.number).await;
     let tail = supervisor::log_tail(agent, rel.number, 20).await;
-    Err(format!("{why}; last lines of its log:\n{tail}"))
+    Err(format!(
+        "{why}; last lines of its log:\n{}",
+        tail.trim_end()
+    ))
 }
 
 /// Point /app/current at `rel`, make it live (the old live one becomes
@@ -183,7 +188,10 @@ async fn switch(
     rel: &ReleaseRecord,
     previous: ReleaseStatus,
 ) -> Result<(), String> {
-    let old = m.store.live_release(&rel.sandbox_id).map_err(|e| e.to_string())?;
+    let old = m
+        .store
+        .live_release(&rel.sandbox_id)
+        .map_err(|e| e.to_string())?;
     let o = supervisor::sh(
         agent,
         &format!("ln -sfn {} /app/current", quote(&release_dir(rel.number))),
@@ -273,7 +281,9 @@ pub async fn deploy(
     let short = &sha[..sha.len().min(12)];
     let procfile = git(&repo, git_env, &["show", &format!("{sha}:Procfile")])
         .await
-        .map_err(|_| "the pushed tree has no Procfile (it needs a line `web: COMMAND`)".to_string())?;
+        .map_err(|_| {
+            "the pushed tree has no Procfile (it needs a line `web: COMMAND`)".to_string()
+        })?;
     let web = procfile_web(&String::from_utf8_lossy(&procfile))
         .ok_or("the Procfile has no `web:` process")?;
     let agent = running_agent(m, sandbox_id, out).await?;
@@ -283,7 +293,10 @@ pub async fn deploy(
         .new_release(sandbox_id, sha, super::RELEASE_PORT_BASE)
         .map_err(|e| e.to_string())?;
     let dir = release_dir(rel.number);
-    say(out, format!("-----> Release {} of {short} to {dir}", rel.number));
+    say(
+        out,
+        format!("-----> Release {} of {short} to {dir}", rel.number),
+    );
     let result = async {
         let tar = git(&repo, git_env, &["archive", "--format=tar", sha]).await?;
         let limit = m.config.max_upload_bytes;
@@ -295,7 +308,10 @@ pub async fn deploy(
         }
         let o = supervisor::sh(
             &agent,
-            &format!("rm -rf {d} && mkdir -p {d} && tar -x -f - -C {d}", d = quote(&dir)),
+            &format!(
+                "rm -rf {d} && mkdir -p {d} && tar -x -f - -C {d}",
+                d = quote(&dir)
+            ),
             Some(tar),
             Duration::from_secs(120),
         )
@@ -319,7 +335,13 @@ pub async fn deploy(
         }
         supervisor::install(&agent, &rel, &web).await?;
         m.store
-            .set_release(sandbox_id, rel.number, ReleaseStatus::Building, Some(&web), None)
+            .set_release(
+                sandbox_id,
+                rel.number,
+                ReleaseStatus::Building,
+                Some(&web),
+                None,
+            )
             .map_err(|e| e.to_string())?;
         say(out, format!("-----> Starting web: {web}"));
         start_and_wait(m, &agent, &r, &rel, out).await?;
@@ -342,7 +364,7 @@ pub async fn deploy(
                 Some(&tail_lines(&e, 20)),
             );
             let kept = match m.store.live_release(sandbox_id) {
-                Ok(Some(l)) => format!("; release {} keeps serving", l.number),
+                Ok(Some(l)) => format!("\nrelease {} keeps serving", l.number),
                 _ => String::new(),
             };
             Err(format!("release {} failed: {e}{kept}", rel.number))
@@ -371,13 +393,21 @@ pub async fn rollback(m: &Arc<Manager>, sandbox_id: &str, out: &Out) -> Result<S
         .iter()
         .rev()
         .find(|r| r.number < live.number && r.status == ReleaseStatus::Superseded)
-        .ok_or_else(|| format!("no earlier good release than the live release {}", live.number))?
+        .ok_or_else(|| {
+            format!(
+                "no earlier good release than the live release {}",
+                live.number
+            )
+        })?
         .clone();
     let agent = running_agent(m, sandbox_id, out).await?;
     let r = m.by_id(sandbox_id).map_err(|e| e.to_string())?;
     say(
         out,
-        format!("-----> Rolling back from release {} to release {}", live.number, target.number),
+        format!(
+            "-----> Rolling back from release {} to release {}",
+            live.number, target.number
+        ),
     );
     start_and_wait(m, &agent, &r, &target, out).await?;
     switch(m, &agent, &target, ReleaseStatus::RolledBack).await?;

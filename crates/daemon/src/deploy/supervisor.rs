@@ -91,12 +91,14 @@ done
 }
 
 fn web_script(web: &str, port: u16) -> String {
-    // Dependencies installed with `pip --target` live in .deps.
+    // Dependencies installed with `pip --target` live in .deps. No `exec`:
+    // the command may be a list (`a; b`), and stopping signals the whole
+    // process group anyway.
     format!(
         "export PORT={port}\n\
          [ -d .deps ] && export PYTHONPATH=\"$PWD/.deps${{PYTHONPATH:+:$PYTHONPATH}}\"\n\
          [ -d .deps/bin ] && export PATH=\"$PWD/.deps/bin:$PATH\"\n\
-         exec {web}\n"
+         {web}\n"
     )
 }
 
