@@ -102,7 +102,18 @@ async fn releases(d: &Daemon, name: &str) -> Vec<(u64, String)> {
 
 #[tokio::test]
 async fn push_release_reject_rollback_and_restart() {
-    let mut d = Daemon::start_with("[network]\n").await;
+    flow(&[]).await;
+}
+
+/// The same with the shell supervisor that agents without supervised
+/// services (VM images built by an older daemon) get.
+#[tokio::test]
+async fn shell_supervisor_fallback() {
+    flow(&[("IRONCLAW_DEPLOY_SHELL_SUPERVISOR", "1")]).await;
+}
+
+async fn flow(env: &[(&str, &str)]) {
+    let mut d = Daemon::start_env("[network]\n", env).await;
     d.sandbox("app", json!({"network": "internet"})).await;
     let (st, v) = d.post("/v1/sandboxes/app/deploy", json!({})).await;
     assert_eq!(st, 201, "{v}");
@@ -127,20 +138,27 @@ async fn push_release_reject_rollback_and_restart() {
     // 1: a good release; the push output ends with the app's URL.
     commit(w, GOOD, "release one").await;
     let out = git_ok(w, &["push", &url, "main"]).await;
-    eprintln!("first push:\n{out}");
     assert!(out.contains("remote: -----> Release 1 is live"), "{out}");
     assert!(
         out.contains(&format!("remote: {}", app_url(&d, "app"))),
         "{out}"
     );
     assert_eq!(get_app(&d, "app").await, (200, "release one".into()));
+    // The supervisor in use: the agent's own, or the shell one.
+    let shell = !env.is_empty();
+    let v = d
+        .exec(
+            "app",
+            &["test", "-f", "/app/releases/1/.ironclaw/supervisor.pid"],
+        )
+        .await;
+    assert_eq!(v["exit_code"], if shell { 0 } else { 1 }, "{v}");
 
     // 2: a web process that exits: the push fails with its log tail, the
     // ref is not updated and release 1 keeps serving.
     commit(w, "web: echo broken app starting; exit 3\n", "release two").await;
     let o = git(w, &["push", &url, "main"]).await;
     let err = String::from_utf8_lossy(&o.stderr);
-    eprintln!("broken push:\n{err}");
     assert!(!o.status.success(), "{err}");
     assert!(err.contains("broken app starting"), "{err}");
     assert!(err.contains("release 1 keeps serving"), "{err}");
@@ -159,7 +177,7 @@ async fn push_release_reject_rollback_and_restart() {
     let (st, log) = d.get("/v1/sandboxes/app/deploy/logs").await;
     assert_eq!(st, 200);
     assert!(
-        log.as_str().unwrap().contains("starting release 3"),
+        log.as_str().unwrap().contains("starting release-3"),
         "{log}"
     );
 

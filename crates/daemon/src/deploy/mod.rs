@@ -123,7 +123,11 @@ pub fn revive_soon(m: Arc<Manager>, sandbox_id: String) {
                 return;
             }
         };
-        match supervisor::ensure_running(&agent, &live).await {
+        let res = match supervisor::Supervisor::detect(&agent).await {
+            Ok(sup) => sup.ensure_running(&live).await,
+            Err(e) => Err(e),
+        };
+        match res {
             Ok(true) => {
                 tracing::info!(sandbox = %sandbox_id, "restarted live release {}", live.number)
             }

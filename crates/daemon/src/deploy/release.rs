@@ -12,7 +12,7 @@ use ironclaw_sandbox::agent::AgentClient;
 use ironclaw_store::{DeployApp, ReleaseRecord, ReleaseStatus, SandboxRecord};
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::supervisor::{self, quote, release_dir};
+use super::supervisor::{self, quote, release_dir, Supervisor};
 use crate::manager::Manager;
 
 /// How long a new release has to listen on its port.
@@ -137,13 +137,13 @@ fn address(m: &Manager, r: &SandboxRecord, port: u16) -> Result<SocketAddr, Stri
 /// and the error carries its log tail.
 async fn start_and_wait(
     m: &Manager,
-    agent: &AgentClient,
+    sup: &Supervisor<'_>,
     r: &SandboxRecord,
     rel: &ReleaseRecord,
     out: &Out,
 ) -> Result<(), String> {
     let addr = address(m, r, rel.port)?;
-    supervisor::start(agent, rel.number).await?;
+    sup.start(rel.number).await?;
     say(
         out,
         format!(
@@ -160,7 +160,7 @@ async fn start_and_wait(
         {
             return Ok(());
         }
-        let exits = supervisor::restarts(agent, rel.number).await?;
+        let exits = sup.restarts(rel.number).await?;
         if exits >= MAX_EARLY_EXITS {
             break format!("the web process exited {exits} times before listening");
         }
@@ -172,8 +172,8 @@ async fn start_and_wait(
             );
         }
     };
-    let _ = supervisor::stop(agent, rel.number).await;
-    let tail = supervisor::log_tail(agent, rel.number, 20).await;
+    let _ = sup.stop(rel.number).await;
+    let tail = supervisor::log_tail(sup.agent(), rel.number, 20).await;
     Err(format!(
         "{why}; last lines of its log:\n{}",
         tail.trim_end()
@@ -184,7 +184,7 @@ async fn start_and_wait(
 /// `previous`), then stop the old one's process.
 async fn switch(
     m: &Manager,
-    agent: &AgentClient,
+    sup: &Supervisor<'_>,
     rel: &ReleaseRecord,
     previous: ReleaseStatus,
 ) -> Result<(), String> {
@@ -193,7 +193,7 @@ async fn switch(
         .live_release(&rel.sandbox_id)
         .map_err(|e| e.to_string())?;
     let o = supervisor::sh(
-        agent,
+        sup.agent(),
         &format!("ln -sfn {} /app/current", quote(&release_dir(rel.number))),
         None,
         Duration::from_secs(10),
@@ -210,7 +210,7 @@ async fn switch(
         .switch_release(&rel.sandbox_id, rel.number, previous)
         .map_err(|e| e.to_string())?;
     if let Some(old) = old.filter(|o| o.number != rel.number) {
-        supervisor::stop(agent, old.number).await?;
+        sup.stop(old.number).await?;
     }
     Ok(())
 }
@@ -344,8 +344,9 @@ pub async fn deploy(
             )
             .map_err(|e| e.to_string())?;
         say(out, format!("-----> Starting web: {web}"));
-        start_and_wait(m, &agent, &r, &rel, out).await?;
-        switch(m, &agent, &rel, ReleaseStatus::Superseded).await?;
+        let sup = Supervisor::detect(&agent).await?;
+        start_and_wait(m, &sup, &r, &rel, out).await?;
+        switch(m, &sup, &rel, ReleaseStatus::Superseded).await?;
         announce(m, &r, &app, out)
     }
     .await;
@@ -409,8 +410,9 @@ pub async fn rollback(m: &Arc<Manager>, sandbox_id: &str, out: &Out) -> Result<S
             live.number, target.number
         ),
     );
-    start_and_wait(m, &agent, &r, &target, out).await?;
-    switch(m, &agent, &target, ReleaseStatus::RolledBack).await?;
+    let sup = Supervisor::detect(&agent).await?;
+    start_and_wait(m, &sup, &r, &target, out).await?;
+    switch(m, &sup, &target, ReleaseStatus::RolledBack).await?;
     let url = announce(m, &r, &app, out)?;
     say(out, format!("-----> Release {} is live", target.number));
     Ok(url)

@@ -1,16 +1,19 @@
-//! The web process of a release, kept up inside the sandbox by a small
-//! shell supervisor (`/app/releases/N/.ironclaw/run`) started detached in
-//! its own session through the agent's exec, so it outlives the exec and
-//! the push. It restarts the process when it exits, with backoff (1 s
-//! doubling to 30 s, reset after 30 s of uptime), counts restarts and
-//! appends the process's output to `.ironclaw/log`. Only exec and a POSIX
-//! shell are needed, so it works alike on every backend and on images
-//! built before deploy existed.
+//! The web process of a release, kept up inside the sandbox. Agents that
+//! have supervised services ([`HostMsg::ServiceStart`]: the guest agent
+//! restarts it with backoff, appends its output to the log) run it as the
+//! service `release-N`. Agents built before that (a VM image from an older
+//! daemon) never answer the probe; there a small shell supervisor
+//! (`/app/releases/N/.ironclaw/run`) started detached in its own session
+//! through exec does the same job (restart with backoff 1 s doubling to
+//! 30 s, reset after 30 s up, restart count in `.ironclaw/restarts`), so
+//! deploy works on every backend and image.
+//!
+//! [`HostMsg::ServiceStart`]: ironclaw_proto::HostMsg::ServiceStart
 
 use std::time::Duration;
 
-use ironclaw_proto::ExecRequest;
-use ironclaw_sandbox::agent::{AgentClient, ExecOutput};
+use ironclaw_proto::{ErrorKind, ExecRequest, ServiceSpec};
+use ironclaw_sandbox::agent::{AgentClient, AgentError, ExecOutput};
 use ironclaw_store::ReleaseRecord;
 
 pub fn release_dir(number: u32) -> String {
@@ -67,7 +70,7 @@ delay=1
 n=0
 while :; do
   started=$(date +%s)
-  echo "[ironclaw] starting release {number}: $(cat $S/web)" >> $S/log
+  echo "[ironclaw] starting release-{number}: $(cat $S/web)" >> $S/log
   setsid sh $S/web.sh >> $S/log 2>&1 < /dev/null &
   child=$!
   echo $child > $S/web.pid
@@ -137,8 +140,8 @@ fn alive_test(number: u32) -> String {
     )
 }
 
-/// Start the supervisor of `rel` (its log and restart count start over).
-pub async fn start(agent: &AgentClient, number: u32) -> Result<(), String> {
+/// Start the shell supervisor of release `number`.
+async fn shell_start(agent: &AgentClient, number: u32) -> Result<(), String> {
     let s = state_dir(number);
     let out = sh(
         agent,
@@ -159,9 +162,9 @@ pub async fn start(agent: &AgentClient, number: u32) -> Result<(), String> {
     Ok(())
 }
 
-/// Stop the supervisor and web process of release `number` (SIGTERM, then
-/// SIGKILL to the web process group after 5 s).
-pub async fn stop(agent: &AgentClient, number: u32) -> Result<(), String> {
+/// Stop the shell supervisor and web process of release `number`
+/// (SIGTERM, then SIGKILL to the web process group after 5 s).
+async fn shell_stop(agent: &AgentClient, number: u32) -> Result<(), String> {
     let s = state_dir(number);
     let script = format!(
         "touch {s}/stopped 2>/dev/null
@@ -177,24 +180,12 @@ pub async fn stop(agent: &AgentClient, number: u32) -> Result<(), String> {
     Ok(())
 }
 
-/// Start the supervisor of `rel` unless it runs. `true` when started.
-pub async fn ensure_running(agent: &AgentClient, rel: &ReleaseRecord) -> Result<bool, String> {
-    let out = sh(
-        agent,
-        &alive_test(rel.number),
-        None,
-        Duration::from_secs(10),
-    )
-    .await?;
-    if out.status.code == 0 {
-        return Ok(false);
-    }
-    start(agent, rel.number).await?;
-    Ok(true)
+async fn shell_alive(agent: &AgentClient, number: u32) -> Result<bool, String> {
+    let out = sh(agent, &alive_test(number), None, Duration::from_secs(10)).await?;
+    Ok(out.status.code == 0)
 }
 
-/// How often the web process of release `number` exited since its start.
-pub async fn restarts(agent: &AgentClient, number: u32) -> Result<u32, String> {
+async fn shell_restarts(agent: &AgentClient, number: u32) -> Result<u32, String> {
     let out = sh(
         agent,
         &format!("cat {}/restarts 2>/dev/null || echo 0", state_dir(number)),
@@ -206,6 +197,127 @@ pub async fn restarts(agent: &AgentClient, number: u32) -> Result<u32, String> {
         .trim()
         .parse()
         .unwrap_or(0))
+}
+
+fn service_name(number: u32) -> String {
+    format!("release-{number}")
+}
+
+fn agent_err(e: AgentError) -> String {
+    format!("guest agent: {e}")
+}
+
+/// How a sandbox's agent keeps release processes up.
+pub struct Supervisor<'a> {
+    agent: &'a AgentClient,
+    /// The agent supervises services itself.
+    services: bool,
+}
+
+impl<'a> Supervisor<'a> {
+    /// Ask the agent whether it has services (an older one stays silent).
+    /// `IRONCLAW_DEPLOY_SHELL_SUPERVISOR=1` in the daemon's environment
+    /// forces the shell supervisor (tests of the fallback).
+    pub async fn detect(agent: &'a AgentClient) -> Result<Supervisor<'a>, String> {
+        if std::env::var_os("IRONCLAW_DEPLOY_SHELL_SUPERVISOR").is_some_and(|v| v == "1") {
+            return Ok(Supervisor {
+                agent,
+                services: false,
+            });
+        }
+        let services = agent
+            .service_list(Duration::from_secs(2))
+            .await
+            .map_err(agent_err)?
+            .is_some();
+        Ok(Supervisor { agent, services })
+    }
+
+    pub fn agent(&self) -> &'a AgentClient {
+        self.agent
+    }
+
+    /// Start release `number`'s web process (installed by [`install`]).
+    pub async fn start(&self, number: u32) -> Result<(), String> {
+        if !self.services {
+            return shell_start(self.agent, number).await;
+        }
+        let spec = ServiceSpec {
+            name: service_name(number),
+            argv: vec!["sh".into(), format!("{}/web.sh", state_dir(number))],
+            env: vec![],
+            cwd: Some(release_dir(number)),
+            log: log_path(number),
+        };
+        match self.agent.service_start(spec.clone()).await {
+            Err(AgentError::Guest {
+                kind: ErrorKind::AlreadyExists,
+                ..
+            }) => {
+                // A leftover of an interrupted release: start it afresh.
+                self.stop(number).await?;
+                self.agent.service_start(spec).await.map_err(agent_err)
+            }
+            other => other.map_err(agent_err),
+        }
+    }
+
+    /// Stop release `number`'s web process (nothing if it does not run).
+    pub async fn stop(&self, number: u32) -> Result<(), String> {
+        if self.services {
+            match self.agent.service_stop(&service_name(number)).await {
+                Ok(())
+                | Err(AgentError::Guest {
+                    kind: ErrorKind::NotFound,
+                    ..
+                }) => {}
+                Err(e) => return Err(agent_err(e)),
+            }
+        }
+        // Also what an older daemon's shell supervisor may have started.
+        shell_stop(self.agent, number).await
+    }
+
+    /// How often the web process exited since it was started.
+    pub async fn restarts(&self, number: u32) -> Result<u32, String> {
+        if !self.services {
+            return shell_restarts(self.agent, number).await;
+        }
+        let list = self
+            .agent
+            .service_list(Duration::from_secs(10))
+            .await
+            .map_err(agent_err)?
+            .unwrap_or_default();
+        Ok(list
+            .iter()
+            .find(|s| s.name == service_name(number))
+            .map_or(0, |s| s.restarts))
+    }
+
+    /// Start release `rel` unless it is supervised already. `true` when
+    /// started.
+    pub async fn ensure_running(&self, rel: &ReleaseRecord) -> Result<bool, String> {
+        if shell_alive(self.agent, rel.number).await? {
+            return Ok(false);
+        }
+        if self.services {
+            let list = self
+                .agent
+                .service_list(Duration::from_secs(10))
+                .await
+                .map_err(agent_err)?
+                .unwrap_or_default();
+            if list
+                .iter()
+                .any(|s| s.name == service_name(rel.number) && s.supervised)
+            {
+                return Ok(false);
+            }
+        }
+        self.start(rel.number).await?;
+        Ok(true)
+    }
 }
 
 pub fn log_path(number: u32) -> String {
