@@ -47,6 +47,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Services {
+    /// At shutdown: no service is restarted any more (each task stops its
+    /// process; the shutdown's own kill follows).
+    pub fn stop_all(&self) {
+        for s in lock(&self.map).values() {
+            lock(&s.state).stopping = true;
+            s.stop.notify_one();
+        }
+    }
+
     pub fn list(&self) -> Vec<ServiceInfo> {
         let mut v: Vec<ServiceInfo> = lock(&self.map)
             .values()
@@ -118,7 +127,10 @@ pub async fn start(agent: &Arc<Agent>, out: Out, spec: ServiceSpec) {
                 format!("service {:?} is already supervised", spec.name),
             ))
         } else {
-            note(&spec.log, &format!("starting {}: {}", spec.name, spec.argv.join(" ")));
+            note(
+                &spec.log,
+                &format!("starting {}: {}", spec.name, spec.argv.join(" ")),
+            );
             match spawn_once(agent, &spec) {
                 Ok(first) => {
                     let (done_tx, done) = watch::channel(false);
@@ -207,7 +219,10 @@ async fn supervise(agent: &Agent, svc: &Service, first: spawn::Spawned) {
             }
         }
         delay = (delay * 2).min(MAX_BACKOFF);
-        note(&spec.log, &format!("starting {}: {}", spec.name, spec.argv.join(" ")));
+        note(
+            &spec.log,
+            &format!("starting {}: {}", spec.name, spec.argv.join(" ")),
+        );
         loop {
             match spawn_once(agent, spec) {
                 Ok(p) => {

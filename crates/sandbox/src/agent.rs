@@ -334,7 +334,8 @@ impl AgentClient {
 
     /// Stop a supervised service; returns once it is gone.
     pub async fn service_stop(&self, name: &str) -> Result<(), AgentError> {
-        self.call_ok(HostMsg::ServiceStop { name: name.into() }).await
+        self.call_ok(HostMsg::ServiceStop { name: name.into() })
+            .await
     }
 
     /// The agent's supervised services. An agent built before services
