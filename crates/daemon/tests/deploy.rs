@@ -169,9 +169,12 @@ async fn flow(env: &[(&str, &str)]) {
         vec![(1, "live".into()), (2, "failed".into())]
     );
 
-    // 3: a good one again switches.
+    // 3: a good one again switches. Its requirements.txt asks for pip,
+    // which the busybox image lacks: skipped, said so.
+    std::fs::write(w.join("requirements.txt"), "").unwrap();
     commit(w, GOOD, "release three").await;
     let out = git_ok(w, &["push", &url, "main"]).await;
+    assert!(out.contains("the image has no pip: skipped"), "{out}");
     assert!(out.contains("Release 3 is live"), "{out}");
     assert_eq!(get_app(&d, "app").await, (200, "release three".into()));
     let (st, log) = d.get("/v1/sandboxes/app/deploy/logs").await;
@@ -296,6 +299,36 @@ async fn another_users_token_reaches_no_repository() {
         .to_str()
         .unwrap()
         .starts_with("Basic"));
+    // Garbage to every endpoint: refused, never a server error, and the
+    // push socket of a refused push is gone.
+    for (ep, ct, enc) in [
+        ("git-upload-pack", "application/x-git-upload-pack-request", None),
+        ("git-upload-pack", "application/x-git-upload-pack-request", Some("gzip")),
+        ("git-receive-pack", "application/x-git-receive-pack-request", None),
+        ("git-receive-pack", "application/x-git-receive-pack-request", Some("gzip")),
+        ("info/refs?service=git-bogus", "text/plain", None),
+    ] {
+        let mut r = d
+            .http
+            .request(
+                if ep.starts_with("info") { Method::GET } else { Method::POST },
+                d.u(&format!("/v1/sandboxes/app/git/{ep}")),
+            )
+            .bearer_auth(&d.token)
+            .header("content-type", ct)
+            .body(vec![0xffu8; 3000]);
+        if let Some(e) = enc {
+            r = r.header("content-encoding", e);
+        }
+        let resp = r.send().await.unwrap();
+        let st = resp.status().as_u16();
+        let _ = resp.bytes().await;
+        assert!(st < 500, "{ep} {enc:?}: {st}");
+    }
+    let run = d.data_dir().join("deploy/run");
+    let left: Vec<_> = std::fs::read_dir(&run).unwrap().collect();
+    assert!(left.is_empty(), "push sockets left: {left:?}");
+    assert_eq!(releases(&d, "app").await, vec![(1, "live".into())]);
     // Only the smart endpoints are served (no dumb-protocol object paths).
     let (st, _) = d
         .call_as(&d.token, Method::GET, "/v1/sandboxes/app/git/HEAD", None)

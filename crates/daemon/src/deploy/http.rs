@@ -146,9 +146,11 @@ pub async fn serve(
             .await
             .map_err(|e| ApiError::Internal(format!("reading git http-backend: {e}")))?;
         header_bytes += n;
+        // It ends before answering only on a request it cannot read (a
+        // truncated or bad gzip body, say).
         if n == 0 || header_bytes > MAX_CGI_HEADER {
-            return Err(ApiError::Internal(
-                "git http-backend ended without a response".into(),
+            return Err(ApiError::BadRequest(
+                "git http-backend could not read this request".into(),
             ));
         }
         let line = line.trim_end_matches(['\r', '\n']);
