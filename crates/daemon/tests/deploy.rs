@@ -302,16 +302,36 @@ async fn another_users_token_reaches_no_repository() {
     // Garbage to every endpoint: refused, never a server error, and the
     // push socket of a refused push is gone.
     for (ep, ct, enc) in [
-        ("git-upload-pack", "application/x-git-upload-pack-request", None),
-        ("git-upload-pack", "application/x-git-upload-pack-request", Some("gzip")),
-        ("git-receive-pack", "application/x-git-receive-pack-request", None),
-        ("git-receive-pack", "application/x-git-receive-pack-request", Some("gzip")),
+        (
+            "git-upload-pack",
+            "application/x-git-upload-pack-request",
+            None,
+        ),
+        (
+            "git-upload-pack",
+            "application/x-git-upload-pack-request",
+            Some("gzip"),
+        ),
+        (
+            "git-receive-pack",
+            "application/x-git-receive-pack-request",
+            None,
+        ),
+        (
+            "git-receive-pack",
+            "application/x-git-receive-pack-request",
+            Some("gzip"),
+        ),
         ("info/refs?service=git-bogus", "text/plain", None),
     ] {
         let mut r = d
             .http
             .request(
-                if ep.starts_with("info") { Method::GET } else { Method::POST },
+                if ep.starts_with("info") {
+                    Method::GET
+                } else {
+                    Method::POST
+                },
                 d.u(&format!("/v1/sandboxes/app/git/{ep}")),
             )
             .bearer_auth(&d.token)
@@ -349,4 +369,62 @@ async fn another_users_token_reaches_no_repository() {
     let all: Value = v;
     assert!(!all.to_string().contains(&d.token), "token in the sandbox");
     assert!(!all.to_string().contains("IRONCLAW_DEPLOY_SECRET"));
+}
+
+/// The CLI around it: `deploy init | ls | logs | rollback`.
+#[tokio::test]
+async fn cli_init_ls_logs_rollback() {
+    let d = Daemon::start_with("[network]\n").await;
+    d.sandbox("web", json!({"network": "internet"})).await;
+    let o = d.cli(&["deploy", "init", "web", "--port", "8000"]);
+    assert!(o.status.success(), "{o:?}");
+    let remote = String::from_utf8(o.stdout).unwrap().trim().to_string();
+    assert_eq!(remote, format!("{}/v1/sandboxes/web/git", d.url));
+    let hint = String::from_utf8_lossy(&o.stderr);
+    assert!(hint.contains("git push"), "{hint}");
+    let o = d.cli(&["deploy", "ls", "web"]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no releases yet"));
+
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    git_ok(w, &["init", "-q", "-b", "main"]).await;
+    commit(w, GOOD, "via the cli").await;
+    // The bearer-header form, the token kept out of the remote URL.
+    let header = format!("http.extraHeader=Authorization: Bearer {}", d.token);
+    git_ok(w, &["-c", &header, "push", &remote, "main"]).await;
+    assert_eq!(get_app(&d, "web").await, (200, "via the cli".into()));
+
+    let o = d.cli(&["deploy", "ls", "web"]);
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        table.contains("RELEASE") && table.contains("live"),
+        "{table}"
+    );
+    let o = d.cli(&["deploy", "logs", "web", "-n", "5"]);
+    assert!(o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("starting release-1"),
+        "{o:?}"
+    );
+    // Follow: the stream stays open until the client goes.
+    let mut follow = d
+        .cli_command(&["deploy", "logs", "web", "-f"])
+        .env("IRONCLAW_TOKEN", &d.token)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(follow.try_wait().unwrap().is_none(), "-f ended by itself");
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+    // Nothing to roll back to: an error saying so.
+    let o = d.cli(&["deploy", "rollback", "web"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no earlier good release"),
+        "{o:?}"
+    );
+    let o = d.cli(&["deploy", "ls", "nosuch"]);
+    assert!(!o.status.success());
 }
