@@ -112,6 +112,10 @@ pub fn serving_port(m: &Manager, sandbox_id: &str, port: u16) -> u16 {
 /// must not wait for it.
 pub fn revive_soon(m: Arc<Manager>, sandbox_id: String) {
     tokio::spawn(async move {
+        // Not while a release or rollback switches (it would bring back
+        // the release it just stopped).
+        let lock = lock_for(&sandbox_id);
+        let _g = lock.lock().await;
         let live = match m.store.live_release(&sandbox_id) {
             Ok(Some(r)) => r,
             _ => return,
