@@ -2,8 +2,8 @@
 # Prints the sandbox runtime benchmark (figures beside a bwrap reference run
 # in the same process). Pass --quick for a short run; --egress (egress proxy
 # against direct), --ports (port proxy against direct and Caddy) or
-# --gateway, --ssh (ssh NAME@HOST true against ironclaw exec) for the
-# other benchmarks.
+# --gateway, --ssh (ssh NAME@HOST true against ironclaw exec) or --deploy
+# (git-push to serving) for the other benchmarks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-host.sh >/dev/null
@@ -24,6 +24,10 @@ fi
 if [[ ${1:-} == --ssh ]]; then
   shift
   exec cargo bench --locked -p ironclaw-daemon --bench ssh -- "$@"
+fi
+if [[ ${1:-} == --deploy ]]; then
+  shift
+  exec cargo bench --locked -p ironclaw-daemon --bench deploy -- "$@"
 fi
 if [[ ${1:-} == --gateway ]]; then
   shift

@@ -94,6 +94,9 @@ pub enum Command {
 
     /// Open a sandbox's console over SSH, or run a command there (runs the system `ssh`)
     Ssh(SshArgs),
+    /// Git-push deploy of a Procfile app into a sandbox, served at its URL
+    #[command(subcommand)]
+    Deploy(DeployCmd),
 
     /// Check the daemon host: which backends work, and why the others do not
     Doctor(JsonFlag),
@@ -549,6 +552,41 @@ pub struct SshArgs {
     /// Command to run instead of the console
     #[arg(last = true)]
     pub command: Vec<String>,
+}
+
+// ---------------------------------------------------------------- deploy
+
+#[derive(Debug, Subcommand)]
+pub enum DeployCmd {
+    /// Make a sandbox a deploy target and print its git remote (idempotent)
+    Init {
+        /// Sandbox name
+        name: String,
+        /// The port the app's URL serves (the live release behind it)
+        #[arg(long, default_value_t = 8000)]
+        port: u16,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// List a sandbox's releases
+    #[command(visible_alias = "list")]
+    Ls {
+        name: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Print the live release's process log
+    Logs {
+        name: String,
+        /// Keep printing new lines
+        #[arg(short, long)]
+        follow: bool,
+        /// Lines of history to print
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: u32,
+    },
+    /// Switch back to the previous good release (started before the switch)
+    Rollback { name: String },
 }
 
 // ---------------------------------------------------------------- agent

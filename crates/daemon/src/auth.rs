@@ -37,7 +37,7 @@ pub fn load_or_create_token(data_dir: &Path) -> anyhow::Result<String> {
 }
 
 /// Compare without an early exit, so timing does not reveal a prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -54,6 +54,25 @@ fn is_websocket_route(req: &Request) -> bool {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     ws_path && upgrade && req.method() == axum::http::Method::GET
+}
+
+/// The git endpoints of deploy repositories: git clients send the token as
+/// HTTP basic auth (`http://x:TOKEN@host/...`), so there it is accepted as
+/// the password too.
+fn is_git_route(req: &Request) -> bool {
+    let p = req.uri().path();
+    p.starts_with("/v1/sandboxes/") && p.contains("/git/")
+}
+
+/// The password of `Basic base64(user:password)`.
+fn basic_password(h: &str) -> Option<String> {
+    use base64::Engine;
+    let b = h.strip_prefix("Basic ")?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b.trim())
+        .ok()?;
+    let s = String::from_utf8(raw).ok()?;
+    Some(s.split_once(':')?.1.trim().to_string())
 }
 
 /// A `token=` in the query string, if any.
@@ -79,9 +98,13 @@ fn presented_token(req: &Request) -> Result<Option<String>, ()> {
         return Err(());
     }
     if let Some(h) = req.headers().get(axum::http::header::AUTHORIZATION) {
+        let h = h.to_str().ok();
+        if is_git_route(req) {
+            if let Some(t) = h.and_then(basic_password) {
+                return Ok(Some(t));
+            }
+        }
         return Ok(h
-            .to_str()
-            .ok()
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(|t| t.trim().to_string()));
     }
@@ -244,7 +267,18 @@ pub async fn require_token(
             req.extensions_mut().insert(c);
             next.run(req).await
         }
-        None => ApiError::Unauthorized.into_response(),
+        None => {
+            let mut resp = ApiError::Unauthorized.into_response();
+            // git asks for (or sends the URL's) credentials only when told
+            // basic auth is wanted.
+            if is_git_route(&req) {
+                resp.headers_mut().insert(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static("Basic realm=\"ironclaw\""),
+                );
+            }
+            resp
+        }
     }
 }
 

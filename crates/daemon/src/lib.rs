@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod chat;
 pub mod config;
+pub mod deploy;
 pub mod error;
 pub mod exposure;
 pub mod manager;
@@ -79,6 +80,25 @@ pub fn router(state: AppState) -> Router {
             get(ports::list).post(ports::expose),
         )
         .route("/v1/sandboxes/:name/ports/:port", delete(ports::unexpose))
+        .route("/v1/sandboxes/:name/deploy", post(deploy::init))
+        .route("/v1/sandboxes/:name/deploy/releases", get(deploy::releases))
+        .route("/v1/sandboxes/:name/deploy/logs", get(deploy::logs))
+        .route(
+            "/v1/sandboxes/:name/deploy/rollback",
+            post(deploy::rollback),
+        )
+        .route(
+            "/v1/sandboxes/:name/git/info/refs",
+            get(crate::deploy::http::serve),
+        )
+        .route(
+            "/v1/sandboxes/:name/git/git-upload-pack",
+            post(crate::deploy::http::serve),
+        )
+        .route(
+            "/v1/sandboxes/:name/git/git-receive-pack",
+            post(crate::deploy::http::serve),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::sandbox_access,
@@ -172,6 +192,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let ssh_listener = bind_ssh(&config).await?;
     let manager = Manager::new(store, net, config.clone(), data_dir.clone(), guest_bin);
+    if let Ok(n @ 1..) = manager.store.fail_building_releases() {
+        tracing::warn!("{n} release(s) were building when the daemon stopped: marked failed");
+    }
     manager.reconcile().await;
     // Learn once (per host boot; cached) whether KVM guests boot, so the
     // default backend is right from the first create. Needs a cached kernel.

@@ -4,6 +4,11 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // git's pre-receive hook of a deploy repository runs us in hook mode.
+    if std::env::args().nth(1).as_deref() == Some("deploy-hook") {
+        let code = ironclaw_daemon::deploy::hook::hook_main();
+        return std::process::ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let args = ironclaw_daemon::config::Args::parse();
     let json = std::env::var("IRONCLAW_LOG_FORMAT").is_ok_and(|v| v == "json");
     let filter = tracing_subscriber::EnvFilter::try_from_env("IRONCLAW_LOG")

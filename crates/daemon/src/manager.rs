@@ -628,6 +628,7 @@ impl Manager {
         };
         let backend = self.usable_backend(&r.backend).await?;
         self.boot(&*backend, &spec, &r).await?;
+        crate::deploy::revive_soon(self.clone(), id.to_string());
         self.by_id(id)
     }
 
@@ -685,6 +686,7 @@ impl Manager {
         } else {
             let _ = std::fs::remove_dir_all(self.sandbox_dir(&r.id));
         }
+        let _ = std::fs::remove_dir_all(crate::deploy::repo_path(&self.data_dir, id));
         self.store.delete_sandbox(id)?;
         self.locks.lock().unwrap().remove(id);
         Ok(())
@@ -769,6 +771,7 @@ impl Manager {
                                 tracing::warn!(sandbox = %r.name, "re-attaching its network: {e}");
                             }
                             self.adopt(r.id.clone(), run.clone(), agent);
+                            crate::deploy::revive_soon(self.clone(), r.id.clone());
                             continue;
                         }
                         Err(e) => {
@@ -794,7 +797,10 @@ impl Manager {
                     Err(e) => Err(e),
                 };
                 match res {
-                    Ok(()) => tracing::info!(sandbox = %r.name, "restarted after daemon restart"),
+                    Ok(()) => {
+                        tracing::info!(sandbox = %r.name, "restarted after daemon restart");
+                        crate::deploy::revive_soon(self.clone(), r.id.clone());
+                    }
                     Err(e) => {
                         let reason = format!("could not be restarted after a daemon restart: {e}");
                         tracing::warn!(sandbox = %r.name, "{reason}");

@@ -37,6 +37,7 @@ pub struct Agent {
     pub started: Instant,
     pub reaper: Reaper,
     pub sessions: Sessions,
+    pub services: crate::supervisor::Services,
     shutdown: Notify,
 }
 
@@ -74,6 +75,7 @@ where
             started: Instant::now(),
             reaper: Reaper::default(),
             sessions: Sessions::default(),
+            services: Default::default(),
             shutdown: Notify::new(),
         });
         let reaper = agent.clone();

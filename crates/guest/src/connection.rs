@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::agent::Agent;
 use crate::transport::Conn;
-use crate::{exec, files, info, session};
+use crate::{exec, files, info, session, supervisor};
 
 /// Frames queued for the socket before operations wait for it.
 const WRITE_QUEUE: usize = 64;
@@ -451,6 +451,11 @@ async fn run(agent: &Arc<Agent>, out: Out, op: HostMsg, input: Input) {
         }
         HostMsg::Ping => {
             let _ = out.send(GuestMsg::Pong).await;
+        }
+        HostMsg::ServiceStart(spec) => supervisor::start(agent, out, spec).await,
+        HostMsg::ServiceStop { name } => supervisor::stop(agent, out, &name).await,
+        HostMsg::ServiceList => {
+            let _ = out.send(GuestMsg::Services(agent.services.list())).await;
         }
         // Filtered out by the reader; kept total for the compiler.
         HostMsg::Stdin(_)

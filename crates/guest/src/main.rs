@@ -23,6 +23,7 @@ mod session;
 mod shim;
 mod shutdown;
 mod spawn;
+mod supervisor;
 mod switch_root;
 mod transport;
 mod trust;

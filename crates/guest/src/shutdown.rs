@@ -10,6 +10,7 @@ const TERM_GRACE: Duration = Duration::from_secs(2);
 const KILL_GRACE: Duration = Duration::from_secs(1);
 
 pub async fn run(agent: &Agent) {
+    agent.services.stop_all();
     match agent.role {
         // Only our own children: the host's other processes are not ours.
         Role::Serve => {

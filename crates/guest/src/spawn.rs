@@ -76,6 +76,8 @@ pub enum Io {
     Pipes { stdin: bool },
     /// All three on a new terminal that becomes the controlling terminal.
     Pty(TtySize),
+    /// stdout and stderr to this file (a service's log); stdin /dev/null.
+    Log(OwnedFd),
 }
 
 pub struct Spec<'a> {
@@ -169,6 +171,11 @@ pub fn spawn(reaper: &Reaper, spec: Spec<'_>) -> Result<Spawned, SpawnError> {
         Io::Pipes { stdin } => {
             cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() });
             cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        }
+        Io::Log(fd) => {
+            cmd.stdin(Stdio::null());
+            cmd.stdout(Stdio::from(fd.try_clone().map_err(io_err)?));
+            cmd.stderr(Stdio::from(fd));
         }
         Io::Pty(size) => {
             let pair = pty::open(size)?;

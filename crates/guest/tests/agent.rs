@@ -905,3 +905,140 @@ async fn shutdown_stops_children_and_exits() {
     assert!(t0.elapsed() < Duration::from_secs(5));
     assert!(!alive(pid) && !alive(ppid), "children survived shutdown");
 }
+
+fn service(name: &str, script: &str, log: &std::path::Path) -> HostMsg {
+    HostMsg::ServiceStart(ironclaw_proto::ServiceSpec {
+        name: name.into(),
+        argv: argv(&["sh", "-c", script]),
+        env: vec![("GREETING".into(), "hi".into())],
+        cwd: Some("/tmp".into()),
+        log: log.to_str().unwrap().into(),
+    })
+}
+
+async fn services(c: &common::Client) -> Vec<ironclaw_proto::ServiceInfo> {
+    match c.call(HostMsg::ServiceList).await {
+        GuestMsg::Services(v) => v,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn services_outlive_connections_restart_with_backoff_and_stop() {
+    let g = Guest::start();
+    let log = g.dir.path().join("logs/web.log");
+    let c = g.connect().await;
+    assert_eq!(
+        c.call(service(
+            "web",
+            "echo $GREETING from $PWD; exec sleep 30",
+            &log
+        ))
+        .await,
+        GuestMsg::Ok
+    );
+    // The same name again is refused while it is supervised.
+    assert_eq!(
+        err_kind(&c.call(service("web", "true", &log)).await),
+        Some(ErrorKind::AlreadyExists)
+    );
+    let pid = services(&c).await[0].pid.unwrap();
+    drop(c);
+    // It outlives the connection that started it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(alive(pid), "service died with its connection");
+    let c = g.connect().await;
+    let list = services(&c).await;
+    assert_eq!(list.len(), 1);
+    assert_eq!(
+        (list[0].pid, list[0].restarts, list[0].supervised),
+        (Some(pid), 0, true)
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("hi from /tmp\n"), "{text}");
+
+    // A crashing one is started again, with a growing delay.
+    let crash_log = g.dir.path().join("crash.log");
+    assert_eq!(
+        c.call(service("crash", "echo run; exit 7", &crash_log))
+            .await,
+        GuestMsg::Ok
+    );
+    let t0 = Instant::now();
+    loop {
+        let n = services(&c)
+            .await
+            .iter()
+            .find(|s| s.name == "crash")
+            .unwrap()
+            .restarts;
+        if n >= 2 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "not restarted: {n}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Exits at 0 s and ~1 s: the second restart waits 2 s.
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t0.elapsed()
+    );
+    let text = std::fs::read_to_string(&crash_log).unwrap();
+    assert!(
+        text.contains("exited (status 7); restart 1 in 1s"),
+        "{text}"
+    );
+    assert!(
+        text.contains("exited (status 7); restart 2 in 2s"),
+        "{text}"
+    );
+    assert_eq!(text.matches("run\n").count(), 2, "{text}");
+
+    // Stop: the process is gone, the service too, and it is not restarted.
+    assert_eq!(
+        c.call(HostMsg::ServiceStop { name: "web".into() }).await,
+        GuestMsg::Ok
+    );
+    assert!(wait_gone(pid, Duration::from_secs(3)).await);
+    assert_eq!(
+        c.call(HostMsg::ServiceStop {
+            name: "crash".into()
+        })
+        .await,
+        GuestMsg::Ok
+    );
+    assert!(services(&c).await.is_empty());
+    assert_eq!(
+        err_kind(&c.call(HostMsg::ServiceStop { name: "web".into() }).await),
+        Some(ErrorKind::NotFound)
+    );
+    // Bad requests change nothing.
+    assert_eq!(
+        err_kind(&c.call(service("", "true", &log)).await),
+        Some(ErrorKind::InvalidInput)
+    );
+    assert_eq!(
+        err_kind(
+            &c.call(HostMsg::ServiceStart(ironclaw_proto::ServiceSpec {
+                name: "nope".into(),
+                argv: argv(&["/no/such/binary"]),
+                log: log.to_str().unwrap().into(),
+                ..Default::default()
+            }))
+            .await
+        ),
+        Some(ErrorKind::InvalidInput)
+    );
+    assert!(services(&c).await.is_empty());
+    // A name is free again once stopped.
+    assert_eq!(
+        c.call(service("web", "exec sleep 30", &log)).await,
+        GuestMsg::Ok
+    );
+    let pid = services(&c).await[0].pid.unwrap();
+    drop(c);
+    drop(g);
+    // The agent's shutdown stops services too (nothing is left behind).
+    assert!(wait_gone(pid, Duration::from_secs(5)).await);
+}

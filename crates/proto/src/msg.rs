@@ -58,6 +58,30 @@ pub struct FileWrite {
     pub parents: bool,
 }
 
+/// A long-running process the agent keeps up (see [`HostMsg::ServiceStart`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<String>,
+    /// File its stdout and stderr are appended to (with the agent's own
+    /// start and exit lines).
+    pub log: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceInfo {
+    pub name: String,
+    /// The running process (also its process group); `None` between a
+    /// crash and its restart, or once stopped.
+    pub pid: Option<i32>,
+    /// How often the process exited and was started again.
+    pub restarts: u32,
+    /// False once stopped (it is not restarted any more).
+    pub supervised: bool,
+}
+
 /// Host to guest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HostMsg {
@@ -123,6 +147,19 @@ pub enum HostMsg {
         #[serde(with = "serde_bytes")]
         bytes: Vec<u8>,
     },
+    /// Start a supervised service that outlives the connection: restarted
+    /// with backoff (1 s doubling to 30 s, reset after 30 s up) whenever
+    /// it exits, until [`HostMsg::ServiceStop`]. Answered `Ok` once its
+    /// first process is spawned; a name already supervised is
+    /// `AlreadyExists`. Agents older than this skip the message unanswered.
+    ServiceStart(ServiceSpec),
+    /// Stop a service: SIGTERM to its process group, SIGKILL after 5 s.
+    /// Answered `Ok` once it is gone (`NotFound` for an unknown name).
+    ServiceStop {
+        name: String,
+    },
+    /// Answered [`GuestMsg::Services`].
+    ServiceList,
 }
 
 impl HostMsg {
@@ -252,6 +289,7 @@ pub enum GuestMsg {
     /// Part of a directory listing too big for one frame; more parts
     /// follow, then the final [`GuestMsg::Entries`] with the last part.
     EntriesPart(Vec<DirEntry>),
+    Services(Vec<ServiceInfo>),
 }
 
 impl GuestMsg {
@@ -267,6 +305,7 @@ impl GuestMsg {
                 | GuestMsg::Entries(_)
                 | GuestMsg::Info(_)
                 | GuestMsg::PtySessions(_)
+                | GuestMsg::Services(_)
                 | GuestMsg::Eof
         )
     }

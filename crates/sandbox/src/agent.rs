@@ -327,6 +327,31 @@ impl AgentClient {
         }
     }
 
+    /// Start a supervised service (see [`HostMsg::ServiceStart`]).
+    pub async fn service_start(&self, spec: ironclaw_proto::ServiceSpec) -> Result<(), AgentError> {
+        self.call_ok(HostMsg::ServiceStart(spec)).await
+    }
+
+    /// Stop a supervised service; returns once it is gone.
+    pub async fn service_stop(&self, name: &str) -> Result<(), AgentError> {
+        self.call_ok(HostMsg::ServiceStop { name: name.into() })
+            .await
+    }
+
+    /// The agent's supervised services. An agent built before services
+    /// existed never answers: `Ok(None)` after `timeout`.
+    pub async fn service_list(
+        &self,
+        timeout: Duration,
+    ) -> Result<Option<Vec<ironclaw_proto::ServiceInfo>>, AgentError> {
+        match tokio::time::timeout(timeout, self.call(HostMsg::ServiceList)).await {
+            Err(_) => Ok(None),
+            Ok(Ok(GuestMsg::Services(v))) => Ok(Some(v)),
+            Ok(Ok(other)) => Err(AgentError::Protocol(format!("{other:?}"))),
+            Ok(Err(e)) => Err(e),
+        }
+    }
+
     /// Requests answered by a bare `Ok` (mkdir, remove, rename, shutdown, pty kill).
     pub async fn call_ok(&self, msg: HostMsg) -> Result<(), AgentError> {
         match self.call(msg).await? {

@@ -7,6 +7,7 @@
 pub mod exposures;
 pub mod keys;
 mod migrations;
+pub mod releases;
 pub mod sandboxes;
 pub mod sessions;
 pub mod users;
@@ -16,6 +17,7 @@ use std::sync::{Mutex, MutexGuard};
 
 pub use exposures::ExposureRecord;
 pub use keys::SshKey;
+pub use releases::{DeployApp, ReleaseRecord, ReleaseStatus};
 pub use sandboxes::{SandboxMount, SandboxRecord, SandboxState};
 pub use sessions::{MessageRecord, SessionRecord, UsageTotals};
 pub use users::{TokenInfo, User};

@@ -148,6 +148,26 @@ const MIGRATIONS: &[&str] = &[
         created_at  TEXT NOT NULL
      );
      CREATE INDEX ssh_keys_user ON ssh_keys(user);",
+    // 10: git-push deploy. `deploy_apps` is a sandbox's deploy target (the
+    // app port its URL serves); `releases` its pushed releases, numbered
+    // per sandbox. `port` is the port the release's web process listens
+    // on inside the sandbox (the app port is proxied to the live one).
+    "CREATE TABLE deploy_apps (
+        sandbox_id  TEXT PRIMARY KEY REFERENCES sandboxes(id) ON DELETE CASCADE,
+        port        INTEGER NOT NULL,
+        created_at  TEXT NOT NULL
+     );
+     CREATE TABLE releases (
+        sandbox_id  TEXT NOT NULL REFERENCES sandboxes(id) ON DELETE CASCADE,
+        number      INTEGER NOT NULL,
+        commit_sha  TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        port        INTEGER NOT NULL,
+        web         TEXT NOT NULL DEFAULT '',
+        log_tail    TEXT NOT NULL DEFAULT '',
+        created_at  TEXT NOT NULL,
+        PRIMARY KEY (sandbox_id, number)
+     );",
 ];
 
 pub fn apply(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {

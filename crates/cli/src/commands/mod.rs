@@ -3,6 +3,7 @@
 pub mod chat;
 pub mod console;
 pub mod cp;
+pub mod deploy;
 pub mod doctor;
 pub mod exec;
 pub mod fs;
@@ -53,6 +54,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::User(cmd) => user::run(&c, cmd).await,
         Command::Key(cmd) => key::run(&c, cmd).await,
         Command::Ssh(a) => ssh::run(&c, a).await,
+        Command::Deploy(cmd) => deploy::run(&c, cmd).await,
         Command::Doctor(j) => doctor::run(&c, j.json).await,
         Command::Version => unreachable!(),
     }

@@ -2,6 +2,7 @@
 
 pub mod chat;
 pub mod console;
+pub mod deploy;
 pub mod exec;
 pub mod files;
 pub mod host;

@@ -181,6 +181,15 @@ fn schemas() -> Value {
         "Remove": {"type": "object", "required": ["path"], "additionalProperties": false, "properties": {"path": {"type": "string", "minLength": 1}, "recursive": {"type": "boolean"}}},
         "Rename": {"type": "object", "required": ["from", "to"], "additionalProperties": false, "properties": {"from": {"type": "string", "minLength": 1}, "to": {"type": "string", "minLength": 1}}},
         "Usage": usage,
+        "DeployInit": {"type": "object", "additionalProperties": false, "properties": {
+            "port": {"type": "integer", "minimum": 1, "maximum": 19999, "default": 8000, "description": "The port the app's URL serves (kept once set)"}}},
+        "DeployTarget": {"type": "object", "required": ["name", "remote", "port", "auth"], "properties": {
+            "name": {"type": "string"}, "remote": {"type": "string", "description": "git remote URL"}, "port": {"type": "integer"}, "auth": {"type": "string"}}},
+        "ReleaseList": {"type": "object", "required": ["port", "releases"], "properties": {"port": {"type": "integer"}, "releases": {"type": "array", "items": {"type": "object",
+            "required": ["number", "commit", "status", "created_at"], "properties": {
+            "number": {"type": "integer"}, "commit": {"type": "string"},
+            "status": {"type": "string", "enum": ["building", "live", "failed", "rolled-back", "superseded"]},
+            "created_at": {"type": "string"}, "web": {"type": "string"}, "log_tail": {"type": "string"}}}}}},
         "Session": {"type": "object", "required": ["id", "user", "agent", "title", "created_at", "updated_at", "messages"], "properties": {
             "id": {"type": "string"}, "user": {"type": "string"}, "agent": {"type": "string"}, "title": {"type": ["string", "null"]},
             "created_at": {"type": "string"}, "updated_at": {"type": "string"}, "messages": {"type": "integer"}}},
@@ -312,6 +321,27 @@ pub fn document() -> Value {
                 {"name": "port", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 1, "maximum": 65535}},
                 owner_param()],
                 "delete": op("unexposePort", "Stop serving an exposed port", "204", None)},
+            "/v1/sandboxes/{name}/deploy": in_sandbox(json!({
+                "post": {
+                    "operationId": "deployInit",
+                    "summary": "Make the sandbox a git-push deploy target (idempotent): answers its git remote (201 new, 200 existing)",
+                    "requestBody": {"required": false, "content": {"application/json": {"schema": schema_ref("DeployInit")}}},
+                    "responses": {
+                        "201": {"description": "success", "content": {"application/json": {"schema": schema_ref("DeployTarget")}}},
+                        "200": {"description": "success", "content": {"application/json": {"schema": schema_ref("DeployTarget")}}},
+                        "default": {"description": "error", "content": {"application/json": {"schema": schema_ref("Error")}}}
+                    }
+                }})),
+            "/v1/sandboxes/{name}/deploy/releases": in_sandbox(json!({"get": returns(op("deployReleases", "The sandbox's releases, oldest first", "200", None), schema_ref("ReleaseList"))})),
+            "/v1/sandboxes/{name}/deploy/logs": in_sandbox(json!({"get": query(returns_raw(op("deployLogs", "The live release's process log (text; streamed with follow)", "200", None), "text/plain"), &[
+                q("follow", false, json!({"type": "boolean"}), "Keep streaming new lines"),
+                q("lines", false, json!({"type": "integer", "minimum": 0, "maximum": 100_000}), "Lines of history (default 100)")])})),
+            "/v1/sandboxes/{name}/deploy/rollback": in_sandbox(json!({"post": returns(op("deployRollback", "Switch back to the previous good release (started and listening before the switch)", "200", None),
+                json!({"type": "object", "required": ["release", "url", "output"], "properties": {"release": {"type": ["integer", "null"]}, "url": {"type": "string"}, "output": {"type": "array", "items": {"type": "string"}}}}))})),
+            "/v1/sandboxes/{name}/git/info/refs": in_sandbox(json!({"get": query(returns_raw(op("gitInfoRefs", "Git smart HTTP: ref advertisement of the deploy repository (token as bearer or as the basic-auth password)", "200", None), "application/octet-stream"),
+                &[q("service", false, json!({"type": "string", "enum": ["git-upload-pack", "git-receive-pack"]}), "The git service")])})),
+            "/v1/sandboxes/{name}/git/git-upload-pack": in_sandbox(json!({"post": returns_raw(op("gitUploadPack", "Git smart HTTP fetch/clone (git's request body)", "200", None), "application/x-git-upload-pack-result")})),
+            "/v1/sandboxes/{name}/git/git-receive-pack": in_sandbox(json!({"post": returns_raw(op("gitReceivePack", "Git smart HTTP push: runs the release while the push waits; its output comes as `remote:` lines", "200", None), "application/x-git-receive-pack-result")})),
             "/v1/sessions": {
                 "get": returns(op("listSessions", "The caller's chat sessions, newest first", "200", None), schema_ref("SessionList")),
                 "post": {

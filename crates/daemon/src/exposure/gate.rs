@@ -164,7 +164,9 @@ async fn forward(st: AppState, mut req: Request, e: ExposureRecord, r: SandboxRe
         ))
         .into_response();
     };
-    let target = SocketAddr::new(ip.into(), e.port);
+    // A deployed app's port is served by its live release.
+    let port = crate::deploy::serving_port(&st.manager, &r.id, e.port);
+    let target = SocketAddr::new(ip.into(), port);
     st.ports.touch(&r.id);
     if let Err(why) = wake(&st, &r, target).await {
         return ApiError::Unavailable(why).into_response();

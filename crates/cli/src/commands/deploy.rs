@@ -1,0 +1,119 @@
+//! `ironclaw deploy init | ls | logs | rollback`. The push itself is plain
+//! `git push` to the remote `init` prints.
+
+use anyhow::{Context, Result};
+use futures::StreamExt;
+use reqwest::Method;
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+
+use super::sandbox::{ctx, path};
+use crate::args::DeployCmd;
+use crate::client::Client;
+use crate::output::{print_json, render_table};
+
+pub async fn run(c: &Client, cmd: DeployCmd) -> Result<i32> {
+    match cmd {
+        DeployCmd::Init { name, port, json } => init(c, &name, port, json.json).await,
+        DeployCmd::Ls { name, json } => ls(c, &name, json.json).await,
+        DeployCmd::Logs {
+            name,
+            follow,
+            lines,
+        } => logs(c, &name, follow, lines).await,
+        DeployCmd::Rollback { name } => rollback(c, &name).await,
+    }
+}
+
+async fn init(c: &Client, name: &str, port: u16, json: bool) -> Result<i32> {
+    let v = c
+        .post(
+            &format!("{}/deploy", path(name)),
+            &json!({"port": port}),
+            &ctx(name),
+        )
+        .await?;
+    if json {
+        print_json(&v);
+        return Ok(0);
+    }
+    let remote = v["remote"].as_str().unwrap_or_default();
+    // The remote alone on stdout, for scripts; the rest is for people.
+    println!("{remote}");
+    let served = v["port"].as_u64().unwrap_or(port as u64);
+    if served != port as u64 {
+        eprintln!("note: {name} already deploys to port {served}; the port stays");
+    }
+    eprintln!(
+        "push with your API token as the HTTP password (any user name), e.g.\n  \
+         git remote add ironclaw {}\n  git push ironclaw main\n\
+         or without keeping the token in .git/config:\n  \
+         git -c http.extraHeader=\"Authorization: Bearer $IRONCLAW_TOKEN\" push {remote} main\n\
+         the tree needs a Procfile with `web: COMMAND` listening on $PORT; the app is served at port {served}'s URL",
+        remote.replacen("http://", "http://x:TOKEN@", 1)
+    );
+    Ok(0)
+}
+
+async fn ls(c: &Client, name: &str, json: bool) -> Result<i32> {
+    let v = c
+        .get(&format!("{}/deploy/releases", path(name)), &ctx(name))
+        .await?;
+    if json {
+        print_json(&v);
+        return Ok(0);
+    }
+    let list = v["releases"].as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        eprintln!("no releases yet; git push to the remote `ironclaw deploy init {name}` prints");
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|r| {
+            let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+            vec![
+                r["number"].to_string(),
+                s("commit").chars().take(12).collect(),
+                s("status"),
+                s("created_at"),
+                s("web"),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        render_table(&["RELEASE", "COMMIT", "STATUS", "CREATED", "WEB"], &rows)
+    );
+    Ok(0)
+}
+
+async fn logs(c: &Client, name: &str, follow: bool, lines: u32) -> Result<i32> {
+    let rb = c.request(
+        Method::GET,
+        &format!("{}/deploy/logs?follow={follow}&lines={lines}", path(name)),
+    );
+    let resp = c.send(rb, &ctx(name)).await?;
+    let mut out = tokio::io::stdout();
+    let mut s = resp.bytes_stream();
+    while let Some(chunk) = s.next().await {
+        out.write_all(&chunk.context("log stream interrupted")?)
+            .await?;
+        out.flush().await?;
+    }
+    Ok(0)
+}
+
+async fn rollback(c: &Client, name: &str) -> Result<i32> {
+    let v = c
+        .post(
+            &format!("{}/deploy/rollback", path(name)),
+            &json!({}),
+            &ctx(name),
+        )
+        .await?;
+    for l in v["output"].as_array().into_iter().flatten() {
+        eprintln!("{}", l.as_str().unwrap_or_default());
+    }
+    println!("{}", v["url"].as_str().unwrap_or_default());
+    Ok(0)
+}
