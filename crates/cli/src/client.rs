@@ -145,14 +145,16 @@ pub fn query_string(q: &[(&str, String)]) -> String {
         .join("&")
 }
 
-/// `path` with `owner=USER` added to its query when it is a sandbox route.
+/// `path` with `owner=USER` added to its query when it is a sandbox or
+/// task route.
 pub fn with_owner(path: &str, owner: Option<&str>) -> String {
+    let scoped = |base: &str| {
+        path == base
+            || path.starts_with(&format!("{base}/"))
+            || path.starts_with(&format!("{base}?"))
+    };
     match owner {
-        Some(o)
-            if path == "/v1/sandboxes"
-                || path.starts_with("/v1/sandboxes/")
-                || path.starts_with("/v1/sandboxes?") =>
-        {
+        Some(o) if scoped("/v1/sandboxes") || scoped("/v1/tasks") => {
             let sep = if path.contains('?') { '&' } else { '?' };
             format!("{path}{sep}owner={}", encode(o))
         }

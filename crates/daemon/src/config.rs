@@ -105,6 +105,8 @@ pub struct Config {
     /// for `*.<base_domain>`); none: a self-signed one, fingerprint printed.
     pub ports_tls_cert: Option<PathBuf>,
     pub ports_tls_key: Option<PathBuf>,
+    /// Scheduled tasks (`[tasks]`): limits, what a missed slot does.
+    pub tasks: crate::tasks::TasksConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -149,6 +151,7 @@ impl Default for Config {
             ports_tls_listen: None,
             ports_tls_cert: None,
             ports_tls_key: None,
+            tasks: Default::default(),
         }
     }
 }

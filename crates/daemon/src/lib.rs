@@ -13,6 +13,7 @@ pub mod manager;
 pub mod mounts;
 pub mod network;
 pub mod quota;
+pub mod tasks;
 
 use std::sync::Arc;
 
@@ -33,6 +34,8 @@ pub struct AppState {
     pub limiter: Arc<quota::RateLimiter>,
     /// Exposed ports: cookie key, idle clocks.
     pub ports: Arc<exposure::Ports>,
+    /// Scheduled tasks.
+    pub tasks: Arc<tasks::Tasks>,
 }
 
 /// Largest JSON request body: room for an exec argv up to the kernel's
@@ -100,6 +103,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sessions", get(chat::list).post(chat::create))
         .route("/v1/sessions/:id", get(chat::show).delete(chat::remove))
         .route("/v1/chat/ws", get(chat::ws))
+        .route("/v1/tasks", get(tasks::list).post(tasks::create))
+        .route("/v1/tasks/:name", get(tasks::show).delete(tasks::remove))
+        .route("/v1/tasks/:name/runs", get(tasks::runs))
         .route("/v1/models", get(openai::models))
         .route("/v1/chat/completions", post(openai::completions))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -164,7 +170,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // default backend is right from the first create. Needs a cached kernel.
     let kvm = manager.kvm.clone();
     tokio::task::spawn_blocking(move || kvm.get());
-    let chat = chat::Chat::new(manager.clone(), &config).context("configuring LLM providers")?;
+    let tasks = tasks::Tasks::new(manager.store.clone(), config.tasks.clone());
+    let chat = chat::Chat::new(manager.clone(), &config, tasks.clone())
+        .context("configuring LLM providers")?;
+    tasks::runner::spawn(tasks.clone(), chat.clone()).context("starting scheduled tasks")?;
     chat.spawn_idle_reaper(std::time::Duration::from_secs(config.agent_idle_stop_secs));
 
     let ports = Arc::new(exposure::Ports::new(
@@ -179,6 +188,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         token: token.into(),
         limiter: Arc::default(),
         ports,
+        tasks,
     };
     if let Some(l) = ports_tls {
         let (tls, fingerprint) = exposure::tls::server_config(

@@ -8,6 +8,7 @@ pub mod exposures;
 mod migrations;
 pub mod sandboxes;
 pub mod sessions;
+pub mod tasks;
 pub mod users;
 
 use std::path::Path;
@@ -16,6 +17,7 @@ use std::sync::{Mutex, MutexGuard};
 pub use exposures::ExposureRecord;
 pub use sandboxes::{SandboxMount, SandboxRecord, SandboxState};
 pub use sessions::{MessageRecord, SessionRecord, UsageTotals};
+pub use tasks::{CreateTaskError, NewTask, TaskRecord, TaskRunRecord};
 pub use users::{TokenInfo, User};
 
 #[derive(Debug, thiserror::Error)]

@@ -9,6 +9,7 @@ pub mod fs;
 pub mod image;
 pub mod ports;
 pub mod sandbox;
+pub mod task;
 pub mod user;
 
 use anyhow::Result;
@@ -49,6 +50,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Ask(a) => chat::ask(&c, a).await,
         Command::Chat(a) => chat::repl(&c, a).await,
         Command::User(cmd) => user::run(&c, cmd).await,
+        Command::Task(cmd) => task::run(&c, cmd).await,
         Command::Doctor(j) => doctor::run(&c, j.json).await,
         Command::Version => unreachable!(),
     }

@@ -10,5 +10,6 @@ pub mod openai;
 pub mod openapi;
 pub mod ports;
 pub mod sandboxes;
+pub mod tasks;
 pub mod ui;
 pub mod users;
