@@ -336,10 +336,22 @@ impl Chat {
             .lock()
             .unwrap()
             .insert(user.to_string(), Instant::now());
+        // Listed as running, so the idle reaper leaves the sandbox alone.
+        let cancel = CancellationToken::new();
+        self.running
+            .lock()
+            .unwrap()
+            .insert(usage_key.to_string(), (cancel.clone(), user.to_string()));
+        struct Unregister<'a>(&'a Chat, String);
+        impl Drop for Unregister<'_> {
+            fn drop(&mut self) {
+                self.0.running.lock().unwrap().remove(&self.1);
+            }
+        }
+        let _unregister = Unregister(self, usage_key.to_string());
         // Nobody watches a scheduled run's events.
         let (tx, _) = mpsc::channel(1);
-        let (outcome, error) = match run_turn(&ctx, &[], prompt, tx, CancellationToken::new()).await
-        {
+        let (outcome, error) = match run_turn(&ctx, &[], prompt, tx, cancel).await {
             Ok(o) => (o, None),
             Err(TurnError::Provider { error, partial }) => (*partial, Some(error.to_string())),
             Err(e) => return (Err(e.to_string()), Vec::new()),

@@ -41,14 +41,16 @@ pub fn spawn(tasks: Arc<Tasks>, chat: Arc<Chat>) -> anyhow::Result<()> {
     let permits = Arc::new(Semaphore::new(tasks.config.max_concurrent_runs.max(1)));
     tokio::spawn(async move {
         loop {
-            if let Err(e) = claim_due(&tasks, &chat, &permits) {
+            let claimed = claim_due(&tasks, &chat, &permits);
+            if let Err(e) = &claimed {
                 tracing::error!("scheduled tasks: {e}");
             }
-            let wait = match tasks.store.earliest_slot() {
-                Ok(Some(slot)) => until(slot),
-                Ok(None) => Duration::from_secs(24 * 3600),
-                // A database error: try again soon rather than spin.
-                Err(_) => Duration::from_secs(5),
+            let wait = match (claimed, tasks.store.earliest_slot()) {
+                (Ok(()), Ok(Some(slot))) => until(slot),
+                (Ok(()), Ok(None)) => Duration::from_secs(24 * 3600),
+                // A database error: try again soon rather than spin on a
+                // slot that stays due.
+                _ => Duration::from_secs(5),
             };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
