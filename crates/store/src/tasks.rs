@@ -56,6 +56,9 @@ pub struct TaskRunRecord {
     pub finished_at: Option<String>,
 }
 
+/// Runs kept per task, newest first; older ones are deleted at each claim.
+pub const KEEP_RUNS: u32 = 100;
+
 const COLUMNS: &str = "id, owner, name, prompt, kind, spec, tz, next_slot, created_at";
 
 fn task_row(r: &Row<'_>) -> rusqlite::Result<TaskRecord> {
@@ -238,6 +241,14 @@ impl Store {
             params![task_id, slot, now()],
         )?;
         let id = (inserted == 1).then(|| tx.last_insert_rowid());
+        // Keep the newest runs only (a task every second would otherwise
+        // grow without end). Safe for exactly-once: `next_slot` only moves
+        // forward, so an old slot can never be claimed again.
+        tx.execute(
+            "DELETE FROM task_runs WHERE task_id = ?1 AND id NOT IN
+                (SELECT id FROM task_runs WHERE task_id = ?1 ORDER BY slot DESC LIMIT ?2)",
+            params![task_id, KEEP_RUNS],
+        )?;
         tx.commit()?;
         Ok(id)
     }
@@ -360,6 +371,15 @@ mod tests {
         );
         s.finish_run(run, Ok("done"), None).unwrap();
         assert_eq!(s.task_runs(&t.id, 10).unwrap()[0].state, "ok");
+        // Old runs are pruned to KEEP_RUNS, the newest kept.
+        let mut slot = 160;
+        for _ in 0..KEEP_RUNS + 5 {
+            s.claim_run(&t.id, slot, Some(slot + 60)).unwrap().unwrap();
+            slot += 60;
+        }
+        let runs = s.task_runs(&t.id, 1000).unwrap();
+        assert_eq!(runs.len(), KEEP_RUNS as usize);
+        assert_eq!(runs[0].slot, slot - 60);
         assert!(
             s.task("admin", "a").is_err(),
             "another owner's task is not found"

@@ -234,7 +234,9 @@ impl Tasks {
 
     pub fn runs(&self, owner: &str, name: &str) -> Result<Vec<TaskRunRecord>, ApiError> {
         let t = self.store.task(owner, name)?;
-        Ok(self.store.task_runs(&t.id, 100)?)
+        Ok(self
+            .store
+            .task_runs(&t.id, ironclaw_store::tasks::KEEP_RUNS)?)
     }
 }
 
