@@ -106,6 +106,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tasks", get(tasks::list).post(tasks::create))
         .route("/v1/tasks/:name", get(tasks::show).delete(tasks::remove))
         .route("/v1/tasks/:name/runs", get(tasks::runs))
+        .route("/v1/tasks/:name/runs/:id", get(tasks::run))
         .route("/v1/models", get(openai::models))
         .route("/v1/chat/completions", post(openai::completions))
         .route_layer(axum::middleware::from_fn_with_state(

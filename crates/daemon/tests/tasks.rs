@@ -109,6 +109,19 @@ async fn at_every_and_cron_run_isolated_and_cancel_stops_them() {
     assert_eq!(once[0]["slot"], now + 3);
     let (_, t) = d.get("/v1/tasks/once").await;
     assert!(t["next_run"].is_null(), "{t}");
+    // The run's own conversation: the prompt and the answer.
+    let (st, run) = d
+        .get(&format!("/v1/tasks/once/runs/{}", once[0]["id"]))
+        .await;
+    assert_eq!(st, 200, "{run}");
+    let msgs = run["messages"].as_array().unwrap();
+    assert_eq!(msgs[0]["content"][0]["text"], "prompt-once", "{run}");
+    assert_eq!(msgs.last().unwrap()["role"], "assistant");
+    // Another task's run id through this task is not found.
+    let (st, _) = d
+        .get(&format!("/v1/tasks/often/runs/{}", once[0]["id"]))
+        .await;
+    assert_eq!(st, 404);
     assert_eq!(requests_for(&mock, "prompt-once"), 1);
 
     for name in ["often", "cronned"] {

@@ -304,18 +304,29 @@ impl Store {
         Ok(rows)
     }
 
-    /// A run's stored conversation (JSON messages).
-    pub fn task_run_messages(&self, run_id: i64) -> Result<Option<serde_json::Value>, StoreError> {
-        let s: Option<String> = self
-            .conn()
+    /// Run `run_id` of the task, with its stored conversation (JSON
+    /// messages; null until it finished). Another task's run is not found.
+    pub fn task_run(
+        &self,
+        task_id: &str,
+        run_id: i64,
+    ) -> Result<(TaskRunRecord, serde_json::Value), StoreError> {
+        self.conn()
             .query_row(
-                "SELECT messages FROM task_runs WHERE id = ?1",
-                [run_id],
-                |r| r.get(0),
+                &format!(
+                    "SELECT {RUN_COLUMNS}, messages FROM task_runs WHERE id = ?1 AND task_id = ?2"
+                ),
+                params![run_id, task_id],
+                |r| {
+                    let m: Option<String> = r.get(8)?;
+                    let m = m
+                        .and_then(|m| serde_json::from_str(&m).ok())
+                        .unwrap_or(serde_json::Value::Null);
+                    Ok((run_row(r)?, m))
+                },
             )
             .optional()?
-            .flatten();
-        Ok(s.and_then(|s| serde_json::from_str(&s).ok()))
+            .ok_or_else(|| StoreError::NotFound(format!("run {run_id}")))
     }
 }
 

@@ -74,3 +74,13 @@ pub async fn runs(
     let owner = owner(&caller, &uri, Some(&name))?;
     Ok(axum::Json(st.tasks.runs(&owner, &name)?))
 }
+
+pub async fn run(
+    State(st): State<AppState>,
+    caller: Caller,
+    uri: axum::http::Uri,
+    Path((name, id)): Path<(String, i64)>,
+) -> Result<impl IntoResponse, ApiError> {
+    let owner = owner(&caller, &uri, Some(&name))?;
+    Ok(axum::Json(st.tasks.run(&owner, &name, id)?))
+}
