@@ -122,6 +122,11 @@ async fn at_every_and_cron_run_isolated_and_cancel_stops_them() {
         .get(&format!("/v1/tasks/often/runs/{}", once[0]["id"]))
         .await;
     assert_eq!(st, 404);
+    for bad in ["x", "99999999999999999999999"] {
+        let (st, v) = d.get(&format!("/v1/tasks/once/runs/{bad}")).await;
+        assert_eq!(st, 404, "{v}");
+        assert!(v["error"]["message"].is_string(), "a JSON error: {v}");
+    }
     assert_eq!(requests_for(&mock, "prompt-once"), 1);
 
     for name in ["often", "cronned"] {

@@ -79,8 +79,13 @@ pub async fn run(
     State(st): State<AppState>,
     caller: Caller,
     uri: axum::http::Uri,
-    Path((name, id)): Path<(String, i64)>,
+    // Parsed here, not by the extractor: a JSON error, and an id that
+    // cannot be a run (not a number, out of range) is simply not found.
+    Path((name, id)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
     let owner = owner(&caller, &uri, Some(&name))?;
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::NotFound(format!("run {id} not found")))?;
     Ok(axum::Json(st.tasks.run(&owner, &name, id)?))
 }
