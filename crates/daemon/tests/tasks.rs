@@ -139,6 +139,22 @@ async fn at_every_and_cron_run_isolated_and_cancel_stops_them() {
             assert_eq!(r["result"], "task ran fine");
         }
     }
+    // Precise ticks: each run was claimed within a second of its slot
+    // (second resolution: started_at is stored in whole seconds).
+    let mut late = Vec::new();
+    for name in ["once", "often", "cronned"] {
+        for r in runs(&d, name).await {
+            let started = chrono_free_parse(r["started_at"].as_str().unwrap());
+            late.push(started - r["slot"].as_i64().unwrap());
+        }
+    }
+    println!(
+        "tasks: {} runs claimed {}..{} s after their slot",
+        late.len(),
+        late.iter().min().unwrap(),
+        late.iter().max().unwrap()
+    );
+    assert!(late.iter().all(|l| (0..=1).contains(l)), "{late:?}");
     let cron_slots: Vec<i64> = runs(&d, "cronned")
         .await
         .iter()
