@@ -326,6 +326,7 @@ impl Chat {
         user: &str,
         prompt: &str,
         usage_key: &str,
+        cancel: CancellationToken,
     ) -> (Result<String, String>, Vec<Message>) {
         let agent = self.agents[0].clone();
         let ctx = match self.context(user, &agent, None) {
@@ -337,7 +338,6 @@ impl Chat {
             .unwrap()
             .insert(user.to_string(), Instant::now());
         // Listed as running, so the idle reaper leaves the sandbox alone.
-        let cancel = CancellationToken::new();
         self.running
             .lock()
             .unwrap()
@@ -378,6 +378,9 @@ impl Chat {
                 "stopped after {} model calls (agent_max_steps)",
                 outcome.steps
             )),
+            (None, Some(ironclaw_agent::StopReason::Cancelled)) => {
+                Err("cancelled: the task was removed".into())
+            }
             (None, _) => Ok(outcome.final_text()),
         };
         (result, outcome.new_messages)

@@ -289,6 +289,39 @@ async fn a_slot_runs_once_across_sigkill_and_missed_slots_catch_up_once() {
     }
     assert!(restarted >= first + 11);
     assert_eq!(rs.last().unwrap()["result"], "caught up");
+
+    // Removing a task stops its run in progress: the slow answer (10 s)
+    // is cut, so its usage is never recorded.
+    let (st, _) = d.req(Method::DELETE, "/v1/tasks/grid", None).await;
+    assert_eq!(st, 204);
+    // The unused quick replies go, so the slow one comes next.
+    mock.clear();
+    mock.push(MockReply::Slow {
+        chunks: (0..20).map(|i| format!("s{i} ")).collect(),
+        delay: Duration::from_millis(500),
+    });
+    let (_, me) = d.get("/v1/me").await;
+    let before = me["usage"]["input_tokens"].as_u64().unwrap();
+    let (st, v) = add(
+        &d,
+        &d.token,
+        json!({"name": "stopme", "prompt": "prompt-stopme", "at": rfc3339(unix_now() + 2)}),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    wait_for(30, "the run's model call", || async {
+        requests_for(&mock, "prompt-stopme") == 1
+    })
+    .await;
+    let (st, _) = d.req(Method::DELETE, "/v1/tasks/stopme", None).await;
+    assert_eq!(st, 204);
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let (_, me) = d.get("/v1/me").await;
+    assert_eq!(
+        me["usage"]["input_tokens"].as_u64().unwrap(),
+        before,
+        "{me}"
+    );
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` to unix seconds (via `date`).

@@ -18,12 +18,14 @@
 pub mod runner;
 pub mod schedule;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use ironclaw_agent::{TaskRequest, TaskScheduler};
 use ironclaw_store::{CreateTaskError, NewTask, Store, TaskRecord, TaskRunRecord};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
 
@@ -116,6 +118,9 @@ pub struct Tasks {
     pub config: TasksConfig,
     /// Wakes the runner when tasks change (its next slot may be earlier).
     pub(crate) wake: Notify,
+    /// Runs in progress: run id -> (task id, its stop). Removing a task
+    /// stops its runs.
+    pub(crate) running: Mutex<HashMap<i64, (String, CancellationToken)>>,
 }
 
 impl Tasks {
@@ -124,6 +129,7 @@ impl Tasks {
             store,
             config,
             wake: Notify::new(),
+            running: Mutex::default(),
         })
     }
 
@@ -225,9 +231,15 @@ impl Tasks {
         self.view(self.store.task(owner, name)?)
     }
 
-    /// Remove the task and its runs (a run in progress finishes, unrecorded).
+    /// Remove the task and its runs; a run in progress is stopped.
     pub fn remove(&self, owner: &str, name: &str) -> Result<(), ApiError> {
+        let id = self.store.task(owner, name)?.id;
         self.store.delete_task(owner, name)?;
+        for (task, stop) in self.running.lock().unwrap().values() {
+            if *task == id {
+                stop.cancel();
+            }
+        }
         self.wake.notify_one();
         Ok(())
     }

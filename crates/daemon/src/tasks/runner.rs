@@ -93,13 +93,19 @@ fn claim_due(
         let Some(run_id) = tasks.store.claim_run(&t.id, slot, next)? else {
             continue;
         };
+        let stop = tokio_util::sync::CancellationToken::new();
+        tasks
+            .running
+            .lock()
+            .unwrap()
+            .insert(run_id, (t.id.clone(), stop.clone()));
         let (tasks, chat, permits) = (tasks.clone(), chat.clone(), permits.clone());
         tokio::spawn(async move {
             let _permit = permits.acquire_owned().await;
             tracing::info!(task = %t.id, owner = %t.owner, slot, "running scheduled task");
-            let (result, messages) = chat
-                .task_turn(&t.owner, &t.prompt, &format!("task:{}:{run_id}", t.id))
-                .await;
+            let key = format!("task:{}:{run_id}", t.id);
+            let (result, messages) = chat.task_turn(&t.owner, &t.prompt, &key, stop).await;
+            tasks.running.lock().unwrap().remove(&run_id);
             let messages = serde_json::to_value(&messages).ok();
             let r = match &result {
                 Ok(text) => Ok(text.as_str()),
