@@ -191,6 +191,30 @@ test('the file browser lists /root and shows a file', async () => {
   assert.ok(fs.statSync(file).size > 10_000);
 });
 
+test('the tasks tab lists the user\'s scheduled tasks and their runs', async () => {
+  // Made through the API (hourly: it does not run during the test, so the
+  // mock's script is left for the other tests).
+  const status = await page.evaluate(async (token) => (await fetch('/v1/tasks', {
+    method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ name: 'ui-hourly', prompt: 'check the logs', every: '1h' }),
+  })).status, TOKEN);
+  assert.equal(status, 201);
+  await page.locator('#tab-tasks').click();
+  await page.locator('#panel-tasks').waitFor({ state: 'visible' });
+  const row = page.locator('#tasks-list .task', { hasText: 'ui-hourly' });
+  await row.waitFor();
+  assert.match(await row.textContent(), /every 1h/);
+  assert.match(await row.textContent(), /not run yet/);
+  await row.locator('.task-name').click();
+  await page.locator('#task-runs', { hasText: 'No runs yet.' }).waitFor();
+  await shot('tasks.png');
+  await page.evaluate(async (token) => fetch('/v1/tasks/ui-hourly', {
+    method: 'DELETE', headers: { authorization: `Bearer ${token}` } }), TOKEN);
+  await page.locator('#tasks-refresh').click();
+  await page.locator('#tasks-list', { hasText: 'No scheduled tasks' }).waitFor();
+  await page.locator('#tab-files').click();
+});
+
 test('Stop cancels a running turn and keeps its partial answer', async () => {
   await page.locator('#prompt').fill('Tell me a long story');
   await page.keyboard.press('Enter');

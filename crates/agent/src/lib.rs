@@ -71,6 +71,7 @@
 //! - [`config`]: providers and models from TOML or the environment, secrets, the registry.
 //! - [`provider`]: the [`Provider`] trait; OpenAI- and Anthropic-style streaming clients, SSE, retries.
 //! - [`tools`]: bash, read_file, write_file, edit_file, list_dir, grep, run through the guest agent.
+//! - [`tasks`]: schedule_task, list_tasks, cancel_task over the daemon's [`TaskScheduler`].
 //! - [`turn`]: the agent loop.
 //! - [`compaction`]: summarising older turns when the context fills up.
 //! - [`prompt`], [`tokens`], [`cost`]: the system prompt, cl100k token counts, prices.
@@ -85,6 +86,7 @@ pub mod model;
 pub mod openai_compat;
 pub mod prompt;
 pub mod provider;
+pub mod tasks;
 pub mod tokens;
 pub mod tools;
 pub mod turn;
@@ -93,6 +95,7 @@ pub use compaction::{Compaction, CompactionPolicy};
 pub use config::{ModelInfo, ProviderKind, ProvidersConfig, Registry, Secrets, UnknownModel};
 pub use model::{validate_history, Block, Message, Role, Usage};
 pub use provider::{LlmEvent, LlmRequest, Provider, ProviderError, RetryPolicy, ToolSpec};
+pub use tasks::{TaskRequest, TaskScheduler};
 pub use tools::ToolConfig;
 pub use turn::{
     run_turn, SandboxAccess, StopReason, TurnContext, TurnError, TurnEvent, TurnOutcome,

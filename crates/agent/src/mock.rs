@@ -162,6 +162,11 @@ impl MockLlm {
         self.shared.script.lock().unwrap().push_back(reply);
     }
 
+    /// Drop the replies not yet used.
+    pub fn clear(&self) {
+        self.shared.script.lock().unwrap().clear();
+    }
+
     /// Replies not yet used.
     pub fn remaining(&self) -> usize {
         self.shared.script.lock().unwrap().len()

@@ -31,11 +31,14 @@ pub fn system_prompt(workdir: &str, memory_path: &str, memory: Option<&str>) -> 
 }
 
 /// Prompt tokens of a conversation's first turn with the default setup:
-/// system prompt, all tool schemas, and `user_text` (cl100k).
+/// system prompt, all tool schemas (the task tools included), and
+/// `user_text` (cl100k).
 pub fn first_turn_prompt_tokens(user_text: &str) -> usize {
     let system = system_prompt("/root", MEMORY_PATH, None);
+    let mut specs = crate::tools::specs();
+    specs.extend(crate::tasks::specs());
     tokens::count(&system)
-        + tokens::tools(&crate::tools::specs())
+        + tokens::tools(&specs)
         + tokens::message(&crate::model::Message::user(user_text))
 }
 

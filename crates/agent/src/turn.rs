@@ -21,6 +21,7 @@ use crate::cost::cost_usd;
 use crate::model::{validate_history, Block, HistoryError, Message, Role, Usage};
 use crate::prompt;
 use crate::provider::{LlmEvent, LlmRequest, Provider, ProviderError};
+use crate::tasks::TaskScheduler;
 use crate::tokens;
 use crate::tools::{self, ToolConfig, ToolOutput};
 
@@ -60,6 +61,8 @@ pub struct TurnContext {
     /// Largest user message accepted.
     pub max_message_bytes: usize,
     pub compaction: CompactionPolicy,
+    /// The user's scheduled tasks; with one, the model gets the task tools.
+    pub tasks: Option<Arc<dyn TaskScheduler>>,
 }
 
 impl TurnContext {
@@ -79,6 +82,7 @@ impl TurnContext {
             max_steps: 25,
             max_message_bytes: 256 * 1024,
             compaction: CompactionPolicy::default(),
+            tasks: None,
         }
     }
 }
@@ -208,7 +212,10 @@ pub async fn run_turn(
         )));
     }
     validate_history(history)?;
-    let tool_specs = tools::specs();
+    let mut tool_specs = tools::specs();
+    if ctx.tasks.is_some() {
+        tool_specs.extend(crate::tasks::specs());
+    }
     // Checked before anything else happens, so a message that can never
     // fit changes nothing.
     let user_msg = Message::user(user_text);
@@ -513,6 +520,11 @@ impl Turn<'_> {
 }
 
 async fn run_tool(ctx: &TurnContext, name: &str, input: &serde_json::Value) -> ToolOutput {
+    if let Some(t) = ctx.tasks.as_deref() {
+        if crate::tasks::TOOL_NAMES.contains(&name) {
+            return crate::tasks::execute(t, name, input).await;
+        }
+    }
     match ctx.sandbox.agent().await {
         Ok(agent) => tools::execute(&agent, &ctx.tools, name, input).await,
         Err(e) => ToolOutput {

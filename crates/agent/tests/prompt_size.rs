@@ -16,7 +16,7 @@ const QUESTION: &str = "What is the capital of France?";
 #[test]
 fn first_turn_prompt_is_small() {
     let n = first_turn_prompt_tokens(QUESTION);
-    println!("first-turn prompt: {n} cl100k tokens (system prompt + 6 tool schemas + question); budget 1700, other gateways > 13000");
+    println!("first-turn prompt: {n} cl100k tokens (system prompt + 9 tool schemas + question); budget 1700, other gateways > 13000");
     assert!(n < 1700, "{n}");
 }
 

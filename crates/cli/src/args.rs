@@ -50,7 +50,7 @@ pub struct GlobalArgs {
     )]
     pub token: Option<String>,
 
-    /// Act on this user's sandboxes or SSH keys (admin; sandbox, exec, cp, console, fs and key commands). Default: your own
+    /// Act on this user's sandboxes, SSH keys and tasks (admin; sandbox, exec, cp, console, fs, key and task commands). Default: your own
     #[arg(long, global = true, env = "IRONCLAW_OWNER", value_name = "USER")]
     pub owner: Option<String>,
 }
@@ -97,6 +97,9 @@ pub enum Command {
     /// Git-push deploy of a Procfile app into a sandbox, served at its URL
     #[command(subcommand)]
     Deploy(DeployCmd),
+    /// Schedule prompts for your agent: once, at an interval or on a cron schedule
+    #[command(subcommand)]
+    Task(TaskCmd),
 
     /// Check the daemon host: which backends work, and why the others do not
     Doctor(JsonFlag),
@@ -587,6 +590,52 @@ pub enum DeployCmd {
     },
     /// Switch back to the previous good release (started before the switch)
     Rollback { name: String },
+}
+
+// ---------------------------------------------------------------- task
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCmd {
+    /// Schedule a task: PROMPT runs as a fresh agent turn in your agent's sandbox
+    #[command(group(clap::ArgGroup::new("when").required(true).multiple(false)))]
+    #[command(
+        after_help = "Examples:\n  ironclaw task add report --prompt 'Summarise /root/log.txt' --every 1h\n  \
+        ironclaw task add backup --prompt 'Run /root/backup.sh' --cron '0 3 * * *' --tz Europe/Berlin\n  \
+        ironclaw task add remind --prompt 'Check the build' --at 2030-01-31T09:00:00Z"
+    )]
+    Add {
+        /// Task name (lowercase letters, digits, '-')
+        name: String,
+        /// What the agent is asked at each run (at most 16 KiB)
+        #[arg(long)]
+        prompt: String,
+        /// Once, at this time: RFC 3339, or a local YYYY-MM-DDTHH:MM[:SS] in --tz
+        #[arg(long, group = "when", value_name = "TIME")]
+        at: Option<String>,
+        /// At this interval: 30s, 5m, 1h, 1d
+        #[arg(long, group = "when", value_name = "DURATION")]
+        every: Option<String>,
+        /// On this cron schedule: 5 fields, or 6 with seconds first
+        #[arg(long, group = "when", value_name = "EXPR")]
+        cron: Option<String>,
+        /// IANA time zone of --cron and a local --at (default UTC)
+        #[arg(long, value_name = "ZONE")]
+        tz: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// List tasks with their next and last run
+    #[command(visible_alias = "list")]
+    Ls(JsonFlag),
+    /// Cancel (remove) a task and its run history
+    #[command(visible_alias = "delete")]
+    Rm { name: String },
+    /// A task's runs, newest first, with their result or why they failed
+    Runs {
+        name: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
 }
 
 // ---------------------------------------------------------------- agent

@@ -145,16 +145,16 @@ pub fn query_string(q: &[(&str, String)]) -> String {
         .join("&")
 }
 
-/// `path` with `owner=USER` added to its query when it is a sandbox or
-/// SSH key route.
+/// `path` with `owner=USER` added to its query when it is a sandbox,
+/// SSH key or task route.
 pub fn with_owner(path: &str, owner: Option<&str>) -> String {
-    let owned = |root: &str| {
-        path == root
-            || path.starts_with(&format!("{root}/"))
-            || path.starts_with(&format!("{root}?"))
+    let scoped = |base: &str| {
+        path == base
+            || path.starts_with(&format!("{base}/"))
+            || path.starts_with(&format!("{base}?"))
     };
     match owner {
-        Some(o) if owned("/v1/sandboxes") || owned("/v1/keys") => {
+        Some(o) if scoped("/v1/sandboxes") || scoped("/v1/keys") || scoped("/v1/tasks") => {
             let sep = if path.contains('?') { '&' } else { '?' };
             format!("{path}{sep}owner={}", encode(o))
         }

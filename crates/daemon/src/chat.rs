@@ -42,6 +42,8 @@ pub struct Chat {
     /// Per user: serialises creating their agent sandbox, so two first
     /// turns make one sandbox.
     create_locks: CreateLocks,
+    /// Scheduled tasks, for the task tools of each turn.
+    tasks: Arc<crate::tasks::Tasks>,
 }
 
 /// The display name a user's new agent sandbox gets in their own namespace
@@ -141,7 +143,11 @@ pub struct TurnReport {
 }
 
 impl Chat {
-    pub fn new(manager: Arc<Manager>, config: &Config) -> anyhow::Result<Arc<Chat>> {
+    pub fn new(
+        manager: Arc<Manager>,
+        config: &Config,
+        tasks: Arc<crate::tasks::Tasks>,
+    ) -> anyhow::Result<Arc<Chat>> {
         let registry = match config.providers_config()? {
             Some(pc) => {
                 let secrets = match &config.secrets_file {
@@ -168,6 +174,7 @@ impl Chat {
             running: Mutex::default(),
             activity: Mutex::default(),
             create_locks: Arc::default(),
+            tasks,
         }))
     }
 
@@ -274,17 +281,14 @@ impl Chat {
         crate::quota::check_spend(&limits, user, spent)
     }
 
-    /// Run one turn of `user` in `session` and store everything it produced.
-    pub async fn turn(
-        self: &Arc<Self>,
+    /// Everything a turn of `user` with `agent` needs, after the spend check.
+    fn context(
+        &self,
         user: &str,
-        session: &SessionRecord,
-        text: &str,
+        agent: &AgentConfig,
         model_override: Option<&str>,
-        events: mpsc::Sender<TurnEvent>,
-    ) -> Result<TurnReport, ApiError> {
+    ) -> Result<TurnContext, ApiError> {
         let registry = self.registry()?;
-        let agent = self.agent(&session.agent)?.clone();
         self.check_spend(user)?;
         let model_name = match model_override.or(agent.model.as_deref()) {
             Some(m) => m.to_string(),
@@ -296,6 +300,104 @@ impl Chat {
         let (provider, model) = registry
             .resolve(&model_name)
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let sandbox = Arc::new(UserSandbox {
+            manager: self.manager.clone(),
+            user: user.to_string(),
+            create_locks: self.create_locks.clone(),
+        });
+        let mut ctx = TurnContext::new(provider, model, sandbox);
+        ctx.max_steps = self.max_steps;
+        ctx.system_prompt = agent.system_prompt.clone();
+        ctx.max_message_bytes = MAX_MESSAGE_BYTES;
+        ctx.tasks = Some(Arc::new(crate::tasks::UserTasks {
+            tasks: self.tasks.clone(),
+            user: user.to_string(),
+        }));
+        Ok(ctx)
+    }
+
+    /// A scheduled task's run: one turn of `user`'s default agent with no
+    /// history, in their agent sandbox, stored nowhere but in what it
+    /// returns (the run record keeps it), apart from the usage, recorded
+    /// under `usage_key`. The final text, or why it failed, with the
+    /// messages either way.
+    pub async fn task_turn(
+        self: &Arc<Self>,
+        user: &str,
+        prompt: &str,
+        usage_key: &str,
+        cancel: CancellationToken,
+    ) -> (Result<String, String>, Vec<Message>) {
+        let agent = self.agents[0].clone();
+        let ctx = match self.context(user, &agent, None) {
+            Ok(c) => c,
+            Err(e) => return (Err(e.to_string()), Vec::new()),
+        };
+        self.activity
+            .lock()
+            .unwrap()
+            .insert(user.to_string(), Instant::now());
+        // Listed as running, so the idle reaper leaves the sandbox alone.
+        self.running
+            .lock()
+            .unwrap()
+            .insert(usage_key.to_string(), (cancel.clone(), user.to_string()));
+        struct Unregister<'a>(&'a Chat, String);
+        impl Drop for Unregister<'_> {
+            fn drop(&mut self) {
+                self.0.running.lock().unwrap().remove(&self.1);
+            }
+        }
+        let _unregister = Unregister(self, usage_key.to_string());
+        // Nobody watches a scheduled run's events.
+        let (tx, _) = mpsc::channel(1);
+        let (outcome, error) = match run_turn(&ctx, &[], prompt, tx, cancel).await {
+            Ok(o) => (o, None),
+            Err(TurnError::Provider { error, partial }) => (*partial, Some(error.to_string())),
+            Err(e) => return (Err(e.to_string()), Vec::new()),
+        };
+        if outcome.usage.total() > 0 {
+            if let Err(e) = self.manager.store.record_usage(
+                usage_key,
+                user,
+                &ctx.model.name,
+                outcome.usage.input_tokens,
+                outcome.usage.output_tokens,
+                outcome.cost_usd,
+            ) {
+                tracing::warn!("recording the usage of {usage_key}: {e}");
+            }
+        }
+        self.activity
+            .lock()
+            .unwrap()
+            .insert(user.to_string(), Instant::now());
+        let result = match (error, outcome.stopped) {
+            (Some(e), _) => Err(e),
+            (None, Some(ironclaw_agent::StopReason::StepLimit)) => Err(format!(
+                "stopped after {} model calls (agent_max_steps)",
+                outcome.steps
+            )),
+            (None, Some(ironclaw_agent::StopReason::Cancelled)) => {
+                Err("cancelled: the task was removed".into())
+            }
+            (None, _) => Ok(outcome.final_text()),
+        };
+        (result, outcome.new_messages)
+    }
+
+    /// Run one turn of `user` in `session` and store everything it produced.
+    pub async fn turn(
+        self: &Arc<Self>,
+        user: &str,
+        session: &SessionRecord,
+        text: &str,
+        model_override: Option<&str>,
+        events: mpsc::Sender<TurnEvent>,
+    ) -> Result<TurnReport, ApiError> {
+        let agent = self.agent(&session.agent)?.clone();
+        let ctx = self.context(user, &agent, model_override)?;
+        let model = ctx.model.clone();
 
         let cancel = CancellationToken::new();
         {
@@ -320,15 +422,6 @@ impl Chat {
             .insert(user.to_string(), Instant::now());
 
         let (ids, history) = self.history(&session.id)?;
-        let sandbox = Arc::new(UserSandbox {
-            manager: self.manager.clone(),
-            user: user.to_string(),
-            create_locks: self.create_locks.clone(),
-        });
-        let mut ctx = TurnContext::new(provider, model.clone(), sandbox);
-        ctx.max_steps = self.max_steps;
-        ctx.system_prompt = agent.system_prompt.clone();
-        ctx.max_message_bytes = MAX_MESSAGE_BYTES;
 
         // Validate cheaply before storing, so bad input changes nothing.
         check_message(text)?;

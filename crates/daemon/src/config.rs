@@ -138,6 +138,8 @@ pub struct Config {
     /// The SSH endpoint: `host:port`, or `"none"` (off). Default: the
     /// listen address's IP, port 2222.
     pub ssh_listen: Option<String>,
+    /// Scheduled tasks (`[tasks]`): limits, what a missed slot does.
+    pub tasks: crate::tasks::TasksConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -187,6 +189,7 @@ impl Default for Config {
             ports_acme_ca_file: None,
             ports_acme_base_domain: false,
             ssh_listen: None,
+            tasks: Default::default(),
         }
     }
 }

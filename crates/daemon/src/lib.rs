@@ -15,6 +15,7 @@ pub mod mounts;
 pub mod network;
 pub mod quota;
 pub mod ssh;
+pub mod tasks;
 
 use std::sync::Arc;
 
@@ -39,6 +40,8 @@ pub struct AppState {
     pub acme: Option<Arc<exposure::acme::Acme>>,
     /// The SSH endpoint, when it listens.
     pub ssh: Option<Arc<ssh::Info>>,
+    /// Scheduled tasks.
+    pub tasks: Arc<tasks::Tasks>,
 }
 
 /// Largest JSON request body: room for an exec argv up to the kernel's
@@ -127,6 +130,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sessions", get(chat::list).post(chat::create))
         .route("/v1/sessions/:id", get(chat::show).delete(chat::remove))
         .route("/v1/chat/ws", get(chat::ws))
+        .route("/v1/tasks", get(tasks::list).post(tasks::create))
+        .route("/v1/tasks/:name", get(tasks::show).delete(tasks::remove))
+        .route("/v1/tasks/:name/runs", get(tasks::runs))
+        .route("/v1/tasks/:name/runs/:id", get(tasks::run))
         .route("/v1/models", get(openai::models))
         .route("/v1/chat/completions", post(openai::completions))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -200,7 +207,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // default backend is right from the first create. Needs a cached kernel.
     let kvm = manager.kvm.clone();
     tokio::task::spawn_blocking(move || kvm.get());
-    let chat = chat::Chat::new(manager.clone(), &config).context("configuring LLM providers")?;
+    let tasks = tasks::Tasks::new(manager.store.clone(), config.tasks.clone());
+    let chat = chat::Chat::new(manager.clone(), &config, tasks.clone())
+        .context("configuring LLM providers")?;
+    tasks::runner::spawn(tasks.clone(), chat.clone()).context("starting scheduled tasks")?;
     chat.spawn_idle_reaper(std::time::Duration::from_secs(config.agent_idle_stop_secs));
 
     let ports = Arc::new(exposure::Ports::new(
@@ -238,6 +248,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ports,
         acme,
         ssh,
+        tasks,
     };
     if let Some(l) = ports_tls {
         let (tls, fingerprint) = exposure::tls::server_config(

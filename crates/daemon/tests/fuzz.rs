@@ -203,6 +203,22 @@ async fn create_fixtures(d: &Daemon) -> Fixtures {
     }
     drop(ws);
 
+    // Scheduled tasks, the admin's and the user's: hourly, so none runs
+    // during the fuzz; `fz-doomed-task` is for DELETE.
+    for token in [&d.token, &user_token] {
+        for name in ["fz-task", "fz-doomed-task"] {
+            let (st, v) = d
+                .call_as(
+                    token,
+                    reqwest::Method::POST,
+                    "/v1/tasks",
+                    Some(json!({"name": name, "prompt": "fuzz", "every": "1h"})),
+                )
+                .await;
+            assert_eq!(st, 201, "{v}");
+        }
+    }
+
     Fixtures {
         user_token,
         chat_session,
@@ -252,6 +268,9 @@ fn steer(path: &str, method: &str, param: &str, f: &Fixtures) -> Option<Vec<Stri
         ("/v1/users/{name}/tokens/{id}", _, "id") => Some(vec![f.doomed_token.clone()]),
         (p, _, "name") if p.starts_with("/v1/users/") => v(&["fzuser", "fzdoomed"]),
         ("/v1/images/{name}", _, "name") => v(&["mini"]),
+        ("/v1/tasks/{name}", "delete", "name") => v(&["fz-doomed-task"]),
+        (p, _, "name") if p.starts_with("/v1/tasks/") => v(&["fz-task", "fz-doomed-task"]),
+        (p, _, "owner") if p.starts_with("/v1/tasks") => v(&["fzuser", "admin"]),
         ("/v1/sessions/{id}", "delete", "id") => Some(vec![f.doomed_session.clone()]),
         ("/v1/sessions/{id}", _, "id") => {
             Some(vec![f.chat_session.clone(), f.doomed_session.clone()])

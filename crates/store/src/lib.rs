@@ -10,6 +10,7 @@ mod migrations;
 pub mod releases;
 pub mod sandboxes;
 pub mod sessions;
+pub mod tasks;
 pub mod users;
 
 use std::path::Path;
@@ -20,6 +21,7 @@ pub use keys::SshKey;
 pub use releases::{DeployApp, ReleaseRecord, ReleaseStatus};
 pub use sandboxes::{SandboxMount, SandboxRecord, SandboxState};
 pub use sessions::{MessageRecord, SessionRecord, UsageTotals};
+pub use tasks::{CreateTaskError, NewTask, TaskRecord, TaskRunRecord};
 pub use users::{TokenInfo, User};
 
 #[derive(Debug, thiserror::Error)]

@@ -168,6 +168,38 @@ const MIGRATIONS: &[&str] = &[
         created_at  TEXT NOT NULL,
         PRIMARY KEY (sandbox_id, number)
      );",
+    // 11: scheduled tasks and their runs. `next_slot` is the unix time of
+    // the next due slot (NULL: none left). A run is claimed by inserting
+    // its row before the turn starts; UNIQUE (task_id, slot) makes a slot
+    // run at most once, across restarts too.
+    "CREATE TABLE tasks (
+        id          TEXT PRIMARY KEY,
+        owner       TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        name        TEXT NOT NULL,
+        prompt      TEXT NOT NULL,
+        -- 'at' (spec: RFC 3339), 'every' (spec: seconds), 'cron' (spec: expression)
+        kind        TEXT NOT NULL,
+        spec        TEXT NOT NULL,
+        tz          TEXT,
+        next_slot   INTEGER,
+        created_at  TEXT NOT NULL,
+        UNIQUE (owner, name)
+     );
+     CREATE INDEX tasks_by_next_slot ON tasks(next_slot);
+     CREATE TABLE task_runs (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        task_id     TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+        slot        INTEGER NOT NULL,
+        -- 'running', 'ok' or 'failed'
+        state       TEXT NOT NULL,
+        result      TEXT,
+        error       TEXT,
+        -- the run's own conversation (JSON messages), apart from chat sessions
+        messages    TEXT,
+        started_at  TEXT NOT NULL,
+        finished_at TEXT,
+        UNIQUE (task_id, slot)
+     );",
 ];
 
 pub fn apply(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {

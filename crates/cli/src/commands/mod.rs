@@ -12,6 +12,7 @@ pub mod key;
 pub mod ports;
 pub mod sandbox;
 pub mod ssh;
+pub mod task;
 pub mod user;
 
 use anyhow::Result;
@@ -55,6 +56,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Key(cmd) => key::run(&c, cmd).await,
         Command::Ssh(a) => ssh::run(&c, a).await,
         Command::Deploy(cmd) => deploy::run(&c, cmd).await,
+        Command::Task(cmd) => task::run(&c, cmd).await,
         Command::Doctor(j) => doctor::run(&c, j.json).await,
         Command::Version => unreachable!(),
     }

@@ -5,6 +5,7 @@ import { h, $, relTime, fmtCost } from './dom.js';
 import { Chat } from './chat.js';
 import { Files } from './files.js';
 import { Terminal } from './terminal.js';
+import { Tasks } from './tasks.js';
 
 const state = { me: null, sessions: [], sandbox: null, started: false };
 
@@ -59,7 +60,7 @@ function logout(message = '') {
 
 // ---- app -------------------------------------------------------------------
 
-let chat; let files; let terminal;
+let chat; let files; let terminal; let tasks;
 
 function renderMe(me) {
   $('#me-name').textContent = me.user + (me.admin ? ' (admin)' : '');
@@ -182,12 +183,14 @@ async function setSandbox(name) {
   if (sb && sb.state === 'running' && selectedTab() === 'files') files.open('/root');
 }
 
+const TABS = ['files', 'terminal', 'tasks'];
+
 function selectedTab() {
-  return $('#tab-terminal').getAttribute('aria-selected') === 'true' ? 'terminal' : 'files';
+  return TABS.find((t) => $(`#tab-${t}`).getAttribute('aria-selected') === 'true') ?? 'files';
 }
 
 function selectTab(which, focus = false) {
-  for (const t of ['files', 'terminal']) {
+  for (const t of TABS) {
     const tab = $(`#tab-${t}`);
     const on = t === which;
     tab.setAttribute('aria-selected', String(on));
@@ -197,6 +200,7 @@ function selectTab(which, focus = false) {
   }
   terminal.show(which === 'terminal');
   if (which === 'files' && state.sandbox && !files.els.list.childElementCount) files.open(files.path);
+  if (which === 'tasks') tasks.refresh();
 }
 
 // ---- start -------------------------------------------------------------------
@@ -228,7 +232,7 @@ function wire() {
       else renderSessions();
     },
     onToolStart: () => { if (!state.sandbox) refreshMe(); },
-    onTurnEnd: () => { refreshSessions(); refreshMe(); refreshSandboxState(); if (selectedTab() === 'files') files.open(files.path); },
+    onTurnEnd: () => { refreshSessions(); refreshMe(); refreshSandboxState(); if (selectedTab() === 'files') files.open(files.path); if (selectedTab() === 'tasks') tasks.refresh(); },
     onNewChat: () => newChat(),
     // A refused or dropped socket: a revoked token signs out (via the 401).
     onDisconnect: () => refreshMe(),
@@ -238,6 +242,7 @@ function wire() {
     refresh: $('#files-refresh'), view: $('#file-view'), viewName: $('#file-view-name'),
     viewBody: $('#file-view-body'), download: $('#file-download'), close: $('#file-close'),
   }, { onError: (e) => { if (e.status === 409) refreshSandboxState(); } });
+  tasks = new Tasks({ list: $('#tasks-list'), error: $('#tasks-error'), refresh: $('#tasks-refresh'), runs: $('#task-runs') });
   terminal = new Terminal({ container: $('#terminal'), status: $('#term-status'), reconnect: $('#term-reconnect') },
     { onState: showSandboxState });
 
@@ -255,7 +260,7 @@ function wire() {
     } finally { btn.disabled = false; }
   });
 
-  const tabs = ['files', 'terminal'];
+  const tabs = TABS;
   for (const t of tabs) {
     const tab = $(`#tab-${t}`);
     tab.addEventListener('click', () => selectTab(t));

@@ -12,5 +12,6 @@ pub mod openai;
 pub mod openapi;
 pub mod ports;
 pub mod sandboxes;
+pub mod tasks;
 pub mod ui;
 pub mod users;

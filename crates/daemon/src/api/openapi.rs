@@ -85,6 +85,12 @@ fn owner_param() -> Value {
            "description": "Admin only: the user whose sandbox NAME is (default: the caller's own; at most once). Another user's sandbox is a 404 for non-admins."})
 }
 
+/// `?owner=USER` on task routes.
+fn tasks_owner() -> Value {
+    json!({"name": "owner", "in": "query", "required": false, "schema": {"type": "string"},
+           "description": "Admin only: the user whose tasks these are (default: the caller's own). Another user's task is a 404 for non-admins."})
+}
+
 fn name_param() -> Value {
     json!([{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}])
 }
@@ -208,6 +214,23 @@ fn schemas() -> Value {
         "SshKey": {"type": "object", "required": ["id", "user", "fingerprint", "algorithm", "label", "created_at"], "properties": {
             "id": {"type": "string"}, "user": {"type": "string"}, "fingerprint": {"type": "string"}, "algorithm": {"type": "string"},
             "label": {"type": ["string", "null"]}, "created_at": {"type": "string"}}},
+        "CreateTask": {"type": "object", "required": ["name", "prompt"], "additionalProperties": false,
+            "description": "Exactly one of at, every, cron.", "properties": {
+            "name": name, "prompt": {"type": "string", "minLength": 1, "maxLength": 16384},
+            "at": {"type": ["string", "null"], "description": "RFC 3339, or a local YYYY-MM-DDTHH:MM[:SS] in tz; in the future"},
+            "every": {"type": ["string", "null"], "description": "A duration: 30s, 5m, 1h, 1d"},
+            "cron": {"type": ["string", "null"], "description": "5 fields, or 6 with seconds first"},
+            "tz": {"type": ["string", "null"], "description": "IANA time zone (default UTC)"}}},
+        "TaskRun": {"type": "object", "required": ["id", "slot", "state", "result", "error", "started_at", "finished_at"], "properties": {
+            "id": {"type": "integer"}, "task_id": {"type": "string"}, "slot": {"type": "integer", "description": "unix seconds"},
+            "state": {"type": "string", "enum": ["running", "ok", "failed"]},
+            "result": {"type": ["string", "null"]}, "error": {"type": ["string", "null"]},
+            "started_at": {"type": "string"}, "finished_at": {"type": ["string", "null"]}}},
+        "Task": {"type": "object", "required": ["name", "owner", "prompt", "next_run", "created_at"], "properties": {
+            "name": {"type": "string"}, "owner": {"type": "string"}, "prompt": {"type": "string"},
+            "at": {"type": ["string", "null"]}, "every": {"type": ["string", "null"]}, "cron": {"type": ["string", "null"]},
+            "tz": {"type": ["string", "null"]}, "next_run": {"type": ["string", "null"]}, "created_at": {"type": "string"},
+            "last_run": {"anyOf": [{"$ref": "#/components/schemas/TaskRun"}, {"type": "null"}]}}},
         "ChatCompletion": {"type": "object", "required": ["model", "messages"], "properties": {
             "model": {"type": "string"}, "stream": {"type": "boolean"},
             "messages": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["role", "content"], "properties": {
@@ -359,6 +382,22 @@ pub fn document() -> Value {
             "/v1/sessions/{id}": {"parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
                 "get": returns(op("getSession", "A session with its full history and usage", "200", None), schema_ref("SessionHistory")),
                 "delete": op("deleteSession", "Delete a session", "204", None)},
+            "/v1/tasks": {"parameters": [tasks_owner()],
+                "get": returns(op("listTasks", "The caller's scheduled tasks", "200", None), json!({"type": "array", "items": schema_ref("Task")})),
+                "post": links(returns(op("createTask", "Schedule a task (400 on bad input, 403 at a limit)", "201", Some(schema_ref("CreateTask"))), schema_ref("Task")),
+                    &[("show", "getTask", json!({"path.name": "$response.body#/name"})),
+                      ("runs", "listTaskRuns", json!({"path.name": "$response.body#/name"})),
+                      ("remove", "deleteTask", json!({"path.name": "$response.body#/name"}))])},
+            "/v1/tasks/{name}": {"parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}, tasks_owner()],
+                "get": returns(op("getTask", "A scheduled task", "200", None), schema_ref("Task")),
+                "delete": op("deleteTask", "Cancel a task (its runs go with it)", "204", None)},
+            "/v1/tasks/{name}/runs": {"parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}, tasks_owner()],
+                "get": returns(op("listTaskRuns", "A task's runs, newest first, with their result or failure", "200", None),
+                    json!({"type": "array", "items": schema_ref("TaskRun")}))},
+            "/v1/tasks/{name}/runs/{id}": {"parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}},
+                    {"name": "id", "in": "path", "required": true, "schema": {"type": "integer"}}, tasks_owner()],
+                "get": returns(op("getTaskRun", "One run with its conversation (messages; null while it runs)", "200", None),
+                    json!({"allOf": [schema_ref("TaskRun"), {"type": "object", "required": ["messages"], "properties": {"messages": {"type": ["array", "null"]}}}]}))},
             "/v1/chat/ws": {"get": query(op("chatWebSocket", "Streaming chat over WebSocket (see docs/api.md); a plain GET is a 400", "101", None),
                 &[q("session", false, json!({"type": "string"}), "Session id (default: the latest, or a new one)")])},
             "/v1/models": {"get": returns(op("listModels", "Agents, OpenAI-style", "200", None),

@@ -46,6 +46,7 @@ static ASSETS: &[Asset] = &[
     asset!("js/dom.js", JS),
     asset!("js/files.js", JS),
     asset!("js/terminal.js", JS),
+    asset!("js/tasks.js", JS),
     asset!("vendor/addon-fit.mjs", JS),
     asset!("vendor/xterm.css", CSS),
     asset!("vendor/xterm.mjs", JS),

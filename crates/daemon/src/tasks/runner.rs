@@ -1,0 +1,120 @@
+//! The scheduler loop: sleep until the earliest due slot (or until tasks
+//! change), claim each due slot in the store, then run it.
+//!
+//! Exactly once per slot: the claim (run row inserted under UNIQUE
+//! (task, slot), `next_slot` advanced, one transaction) happens before the
+//! turn starts. A daemon that dies mid-run leaves the row `running`; the
+//! next start marks it failed and never runs that slot again. Slots that
+//! passed while the daemon was down collapse into one catch-up run at
+//! start (`[tasks] missed = "run"`), or are skipped (`"skip"`).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ironclaw_store::TaskRecord;
+use tokio::sync::Semaphore;
+
+use super::schedule::Schedule;
+use super::{unix_now, Missed, Tasks};
+use crate::chat::Chat;
+
+pub const INTERRUPTED: &str = "interrupted by a daemon restart";
+
+/// Start the scheduler: settle what the last daemon left, then loop.
+pub fn spawn(tasks: Arc<Tasks>, chat: Arc<Chat>) -> anyhow::Result<()> {
+    let failed = tasks.store.fail_running_runs(INTERRUPTED)?;
+    if failed > 0 {
+        tracing::warn!(
+            "{failed} task run(s) were interrupted by the last daemon stop; marked failed"
+        );
+    }
+    if tasks.config.missed == Missed::Skip {
+        let now = unix_now();
+        for t in tasks.store.due_tasks(now)? {
+            if let (Some(slot), Ok(s)) = (t.next_slot, schedule_of(&t)) {
+                tasks
+                    .store
+                    .skip_slot(&t.id, slot, s.next_after(slot, now))?;
+            }
+        }
+    }
+    let permits = Arc::new(Semaphore::new(tasks.config.max_concurrent_runs.max(1)));
+    tokio::spawn(async move {
+        loop {
+            let claimed = claim_due(&tasks, &chat, &permits);
+            if let Err(e) = &claimed {
+                tracing::error!("scheduled tasks: {e}");
+            }
+            let wait = match (claimed, tasks.store.earliest_slot()) {
+                (Ok(()), Ok(Some(slot))) => until(slot),
+                (Ok(()), Ok(None)) => Duration::from_secs(24 * 3600),
+                // A database error: try again soon rather than spin on a
+                // slot that stays due.
+                _ => Duration::from_secs(5),
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = tasks.wake.notified() => {}
+            }
+        }
+    });
+    Ok(())
+}
+
+fn schedule_of(t: &TaskRecord) -> Result<Schedule, String> {
+    Schedule::from_stored(&t.kind, &t.spec, t.tz.as_deref())
+}
+
+/// Time from now to the start of second `slot`.
+fn until(slot: i64) -> Duration {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Duration::from_secs(slot.max(0) as u64).saturating_sub(now)
+}
+
+/// Claim every due slot and start its run.
+fn claim_due(
+    tasks: &Arc<Tasks>,
+    chat: &Arc<Chat>,
+    permits: &Arc<Semaphore>,
+) -> Result<(), ironclaw_store::StoreError> {
+    let now = unix_now();
+    for t in tasks.store.due_tasks(now)? {
+        let Some(slot) = t.next_slot else { continue };
+        let next = match schedule_of(&t) {
+            Ok(s) => s.next_after(slot, now),
+            Err(e) => {
+                tracing::error!(task = %t.id, "unreadable schedule, task stopped: {e}");
+                tasks.store.skip_slot(&t.id, slot, None)?;
+                continue;
+            }
+        };
+        let Some(run_id) = tasks.store.claim_run(&t.id, slot, next)? else {
+            continue;
+        };
+        let stop = tokio_util::sync::CancellationToken::new();
+        tasks
+            .running
+            .lock()
+            .unwrap()
+            .insert(run_id, (t.id.clone(), stop.clone()));
+        let (tasks, chat, permits) = (tasks.clone(), chat.clone(), permits.clone());
+        tokio::spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            tracing::info!(task = %t.id, owner = %t.owner, slot, "running scheduled task");
+            let key = format!("task:{}:{run_id}", t.id);
+            let (result, messages) = chat.task_turn(&t.owner, &t.prompt, &key, stop).await;
+            tasks.running.lock().unwrap().remove(&run_id);
+            let messages = serde_json::to_value(&messages).ok();
+            let r = match &result {
+                Ok(text) => Ok(text.as_str()),
+                Err(e) => Err(e.as_str()),
+            };
+            if let Err(e) = tasks.store.finish_run(run_id, r, messages.as_ref()) {
+                tracing::error!(task = %t.id, "recording a run: {e}");
+            }
+        });
+    }
+    Ok(())
+}
