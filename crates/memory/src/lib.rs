@@ -9,5 +9,5 @@ pub mod embed;
 pub mod index;
 
 pub use chunk::{chunk_markdown, Chunk, ChunkConfig};
-pub use embed::{EmbedError, Embedder, OpenAiEmbedder};
+pub use embed::{EmbedError, Embedder, LocalEmbedder, OpenAiEmbedder};
 pub use index::{Hit, Index, IndexError, SearchMode, SearchResult, Weights};
