@@ -1,6 +1,6 @@
 //! Git-push deploy end to end with the host's real `git`: pushes over smart
-//! HTTP to the daemon, releases of a busybox `httpd` app (the test image is
-//! busybox: no python) served through the port proxy, a broken release
+//! HTTP to the daemon, releases of a busybox `httpd` app (and one Python
+//! app on a Debian image) served through the port proxy, a broken release
 //! rejected while the old one serves, rollback, daemon restart and sandbox
 //! restart, and another user's token refused like a missing sandbox.
 //! Traffic goes only to the daemon on loopback and to the sandboxes these
@@ -427,4 +427,46 @@ async fn cli_init_ls_logs_rollback() {
     );
     let o = d.cli(&["deploy", "ls", "nosuch"]);
     assert!(!o.status.success());
+}
+
+/// The issue's own sample: a small Python web app that needs no
+/// downloads, pushed into a Debian image (which has python3), served at
+/// its URL through the port proxy.
+#[tokio::test]
+async fn a_python_app_is_pushed_and_served() {
+    let d = Daemon::start_with("[network]\n").await;
+    d.build_image("py", "debian").await;
+    d.sandbox("pyapp", json!({"image": "py", "network": "internet"}))
+        .await;
+    let (st, v) = d.post("/v1/sandboxes/pyapp/deploy", json!({})).await;
+    assert_eq!(st, 201, "{v}");
+    let url = with_token(v["remote"].as_str().unwrap(), &d.token);
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    git_ok(w, &["init", "-q", "-b", "main"]).await;
+    std::fs::write(
+        w.join("app.py"),
+        "import os\nfrom http.server import BaseHTTPRequestHandler, HTTPServer\n\n\
+         class App(BaseHTTPRequestHandler):\n    def do_GET(self):\n        \
+         body = ('hello from python at ' + self.path).encode()\n        \
+         self.send_response(200)\n        self.send_header('Content-Length', str(len(body)))\n        \
+         self.end_headers()\n        self.wfile.write(body)\n\n\
+         HTTPServer(('0.0.0.0', int(os.environ['PORT'])), App).serve_forever()\n",
+    )
+    .unwrap();
+    // No dependencies to fetch: an empty requirements file.
+    std::fs::write(w.join("requirements.txt"), "").unwrap();
+    std::fs::write(w.join("Procfile"), "web: python3 app.py\n").unwrap();
+    git_ok(w, &["add", "-A"]).await;
+    git_ok(w, &["commit", "-q", "-m", "python app"]).await;
+    let out = git_ok(w, &["push", &url, "main"]).await;
+    assert!(out.contains("remote: -----> Release 1 is live"), "{out}");
+    assert!(
+        out.contains(&format!("remote: {}", app_url(&d, "pyapp"))),
+        "{out}"
+    );
+    assert_eq!(
+        get_app(&d, "pyapp").await,
+        (200, "hello from python at /index.html".into())
+    );
 }
