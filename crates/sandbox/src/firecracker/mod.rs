@@ -304,10 +304,12 @@ impl FirecrackerBackend {
     async fn configure(&self, spec: &SandboxSpec, boot: &VmBoot) -> Result<(), BackendError> {
         let sock = self.api_socket(spec);
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !sock.exists() {
+        // The socket file appears at bind(), before Firecracker listens:
+        // wait until a connection is accepted, not just for the file.
+        while let Err(e) = tokio::net::UnixStream::connect(&sock).await {
             if Instant::now() > deadline {
                 return Err(BackendError::NotReady(format!(
-                    "firecracker API socket {} did not appear",
+                    "firecracker API socket {} not accepting: {e}",
                     sock.display()
                 )));
             }
