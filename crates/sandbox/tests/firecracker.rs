@@ -14,24 +14,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{cgroup_exists, shared, skip_reason, spec};
+use common::{cgroup_exists, firecracker_bin, shared, skip_reason, spec};
 use ironclaw_proto::ExecRequest;
 use ironclaw_sandbox::backend::Backend;
 use ironclaw_sandbox::firecracker::FirecrackerBackend;
 use ironclaw_sandbox::{BackendError, SandboxSpec};
-
-fn firecracker_bin() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("IRONCLAW_FIRECRACKER_BIN") {
-        return Some(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe().ok()?;
-    let p = exe
-        .parent()?
-        .parent()?
-        .parent()?
-        .join("firecracker/firecracker");
-    p.exists().then_some(p)
-}
 
 fn firecracker_processes(spec: &SandboxSpec) -> usize {
     let want = format!("ironclaw-{}", spec.id);
@@ -53,11 +40,7 @@ async fn firecracker_boots_or_reports_the_kvm_failure() {
         return;
     };
     let data = shared().data.clone();
-    let prober = ironclaw_sandbox::qemu::default_prober(&data);
-    let probe = {
-        let p = prober.clone();
-        tokio::task::spawn_blocking(move || p.get()).await.unwrap()
-    };
+    let (prober, probe) = common::kvm_probe().await;
     eprintln!("KVM probe: {probe:?}");
     // First unjailed (explicitly: a jailer next to the binary is used by default).
     let mut fc = FirecrackerBackend::new(Some(bin), Arc::clone(&prober)).without_jailer();

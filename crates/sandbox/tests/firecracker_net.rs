@@ -12,12 +12,12 @@
 mod common;
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::bridge::Bridge;
-use common::{shared, skip_reason, spec};
+use common::{firecracker_bin, shared, skip_reason, spec};
 use ironclaw_proto::ExecRequest;
 use ironclaw_sandbox::backend::Backend;
 use ironclaw_sandbox::firecracker::FirecrackerBackend;
@@ -26,10 +26,6 @@ use ironclaw_sandbox::BackendError;
 
 /// IFF_PERSIST in /sys/class/net/*/tun_flags.
 const IFF_PERSIST: u32 = 0x0800;
-
-fn firecracker_bin() -> Option<PathBuf> {
-    std::env::var_os("IRONCLAW_FIRECRACKER_BIN").map(PathBuf::from)
-}
 
 fn sysfs(tap: &str, file: &str) -> Option<String> {
     std::fs::read_to_string(format!("/sys/class/net/{tap}/{file}"))
@@ -150,11 +146,7 @@ async fn a_jailed_firecracker_vm_gets_its_tap_and_leaves_none() {
         return;
     };
     let data = shared().data.clone();
-    let prober = ironclaw_sandbox::qemu::default_prober(&data);
-    let probe = {
-        let p = prober.clone();
-        tokio::task::spawn_blocking(move || p.get()).await.unwrap()
-    };
+    let (prober, probe) = common::kvm_probe().await;
     let mut fc = FirecrackerBackend::new(Some(bin), prober);
     let Some(jailer) = fc.jailer().cloned() else {
         eprintln!("skipped: no jailer next to firecracker");

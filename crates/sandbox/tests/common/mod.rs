@@ -123,3 +123,29 @@ pub fn cgroup_exists(spec: &SandboxSpec) -> bool {
         .iter()
         .any(|p| Path::new(p).join(&spec.id).exists())
 }
+
+/// The real Firecracker: `IRONCLAW_FIRECRACKER_BIN` (scripts/test.sh sets
+/// it), else where scripts/fetch-firecracker.sh puts it.
+pub fn firecracker_bin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("IRONCLAW_FIRECRACKER_BIN") {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let p = exe
+        .parent()?
+        .parent()?
+        .parent()?
+        .join("firecracker/firecracker");
+    p.exists().then_some(p)
+}
+
+/// The shared data dir's KVM prober and its answer (probing once).
+pub async fn kvm_probe() -> (
+    std::sync::Arc<ironclaw_sandbox::probe::KvmProber>,
+    ironclaw_sandbox::probe::KvmProbe,
+) {
+    let prober = ironclaw_sandbox::qemu::default_prober(&shared().data);
+    let p = prober.clone();
+    let probe = tokio::task::spawn_blocking(move || p.get()).await.unwrap();
+    (prober, probe)
+}
