@@ -189,12 +189,12 @@ pub fn credential_of(state: &AppState, token: &str) -> Option<(Caller, String)> 
         return Some((admin, admin_credential(state)));
     }
     match state.manager.store.token_owner(token) {
-        Ok(Some((id, u))) => Some((
+        Ok(Some(owner)) => Some((
             Caller {
-                user: u.name,
-                admin: u.admin,
+                user: owner.user,
+                admin: owner.admin,
             },
-            id,
+            owner.token_id,
         )),
         _ => None,
     }

@@ -2,6 +2,7 @@
 //! side of the guest agent protocol.
 
 pub mod agent;
+mod agent_fs;
 pub mod backend;
 pub mod cgroup;
 pub mod devfilter;

@@ -22,7 +22,7 @@ pub use releases::{DeployApp, ReleaseRecord, ReleaseStatus};
 pub use sandboxes::{SandboxMount, SandboxRecord, SandboxState};
 pub use sessions::{MessageRecord, SessionRecord, UsageTotals};
 pub use tasks::{CreateTaskError, NewTask, TaskRecord, TaskRunRecord};
-pub use users::{TokenInfo, User};
+pub use users::{TokenInfo, TokenOwner, User};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

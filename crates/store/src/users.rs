@@ -14,6 +14,14 @@ pub struct User {
     pub tokens: u32,
 }
 
+/// The caller a token authenticates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenOwner {
+    pub token_id: String,
+    pub user: String,
+    pub admin: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TokenInfo {
     pub id: String,
@@ -55,23 +63,19 @@ impl Store {
             "SELECT u.name, u.admin, u.created_at, (SELECT COUNT(*) FROM tokens t WHERE t.user = u.name)
              FROM users u ORDER BY u.name",
         )?;
-        let rows = st
-            .query_map([], |r| {
-                Ok(User {
-                    name: r.get(0)?,
-                    admin: r.get(1)?,
-                    created_at: r.get(2)?,
-                    tokens: r.get(3)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = st.query_map([], user_row)?.collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 
     pub fn user(&self, name: &str) -> Result<User, StoreError> {
-        self.users()?
-            .into_iter()
-            .find(|u| u.name == name)
+        self.conn()
+            .query_row(
+                "SELECT u.name, u.admin, u.created_at, (SELECT COUNT(*) FROM tokens t WHERE t.user = u.name)
+                 FROM users u WHERE u.name = ?1",
+                [name],
+                user_row,
+            )
+            .optional()?
             .ok_or_else(|| StoreError::NotFound(format!("user '{name}'")))
     }
 
@@ -146,20 +150,24 @@ impl Store {
         Ok(n)
     }
 
-    /// A valid token's id and user.
-    pub fn token_owner(&self, token: &str) -> Result<Option<(String, User)>, StoreError> {
-        let row: Option<(String, String)> = self
+    /// Who a valid token belongs to: one lookup through the token hash's
+    /// unique index, since every authenticated request makes it.
+    pub fn token_owner(&self, token: &str) -> Result<Option<TokenOwner>, StoreError> {
+        Ok(self
             .conn()
             .query_row(
-                "SELECT id, user FROM tokens WHERE hash = ?1",
+                "SELECT t.id, u.name, u.admin FROM tokens t JOIN users u ON u.name = t.user
+                 WHERE t.hash = ?1",
                 [hash_token(token)],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| {
+                    Ok(TokenOwner {
+                        token_id: r.get(0)?,
+                        user: r.get(1)?,
+                        admin: r.get(2)?,
+                    })
+                },
             )
-            .optional()?;
-        match row {
-            Some((id, n)) => Ok(Some((id, self.user(&n)?))),
-            None => Ok(None),
-        }
+            .optional()?)
     }
 
     /// Whether `user` still has the token `id` (not revoked).
@@ -170,22 +178,6 @@ impl Store {
             |r| r.get(0),
         )?;
         Ok(n > 0)
-    }
-
-    /// The user a token belongs to, if it is valid.
-    pub fn user_for_token(&self, token: &str) -> Result<Option<User>, StoreError> {
-        let name: Option<String> = self
-            .conn()
-            .query_row(
-                "SELECT user FROM tokens WHERE hash = ?1",
-                [hash_token(token)],
-                |r| r.get(0),
-            )
-            .optional()?;
-        match name {
-            Some(n) => Ok(Some(self.user(&n)?)),
-            None => Ok(None),
-        }
     }
 }
 
@@ -216,20 +208,34 @@ mod tests {
         ));
         let t = s.add_token("alice", "secret-1", Some("laptop")).unwrap();
         s.add_token("alice", "secret-2", None).unwrap();
-        assert_eq!(s.user_for_token("secret-1").unwrap().unwrap().name, "alice");
-        assert!(s.user_for_token("nope").unwrap().is_none());
+        let owner = s.token_owner("secret-1").unwrap().unwrap();
+        assert_eq!(
+            (owner.user.as_str(), owner.admin, owner.token_id.as_str()),
+            ("alice", false, t.id.as_str())
+        );
+        assert!(s.token_owner("nope").unwrap().is_none());
         assert_eq!(s.user("alice").unwrap().tokens, 2);
         s.revoke_tokens("alice", Some(&t.id)).unwrap();
-        assert!(s.user_for_token("secret-1").unwrap().is_none());
-        assert!(s.user_for_token("secret-2").unwrap().is_some());
+        assert!(s.token_owner("secret-1").unwrap().is_none());
+        assert!(s.token_owner("secret-2").unwrap().is_some());
         assert!(matches!(
             s.add_token("bob", "x", None),
             Err(StoreError::NotFound(_))
         ));
         s.remove_user("alice").unwrap();
         assert!(
-            s.user_for_token("secret-2").unwrap().is_none(),
+            s.token_owner("secret-2").unwrap().is_none(),
             "tokens go with their user"
         );
     }
+}
+
+/// A [`User`] from the columns name, admin, created_at and token count.
+fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        name: r.get(0)?,
+        admin: r.get(1)?,
+        created_at: r.get(2)?,
+        tokens: r.get(3)?,
+    })
 }

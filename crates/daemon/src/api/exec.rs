@@ -121,10 +121,33 @@ pub async fn exec(
     t: Target,
     Json(body): Json<ExecBody>,
 ) -> Result<impl IntoResponse, ApiError> {
+    Ok(axum::Json(run_collected(&st, &t.id, body).await?))
+}
+
+/// What a collected exec returns (the `/exec` route's body, and the MCP
+/// `sandbox_exec` tool's result).
+#[derive(Debug, serde::Serialize)]
+pub struct ExecResult {
+    pub exit_code: i32,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub truncated: bool,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run a command in sandbox `id` to its end, as [`exec`] does.
+pub async fn run_collected(
+    st: &AppState,
+    id: &str,
+    body: ExecBody,
+) -> Result<ExecResult, ApiError> {
     validate_argv(&body.argv)?;
     let config = &st.manager.config;
     let timeout_ms = effective_timeout_ms(config, body.timeout_secs, body.timeout_ms)?;
-    let agent = st.manager.agent(&t.id).await?;
+    let agent = st.manager.agent(id).await?;
     let stdin = body.stdin.map(String::into_bytes);
     let req = ExecRequest {
         argv: body.argv,
@@ -170,17 +193,16 @@ pub async fn exec(
         },
     };
     drop(s);
-    let truncated = stdout.truncated() || stderr.truncated();
-    Ok(axum::Json(serde_json::json!({
-        "exit_code": status.code,
-        "signal": status.signal,
-        "timed_out": status.timed_out,
-        "truncated": truncated,
-        "stdout_truncated": stdout.truncated(),
-        "stderr_truncated": stderr.truncated(),
-        "stdout": stdout.finish(limit_mib),
-        "stderr": stderr.finish(limit_mib),
-    })))
+    Ok(ExecResult {
+        exit_code: status.code,
+        signal: status.signal,
+        timed_out: status.timed_out,
+        truncated: stdout.truncated() || stderr.truncated(),
+        stdout_truncated: stdout.truncated(),
+        stderr_truncated: stderr.truncated(),
+        stdout: stdout.finish(limit_mib),
+        stderr: stderr.finish(limit_mib),
+    })
 }
 
 /// The first WebSocket message of an exec.

@@ -81,6 +81,18 @@ pub async fn upload(
             }
         }
     }
+    if sent.is_err() {
+        // Read the rest of the body (still bounded by the limit) before
+        // answering: a reply sent while the client is still writing makes
+        // hyper close the connection, and the client sees a broken message
+        // instead of the guest's reason.
+        while let Some(Ok(chunk)) = body.next().await {
+            total += chunk.len() as u64;
+            if total > limit {
+                break;
+            }
+        }
+    }
     if sent.is_ok() {
         sent = stream.send(HostMsg::Eof).await;
     }
@@ -221,13 +233,7 @@ pub async fn mkdir(
 ) -> Result<impl IntoResponse, ApiError> {
     check_path(&b.path)?;
     let agent = st.manager.agent(&t.id).await?;
-    agent
-        .call_ok(HostMsg::Mkdir {
-            path: b.path,
-            parents: b.parents,
-            mode: 0o755,
-        })
-        .await?;
+    agent.mkdir(&b.path, b.parents, 0o755).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -246,12 +252,7 @@ pub async fn remove(
 ) -> Result<impl IntoResponse, ApiError> {
     check_path(&b.path)?;
     let agent = st.manager.agent(&t.id).await?;
-    agent
-        .call_ok(HostMsg::Remove {
-            path: b.path,
-            recursive: b.recursive,
-        })
-        .await?;
+    agent.remove(&b.path, b.recursive).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -270,11 +271,6 @@ pub async fn rename(
     check_path(&b.from)?;
     check_path(&b.to)?;
     let agent = st.manager.agent(&t.id).await?;
-    agent
-        .call_ok(HostMsg::Rename {
-            from: b.from,
-            to: b.to,
-        })
-        .await?;
+    agent.rename(&b.from, &b.to).await?;
     Ok(StatusCode::NO_CONTENT)
 }
