@@ -20,6 +20,8 @@ IRONCLAW_MINILM_DIR=$(scripts/fetch-minilm.sh)
 export IRONCLAW_MINILM_DIR
 # The official OpenAI Python client, to test the compatible endpoint with it.
 python3 -m pip install --quiet --disable-pip-version-check 'openai==3.54.0'
+# The official MCP Python SDK, the client of the MCP server tests (crates/daemon/tests/mcp.rs).
+python3 -m pip install --quiet --disable-pip-version-check 'mcp==2.3.0'
 # Schemathesis, for the API fuzz test (crates/daemon/tests/fuzz.rs).
 python3 -m pip install --quiet --disable-pip-version-check 'schemathesis==4.32.5'
 

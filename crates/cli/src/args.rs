@@ -100,6 +100,8 @@ pub enum Command {
     /// Schedule prompts for your agent: once, at an interval or on a cron schedule
     #[command(subcommand)]
     Task(TaskCmd),
+    /// Serve the daemon's MCP tools on stdin/stdout (for desktop MCP clients)
+    Mcp,
 
     /// Check the daemon host: which backends work, and why the others do not
     Doctor(JsonFlag),

@@ -162,6 +162,7 @@ pub fn with_owner(path: &str, owner: Option<&str>) -> String {
     }
 }
 
+#[derive(Clone)]
 pub struct Client {
     pub base: String,
     http: reqwest::Client,

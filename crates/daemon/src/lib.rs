@@ -11,6 +11,7 @@ pub mod deploy;
 pub mod error;
 pub mod exposure;
 pub mod manager;
+pub mod mcp;
 pub mod mounts;
 pub mod network;
 pub mod quota;
@@ -136,6 +137,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tasks/:name/runs/:id", get(tasks::run))
         .route("/v1/models", get(openai::models))
         .route("/v1/chat/completions", post(openai::completions))
+        .route_service("/mcp", mcp::service(state.clone()))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

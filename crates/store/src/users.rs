@@ -193,6 +193,16 @@ pub(crate) fn rand_u64() -> u64 {
     h.finish()
 }
 
+/// A [`User`] from the columns name, admin, created_at and token count.
+fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        name: r.get(0)?,
+        admin: r.get(1)?,
+        created_at: r.get(2)?,
+        tokens: r.get(3)?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,14 +238,4 @@ mod tests {
             "tokens go with their user"
         );
     }
-}
-
-/// A [`User`] from the columns name, admin, created_at and token count.
-fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
-    Ok(User {
-        name: r.get(0)?,
-        admin: r.get(1)?,
-        created_at: r.get(2)?,
-        tokens: r.get(3)?,
-    })
 }
