@@ -1,6 +1,8 @@
 //! Host side of the guest agent protocol: one multiplexed connection per
 //! sandbox, many concurrent streams on it.
 
+pub mod tcp;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -352,6 +354,25 @@ impl AgentClient {
         }
     }
 
+    /// A TCP connection to `port` on the sandbox's own loopback (see
+    /// [`HostMsg::TcpConnect`]), as a byte stream. A refused port is
+    /// [`AgentError::Guest`] with [`ErrorKind::NotFound`]; an agent that
+    /// does not know the request (built before it) times out.
+    pub async fn tcp_connect(
+        &self,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<tcp::TcpTunnel, AgentError> {
+        let mut s = self.open(HostMsg::TcpConnect { port }).await?;
+        match tokio::time::timeout(timeout, s.recv()).await {
+            Err(_) => Err(AgentError::Timeout(timeout)),
+            Ok(Ok(GuestMsg::TcpConnected)) => Ok(tcp::TcpTunnel::new(s)),
+            Ok(Ok(GuestMsg::Error { kind, message })) => Err(AgentError::Guest { kind, message }),
+            Ok(Ok(other)) => Err(AgentError::Protocol(format!("{other:?}"))),
+            Ok(Err(e)) => Err(e),
+        }
+    }
+
     /// Requests answered by a bare `Ok` (mkdir, remove, rename, shutdown, pty kill).
     pub async fn call_ok(&self, msg: HostMsg) -> Result<(), AgentError> {
         match self.call(msg).await? {
@@ -452,13 +473,24 @@ impl AgentStream {
     /// Next message; [`AgentError::Closed`] if the connection dropped.
     /// Taking a message gives its flow-control credit back to the guest.
     pub async fn recv(&mut self) -> Result<GuestMsg, AgentError> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// [`AgentStream::recv`] as a poll (for `AsyncRead` adapters).
+    pub fn poll_recv(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<GuestMsg, AgentError>> {
         // Waiting for data (nothing queued) means this consumer keeps up:
         // the stream's window may grow.
         let (starved, next) = match self.rx.try_recv() {
             Ok(m) => (false, Some(m)),
-            Err(_) => (true, self.rx.recv().await),
+            Err(_) => match self.rx.poll_recv(cx) {
+                std::task::Poll::Ready(m) => (true, m),
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+            },
         };
-        match next {
+        std::task::Poll::Ready(match next {
             Some((m, cost)) => {
                 if m.is_final() {
                     self.finished = true;
@@ -480,7 +512,7 @@ impl AgentStream {
                 self.finished = true;
                 Err(AgentError::Closed)
             }
-        }
+        })
     }
 
     /// A sender handle for this stream usable from another task.
