@@ -546,7 +546,13 @@ fn tunnel(c: &Client, user: &str, dest: &str) -> (Interactive, u16) {
 /// Send `data` through a connection to 127.0.0.1:`port`, half-close, and
 /// return all that comes back.
 fn echo(port: u16, data: &[u8]) -> Vec<u8> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    echo_on(
+        std::net::TcpStream::connect(("127.0.0.1", port)).unwrap(),
+        data,
+    )
+}
+
+fn echo_on(mut s: std::net::TcpStream, data: &[u8]) -> Vec<u8> {
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let mut w = s.try_clone().unwrap();
     let data = data.to_vec();
@@ -558,6 +564,23 @@ fn echo(port: u16, data: &[u8]) -> Vec<u8> {
     s.read_to_end(&mut back).unwrap();
     writer.join().unwrap();
     back
+}
+
+/// A connection through the tunnel that the echo server has answered
+/// (one byte there and back). busybox nc listens with a backlog of 1: a
+/// burst of connects overflows it, the kernel answers with SYN cookies and
+/// resets the connections whose cookie then fails (measured: the sandbox's
+/// /proc/net/netstat counts SyncookiesFailed, one per lost connection).
+/// So the connections are opened one by one; the traffic then runs on all
+/// of them at once.
+fn answered(port: u16) -> std::net::TcpStream {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(b"!").unwrap();
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"!");
+    s
 }
 
 /// `ssh -W HOST:PORT` (a direct-tcpip channel on stdin/stdout).
@@ -595,7 +618,11 @@ fn stdio_forward(c: &Client, user: &str, dest: &str) -> Output {
 /// failure, and a forward to any other host is refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn local_forwarding_reaches_loopback_inside_the_sandbox() {
-    let d = Daemon::start_with("[network]\n").await;
+    let d = Daemon::start_env(
+        "[network]\n",
+        &[("IRONCLAW_LOG", "ironclaw_daemon=debug,warn")],
+    )
+    .await;
     let c = Client::new(&d).await;
     let key = c.keygen("k");
     add_key(&d, &d.token, &key).await;
@@ -656,16 +683,30 @@ async fn local_forwarding_reaches_loopback_inside_the_sandbox() {
     .unwrap();
     assert_eq!(back.len(), data.len());
     assert_eq!(Sha256::digest(&back), Sha256::digest(&data));
-    let parallel: Vec<_> = (0..24u8)
-        .map(|i| {
+    let conns: Vec<_> = (0..24).map(|_| answered(local)).collect();
+    let parallel: Vec<_> = conns
+        .into_iter()
+        .zip(0u8..)
+        .map(|(conn, i)| {
             std::thread::spawn(move || {
                 let mine: Vec<u8> = (0..200_000u32).map(|j| (j as u8) ^ i).collect();
-                assert_eq!(echo(local, &mine), mine, "connection {i}");
+                let back = echo_on(conn, &mine);
+                (back == mine)
+                    .then_some(())
+                    .ok_or(format!("connection {i}: {} bytes back", back.len()))
             })
         })
         .collect();
-    for p in parallel {
-        p.join().unwrap();
+    let bad: Vec<String> = parallel
+        .into_iter()
+        .filter_map(|p| p.join().unwrap().err())
+        .collect();
+    if !bad.is_empty() {
+        let (_, logs) = d.get("/v1/sandboxes/quiet/logs").await;
+        panic!(
+            "{bad:?}\nsandbox log: {}",
+            logs.as_str().unwrap_or_default()
+        );
     }
     drop(t);
     // A big download (one direction, measured against the exec path).
