@@ -618,11 +618,7 @@ fn stdio_forward(c: &Client, user: &str, dest: &str) -> Output {
 /// failure, and a forward to any other host is refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn local_forwarding_reaches_loopback_inside_the_sandbox() {
-    let d = Daemon::start_env(
-        "[network]\n",
-        &[("IRONCLAW_LOG", "ironclaw_daemon=debug,warn")],
-    )
-    .await;
+    let d = Daemon::start_with("[network]\n").await;
     let c = Client::new(&d).await;
     let key = c.keygen("k");
     add_key(&d, &d.token, &key).await;
