@@ -874,6 +874,89 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_tcp_tunnel_is_a_byte_stream_with_half_close() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (c, mut g) = pair().await;
+        let t = tokio::spawn({
+            let c = c.clone();
+            async move { c.tcp_connect(80, STEP).await }
+        });
+        let (id, m) = g.next().await;
+        assert_eq!(m, HostMsg::TcpConnect { port: 80 });
+        g.send(id, GuestMsg::TcpConnected).await;
+        let mut t = within(t).await.unwrap().unwrap();
+        // Host to guest: data in chunks, then the half-close.
+        let data: Vec<u8> = (0..150_000u32).map(|i| (i % 253) as u8).collect();
+        within(t.write_all(&data)).await.unwrap();
+        within(t.shutdown()).await.unwrap();
+        let mut got = Vec::new();
+        loop {
+            match g.next_op().await {
+                (i, HostMsg::Data(d)) if i == id => got.extend_from_slice(&d),
+                (i, HostMsg::Eof) if i == id => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(got, data);
+        assert!(t.write_all(b"x").await.is_err(), "written after shutdown");
+        // Guest to host: data, its EOF, then the stream's end.
+        g.send(id, GuestMsg::Data(b"answer".to_vec())).await;
+        g.send(id, GuestMsg::TcpEof).await;
+        g.send(id, GuestMsg::Ok).await;
+        let mut back = Vec::new();
+        within(t.read_to_end(&mut back)).await.unwrap();
+        assert_eq!(back, b"answer");
+
+        // A refused port, and an agent that does not know the request.
+        let t = tokio::spawn({
+            let c = c.clone();
+            async move { c.tcp_connect(81, STEP).await }
+        });
+        let (id, _) = g.next_op().await;
+        g.send(
+            id,
+            GuestMsg::Error {
+                kind: ErrorKind::NotFound,
+                message: "refused".into(),
+            },
+        )
+        .await;
+        assert!(matches!(
+            within(t).await.unwrap().err(),
+            Some(AgentError::Guest {
+                kind: ErrorKind::NotFound,
+                ..
+            })
+        ));
+        let r = c.tcp_connect(82, Duration::from_millis(100)).await;
+        assert!(matches!(r.err(), Some(AgentError::Timeout(_))));
+        // A reset mid-stream is an error on read.
+        let t = tokio::spawn({
+            let c = c.clone();
+            async move { c.tcp_connect(83, STEP).await }
+        });
+        let id = loop {
+            match g.next_op().await {
+                (i, HostMsg::TcpConnect { port: 83 }) => break i,
+                _ => continue,
+            }
+        };
+        g.send(id, GuestMsg::TcpConnected).await;
+        let mut t = within(t).await.unwrap().unwrap();
+        g.send(
+            id,
+            GuestMsg::Error {
+                kind: ErrorKind::Other,
+                message: "Connection reset by peer".into(),
+            },
+        )
+        .await;
+        let mut buf = Vec::new();
+        let e = within(t.read_to_end(&mut buf)).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset);
+    }
+
+    #[tokio::test]
     async fn dropping_every_handle_closes_the_connection() {
         // A QEMU serial chardev takes the next host only once this one is
         // gone, so nothing internal may keep the connection open.
