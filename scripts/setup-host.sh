@@ -17,6 +17,7 @@ PACKAGES=(
   nftables                      # nft: sandbox NAT and egress filtering (the daemon drives it as JSON)
   pebble                        # a local ACME CA for the ACME test (crates/daemon/tests/acme.rs); bookworm ships 2.4.0
   openssh-client                # ssh/scp/sftp/ssh-keygen: `ironclaw ssh` and the SSH endpoint tests
+  rsync                         # rsync over the SSH endpoint (crates/daemon/tests/ssh_deploy.rs)
 )
 
 SUDO=()

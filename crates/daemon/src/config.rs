@@ -140,6 +140,13 @@ pub struct Config {
     pub ssh_listen: Option<String>,
     /// Scheduled tasks (`[tasks]`): limits, what a missed slot does.
     pub tasks: crate::tasks::TasksConfig,
+    /// Deploy releases kept on disk in a sandbox (`/app/releases/N`); older
+    /// ones are removed after each release, except the live one and the
+    /// one a rollback would switch to.
+    pub deploy_keep_releases: usize,
+    /// Largest a deploy repository may grow, in bytes; a push that would
+    /// take it over is refused (and nothing of it is stored).
+    pub deploy_repo_max_bytes: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -190,6 +197,8 @@ impl Default for Config {
             ports_acme_base_domain: false,
             ssh_listen: None,
             tasks: Default::default(),
+            deploy_keep_releases: 5,
+            deploy_repo_max_bytes: 512 << 20,
         }
     }
 }
@@ -281,6 +290,12 @@ impl Config {
             if !r.path.is_absolute() {
                 anyhow::bail!("mount_roots: path {} must be absolute", r.path.display());
             }
+        }
+        if cfg.deploy_keep_releases < 2 {
+            anyhow::bail!("deploy_keep_releases must be at least 2 (the live release and one to roll back to)");
+        }
+        if cfg.deploy_repo_max_bytes < 1 << 20 {
+            anyhow::bail!("deploy_repo_max_bytes must be at least 1048576 (1 MiB)");
         }
         cfg.check_acme()?;
         if let Some(l) = args.listen {

@@ -378,8 +378,16 @@ async fn cli_init_ls_logs_rollback() {
     d.sandbox("web", json!({"network": "internet"})).await;
     let o = d.cli(&["deploy", "init", "web", "--port", "8000"]);
     assert!(o.status.success(), "{o:?}");
-    let remote = String::from_utf8(o.stdout).unwrap().trim().to_string();
+    // The HTTP remote, then the SSH one.
+    let stdout = String::from_utf8(o.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    let remote = lines[0].to_string();
     assert_eq!(remote, format!("{}/v1/sandboxes/web/git", d.url));
+    assert!(
+        lines[1].starts_with("ssh://web@127.0.0.1:") && lines[1].ends_with("/web.git"),
+        "{stdout}"
+    );
     let hint = String::from_utf8_lossy(&o.stderr);
     assert!(hint.contains("git push"), "{hint}");
     let o = d.cli(&["deploy", "ls", "web"]);

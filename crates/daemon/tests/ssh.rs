@@ -6,234 +6,18 @@
 //! ssh process started is killed and reaped.
 
 mod common;
+#[path = "common/ssh_client.rs"]
+mod ssh_client;
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::Daemon;
-use serde_json::{json, Value};
+use serde_json::json;
 use sha2::{Digest, Sha256};
-
-/// A client side: a temp dir with keys and a known_hosts file pinning the
-/// daemon's host key as `/v1/host` reports it.
-struct Client {
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl Client {
-    async fn new(d: &Daemon) -> Client {
-        let (st, host) = d.get("/v1/host").await;
-        assert_eq!(st, 200, "{host}");
-        let ssh = &host["ssh"];
-        let listen: std::net::SocketAddr = ssh["listen"].as_str().unwrap().parse().unwrap();
-        let fingerprint = ssh["fingerprint"].as_str().unwrap();
-        assert!(fingerprint.starts_with("SHA256:"), "{ssh}");
-        let dir = tempfile::tempdir().unwrap();
-        let line = format!(
-            "[127.0.0.1]:{} {}\n",
-            listen.port(),
-            ssh["host_key"].as_str().unwrap()
-        );
-        std::fs::write(dir.path().join("known_hosts"), &line).unwrap();
-        // The pinned key is the one whose fingerprint the daemon reports.
-        let out = Command::new("ssh-keygen")
-            .arg("-lf")
-            .arg(dir.path().join("known_hosts"))
-            .output()
-            .unwrap();
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains(fingerprint),
-            "{out:?}"
-        );
-        Client {
-            dir,
-            port: listen.port(),
-        }
-    }
-
-    /// Make key `name` (ed25519, no passphrase); its .pub path.
-    fn keygen(&self, name: &str) -> PathBuf {
-        let key = self.dir.path().join(name);
-        let st = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-            .arg(&key)
-            .status()
-            .unwrap();
-        assert!(st.success());
-        key.with_extension("pub")
-    }
-
-    fn common_opts(&self, key: &str) -> Vec<String> {
-        let kh = self.dir.path().join("known_hosts");
-        let mut v = vec![
-            "-o".into(),
-            "StrictHostKeyChecking=yes".into(),
-            "-o".into(),
-            format!("UserKnownHostsFile={}", kh.display()),
-            "-o".into(),
-            "GlobalKnownHostsFile=/dev/null".into(),
-            "-o".into(),
-            "BatchMode=yes".into(),
-            "-o".into(),
-            "IdentitiesOnly=yes".into(),
-            "-o".into(),
-            "LogLevel=ERROR".into(),
-            "-F".into(),
-            "/dev/null".into(),
-        ];
-        v.extend(["-i".into(), self.dir.path().join(key).display().to_string()]);
-        v
-    }
-
-    /// `ssh -p PORT <opts> USER@127.0.0.1 CMD...` with key `key`.
-    fn ssh(&self, key: &str, user: &str, opts: &[&str], cmd: &[&str]) -> Command {
-        let mut c = Command::new("ssh");
-        c.arg("-p")
-            .arg(self.port.to_string())
-            .args(self.common_opts(key))
-            .args(opts)
-            .arg(format!("{user}@127.0.0.1"))
-            .args(cmd);
-        c
-    }
-
-    fn run(&self, key: &str, user: &str, cmd: &[&str], stdin: &[u8]) -> Output {
-        self.run_with(key, user, &[], cmd, stdin)
-    }
-
-    fn run_with(&self, key: &str, user: &str, opts: &[&str], cmd: &[&str], stdin: &[u8]) -> Output {
-        let mut c = self.ssh(key, user, opts, cmd);
-        let mut child = c
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
-        wait_output(child, Duration::from_secs(60))
-    }
-
-    fn scp(&self, key: &str, from: &str, to: &str) -> Output {
-        self.scp_with(key, &[], from, to)
-    }
-
-    fn scp_with(&self, key: &str, opts: &[&str], from: &str, to: &str) -> Output {
-        let child = Command::new("scp")
-            .arg("-P")
-            .arg(self.port.to_string())
-            .args(self.common_opts(key))
-            .args(opts)
-            .args([from, to])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        wait_output(child, Duration::from_secs(120))
-    }
-}
-
-/// The child's output; killed (and the test failed) past `limit`.
-fn wait_output(mut child: Child, limit: Duration) -> Output {
-    let t0 = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if t0.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!("ssh did not finish within {limit:?}: {out:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-async fn add_key(d: &Daemon, token: &str, pub_path: &Path) -> Value {
-    let key = std::fs::read_to_string(pub_path).unwrap();
-    let (st, v) = d
-        .call_as(
-            token,
-            reqwest::Method::POST,
-            "/v1/keys",
-            Some(json!({ "key": key })),
-        )
-        .await;
-    assert_eq!(st, 201, "{v}");
-    v
-}
-
-/// An interactive `ssh -tt` whose output is collected as it comes.
-struct Interactive {
-    child: Child,
-    out: Arc<Mutex<Vec<u8>>>,
-}
-
-impl Interactive {
-    fn start(mut c: Command) -> Interactive {
-        let mut child = c
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = Arc::new(Mutex::new(Vec::new()));
-        let mut stdout = child.stdout.take().unwrap();
-        let sink = out.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stdout.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        });
-        Interactive { child, out }
-    }
-
-    fn send(&mut self, s: &str) {
-        let stdin = self.child.stdin.as_mut().unwrap();
-        stdin.write_all(s.as_bytes()).unwrap();
-        stdin.flush().unwrap();
-    }
-
-    fn wait_for(&self, needle: &str, within: Duration) {
-        let t0 = Instant::now();
-        loop {
-            let seen = text(&self.out.lock().unwrap());
-            if seen.contains(needle) {
-                return;
-            }
-            assert!(
-                t0.elapsed() < within,
-                "{needle:?} not seen within {within:?}; output so far: {seen:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Disconnect: kill the client, as a dropped connection would.
-    fn disconnect(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Interactive {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use ssh_client::{add_key, text, wait_output, Client, Interactive};
 
 /// `ssh` on a real pseudo-terminal (its controlling terminal), so it
 /// sends the terminal's size and window changes as a user's would.
@@ -492,10 +276,20 @@ async fn keys_logins_refusals_exec_and_console() {
         b"",
     );
     assert_eq!(out.status.code(), Some(255), "-R: {out:?}");
-    // The git seam answers clearly.
+    // git over ssh: another repository than the sandbox's, and a sandbox
+    // that is no deploy target, are clear errors.
     let out = c.run("admin_key", "dev", &["git-upload-pack", "'app.git'"], b"");
-    assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("git over ssh: not enabled yet"));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("no such repository here"),
+        "{out:?}"
+    );
+    let out = c.run("admin_key", "dev", &["git-upload-pack", "'/dev.git'"], b"");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("run `ironclaw deploy init dev`"),
+        "{out:?}"
+    );
 
     // The console: a shell variable set in one ssh session is there in the
     // next, and in `ironclaw console`'s session list as `main`.
@@ -720,84 +514,303 @@ fn sftp(c: &Client, batch: &str) -> Output {
     wait_output(child, Duration::from_secs(60))
 }
 
-/// `ssh -L` to busybox httpd inside a networked sandbox; a forward to any
-/// other host is refused.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `ssh -N -L 127.0.0.1:LOCAL:DEST` into `user`, once it listens.
+fn tunnel(c: &Client, user: &str, dest: &str) -> (Interactive, u16) {
+    let local = free_port();
+    let fwd = format!("127.0.0.1:{local}:{dest}");
+    let t = Interactive::start(c.ssh(
+        "k",
+        user,
+        &["-N", "-o", "ExitOnForwardFailure=yes", "-L", &fwd],
+        &[],
+    ));
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", local)).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "ssh -L never listened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (t, local)
+}
+
+/// Send `data` through a connection to 127.0.0.1:`port`, half-close, and
+/// return all that comes back.
+fn echo(port: u16, data: &[u8]) -> Vec<u8> {
+    echo_on(
+        std::net::TcpStream::connect(("127.0.0.1", port)).unwrap(),
+        data,
+    )
+}
+
+fn echo_on(mut s: std::net::TcpStream, data: &[u8]) -> Vec<u8> {
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let data = data.to_vec();
+    let writer = std::thread::spawn(move || {
+        w.write_all(&data).unwrap();
+        w.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).unwrap();
+    writer.join().unwrap();
+    back
+}
+
+/// A connection through the tunnel that the echo server has answered
+/// (one byte there and back). busybox nc listens with a backlog of 1: a
+/// burst of connects overflows it, the kernel answers with SYN cookies and
+/// resets the connections whose cookie then fails (measured: the sandbox's
+/// /proc/net/netstat counts SyncookiesFailed, one per lost connection).
+/// So the connections are opened one by one; the traffic then runs on all
+/// of them at once.
+fn answered(port: u16) -> std::net::TcpStream {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(b"!").unwrap();
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"!");
+    s
+}
+
+/// `ssh -W HOST:PORT` (a direct-tcpip channel on stdin/stdout).
+/// Logged at INFO, where ssh says why a channel did not open.
+fn stdio_forward(c: &Client, user: &str, dest: &str) -> Output {
+    let opts: Vec<String> = c
+        .common_opts("k")
+        .into_iter()
+        .map(|o| {
+            if o == "LogLevel=ERROR" {
+                "LogLevel=INFO".into()
+            } else {
+                o
+            }
+        })
+        .collect();
+    let child = Command::new("ssh")
+        .arg("-p")
+        .arg(c.port.to_string())
+        .args(opts)
+        .args(["-W", dest])
+        .arg(format!("{user}@127.0.0.1"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_output(child, Duration::from_secs(60))
+}
+
+/// `ssh -L` goes through the guest agent to the sandbox's own loopback:
+/// a server bound to 127.0.0.1 inside a sandbox without any network is
+/// reached; bytes round trip both ways (half-close included), many
+/// connections run at once, a refused port is a clean channel-open
+/// failure, and a forward to any other host is refused.
 #[tokio::test(flavor = "multi_thread")]
-async fn local_forwarding_reaches_a_server_in_the_sandbox() {
+async fn local_forwarding_reaches_loopback_inside_the_sandbox() {
     let d = Daemon::start_with("[network]\n").await;
     let c = Client::new(&d).await;
     let key = c.keygen("k");
     add_key(&d, &d.token, &key).await;
     d.sandbox("web", json!({"network": "internet"})).await;
-    let v = d
-        .exec(
-            "web",
-            &[
-                "sh",
-                "-c",
-                "mkdir -p /tmp/www && echo served-by-sandbox > /tmp/www/index.html && httpd -p 8080 -h /tmp/www",
-            ],
-        )
-        .await;
-    assert_eq!(v["exit_code"], 0, "{v}");
+    d.sandbox("quiet", json!({"network": "none"})).await;
+    for name in ["web", "quiet"] {
+        let v = d
+            .exec(
+                name,
+                &[
+                    "sh",
+                    "-c",
+                    "mkdir -p /tmp/www && echo served-by-$(hostname) > /tmp/www/index.html \
+                     && head -c 8388608 /dev/urandom > /tmp/www/big.bin \
+                     && httpd -p 127.0.0.1:8080 -h /tmp/www \
+                     && (nc -ll -p 9000 -e cat </dev/null >/dev/null 2>&1 &)",
+                ],
+            )
+            .await;
+        assert_eq!(v["exit_code"], 0, "{v}");
+    }
 
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let local = free();
-    let fwd = format!("127.0.0.1:{local}:localhost:8080");
-    let mut tunnel = Interactive::start(c.ssh(
-        "k",
-        "web",
-        &["-N", "-o", "ExitOnForwardFailure=yes", "-L", &fwd],
-        &[],
-    ));
-    let t0 = Instant::now();
-    let body = loop {
-        match d
+    // HTTP through the tunnel, to a server listening on 127.0.0.1 only,
+    // in both sandboxes (one has no network card at all).
+    for (name, dest) in [
+        ("web", "localhost:8080"),
+        ("quiet", "localhost:8080"),
+        ("web", "web:8080"),
+    ] {
+        let (t, local) = tunnel(&c, name, dest);
+        let body = d
             .http
             .get(format!("http://127.0.0.1:{local}/index.html"))
-            .timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(30))
             .send()
             .await
-        {
-            Ok(r) => break r.text().await.unwrap(),
-            Err(e) => {
-                assert!(t0.elapsed() < Duration::from_secs(30), "no tunnel: {e}");
-                assert!(tunnel.child.try_wait().unwrap().is_none(), "ssh -L exited");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
-    assert_eq!(body, "served-by-sandbox\n");
-    drop(tunnel);
-
-    // Another destination: the channel is refused, nothing is reached.
-    let other = free();
-    let fwd = format!("127.0.0.1:{other}:127.0.0.2:8080");
-    let _tunnel = Interactive::start(c.ssh("k", "web", &["-N", "-L", &fwd], &[]));
-    let t0 = Instant::now();
-    loop {
-        if std::net::TcpStream::connect(("127.0.0.1", other)).is_ok() {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "ssh -L never listened"
-        );
-        std::thread::sleep(Duration::from_millis(100));
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(body, format!("served-by-{name}\n"), "{name} {dest}");
+        drop(t);
     }
-    let r = d
+
+    // Bytes both ways through an echo server, with half-close; then many
+    // connections at once.
+    let (t, local) = tunnel(&c, "quiet", "localhost:9000");
+    let mut data = vec![0u8; 4 << 20];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut data)
+        .unwrap();
+    let back = tokio::task::spawn_blocking({
+        let data = data.clone();
+        move || echo(local, &data)
+    })
+    .await
+    .unwrap();
+    assert_eq!(back.len(), data.len());
+    assert_eq!(Sha256::digest(&back), Sha256::digest(&data));
+    let conns: Vec<_> = (0..24).map(|_| answered(local)).collect();
+    let parallel: Vec<_> = conns
+        .into_iter()
+        .zip(0u8..)
+        .map(|(conn, i)| {
+            std::thread::spawn(move || {
+                let mine: Vec<u8> = (0..200_000u32).map(|j| (j as u8) ^ i).collect();
+                let back = echo_on(conn, &mine);
+                (back == mine)
+                    .then_some(())
+                    .ok_or(format!("connection {i}: {} bytes back", back.len()))
+            })
+        })
+        .collect();
+    let bad: Vec<String> = parallel
+        .into_iter()
+        .filter_map(|p| p.join().unwrap().err())
+        .collect();
+    if !bad.is_empty() {
+        let (_, logs) = d.get("/v1/sandboxes/quiet/logs").await;
+        panic!(
+            "{bad:?}\nsandbox log: {}",
+            logs.as_str().unwrap_or_default()
+        );
+    }
+    drop(t);
+    // A big download (one direction, measured against the exec path).
+    let (t, local) = tunnel(&c, "web", "localhost:8080");
+    let t0 = Instant::now();
+    let big = d
         .http
-        .get(format!("http://127.0.0.1:{other}/index.html"))
-        .timeout(Duration::from_secs(10))
+        .get(format!("http://127.0.0.1:{local}/big.bin"))
+        .timeout(Duration::from_secs(120))
         .send()
-        .await;
-    assert!(r.is_err(), "a forward to another host got through: {r:?}");
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let fwd_secs = t0.elapsed().as_secs_f64();
+    drop(t);
+    assert_eq!(big.len(), 8 << 20);
+    // The reference: the exec path, less an ssh login's own time.
+    let t0 = Instant::now();
+    let out = c.run("k", "web", &["true"], b"");
+    assert_eq!(out.status.code(), Some(0));
+    let login_secs = t0.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    // (output() reads stdout as it comes; 8 MiB would fill the pipe.)
+    let out = c
+        .ssh("k", "web", &[], &["cat /tmp/www/big.bin"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let exec_secs = (t0.elapsed().as_secs_f64() - login_secs).max(1e-3);
+    assert_eq!(out.stdout.len(), 8 << 20);
+    assert_eq!(Sha256::digest(&out.stdout), Sha256::digest(&big));
+    eprintln!(
+        "8 MiB from the sandbox: ssh -L {:.1} MiB/s, ssh exec cat {:.1} MiB/s (ratio {:.2})",
+        8.0 / fwd_secs,
+        8.0 / exec_secs,
+        exec_secs / fwd_secs
+    );
+
+    // A port nothing listens on: the channel open fails cleanly.
+    let out = stdio_forward(&c, "quiet", "localhost:9999");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("open failed: connect failed"),
+        "{out:?}"
+    );
+    // Through -L the local connection is closed with nothing read, and
+    // the tunnel stays up for the next one.
+    let (t, local) = tunnel(&c, "quiet", "localhost:9999");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", local)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    assert!(buf.is_empty());
+    drop(t);
+
+    // Other destinations are refused, nothing is reached.
+    for dest in ["127.0.0.2:8080", "example.com:80", "quiet:8080"] {
+        let out = stdio_forward(&c, "web", dest);
+        assert_eq!(out.status.code(), Some(255), "{dest}: {out:?}");
+        assert!(
+            text(&out.stderr).contains("reaches only the sandbox's own ports"),
+            "{dest}: {out:?}"
+        );
+    }
+}
+
+/// Drill: a forward reaches nothing outside the sandbox. A server on the
+/// host's loopback and one on every host address (the sandbox's gateway
+/// included) are never connected to, whatever the forward names.
+#[tokio::test(flavor = "multi_thread")]
+async fn drill_forward_reaches_no_host_address() {
+    let d = Daemon::start_with("[network]\n").await;
+    let c = Client::new(&d).await;
+    let key = c.keygen("k");
+    add_key(&d, &d.token, &key).await;
+    d.sandbox("box", json!({"network": "internet"})).await;
+    d.sandbox("lo", json!({"network": "none"})).await;
+    // Host-only servers: on loopback, and on all addresses.
+    let host_lo = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host_any = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    host_lo.set_nonblocking(true).unwrap();
+    host_any.set_nonblocking(true).unwrap();
+    let lo_port = host_lo.local_addr().unwrap().port();
+    let any_port = host_any.local_addr().unwrap().port();
+    // The host's address on the sandbox's bridge.
+    let gateway = d.subnet.replace(".0/24", ".1");
+    let mut tries = Vec::new();
+    for user in ["box", "lo"] {
+        for port in [lo_port, any_port] {
+            for host in ["localhost", "127.0.0.1", user] {
+                tries.push((user, format!("{host}:{port}")));
+            }
+            tries.push((user, format!("{gateway}:{port}")));
+        }
+    }
+    for (user, dest) in &tries {
+        let out = stdio_forward(&c, user, dest);
+        assert_eq!(out.status.code(), Some(255), "{user} -> {dest}: {out:?}");
+        assert!(out.stdout.is_empty(), "{user} -> {dest}: {out:?}");
+    }
+    for (what, l) in [("loopback", &host_lo), ("any-address", &host_any)] {
+        assert!(
+            matches!(l.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "a forward reached the host's {what} server"
+        );
+    }
 }
 
 /// `ssh_listen = "none"` turns the endpoint off (and says so); a bad

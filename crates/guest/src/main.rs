@@ -12,6 +12,7 @@ mod errors;
 mod exec;
 mod fdio;
 mod files;
+mod forward;
 mod info;
 mod initramfs;
 mod mounts;

@@ -160,6 +160,18 @@ pub enum HostMsg {
     },
     /// Answered [`GuestMsg::Services`].
     ServiceList,
+    /// Open a TCP connection to `port` on the loopback interface of the
+    /// sandbox's own network namespace (nothing else is reachable this
+    /// way: the request carries no address). Answered
+    /// [`GuestMsg::TcpConnected`] or a final `Error` (`NotFound` for a
+    /// refused port). Then bytes flow both ways as `Data` (the host's
+    /// [`HostMsg::Eof`] half-closes the guest's socket), the guest's side
+    /// ending with [`GuestMsg::TcpEof`]; once both directions are done the
+    /// guest ends the stream with `Ok`. `Cancel` closes the socket.
+    /// Agents older than this skip the message unanswered.
+    TcpConnect {
+        port: u16,
+    },
 }
 
 impl HostMsg {
@@ -290,6 +302,11 @@ pub enum GuestMsg {
     /// follow, then the final [`GuestMsg::Entries`] with the last part.
     EntriesPart(Vec<DirEntry>),
     Services(Vec<ServiceInfo>),
+    /// A [`HostMsg::TcpConnect`] connection is up; `Data` follows.
+    TcpConnected,
+    /// The sandbox's end of a TCP connection stopped sending (not final:
+    /// the host may still send until it sends `Eof`).
+    TcpEof,
 }
 
 impl GuestMsg {

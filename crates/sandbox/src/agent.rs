@@ -1,6 +1,8 @@
 //! Host side of the guest agent protocol: one multiplexed connection per
 //! sandbox, many concurrent streams on it.
 
+pub mod tcp;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -352,6 +354,25 @@ impl AgentClient {
         }
     }
 
+    /// A TCP connection to `port` on the sandbox's own loopback (see
+    /// [`HostMsg::TcpConnect`]), as a byte stream. A refused port is
+    /// [`AgentError::Guest`] with [`ErrorKind::NotFound`]; an agent that
+    /// does not know the request (built before it) times out.
+    pub async fn tcp_connect(
+        &self,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<tcp::TcpTunnel, AgentError> {
+        let mut s = self.open(HostMsg::TcpConnect { port }).await?;
+        match tokio::time::timeout(timeout, s.recv()).await {
+            Err(_) => Err(AgentError::Timeout(timeout)),
+            Ok(Ok(GuestMsg::TcpConnected)) => Ok(tcp::TcpTunnel::new(s)),
+            Ok(Ok(GuestMsg::Error { kind, message })) => Err(AgentError::Guest { kind, message }),
+            Ok(Ok(other)) => Err(AgentError::Protocol(format!("{other:?}"))),
+            Ok(Err(e)) => Err(e),
+        }
+    }
+
     /// Requests answered by a bare `Ok` (mkdir, remove, rename, shutdown, pty kill).
     pub async fn call_ok(&self, msg: HostMsg) -> Result<(), AgentError> {
         match self.call(msg).await? {
@@ -452,13 +473,24 @@ impl AgentStream {
     /// Next message; [`AgentError::Closed`] if the connection dropped.
     /// Taking a message gives its flow-control credit back to the guest.
     pub async fn recv(&mut self) -> Result<GuestMsg, AgentError> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// [`AgentStream::recv`] as a poll (for `AsyncRead` adapters).
+    pub fn poll_recv(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<GuestMsg, AgentError>> {
         // Waiting for data (nothing queued) means this consumer keeps up:
         // the stream's window may grow.
         let (starved, next) = match self.rx.try_recv() {
             Ok(m) => (false, Some(m)),
-            Err(_) => (true, self.rx.recv().await),
+            Err(_) => match self.rx.poll_recv(cx) {
+                std::task::Poll::Ready(m) => (true, m),
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+            },
         };
-        match next {
+        std::task::Poll::Ready(match next {
             Some((m, cost)) => {
                 if m.is_final() {
                     self.finished = true;
@@ -480,7 +512,7 @@ impl AgentStream {
                 self.finished = true;
                 Err(AgentError::Closed)
             }
-        }
+        })
     }
 
     /// A sender handle for this stream usable from another task.
@@ -839,6 +871,89 @@ mod tests {
         };
         assert!(matches!(msg, HostMsg::Exec(e) if e.argv == argv));
         assert!(!c.is_closed());
+    }
+
+    #[tokio::test]
+    async fn a_tcp_tunnel_is_a_byte_stream_with_half_close() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (c, mut g) = pair().await;
+        let t = tokio::spawn({
+            let c = c.clone();
+            async move { c.tcp_connect(80, STEP).await }
+        });
+        let (id, m) = g.next().await;
+        assert_eq!(m, HostMsg::TcpConnect { port: 80 });
+        g.send(id, GuestMsg::TcpConnected).await;
+        let mut t = within(t).await.unwrap().unwrap();
+        // Host to guest: data in chunks, then the half-close.
+        let data: Vec<u8> = (0..150_000u32).map(|i| (i % 253) as u8).collect();
+        within(t.write_all(&data)).await.unwrap();
+        within(t.shutdown()).await.unwrap();
+        let mut got = Vec::new();
+        loop {
+            match g.next_op().await {
+                (i, HostMsg::Data(d)) if i == id => got.extend_from_slice(&d),
+                (i, HostMsg::Eof) if i == id => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(got, data);
+        assert!(t.write_all(b"x").await.is_err(), "written after shutdown");
+        // Guest to host: data, its EOF, then the stream's end.
+        g.send(id, GuestMsg::Data(b"answer".to_vec())).await;
+        g.send(id, GuestMsg::TcpEof).await;
+        g.send(id, GuestMsg::Ok).await;
+        let mut back = Vec::new();
+        within(t.read_to_end(&mut back)).await.unwrap();
+        assert_eq!(back, b"answer");
+
+        // A refused port, and an agent that does not know the request.
+        let t = tokio::spawn({
+            let c = c.clone();
+            async move { c.tcp_connect(81, STEP).await }
+        });
+        let (id, _) = g.next_op().await;
+        g.send(
+            id,
+            GuestMsg::Error {
+                kind: ErrorKind::NotFound,
+                message: "refused".into(),
+            },
+        )
+        .await;
+        assert!(matches!(
+            within(t).await.unwrap().err(),
+            Some(AgentError::Guest {
+                kind: ErrorKind::NotFound,
+                ..
+            })
+        ));
+        let r = c.tcp_connect(82, Duration::from_millis(100)).await;
+        assert!(matches!(r.err(), Some(AgentError::Timeout(_))));
+        // A reset mid-stream is an error on read.
+        let t = tokio::spawn({
+            let c = c.clone();
+            async move { c.tcp_connect(83, STEP).await }
+        });
+        let id = loop {
+            match g.next_op().await {
+                (i, HostMsg::TcpConnect { port: 83 }) => break i,
+                _ => continue,
+            }
+        };
+        g.send(id, GuestMsg::TcpConnected).await;
+        let mut t = within(t).await.unwrap().unwrap();
+        g.send(
+            id,
+            GuestMsg::Error {
+                kind: ErrorKind::Other,
+                message: "Connection reset by peer".into(),
+            },
+        )
+        .await;
+        let mut buf = Vec::new();
+        let e = within(t.read_to_end(&mut buf)).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset);
     }
 
     #[tokio::test]

@@ -38,21 +38,43 @@ async fn init(c: &Client, name: &str, port: u16, json: bool) -> Result<i32> {
         return Ok(0);
     }
     let remote = v["remote"].as_str().unwrap_or_default();
-    // The remote alone on stdout, for scripts; the rest is for people.
+    let ssh = ssh_remote(c, name).await;
+    // The remotes alone on stdout (HTTP, then SSH when the endpoint is
+    // on), for scripts; the rest is for people.
     println!("{remote}");
+    if let Some(s) = &ssh {
+        println!("{s}");
+    }
     let served = v["port"].as_u64().unwrap_or(port as u64);
     if served != port as u64 {
         eprintln!("note: {name} already deploys to port {served}; the port stays");
     }
+    if let Some(s) = &ssh {
+        eprintln!(
+            "push over SSH with a key added by `ironclaw key add`:\n  \
+             git remote add ironclaw {s}\n  git push ironclaw main"
+        );
+    }
     eprintln!(
-        "push with your API token as the HTTP password (any user name), e.g.\n  \
-         git remote add ironclaw {}\n  git push ironclaw main\n\
+        "or over HTTP with your API token as the password (any user name), e.g.\n  \
+         git push {} main\n\
          or without keeping the token in .git/config:\n  \
          git -c http.extraHeader=\"Authorization: Bearer $IRONCLAW_TOKEN\" push {remote} main\n\
          the tree needs a Procfile with `web: COMMAND` listening on $PORT; the app is served at port {served}'s URL",
         remote.replacen("http://", "http://x:TOKEN@", 1)
     );
     Ok(0)
+}
+
+/// `ssh://NAME@HOST:PORT/NAME.git` on the host the daemon is reached by
+/// and the SSH endpoint's port; `None` when the endpoint is off.
+async fn ssh_remote(c: &Client, name: &str) -> Option<String> {
+    let v = c.get("/v1/host", "host").await.ok()?;
+    let listen: std::net::SocketAddr = v["ssh"]["listen"].as_str()?.parse().ok()?;
+    let url = reqwest::Url::parse(&c.base).ok()?;
+    // IPv6 comes bracketed, as the URL needs it.
+    let host = url.host_str()?;
+    Some(format!("ssh://{name}@{host}:{}/{name}.git", listen.port()))
 }
 
 async fn ls(c: &Client, name: &str, json: bool) -> Result<i32> {

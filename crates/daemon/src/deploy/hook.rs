@@ -131,6 +131,19 @@ async fn run_push(
     req: &HookRequest,
     out: &super::release::Out,
 ) -> i32 {
+    // The pushed objects sit in quarantine under the repository until
+    // this hook succeeds: refusing here stores nothing of them.
+    let repo = super::repo_path(&m.data_dir, sandbox_id);
+    let size = tokio::task::spawn_blocking(move || super::repo_bytes(&repo))
+        .await
+        .unwrap_or(0);
+    let limit = m.config.deploy_repo_max_bytes;
+    if size > limit {
+        let _ = out.send(format!(
+            "!      push refused: the repository would take {size} bytes, over the limit of {limit} (deploy_repo_max_bytes); nothing was stored"
+        ));
+        return 1;
+    }
     // Deploy the last branch update of the push; deletions deploy nothing.
     let update = req.updates.iter().rev().find_map(|u| {
         let mut f = u.split_whitespace();

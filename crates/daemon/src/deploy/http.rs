@@ -84,6 +84,7 @@ pub async fn serve(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    super::limit_env(&mut cmd, &st.manager.config);
     // No CONTENT_LENGTH (a chunked push): http-backend reads to EOF.
     let length = hval("content-length");
     if !length.is_empty() {

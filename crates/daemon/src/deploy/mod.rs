@@ -12,6 +12,7 @@
 
 pub mod hook;
 pub mod http;
+pub mod prune;
 pub mod release;
 pub mod supervisor;
 
@@ -79,6 +80,37 @@ pub async fn init_repo(data_dir: &Path, sandbox_id: &str) -> Result<PathBuf, Dep
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))?;
     Ok(repo)
+}
+
+/// git's own cap on one push's pack for a `receive-pack` run (through
+/// the environment, which `git http-backend` passes on): a pack bigger
+/// than the whole repository limit is cut off while it arrives, before
+/// it fills the disk. The hook checks the total ([`hook`]).
+pub fn limit_env(cmd: &mut tokio::process::Command, config: &crate::config::Config) {
+    cmd.env("GIT_CONFIG_COUNT", "1")
+        .env("GIT_CONFIG_KEY_0", "receive.maxInputSize")
+        .env(
+            "GIT_CONFIG_VALUE_0",
+            config.deploy_repo_max_bytes.to_string(),
+        );
+}
+
+/// Bytes the repository at `repo` takes on disk (quarantined objects of
+/// a push in progress included: they live under `objects/`).
+pub fn repo_bytes(repo: &Path) -> u64 {
+    fn walk(p: &Path) -> u64 {
+        let Ok(rd) = std::fs::read_dir(p) else {
+            return 0;
+        };
+        rd.flatten()
+            .map(|e| match e.file_type() {
+                Ok(t) if t.is_dir() => walk(&e.path()),
+                Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+                _ => 0,
+            })
+            .sum()
+    }
+    walk(repo)
 }
 
 /// One release at a time per sandbox (pushes and rollbacks queue).

@@ -347,6 +347,7 @@ pub async fn deploy(
         let sup = Supervisor::detect(&agent).await?;
         start_and_wait(m, &sup, &r, &rel, out).await?;
         switch(m, &sup, &rel, ReleaseStatus::Superseded).await?;
+        clean_up(m, &agent, sandbox_id, out).await;
         announce(m, &r, &app, out)
     }
     .await;
@@ -373,6 +374,30 @@ pub async fn deploy(
     }
 }
 
+/// Remove old release directories; a failure only says so (the release
+/// is live already).
+async fn clean_up(m: &Manager, agent: &AgentClient, sandbox_id: &str, out: &Out) {
+    let all = match m.store.releases(sandbox_id) {
+        Ok(a) => a,
+        Err(e) => return say(out, format!("-----> Old releases not removed: {e}")),
+    };
+    match super::prune::prune(agent, &all, m.config.deploy_keep_releases).await {
+        Ok(gone) if gone.is_empty() => {}
+        Ok(gone) => {
+            let list: Vec<String> = gone.iter().map(u32::to_string).collect();
+            say(
+                out,
+                format!(
+                    "-----> Removed old releases {} (deploy_keep_releases = {})",
+                    list.join(", "),
+                    m.config.deploy_keep_releases
+                ),
+            );
+        }
+        Err(e) => say(out, format!("-----> Old releases not removed: {e}")),
+    }
+}
+
 fn tail_lines(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
@@ -390,18 +415,17 @@ pub async fn rollback(m: &Arc<Manager>, sandbox_id: &str, out: &Out) -> Result<S
         .iter()
         .find(|r| r.status == ReleaseStatus::Live)
         .ok_or("no release is live; push one first")?;
-    let target = all
-        .iter()
-        .rev()
-        .find(|r| r.number < live.number && r.status == ReleaseStatus::Superseded)
+    let agent = running_agent(m, sandbox_id, out).await?;
+    // Releases whose directory was removed (deploy_keep_releases) are
+    // skipped.
+    let target = super::prune::rollback_target(&agent, &all, live.number)
+        .await
         .ok_or_else(|| {
             format!(
                 "no earlier good release than the live release {}",
                 live.number
             )
-        })?
-        .clone();
-    let agent = running_agent(m, sandbox_id, out).await?;
+        })?;
     let r = m.by_id(sandbox_id).map_err(|e| e.to_string())?;
     say(
         out,

@@ -13,10 +13,13 @@ use crate::auth::Target;
 use crate::manager::Manager;
 
 /// Environment variables a client may pass (`SendEnv`); the rest are
-/// dropped, as OpenSSH's default `AcceptEnv` does.
+/// dropped, as OpenSSH's default `AcceptEnv` does. `GIT_PROTOCOL` goes
+/// to git over ssh only (git's own advice to sshd operators).
 pub(super) fn accepted_env(name: &str) -> bool {
-    name == "LANG" || name.starts_with("LC_") || name == "COLORTERM"
+    name == "LANG" || name.starts_with("LC_") || name == "COLORTERM" || name == GIT_PROTOCOL
 }
+
+const GIT_PROTOCOL: &str = "GIT_PROTOCOL";
 
 fn size(cols: u32, rows: u32) -> TtySize {
     let clamp = |v: u32, d: u16| {
@@ -140,18 +143,22 @@ async fn console(channel: Channel<Msg>, manager: &Manager, target: &Target, setu
 /// with its exit status. git's commands go to the git seam.
 async fn exec(
     channel: Channel<Msg>,
-    manager: &Manager,
+    manager: &Arc<Manager>,
     target: &Target,
     setup: Setup,
     command: String,
 ) {
     if super::git::is_git_command(&command) {
-        return super::git::serve(channel, manager, target, &command).await;
+        return super::git::serve(channel, manager, target, &command, &setup.env).await;
     }
     let Some(agent) = agent(&channel, manager, target).await else {
         return;
     };
-    let mut env = setup.env;
+    let mut env: Vec<_> = setup
+        .env
+        .into_iter()
+        .filter(|(k, _)| k != GIT_PROTOCOL)
+        .collect();
     let tty = setup.pty.map(|(term, size)| {
         env.push(("TERM".into(), term));
         size

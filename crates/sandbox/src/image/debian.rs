@@ -9,7 +9,9 @@ use super::util::{run_streaming, tree_size};
 use super::{install_guest, make_dir, write_file, ImageError, Progress};
 
 const SUITE: &str = "bookworm";
-const PACKAGES: &str = "bash,coreutils,python3,git,curl,ca-certificates,procps,less,iproute2";
+/// rsync: `rsync -e ssh` through the SSH endpoint runs `rsync --server` in
+/// the sandbox (no sshd or ssh client needed inside).
+const PACKAGES: &str = "bash,coreutils,python3,git,curl,ca-certificates,procps,less,iproute2,rsync";
 
 /// Documentation and translations are a good share of a minbase and no use
 /// to an agent; copyright files stay for licence compliance.
