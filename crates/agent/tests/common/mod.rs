@@ -177,3 +177,5 @@ pub fn collector() -> (
     });
     (tx, h)
 }
+
+pub mod scripted;
