@@ -16,7 +16,11 @@ const TURNS: usize = 10;
 
 fn total(v: &[TurnFigures]) -> (u64, u64, f64) {
     v.iter().fold((0, 0, 0.0), |(i, c, d), t| {
-        (i + t.usage.input_tokens, c + t.usage.cache_read_tokens, d + t.cost_usd)
+        (
+            i + t.usage.input_tokens,
+            c + t.usage.cache_read_tokens,
+            d + t.cost_usd,
+        )
     })
 }
 

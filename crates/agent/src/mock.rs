@@ -420,7 +420,8 @@ fn openai_usage(u: MockUsage) -> Value {
     let mut v = json!({"prompt_tokens": u.prompt.total, "completion_tokens": u.output,
         "total_tokens": u.prompt.total + u.output});
     if u.cache_fields {
-        v["prompt_tokens_details"] = json!({"cached_tokens": u.prompt.cache_read, "audio_tokens": 0});
+        v["prompt_tokens_details"] =
+            json!({"cached_tokens": u.prompt.cache_read, "audio_tokens": 0});
         v["completion_tokens_details"] = json!({"reasoning_tokens": 0, "audio_tokens": 0});
     }
     v

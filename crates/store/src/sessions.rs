@@ -327,8 +327,10 @@ mod tests {
             cache_read_tokens,
             cache_write_tokens: 2,
         };
-        s.record_usage("s1", "alice", "m", t(10, 5, 7), 0.01).unwrap();
-        s.record_usage("s1", "alice", "m", t(1, 1, 0), 0.02).unwrap();
+        s.record_usage("s1", "alice", "m", t(10, 5, 7), 0.01)
+            .unwrap();
+        s.record_usage("s1", "alice", "m", t(1, 1, 0), 0.02)
+            .unwrap();
         let u = s.usage_for_user("alice").unwrap();
         assert_eq!((u.turns, u.input_tokens, u.output_tokens), (2, 11, 6));
         assert_eq!((u.cache_read_tokens, u.cache_write_tokens), (7, 4));

@@ -209,7 +209,8 @@ mod tests {
     #[test]
     fn anthropic_reads_only_at_marked_prefixes() {
         let mut c = PromptCache::new(true);
-        let sys = json!([{"type": "text", "text": big(6000), "cache_control": {"type": "ephemeral"}}]);
+        let sys =
+            json!([{"type": "text", "text": big(6000), "cache_control": {"type": "ephemeral"}}]);
         let msg = |t: &str, mark: bool| {
             let mut b = json!({"type": "text", "text": t});
             if mark {
@@ -220,7 +221,10 @@ mod tests {
         let first = json!({"system": sys, "messages": [msg("hello", true)]});
         let a = c.anthropic(&first).unwrap();
         assert_eq!(a.cache_read, 0);
-        assert_eq!(a.cache_write, a.total, "all of it up to the last breakpoint");
+        assert_eq!(
+            a.cache_write, a.total,
+            "all of it up to the last breakpoint"
+        );
         // The same system prompt, another message, no breakpoint on it:
         // the system prefix is read, the rest is full price.
         let second = json!({"system": sys, "messages": [msg("other", false)]});

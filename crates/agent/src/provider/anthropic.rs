@@ -118,7 +118,8 @@ pub fn request_body(req: &LlmRequest) -> Value {
         "stream": true,
     });
     if !req.system.is_empty() {
-        body["system"] = json!([{"type": "text", "text": req.system, "cache_control": ephemeral()}]);
+        body["system"] =
+            json!([{"type": "text", "text": req.system, "cache_control": ephemeral()}]);
     }
     if !req.tools.is_empty() {
         let mut tools = tools_json(&req.tools);

@@ -79,7 +79,9 @@ pub async fn run_task(wire: Wire, caching: bool, turns: usize) -> TaskRun {
         let turn = run_turn(
             &ctx,
             &history,
-            &format!("Summarise the build log of day {day} ({file}): how many jobs had no warnings?"),
+            &format!(
+                "Summarise the build log of day {day} ({file}): how many jobs had no warnings?"
+            ),
             tx,
             CancellationToken::new(),
         )

@@ -59,7 +59,15 @@ pub async fn run(c: &Client, cmd: UserCmd) -> Result<i32> {
             print!(
                 "{}",
                 render_table(
-                    &["NAME", "ROLE", "TOKENS", "TURNS", "TOKENS(in/out)", "CACHED", "COST"],
+                    &[
+                        "NAME",
+                        "ROLE",
+                        "TOKENS",
+                        "TURNS",
+                        "TOKENS(in/out)",
+                        "CACHED",
+                        "COST"
+                    ],
                     &rows
                 )
             );
