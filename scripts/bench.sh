@@ -2,9 +2,12 @@
 # Prints the sandbox runtime benchmark (figures beside a bwrap reference run
 # in the same process). Pass --quick for a short run; --egress (egress proxy
 # against direct), --ports (port proxy against direct and Caddy) or
-# --gateway, --ssh (ssh NAME@HOST true against ironclaw exec) or --deploy
-# (git-push to serving) or --mcp (an MCP tool call against the exec API)
-# for the other benchmarks.
+# --gateway, --ssh (ssh NAME@HOST true against ironclaw exec), --deploy
+# (git-push to serving), --mcp (an MCP tool call against the exec API),
+# --caching (prompt caching: a 10-turn task's prompt tokens and cost, cached
+# against uncached) or --memory (memory index: indexing, query latency
+# against brute-force scans, local embedding throughput) for the other
+# benchmarks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-host.sh >/dev/null
@@ -33,6 +36,16 @@ fi
 if [[ ${1:-} == --mcp ]]; then
   shift
   exec cargo bench --locked -p ironclaw-daemon --bench mcp -- "$@"
+fi
+if [[ ${1:-} == --caching ]]; then
+  shift
+  exec cargo bench --locked -p ironclaw-agent --bench caching -- "$@"
+fi
+if [[ ${1:-} == --memory ]]; then
+  shift
+  IRONCLAW_MINILM_DIR=${IRONCLAW_MINILM_DIR:-$(scripts/fetch-minilm.sh)}
+  export IRONCLAW_MINILM_DIR
+  exec cargo bench --locked -p ironclaw-memory --bench memory -- "$@"
 fi
 if [[ ${1:-} == --gateway ]]; then
   shift

@@ -13,7 +13,8 @@
 //! api_key_env = "OPENAI_API_KEY"       # the variable (or secrets-file key) holding the key
 //! models = [
 //!   { name = "gpt-4o-mini", context_window = 128000, max_output_tokens = 4096,
-//!     input_price_per_mtok = 0.15, output_price_per_mtok = 0.60 },
+//!     input_price_per_mtok = 0.15, output_price_per_mtok = 0.60,
+//!     cache_read_per_mtok = 0.075 },    # optional, see ModelConfig
 //! ]
 //! [providers.retry]                    # optional; seconds
 //! max_attempts = 4
@@ -104,6 +105,15 @@ pub struct ModelConfig {
     pub input_price_per_mtok: f64,
     #[serde(default)]
     pub output_price_per_mtok: f64,
+    /// Prompt tokens read from the provider's cache. Absent: the vendor's
+    /// usual ratio to the input price (Anthropic 0.1x, OpenAI 0.5x).
+    #[serde(default, alias = "cache_read_price_per_mtok")]
+    pub cache_read_per_mtok: Option<f64>,
+    /// Prompt tokens written to the cache. Absent: Anthropic's 1.25x of
+    /// the input price (5-minute cache); OpenAI does not bill writes, so
+    /// the input price there.
+    #[serde(default, alias = "cache_write_price_per_mtok")]
+    pub cache_write_per_mtok: Option<f64>,
 }
 
 fn default_context() -> u32 {
@@ -126,6 +136,12 @@ pub struct ModelInfo {
     /// US dollars per million tokens.
     pub input_price_per_mtok: f64,
     pub output_price_per_mtok: f64,
+    /// Prompt-cache prices, resolved (the config's, or the vendor's usual
+    /// ratio to the input price).
+    #[serde(default)]
+    pub cache_read_price_per_mtok: f64,
+    #[serde(default)]
+    pub cache_write_price_per_mtok: f64,
 }
 
 impl ProvidersConfig {
@@ -192,6 +208,8 @@ impl ProvidersConfig {
                     max_output_tokens: num("IRONCLAW_MAX_OUTPUT_TOKENS", default_output())?,
                     input_price_per_mtok: 0.0,
                     output_price_per_mtok: 0.0,
+                    cache_read_per_mtok: None,
+                    cache_write_per_mtok: None,
                 }],
                 retry: RetryPolicy::default(),
             }],
@@ -237,7 +255,11 @@ impl ProvidersConfig {
                         m.name
                     )));
                 }
-                if m.input_price_per_mtok < 0.0 || m.output_price_per_mtok < 0.0 {
+                let cache = [m.cache_read_per_mtok, m.cache_write_per_mtok];
+                if m.input_price_per_mtok < 0.0
+                    || m.output_price_per_mtok < 0.0
+                    || cache.iter().flatten().any(|p| *p < 0.0)
+                {
                     return Err(ConfigError::Invalid(format!(
                         "model {:?}: prices cannot be negative",
                         m.name
@@ -463,6 +485,14 @@ fn info(p: &ProviderConfig, m: &ModelConfig) -> ModelInfo {
         max_output_tokens: m.max_output_tokens,
         input_price_per_mtok: m.input_price_per_mtok,
         output_price_per_mtok: m.output_price_per_mtok,
+        cache_read_price_per_mtok: m.cache_read_per_mtok.unwrap_or_else(|| match p.kind {
+            ProviderKind::Anthropic => m.input_price_per_mtok * 0.1,
+            ProviderKind::Openai => m.input_price_per_mtok * 0.5,
+        }),
+        cache_write_price_per_mtok: m.cache_write_per_mtok.unwrap_or_else(|| match p.kind {
+            ProviderKind::Anthropic => m.input_price_per_mtok * 1.25,
+            ProviderKind::Openai => m.input_price_per_mtok,
+        }),
     }
 }
 
@@ -483,7 +513,7 @@ models = [{ name = "small", context_window = 8192 }, { name = "shared" }]
 name = "claude"
 kind = "anthropic"
 api_key_env = "IRONCLAW_TEST_NEVER_SET_KEY"
-models = [{ name = "sonnet", id = "claude-sonnet-4-5", input_price_per_mtok = 3.0, output_price_per_mtok = 15.0 }, { name = "shared" }]
+models = [{ name = "sonnet", id = "claude-sonnet-4-5", input_price_per_mtok = 3.0, output_price_per_mtok = 15.0 }, { name = "shared", input_price_per_mtok = 2.0, cache_read_per_mtok = 0.5 }]
 [providers.retry]
 max_attempts = 2
 base_delay = 0.01
@@ -502,6 +532,12 @@ base_delay = 0.01
         assert_eq!(p.name(), "claude");
         assert_eq!(m.id, "claude-sonnet-4-5");
         assert_eq!(m.context_window, 128_000);
+        // Cache prices: Anthropic's usual ratios when absent, else as set.
+        assert!((m.cache_read_price_per_mtok - 0.3).abs() < 1e-9);
+        assert!((m.cache_write_price_per_mtok - 3.75).abs() < 1e-9);
+        let shared = reg.resolve("claude/shared").unwrap().1;
+        assert_eq!(shared.cache_read_price_per_mtok, 0.5);
+        assert!((shared.cache_write_price_per_mtok - 2.5).abs() < 1e-9);
         assert_eq!(reg.resolve("local/shared").unwrap().1.provider, "local");
         assert_eq!(reg.default_model().unwrap().name, "small");
         // The key is not printed by Debug.

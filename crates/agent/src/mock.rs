@@ -9,6 +9,10 @@
 //! pairing, required fields) and answers 400 when they are wrong, so a
 //! test passing against the mock means the request would pass for real.
 //!
+//! [`MockLlm::start_caching`] adds a prompt cache that behaves like the
+//! real services' ([`cache`]): usage then reports cached prompt tokens in
+//! each API's own fields.
+//!
 //! ```no_run
 //! # async fn demo() {
 //! use ironclaw_agent::mock::{MockLlm, MockReply};
@@ -30,6 +34,10 @@ use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
 use serde_json::{json, Value};
+
+pub mod cache;
+
+use cache::{PromptCache, PromptTokens};
 
 /// One scripted answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,6 +108,18 @@ struct Shared {
     script: Mutex<VecDeque<MockReply>>,
     requests: Mutex<Vec<RecordedRequest>>,
     ids: AtomicU64,
+    /// None: the plain mock (a token per 4 bytes of the body, no cache
+    /// fields in usage).
+    cache: Mutex<Option<PromptCache>>,
+}
+
+/// Usage to report for one answer.
+#[derive(Clone, Copy)]
+struct MockUsage {
+    prompt: PromptTokens,
+    output: u64,
+    /// Include the cache fields (the caching mock does, as the real APIs).
+    cache_fields: bool,
 }
 
 pub struct MockLlm {
@@ -146,6 +166,21 @@ impl MockLlm {
             let _ = axum::serve(listener, app).await;
         });
         MockLlm { url, shared, task }
+    }
+
+    /// Like [`MockLlm::start`], with a prompt cache that behaves like the
+    /// real services' (see [`cache`]).
+    pub async fn start_caching(script: impl IntoIterator<Item = MockReply>) -> MockLlm {
+        let m = MockLlm::start(script).await;
+        *m.shared.cache.lock().unwrap() = Some(PromptCache::new(true));
+        m
+    }
+
+    /// With a caching mock: turn caching on or off (off still counts
+    /// tokens the same way, and reports nothing cached), forgetting what
+    /// was cached.
+    pub fn set_caching(&self, enabled: bool) {
+        *self.shared.cache.lock().unwrap() = Some(PromptCache::new(enabled));
     }
 
     /// Base URL for an OpenAI-kind provider.
@@ -226,13 +261,27 @@ async fn handle(
     if let Err(e) = checked {
         return api_error(wire, 400, &format!("mock: {e}"));
     }
+    let prompt = match shared.cache.lock().unwrap().as_mut() {
+        None => None,
+        Some(c) => match wire {
+            Wire::OpenAi => Some(c.openai(&parsed)),
+            Wire::Anthropic => match c.anthropic(&parsed) {
+                Ok(p) => Some(p),
+                Err(e) => return api_error(wire, 400, &e),
+            },
+        },
+    };
     let Some(reply) = shared.script.lock().unwrap().pop_front() else {
         return api_error(wire, 500, "mock: the script is exhausted");
     };
     let model = parsed["model"].as_str().unwrap_or("mock").to_string();
     let stream = parsed["stream"].as_bool().unwrap_or(false);
     let include_usage = parsed.pointer("/stream_options/include_usage") == Some(&Value::Bool(true));
-    let input_tokens = (parsed.to_string().len() / 4) as u64;
+    let cache_fields = prompt.is_some();
+    let prompt = prompt.unwrap_or(PromptTokens {
+        total: (parsed.to_string().len() / 4) as u64,
+        ..Default::default()
+    });
 
     let (text_chunks, calls, delay) = match reply {
         MockReply::Error {
@@ -276,10 +325,11 @@ async fn handle(
             (id, name, args)
         })
         .collect();
-    let usage = (
-        input_tokens,
-        text_chunks.len() as u64 + 10 * calls.len() as u64 + 1,
-    );
+    let usage = MockUsage {
+        prompt,
+        output: text_chunks.len() as u64 + 10 * calls.len() as u64 + 1,
+        cache_fields,
+    };
 
     if !stream {
         if !delay.is_zero() {
@@ -328,7 +378,7 @@ fn whole(
     model: &str,
     text: &str,
     calls: &[(String, String, Value)],
-    usage: (u64, u64),
+    usage: MockUsage,
 ) -> Value {
     match wire {
         Wire::OpenAi => {
@@ -346,8 +396,7 @@ fn whole(
             json!({"id": "chatcmpl-mock", "object": "chat.completion", "created": 0, "model": model,
                 "choices": [{"index": 0, "message": message,
                     "finish_reason": if calls.is_empty() { "stop" } else { "tool_calls" }}],
-                "usage": {"prompt_tokens": usage.0, "completion_tokens": usage.1,
-                          "total_tokens": usage.0 + usage.1}})
+                "usage": openai_usage(usage)})
         }
         Wire::Anthropic => {
             let mut content = Vec::new();
@@ -361,16 +410,38 @@ fn whole(
                 "content": content,
                 "stop_reason": if calls.is_empty() { "end_turn" } else { "tool_use" },
                 "stop_sequence": null,
-                "usage": {"input_tokens": usage.0, "output_tokens": usage.1}})
+                "usage": anthropic_usage(usage, usage.output)})
         }
     }
+}
+
+/// Chat Completions' usage object.
+fn openai_usage(u: MockUsage) -> Value {
+    let mut v = json!({"prompt_tokens": u.prompt.total, "completion_tokens": u.output,
+        "total_tokens": u.prompt.total + u.output});
+    if u.cache_fields {
+        v["prompt_tokens_details"] =
+            json!({"cached_tokens": u.prompt.cache_read, "audio_tokens": 0});
+        v["completion_tokens_details"] = json!({"reasoning_tokens": 0, "audio_tokens": 0});
+    }
+    v
+}
+
+/// The Messages API's usage object (`input_tokens` excludes the cached).
+fn anthropic_usage(u: MockUsage, output: u64) -> Value {
+    let mut v = json!({"input_tokens": u.prompt.uncached(), "output_tokens": output});
+    if u.cache_fields {
+        v["cache_creation_input_tokens"] = json!(u.prompt.cache_write);
+        v["cache_read_input_tokens"] = json!(u.prompt.cache_read);
+    }
+    v
 }
 
 fn openai_frames(
     model: &str,
     text: &[String],
     calls: &[(String, String, Value)],
-    usage: (u64, u64),
+    usage: MockUsage,
     include_usage: bool,
 ) -> Vec<(bool, String)> {
     let chunk = |delta: Value, finish: Value| {
@@ -414,9 +485,7 @@ fn openai_frames(
     out.push((false, chunk(json!({}), json!(finish))));
     if include_usage {
         let v = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 0,
-            "model": model, "choices": [],
-            "usage": {"prompt_tokens": usage.0, "completion_tokens": usage.1,
-                      "total_tokens": usage.0 + usage.1}});
+            "model": model, "choices": [], "usage": openai_usage(usage)});
         out.push((false, format!("data: {v}\n\n")));
     }
     out.push((false, "data: [DONE]\n\n".into()));
@@ -427,7 +496,7 @@ fn anthropic_frames(
     model: &str,
     text: &[String],
     calls: &[(String, String, Value)],
-    usage: (u64, u64),
+    usage: MockUsage,
 ) -> Vec<(bool, String)> {
     let ev = |name: &str, v: Value| format!("event: {name}\ndata: {v}\n\n");
     let mut out = vec![(
@@ -437,7 +506,7 @@ fn anthropic_frames(
             json!({"type": "message_start", "message": {
             "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
             "content": [], "stop_reason": null,
-            "usage": {"input_tokens": usage.0, "output_tokens": 1}}}),
+            "usage": anthropic_usage(usage, 1)}}),
         ),
     )];
     // Real streams carry pings and comments; clients must skip them.
@@ -506,7 +575,7 @@ fn anthropic_frames(
             "message_delta",
             json!({"type": "message_delta",
         "delta": {"stop_reason": stop, "stop_sequence": null},
-        "usage": {"output_tokens": usage.1}}),
+        "usage": {"output_tokens": usage.output}}),
         ),
     ));
     out.push((false, ev("message_stop", json!({"type": "message_stop"}))));

@@ -91,20 +91,45 @@ impl Message {
 }
 
 /// Tokens one request consumed, as reported by the provider.
+///
+/// `input_tokens` is the whole prompt, cached parts included; the two
+/// cache counts say how much of it the provider read from its prompt
+/// cache (billed at the cache-read price) and how much it wrote to the
+/// cache (Anthropic bills writes at a premium; OpenAI reports none).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,
+    #[serde(default)]
+    pub cache_read_tokens: u64,
+    #[serde(default)]
+    pub cache_write_tokens: u64,
 }
 
 impl Usage {
+    pub fn new(input_tokens: u64, output_tokens: u64) -> Usage {
+        Usage {
+            input_tokens,
+            output_tokens,
+            ..Usage::default()
+        }
+    }
+
     pub fn add(&mut self, other: Usage) {
         self.input_tokens += other.input_tokens;
         self.output_tokens += other.output_tokens;
+        self.cache_read_tokens += other.cache_read_tokens;
+        self.cache_write_tokens += other.cache_write_tokens;
     }
 
     pub fn total(&self) -> u64 {
         self.input_tokens + self.output_tokens
+    }
+
+    /// Prompt tokens neither read from nor written to a cache: full price.
+    pub fn uncached_input_tokens(&self) -> u64 {
+        self.input_tokens
+            .saturating_sub(self.cache_read_tokens + self.cache_write_tokens)
     }
 }
 

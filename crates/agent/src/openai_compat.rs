@@ -174,9 +174,15 @@ pub fn completion(id: &str, model: &str, created: u64, text: &str, usage: Usage)
         "id": id, "object": "chat.completion", "created": created, "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                      "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
-                  "total_tokens": usage.total()},
+        "usage": usage_json(usage),
     })
+}
+
+/// OpenAI's usage object, cached prompt tokens in `prompt_tokens_details`.
+pub fn usage_json(usage: Usage) -> Value {
+    json!({"prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
+           "total_tokens": usage.total(),
+           "prompt_tokens_details": {"cached_tokens": usage.cache_read_tokens}})
 }
 
 /// One `chat.completion.chunk` carrying `text` (the first should carry the
@@ -194,8 +200,7 @@ pub fn chunk(id: &str, model: &str, created: u64, text: &str, first: bool) -> Va
 pub fn final_chunk(id: &str, model: &str, created: u64, finish: &str, usage: Usage) -> Value {
     json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
            "choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
-           "usage": {"prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
-                     "total_tokens": usage.total()}})
+           "usage": usage_json(usage)})
 }
 
 /// An error body in OpenAI's shape.

@@ -40,7 +40,7 @@ async fn streams_text_deltas_in_order_with_usage() {
         }
         assert_eq!(deltas, ["one ", "two ", "three ", "four"], "{wire:?}");
         assert!(
-            matches!(rest[0], LlmEvent::Usage(Usage { input_tokens, output_tokens: 5 }) if input_tokens > 0),
+            matches!(rest[0], LlmEvent::Usage(Usage { input_tokens, output_tokens: 5, .. }) if input_tokens > 0),
             "{wire:?}: {rest:?}"
         );
         assert!(

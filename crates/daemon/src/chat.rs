@@ -361,8 +361,7 @@ impl Chat {
                 usage_key,
                 user,
                 &ctx.model.name,
-                outcome.usage.input_tokens,
-                outcome.usage.output_tokens,
+                token_counts(outcome.usage),
                 outcome.cost_usd,
             ) {
                 tracing::warn!("recording the usage of {usage_key}: {e}");
@@ -462,8 +461,7 @@ impl Chat {
                 &session.id,
                 user,
                 &model.name,
-                outcome.usage.input_tokens,
-                outcome.usage.output_tokens,
+                token_counts(outcome.usage),
                 outcome.cost_usd,
             )?;
         }
@@ -508,5 +506,15 @@ impl Chat {
                 }
             }
         });
+    }
+}
+
+/// A turn's usage as the store records it.
+fn token_counts(u: ironclaw_agent::Usage) -> ironclaw_store::TokenCounts {
+    ironclaw_store::TokenCounts {
+        input_tokens: u.input_tokens,
+        output_tokens: u.output_tokens,
+        cache_read_tokens: u.cache_read_tokens,
+        cache_write_tokens: u.cache_write_tokens,
     }
 }

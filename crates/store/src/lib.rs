@@ -20,7 +20,7 @@ pub use exposures::ExposureRecord;
 pub use keys::SshKey;
 pub use releases::{DeployApp, ReleaseRecord, ReleaseStatus};
 pub use sandboxes::{SandboxMount, SandboxRecord, SandboxState};
-pub use sessions::{MessageRecord, SessionRecord, UsageTotals};
+pub use sessions::{MessageRecord, SessionRecord, TokenCounts, UsageTotals};
 pub use tasks::{CreateTaskError, NewTask, TaskRecord, TaskRunRecord};
 pub use users::{TokenInfo, TokenOwner, User};
 

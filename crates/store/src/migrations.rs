@@ -200,6 +200,9 @@ const MIGRATIONS: &[&str] = &[
         finished_at TEXT,
         UNIQUE (task_id, slot)
      );",
+    // 12: prompt-cache tokens of each turn's usage (part of input_tokens)
+    "ALTER TABLE usage ADD COLUMN cache_read_tokens INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE usage ADD COLUMN cache_write_tokens INTEGER NOT NULL DEFAULT 0;",
 ];
 
 pub fn apply(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {

@@ -37,7 +37,22 @@ pub struct UsageTotals {
     pub turns: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Of `input_tokens`, read from the provider's prompt cache.
+    pub cache_read_tokens: u64,
+    /// Of `input_tokens`, written to the provider's prompt cache.
+    pub cache_write_tokens: u64,
     pub cost_usd: f64,
+}
+
+/// The tokens of one turn. `input_tokens` is the whole prompt; the cache
+/// counts are the parts of it the provider read from or wrote to its
+/// prompt cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TokenCounts {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
 }
 
 fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
@@ -212,14 +227,24 @@ impl Store {
         session_id: &str,
         user: &str,
         model: &str,
-        input_tokens: u64,
-        output_tokens: u64,
+        tokens: TokenCounts,
         cost_usd: f64,
     ) -> Result<(), StoreError> {
         self.conn().execute(
-            "INSERT INTO usage (session_id, user, model, input_tokens, output_tokens, cost_usd, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![session_id, user, model, input_tokens as i64, output_tokens as i64, cost_usd, now()],
+            "INSERT INTO usage (session_id, user, model, input_tokens, output_tokens,
+                                cache_read_tokens, cache_write_tokens, cost_usd, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                session_id,
+                user,
+                model,
+                tokens.input_tokens as i64,
+                tokens.output_tokens as i64,
+                tokens.cache_read_tokens as i64,
+                tokens.cache_write_tokens as i64,
+                cost_usd,
+                now()
+            ],
         )?;
         Ok(())
     }
@@ -227,7 +252,9 @@ impl Store {
     fn usage_where(&self, clause: &str, arg: &str) -> Result<UsageTotals, StoreError> {
         Ok(self.conn().query_row(
             &format!(
-                "SELECT COUNT(*), COALESCE(SUM(input_tokens),0), COALESCE(SUM(output_tokens),0), COALESCE(SUM(cost_usd),0)
+                "SELECT COUNT(*), COALESCE(SUM(input_tokens),0), COALESCE(SUM(output_tokens),0),
+                        COALESCE(SUM(cost_usd),0), COALESCE(SUM(cache_read_tokens),0),
+                        COALESCE(SUM(cache_write_tokens),0)
                  FROM usage WHERE {clause} = ?1"
             ),
             [arg],
@@ -237,6 +264,8 @@ impl Store {
                     input_tokens: r.get::<_, i64>(1)? as u64,
                     output_tokens: r.get::<_, i64>(2)? as u64,
                     cost_usd: r.get(3)?,
+                    cache_read_tokens: r.get::<_, i64>(4)? as u64,
+                    cache_write_tokens: r.get::<_, i64>(5)? as u64,
                 })
             },
         )?)
@@ -292,10 +321,19 @@ mod tests {
         assert_eq!(all.len(), 3, "nothing is dropped");
         assert_eq!(all[0].summarized_by, Some(sum));
         assert_eq!(all[2].summarized_by, None);
-        s.record_usage("s1", "alice", "m", 10, 5, 0.01).unwrap();
-        s.record_usage("s1", "alice", "m", 1, 1, 0.02).unwrap();
+        let t = |input_tokens, output_tokens, cache_read_tokens| TokenCounts {
+            input_tokens,
+            output_tokens,
+            cache_read_tokens,
+            cache_write_tokens: 2,
+        };
+        s.record_usage("s1", "alice", "m", t(10, 5, 7), 0.01)
+            .unwrap();
+        s.record_usage("s1", "alice", "m", t(1, 1, 0), 0.02)
+            .unwrap();
         let u = s.usage_for_user("alice").unwrap();
         assert_eq!((u.turns, u.input_tokens, u.output_tokens), (2, 11, 6));
+        assert_eq!((u.cache_read_tokens, u.cache_write_tokens), (7, 4));
         assert!((u.cost_usd - 0.03).abs() < 1e-9);
         assert_eq!(
             s.latest_session("alice", "default").unwrap().unwrap().id,

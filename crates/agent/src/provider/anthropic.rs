@@ -110,6 +110,7 @@ pub fn request_body(req: &LlmRequest) -> Value {
         };
         messages.push(json!({"role": role, "content": blocks}));
     }
+    mark_history(&mut messages);
     let mut body = json!({
         "model": req.model,
         "max_tokens": req.max_tokens,
@@ -117,12 +118,48 @@ pub fn request_body(req: &LlmRequest) -> Value {
         "stream": true,
     });
     if !req.system.is_empty() {
-        body["system"] = Value::String(req.system.clone());
+        body["system"] =
+            json!([{"type": "text", "text": req.system, "cache_control": ephemeral()}]);
     }
     if !req.tools.is_empty() {
-        body["tools"] = tools_json(&req.tools);
+        let mut tools = tools_json(&req.tools);
+        if let Some(last) = tools.as_array_mut().and_then(|t| t.last_mut()) {
+            last["cache_control"] = ephemeral();
+        }
+        body["tools"] = tools;
     }
     body
+}
+
+/// Most cache breakpoints one request may carry (the API's limit).
+pub const MAX_BREAKPOINTS: usize = 4;
+
+fn ephemeral() -> Value {
+    json!({"type": "ephemeral"})
+}
+
+/// Prompt caching: the API caches the prompt prefix up to each block
+/// marked `cache_control` (tools, then system, then messages, in that
+/// order) and reads it back when a later request starts with the same
+/// prefix. Four breakpoints at most: the last tool and the system prompt
+/// take two; the history takes the other two, on the last message (this
+/// request's whole prefix is written to the cache, for the next request
+/// to read) and on the message two before that one, which is where the
+/// previous request of the conversation ended (a model call adds an
+/// assistant message and the user's answer or tool results), so this
+/// request reads everything the previous one wrote.
+fn mark_history(messages: &mut [Value]) {
+    let n = messages.len();
+    let mut marks = vec![n.checked_sub(1)];
+    marks.push(n.checked_sub(3));
+    for i in marks.into_iter().flatten() {
+        if let Some(last) = messages[i]["content"]
+            .as_array_mut()
+            .and_then(|c| c.last_mut())
+        {
+            last["cache_control"] = ephemeral();
+        }
+    }
 }
 
 /// The `tools` array of a request.
@@ -174,9 +211,11 @@ impl Decoder for StreamDecoder {
                 if let Some(u) = v.pointer("/message/usage") {
                     // Cached prompt tokens are input too (priced differently
                     // by the provider, but still context).
+                    self.usage.cache_write_tokens = n(u, "cache_creation_input_tokens");
+                    self.usage.cache_read_tokens = n(u, "cache_read_input_tokens");
                     self.usage.input_tokens = n(u, "input_tokens")
-                        + n(u, "cache_creation_input_tokens")
-                        + n(u, "cache_read_input_tokens");
+                        + self.usage.cache_write_tokens
+                        + self.usage.cache_read_tokens;
                     self.usage.output_tokens = n(u, "output_tokens");
                 }
             }
@@ -247,10 +286,15 @@ impl Decoder for StreamDecoder {
                         self.usage.output_tokens = o;
                     }
                     if let Some(i) = u.get("input_tokens").and_then(Value::as_u64) {
-                        self.usage.input_tokens = self.usage.input_tokens.max(
-                            i + n(u, "cache_creation_input_tokens")
-                                + n(u, "cache_read_input_tokens"),
+                        let (w, r) = (
+                            n(u, "cache_creation_input_tokens"),
+                            n(u, "cache_read_input_tokens"),
                         );
+                        if i + w + r > self.usage.input_tokens {
+                            self.usage.input_tokens = i + w + r;
+                            self.usage.cache_write_tokens = w;
+                            self.usage.cache_read_tokens = r;
+                        }
                     }
                 }
             }
@@ -344,7 +388,9 @@ mod tests {
                 },
                 LlmEvent::Usage(Usage {
                     input_tokens: 25,
-                    output_tokens: 15
+                    output_tokens: 15,
+                    cache_read_tokens: 5,
+                    cache_write_tokens: 0,
                 }),
                 LlmEvent::Done {
                     stop_reason: "tool_use".into()
@@ -399,11 +445,60 @@ mod tests {
             max_tokens: 50,
         };
         let b = request_body(&req);
-        assert_eq!(b["system"], "sys");
+        assert_eq!(b["system"][0]["text"], "sys");
+        assert_eq!(b["system"][0]["cache_control"]["type"], "ephemeral");
         let msgs = b["messages"].as_array().unwrap();
         assert_eq!(msgs.len(), 2, "empty assistant message dropped");
         assert_eq!(msgs[1]["content"][0]["type"], "tool_result");
         assert_eq!(msgs[1]["content"][0]["is_error"], true);
         assert_eq!(msgs[1]["content"][1]["type"], "text");
+        // The last block of the last message is a breakpoint.
+        assert_eq!(msgs[1]["content"][1]["cache_control"]["type"], "ephemeral");
+        assert!(msgs[1]["content"][0].get("cache_control").is_none());
+    }
+
+    /// Tools, system, the end of the history and where the previous call
+    /// ended: never more than the API's four breakpoints.
+    #[test]
+    fn cache_breakpoints() {
+        let mut messages = vec![Message::user("q0")];
+        for i in 0..6 {
+            messages.push(Message::assistant(format!("a{i}")));
+            messages.push(Message::user(format!("q{}", i + 1)));
+        }
+        let req = LlmRequest {
+            model: "claude".into(),
+            system: "sys".into(),
+            messages,
+            tools: vec![
+                super::super::ToolSpec {
+                    name: "a".into(),
+                    description: "A".into(),
+                    input_schema: json!({"type": "object"}),
+                },
+                super::super::ToolSpec {
+                    name: "b".into(),
+                    description: "B".into(),
+                    input_schema: json!({"type": "object"}),
+                },
+            ],
+            max_tokens: 50,
+        };
+        let b = request_body(&req);
+        let marked = b.to_string().matches("\"cache_control\"").count();
+        assert_eq!(marked, MAX_BREAKPOINTS);
+        assert!(b["tools"][0].get("cache_control").is_none());
+        assert_eq!(b["tools"][1]["cache_control"]["type"], "ephemeral");
+        let msgs = b["messages"].as_array().unwrap();
+        let at: Vec<usize> = (0..msgs.len())
+            .filter(|i| msgs[*i]["content"][0].get("cache_control").is_some())
+            .collect();
+        assert_eq!(at, vec![msgs.len() - 3, msgs.len() - 1]);
+        // A one-message history has one breakpoint there.
+        let mut short = req.clone();
+        short.messages.truncate(1);
+        short.tools.clear();
+        let b = request_body(&short);
+        assert_eq!(b.to_string().matches("\"cache_control\"").count(), 2);
     }
 }

@@ -46,9 +46,14 @@ impl Provider for OpenAi {
     }
 
     async fn stream(&self, req: &LlmRequest) -> Result<EventStream, ProviderError> {
-        let body = request_body(req);
+        let body = request_bytes(req);
         stream_with_retry(&self.ep.policy, || {
-            let mut http = self.ep.client.post(self.endpoint()).json(&body);
+            let mut http = self
+                .ep
+                .client
+                .post(self.endpoint())
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
             if let Some(key) = &self.ep.api_key {
                 http = http.bearer_auth(key);
             }
@@ -129,6 +134,37 @@ pub fn request_body(req: &LlmRequest) -> Value {
         body["tools"] = tools_json(&req.tools);
     }
     body
+}
+
+/// The request as sent: the JSON of [`request_body`] with its prompt last
+/// and in a fixed order (model and options, then tools, then messages),
+/// so that one turn's body is, up to the end of its last message, a byte
+/// prefix of the next turn's. OpenAI and most OpenAI-style servers cache
+/// prompt prefixes automatically; nothing here varies between calls (no
+/// timestamps, object keys sorted), so the prefix stays cacheable.
+pub fn request_bytes(req: &LlmRequest) -> bytes::Bytes {
+    #[derive(serde::Serialize)]
+    struct Ordered<'a> {
+        model: &'a Value,
+        max_tokens: &'a Value,
+        stream: &'a Value,
+        stream_options: &'a Value,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tools: Option<&'a Value>,
+        messages: &'a Value,
+    }
+    let b = request_body(req);
+    let o = Ordered {
+        model: &b["model"],
+        max_tokens: &b["max_tokens"],
+        stream: &b["stream"],
+        stream_options: &b["stream_options"],
+        tools: b.get("tools"),
+        messages: &b["messages"],
+    };
+    serde_json::to_vec(&o)
+        .expect("a JSON value always serializes")
+        .into()
 }
 
 /// The `tools` array of a request.
@@ -261,9 +297,16 @@ impl Decoder for StreamDecoder {
         }
         if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
             let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+            // prompt_tokens counts the cached ones too.
+            let cached = u
+                .pointer("/prompt_tokens_details/cached_tokens")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
             self.usage = Some(Usage {
                 input_tokens: n("prompt_tokens"),
                 output_tokens: n("completion_tokens"),
+                cache_read_tokens: cached,
+                cache_write_tokens: 0,
             });
         }
         Ok(out)
@@ -323,7 +366,7 @@ mod tests {
         ));
         evs.extend(feed(
             &mut d,
-            r#"{"choices":[],"usage":{"prompt_tokens":10,"completion_tokens":5}}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":2000,"completion_tokens":5,"prompt_tokens_details":{"cached_tokens":1024}}}"#,
         ));
         evs.extend(feed(&mut d, "[DONE]"));
         assert_eq!(
@@ -341,8 +384,10 @@ mod tests {
                     input: json!({})
                 },
                 LlmEvent::Usage(Usage {
-                    input_tokens: 10,
-                    output_tokens: 5
+                    input_tokens: 2000,
+                    output_tokens: 5,
+                    cache_read_tokens: 1024,
+                    cache_write_tokens: 0,
                 }),
                 LlmEvent::Done {
                     stop_reason: "tool_calls".into()

@@ -146,6 +146,8 @@ pub fn model(context_window: u32) -> ModelInfo {
         max_output_tokens: 512,
         input_price_per_mtok: 2.0,
         output_price_per_mtok: 10.0,
+        cache_read_price_per_mtok: 0.2,
+        cache_write_price_per_mtok: 2.5,
     }
 }
 
@@ -175,3 +177,5 @@ pub fn collector() -> (
     });
     (tx, h)
 }
+
+pub mod scripted;

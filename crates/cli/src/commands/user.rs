@@ -48,6 +48,10 @@ pub async fn run(c: &Client, cmd: UserCmd) -> Result<i32> {
                             u["usage"]["input_tokens"].as_u64().unwrap_or(0),
                             u["usage"]["output_tokens"].as_u64().unwrap_or(0)
                         ),
+                        u["usage"]["cache_read_tokens"]
+                            .as_u64()
+                            .unwrap_or(0)
+                            .to_string(),
                         format!("${:.4}", u["usage"]["cost_usd"].as_f64().unwrap_or(0.0)),
                     ]
                 })
@@ -55,7 +59,15 @@ pub async fn run(c: &Client, cmd: UserCmd) -> Result<i32> {
             print!(
                 "{}",
                 render_table(
-                    &["NAME", "ROLE", "TOKENS", "TURNS", "TOKENS(in/out)", "COST"],
+                    &[
+                        "NAME",
+                        "ROLE",
+                        "TOKENS",
+                        "TURNS",
+                        "TOKENS(in/out)",
+                        "CACHED",
+                        "COST"
+                    ],
                     &rows
                 )
             );

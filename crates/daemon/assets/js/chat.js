@@ -299,6 +299,7 @@ export class Chat {
           if (m.stopped === 'cancelled') bits.push('Stopped.');
           else if (m.stopped === 'step_limit') bits.push('Stopped: the step limit was reached.');
           if (u.input_tokens !== undefined) bits.push(`${fmtInt(u.input_tokens)} in · ${fmtInt(u.output_tokens)} out tokens`);
+          if (u.cache_read_tokens) bits.push(`${fmtInt(u.cache_read_tokens)} cached`);
           if (m.cost_usd !== undefined && m.cost_usd !== null) bits.push(fmtCost(m.cost_usd));
           t.meta.textContent = bits.join(' · ');
           if (m.stopped) t.meta.classList.add('stopped');

@@ -121,7 +121,7 @@ pub async fn completions(
             "id": id, "object": "chat.completion", "created": created, "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": report.outcome.final_text()},
                          "finish_reason": if report.outcome.stopped.is_some() { "length" } else { "stop" }}],
-            "usage": {"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens, "total_tokens": u.total()}
+            "usage": ironclaw_agent::openai_compat::usage_json(u)
         }))
         .into_response());
     }

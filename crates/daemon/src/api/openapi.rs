@@ -116,7 +116,10 @@ fn schema_ref(name: &str) -> Value {
 fn schemas() -> Value {
     let name = json!({"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"});
     let usage = json!({"type": "object", "required": ["turns", "input_tokens", "output_tokens", "cost_usd"], "properties": {
-        "turns": {"type": "integer"}, "input_tokens": {"type": "integer"}, "output_tokens": {"type": "integer"}, "cost_usd": {"type": "number"}}});
+        "turns": {"type": "integer"}, "input_tokens": {"type": "integer"}, "output_tokens": {"type": "integer"},
+        "cache_read_tokens": {"type": "integer", "description": "of input_tokens, read from the provider's prompt cache"},
+        "cache_write_tokens": {"type": "integer", "description": "of input_tokens, written to the provider's prompt cache"},
+        "cost_usd": {"type": "number"}}});
     json!({
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
         "Name": name,
