@@ -140,6 +140,8 @@ pub struct Config {
     pub ssh_listen: Option<String>,
     /// Scheduled tasks (`[tasks]`): limits, what a missed slot does.
     pub tasks: crate::tasks::TasksConfig,
+    /// Agent memory (`[memory]`): embedder, hybrid weights, extra paths.
+    pub memory: crate::memory::MemoryConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -190,6 +192,7 @@ impl Default for Config {
             ports_acme_base_domain: false,
             ssh_listen: None,
             tasks: Default::default(),
+            memory: Default::default(),
         }
     }
 }
@@ -211,6 +214,14 @@ impl Config {
         }
         let text = toml::to_string(&doc)?;
         Ok(Some(ironclaw_agent::ProvidersConfig::from_toml_str(&text)?))
+    }
+
+    /// Provider and embedding keys: the environment, then `secrets_file`.
+    pub fn secrets(&self) -> anyhow::Result<ironclaw_agent::Secrets> {
+        Ok(match &self.secrets_file {
+            Some(p) => ironclaw_agent::Secrets::load(p)?,
+            None => ironclaw_agent::Secrets::env_only(),
+        })
     }
 
     /// The ACME settings, when ACME is on.
@@ -283,6 +294,7 @@ impl Config {
             }
         }
         cfg.check_acme()?;
+        cfg.memory.check()?;
         if let Some(l) = args.listen {
             cfg.listen = l;
         }

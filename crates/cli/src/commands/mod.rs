@@ -9,6 +9,7 @@ pub mod exec;
 pub mod fs;
 pub mod image;
 pub mod key;
+pub mod memory;
 pub mod ports;
 pub mod sandbox;
 pub mod ssh;
@@ -57,6 +58,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Ssh(a) => ssh::run(&c, a).await,
         Command::Deploy(cmd) => deploy::run(&c, cmd).await,
         Command::Task(cmd) => task::run(&c, cmd).await,
+        Command::Memory(cmd) => memory::run(&c, cmd).await,
         Command::Doctor(j) => doctor::run(&c, j.json).await,
         Command::Version => unreachable!(),
     }
