@@ -71,7 +71,9 @@ pub fn specs() -> Vec<ToolSpec> {
     vec![
         ToolSpec {
             name: "memory_search".into(),
-            description: "Search memory files (MEMORY.md, memory/*.md); returns path, lines, snippet, score.".into(),
+            description:
+                "Search memory files (MEMORY.md, memory/*.md); returns path, lines, snippet, score."
+                    .into(),
             input_schema: json!({"type": "object", "properties": {
                 "query": {"type": "string"}, "max_results": int}, "required": ["query"]}),
         },

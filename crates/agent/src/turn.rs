@@ -541,7 +541,11 @@ impl Turn<'_> {
     }
 }
 
-pub(crate) async fn run_tool(ctx: &TurnContext, name: &str, input: &serde_json::Value) -> ToolOutput {
+pub(crate) async fn run_tool(
+    ctx: &TurnContext,
+    name: &str,
+    input: &serde_json::Value,
+) -> ToolOutput {
     if let Some(t) = ctx.tasks.as_deref() {
         if crate::tasks::TOOL_NAMES.contains(&name) {
             return crate::tasks::execute(t, name, input).await;
@@ -560,7 +564,8 @@ pub(crate) async fn run_tool(ctx: &TurnContext, name: &str, input: &serde_json::
         },
     };
     // A file the model wrote may be a memory file: the index follows.
-    if let (Some(m), false, "write_file" | "edit_file") = (ctx.memory.as_deref(), out.is_error, name)
+    if let (Some(m), false, "write_file" | "edit_file") =
+        (ctx.memory.as_deref(), out.is_error, name)
     {
         if let Some(p) = input.get("path").and_then(serde_json::Value::as_str) {
             if let Ok(p) = tools::resolve_path(&ctx.tools.workdir, p) {

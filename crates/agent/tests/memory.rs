@@ -69,9 +69,18 @@ async fn memory_tools_reach_the_memory_and_writes_are_reported() {
             ..Default::default()
         });
         let mock = MockLlm::start([
-            MockReply::tool("memory_search", json!({"query": "boat name", "max_results": "3"})),
-            MockReply::tool("memory_get", json!({"path": "memory/2026-01-02.md", "from": 2, "lines": 1})),
-            MockReply::tool("write_file", json!({"path": "memory/2026-01-03.md", "content": "- likes tea\n"})),
+            MockReply::tool(
+                "memory_search",
+                json!({"query": "boat name", "max_results": "3"}),
+            ),
+            MockReply::tool(
+                "memory_get",
+                json!({"path": "memory/2026-01-02.md", "from": 2, "lines": 1}),
+            ),
+            MockReply::tool(
+                "write_file",
+                json!({"path": "memory/2026-01-03.md", "content": "- likes tea\n"}),
+            ),
             MockReply::tool("memory_search", json!({"query": "fail"})),
             MockReply::text("Your boat is Seagull."),
         ])
@@ -79,13 +88,21 @@ async fn memory_tools_reach_the_memory_and_writes_are_reported() {
         let mut ctx = context(&mock, wire, &guest);
         ctx.memory = Some(mem.clone());
         let (tx, _) = collector();
-        let out = run_turn(&ctx, &[], "what is my boat called?", tx, CancellationToken::new())
-            .await
-            .unwrap();
+        let out = run_turn(
+            &ctx,
+            &[],
+            "what is my boat called?",
+            tx,
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
         assert_eq!(out.final_text(), "Your boat is Seagull.");
         let reqs = mock.requests();
         // Offered, and described in the system prompt.
-        assert!(reqs[0].raw.contains("\"memory_search\"") && reqs[0].raw.contains("\"memory_get\""));
+        assert!(
+            reqs[0].raw.contains("\"memory_search\"") && reqs[0].raw.contains("\"memory_get\"")
+        );
         assert!(reqs[0].raw.contains("use memory_search"), "{wire:?}");
         assert_eq!(
             *mem.searches.lock().unwrap(),
@@ -93,8 +110,14 @@ async fn memory_tools_reach_the_memory_and_writes_are_reported() {
         );
         // The hit went back to the model with its path, lines and score,
         // and the fallback said.
-        assert!(reqs[1].raw.contains("2026-01-02.md:2-4 (score 0.90)"), "{}", reqs[1].raw);
-        assert!(reqs[1].raw.contains("text search only: no embedder configured"));
+        assert!(
+            reqs[1].raw.contains("2026-01-02.md:2-4 (score 0.90)"),
+            "{}",
+            reqs[1].raw
+        );
+        assert!(reqs[1]
+            .raw
+            .contains("text search only: no embedder configured"));
         // Relative paths are made absolute in the working directory.
         assert_eq!(
             *mem.gets.lock().unwrap(),
@@ -106,7 +129,10 @@ async fn memory_tools_reach_the_memory_and_writes_are_reported() {
             std::fs::read_to_string(guest.path("memory/2026-01-03.md")).unwrap(),
             "- likes tea\n"
         );
-        assert_eq!(*mem.written.lock().unwrap(), [guest.path("memory/2026-01-03.md")]);
+        assert_eq!(
+            *mem.written.lock().unwrap(),
+            [guest.path("memory/2026-01-03.md")]
+        );
         // An error from the memory is a tool error the model sees.
         assert!(reqs[4].raw.contains("the query is empty"));
         assert!(!out.memory_flushed);
@@ -181,7 +207,7 @@ async fn flush_before_compaction_saves_the_fact_once_and_silently() {
             std::fs::read_to_string(&daily).unwrap(),
             "- The user's locker code is 4711.\n"
         );
-        assert_eq!(*mem.written.lock().unwrap(), [daily.clone()]);
+        assert_eq!(*mem.written.lock().unwrap(), std::slice::from_ref(&daily));
         let c = out.compaction.clone().expect("compaction happened");
         assert_eq!(c.replaced, 2);
         assert_eq!(out.final_text(), "Bananas are yellow.");
@@ -208,7 +234,9 @@ async fn flush_before_compaction_saves_the_fact_once_and_silently() {
             })
             .collect();
         assert_eq!(text, "Bananas are yellow.");
-        assert!(!events.iter().any(|e| matches!(e, TurnEvent::ToolStart { .. })));
+        assert!(!events
+            .iter()
+            .any(|e| matches!(e, TurnEvent::ToolStart { .. })));
         assert!(!out
             .new_messages
             .iter()

@@ -423,6 +423,20 @@ mod tests {
         assert!(acme.ca_file.is_none() && !cfg.ports_acme_base_domain);
     }
 
+    /// The "Memory" example in README.md parses and checks.
+    #[test]
+    fn readme_memory_parses() {
+        let cfg = readme_toml("### Memory");
+        cfg.memory.check().unwrap();
+        assert_eq!(cfg.memory.embedder, crate::memory::EmbedderKind::Local);
+        assert_eq!(cfg.memory.paths, ["/root/notes"]);
+        let bad = |t: &str| toml::from_str::<Config>(t).unwrap().memory.check().is_err();
+        assert!(bad("[memory]\npaths = [\"notes\"]\n"));
+        assert!(bad("[memory]\nembedder = \"openai\"\n"));
+        assert!(bad("[memory]\nvector_weight = 0.0\ntext_weight = 0.0\n"));
+        assert!(toml::from_str::<Config>("[memory]\nembedder = \"gpu\"\n").is_err());
+    }
+
     #[test]
     fn acme_settings_are_checked() {
         let check = |t: &str| toml::from_str::<Config>(t).unwrap().check_acme();

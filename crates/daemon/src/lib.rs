@@ -214,8 +214,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let kvm = manager.kvm.clone();
     tokio::task::spawn_blocking(move || kvm.get());
     let tasks = tasks::Tasks::new(manager.store.clone(), config.tasks.clone());
-    let memory = memory::Memory::open(&config.memory, data_dir, &config.secrets()?)
-        .context("[memory]")?;
+    let memory =
+        memory::Memory::open(&config.memory, data_dir, &config.secrets()?).context("[memory]")?;
     let chat = chat::Chat::new(manager.clone(), &config, tasks.clone(), memory.clone())
         .context("configuring LLM providers")?;
     tasks::runner::spawn(tasks.clone(), chat.clone()).context("starting scheduled tasks")?;

@@ -67,7 +67,11 @@ async fn notes_written_by_the_agent_are_searched_reindexed_and_kept_per_user() {
         .call_as(&alice, Method::GET, "/v1/memory/status", None)
         .await;
     assert_eq!(st, 200, "{s}");
-    assert_eq!((s["user"].clone(), s["files"].clone()), (json!("alice"), json!(1)), "{s}");
+    assert_eq!(
+        (s["user"].clone(), s["files"].clone()),
+        (json!("alice"), json!(1)),
+        "{s}"
+    );
     assert!(s["chunks"].as_u64().unwrap() >= 1);
     if local {
         assert_eq!(s["mode"], "hybrid", "{s}");
@@ -75,7 +79,10 @@ async fn notes_written_by_the_agent_are_searched_reindexed_and_kept_per_user() {
         assert!(s["fallback"].is_null());
     } else {
         assert_eq!(s["mode"], "text");
-        assert!(s["fallback"].as_str().unwrap().contains("no embedder configured"));
+        assert!(s["fallback"]
+            .as_str()
+            .unwrap()
+            .contains("no embedder configured"));
     }
 
     let (st, r) = search(&d, &alice, "/v1/memory/search", "where is the boat Seagull").await;
@@ -91,7 +98,10 @@ async fn notes_written_by_the_agent_are_searched_reindexed_and_kept_per_user() {
         let (_, r) = search(&d, &alice, "/v1/memory/search", "sailing vessel harbour").await;
         assert_eq!(r["hits"][0]["path"], DAILY, "{r}");
     } else {
-        assert!(r["fallback"].as_str().unwrap().contains("text search only"), "{r}");
+        assert!(
+            r["fallback"].as_str().unwrap().contains("text search only"),
+            "{r}"
+        );
     }
 
     // Reindex on demand: everything reread, nothing changed.
@@ -99,7 +109,15 @@ async fn notes_written_by_the_agent_are_searched_reindexed_and_kept_per_user() {
         .call_as(&alice, Method::POST, "/v1/memory/reindex", None)
         .await;
     assert_eq!(st, 200, "{x}");
-    assert_eq!((x["files"].clone(), x["indexed"].clone(), x["unchanged"].clone()), (json!(1), json!(0), json!(1)), "{x}");
+    assert_eq!(
+        (
+            x["files"].clone(),
+            x["indexed"].clone(),
+            x["unchanged"].clone()
+        ),
+        (json!(1), json!(0), json!(1)),
+        "{x}"
+    );
     assert_eq!(x["embedded"], 0);
 
     // Changed behind the tools' back (bash): the next search stats the
@@ -113,13 +131,24 @@ async fn notes_written_by_the_agent_are_searched_reindexed_and_kept_per_user() {
     .await;
     let (_, r) = search(&d, &alice, "/v1/memory/search", "Volvo").await;
     assert_eq!(r["hits"][0]["path"], DAILY, "{r}");
-    assert!(r["hits"][0]["snippet"].as_str().unwrap().contains("red Volvo"));
+    assert!(r["hits"][0]["snippet"]
+        .as_str()
+        .unwrap()
+        .contains("red Volvo"));
     let (_, r) = search(&d, &alice, "/v1/memory/search", "tea coffee").await;
     assert_eq!(r["hits"][0]["path"], "/root/MEMORY.md", "{r}");
     let (_, x) = d
         .call_as(&alice, Method::POST, "/v1/memory/reindex", None)
         .await;
-    assert_eq!((x["files"].clone(), x["indexed"].clone(), x["unchanged"].clone()), (json!(2), json!(0), json!(2)), "{x}");
+    assert_eq!(
+        (
+            x["files"].clone(),
+            x["indexed"].clone(),
+            x["unchanged"].clone()
+        ),
+        (json!(2), json!(0), json!(2)),
+        "{x}"
+    );
     // One more edit and a removal: the reindex counts them.
     exec_as(
         &d,
@@ -132,12 +161,24 @@ async fn notes_written_by_the_agent_are_searched_reindexed_and_kept_per_user() {
         .call_as(&alice, Method::POST, "/v1/memory/reindex", None)
         .await;
     assert_eq!(
-        (x["files"].clone(), x["indexed"].clone(), x["unchanged"].clone(), x["removed"].clone()),
+        (
+            x["files"].clone(),
+            x["indexed"].clone(),
+            x["unchanged"].clone(),
+            x["removed"].clone()
+        ),
         (json!(1), json!(1), json!(0), json!(1)),
         "{x}"
     );
     let (_, r) = search(&d, &alice, "/v1/memory/search", "Seagull").await;
-    assert!(r["hits"].as_array().unwrap().iter().all(|h| h["path"] != DAILY), "{r}");
+    assert!(
+        r["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["path"] != DAILY),
+        "{r}"
+    );
 
     // Bob sees nothing of Alice's, and cannot name her.
     let (st, r) = search(&d, &bob, "/v1/memory/search", "Hamburg tea").await;
@@ -153,45 +194,85 @@ async fn notes_written_by_the_agent_are_searched_reindexed_and_kept_per_user() {
     let (st, _) = search(&d, &bob, "/v1/memory/search?user=alice", "Hamburg").await;
     assert_eq!(st, 404);
     // Bob has no agent sandbox: nothing to reindex, said.
-    let (st, x) = d.call_as(&bob, Method::POST, "/v1/memory/reindex", None).await;
+    let (st, x) = d
+        .call_as(&bob, Method::POST, "/v1/memory/reindex", None)
+        .await;
     assert_eq!(st, 200);
-    assert!(x["note"].as_str().unwrap().contains("no agent sandbox"), "{x}");
+    assert!(
+        x["note"].as_str().unwrap().contains("no agent sandbox"),
+        "{x}"
+    );
 
     // The admin may look at anyone's, through the API and the CLI.
     let (st, s) = d.get("/v1/memory/status?user=alice").await;
     assert_eq!((st, s["files"].clone()), (200, json!(1)), "{s}");
     let out = d.cli(&["memory", "search", "Hamburg", "--user", "alice", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["user"], "alice");
     assert_eq!(v["hits"][0]["path"], "/root/MEMORY.md", "{v}");
     let out = d.cli(&["memory", "search", "Hamburg", "--user", "alice"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("/root/MEMORY.md:1-") && text.contains("Lives in Hamburg."), "{text}");
+    assert!(
+        text.contains("/root/MEMORY.md:1-") && text.contains("Lives in Hamburg."),
+        "{text}"
+    );
     let out = d.cli(&["memory", "reindex", "--user", "alice"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.starts_with("1 files: 0 indexed, 1 unchanged"), "{text}");
+    assert!(
+        text.starts_with("1 files: 0 indexed, 1 unchanged"),
+        "{text}"
+    );
     let out = d.cli(&["memory", "status", "--user", "alice"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("1 files,") && text.contains("/root/memory"), "{text}");
+    assert!(
+        text.contains("1 files,") && text.contains("/root/memory"),
+        "{text}"
+    );
 
     // Bad input: a clear error, nothing changed.
     let before = d.get("/v1/memory/status?user=alice").await.1;
     let huge = "x".repeat(1 << 20);
-    for (q, want) in [(huge.as_str(), "at most 4096"), ("", "empty"), ("   ", "empty")] {
+    for (q, want) in [
+        (huge.as_str(), "at most 4096"),
+        ("", "empty"),
+        ("   ", "empty"),
+    ] {
         let (st, v) = search(&d, &alice, "/v1/memory/search", q).await;
         assert_eq!(st, 400, "{v}");
-        assert!(v["error"]["message"].as_str().unwrap().contains(want), "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(want),
+            "{v}"
+        );
     }
     let (st, v) = d
-        .call_as(&alice, Method::POST, "/v1/memory/search", Some(json!({"q": "x"})))
+        .call_as(
+            &alice,
+            Method::POST,
+            "/v1/memory/search",
+            Some(json!({"q": "x"})),
+        )
         .await;
     assert_eq!(st, 400, "{v}");
-    for path in ["/v1/memory/status?user=ghost", "/v1/memory/reindex?user=ghost"] {
-        let m = if path.contains("reindex") { Method::POST } else { Method::GET };
+    for path in [
+        "/v1/memory/status?user=ghost",
+        "/v1/memory/reindex?user=ghost",
+    ] {
+        let m = if path.contains("reindex") {
+            Method::POST
+        } else {
+            Method::GET
+        };
         let (st, v) = d.req(m, path, None).await;
         assert_eq!(st, 404, "{v}");
-        assert!(v["error"]["message"].as_str().unwrap().contains("ghost"), "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("ghost"),
+            "{v}"
+        );
     }
     let out = d.cli(&["memory", "status", "--user", "ghost"]);
     assert!(!out.status.success());
@@ -209,7 +290,10 @@ async fn notes_written_by_the_agent_are_searched_reindexed_and_kept_per_user() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_an_embedder_search_is_text_only_and_says_so() {
     let mock = MockLlm::start([
-        MockReply::tool("write_file", json!({"path": "/root/MEMORY.md", "content": "The wifi password is hunter2.\n"})),
+        MockReply::tool(
+            "write_file",
+            json!({"path": "/root/MEMORY.md", "content": "The wifi password is hunter2.\n"}),
+        ),
         MockReply::text("Saved."),
     ])
     .await;
@@ -218,24 +302,42 @@ async fn without_an_embedder_search_is_text_only_and_says_so() {
     let (_, s) = d.get("/v1/memory/status").await;
     assert_eq!(s["mode"], "text", "{s}");
     assert!(s["embedder"].is_null());
-    assert!(s["fallback"].as_str().unwrap().contains("embedder = \"none\""), "{s}");
+    assert!(
+        s["fallback"]
+            .as_str()
+            .unwrap()
+            .contains("embedder = \"none\""),
+        "{s}"
+    );
     let (st, r) = search(&d, &d.token, "/v1/memory/search", "wifi password").await;
     assert_eq!(st, 200);
     assert_eq!(r["mode"], "text");
-    assert!(r["fallback"].as_str().unwrap().contains("text search only"), "{r}");
+    assert!(
+        r["fallback"].as_str().unwrap().contains("text search only"),
+        "{r}"
+    );
     assert_eq!(r["hits"][0]["path"], "/root/MEMORY.md", "{r}");
     let out = d.cli(&["memory", "status"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("search:    text") && text.contains("fallback:  text search only"), "{text}");
+    assert!(
+        text.contains("search:    text") && text.contains("fallback:  text search only"),
+        "{text}"
+    );
     let out = d.cli(&["memory", "search", "wifi"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("note: text search only"));
 
     // A local embedder whose weights are missing: the same, with the reason.
-    let d2 = Daemon::start_with("[memory]\nembedder = \"local\"\nweights_dir = \"/nonexistent/minilm\"\n").await;
+    let d2 = Daemon::start_with(
+        "[memory]\nembedder = \"local\"\nweights_dir = \"/nonexistent/minilm\"\n",
+    )
+    .await;
     let (_, s) = d2.get("/v1/memory/status").await;
     assert_eq!(s["mode"], "text", "{s}");
     let f = s["fallback"].as_str().unwrap();
-    assert!(f.contains("local embedder unavailable") && f.contains("/nonexistent/minilm"), "{f}");
+    assert!(
+        f.contains("local embedder unavailable") && f.contains("/nonexistent/minilm"),
+        "{f}"
+    );
 }
 
 /// Today's daily note, as the daemon names it (UTC).
@@ -244,7 +346,10 @@ fn today_note() -> String {
         .args(["-u", "+%F"])
         .output()
         .unwrap();
-    format!("/root/memory/{}.md", String::from_utf8(out.stdout).unwrap().trim())
+    format!(
+        "/root/memory/{}.md",
+        String::from_utf8(out.stdout).unwrap().trim()
+    )
 }
 
 /// A fact said early in a long session survives its compaction through the
@@ -287,11 +392,18 @@ async fn a_fact_said_early_survives_compaction_and_is_found_in_a_new_session() {
     .await;
     d.build_image("mini", "busybox").await;
     let (mut ws, _) = chat::connect(&d, &d.token, None).await;
-    chat::turn(&mut ws, &format!("My locker code is 4711. Apples: {}", long("apple"))).await;
+    chat::turn(
+        &mut ws,
+        &format!("My locker code is 4711. Apples: {}", long("apple")),
+    )
+    .await;
     chat::turn(&mut ws, "pears?").await;
     chat::turn(&mut ws, "cherries?").await;
     let events = chat::turn(&mut ws, "and bananas?").await;
-    assert!(events.iter().any(|e| e["type"] == "compacted"), "{events:?}");
+    assert!(
+        events.iter().any(|e| e["type"] == "compacted"),
+        "{events:?}"
+    );
     // Silent: the user saw the answer, not the flush.
     let text: String = events
         .iter()
@@ -301,12 +413,27 @@ async fn a_fact_said_early_survives_compaction_and_is_found_in_a_new_session() {
     assert_eq!(text, "Bananas are yellow.");
     let reqs = mock.requests();
     assert!(reqs[3].raw.contains("[memory flush]") && reqs[3].raw.contains(&note));
-    assert_eq!(reqs.iter().filter(|r| r.raw.contains("[memory flush]")).count(), 2, "one flush: its two model calls");
+    assert_eq!(
+        reqs.iter()
+            .filter(|r| r.raw.contains("[memory flush]"))
+            .count(),
+        2,
+        "one flush: its two model calls"
+    );
 
     let (_, events) = chat_turn(&d, &d.token, "what is my locker code?").await;
-    assert!(events.iter().any(|e| e["type"] == "tool_end"
-        && e["output"].as_str().unwrap().contains("locker code is 4711")
-        && e["output"].as_str().unwrap().contains(&format!("{note}:1-"))), "{events:?}");
+    assert!(
+        events.iter().any(|e| e["type"] == "tool_end"
+            && e["output"]
+                .as_str()
+                .unwrap()
+                .contains("locker code is 4711")
+            && e["output"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("{note}:1-"))),
+        "{events:?}"
+    );
     let reqs = mock.requests();
     assert!(reqs.last().unwrap().raw.contains("locker code is 4711."));
     // The new session's history holds no trace of the old one but memory.

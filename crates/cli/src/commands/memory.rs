@@ -22,9 +22,7 @@ fn n(v: &Value) -> u64 {
 pub async fn run(c: &Client, cmd: MemoryCmd) -> Result<i32> {
     match cmd {
         MemoryCmd::Status { user, json } => {
-            let v = c
-                .get(&scoped("/v1/memory/status", &user), "memory")
-                .await?;
+            let v = c.get(&scoped("/v1/memory/status", &user), "memory").await?;
             if json.json {
                 print_json(&v);
                 return Ok(0);

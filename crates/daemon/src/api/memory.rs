@@ -39,11 +39,7 @@ fn target(st: &AppState, caller: &Caller, uri: &axum::http::Uri) -> Result<Strin
 
 /// The user's agent sandbox's agent when it runs (`start`: start it if
 /// it is stopped); None when they have none (yet).
-async fn agent_of(
-    st: &AppState,
-    user: &str,
-    start: bool,
-) -> Result<Option<AgentClient>, ApiError> {
+async fn agent_of(st: &AppState, user: &str, start: bool) -> Result<Option<AgentClient>, ApiError> {
     let Some(r) = st.manager.store.agent_sandbox(user)? else {
         return Ok(None);
     };

@@ -103,7 +103,8 @@ impl MemoryConfig {
         if self.vector_weight + self.text_weight <= 0.0 {
             anyhow::bail!("[memory] vector_weight + text_weight must be above 0");
         }
-        if self.embedder == EmbedderKind::Openai && (self.base_url.is_none() || self.model.is_none())
+        if self.embedder == EmbedderKind::Openai
+            && (self.base_url.is_none() || self.model.is_none())
         {
             anyhow::bail!("[memory] embedder = \"openai\" needs base_url and model");
         }
@@ -204,7 +205,9 @@ impl Memory {
                     Some(var) => match secrets.get(var) {
                         Some(k) => Some(k),
                         None => {
-                            tracing::warn!("[memory] api_key_env {var} is not set: text search only");
+                            tracing::warn!(
+                                "[memory] api_key_env {var} is not set: text search only"
+                            );
                             return Ok(Self::with(cfg, index, Source::Broken(format!(
                                 "embeddings API key {var} is not set in the daemon's environment or secrets file"
                             ))));
@@ -282,9 +285,7 @@ impl Memory {
             } else {
                 SearchMode::Text
             },
-            fallback: e
-                .err()
-                .map(|why| format!("text search only: {why}")),
+            fallback: e.err().map(|why| format!("text search only: {why}")),
             embedder: id,
             files: st.files,
             chunks: st.chunks,
@@ -334,7 +335,10 @@ impl Memory {
                 embedder = Some(self.embedder().await.ok());
             }
             let e = embedder.clone().flatten();
-            match self.index_one(user, agent, path, e.as_deref(), &mut r).await {
+            match self
+                .index_one(user, agent, path, e.as_deref(), &mut r)
+                .await
+            {
                 // A file modified within the second of the scan may change
                 // again unseen by its mtime: read it next time too.
                 Ok(()) if sig.mtime < scan_started - 1 => {
