@@ -441,3 +441,119 @@ async fn a_fact_said_early_survives_compaction_and_is_found_in_a_new_session() {
     let (_, r) = search(&d, &d.token, "/v1/memory/search", "locker").await;
     assert_eq!(r["hits"][0]["path"], note.as_str(), "{r}");
 }
+
+/// Vectors of a hashed bag of words: deterministic, near for texts that
+/// share words.
+fn bag_of_words(text: &str) -> Vec<f32> {
+    let mut v = vec![0f32; 32];
+    for w in text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.len() > 2)
+    {
+        let h = w
+            .to_lowercase()
+            .bytes()
+            .fold(1469598103934665603u64, |h, b| {
+                (h ^ b as u64).wrapping_mul(1099511628211)
+            });
+        v[(h % 32) as usize] += 1.0;
+    }
+    v
+}
+
+/// An OpenAI-compatible `/v1/embeddings` server on loopback that wants
+/// `Bearer <key>` (OpenAI's 401 body otherwise); its base URL and the
+/// keys it was sent.
+async fn embeddings_server(
+    key: &'static str,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let app = axum::Router::new().route(
+        "/v1/embeddings",
+        axum::routing::post(move |h: HeaderMap, axum::Json(body): axum::Json<Value>| {
+            let s = s.clone();
+            async move {
+                let auth = h.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                s.lock().unwrap().push(auth.clone());
+                if auth != format!("Bearer {key}") {
+                    return (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "code": "invalid_api_key"}}))).into_response();
+                }
+                let inputs: Vec<String> = serde_json::from_value(body["input"].clone()).unwrap();
+                let data: Vec<Value> = inputs.iter().enumerate()
+                    .map(|(i, t)| json!({"object": "embedding", "index": i, "embedding": bag_of_words(t)}))
+                    .collect();
+                axum::Json(json!({"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": 1, "total_tokens": 1}})).into_response()
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (url, seen)
+}
+
+/// `embedder = "openai"`: the daemon embeds through the endpoint with the
+/// key from its environment, search is hybrid, and the key never reaches
+/// the sandbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openai_compatible_embedder_is_used_and_its_key_stays_on_the_host() {
+    const KEY: &str = "sk-embed-secret-77aa01";
+    let (url, seen) = embeddings_server(KEY).await;
+    let mock = MockLlm::start([
+        MockReply::tool("write_file", json!({"path": DAILY, "content": NOTE})),
+        MockReply::text("Noted."),
+        MockReply::tool(
+            "bash",
+            json!({"command": "env; cat /proc/1/environ 2>/dev/null | tr '\\\\0' '\\\\n'"}),
+        ),
+        MockReply::text("done"),
+    ])
+    .await;
+    let base = mock.openai_base();
+    let d = Daemon::start_env(
+        &format!("[memory]\nembedder = \"openai\"\nbase_url = \"{url}\"\nmodel = \"bag\"\napi_key_env = \"IRONCLAW_TEST_EMBED_KEY\"\n"),
+        &[
+            ("IRONCLAW_PROVIDER", "openai"),
+            ("IRONCLAW_BASE_URL", &base),
+            ("IRONCLAW_API_KEY", MOCK_KEY),
+            ("IRONCLAW_MODEL", "mock-model"),
+            ("IRONCLAW_TEST_EMBED_KEY", KEY),
+        ],
+    )
+    .await;
+    d.build_image("mini", "busybox").await;
+    chat_turn(&d, &d.token, "remember the boat").await;
+    let (_, s) = d.get("/v1/memory/status").await;
+    assert_eq!(s["mode"], "hybrid", "{s}");
+    assert!(
+        s["embedder"].as_str().unwrap().starts_with("openai:bag@"),
+        "{s}"
+    );
+    assert_eq!(s["with_vectors"], s["chunks"], "{s}");
+    let (_, r) = search(&d, &d.token, "/v1/memory/search", "boat moored").await;
+    assert_eq!(
+        (r["mode"].clone(), r["hits"][0]["path"].clone()),
+        (json!("hybrid"), json!(DAILY)),
+        "{r}"
+    );
+    assert!(!seen.lock().unwrap().is_empty());
+    assert!(seen
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|a| a == &format!("Bearer {KEY}")));
+    // The sandbox's environment has no trace of it.
+    let (_, events) = chat_turn(&d, &d.token, "show the environment").await;
+    let out = events.iter().find(|e| e["type"] == "tool_end").unwrap()["output"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(out.contains("PATH="), "{out}");
+    assert!(
+        !out.contains(KEY) && !out.contains("IRONCLAW_TEST_EMBED_KEY"),
+        "{out}"
+    );
+}
