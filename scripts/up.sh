@@ -31,6 +31,8 @@ ln -sf "$root/target/release/ironclaw" /usr/local/bin/ironclaw
 ln -sf "$root/target/release/ironclawd" /usr/local/bin/ironclawd
 
 mkdir -p "$data_dir"
+# The local embedder's weights, where [memory] weights_dir defaults to.
+scripts/fetch-minilm.sh "$data_dir/models/all-minilm-l6-v2" >/dev/null
 log=$data_dir/ironclawd.log
 IRONCLAW_GUEST_BIN=$root/target/x86_64-unknown-linux-gnu/release/ironclaw-guest \
   nohup ironclawd --data-dir "$data_dir" --listen "$listen" >>"$log" 2>&1 &

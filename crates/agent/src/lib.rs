@@ -72,6 +72,7 @@
 //! - [`provider`]: the [`Provider`] trait; OpenAI- and Anthropic-style streaming clients, SSE, retries.
 //! - [`tools`]: bash, read_file, write_file, edit_file, list_dir, grep, run through the guest agent.
 //! - [`tasks`]: schedule_task, list_tasks, cancel_task over the daemon's [`TaskScheduler`].
+//! - [`memory`]: memory_search, memory_get over the daemon's [`AgentMemory`]; the flush before compaction.
 //! - [`turn`]: the agent loop.
 //! - [`compaction`]: summarising older turns when the context fills up.
 //! - [`prompt`], [`tokens`], [`cost`]: the system prompt, cl100k token counts, prices.
@@ -81,6 +82,7 @@
 pub mod compaction;
 pub mod config;
 pub mod cost;
+pub mod memory;
 pub mod mock;
 pub mod model;
 pub mod openai_compat;
@@ -93,6 +95,7 @@ pub mod turn;
 
 pub use compaction::{Compaction, CompactionPolicy};
 pub use config::{ModelInfo, ProviderKind, ProvidersConfig, Registry, Secrets, UnknownModel};
+pub use memory::{AgentMemory, MemoryHit, MemoryHits};
 pub use model::{validate_history, Block, Message, Role, Usage};
 pub use provider::{LlmEvent, LlmRequest, Provider, ProviderError, RetryPolicy, ToolSpec};
 pub use tasks::{TaskRequest, TaskScheduler};

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use ironclaw_proto::{ExecRequest, FileKind, FileWrite, GuestMsg, HostMsg};
+use ironclaw_proto::{ExecRequest, FileKind, GuestMsg, HostMsg};
 use ironclaw_sandbox::{AgentClient, AgentError};
 use serde_json::{json, Value};
 
@@ -231,13 +231,18 @@ impl Args<'_> {
 }
 
 fn resolve(cfg: &ToolConfig, path: &str) -> Result<String, ToolError> {
+    resolve_path(&cfg.workdir, path).map_err(ToolError::Args)
+}
+
+/// `path` made absolute: relative paths are under `workdir`.
+pub fn resolve_path(workdir: &str, path: &str) -> Result<String, String> {
     if path.is_empty() {
-        return Err(ToolError::Args("path is empty".into()));
+        return Err("path is empty".into());
     }
     if path.contains('\0') {
-        return Err(ToolError::Args("path contains a NUL byte".into()));
+        return Err("path contains a NUL byte".into());
     }
-    let base = cfg.workdir.trim_end_matches('/');
+    let base = workdir.trim_end_matches('/');
     Ok(if path.starts_with('/') {
         path.to_string()
     } else if path == "." || path == "./" {
@@ -423,29 +428,27 @@ async fn load(
             max: cfg.max_file_bytes,
         });
     }
-    let mut s = agent.open(HostMsg::FileRead { path: path.into() }).await?;
-    let mut data = Vec::with_capacity(st.size as usize);
-    loop {
-        match s.recv().await? {
-            GuestMsg::Data(d) => {
-                data.extend_from_slice(&d);
-                // The file may grow while we read it.
-                if data.len() as u64 > cfg.max_file_bytes {
-                    return Err(ToolError::TooLarge {
-                        path: path.into(),
-                        size: data.len() as u64,
-                        max: cfg.max_file_bytes,
-                    });
-                }
-            }
-            GuestMsg::Eof => return Ok((data, st.mode & 0o7777)),
-            GuestMsg::Error { message, .. } => return Err(ToolError::Failed(message)),
-            other => {
-                return Err(ToolError::Failed(format!(
-                    "unexpected reply from the sandbox: {other:?}"
-                )))
-            }
-        }
+    let got = agent
+        .read_file(path, cfg.max_file_bytes as usize)
+        .await
+        .map_err(guest_error)?;
+    // The file may have grown since the stat.
+    if got.truncated {
+        return Err(ToolError::TooLarge {
+            path: path.into(),
+            size: got.data.len() as u64 + 1,
+            max: cfg.max_file_bytes,
+        });
+    }
+    Ok((got.data, st.mode & 0o7777))
+}
+
+/// A guest's refusal (no such file, permission denied) as the model
+/// should read it: the guest's own message.
+fn guest_error(e: AgentError) -> ToolError {
+    match e {
+        AgentError::Guest { message, .. } => ToolError::Failed(message),
+        other => ToolError::Agent(other),
     }
 }
 
@@ -464,25 +467,11 @@ fn text_of(path: &str, data: Vec<u8>) -> Result<String, ToolError> {
 }
 
 async fn store(agent: &AgentClient, path: &str, mode: u32, data: &[u8]) -> Result<(), ToolError> {
-    let s = agent
-        .open(HostMsg::FileWrite(FileWrite {
-            path: path.into(),
-            mode,
-            parents: true,
-        }))
-        .await?;
-    for chunk in data.chunks(ironclaw_proto::CHUNK) {
-        s.send(HostMsg::Data(chunk.to_vec())).await?;
-    }
-    s.send(HostMsg::Eof).await?;
-    let mut s = s;
-    match s.recv().await? {
-        GuestMsg::Stat(_) => Ok(()),
-        GuestMsg::Error { message, .. } => Err(ToolError::Failed(message)),
-        other => Err(ToolError::Failed(format!(
-            "unexpected reply from the sandbox: {other:?}"
-        ))),
-    }
+    agent
+        .write_file(path, mode, true, data)
+        .await
+        .map(drop)
+        .map_err(guest_error)
 }
 
 async fn read_file(

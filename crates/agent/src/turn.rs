@@ -9,7 +9,6 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use ironclaw_proto::{FileKind, GuestMsg, HostMsg};
 use ironclaw_sandbox::AgentClient;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -18,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::compaction::{self, Compaction, CompactionPolicy};
 use crate::config::ModelInfo;
 use crate::cost::cost_usd;
+use crate::memory::AgentMemory;
 use crate::model::{validate_history, Block, HistoryError, Message, Role, Usage};
 use crate::prompt;
 use crate::provider::{LlmEvent, LlmRequest, Provider, ProviderError};
@@ -63,6 +63,9 @@ pub struct TurnContext {
     pub compaction: CompactionPolicy,
     /// The user's scheduled tasks; with one, the model gets the task tools.
     pub tasks: Option<Arc<dyn TaskScheduler>>,
+    /// The user's memory index; with one, the model gets the memory tools
+    /// and a silent flush turn runs before each compaction.
+    pub memory: Option<Arc<dyn AgentMemory>>,
 }
 
 impl TurnContext {
@@ -83,6 +86,7 @@ impl TurnContext {
             max_message_bytes: 256 * 1024,
             compaction: CompactionPolicy::default(),
             tasks: None,
+            memory: None,
         }
     }
 }
@@ -141,6 +145,9 @@ pub struct TurnOutcome {
     /// Model calls made.
     pub steps: u32,
     pub stopped: Option<StopReason>,
+    /// A silent memory flush turn ran before the compaction.
+    #[serde(default)]
+    pub memory_flushed: bool,
 }
 
 impl TurnOutcome {
@@ -216,6 +223,9 @@ pub async fn run_turn(
     if ctx.tasks.is_some() {
         tool_specs.extend(crate::tasks::specs());
     }
+    if ctx.memory.is_some() {
+        tool_specs.extend(crate::memory::specs());
+    }
     // Checked before anything else happens, so a message that can never
     // fit changes nothing.
     let user_msg = Message::user(user_text);
@@ -243,7 +253,7 @@ pub async fn run_turn(
         Some(p) => tokio::select! {
             biased;
             _ = turn.cancel.cancelled() => return Ok(turn.stop()),
-            m = read_memory(ctx, p) => m,
+            m = crate::memory::read_curated(ctx, p) => m,
         },
         None => None,
     };
@@ -256,6 +266,7 @@ pub async fn run_turn(
             &ctx.tools.workdir,
             ctx.memory_path.as_deref().unwrap_or(prompt::MEMORY_PATH),
             memory.as_deref(),
+            ctx.memory.is_some(),
         ),
     };
     let fixed_tokens = tokens::count(&system) + tokens::tools(&tool_specs);
@@ -271,6 +282,14 @@ pub async fn run_turn(
                 fixed_tokens + tokens::messages(&base) + tokens::messages(&turn.out.new_messages);
             if compaction::needed(estimate, &ctx.model, &ctx.compaction) {
                 if let Some(split) = compaction::split_point(&base, ctx.compaction.keep_turns) {
+                    // Once per compaction: what must be kept goes to the
+                    // daily note before the turns are summarised away.
+                    if let (Some(m), false) = (&ctx.memory, turn.out.memory_flushed) {
+                        turn.out.memory_flushed = true;
+                        if turn.flush(&**m, &system, &tool_specs, &base).await.is_err() {
+                            return Ok(turn.stop());
+                        }
+                    }
                     let summarised = tokio::select! {
                         biased;
                         _ = turn.cancel.cancelled() => return Ok(turn.stop()),
@@ -309,7 +328,7 @@ pub async fn run_turn(
             max_tokens: ctx.model.max_output_tokens,
         };
         turn.out.steps += 1;
-        let step = turn.model_step(&req).await;
+        let step = turn.model_step(&req, true).await;
 
         let mut content = Vec::new();
         let interrupted = !matches!(step.end, StepEnd::Done);
@@ -399,23 +418,23 @@ pub async fn run_turn(
     }
 }
 
-struct Turn<'a> {
-    ctx: &'a TurnContext,
+pub(crate) struct Turn<'a> {
+    pub(crate) ctx: &'a TurnContext,
     events: mpsc::Sender<TurnEvent>,
-    cancel: CancellationToken,
-    out: TurnOutcome,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) out: TurnOutcome,
 }
 
-enum StepEnd {
+pub(crate) enum StepEnd {
     Done,
     Cancelled,
     Failed(ProviderError),
 }
 
-struct Step {
-    text: String,
-    calls: Vec<(String, String, serde_json::Value)>,
-    end: StepEnd,
+pub(crate) struct Step {
+    pub(crate) text: String,
+    pub(crate) calls: Vec<(String, String, serde_json::Value)>,
+    pub(crate) end: StepEnd,
 }
 
 impl Turn<'_> {
@@ -458,8 +477,9 @@ impl Turn<'_> {
         });
     }
 
-    /// One model call, streamed to the events channel.
-    async fn model_step(&mut self, req: &LlmRequest) -> Step {
+    /// One model call, its text streamed to the events channel when
+    /// `visible`.
+    pub(crate) async fn model_step(&mut self, req: &LlmRequest, visible: bool) -> Step {
         let mut step = Step {
             text: String::new(),
             calls: Vec::new(),
@@ -495,7 +515,9 @@ impl Turn<'_> {
                 }
                 Some(Ok(LlmEvent::TextDelta(t))) => {
                     step.text.push_str(&t);
-                    self.emit(TurnEvent::TextDelta { text: t }).await;
+                    if visible {
+                        self.emit(TurnEvent::TextDelta { text: t }).await;
+                    }
                 }
                 Some(Ok(LlmEvent::ToolCall { id, name, input })) => {
                     step.calls.push((id, name, input))
@@ -519,60 +541,37 @@ impl Turn<'_> {
     }
 }
 
-async fn run_tool(ctx: &TurnContext, name: &str, input: &serde_json::Value) -> ToolOutput {
+pub(crate) async fn run_tool(
+    ctx: &TurnContext,
+    name: &str,
+    input: &serde_json::Value,
+) -> ToolOutput {
     if let Some(t) = ctx.tasks.as_deref() {
         if crate::tasks::TOOL_NAMES.contains(&name) {
             return crate::tasks::execute(t, name, input).await;
         }
     }
-    match ctx.sandbox.agent().await {
+    if let Some(m) = ctx.memory.as_deref() {
+        if crate::memory::TOOL_NAMES.contains(&name) {
+            return crate::memory::execute(m, &ctx.tools.workdir, name, input).await;
+        }
+    }
+    let out = match ctx.sandbox.agent().await {
         Ok(agent) => tools::execute(&agent, &ctx.tools, name, input).await,
         Err(e) => ToolOutput {
             content: tools::ToolError::Sandbox(e).to_string(),
             is_error: true,
         },
-    }
-}
-
-/// The memory file's text, capped; None when there is none or the sandbox
-/// cannot be reached (the turn goes on without it).
-async fn read_memory(ctx: &TurnContext, path: &str) -> Option<String> {
-    let agent = match ctx.sandbox.agent().await {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::warn!("no memory file: sandbox unavailable: {e}");
-            return None;
-        }
     };
-    let st = agent.stat(path).await.ok()?;
-    if st.kind != FileKind::File || st.size == 0 {
-        return None;
-    }
-    let mut s = agent
-        .open(HostMsg::FileRead { path: path.into() })
-        .await
-        .ok()?;
-    let mut data = Vec::new();
-    loop {
-        match s.recv().await.ok()? {
-            GuestMsg::Data(d) => {
-                data.extend_from_slice(&d);
-                if data.len() > ctx.max_memory_bytes {
-                    break;
-                }
+    // A file the model wrote may be a memory file: the index follows.
+    if let (Some(m), false, "write_file" | "edit_file") =
+        (ctx.memory.as_deref(), out.is_error, name)
+    {
+        if let Some(p) = input.get("path").and_then(serde_json::Value::as_str) {
+            if let Ok(p) = tools::resolve_path(&ctx.tools.workdir, p) {
+                m.written(&p).await;
             }
-            GuestMsg::Eof => break,
-            _ => return None,
         }
     }
-    let cut = data.len() > ctx.max_memory_bytes;
-    data.truncate(ctx.max_memory_bytes);
-    let mut text = String::from_utf8_lossy(&data).into_owned();
-    if cut {
-        text.push_str(&format!(
-            "\n[memory file truncated: it is {} bytes, only the first {} are shown]",
-            st.size, ctx.max_memory_bytes
-        ));
-    }
-    Some(text)
+    out
 }

@@ -103,6 +103,10 @@ pub enum Command {
     /// Serve the daemon's MCP tools on stdin/stdout (for desktop MCP clients)
     Mcp,
 
+    /// Your agent's memory files: index status, search, reindex
+    #[command(subcommand)]
+    Memory(MemoryCmd),
+
     /// Check the daemon host: which backends work, and why the others do not
     Doctor(JsonFlag),
 
@@ -635,6 +639,43 @@ pub enum TaskCmd {
     /// A task's runs, newest first, with their result or why they failed
     Runs {
         name: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+}
+
+// ---------------------------------------------------------------- memory
+
+#[derive(Debug, Subcommand)]
+pub enum MemoryCmd {
+    /// What is indexed, and how search ranks (hybrid, or text only and why)
+    Status {
+        /// Whose memory (admin; default: your own)
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Search memory: path, line range, score and snippet of the best chunks
+    #[command(after_help = "Example:\n  ironclaw memory search what is the wifi password")]
+    Search {
+        /// The query (words are joined with spaces)
+        #[arg(required = true)]
+        query: Vec<String>,
+        /// Most results (1-50, default 6)
+        #[arg(long, short = 'n', value_name = "N")]
+        max: Option<usize>,
+        /// Whose memory (admin; default: your own)
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Reread the memory files from the agent's sandbox and index what changed
+    Reindex {
+        /// Whose memory (admin; default: your own)
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
         #[command(flatten)]
         json: JsonFlag,
     },

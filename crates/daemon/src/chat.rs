@@ -44,6 +44,8 @@ pub struct Chat {
     create_locks: CreateLocks,
     /// Scheduled tasks, for the task tools of each turn.
     tasks: Arc<crate::tasks::Tasks>,
+    /// Memory, for the memory tools and the flush of each turn.
+    memory: Arc<crate::memory::Memory>,
 }
 
 /// The display name a user's new agent sandbox gets in their own namespace
@@ -147,15 +149,10 @@ impl Chat {
         manager: Arc<Manager>,
         config: &Config,
         tasks: Arc<crate::tasks::Tasks>,
+        memory: Arc<crate::memory::Memory>,
     ) -> anyhow::Result<Arc<Chat>> {
         let registry = match config.providers_config()? {
-            Some(pc) => {
-                let secrets = match &config.secrets_file {
-                    Some(p) => ironclaw_agent::Secrets::load(p)?,
-                    None => ironclaw_agent::Secrets::env_only(),
-                };
-                Some(Registry::new(&pc, &secrets)?)
-            }
+            Some(pc) => Some(Registry::new(&pc, &config.secrets()?)?),
             None => None,
         };
         let mut agents = config.agents.clone();
@@ -175,7 +172,17 @@ impl Chat {
             activity: Mutex::default(),
             create_locks: Arc::default(),
             tasks,
+            memory,
         }))
+    }
+
+    /// Count `user` as active now: the idle reaper stops their agent
+    /// sandbox only after `agent_idle_stop_secs` more.
+    pub fn note_activity(&self, user: &str) {
+        self.activity
+            .lock()
+            .unwrap()
+            .insert(user.to_string(), Instant::now());
     }
 
     pub fn agents(&self) -> &[AgentConfig] {
@@ -300,12 +307,17 @@ impl Chat {
         let (provider, model) = registry
             .resolve(&model_name)
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let sandbox = Arc::new(UserSandbox {
+        let sandbox: Arc<dyn SandboxAccess> = Arc::new(UserSandbox {
             manager: self.manager.clone(),
             user: user.to_string(),
             create_locks: self.create_locks.clone(),
         });
-        let mut ctx = TurnContext::new(provider, model, sandbox);
+        let mut ctx = TurnContext::new(provider, model, sandbox.clone());
+        ctx.memory = Some(Arc::new(crate::memory::agent::UserMemory {
+            memory: self.memory.clone(),
+            user: user.to_string(),
+            sandbox,
+        }));
         ctx.max_steps = self.max_steps;
         ctx.system_prompt = agent.system_prompt.clone();
         ctx.max_message_bytes = MAX_MESSAGE_BYTES;

@@ -147,6 +147,8 @@ pub struct Config {
     /// Largest a deploy repository may grow, in bytes; a push that would
     /// take it over is refused (and nothing of it is stored).
     pub deploy_repo_max_bytes: u64,
+    /// Agent memory (`[memory]`): embedder, hybrid weights, extra paths.
+    pub memory: crate::memory::MemoryConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -199,6 +201,7 @@ impl Default for Config {
             tasks: Default::default(),
             deploy_keep_releases: 5,
             deploy_repo_max_bytes: 512 << 20,
+            memory: Default::default(),
         }
     }
 }
@@ -220,6 +223,14 @@ impl Config {
         }
         let text = toml::to_string(&doc)?;
         Ok(Some(ironclaw_agent::ProvidersConfig::from_toml_str(&text)?))
+    }
+
+    /// Provider and embedding keys: the environment, then `secrets_file`.
+    pub fn secrets(&self) -> anyhow::Result<ironclaw_agent::Secrets> {
+        Ok(match &self.secrets_file {
+            Some(p) => ironclaw_agent::Secrets::load(p)?,
+            None => ironclaw_agent::Secrets::env_only(),
+        })
     }
 
     /// The ACME settings, when ACME is on.
@@ -298,6 +309,7 @@ impl Config {
             anyhow::bail!("deploy_repo_max_bytes must be at least 1048576 (1 MiB)");
         }
         cfg.check_acme()?;
+        cfg.memory.check()?;
         if let Some(l) = args.listen {
             cfg.listen = l;
         }
@@ -424,6 +436,20 @@ mod tests {
         assert!(acme.directory.starts_with("https://acme-v02"));
         assert_eq!(acme.email.as_deref(), Some("ops@example.com"));
         assert!(acme.ca_file.is_none() && !cfg.ports_acme_base_domain);
+    }
+
+    /// The "Memory" example in README.md parses and checks.
+    #[test]
+    fn readme_memory_parses() {
+        let cfg = readme_toml("### Memory");
+        cfg.memory.check().unwrap();
+        assert_eq!(cfg.memory.embedder, crate::memory::EmbedderKind::Local);
+        assert_eq!(cfg.memory.paths, ["/root/notes"]);
+        let bad = |t: &str| toml::from_str::<Config>(t).unwrap().memory.check().is_err();
+        assert!(bad("[memory]\npaths = [\"notes\"]\n"));
+        assert!(bad("[memory]\nembedder = \"openai\"\n"));
+        assert!(bad("[memory]\nvector_weight = 0.0\ntext_weight = 0.0\n"));
+        assert!(toml::from_str::<Config>("[memory]\nembedder = \"gpu\"\n").is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod error;
 pub mod exposure;
 pub mod manager;
 pub mod mcp;
+pub mod memory;
 pub mod mounts;
 pub mod network;
 pub mod quota;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub ssh: Option<Arc<ssh::Info>>,
     /// Scheduled tasks.
     pub tasks: Arc<tasks::Tasks>,
+    /// Agent memory: the index of every user's memory files.
+    pub memory: Arc<memory::Memory>,
 }
 
 /// Largest JSON request body: room for an exec argv up to the kernel's
@@ -135,6 +138,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tasks/:name", get(tasks::show).delete(tasks::remove))
         .route("/v1/tasks/:name/runs", get(tasks::runs))
         .route("/v1/tasks/:name/runs/:id", get(tasks::run))
+        .route("/v1/memory/status", get(memory::status))
+        .route("/v1/memory/search", post(memory::search))
+        .route("/v1/memory/reindex", post(memory::reindex))
         .route("/v1/models", get(openai::models))
         .route("/v1/chat/completions", post(openai::completions))
         .route_service("/mcp", mcp::service(state.clone()))
@@ -210,7 +216,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let kvm = manager.kvm.clone();
     tokio::task::spawn_blocking(move || kvm.get());
     let tasks = tasks::Tasks::new(manager.store.clone(), config.tasks.clone());
-    let chat = chat::Chat::new(manager.clone(), &config, tasks.clone())
+    let memory =
+        memory::Memory::open(&config.memory, data_dir, &config.secrets()?).context("[memory]")?;
+    let chat = chat::Chat::new(manager.clone(), &config, tasks.clone(), memory.clone())
         .context("configuring LLM providers")?;
     tasks::runner::spawn(tasks.clone(), chat.clone()).context("starting scheduled tasks")?;
     chat.spawn_idle_reaper(std::time::Duration::from_secs(config.agent_idle_stop_secs));
@@ -251,6 +259,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         acme,
         ssh,
         tasks,
+        memory,
     };
     if let Some(l) = ports_tls {
         let (tls, fingerprint) = exposure::tls::server_config(

@@ -2,7 +2,7 @@
 //! side of the guest agent protocol.
 
 pub mod agent;
-mod agent_fs;
+pub mod agent_files;
 pub mod backend;
 pub mod cgroup;
 pub mod devfilter;
@@ -20,4 +20,5 @@ pub mod util;
 pub mod vmdisk;
 
 pub use agent::{AgentClient, AgentError};
+pub use agent_files::FileContents;
 pub use backend::{Backend, BackendError, BackendKind, BindMount, Resources, Running, SandboxSpec};

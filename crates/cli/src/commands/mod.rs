@@ -10,6 +10,7 @@ pub mod fs;
 pub mod image;
 pub mod key;
 pub mod mcp;
+pub mod memory;
 pub mod ports;
 pub mod sandbox;
 pub mod ssh;
@@ -59,6 +60,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Deploy(cmd) => deploy::run(&c, cmd).await,
         Command::Task(cmd) => task::run(&c, cmd).await,
         Command::Mcp => mcp::run(&c).await,
+        Command::Memory(cmd) => memory::run(&c, cmd).await,
         Command::Doctor(j) => doctor::run(&c, j.json).await,
         Command::Version => unreachable!(),
     }

@@ -8,6 +8,7 @@ pub mod files;
 pub mod host;
 pub mod images;
 pub mod keys;
+pub mod memory;
 pub mod openai;
 pub mod openapi;
 pub mod ports;

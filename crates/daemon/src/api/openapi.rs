@@ -91,6 +91,12 @@ fn tasks_owner() -> Value {
            "description": "Admin only: the user whose tasks these are (default: the caller's own). Another user's task is a 404 for non-admins."})
 }
 
+/// `?user=USER` on memory routes.
+fn memory_user() -> Value {
+    json!({"name": "user", "in": "query", "required": false, "schema": {"type": "string"},
+           "description": "Admin only: the user whose memory this is (default: the caller's own). Another user's is a 404 for non-admins."})
+}
+
 fn name_param() -> Value {
     json!([{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}])
 }
@@ -121,6 +127,18 @@ fn schemas() -> Value {
         "cache_write_tokens": {"type": "integer", "description": "of input_tokens, written to the provider's prompt cache"},
         "cost_usd": {"type": "number"}}});
     json!({
+        "MemoryStatus": {"type": "object", "required": ["user", "mode", "files", "chunks", "with_vectors", "paths", "weights"], "properties": {
+            "user": {"type": "string"}, "embedder": {"type": ["string", "null"]}, "mode": {"type": "string", "enum": ["hybrid", "text", "vector"]},
+            "fallback": {"type": ["string", "null"]}, "files": {"type": "integer"}, "chunks": {"type": "integer"}, "with_vectors": {"type": "integer"},
+            "paths": {"type": "array", "items": {"type": "string"}}, "weights": {"type": "object"}}},
+        "MemorySearch": {"type": "object", "required": ["user", "mode", "hits"], "properties": {
+            "user": {"type": "string"}, "mode": {"type": "string", "enum": ["hybrid", "text", "vector"]}, "fallback": {"type": "string"},
+            "hits": {"type": "array", "items": {"type": "object", "required": ["path", "start_line", "end_line", "snippet", "score"], "properties": {
+                "path": {"type": "string"}, "start_line": {"type": "integer"}, "end_line": {"type": "integer"}, "snippet": {"type": "string"}, "score": {"type": "number"}}}}}},
+        "MemoryReindex": {"type": "object", "required": ["user", "files", "indexed", "unchanged", "skipped", "removed", "embedded", "problems"], "properties": {
+            "user": {"type": "string"}, "files": {"type": "integer"}, "indexed": {"type": "integer"}, "unchanged": {"type": "integer"},
+            "skipped": {"type": "integer"}, "removed": {"type": "integer"}, "embedded": {"type": "integer"},
+            "problems": {"type": "array", "items": {"type": "string"}}, "note": {"type": "string"}}},
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
         "Name": name,
         "CreateSandbox": {"type": "object", "required": ["name"], "additionalProperties": false, "properties": {
@@ -401,6 +419,15 @@ pub fn document() -> Value {
                     {"name": "id", "in": "path", "required": true, "schema": {"type": "integer"}}, tasks_owner()],
                 "get": returns(op("getTaskRun", "One run with its conversation (messages; null while it runs)", "200", None),
                     json!({"allOf": [schema_ref("TaskRun"), {"type": "object", "required": ["messages"], "properties": {"messages": {"type": ["array", "null"]}}}]}))},
+            "/v1/memory/status": {"parameters": [memory_user()],
+                "get": returns(op("memoryStatus", "The caller's memory index: files, chunks, vectors, the embedder, and why search is text only when it is", "200", None), schema_ref("MemoryStatus"))},
+            "/v1/memory/search": {"parameters": [memory_user()],
+                "post": returns(op("memorySearch", "Search the caller's memory files (hybrid BM25 + vectors, or text only, said in fallback); 400 for an empty or over-4-KiB query", "200",
+                    Some(json!({"type": "object", "required": ["query"], "additionalProperties": false, "properties": {
+                        "query": {"type": "string", "minLength": 1, "maxLength": 4096}, "max_results": {"type": ["integer", "null"], "minimum": 1, "maximum": 50}}}))),
+                    schema_ref("MemorySearch"))},
+            "/v1/memory/reindex": {"parameters": [memory_user()],
+                "post": returns(op("memoryReindex", "Reread the caller's memory files from their agent sandbox (started if stopped) and index what changed", "200", None), schema_ref("MemoryReindex"))},
             "/v1/chat/ws": {"get": query(op("chatWebSocket", "Streaming chat over WebSocket (see docs/api.md); a plain GET is a 400", "101", None),
                 &[q("session", false, json!({"type": "string"}), "Session id (default: the latest, or a new one)")])},
             "/v1/models": {"get": returns(op("listModels", "Agents, OpenAI-style", "200", None),

@@ -99,6 +99,7 @@ pub async fn remove(
         st.manager.remove(&s.id).await?;
     }
     st.manager.store.remove_user(&name)?;
+    st.memory.forget(&name);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -18,7 +18,7 @@ use crate::manager::CreateRequest;
 use crate::AppState;
 
 /// Largest file `file_read` returns: tool results go into a model's context.
-const MAX_READ_BYTES: u64 = 1 << 20;
+const MAX_READ_BYTES: usize = 1 << 20;
 
 #[derive(Clone)]
 pub struct IronclawMcp {
@@ -241,8 +241,14 @@ impl IronclawMcp {
             let caller = caller_of(&parts)?;
             let id = self.own_sandbox(&caller, &a.sandbox)?;
             let agent = self.state.manager.agent(&id).await?;
-            let data = agent.read_file(&a.path, MAX_READ_BYTES).await?;
-            let text = String::from_utf8(data).map_err(|_| {
+            let file = agent.read_file(&a.path, MAX_READ_BYTES).await?;
+            if file.truncated {
+                return Err(ApiError::TooLarge(format!(
+                    "{} is larger than {MAX_READ_BYTES} bytes; read parts of it with sandbox_exec",
+                    a.path
+                )));
+            }
+            let text = String::from_utf8(file.data).map_err(|_| {
                 ApiError::BadRequest(format!(
                     "{} is not UTF-8 text; read it with sandbox_exec (e.g. base64)",
                     a.path

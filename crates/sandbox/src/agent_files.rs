@@ -1,30 +1,47 @@
-//! Whole-file operations on an [`AgentClient`], so callers on the host
-//! (the daemon's MCP tools, the agent's file tools) never speak protocol
-//! messages themselves. Streaming transfers (uploads of any size) stay with
-//! [`AgentClient::open`].
+//! Whole-file transfers over an agent connection: [`AgentClient::read_file`]
+//! and [`AgentClient::write_file`], so callers never handle the
+//! `FileRead`/`FileWrite` stream messages themselves; and the small file
+//! operations answered by `Ok`.
 
 use ironclaw_proto::{FileStat, FileWrite, GuestMsg, HostMsg, CHUNK};
 
 use crate::agent::{AgentClient, AgentError};
 
+/// What [`AgentClient::read_file`] read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileContents {
+    /// At most the `max` bytes asked for.
+    pub data: Vec<u8>,
+    /// The file had more than `max` bytes; the read stopped there.
+    pub truncated: bool,
+}
+
 impl AgentClient {
-    /// A file's contents, refused once they pass `max_bytes` (the file may
-    /// grow while it is read, so the limit is checked as data arrives).
-    pub async fn read_file(&self, path: &str, max_bytes: u64) -> Result<Vec<u8>, AgentError> {
+    /// The first `max` bytes of the file at `path` (all of it when it is
+    /// smaller). Reading stops at `max`, so a file that grows without end
+    /// costs bounded memory.
+    pub async fn read_file(&self, path: &str, max: usize) -> Result<FileContents, AgentError> {
         let mut s = self.open(HostMsg::FileRead { path: path.into() }).await?;
         let mut data = Vec::new();
         loop {
             match s.recv().await? {
                 GuestMsg::Data(d) => {
                     data.extend_from_slice(&d);
-                    if data.len() as u64 > max_bytes {
-                        // Dropping the stream cancels the read in the guest.
-                        return Err(AgentError::TooLarge(format!(
-                            "{path} is larger than {max_bytes} bytes"
-                        )));
+                    if data.len() > max {
+                        data.truncate(max);
+                        // Dropping the stream cancels the rest of the read.
+                        return Ok(FileContents {
+                            data,
+                            truncated: true,
+                        });
                     }
                 }
-                GuestMsg::Eof => return Ok(data),
+                GuestMsg::Eof => {
+                    return Ok(FileContents {
+                        data,
+                        truncated: false,
+                    })
+                }
                 GuestMsg::Error { kind, message } => {
                     return Err(AgentError::Guest { kind, message })
                 }
@@ -33,8 +50,9 @@ impl AgentClient {
         }
     }
 
-    /// Write `data` to `path` (replacing it atomically: the guest writes a
-    /// temporary file and renames it), creating parents when asked.
+    /// Create or replace the file at `path` with `data` and permission
+    /// bits `mode`, creating missing parent directories when `parents`.
+    /// The file's stat once written.
     pub async fn write_file(
         &self,
         path: &str,
@@ -49,8 +67,9 @@ impl AgentClient {
                 parents,
             }))
             .await?;
-        // A send fails once the guest has refused the write; its final
-        // message then says why, so read it either way.
+        // A send fails once the guest has refused the write (a missing
+        // directory, a full disk); its final message then says why, so it
+        // is read either way.
         let mut sent = Ok(());
         for chunk in data.chunks(CHUNK) {
             sent = s.send(HostMsg::Data(chunk.to_vec())).await;

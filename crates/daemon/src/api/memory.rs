@@ -1,0 +1,114 @@
+//! Agent memory: `/v1/memory/status`, `/v1/memory/search`,
+//! `/v1/memory/reindex`, scoped to the caller; the admin may name another
+//! user with `?user=NAME` (`?owner=` works too, like the other routes).
+//! Anyone else naming another user gets what an unknown user gets (404).
+
+use axum::extract::State;
+use axum::response::IntoResponse;
+use ironclaw_sandbox::AgentClient;
+use ironclaw_store::SandboxState;
+use serde::Deserialize;
+
+use crate::auth::{namespace_of, Caller};
+use crate::error::{ApiError, Json};
+use crate::AppState;
+
+/// The user the request is about; 404 for an unknown one (or someone
+/// else's, for a non-admin).
+fn target(st: &AppState, caller: &Caller, uri: &axum::http::Uri) -> Result<String, ApiError> {
+    let pairs = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri)
+        .map_err(|e| ApiError::BadRequest(e.body_text()))?
+        .0;
+    let mut named: Vec<String> = pairs
+        .into_iter()
+        .filter(|(k, v)| (k == "user" || k == "owner") && !v.is_empty())
+        .map(|(_, v)| v)
+        .collect();
+    if named.len() > 1 {
+        return Err(ApiError::BadRequest(
+            "name the user once (?user= or ?owner=)".into(),
+        ));
+    }
+    let unknown = |u: &str| ApiError::NotFound(format!("user '{u}' not found"));
+    let asked = named.pop();
+    let user = namespace_of(caller, asked.clone())
+        .ok_or_else(|| unknown(asked.as_deref().unwrap_or_default()))?;
+    st.manager.store.user(&user).map_err(|_| unknown(&user))?;
+    Ok(user)
+}
+
+/// The user's agent sandbox's agent when it runs (`start`: start it if
+/// it is stopped); None when they have none (yet).
+async fn agent_of(st: &AppState, user: &str, start: bool) -> Result<Option<AgentClient>, ApiError> {
+    let Some(r) = st.manager.store.agent_sandbox(user)? else {
+        return Ok(None);
+    };
+    if r.state != SandboxState::Running {
+        if !start {
+            return Ok(None);
+        }
+        st.chat.note_activity(user);
+        st.manager.start(&r.id).await?;
+    }
+    Ok(Some(st.manager.agent(&r.id).await?))
+}
+
+pub async fn status(
+    State(st): State<AppState>,
+    caller: Caller,
+    uri: axum::http::Uri,
+) -> Result<impl IntoResponse, ApiError> {
+    let user = target(&st, &caller, &uri)?;
+    Ok(axum::Json(st.memory.status(&user).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequest {
+    pub query: String,
+    #[serde(default)]
+    pub max_results: Option<usize>,
+}
+
+pub async fn search(
+    State(st): State<AppState>,
+    caller: Caller,
+    uri: axum::http::Uri,
+    Json(req): Json<SearchRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let user = target(&st, &caller, &uri)?;
+    // Checked before anything is read.
+    st.memory.search_check(&req.query)?;
+    let k = req
+        .max_results
+        .unwrap_or(ironclaw_agent::memory::DEFAULT_RESULTS)
+        .clamp(1, ironclaw_memory::index::MAX_RESULTS);
+    // Fresh results when the sandbox runs; the index as it is otherwise
+    // (a search never starts a sandbox).
+    if let Some(agent) = agent_of(&st, &user, false).await? {
+        if let Err(e) = st.memory.refresh(&user, &agent, false).await {
+            tracing::warn!(user, "memory: refresh before a search: {e}");
+        }
+    }
+    let result = st.memory.search(&user, &req.query, k).await?;
+    Ok(axum::Json(crate::memory::SearchView { user, result }))
+}
+
+pub async fn reindex(
+    State(st): State<AppState>,
+    caller: Caller,
+    uri: axum::http::Uri,
+) -> Result<impl IntoResponse, ApiError> {
+    let user = target(&st, &caller, &uri)?;
+    match agent_of(&st, &user, true).await? {
+        Some(agent) => Ok(axum::Json(st.memory.refresh(&user, &agent, true).await?)),
+        None => Ok(axum::Json(crate::memory::ReindexReport {
+            user,
+            note: Some(
+                "no agent sandbox yet: it is made on the first chat message; nothing to index"
+                    .into(),
+            ),
+            ..Default::default()
+        })),
+    }
+}
