@@ -6,6 +6,8 @@ pub mod backend;
 pub mod cgroup;
 pub mod devfilter;
 pub mod firecracker;
+pub mod guest_files;
+pub mod guest_process;
 pub mod image;
 pub mod loopdisk;
 pub mod name;
