@@ -20,6 +20,8 @@ IRONCLAW_MINILM_DIR=$(scripts/fetch-minilm.sh)
 export IRONCLAW_MINILM_DIR
 # The official OpenAI Python client, to test the compatible endpoint with it.
 python3 -m pip install --quiet --disable-pip-version-check 'openai==3.54.0'
+# The official E2B Python SDK, to test the E2B-compatible API with it.
+python3 -m pip install --quiet --disable-pip-version-check 'e2b==2.63.0'
 # Schemathesis, for the API fuzz test (crates/daemon/tests/fuzz.rs).
 python3 -m pip install --quiet --disable-pip-version-check 'schemathesis==4.32.5'
 
