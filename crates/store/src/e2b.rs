@@ -48,7 +48,9 @@ impl Store {
     pub fn insert_e2b(&self, rec: &E2bRecord) -> Result<(), StoreError> {
         let json = |m: &BTreeMap<String, String>| serde_json::to_string(m).unwrap_or_default();
         let r = self.conn().execute(
-            &format!("INSERT INTO e2b_sandboxes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+            &format!(
+                "INSERT INTO e2b_sandboxes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            ),
             params![
                 rec.sandbox_id,
                 rec.e2b_id,
@@ -167,7 +169,10 @@ mod tests {
             on_timeout: "kill".into(),
         };
         store.insert_e2b(&rec).unwrap();
-        assert!(matches!(store.insert_e2b(&rec), Err(StoreError::Conflict(_))));
+        assert!(matches!(
+            store.insert_e2b(&rec),
+            Err(StoreError::Conflict(_))
+        ));
         assert_eq!(store.e2b_by_id("ix1").unwrap().unwrap(), rec);
         assert_eq!(store.e2b_of("alice").unwrap(), vec![rec.clone()]);
         assert!(store.e2b_of("bob").unwrap().is_empty());

@@ -420,7 +420,9 @@ mod tests {
         }
         let mut h = HeaderMap::new();
         h.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
-        let r: R = read_request(&h, Body::from("{\"path\":\"/x\"}")).await.unwrap();
+        let r: R = read_request(&h, Body::from("{\"path\":\"/x\"}"))
+            .await
+            .unwrap();
         assert_eq!(r.path, "/x");
         h.insert(
             header::CONTENT_TYPE,
@@ -434,10 +436,7 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.code, Code::InvalidArgument);
-        h.insert(
-            header::CONTENT_TYPE,
-            "application/proto".parse().unwrap(),
-        );
+        h.insert(header::CONTENT_TYPE, "application/proto".parse().unwrap());
         let e = read_request::<R>(&h, Body::from("")).await.unwrap_err();
         assert_eq!(e.code, Code::Unimplemented);
     }
@@ -452,6 +451,9 @@ mod tests {
             .map(|r| r.unwrap())
             .collect()
             .await;
-        assert_eq!(got, vec![serde_json::json!({"n":1}), serde_json::json!({"n":2})]);
+        assert_eq!(
+            got,
+            vec![serde_json::json!({"n":1}), serde_json::json!({"n":2})]
+        );
     }
 }

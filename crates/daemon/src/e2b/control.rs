@@ -69,7 +69,10 @@ fn lookup(
         Ok(None) => return Err(not_found(id)),
         Err(e) => return Err(api_error(e.into())),
     };
-    let sb = st.manager.by_id(&rec.sandbox_id).map_err(|_| not_found(id))?;
+    let sb = st
+        .manager
+        .by_id(&rec.sandbox_id)
+        .map_err(|_| not_found(id))?;
     if !caller.can_see(&sb.owner) {
         return Err(not_found(id));
     }
@@ -97,7 +100,10 @@ fn sandbox_json(rec: &E2bRecord) -> Value {
 
 /// `ListedSandbox` (and, with the token, `SandboxDetail`).
 fn detail_json(rec: &E2bRecord, sb: &SandboxRecord, with_token: bool) -> Value {
-    let started = sb.started_at.clone().unwrap_or_else(|| sb.created_at.clone());
+    let started = sb
+        .started_at
+        .clone()
+        .unwrap_or_else(|| sb.created_at.clone());
     let end = if rec.end_at >= NEVER {
         started.clone()
     } else {
@@ -220,7 +226,11 @@ pub async fn create(
 }
 
 /// `GET /sandboxes/{id}`.
-pub async fn show(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+pub async fn show(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     let Some(caller) = api_caller(&st, &headers) else {
         return unauthorized();
     };
@@ -231,7 +241,11 @@ pub async fn show(State(st): State<AppState>, headers: HeaderMap, Path(id): Path
 }
 
 /// `DELETE /sandboxes/{id}`.
-pub async fn kill(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+pub async fn kill(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     let Some(caller) = api_caller(&st, &headers) else {
         return unauthorized();
     };
@@ -276,7 +290,11 @@ pub async fn set_timeout(
     if state_of(&sb) != "running" {
         return error(StatusCode::CONFLICT, &format!("sandbox {id} is paused"));
     }
-    match st.manager.store.set_e2b_end(&rec.sandbox_id, now_secs() + timeout) {
+    match st
+        .manager
+        .store
+        .set_e2b_end(&rec.sandbox_id, now_secs() + timeout)
+    {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => api_error(e.into()),
     }
@@ -284,7 +302,11 @@ pub async fn set_timeout(
 
 /// `POST /sandboxes/{id}/pause`: stopped, its disk kept; no timeout runs
 /// while paused.
-pub async fn pause(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+pub async fn pause(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     let Some(caller) = api_caller(&st, &headers) else {
         return unauthorized();
     };
@@ -293,7 +315,10 @@ pub async fn pause(State(st): State<AppState>, headers: HeaderMap, Path(id): Pat
         Err(r) => return r,
     };
     if state_of(&sb) == "paused" {
-        return error(StatusCode::CONFLICT, &format!("sandbox {id} is already paused"));
+        return error(
+            StatusCode::CONFLICT,
+            &format!("sandbox {id} is already paused"),
+        );
     }
     st.e2b.procs.forget_sandbox(&rec.sandbox_id);
     if let Err(e) = st.manager.stop(&rec.sandbox_id).await {
@@ -386,7 +411,11 @@ fn list(st: &AppState, caller: &Caller, q: ListQuery, default_states: &[&str]) -
         Some(s) => s.split(',').map(|x| x.trim().to_string()).collect(),
         None => default_states.iter().map(|s| s.to_string()).collect(),
     };
-    let want = q.metadata.as_deref().map(metadata_filter).unwrap_or_default();
+    let want = q
+        .metadata
+        .as_deref()
+        .map(metadata_filter)
+        .unwrap_or_default();
     let all: Vec<Value> = recs
         .iter()
         .filter_map(|rec| {

@@ -132,7 +132,11 @@ async fn write(
     let stat = w.finish().await.map_err(agent_error)?;
     sent.ok();
     let name = path.rsplit('/').next().unwrap_or(path);
-    let kind = if stat.kind == FileKind::Dir { "dir" } else { "file" };
+    let kind = if stat.kind == FileKind::Dir {
+        "dir"
+    } else {
+        "file"
+    };
     Ok(json!({"name": name, "type": kind, "path": path}))
 }
 
@@ -171,12 +175,11 @@ pub async fn upload(st: AppState, req: Request) -> Response {
         }
     };
     let files: Vec<(String, Vec<u8>)> = if content_type.starts_with("multipart/") {
-        let parts = match multipart::boundary(&content_type)
-            .and_then(|b| multipart::parse(&body, &b))
-        {
-            Ok(p) => p,
-            Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
-        };
+        let parts =
+            match multipart::boundary(&content_type).and_then(|b| multipart::parse(&body, &b)) {
+                Ok(p) => p,
+                Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+            };
         let parts: Vec<_> = parts
             .into_iter()
             .filter(|p| p.name.as_deref() == Some("file"))

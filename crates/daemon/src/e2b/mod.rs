@@ -58,10 +58,7 @@ pub fn control_routes() -> Router<AppState> {
     Router::new()
         .route("/sandboxes", get(control::list_v1).post(control::create))
         .route("/v2/sandboxes", get(control::list_v2).post(control::create))
-        .route(
-            "/sandboxes/:id",
-            get(control::show).delete(control::kill),
-        )
+        .route("/sandboxes/:id", get(control::show).delete(control::kill))
         .route("/sandboxes/:id/timeout", post(control::set_timeout))
         .route("/sandboxes/:id/pause", post(control::pause))
         .route("/sandboxes/:id/resume", post(control::connect))
@@ -96,7 +93,10 @@ pub async fn route_envd(State(st): State<AppState>, req: Request, next: Next) ->
 pub fn router(state: AppState) -> Router {
     control_routes()
         .fallback(|| async { control::error(StatusCode::NOT_FOUND, "no such route") })
-        .layer(axum::middleware::from_fn_with_state(state.clone(), route_envd))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            route_envd,
+        ))
         .with_state(state)
 }
 

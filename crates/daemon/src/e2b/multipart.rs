@@ -49,7 +49,10 @@ fn param(header: &str, key: &str) -> Option<String> {
         if let Some((k, v)) = p.split_once('=') {
             if k.trim().eq_ignore_ascii_case(key) {
                 let v = v.trim();
-                let v = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v);
+                let v = v
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or(v);
                 return Some(v.replace("\\\"", "\"").replace("\\\\", "\\"));
             }
         }
@@ -61,8 +64,8 @@ fn param(header: &str, key: &str) -> Option<String> {
 pub fn parse(body: &[u8], boundary: &str) -> Result<Vec<Part>, MultipartError> {
     let delim = format!("--{boundary}");
     let delim = delim.as_bytes();
-    let mut pos = find(body, delim, 0).ok_or(MultipartError::Malformed("no first boundary"))?
-        + delim.len();
+    let mut pos =
+        find(body, delim, 0).ok_or(MultipartError::Malformed("no first boundary"))? + delim.len();
     let mut parts = Vec::new();
     loop {
         if body[pos..].starts_with(b"--") {
@@ -72,8 +75,8 @@ pub fn parse(body: &[u8], boundary: &str) -> Result<Vec<Part>, MultipartError> {
             return Err(MultipartError::Malformed("boundary not followed by CRLF"));
         }
         pos += 2;
-        let head_end =
-            find(body, b"\r\n\r\n", pos).ok_or(MultipartError::Malformed("unterminated headers"))?;
+        let head_end = find(body, b"\r\n\r\n", pos)
+            .ok_or(MultipartError::Malformed("unterminated headers"))?;
         let head = String::from_utf8_lossy(&body[pos..head_end]).into_owned();
         let data_start = head_end + 4;
         let mut next_delim = Vec::with_capacity(delim.len() + 2);

@@ -85,9 +85,7 @@ impl Registry {
     fn find(&self, sandbox: &str, sel: &Selector) -> Result<Arc<Proc>, ConnectError> {
         let g = self.inner.lock().unwrap();
         let found = g.get(sandbox).and_then(|s| match sel {
-            Selector {
-                pid: Some(pid), ..
-            } => s.by_pid.get(pid).cloned(),
+            Selector { pid: Some(pid), .. } => s.by_pid.get(pid).cloned(),
             Selector { tag: Some(t), .. } => s
                 .by_pid
                 .values()
@@ -346,9 +344,9 @@ async fn run(st: AppState, method: &str, req: Request) -> Result<Response, Conne
                     target = Some(st.e2b.procs.find(&sandbox, &s.process)?);
                 }
                 if let Some(d) = m.data {
-                    let p = target.as_ref().ok_or_else(|| {
-                        ConnectError::invalid("input before the start message")
-                    })?;
+                    let p = target
+                        .as_ref()
+                        .ok_or_else(|| ConnectError::invalid("input before the start message"))?;
                     let data = d.input.bytes()?;
                     if !data.is_empty() {
                         p.control.write_stdin(data).await.map_err(gone)?;
@@ -549,40 +547,37 @@ fn event_stream(
         i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         i
     });
-    let rest = futures::stream::unfold(
-        (rx, tick, false),
-        |(mut rx, mut tick, done)| async move {
-            if done {
-                return None;
-            }
-            let ev = match &mut tick {
-                Some(t) => tokio::select! {
-                    ev = rx.recv() => ev,
-                    _ = t.tick() => {
-                        let k = json!({"event": {"keepalive": {}}});
-                        return Some((Ok(k), (rx, tick, false)));
-                    }
-                },
-                None => rx.recv().await,
-            };
-            match ev {
-                Some(Ev::Data(which, d)) => {
-                    let mut data = serde_json::Map::new();
-                    data.insert(which.to_string(), json!(b64(&d)));
-                    let m = json!({"event": {"data": data}});
-                    Some((Ok(m), (rx, tick, false)))
+    let rest = futures::stream::unfold((rx, tick, false), |(mut rx, mut tick, done)| async move {
+        if done {
+            return None;
+        }
+        let ev = match &mut tick {
+            Some(t) => tokio::select! {
+                ev = rx.recv() => ev,
+                _ = t.tick() => {
+                    let k = json!({"event": {"keepalive": {}}});
+                    return Some((Ok(k), (rx, tick, false)));
                 }
-                Some(Ev::End(e)) => Some((Ok(e), (rx, tick, true))),
-                None => Some((
-                    Err(ConnectError::new(
-                        Code::Unavailable,
-                        "the sandbox stopped before the process ended",
-                    )),
-                    (rx, tick, true),
-                )),
+            },
+            None => rx.recv().await,
+        };
+        match ev {
+            Some(Ev::Data(which, d)) => {
+                let mut data = serde_json::Map::new();
+                data.insert(which.to_string(), json!(b64(&d)));
+                let m = json!({"event": {"data": data}});
+                Some((Ok(m), (rx, tick, false)))
             }
-        },
-    );
+            Some(Ev::End(e)) => Some((Ok(e), (rx, tick, true))),
+            None => Some((
+                Err(ConnectError::new(
+                    Code::Unavailable,
+                    "the sandbox stopped before the process ended",
+                )),
+                (rx, tick, true),
+            )),
+        }
+    });
     connect::streaming(futures::stream::once(async move { Ok(first) }).chain(rest))
 }
 
