@@ -119,6 +119,28 @@ try:
 except NotFoundException:
     pass
 
+# Watching a directory (recursively): new files, new subdirectories'
+# files, removals. Polled (the sync SDK's watch_dir).
+import time
+sb.files.make_dir("/tmp/w")
+w = sb.files.watch_dir("/tmp/w", recursive=True)
+sb.files.write("/tmp/w/new.txt", "x")
+sb.commands.run("mkdir /tmp/w/sub && sleep 0.3 && echo y > /tmp/w/sub/deep && rm /tmp/w/new.txt")
+evs = []
+for _ in range(50):
+    evs += [(e.name, e.type.value) for e in w.get_new_events()]
+    if ("new.txt", "remove") in evs and ("sub/deep", "create") in evs:
+        break
+    time.sleep(0.1)
+assert ("new.txt", "create") in evs and ("sub", "create") in evs, evs
+assert ("sub/deep", "create") in evs and ("new.txt", "remove") in evs, evs
+w.stop()
+try:
+    sb.files.watch_dir("/tmp/nope")
+    raise AssertionError("watched a missing directory")
+except NotFoundException:
+    pass
+
 # Metadata and list filters.
 info = sb.get_info()
 assert info.metadata == {"suite": "e2b", "n": "1"} and info.state.value == "running", info

@@ -8,6 +8,7 @@ pub mod devfilter;
 pub mod firecracker;
 pub mod guest_files;
 pub mod guest_process;
+pub mod guest_watch;
 pub mod image;
 pub mod loopdisk;
 pub mod name;

@@ -253,7 +253,7 @@ pub async fn kill(
         Ok(r) => r,
         Err(r) => return r,
     };
-    st.e2b.procs.forget_sandbox(&rec.sandbox_id);
+    st.e2b.forget_sandbox(&rec.sandbox_id);
     match st.manager.remove(&rec.sandbox_id).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => api_error(e),
@@ -320,7 +320,7 @@ pub async fn pause(
             &format!("sandbox {id} is already paused"),
         );
     }
-    st.e2b.procs.forget_sandbox(&rec.sandbox_id);
+    st.e2b.forget_sandbox(&rec.sandbox_id);
     if let Err(e) = st.manager.stop(&rec.sandbox_id).await {
         return api_error(e);
     }

@@ -99,16 +99,40 @@ fn dir_entry(dir: &str, e: &DirEntry) -> Value {
 pub async fn dispatch(st: AppState, method: &str, req: Request) -> Response {
     let streaming = connect::is_streaming(req.headers());
     match run(st, method, req).await {
-        Ok(v) => connect::unary(v),
+        Ok(Reply::Unary(v)) => connect::unary(v),
+        Ok(Reply::Stream(r)) => r,
         Err(e) => connect::error(streaming, e),
     }
 }
 
-async fn run(st: AppState, method: &str, req: Request) -> Result<Value, ConnectError> {
+enum Reply {
+    Unary(Value),
+    Stream(Response),
+}
+
+async fn run(st: AppState, method: &str, req: Request) -> Result<Reply, ConnectError> {
     let (parts, body) = req.into_parts();
     let headers = parts.headers;
     let rec = super::envd_target(&st, &headers).map_err(|r| r.connect_error())?;
     match method {
+        "WatchDir" => {
+            let r: super::watch::WatchRequest = connect::read_request(&headers, body).await?;
+            return Ok(Reply::Stream(
+                super::watch::watch_dir(&st, &rec, &headers, r).await?,
+            ));
+        }
+        "CreateWatcher" => {
+            let r = connect::read_request(&headers, body).await?;
+            return Ok(Reply::Unary(super::watch::create(&st, &rec, r).await?));
+        }
+        "GetWatcherEvents" => {
+            let r = connect::read_request(&headers, body).await?;
+            return Ok(Reply::Unary(super::watch::events(&st, &rec.sandbox_id, r)?));
+        }
+        "RemoveWatcher" => {
+            let r = connect::read_request(&headers, body).await?;
+            return Ok(Reply::Unary(super::watch::remove(&st, &rec.sandbox_id, r)?));
+        }
         "Stat" | "ListDir" | "MakeDir" | "Move" | "Remove" => {}
         other => {
             return Err(ConnectError::new(
@@ -132,7 +156,7 @@ async fn run(st: AppState, method: &str, req: Request) -> Result<Value, ConnectE
         "Stat" => {
             let r: PathRequest = parse(v)?;
             let s = agent.stat(&resolve_path(&r.path)?).await?;
-            Ok(json!({ "entry": stat_entry(&s) }))
+            Ok(Reply::Unary(json!({ "entry": stat_entry(&s) })))
         }
         "ListDir" => {
             let r: ListDirRequest = parse(v)?;
@@ -144,7 +168,7 @@ async fn run(st: AppState, method: &str, req: Request) -> Result<Value, ConnectE
             }
             let mut entries = Vec::new();
             list_into(&agent, &path, depth, &mut entries).await?;
-            Ok(json!({ "entries": entries }))
+            Ok(Reply::Unary(json!({ "entries": entries })))
         }
         "MakeDir" => {
             let r: PathRequest = parse(v)?;
@@ -157,19 +181,19 @@ async fn run(st: AppState, method: &str, req: Request) -> Result<Value, ConnectE
             }
             agent.make_dir(&path, true, 0o755).await?;
             let s = agent.stat(&path).await?;
-            Ok(json!({ "entry": stat_entry(&s) }))
+            Ok(Reply::Unary(json!({ "entry": stat_entry(&s) })))
         }
         "Move" => {
             let r: MoveRequest = parse(v)?;
             let (from, to) = (resolve_path(&r.source)?, resolve_path(&r.destination)?);
             agent.rename_path(&from, &to).await?;
             let s = agent.stat(&to).await?;
-            Ok(json!({ "entry": stat_entry(&s) }))
+            Ok(Reply::Unary(json!({ "entry": stat_entry(&s) })))
         }
         _ => {
             let r: PathRequest = parse(v)?;
             agent.remove_path(&resolve_path(&r.path)?, true).await?;
-            Ok(json!({}))
+            Ok(Reply::Unary(json!({})))
         }
     }
 }

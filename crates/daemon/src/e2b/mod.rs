@@ -20,6 +20,7 @@ pub mod filesystem;
 pub mod multipart;
 pub mod process;
 pub mod timeout;
+pub mod watch;
 
 use std::sync::Arc;
 
@@ -45,6 +46,15 @@ pub const SANDBOX_HEADER: &str = "e2b-sandbox-id";
 #[derive(Default)]
 pub struct E2b {
     pub procs: process::Registry,
+    pub watchers: watch::Watchers,
+}
+
+impl E2b {
+    /// Forget what ran in a sandbox that stops or goes away.
+    pub fn forget_sandbox(&self, sandbox: &str) {
+        self.procs.forget_sandbox(sandbox);
+        self.watchers.forget_sandbox(sandbox);
+    }
 }
 
 impl E2b {

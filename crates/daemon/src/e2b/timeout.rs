@@ -23,7 +23,7 @@ pub async fn reap(manager: &Arc<Manager>, e2b: &E2b) -> usize {
     };
     let mut n = 0;
     for rec in due {
-        e2b.procs.forget_sandbox(&rec.sandbox_id);
+        e2b.forget_sandbox(&rec.sandbox_id);
         let r = if rec.on_timeout == "pause" {
             let r = manager.stop(&rec.sandbox_id).await.map(|_| ());
             let _ = manager.store.set_e2b_end(&rec.sandbox_id, NEVER);
