@@ -105,6 +105,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/sandboxes/:name/git/git-receive-pack",
             post(crate::deploy::http::serve),
         )
+        .route("/v1/sandboxes/:name/watch", get(watch::watch))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::sandbox_access,

@@ -374,3 +374,76 @@ async fn e2b_listen_serves_the_api_on_its_own_port() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 404);
 }
+
+/// IronClaw's own watch: Server-Sent Events from `/v1/.../watch`, and
+/// `ironclaw watch` printing them.
+#[tokio::test(flavor = "multi_thread")]
+async fn ironclaw_watch_streams_changes_over_sse_and_the_cli() {
+    use std::io::BufRead;
+    let d = Daemon::start().await;
+    d.sandbox("w", serde_json::json!({})).await;
+    d.exec("w", &["mkdir", "-p", "/tmp/w"]).await;
+    // A missing directory is an error status, not a stream.
+    let (st, v) = d.get("/v1/sandboxes/w/watch?path=/nope").await;
+    assert_eq!(st, 404, "{v}");
+    let (st, _) = d.get("/v1/sandboxes/w/watch").await;
+    assert_eq!(st, 400);
+
+    let mut cli = d
+        .cli_command(&["watch", "w", "/tmp/w", "--recursive", "--json"])
+        .env("IRONCLAW_TOKEN", &d.token)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = cli.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Until the CLI has its watch set, write again and again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut seen: Vec<Value> = Vec::new();
+    let want = |seen: &[Value]| {
+        seen.iter()
+            .any(|v| v["type"] == "create" && v["path"] == "/tmp/w/sub/f")
+    };
+    let mut round = 0;
+    while !want(&seen) {
+        assert!(std::time::Instant::now() < deadline, "no events: {seen:?}");
+        round += 1;
+        let script = format!(
+            "mkdir -p /tmp/w/sub && rm -f /tmp/w/sub/f && sleep 0.2 && echo {round} > /tmp/w/sub/f"
+        );
+        d.exec("w", &["sh", "-c", &script]).await;
+        while let Ok(l) = rx.recv_timeout(Duration::from_millis(500)) {
+            seen.push(serde_json::from_str(&l).unwrap());
+        }
+    }
+    assert!(seen.iter().any(|v| v["type"] == "ready"), "{seen:?}");
+    cli.kill().unwrap();
+    cli.wait().unwrap();
+
+    // The SSE stream itself, ended by timeout_secs.
+    let resp = reqwest::Client::new()
+        .get(d.u("/v1/sandboxes/w/watch?path=/tmp/w&timeout_secs=2"))
+        .bearer_auth(&d.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(
+        resp.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let body = tokio::time::timeout(Duration::from_secs(20), resp.text())
+        .await
+        .expect("timeout_secs ends the stream")
+        .unwrap();
+    assert!(body.contains("event: ready"), "{body}");
+}

@@ -14,6 +14,7 @@ pub mod sandbox;
 pub mod ssh;
 pub mod task;
 pub mod user;
+pub mod watch;
 
 use anyhow::Result;
 
@@ -57,6 +58,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Ssh(a) => ssh::run(&c, a).await,
         Command::Deploy(cmd) => deploy::run(&c, cmd).await,
         Command::Task(cmd) => task::run(&c, cmd).await,
+        Command::Watch(a) => watch::run(&c, a).await,
         Command::Doctor(j) => doctor::run(&c, j.json).await,
         Command::Version => unreachable!(),
     }

@@ -15,3 +15,4 @@ pub mod sandboxes;
 pub mod tasks;
 pub mod ui;
 pub mod users;
+pub mod watch;
