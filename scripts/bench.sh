@@ -3,7 +3,8 @@
 # in the same process). Pass --quick for a short run; --egress (egress proxy
 # against direct), --ports (port proxy against direct and Caddy) or
 # --gateway, --ssh (ssh NAME@HOST true against ironclaw exec) or --deploy
-# (git-push to serving) for the other benchmarks.
+# (git-push to serving) or --e2b (the E2B SDK's commands.run against the
+# exec API) for the other benchmarks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-host.sh >/dev/null
@@ -28,6 +29,11 @@ fi
 if [[ ${1:-} == --deploy ]]; then
   shift
   exec cargo bench --locked -p ironclaw-daemon --bench deploy -- "$@"
+fi
+if [[ ${1:-} == --e2b ]]; then
+  shift
+  python3 -m pip install --quiet --disable-pip-version-check 'e2b==2.63.0'
+  exec cargo bench --locked -p ironclaw-daemon --bench e2b -- "$@"
 fi
 if [[ ${1:-} == --gateway ]]; then
   shift
