@@ -12,6 +12,10 @@ use serde_json::Value;
 
 /// Run a Python script with the SDK aimed at `url` as `key`; its stdout.
 async fn sdk(url: &str, key: &str, script: &str) -> String {
+    sdk_env(url, key, script, &[]).await
+}
+
+async fn sdk_env(url: &str, key: &str, script: &str, env: &[(&str, &str)]) -> String {
     let out = tokio::process::Command::new("python3")
         .args(["-c", script])
         .env("E2B_API_URL", url)
@@ -19,6 +23,8 @@ async fn sdk(url: &str, key: &str, script: &str) -> String {
         .env("E2B_API_KEY", key)
         .env_remove("E2B_DOMAIN")
         .env_remove("E2B_DEBUG")
+        .env_remove("E2B_HTTP_VERSION")
+        .envs(env.iter().copied())
         .kill_on_drop(true)
         .output()
         .await
@@ -83,6 +89,12 @@ h = sb.commands.run("cat", background=True, stdin=True)
 sb.commands.send_stdin(h.pid, "abc")
 sb.commands.close_stdin(h.pid)
 assert h.wait().stdout == "abc"
+
+# Client-streamed stdin (StreamInput).
+h = sb.commands.run("cat", background=True, stdin=True)
+sb.commands.stream_input(h.pid, iter(["one ", b"two ", "three"]))
+sb.commands.close_stdin(h.pid)
+assert h.wait().stdout == "one two three"
 
 # A PTY: input, resize, output.
 out = []
@@ -187,6 +199,17 @@ async fn the_sdk_runs_commands_files_and_the_lifecycle() {
     // What it made was alice's, and is gone.
     let (_, v) = d.get("/v1/sandboxes").await;
     assert_eq!(v["sandboxes"], Value::Array(vec![]), "{v}");
+}
+
+/// The SDK speaks HTTP/2 (cleartext, prior knowledge) by default; with
+/// `E2B_HTTP_VERSION=1.1` every call, client-streamed stdin included, is
+/// HTTP/1.1.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sdk_works_over_http1_too() {
+    let d = daemon().await;
+    let alice = d.add_user("alice").await;
+    let out = sdk_env(&d.url, &alice, LIFECYCLE, &[("E2B_HTTP_VERSION", "1.1")]).await;
+    assert!(out.contains("ALL OK"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
