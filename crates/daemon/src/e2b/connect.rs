@@ -163,7 +163,7 @@ impl Decoder {
     }
 
     /// The next whole envelope (flags, payload), if one is buffered.
-    pub fn next(&mut self) -> Result<Option<(u8, Vec<u8>)>, ConnectError> {
+    pub fn next_envelope(&mut self) -> Result<Option<(u8, Vec<u8>)>, ConnectError> {
         if self.buf.len() < 5 {
             return Ok(None);
         }
@@ -238,7 +238,7 @@ pub async fn read_request<T: DeserializeOwned>(
     }
     let mut d = Decoder::default();
     d.push(&bytes);
-    match d.next()? {
+    match d.next_envelope()? {
         Some((_, payload)) if d.pending() == 0 => parse(&payload),
         Some(_) => Err(ConnectError::invalid("more than one request message")),
         None => Err(ConnectError::invalid("truncated request envelope")),
@@ -257,7 +257,7 @@ pub fn request_stream<T: DeserializeOwned + Send + 'static>(
                 if ended {
                     return None;
                 }
-                match d.next() {
+                match d.next_envelope() {
                     Err(e) => {
                         ended = true;
                         return Some((Err(e), (data, d, ended)));
@@ -362,11 +362,11 @@ mod tests {
             let mut d = Decoder::default();
             let mut got = Vec::new();
             d.push(&wire[..cut]);
-            while let Some(m) = d.next().unwrap() {
+            while let Some(m) = d.next_envelope().unwrap() {
                 got.push(m);
             }
             d.push(&wire[cut..]);
-            while let Some(m) = d.next().unwrap() {
+            while let Some(m) = d.next_envelope().unwrap() {
                 got.push(m);
             }
             assert_eq!(
@@ -385,10 +385,10 @@ mod tests {
     fn oversized_and_compressed_envelopes_are_refused() {
         let mut d = Decoder::default();
         d.push(&[0, 0xff, 0xff, 0xff, 0xff]);
-        assert_eq!(d.next().unwrap_err().code, Code::ResourceExhausted);
+        assert_eq!(d.next_envelope().unwrap_err().code, Code::ResourceExhausted);
         let mut d = Decoder::default();
         d.push(&envelope(COMPRESSED, b"x"));
-        assert_eq!(d.next().unwrap_err().code, Code::Unimplemented);
+        assert_eq!(d.next_envelope().unwrap_err().code, Code::Unimplemented);
     }
 
     #[test]

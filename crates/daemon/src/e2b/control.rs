@@ -63,18 +63,18 @@ fn lookup(
     st: &AppState,
     caller: &Caller,
     id: &str,
-) -> Result<(E2bRecord, SandboxRecord), Response> {
+) -> Result<(E2bRecord, SandboxRecord), Box<Response>> {
     let rec = match st.manager.store.e2b_by_id(id) {
         Ok(Some(r)) => r,
-        Ok(None) => return Err(not_found(id)),
-        Err(e) => return Err(api_error(e.into())),
+        Ok(None) => return Err(Box::new(not_found(id))),
+        Err(e) => return Err(Box::new(api_error(e.into()))),
     };
     let sb = st
         .manager
         .by_id(&rec.sandbox_id)
-        .map_err(|_| not_found(id))?;
+        .map_err(|_| Box::new(not_found(id)))?;
     if !caller.can_see(&sb.owner) {
-        return Err(not_found(id));
+        return Err(Box::new(not_found(id)));
     }
     Ok((rec, sb))
 }
@@ -145,12 +145,12 @@ pub struct NewSandbox {
     allow_internet_access: Option<bool>,
 }
 
-fn check_timeout(t: Option<i64>) -> Result<i64, Response> {
+fn check_timeout(t: Option<i64>) -> Result<i64, Box<Response>> {
     match t.unwrap_or(DEFAULT_TIMEOUT_SECS) {
-        t if t < 0 || t > MAX_TIMEOUT_SECS => Err(error(
+        t if !(0..=MAX_TIMEOUT_SECS).contains(&t) => Err(Box::new(error(
             StatusCode::BAD_REQUEST,
             &format!("timeout must be between 0 and {MAX_TIMEOUT_SECS} seconds"),
-        )),
+        ))),
         t => Ok(t),
     }
 }
@@ -187,7 +187,7 @@ pub async fn create(
     };
     let timeout = match check_timeout(req.timeout) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let template = req.template_id.unwrap_or_else(|| "base".into());
     let e2b_id = format!("i{}", random_hex(10));
@@ -236,7 +236,7 @@ pub async fn show(
     };
     match lookup(&st, &caller, &id) {
         Ok((rec, sb)) => axum::Json(detail_json(&rec, &sb, true)).into_response(),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -251,7 +251,7 @@ pub async fn kill(
     };
     let (rec, _) = match lookup(&st, &caller, &id) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     st.e2b.forget_sandbox(&rec.sandbox_id);
     match st.manager.remove(&rec.sandbox_id).await {
@@ -281,11 +281,11 @@ pub async fn set_timeout(
     };
     let timeout = match check_timeout(Some(t.timeout)) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (rec, sb) = match lookup(&st, &caller, &id) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if state_of(&sb) != "running" {
         return error(StatusCode::CONFLICT, &format!("sandbox {id} is paused"));
@@ -312,7 +312,7 @@ pub async fn pause(
     };
     let (rec, sb) = match lookup(&st, &caller, &id) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if state_of(&sb) == "paused" {
         return error(
@@ -356,11 +356,11 @@ pub async fn connect(
     };
     let timeout = match check_timeout(b.timeout) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (rec, sb) = match lookup(&st, &caller, &id) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let end = now_secs() + timeout;
     let (status, end) = if state_of(&sb) == "running" {

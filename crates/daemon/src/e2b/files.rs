@@ -19,12 +19,12 @@ struct FileQuery {
     path: Option<String>,
 }
 
-fn query(req: &Request) -> Result<FileQuery, Response> {
+fn query(req: &Request) -> Result<FileQuery, Box<Response>> {
     match req.uri().query() {
         None => Ok(FileQuery::default()),
         Some(_) => axum::extract::Query::<FileQuery>::try_from_uri(req.uri())
             .map(|q| q.0)
-            .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("bad query: {e}"))),
+            .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, &format!("bad query: {e}")))),
     }
 }
 
@@ -34,23 +34,23 @@ fn agent_error(e: ironclaw_sandbox::AgentError) -> Response {
     error(status, &message)
 }
 
-fn path_of(q: &FileQuery) -> Result<String, Response> {
+fn path_of(q: &FileQuery) -> Result<String, Box<Response>> {
     match q.path.as_deref() {
         Some(p) if !p.is_empty() => {
-            resolve_path(p).map_err(|e| error(StatusCode::BAD_REQUEST, &e.message))
+            resolve_path(p).map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, &e.message)))
         }
-        _ => Err(error(StatusCode::BAD_REQUEST, "path is required")),
+        _ => Err(Box::new(error(StatusCode::BAD_REQUEST, "path is required"))),
     }
 }
 
 async fn target(
     st: &AppState,
     headers: &HeaderMap,
-) -> Result<(ironclaw_store::E2bRecord, ironclaw_sandbox::AgentClient), Response> {
-    let rec = super::envd_target(st, headers).map_err(IntoResponse::into_response)?;
+) -> Result<(ironclaw_store::E2bRecord, ironclaw_sandbox::AgentClient), Box<Response>> {
+    let rec = super::envd_target(st, headers).map_err(|r| Box::new(r.into_response()))?;
     let agent = super::envd_agent(st, &rec)
         .await
-        .map_err(|e| error(StatusCode::BAD_GATEWAY, &e.message))?;
+        .map_err(|e| Box::new(error(StatusCode::BAD_GATEWAY, &e.message)))?;
     Ok((rec, agent))
 }
 
@@ -61,7 +61,7 @@ pub async fn health(st: AppState, req: Request) -> Response {
             Ok(()) => StatusCode::NO_CONTENT.into_response(),
             Err(e) => error(StatusCode::BAD_GATEWAY, &e.to_string()),
         },
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -69,15 +69,15 @@ pub async fn health(st: AppState, req: Request) -> Response {
 pub async fn download(st: AppState, req: Request) -> Response {
     let q = match query(&req) {
         Ok(q) => q,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let path = match path_of(&q) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (_, agent) = match target(&st, req.headers()).await {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let stat = match agent.stat(&path).await {
         Ok(s) => s,
@@ -118,18 +118,18 @@ async fn write(
     agent: &ironclaw_sandbox::AgentClient,
     path: &str,
     data: Vec<u8>,
-) -> Result<serde_json::Value, Response> {
+) -> Result<serde_json::Value, Box<Response>> {
     let mut w = agent
         .file_writer(path, 0o644, true)
         .await
-        .map_err(agent_error)?;
+        .map_err(|e| Box::new(agent_error(e)))?;
     let sent = if data.is_empty() {
         Ok(())
     } else {
         w.write(data).await
     };
     // A refused write's reason comes with finish.
-    let stat = w.finish().await.map_err(agent_error)?;
+    let stat = w.finish().await.map_err(|e| Box::new(agent_error(e)))?;
     sent.ok();
     let name = path.rsplit('/').next().unwrap_or(path);
     let kind = if stat.kind == FileKind::Dir {
@@ -146,11 +146,11 @@ async fn write(
 pub async fn upload(st: AppState, req: Request) -> Response {
     let q = match query(&req) {
         Ok(q) => q,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (_, agent) = match target(&st, req.headers()).await {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let limit = st.manager.config.max_upload_bytes;
     let content_type = req
@@ -204,14 +204,14 @@ pub async fn upload(st: AppState, req: Request) -> Response {
     } else {
         match path_of(&q) {
             Ok(p) => vec![(p, body.to_vec())],
-            Err(r) => return r,
+            Err(r) => return *r,
         }
     };
     let mut out = Vec::new();
     for (path, data) in files {
         match write(&agent, &path, data).await {
             Ok(v) => out.push(v),
-            Err(r) => return r,
+            Err(r) => return *r,
         }
     }
     axum::Json(out).into_response()

@@ -146,10 +146,8 @@ async fn run(st: AppState, method: &str, req: Request) -> Result<Reply, ConnectE
         .map_err(|e| ConnectError::invalid(format!("reading the request: {e}")))?;
     let agent = super::envd_agent(&st, &rec).await?;
     let read = |b: &[u8]| -> Result<Value, ConnectError> {
-        Ok(
-            serde_json::from_slice::<Value>(if b.is_empty() { b"{}" } else { b })
-                .map_err(|e| ConnectError::invalid(format!("bad request: {e}")))?,
-        )
+        serde_json::from_slice::<Value>(if b.is_empty() { b"{}" } else { b })
+            .map_err(|e| ConnectError::invalid(format!("bad request: {e}")))
     };
     let v = read(&body)?;
     match method {
