@@ -4,10 +4,10 @@
 # against direct), --ports (port proxy against direct and Caddy) or
 # --gateway, --ssh (ssh NAME@HOST true against ironclaw exec), --deploy
 # (git-push to serving), --mcp (an MCP tool call against the exec API),
-# --caching (prompt caching: a 10-turn task's prompt tokens and cost, cached
-# against uncached) or --memory (memory index: indexing, query latency
-# against brute-force scans, local embedding throughput) for the other
-# benchmarks.
+# --e2b (the E2B SDK's commands.run against the exec API), --caching (prompt
+# caching: a 10-turn task's prompt tokens and cost, cached against uncached)
+# or --memory (memory index: indexing, query latency against brute-force
+# scans, local embedding throughput) for the other benchmarks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-host.sh >/dev/null
@@ -46,6 +46,11 @@ if [[ ${1:-} == --memory ]]; then
   IRONCLAW_MINILM_DIR=${IRONCLAW_MINILM_DIR:-$(scripts/fetch-minilm.sh)}
   export IRONCLAW_MINILM_DIR
   exec cargo bench --locked -p ironclaw-memory --bench memory -- "$@"
+fi
+if [[ ${1:-} == --e2b ]]; then
+  shift
+  python3 -m pip install --quiet --disable-pip-version-check 'e2b==2.63.0'
+  exec cargo bench --locked -p ironclaw-daemon --bench e2b -- "$@"
 fi
 if [[ ${1:-} == --gateway ]]; then
   shift

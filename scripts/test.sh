@@ -22,6 +22,8 @@ export IRONCLAW_MINILM_DIR
 python3 -m pip install --quiet --disable-pip-version-check 'openai==3.54.0'
 # The official MCP Python SDK, the client of the MCP server tests (crates/daemon/tests/mcp.rs).
 python3 -m pip install --quiet --disable-pip-version-check 'mcp==2.3.0'
+# The official E2B Python SDK, to test the E2B-compatible API with it.
+python3 -m pip install --quiet --disable-pip-version-check 'e2b==2.63.0'
 # Schemathesis, for the API fuzz test (crates/daemon/tests/fuzz.rs).
 python3 -m pip install --quiet --disable-pip-version-check 'schemathesis==4.32.5'
 

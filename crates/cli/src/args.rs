@@ -107,6 +107,9 @@ pub enum Command {
     #[command(subcommand)]
     Memory(MemoryCmd),
 
+    /// Print changes in a sandbox directory as they happen (until Ctrl-C)
+    Watch(WatchArgs),
+
     /// Check the daemon host: which backends work, and why the others do not
     Doctor(JsonFlag),
 
@@ -707,4 +710,19 @@ pub struct ChatArgs {
     /// Start a fresh session
     #[arg(long, conflicts_with = "session")]
     pub new: bool,
+}
+
+// ---------------------------------------------------------------- watch
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Sandbox name
+    pub name: String,
+    /// Directory in the sandbox
+    pub path: String,
+    /// Its subdirectories too
+    #[arg(short, long)]
+    pub recursive: bool,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }

@@ -38,6 +38,10 @@ pub struct Args {
     /// overrides `ssh_listen`. Default: the listen address's IP, port 2222.
     #[arg(long, env = "IRONCLAW_SSH_LISTEN", value_name = "ADDR|none")]
     pub ssh_listen: Option<String>,
+    /// Also serve the E2B-compatible API on a port of its own (it is
+    /// always on the main listener too).
+    #[arg(long, env = "IRONCLAW_E2B_LISTEN", value_name = "ADDR")]
+    pub e2b_listen: Option<SocketAddr>,
 }
 
 /// Where the SSH endpoint listens, as configured.

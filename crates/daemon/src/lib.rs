@@ -8,6 +8,7 @@ pub mod auth;
 pub mod chat;
 pub mod config;
 pub mod deploy;
+pub mod e2b;
 pub mod error;
 pub mod exposure;
 pub mod manager;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub tasks: Arc<tasks::Tasks>,
     /// Agent memory: the index of every user's memory files.
     pub memory: Arc<memory::Memory>,
+    /// The E2B-compatible API's running processes.
+    pub e2b: Arc<e2b::E2b>,
 }
 
 /// Largest JSON request body: room for an exec argv up to the kernel's
@@ -106,6 +109,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/sandboxes/:name/git/git-receive-pack",
             post(crate::deploy::http::serve),
         )
+        .route("/v1/sandboxes/:name/watch", get(watch::watch))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::sandbox_access,
@@ -153,8 +157,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/openapi.json", get(openapi::serve))
         .merge(api::ui::routes())
         .merge(authed)
+        .merge(e2b::control_routes())
         .fallback(|| async { error::ApiError::NotFound("no such route".into()) })
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        // E2B's envd calls, told apart by their `E2b-Sandbox-Id` header.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            e2b::route_envd,
+        ))
         // Outermost: hosts under the base domain never reach the API.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -260,7 +270,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ssh,
         tasks,
         memory,
+        e2b: e2b::E2b::new(),
     };
+    e2b::timeout::spawn(state.manager.clone(), state.e2b.clone());
+    if let Some(a) = args.e2b_listen {
+        let l = tokio::net::TcpListener::bind(a)
+            .await
+            .with_context(|| format!("--e2b-listen {a}"))?;
+        eprintln!("ironclawd: E2B API on http://{}", l.local_addr()?);
+        let app = e2b::router(state.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(l, app).tcp_nodelay(true).await;
+        });
+    }
     if let Some(l) = ports_tls {
         let (tls, fingerprint) = exposure::tls::server_config(
             data_dir,

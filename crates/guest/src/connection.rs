@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::agent::Agent;
 use crate::transport::Conn;
-use crate::{exec, files, forward, info, session, supervisor};
+use crate::{exec, files, forward, info, session, supervisor, watch};
 
 /// Frames queued for the socket before operations wait for it.
 const WRITE_QUEUE: usize = 64;
@@ -458,6 +458,7 @@ async fn run(agent: &Arc<Agent>, out: Out, op: HostMsg, input: Input) {
             let _ = out.send(GuestMsg::Services(agent.services.list())).await;
         }
         HostMsg::TcpConnect { port } => forward::run(out, port, input).await,
+        HostMsg::Watch(req) => watch::run(out, req, input).await,
         // Filtered out by the reader; kept total for the compiler.
         HostMsg::Stdin(_)
         | HostMsg::StdinEof

@@ -29,6 +29,7 @@ mod switch_root;
 mod transport;
 mod trust;
 mod vminit;
+mod watch;
 
 use std::process::ExitCode;
 

@@ -82,6 +82,35 @@ pub struct ServiceInfo {
     pub supervised: bool,
 }
 
+/// A directory to watch (see [`HostMsg::Watch`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchRequest {
+    pub path: String,
+    /// Its subdirectories too, the ones created later included.
+    pub recursive: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WatchKind {
+    /// The watch is set; nothing happened yet.
+    Ready,
+    Create,
+    Write,
+    Remove,
+    /// Moved away (its new name, if still watched, comes as a `Create`).
+    Rename,
+    Chmod,
+    /// The kernel dropped events (its queue overflowed).
+    Overflow,
+}
+
+/// One change: `path` is absolute (the watched directory for `Ready`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchEvent {
+    pub kind: WatchKind,
+    pub path: String,
+}
+
 /// Host to guest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HostMsg {
@@ -172,6 +201,11 @@ pub enum HostMsg {
     TcpConnect {
         port: u16,
     },
+    /// Watch a directory (inotify): answered by [`GuestMsg::Watch`] events,
+    /// the first [`WatchKind::Ready`] once the watch is set, until the host
+    /// cancels the stream. A path that is not a directory is an `Error`.
+    /// Agents older than this skip the message unanswered.
+    Watch(WatchRequest),
 }
 
 impl HostMsg {
@@ -307,6 +341,8 @@ pub enum GuestMsg {
     /// The sandbox's end of a TCP connection stopped sending (not final:
     /// the host may still send until it sends `Eof`).
     TcpEof,
+    /// A change in a watched directory (see [`HostMsg::Watch`]).
+    Watch(WatchEvent),
 }
 
 impl GuestMsg {

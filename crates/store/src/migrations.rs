@@ -203,6 +203,21 @@ const MIGRATIONS: &[&str] = &[
     // 12: prompt-cache tokens of each turn's usage (part of input_tokens)
     "ALTER TABLE usage ADD COLUMN cache_read_tokens INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE usage ADD COLUMN cache_write_tokens INTEGER NOT NULL DEFAULT 0;",
+    // 13: sandboxes made through the E2B-compatible API. `e2b_id` is the
+    // sandboxID E2B clients use (global, unlike names); `access_token` is
+    // the envd access token handed out at create; `end_at` (unix seconds)
+    // is when the sandbox times out, `on_timeout` 'kill' or 'pause'.
+    "CREATE TABLE e2b_sandboxes (
+        sandbox_id   TEXT PRIMARY KEY REFERENCES sandboxes(id) ON DELETE CASCADE,
+        e2b_id       TEXT NOT NULL UNIQUE,
+        template_id  TEXT NOT NULL,
+        metadata     TEXT NOT NULL DEFAULT '{}',
+        env_vars     TEXT NOT NULL DEFAULT '{}',
+        access_token TEXT NOT NULL,
+        end_at       INTEGER NOT NULL,
+        on_timeout   TEXT NOT NULL DEFAULT 'kill'
+     );
+     CREATE INDEX e2b_sandboxes_by_end ON e2b_sandboxes(end_at);",
 ];
 
 pub fn apply(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {

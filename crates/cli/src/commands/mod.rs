@@ -16,6 +16,7 @@ pub mod sandbox;
 pub mod ssh;
 pub mod task;
 pub mod user;
+pub mod watch;
 
 use anyhow::Result;
 
@@ -61,6 +62,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Task(cmd) => task::run(&c, cmd).await,
         Command::Mcp => mcp::run(&c).await,
         Command::Memory(cmd) => memory::run(&c, cmd).await,
+        Command::Watch(a) => watch::run(&c, a).await,
         Command::Doctor(j) => doctor::run(&c, j.json).await,
         Command::Version => unreachable!(),
     }

@@ -16,3 +16,4 @@ pub mod sandboxes;
 pub mod tasks;
 pub mod ui;
 pub mod users;
+pub mod watch;

@@ -376,6 +376,10 @@ pub fn document() -> Value {
                         "default": {"description": "error", "content": {"application/json": {"schema": schema_ref("Error")}}}
                     }
                 }})),
+            "/v1/sandboxes/{name}/watch": in_sandbox(json!({"get": query(returns_raw(op("watchDir", "Changes in a directory as Server-Sent Events (event create, write, remove, rename, chmod or overflow; data {type, path}), after a first ready event", "200", None), "text/event-stream"), &[
+                q("path", true, json!({"type": "string", "minLength": 1}), "The directory to watch"),
+                q("recursive", false, json!({"type": "boolean"}), "Its subdirectories too"),
+                q("timeout_secs", false, json!({"type": "integer", "minimum": 0}), "End the stream after this long (default: when the client leaves)")])})),
             "/v1/sandboxes/{name}/deploy/releases": in_sandbox(json!({"get": returns(op("deployReleases", "The sandbox's releases, oldest first", "200", None), schema_ref("ReleaseList"))})),
             "/v1/sandboxes/{name}/deploy/logs": in_sandbox(json!({"get": query(returns_raw(op("deployLogs", "The live release's process log (text; streamed with follow)", "200", None), "text/plain"), &[
                 q("follow", false, json!({"type": "boolean"}), "Keep streaming new lines"),

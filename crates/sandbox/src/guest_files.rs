@@ -1,0 +1,110 @@
+//! Typed file operations on a guest: streamed reads and writes, and the
+//! small ones (mkdir, remove, rename).
+
+use ironclaw_proto::{FileStat, FileWrite, GuestMsg, HostMsg};
+
+use crate::agent::AgentStream;
+use crate::{AgentClient, AgentError};
+
+/// A file being read: its contents in chunks.
+pub struct FileReader {
+    stream: AgentStream,
+    done: bool,
+}
+
+impl FileReader {
+    /// The next chunk; `None` at the end.
+    pub async fn next(&mut self) -> Option<Result<Vec<u8>, AgentError>> {
+        if self.done {
+            return None;
+        }
+        let r = match self.stream.recv().await {
+            Ok(GuestMsg::Data(d)) => return Some(Ok(d)),
+            Ok(GuestMsg::Eof) => None,
+            Ok(GuestMsg::Error { kind, message }) => Some(Err(AgentError::Guest { kind, message })),
+            Ok(other) => Some(Err(AgentError::Protocol(format!("{other:?}")))),
+            Err(e) => Some(Err(e)),
+        };
+        self.done = true;
+        r
+    }
+}
+
+/// A file being written: data in, then [`FileWriter::finish`]. Dropped
+/// before that, the write is cancelled (the guest removes its temporary).
+pub struct FileWriter {
+    stream: AgentStream,
+}
+
+impl FileWriter {
+    /// Append data. An error means the guest ended the write: call
+    /// [`FileWriter::finish`] to learn why.
+    pub async fn write(&mut self, data: Vec<u8>) -> Result<(), AgentError> {
+        self.stream.send(HostMsg::Data(data)).await
+    }
+
+    /// Put the file in place; its stat once there.
+    pub async fn finish(mut self) -> Result<FileStat, AgentError> {
+        let sent = self.stream.send(HostMsg::Eof).await;
+        match (sent, self.stream.recv().await) {
+            (_, Ok(GuestMsg::Stat(s))) => Ok(s),
+            (_, Ok(GuestMsg::Error { kind, message })) => Err(AgentError::Guest { kind, message }),
+            (_, Ok(other)) => Err(AgentError::Protocol(format!("{other:?}"))),
+            (Err(e), Err(_)) | (Ok(()), Err(e)) => Err(e),
+        }
+    }
+}
+
+impl AgentClient {
+    /// Read a file; the first chunk's error (no such file) comes from
+    /// the first [`FileReader::next`].
+    pub async fn file_reader(&self, path: &str) -> Result<FileReader, AgentError> {
+        let stream = self.open(HostMsg::FileRead { path: path.into() }).await?;
+        Ok(FileReader {
+            stream,
+            done: false,
+        })
+    }
+
+    /// Write a file (to a temporary name, renamed into place at finish).
+    pub async fn file_writer(
+        &self,
+        path: &str,
+        mode: u32,
+        parents: bool,
+    ) -> Result<FileWriter, AgentError> {
+        let stream = self
+            .open(HostMsg::FileWrite(FileWrite {
+                path: path.into(),
+                mode,
+                parents,
+            }))
+            .await?;
+        Ok(FileWriter { stream })
+    }
+
+    pub async fn make_dir(&self, path: &str, parents: bool, mode: u32) -> Result<(), AgentError> {
+        self.call_ok(HostMsg::Mkdir {
+            path: path.into(),
+            parents,
+            mode,
+        })
+        .await
+    }
+
+    pub async fn remove_path(&self, path: &str, recursive: bool) -> Result<(), AgentError> {
+        self.call_ok(HostMsg::Remove {
+            path: path.into(),
+            recursive,
+        })
+        .await
+    }
+
+    pub async fn rename_path(&self, from: &str, to: &str) -> Result<(), AgentError> {
+        self.call_ok(HostMsg::Rename {
+            from: from.into(),
+            to: to.into(),
+        })
+        .await
+    }
+}
