@@ -4,6 +4,7 @@
 //! SQLite in WAL mode; one connection behind a mutex. Queries are small and
 //! indexed, so callers run them inline rather than on a blocking pool.
 
+pub mod channels;
 pub mod exposures;
 pub mod keys;
 mod migrations;
@@ -16,6 +17,9 @@ pub mod users;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
+pub use channels::{
+    ChannelRecord, DeliveryAttempt, InboundRecord, NewPart, OutboundRecord, Pairing,
+};
 pub use exposures::ExposureRecord;
 pub use keys::SshKey;
 pub use releases::{DeployApp, ReleaseRecord, ReleaseStatus};
