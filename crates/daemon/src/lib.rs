@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod channels;
 pub mod chat;
 pub mod config;
 pub mod deploy;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub ssh: Option<Arc<ssh::Info>>,
     /// Scheduled tasks.
     pub tasks: Arc<tasks::Tasks>,
+    /// Chat channels.
+    pub channels: Arc<channels::Channels>,
 }
 
 /// Largest JSON request body: room for an exec argv up to the kernel's
@@ -136,6 +139,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tasks/:name/runs/:id", get(tasks::run))
         .route("/v1/models", get(openai::models))
         .route("/v1/chat/completions", post(openai::completions))
+        .route("/v1/channels", get(channels::list).post(channels::add))
+        .route(
+            "/v1/channels/:name",
+            get(channels::show).delete(channels::remove),
+        )
+        .route("/v1/channels/:name/messages", get(channels::messages))
+        .route("/v1/pairings/approve", post(channels::approve))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
@@ -143,6 +153,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/health", get(host::health))
         .route("/v1/openapi.json", get(openapi::serve))
+        // Called by chat services: the channel checks their signature.
+        .route("/v1/channels/:name/events", post(channels::events))
         .merge(api::ui::routes())
         .merge(authed)
         .fallback(|| async { error::ApiError::NotFound("no such route".into()) })
@@ -240,6 +252,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let channels = channels::Channels::new(manager.store.clone(), chat.clone());
+    channels.start_all();
     let state = AppState {
         manager,
         chat,
@@ -249,6 +263,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         acme,
         ssh,
         tasks,
+        channels,
     };
     if let Some(l) = ports_tls {
         let (tls, fingerprint) = exposure::tls::server_config(
