@@ -101,6 +101,14 @@ pub enum Command {
     #[command(subcommand)]
     Task(TaskCmd),
 
+    /// Chat channels (Telegram, webhook): add, list, status, message log (admin)
+    #[command(subcommand)]
+    Channel(ChannelCmd),
+
+    /// Pair a chat sender with a user (the code the sender was sent)
+    #[command(subcommand)]
+    Pair(PairCmd),
+
     /// Check the daemon host: which backends work, and why the others do not
     Doctor(JsonFlag),
 
@@ -664,4 +672,84 @@ pub struct ChatArgs {
     /// Start a fresh session
     #[arg(long, conflicts_with = "session")]
     pub new: bool,
+}
+
+// ---------------------------------------------------------------- channel
+
+#[derive(Debug, Subcommand)]
+pub enum ChannelCmd {
+    /// Add a channel; credentials stay in the daemon's environment (VAR names)
+    #[command(
+        after_help = "Examples:\n  ironclaw channel add telegram --name tg --token-env TELEGRAM_BOT_TOKEN\n  \
+        ironclaw channel add webhook --name hook --secret-env HOOK_SECRET --callback-url https://example.com/replies --access open"
+    )]
+    Add {
+        /// telegram or webhook
+        kind: String,
+        #[arg(long)]
+        name: String,
+        /// Env var of ironclawd holding the bot token
+        #[arg(long, value_name = "VAR")]
+        token_env: Option<String>,
+        /// Env var of ironclawd holding the signing secret (webhook)
+        #[arg(long, value_name = "VAR")]
+        secret_env: Option<String>,
+        /// The service's API base (default: the real service)
+        #[arg(long, value_name = "URL")]
+        api_base: Option<String>,
+        /// Where replies are POSTed (webhook)
+        #[arg(long, value_name = "URL")]
+        callback_url: Option<String>,
+        /// pairing (default), allowlist or open
+        #[arg(long)]
+        access: Option<String>,
+        /// A sender id let in by --access allowlist (repeatable)
+        #[arg(long = "allow", value_name = "ID")]
+        allow: Vec<String>,
+        /// A group chat id the bot answers in (repeatable)
+        #[arg(long = "group", value_name = "ID")]
+        groups: Vec<String>,
+        /// In groups: answer messages containing this (e.g. @Andy) besides mentions
+        #[arg(long)]
+        trigger: Option<String>,
+        /// Session per sender, chat (default) or thread
+        #[arg(long)]
+        scope: Option<String>,
+        /// User that allowlisted, open and group messages run as (default: you)
+        #[arg(long)]
+        user: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// List channels with their status
+    #[command(visible_alias = "list")]
+    Ls(JsonFlag),
+    /// Remove a channel (its messages and queue go with it)
+    #[command(visible_alias = "delete")]
+    Rm { name: String },
+    /// Connected, last error and queue depth (all channels, or one)
+    Status {
+        name: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// A channel's messages and the delivery log of each reply
+    Log {
+        name: String,
+        /// At most this many messages
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PairCmd {
+    /// Link the sender who was sent CODE to user NAME
+    Approve {
+        code: String,
+        #[arg(long)]
+        user: String,
+    },
 }

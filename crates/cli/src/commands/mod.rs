@@ -1,5 +1,6 @@
 //! Command implementations. Each returns the process exit status.
 
+pub mod channel;
 pub mod chat;
 pub mod console;
 pub mod cp;
@@ -57,6 +58,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Ssh(a) => ssh::run(&c, a).await,
         Command::Deploy(cmd) => deploy::run(&c, cmd).await,
         Command::Task(cmd) => task::run(&c, cmd).await,
+        Command::Channel(cmd) => channel::run(&c, cmd).await,
+        Command::Pair(cmd) => channel::pair(&c, cmd).await,
         Command::Doctor(j) => doctor::run(&c, j.json).await,
         Command::Version => unreachable!(),
     }
