@@ -9,6 +9,7 @@
 //! speaks each service's wire format. Every service's `api_base` is
 //! configurable, so tests and self-hosted servers work.
 
+pub mod fake;
 pub mod format;
 pub mod http;
 pub mod split;
