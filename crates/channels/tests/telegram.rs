@@ -87,8 +87,15 @@ async fn polls_with_persisted_offset_and_survives_409() {
     let first = fake.private(42, 1, "hello");
     fake.group(-100777, 43, 9, "hi @Andy_Bot, look");
     fake.group(-100777, 43, 10, "just chatting");
-    until("three messages", || host.accepted.lock().unwrap().len() == 3).await;
-    assert_eq!(fake.methods()[0], "deleteWebhook", "deleteWebhook comes first");
+    until("three messages", || {
+        host.accepted.lock().unwrap().len() == 3
+    })
+    .await;
+    assert_eq!(
+        fake.methods()[0],
+        "deleteWebhook",
+        "deleteWebhook comes first"
+    );
     // The 409s were reported, not swallowed.
     let st = host.statuses.lock().unwrap().clone();
     assert!(
@@ -121,7 +128,10 @@ async fn polls_with_persisted_offset_and_survives_409() {
         let (ch, host, cancel) = (ch.clone(), host.clone(), cancel.clone());
         async move { ch.run(host, cancel).await }
     });
-    until("the new message", || host.accepted.lock().unwrap().len() == 4).await;
+    until("the new message", || {
+        host.accepted.lock().unwrap().len() == 4
+    })
+    .await;
     let offsets: Vec<_> = fake
         .calls("getUpdates")
         .iter()
@@ -150,7 +160,10 @@ async fn sends_classify_failures_and_type() {
         other => panic!("{other:?}"),
     }
     fake.script_send(SendAnswer::CantParse);
-    assert!(matches!(ch.send(&out("x")).await, Err(SendError::Format(_))));
+    assert!(matches!(
+        ch.send(&out("x")).await,
+        Err(SendError::Format(_))
+    ));
     // The plain retry goes without parse_mode, markers dropped.
     let mut plain = out("**x**");
     plain.plain = true;

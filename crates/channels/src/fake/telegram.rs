@@ -117,10 +117,18 @@ async fn handle(
         }
         "sendMessage" => {
             if body["chat_id"].is_null() || body["text"].as_str().unwrap_or("").is_empty() {
-                return fail(StatusCode::BAD_REQUEST, "Bad Request: message text is empty", None);
+                return fail(
+                    StatusCode::BAD_REQUEST,
+                    "Bad Request: message text is empty",
+                    None,
+                );
             }
             if body["text"].as_str().unwrap_or("").chars().count() > 4096 {
-                return fail(StatusCode::BAD_REQUEST, "Bad Request: message is too long", None);
+                return fail(
+                    StatusCode::BAD_REQUEST,
+                    "Bad Request: message is too long",
+                    None,
+                );
             }
             let answer = s.send_script.lock().unwrap().pop_front();
             match answer {
@@ -152,8 +160,10 @@ async fn handle(
                 *n += 1;
                 *n
             };
-            ok(json!({"message_id": id, "date": 1700000000, "chat": {"id": body["chat_id"]},
-                "text": body["text"]}))
+            ok(
+                json!({"message_id": id, "date": 1700000000, "chat": {"id": body["chat_id"]},
+                "text": body["text"]}),
+            )
         }
         "sendChatAction" => ok(json!(true)),
         _ => fail(StatusCode::NOT_FOUND, "Not Found", None),
@@ -240,7 +250,13 @@ impl FakeTelegram {
 
     /// The methods called, in order.
     pub fn methods(&self) -> Vec<String> {
-        self.shared.calls.lock().unwrap().iter().map(|(m, _)| m.clone()).collect()
+        self.shared
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(m, _)| m.clone())
+            .collect()
     }
 
     /// Texts of every sendMessage received (answered or not).

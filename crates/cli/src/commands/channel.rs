@@ -37,7 +37,10 @@ fn status_rows(list: &[Value]) -> String {
             ]
         })
         .collect();
-    render_table(&["NAME", "KIND", "CONNECTED", "QUEUED", "LAST ERROR"], &rows)
+    render_table(
+        &["NAME", "KIND", "CONNECTED", "QUEUED", "LAST ERROR"],
+        &rows,
+    )
 }
 
 pub async fn run(c: &Client, cmd: ChannelCmd) -> Result<i32> {
@@ -85,7 +88,11 @@ pub async fn run(c: &Client, cmd: ChannelCmd) -> Result<i32> {
             }
             Ok(0)
         }
-        ChannelCmd::Ls(j) | ChannelCmd::Status { name: None, json: j } => {
+        ChannelCmd::Ls(j)
+        | ChannelCmd::Status {
+            name: None,
+            json: j,
+        } => {
             let v = c.get("/v1/channels", "channels").await?;
             if j.json {
                 print_json(&v);
@@ -160,7 +167,10 @@ pub async fn run(c: &Client, cmd: ChannelCmd) -> Result<i32> {
             }
             print!(
                 "{}",
-                render_table(&["RECEIVED", "SENDER", "STATE", "TEXT", "REPLY (ATTEMPTS)"], &rows)
+                render_table(
+                    &["RECEIVED", "SENDER", "STATE", "TEXT", "REPLY (ATTEMPTS)"],
+                    &rows
+                )
             );
             Ok(0)
         }

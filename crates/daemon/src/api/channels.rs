@@ -14,9 +14,14 @@ use crate::channels::AddChannel;
 use crate::error::{ApiError, Json};
 use crate::AppState;
 
-pub async fn list(State(st): State<AppState>, caller: Caller) -> Result<impl IntoResponse, ApiError> {
+pub async fn list(
+    State(st): State<AppState>,
+    caller: Caller,
+) -> Result<impl IntoResponse, ApiError> {
     caller.require_admin()?;
-    Ok(axum::Json(serde_json::json!({"channels": st.channels.list()?})))
+    Ok(axum::Json(
+        serde_json::json!({"channels": st.channels.list()?}),
+    ))
 }
 
 pub async fn add(
@@ -25,7 +30,10 @@ pub async fn add(
     Json(req): Json<AddChannel>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require_admin()?;
-    Ok((StatusCode::CREATED, axum::Json(st.channels.add(&caller.user, req)?)))
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(st.channels.add(&caller.user, req)?),
+    ))
 }
 
 pub async fn show(
@@ -60,7 +68,8 @@ pub async fn messages(
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require_admin()?;
     Ok(axum::Json(
-        st.channels.messages(&name, q.limit.unwrap_or(50).clamp(1, 500))?,
+        st.channels
+            .messages(&name, q.limit.unwrap_or(50).clamp(1, 500))?,
     ))
 }
 

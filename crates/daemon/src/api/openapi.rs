@@ -467,7 +467,8 @@ fn base_document() -> Value {
 
 /// Chat channels (`/v1/channels`, admin) and pairing approval.
 fn channel_paths(d: &mut Value) {
-    let name = json!([{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}]);
+    let name =
+        json!([{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}]);
     let opt_str = json!({"type": ["string", "null"]});
     let add = json!({"type": "object", "required": ["kind", "name"], "additionalProperties": false, "properties": {
         "kind": {"type": "string", "enum": ["telegram", "webhook"]},

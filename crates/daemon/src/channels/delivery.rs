@@ -24,10 +24,7 @@ fn backoff(attempt: i64) -> Duration {
 }
 
 pub async fn run(rt: Arc<Runtime>) {
-    match rt
-        .store
-        .reclaim_sending(&rt.name, rt.channel.idempotent())
-    {
+    match rt.store.reclaim_sending(&rt.name, rt.channel.idempotent()) {
         Ok(n @ 1..) => tracing::warn!(
             channel = %rt.name,
             "{n} part(s) were being sent when the daemon stopped: {}",
@@ -80,8 +77,15 @@ async fn deliver(rt: &Runtime, part: OutboundRecord) {
     };
     let res = rt.channel.send(&msg).await;
     let now = now_ms();
-    let mark = |state: &str, outcome: &str, detail: Option<&str>, next: Option<i64>, plain: Option<bool>, remote: Option<&str>| {
-        if let Err(e) = store.mark_outbound(part.id, attempt, state, outcome, detail, remote, next, plain) {
+    let mark = |state: &str,
+                outcome: &str,
+                detail: Option<&str>,
+                next: Option<i64>,
+                plain: Option<bool>,
+                remote: Option<&str>| {
+        if let Err(e) = store.mark_outbound(
+            part.id, attempt, state, outcome, detail, remote, next, plain,
+        ) {
             tracing::error!(channel = %rt.name, "recording part {}: {e}", part.id);
         }
     };

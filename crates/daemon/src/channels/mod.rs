@@ -140,8 +140,8 @@ impl Channels {
         // The credentials must be there now, or the channel could not run.
         let spec = req.settings.spec(&req.name).map_err(ApiError::BadRequest)?;
         ironclaw_channels::build(kind, spec).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let config = serde_json::to_value(&req.settings)
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let config =
+            serde_json::to_value(&req.settings).map_err(|e| ApiError::Internal(e.to_string()))?;
         let rec = self
             .store
             .add_channel(&req.name, kind.as_str(), owner, &config)?;
@@ -202,7 +202,12 @@ impl Channels {
         let mut out = Vec::new();
         for m in self.store.inbound_list(name, limit)? {
             let mut replies = Vec::new();
-            for o in self.store.outbound_list(name, Some(m.id), 100)?.into_iter().rev() {
+            for o in self
+                .store
+                .outbound_list(name, Some(m.id), 100)?
+                .into_iter()
+                .rev()
+            {
                 let log = self.store.delivery_log(o.id)?;
                 replies.push(json!({"part": o, "log": log}));
             }
@@ -225,6 +230,8 @@ impl Channels {
 
     pub fn approve(&self, code: &str, user: &str) -> Result<ironclaw_store::Pairing, ApiError> {
         self.store.user(user)?;
-        Ok(self.store.approve_pairing(&code.trim().to_uppercase(), user)?)
+        Ok(self
+            .store
+            .approve_pairing(&code.trim().to_uppercase(), user)?)
     }
 }

@@ -88,7 +88,10 @@ impl Runtime {
     }
 
     fn ignore(&self, id: i64, why: &str) {
-        if let Err(e) = self.store.set_inbound_state(id, "ignored", Some(why), None, None) {
+        if let Err(e) = self
+            .store
+            .set_inbound_state(id, "ignored", Some(why), None, None)
+        {
             tracing::error!(channel = %self.name, "marking message {id}: {e}");
         }
     }

@@ -79,7 +79,10 @@ impl Settings {
     /// Check what a channel of `kind` needs; bad input changes nothing.
     pub fn validate(&self, kind: ironclaw_channels::Kind) -> Result<(), ApiError> {
         use ironclaw_channels::Kind;
-        for (what, v) in [("token_env", &self.token_env), ("secret_env", &self.secret_env)] {
+        for (what, v) in [
+            ("token_env", &self.token_env),
+            ("secret_env", &self.secret_env),
+        ] {
             if let Some(v) = v {
                 if !env_name_ok(v) {
                     return Err(ApiError::BadRequest(format!(
@@ -88,7 +91,10 @@ impl Settings {
                 }
             }
         }
-        for (what, v) in [("api_base", &self.api_base), ("callback_url", &self.callback_url)] {
+        for (what, v) in [
+            ("api_base", &self.api_base),
+            ("callback_url", &self.callback_url),
+        ] {
             if let Some(v) = v {
                 if !(v.starts_with("http://") || v.starts_with("https://")) || v.len() > 2048 {
                     return Err(ApiError::BadRequest(format!(
