@@ -8,6 +8,8 @@ pub enum Format {
     Markdown,
     /// Telegram's `parse_mode: HTML` subset.
     TelegramHtml,
+    /// Slack's mrkdwn (`*bold*`, `_italic_`, `<url|text>`).
+    SlackMrkdwn,
 }
 
 /// Render Markdown `text` for `format`.
@@ -15,6 +17,7 @@ pub fn render(text: &str, format: Format) -> String {
     match format {
         Format::Markdown => text.to_string(),
         Format::TelegramHtml => to_html(text),
+        Format::SlackMrkdwn => to_mrkdwn(text),
     }
 }
 
@@ -83,6 +86,39 @@ fn to_html(text: &str) -> String {
             Seg::Pre(c) => out.push_str(&format!("<pre>{}</pre>", escape(&c))),
             Seg::Code(c) => out.push_str(&format!("<code>{}</code>", escape(&c))),
             Seg::Text(t) => inline(&t, &mut out, true),
+        }
+    }
+    out
+}
+
+fn to_mrkdwn(text: &str) -> String {
+    let mut out = String::new();
+    for seg in segments(text) {
+        match seg {
+            Seg::Pre(c) => out.push_str(&format!("```\n{}\n```", escape(&c))),
+            Seg::Code(c) => out.push_str(&format!("`{}`", escape(&c))),
+            Seg::Text(t) => {
+                let mut html = String::new();
+                inline(&t, &mut html, true);
+                // The HTML of `inline` mapped to mrkdwn (text is escaped, so
+                // these tags are the only '<' left).
+                let mut s = html
+                    .replace("<b>", "*")
+                    .replace("</b>", "*")
+                    .replace("<i>", "_")
+                    .replace("</i>", "_");
+                while let Some(i) = s.find("<a href=\"") {
+                    let rest = &s[i + 9..];
+                    let Some(q) = rest.find("\">") else { break };
+                    let url = rest[..q].replace("&quot;", "\"");
+                    let after = &rest[q + 2..];
+                    let Some(e) = after.find("</a>") else { break };
+                    let label = after[..e].to_string();
+                    let tail = after[e + 4..].to_string();
+                    s = format!("{}<{url}|{label}>{tail}", &s[..i]);
+                }
+                out.push_str(&s);
+            }
         }
     }
     out
@@ -177,6 +213,14 @@ mod tests {
         assert_eq!(
             render("2 * 3 = 6 & x", Format::TelegramHtml),
             "2 * 3 = 6 &amp; x"
+        );
+    }
+
+    #[test]
+    fn slack_mrkdwn() {
+        assert_eq!(
+            render("**Done** _now_: [docs](https://x.y) `a<b` & more", Format::SlackMrkdwn),
+            "*Done* _now_: <https://x.y|docs> `a&lt;b` &amp; more"
         );
     }
 

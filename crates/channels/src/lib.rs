@@ -12,6 +12,7 @@
 pub mod fake;
 pub mod format;
 pub mod http;
+pub mod slack;
 pub mod split;
 pub mod telegram;
 pub mod webhook;
@@ -31,6 +32,7 @@ pub use split::split;
 pub enum Kind {
     Webhook,
     Telegram,
+    Slack,
 }
 
 impl Kind {
@@ -38,6 +40,7 @@ impl Kind {
         match s {
             "webhook" => Some(Kind::Webhook),
             "telegram" => Some(Kind::Telegram),
+            "slack" => Some(Kind::Slack),
             _ => None,
         }
     }
@@ -46,6 +49,7 @@ impl Kind {
         match self {
             Kind::Webhook => "webhook",
             Kind::Telegram => "telegram",
+            Kind::Slack => "slack",
         }
     }
 
@@ -53,6 +57,7 @@ impl Kind {
     pub fn limit(self) -> usize {
         match self {
             Kind::Telegram => 4096,
+            Kind::Slack => 40_000,
             Kind::Webhook => 40_000,
         }
     }
@@ -61,6 +66,7 @@ impl Kind {
     pub fn format(self) -> Format {
         match self {
             Kind::Telegram => Format::TelegramHtml,
+            Kind::Slack => Format::SlackMrkdwn,
             Kind::Webhook => Format::Markdown,
         }
     }
@@ -69,6 +75,7 @@ impl Kind {
     pub fn default_api_base(self) -> &'static str {
         match self {
             Kind::Telegram => "https://api.telegram.org",
+            Kind::Slack => "https://slack.com/api",
             Kind::Webhook => "",
         }
     }
@@ -232,6 +239,7 @@ pub fn build(kind: Kind, spec: Spec) -> Result<Arc<dyn Channel>, BuildError> {
     Ok(match kind {
         Kind::Telegram => Arc::new(telegram::Telegram::new(spec)?),
         Kind::Webhook => Arc::new(webhook::Webhook::new(spec)?),
+        Kind::Slack => Arc::new(slack::Slack::new(spec)?),
     })
 }
 

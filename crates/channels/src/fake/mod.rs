@@ -2,4 +2,5 @@
 //! each service's wire format (JSON shapes and status codes from its
 //! documentation), error answers included, scripted by the test.
 
+pub mod slack;
 pub mod telegram;

@@ -471,7 +471,7 @@ fn channel_paths(d: &mut Value) {
         json!([{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}]);
     let opt_str = json!({"type": ["string", "null"]});
     let add = json!({"type": "object", "required": ["kind", "name"], "additionalProperties": false, "properties": {
-        "kind": {"type": "string", "enum": ["telegram", "webhook"]},
+        "kind": {"type": "string", "enum": ["telegram", "slack", "webhook"]},
         "name": schema_ref("Name"),
         "token_env": opt_str, "secret_env": opt_str, "api_base": opt_str, "callback_url": opt_str,
         "access": {"type": "string", "enum": ["pairing", "allowlist", "open"]},

@@ -107,6 +107,12 @@ impl Settings {
             Kind::Telegram if self.token_env.is_none() => Err(ApiError::BadRequest(
                 "a telegram channel needs --token-env VAR (the bot token's env var)".into(),
             )),
+            Kind::Slack if self.token_env.is_none() || self.secret_env.is_none() => {
+                Err(ApiError::BadRequest(
+                    "a slack channel needs --token-env VAR (bot token) and --secret-env VAR (signing secret)"
+                        .into(),
+                ))
+            }
             Kind::Webhook if self.secret_env.is_none() || self.callback_url.is_none() => {
                 Err(ApiError::BadRequest(
                     "a webhook channel needs --secret-env VAR (its HMAC key) and --callback-url URL"
