@@ -9,6 +9,7 @@
 //! speaks each service's wire format. Every service's `api_base` is
 //! configurable, so tests and self-hosted servers work.
 
+pub mod discord;
 pub mod fake;
 pub mod format;
 pub mod http;
@@ -16,6 +17,7 @@ pub mod slack;
 pub mod split;
 pub mod telegram;
 pub mod webhook;
+mod ws;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +35,7 @@ pub enum Kind {
     Webhook,
     Telegram,
     Slack,
+    Discord,
 }
 
 impl Kind {
@@ -41,6 +44,7 @@ impl Kind {
             "webhook" => Some(Kind::Webhook),
             "telegram" => Some(Kind::Telegram),
             "slack" => Some(Kind::Slack),
+            "discord" => Some(Kind::Discord),
             _ => None,
         }
     }
@@ -50,6 +54,7 @@ impl Kind {
             Kind::Webhook => "webhook",
             Kind::Telegram => "telegram",
             Kind::Slack => "slack",
+            Kind::Discord => "discord",
         }
     }
 
@@ -58,6 +63,7 @@ impl Kind {
         match self {
             Kind::Telegram => 4096,
             Kind::Slack => 40_000,
+            Kind::Discord => 2000,
             Kind::Webhook => 40_000,
         }
     }
@@ -67,6 +73,7 @@ impl Kind {
         match self {
             Kind::Telegram => Format::TelegramHtml,
             Kind::Slack => Format::SlackMrkdwn,
+            Kind::Discord => Format::Markdown,
             Kind::Webhook => Format::Markdown,
         }
     }
@@ -76,6 +83,7 @@ impl Kind {
         match self {
             Kind::Telegram => "https://api.telegram.org",
             Kind::Slack => "https://slack.com/api",
+            Kind::Discord => "https://discord.com/api/v10",
             Kind::Webhook => "",
         }
     }
@@ -240,6 +248,7 @@ pub fn build(kind: Kind, spec: Spec) -> Result<Arc<dyn Channel>, BuildError> {
         Kind::Telegram => Arc::new(telegram::Telegram::new(spec)?),
         Kind::Webhook => Arc::new(webhook::Webhook::new(spec)?),
         Kind::Slack => Arc::new(slack::Slack::new(spec)?),
+        Kind::Discord => Arc::new(discord::Discord::new(spec)?),
     })
 }
 

@@ -2,5 +2,6 @@
 //! each service's wire format (JSON shapes and status codes from its
 //! documentation), error answers included, scripted by the test.
 
+pub mod discord;
 pub mod slack;
 pub mod telegram;

@@ -104,9 +104,12 @@ impl Settings {
             }
         }
         match kind {
-            Kind::Telegram if self.token_env.is_none() => Err(ApiError::BadRequest(
-                "a telegram channel needs --token-env VAR (the bot token's env var)".into(),
-            )),
+            Kind::Telegram | Kind::Discord | Kind::Matrix if self.token_env.is_none() => {
+                Err(ApiError::BadRequest(format!(
+                    "a {} channel needs --token-env VAR (the env var of its token)",
+                    kind.as_str()
+                )))
+            }
             Kind::Slack if self.token_env.is_none() || self.secret_env.is_none() => {
                 Err(ApiError::BadRequest(
                     "a slack channel needs --token-env VAR (bot token) and --secret-env VAR (signing secret)"
