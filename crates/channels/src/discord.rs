@@ -155,7 +155,11 @@ impl Discord {
                         .reset(tokio::time::Instant::now() + jitter);
                     let identify = json!({"op": 2, "d": {"token": self.token, "intents": INTENTS,
                         "properties": {"os": "linux", "browser": "ironclaw", "device": "ironclaw"}}});
-                    if ws.send(WsMessage::Text(identify.to_string())).await.is_err() {
+                    if ws
+                        .send(WsMessage::Text(identify.to_string()))
+                        .await
+                        .is_err()
+                    {
                         return End::Retry("gateway: identify failed".into());
                     }
                 }

@@ -219,7 +219,10 @@ mod tests {
     #[test]
     fn slack_mrkdwn() {
         assert_eq!(
-            render("**Done** _now_: [docs](https://x.y) `a<b` & more", Format::SlackMrkdwn),
+            render(
+                "**Done** _now_: [docs](https://x.y) `a<b` & more",
+                Format::SlackMrkdwn
+            ),
             "*Done* _now_: <https://x.y|docs> `a&lt;b` &amp; more"
         );
     }

@@ -13,6 +13,7 @@ pub mod discord;
 pub mod fake;
 pub mod format;
 pub mod http;
+pub mod matrix;
 pub mod slack;
 pub mod split;
 pub mod telegram;
@@ -36,6 +37,7 @@ pub enum Kind {
     Telegram,
     Slack,
     Discord,
+    Matrix,
 }
 
 impl Kind {
@@ -45,6 +47,7 @@ impl Kind {
             "telegram" => Some(Kind::Telegram),
             "slack" => Some(Kind::Slack),
             "discord" => Some(Kind::Discord),
+            "matrix" => Some(Kind::Matrix),
             _ => None,
         }
     }
@@ -55,6 +58,7 @@ impl Kind {
             Kind::Telegram => "telegram",
             Kind::Slack => "slack",
             Kind::Discord => "discord",
+            Kind::Matrix => "matrix",
         }
     }
 
@@ -64,6 +68,8 @@ impl Kind {
             Kind::Telegram => 4096,
             Kind::Slack => 40_000,
             Kind::Discord => 2000,
+            // Events are capped at 65,536 bytes; stay well under.
+            Kind::Matrix => 16_000,
             Kind::Webhook => 40_000,
         }
     }
@@ -74,6 +80,7 @@ impl Kind {
             Kind::Telegram => Format::TelegramHtml,
             Kind::Slack => Format::SlackMrkdwn,
             Kind::Discord => Format::Markdown,
+            Kind::Matrix => Format::TelegramHtml,
             Kind::Webhook => Format::Markdown,
         }
     }
@@ -84,6 +91,7 @@ impl Kind {
             Kind::Telegram => "https://api.telegram.org",
             Kind::Slack => "https://slack.com/api",
             Kind::Discord => "https://discord.com/api/v10",
+            Kind::Matrix => "https://matrix.org",
             Kind::Webhook => "",
         }
     }
@@ -249,6 +257,7 @@ pub fn build(kind: Kind, spec: Spec) -> Result<Arc<dyn Channel>, BuildError> {
         Kind::Webhook => Arc::new(webhook::Webhook::new(spec)?),
         Kind::Slack => Arc::new(slack::Slack::new(spec)?),
         Kind::Discord => Arc::new(discord::Discord::new(spec)?),
+        Kind::Matrix => Arc::new(matrix::Matrix::new(spec)?),
     })
 }
 

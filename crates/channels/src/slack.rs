@@ -74,7 +74,11 @@ impl Slack {
         if v["ok"] != true {
             return Err(SendError::Permanent(format!(
                 "{method}: {}",
-                if err.is_empty() { format!("HTTP {status}") } else { err }
+                if err.is_empty() {
+                    format!("HTTP {status}")
+                } else {
+                    err
+                }
             )));
         }
         Ok(v)

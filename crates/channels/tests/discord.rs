@@ -65,14 +65,44 @@ async fn gateway_messages_in_rest_replies_out() {
         let (ch, host, cancel) = (ch.clone(), host.clone(), cancel.clone());
         async move { ch.run(host, cancel).await }
     });
-    until("READY", || host.statuses.lock().unwrap().iter().any(|s| s.0)).await;
+    until("READY", || {
+        host.statuses.lock().unwrap().iter().any(|s| s.0)
+    })
+    .await;
     assert_eq!(fake.identified(), 1);
-    fake.message(FakeDiscord::user_message("111", "dm-1", None, "42", "hello bot", false));
-    fake.message(FakeDiscord::user_message("112", "chan-1", Some("guild-1"), "42", "<@800000000000000001> help", true));
-    fake.message(FakeDiscord::user_message("113", "chan-1", Some("guild-1"), "42", "chatter", false));
-    until("three messages", || host.accepted.lock().unwrap().len() == 3).await;
+    fake.message(FakeDiscord::user_message(
+        "111",
+        "dm-1",
+        None,
+        "42",
+        "hello bot",
+        false,
+    ));
+    fake.message(FakeDiscord::user_message(
+        "112",
+        "chan-1",
+        Some("guild-1"),
+        "42",
+        "<@800000000000000001> help",
+        true,
+    ));
+    fake.message(FakeDiscord::user_message(
+        "113",
+        "chan-1",
+        Some("guild-1"),
+        "42",
+        "chatter",
+        false,
+    ));
+    until("three messages", || {
+        host.accepted.lock().unwrap().len() == 3
+    })
+    .await;
     let acc = host.accepted.lock().unwrap().clone();
-    assert_eq!((acc[0].message_id.as_str(), acc[0].chat.as_str()), ("111", "dm-1"));
+    assert_eq!(
+        (acc[0].message_id.as_str(), acc[0].chat.as_str()),
+        ("111", "dm-1")
+    );
     assert!(!acc[0].is_group && acc[0].mentioned);
     assert!(acc[1].is_group && acc[1].mentioned);
     assert!(acc[2].is_group && !acc[2].mentioned);
@@ -95,7 +125,10 @@ async fn gateway_messages_in_rest_replies_out() {
     let b = ch.send(&out).await.unwrap();
     assert_eq!(a, b);
     assert_eq!(fake.posts().len(), 2);
-    assert_eq!(fake.created(), [("chan-1".to_string(), "**hi**".to_string())]);
+    assert_eq!(
+        fake.created(),
+        [("chan-1".to_string(), "**hi**".to_string())]
+    );
     let nonce = fake.posts()[0].1["nonce"].as_str().unwrap().to_string();
     assert!(nonce.len() <= 25);
     ch.typing("chan-1", None).await.unwrap();
@@ -116,10 +149,13 @@ async fn gateway_messages_in_rest_replies_out() {
         async move { bad.run(host, cancel).await }
     });
     until("the error in status", || {
-        host.statuses.lock().unwrap().iter().any(|s| s.1.as_deref().is_some_and(|e| e.contains("401")))
+        host.statuses
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|s| s.1.as_deref().is_some_and(|e| e.contains("401")))
     })
     .await;
     cancel.cancel();
     run.await.unwrap();
 }
-

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ironclaw_channels::fake::slack::{message_event, signed_headers, FakeSlack, SlackAnswer};
-use ironclaw_channels::{build, Channel, Host, Inbound, Kind, Outbound, SendError, Spec, WebhookRequest};
+use ironclaw_channels::{
+    build, Channel, Host, Inbound, Kind, Outbound, SendError, Spec, WebhookRequest,
+};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -88,25 +90,61 @@ async fn events_are_verified_and_normalized_and_sends_honour_rate_limits() {
     let v: Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(v["challenge"], verify["challenge"]);
 
-    let ev = message_event("D024BE91L", "im", "U2147483697", "1355517523.000005", "Hello *there*");
+    let ev = message_event(
+        "D024BE91L",
+        "im",
+        "U2147483697",
+        "1355517523.000005",
+        "Hello *there*",
+    );
     // Wrong secret, stale timestamp, no signature: 401, nothing stored.
     for bad in [
         req(&ev, now(), "wrong-secret"),
         req(&ev, now() - 600, SECRET),
-        WebhookRequest { headers: vec![], body: ev.to_string().into_bytes() },
+        WebhookRequest {
+            headers: vec![],
+            body: ev.to_string().into_bytes(),
+        },
     ] {
         assert_eq!(ch.webhook(host.clone(), bad).await.status, 401);
     }
     assert!(host.accepted.lock().unwrap().is_empty());
     // Signed: stored; Slack's retry of it is the same message.
     for _ in 0..2 {
-        assert_eq!(ch.webhook(host.clone(), req(&ev, now(), SECRET)).await.status, 200);
+        assert_eq!(
+            ch.webhook(host.clone(), req(&ev, now(), SECRET))
+                .await
+                .status,
+            200
+        );
     }
-    let grp = message_event("C0GROUP", "channel", "U2147483697", "1355517524.000001", "hey <@UBOT1> help");
-    assert_eq!(ch.webhook(host.clone(), req(&grp, now(), SECRET)).await.status, 200);
+    let grp = message_event(
+        "C0GROUP",
+        "channel",
+        "U2147483697",
+        "1355517524.000001",
+        "hey <@UBOT1> help",
+    );
+    assert_eq!(
+        ch.webhook(host.clone(), req(&grp, now(), SECRET))
+            .await
+            .status,
+        200
+    );
     // Our own messages are not answered.
-    let own = message_event("C0GROUP", "channel", "UBOT1", "1355517525.000001", "my reply");
-    assert_eq!(ch.webhook(host.clone(), req(&own, now(), SECRET)).await.status, 200);
+    let own = message_event(
+        "C0GROUP",
+        "channel",
+        "UBOT1",
+        "1355517525.000001",
+        "my reply",
+    );
+    assert_eq!(
+        ch.webhook(host.clone(), req(&own, now(), SECRET))
+            .await
+            .status,
+        200
+    );
     let acc = host.accepted.lock().unwrap().clone();
     assert_eq!(acc.len(), 2, "{acc:?}");
     assert_eq!(acc[0].message_id, "D024BE91L:1355517523.000005");
@@ -126,7 +164,10 @@ async fn events_are_verified_and_normalized_and_sends_honour_rate_limits() {
         other => panic!("{other:?}"),
     }
     fake.script(SlackAnswer::RateLimited);
-    assert!(matches!(ch.send(&out).await, Err(SendError::RetryAfter(..))));
+    assert!(matches!(
+        ch.send(&out).await,
+        Err(SendError::RetryAfter(..))
+    ));
     let ts = ch.send(&out).await.unwrap();
     assert!(ts.starts_with("1700000000."));
     let sent = fake.calls("chat.postMessage").last().unwrap().clone();

@@ -101,7 +101,7 @@ pub enum Command {
     #[command(subcommand)]
     Task(TaskCmd),
 
-    /// Chat channels (Telegram, webhook): add, list, status, message log (admin)
+    /// Chat channels (Telegram, Slack, Discord, Matrix, webhook): add, list, status, message log (admin)
     #[command(subcommand)]
     Channel(ChannelCmd),
 
@@ -684,14 +684,14 @@ pub enum ChannelCmd {
         ironclaw channel add webhook --name hook --secret-env HOOK_SECRET --callback-url https://example.com/replies --access open"
     )]
     Add {
-        /// telegram or webhook
+        /// telegram, slack, discord, matrix or webhook
         kind: String,
         #[arg(long)]
         name: String,
         /// Env var of ironclawd holding the bot token
         #[arg(long, value_name = "VAR")]
         token_env: Option<String>,
-        /// Env var of ironclawd holding the signing secret (webhook)
+        /// Env var of ironclawd holding the signing secret (webhook, slack)
         #[arg(long, value_name = "VAR")]
         secret_env: Option<String>,
         /// The service's API base (default: the real service)

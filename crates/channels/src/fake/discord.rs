@@ -73,13 +73,15 @@ async fn gateway(State(s): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Response
 }
 
 async fn session(s: Arc<Shared>, mut ws: WebSocket) {
-    let hello = json!({"op": 10, "d": {"heartbeat_interval": s.heartbeat_ms}, "s": null, "t": null});
+    let hello =
+        json!({"op": 10, "d": {"heartbeat_interval": s.heartbeat_ms}, "s": null, "t": null});
     if ws.send(Message::Text(hello.to_string())).await.is_err() {
         return;
     }
     let mut rx = {
         let mut d = s.dispatch.lock().unwrap();
-        d.get_or_insert_with(|| broadcast::channel(64).0).subscribe()
+        d.get_or_insert_with(|| broadcast::channel(64).0)
+            .subscribe()
     };
     let mut seq = 0;
     loop {
@@ -143,10 +145,16 @@ async fn create_message(
         )
             .into_response();
     }
-    s.posts.lock().unwrap().push((channel.clone(), body.clone()));
+    s.posts
+        .lock()
+        .unwrap()
+        .push((channel.clone(), body.clone()));
     let nonce = body["nonce"].as_str().map(String::from);
     if body["enforce_nonce"] == true {
-        if let Some(prev) = nonce.as_ref().and_then(|n| s.nonces.lock().unwrap().get(n).cloned()) {
+        if let Some(prev) = nonce
+            .as_ref()
+            .and_then(|n| s.nonces.lock().unwrap().get(n).cloned())
+        {
             return axum::Json(prev).into_response();
         }
     }
@@ -163,7 +171,11 @@ async fn create_message(
     axum::Json(msg).into_response()
 }
 
-async fn typing(State(s): State<Arc<Shared>>, Path(channel): Path<String>, h: HeaderMap) -> Response {
+async fn typing(
+    State(s): State<Arc<Shared>>,
+    Path(channel): Path<String>,
+    h: HeaderMap,
+) -> Response {
     if !authed(&s, &h) {
         return unauthorized();
     }
@@ -207,7 +219,14 @@ impl FakeDiscord {
     }
 
     /// A message object (`guild` None for a DM), mentioning the bot when `mention`.
-    pub fn user_message(id: &str, channel: &str, guild: Option<&str>, author: &str, text: &str, mention: bool) -> Value {
+    pub fn user_message(
+        id: &str,
+        channel: &str,
+        guild: Option<&str>,
+        author: &str,
+        text: &str,
+        mention: bool,
+    ) -> Value {
         let mentions = if mention {
             json!([{"id": "800000000000000001", "username": "andy", "bot": true}])
         } else {
@@ -236,7 +255,12 @@ impl FakeDiscord {
             .lock()
             .unwrap()
             .values()
-            .map(|m| (m["channel_id"].as_str().unwrap_or("").to_string(), m["content"].as_str().unwrap_or("").to_string()))
+            .map(|m| {
+                (
+                    m["channel_id"].as_str().unwrap_or("").to_string(),
+                    m["content"].as_str().unwrap_or("").to_string(),
+                )
+            })
             .collect()
     }
 

@@ -3,5 +3,6 @@
 //! documentation), error answers included, scripted by the test.
 
 pub mod discord;
+pub mod matrix;
 pub mod slack;
 pub mod telegram;

@@ -471,7 +471,7 @@ fn channel_paths(d: &mut Value) {
         json!([{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}]);
     let opt_str = json!({"type": ["string", "null"]});
     let add = json!({"type": "object", "required": ["kind", "name"], "additionalProperties": false, "properties": {
-        "kind": {"type": "string", "enum": ["telegram", "slack", "webhook"]},
+        "kind": {"type": "string", "enum": ["telegram", "slack", "discord", "matrix", "webhook"]},
         "name": schema_ref("Name"),
         "token_env": opt_str, "secret_env": opt_str, "api_base": opt_str, "callback_url": opt_str,
         "access": {"type": "string", "enum": ["pairing", "allowlist", "open"]},
@@ -500,7 +500,7 @@ fn channel_paths(d: &mut Value) {
                 json!({"type": "object", "required": ["messages"], "properties": {"messages": {"type": "array"}}})),
                 &[q("limit", false, json!({"type": "integer", "minimum": 1, "maximum": 500}), "At most this many (default 50)")])},
         "/v1/channels/{name}/events": {"parameters": name,
-            "post": public(op("channelEvents", "Inbound endpoint the chat service calls (signed: webhook X-Ironclaw-Signature)", "200",
+            "post": public(op("channelEvents", "Inbound endpoint the chat service calls (signed: webhook X-Ironclaw-Signature, Slack X-Slack-Signature v0)", "200",
                 Some(json!({"type": "object"}))))},
         "/v1/pairings/approve": {
             "post": returns(op("approvePairing", "Link the sender waiting with a pairing code to a user (admin)", "200",

@@ -129,7 +129,7 @@ impl Channels {
         check_name(&req.name)?;
         let kind = Kind::parse(&req.kind).ok_or_else(|| {
             ApiError::BadRequest(format!(
-                "unknown channel kind {:?}: use telegram, slack or webhook",
+                "unknown channel kind {:?}: use telegram, slack, discord, matrix or webhook",
                 req.kind
             ))
         })?;
