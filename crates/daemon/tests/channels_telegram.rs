@@ -368,3 +368,35 @@ async fn sigkill_mid_delivery_then_restart_delivers_each_reply_once() {
     let (_, v) = d.req(Method::GET, "/v1/channels/tg", None).await;
     assert_eq!(v["queue_depth"], 0, "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_turn_then_restart_answers_once() {
+    let mock = MockLlm::start([
+        MockReply::Slow {
+            chunks: (0..30).map(|i| format!("w{i} ")).collect(),
+            delay: Duration::from_millis(500),
+        },
+        MockReply::text("answer after the restart"),
+    ])
+    .await;
+    let fake = FakeTelegram::start(TG_TOKEN).await;
+    let mut d = daemon(&mock).await;
+    add_channel(
+        &d,
+        json!({"kind": "telegram", "name": "tg", "token_env": "TG_TOKEN", "api_base": fake.url, "access": "open"}),
+    )
+    .await;
+    fake.private(9, 1, "a long question");
+    wait_for(60, "the turn to start", || async { mock.requests().len() == 1 }).await;
+    // Stored and acknowledged before the turn: the crash loses nothing.
+    wait_for(10, "the update confirmed", || async { fake.unconfirmed() == 0 }).await;
+    d.kill_daemon();
+    d.spawn();
+    wait_for(60, "the reply", || async { !fake.sent_texts().is_empty() }).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(fake.sent_texts(), ["answer after the restart"]);
+    assert_eq!(mock.requests().len(), 2, "the cut turn ran again, once");
+    let log = messages(&d, "tg").await;
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0]["message"]["state"], "done");
+}
