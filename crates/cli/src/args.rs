@@ -715,7 +715,7 @@ pub enum ChannelCmd {
         /// Session per sender, chat (default) or thread
         #[arg(long)]
         scope: Option<String>,
-        /// User that allowlisted, open and group messages run as (default: you)
+        /// User that allowlisted and open messages run as (default: you); each group gets its own agent
         #[arg(long)]
         user: Option<String>,
         #[command(flatten)]

@@ -400,3 +400,43 @@ async fn sigkill_mid_turn_then_restart_answers_once() {
     assert_eq!(log.len(), 1);
     assert_eq!(log[0]["message"]["state"], "done");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_gets_its_own_agent_sandbox_and_sessions() {
+    let mock = MockLlm::start([
+        MockReply::tool("bash", json!({"command": "echo group-one > /root/who.txt"})),
+        MockReply::text("noted"),
+        MockReply::text("hello other group"),
+    ])
+    .await;
+    let fake = FakeTelegram::start(TG_TOKEN).await;
+    let d = daemon(&mock).await;
+    add_channel(
+        &d,
+        json!({"kind": "telegram", "name": "tg", "token_env": "TG_TOKEN", "api_base": fake.url,
+               "access": "open", "groups": ["-1001", "-1002"]}),
+    )
+    .await;
+    fake.group(-1001, 5, 1, "@andy_bot remember who we are");
+    wait_for(120, "the first group's reply", || async { fake.sent_texts().len() == 1 }).await;
+    fake.group(-1002, 5, 1, "@andy_bot hi");
+    wait_for(30, "the second group's reply", || async { fake.sent_texts().len() == 2 }).await;
+    let log = messages(&d, "tg").await;
+    let users: Vec<String> = log.iter().map(|m| m["message"]["user"].as_str().unwrap().to_string()).collect();
+    assert!(users.iter().all(|u| u.starts_with("grp-")), "{users:?}");
+    assert_ne!(users[0], users[1], "each group is its own agent");
+    let first = &users[1];
+    let (st, v) = d
+        .post(
+            &format!("/v1/sandboxes/agent-{first}/exec?owner={first}"),
+            json!({"argv": ["cat", "/root/who.txt"]}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["stdout"], "group-one\n");
+    let (st, _) = d.get("/v1/sandboxes/agent-admin").await;
+    assert_eq!(st, 404, "the channel owner's sandbox was not used");
+    // Its sessions are its own.
+    let sessions: Vec<String> = log.iter().map(|m| m["message"]["session_id"].as_str().unwrap().to_string()).collect();
+    assert_ne!(sessions[0], sessions[1]);
+}

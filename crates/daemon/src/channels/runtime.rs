@@ -109,7 +109,10 @@ impl Runtime {
             if !self.settings.triggered(&msg.text, msg.mentioned) {
                 return self.ignore(rec.id, "not triggered (no mention or trigger pattern)");
             }
-            self.default_user()
+            match self.group_user(&msg.chat) {
+                Ok(u) => u,
+                Err(e) => return self.ignore(rec.id, &format!("no group agent: {e}")),
+            }
         } else {
             match self.settings.access {
                 Access::Open => self.default_user(),
@@ -147,6 +150,19 @@ impl Runtime {
         let _ = tx.send(item);
         lanes.insert(scope.clone(), tx);
         tokio::spawn(self.clone().lane(scope, rx));
+    }
+
+    /// A group's own agent context: a user of its own (made on first
+    /// use), so the group has its own sandbox, memory files and sessions.
+    fn group_user(&self, chat: &str) -> Result<String, String> {
+        let h = ironclaw_store::users::hash_token(&format!("{}/{chat}", self.name));
+        let name = format!("grp-{}", &h[..16]);
+        match self.store.add_user(&name, false) {
+            Ok(_) => tracing::info!(channel = %self.name, group = %chat, user = %name, "new group agent"),
+            Err(ironclaw_store::StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        Ok(name)
     }
 
     /// The sender's paired user; otherwise a pairing code is sent (once)

@@ -62,8 +62,8 @@ pub struct Settings {
     pub trigger: Option<String>,
     #[serde(default)]
     pub scope: Scope,
-    /// The user that allowlisted, open and group messages run as (default:
-    /// the channel's owner).
+    /// The user that allowlisted and open messages run as (default: the
+    /// channel's owner). Each group runs as its own group agent instead.
     #[serde(default)]
     pub user: Option<String>,
 }
