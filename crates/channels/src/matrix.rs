@@ -105,7 +105,7 @@ impl Matrix {
         }
         let text = content["body"].as_str()?.to_string();
         let members = self.members.lock().unwrap().get(room).copied();
-        let is_group = members.map_or(true, |n| n > 2);
+        let is_group = members.is_none_or(|n| n > 2);
         let mentioned = !is_group
             || me.as_ref().is_some_and(|m| {
                 text.contains(m.as_str())

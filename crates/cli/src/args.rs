@@ -683,44 +683,7 @@ pub enum ChannelCmd {
         after_help = "Examples:\n  ironclaw channel add telegram --name tg --token-env TELEGRAM_BOT_TOKEN\n  \
         ironclaw channel add webhook --name hook --secret-env HOOK_SECRET --callback-url https://example.com/replies --access open"
     )]
-    Add {
-        /// telegram, slack, discord, matrix or webhook
-        kind: String,
-        #[arg(long)]
-        name: String,
-        /// Env var of ironclawd holding the bot token
-        #[arg(long, value_name = "VAR")]
-        token_env: Option<String>,
-        /// Env var of ironclawd holding the signing secret (webhook, slack)
-        #[arg(long, value_name = "VAR")]
-        secret_env: Option<String>,
-        /// The service's API base (default: the real service)
-        #[arg(long, value_name = "URL")]
-        api_base: Option<String>,
-        /// Where replies are POSTed (webhook)
-        #[arg(long, value_name = "URL")]
-        callback_url: Option<String>,
-        /// pairing (default), allowlist or open
-        #[arg(long)]
-        access: Option<String>,
-        /// A sender id let in by --access allowlist (repeatable)
-        #[arg(long = "allow", value_name = "ID")]
-        allow: Vec<String>,
-        /// A group chat id the bot answers in (repeatable)
-        #[arg(long = "group", value_name = "ID")]
-        groups: Vec<String>,
-        /// In groups: answer messages containing this (e.g. @Andy) besides mentions
-        #[arg(long)]
-        trigger: Option<String>,
-        /// Session per sender, chat (default) or thread
-        #[arg(long)]
-        scope: Option<String>,
-        /// User that allowlisted and open messages run as (default: you); each group gets its own agent
-        #[arg(long)]
-        user: Option<String>,
-        #[command(flatten)]
-        json: JsonFlag,
-    },
+    Add(Box<ChannelAddArgs>),
     /// List channels with their status
     #[command(visible_alias = "list")]
     Ls(JsonFlag),
@@ -752,4 +715,44 @@ pub enum PairCmd {
         #[arg(long)]
         user: String,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ChannelAddArgs {
+    /// telegram, slack, discord, matrix or webhook
+    pub kind: String,
+    #[arg(long)]
+    pub name: String,
+    /// Env var of ironclawd holding the bot token
+    #[arg(long, value_name = "VAR")]
+    pub token_env: Option<String>,
+    /// Env var of ironclawd holding the signing secret (webhook, slack)
+    #[arg(long, value_name = "VAR")]
+    pub secret_env: Option<String>,
+    /// The service's API base (default: the real service)
+    #[arg(long, value_name = "URL")]
+    pub api_base: Option<String>,
+    /// Where replies are POSTed (webhook)
+    #[arg(long, value_name = "URL")]
+    pub callback_url: Option<String>,
+    /// pairing (default), allowlist or open
+    #[arg(long)]
+    pub access: Option<String>,
+    /// A sender id let in by --access allowlist (repeatable)
+    #[arg(long = "allow", value_name = "ID")]
+    pub allow: Vec<String>,
+    /// A group chat id the bot answers in (repeatable)
+    #[arg(long = "group", value_name = "ID")]
+    pub groups: Vec<String>,
+    /// In groups: answer messages containing this (e.g. @Andy) besides mentions
+    #[arg(long)]
+    pub trigger: Option<String>,
+    /// Session per sender, chat (default) or thread
+    #[arg(long)]
+    pub scope: Option<String>,
+    /// User that allowlisted and open messages run as (default: you); each group gets its own agent
+    #[arg(long)]
+    pub user: Option<String>,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }

@@ -52,12 +52,22 @@ async fn callback_server(cb: Arc<Callback>) -> String {
         axum::routing::post(move |h: HeaderMap, body: axum::body::Bytes| {
             let cb = cb.clone();
             async move {
-                let sig = h.get("x-ironclaw-signature").and_then(|v| v.to_str().ok()).unwrap_or("");
+                let sig = h
+                    .get("x-ironclaw-signature")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
                 if sig != ironclaw_channels::webhook::sign(WH_SECRET, &body) {
                     return StatusCode::UNAUTHORIZED;
                 }
-                let key = h.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-                cb.posts.lock().unwrap().push((key, serde_json::from_slice(&body).unwrap()));
+                let key = h
+                    .get("idempotency-key")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                cb.posts
+                    .lock()
+                    .unwrap()
+                    .push((key, serde_json::from_slice(&body).unwrap()));
                 let mut f = cb.failed_once.lock().unwrap();
                 if !*f {
                     *f = true;
@@ -115,7 +125,10 @@ async fn webhook_slack_discord_and_matrix_end_to_end() {
     }
     // A slack channel without its signing secret is refused.
     let (st, _) = d
-        .post("/v1/channels", json!({"kind": "slack", "name": "sl2", "token_env": "SL_TOKEN"}))
+        .post(
+            "/v1/channels",
+            json!({"kind": "slack", "name": "sl2", "token_env": "SL_TOKEN"}),
+        )
         .await;
     assert_eq!(st, 400);
 
@@ -125,8 +138,17 @@ async fn webhook_slack_discord_and_matrix_end_to_end() {
         let http = d.http.clone();
         let url = d.u("/v1/channels/hook/events");
         async move {
-            let r = http.post(url).header("x-ironclaw-signature", sig).body(body).send().await.unwrap();
-            (r.status().as_u16(), r.json::<Value>().await.unwrap_or_default())
+            let r = http
+                .post(url)
+                .header("x-ironclaw-signature", sig)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or_default(),
+            )
         }
     };
     let (st, _) = post("sha256=00".into(), body.clone()).await;
@@ -134,7 +156,11 @@ async fn webhook_slack_discord_and_matrix_end_to_end() {
     let (st, v) = post("sha256=zz".into(), "not json".into()).await;
     assert_eq!(st, 401, "{v}");
     let bad_json = "{\"id\": 1}".to_string();
-    let (st, _) = post(ironclaw_channels::webhook::sign(WH_SECRET, bad_json.as_bytes()), bad_json).await;
+    let (st, _) = post(
+        ironclaw_channels::webhook::sign(WH_SECRET, bad_json.as_bytes()),
+        bad_json,
+    )
+    .await;
     assert_eq!(st, 400);
     let sig = ironclaw_channels::webhook::sign(WH_SECRET, body.as_bytes());
     let (st, v) = post(sig.clone(), body.clone()).await;
@@ -163,22 +189,53 @@ async fn webhook_slack_discord_and_matrix_end_to_end() {
                 r = r.header(k, v);
             }
             let r = r.body(b).send().await.unwrap();
-            (r.status().as_u16(), r.json::<Value>().await.unwrap_or_default())
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or_default(),
+            )
         }
     };
-    let (st, v) = send_slack(json!({"type": "url_verification", "challenge": "chal-123", "token": "t"})).await;
+    let (st, v) =
+        send_slack(json!({"type": "url_verification", "challenge": "chal-123", "token": "t"}))
+            .await;
     assert_eq!((st, v["challenge"].clone()), (200, json!("chal-123")));
-    let (st, _) = send_slack(message_event("D0DM", "im", "U777", "1700000001.000100", "hello over slack")).await;
+    let (st, _) = send_slack(message_event(
+        "D0DM",
+        "im",
+        "U777",
+        "1700000001.000100",
+        "hello over slack",
+    ))
+    .await;
     assert_eq!(st, 200);
 
     // Discord and Matrix once connected.
     wait_for(30, "discord and matrix connected", || async {
         let (_, v) = d.get("/v1/channels").await;
-        v["channels"].as_array().unwrap().iter().filter(|c| c["connected"] == true).count() == 4
+        v["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["connected"] == true)
+            .count()
+            == 4
     })
     .await;
-    discord.message(FakeDiscord::user_message("5001", "dm-9", None, "42", "hello over discord", false));
-    matrix.message("!dm:fake.local", 2, "@pat:fake.local", "$m1", "hello over matrix");
+    discord.message(FakeDiscord::user_message(
+        "5001",
+        "dm-9",
+        None,
+        "42",
+        "hello over discord",
+        false,
+    ));
+    matrix.message(
+        "!dm:fake.local",
+        2,
+        "@pat:fake.local",
+        "$m1",
+        "hello over matrix",
+    );
 
     wait_for(60, "four replies", || async {
         cb.posts.lock().unwrap().len() >= 2
@@ -195,8 +252,14 @@ async fn webhook_slack_discord_and_matrix_end_to_end() {
     assert_eq!(posts[1].1["text"], "reply from the **agent**");
     assert_eq!(posts[1].1["chat"], "u-1");
     let sl = slack.calls("chat.postMessage")[0].clone();
-    assert_eq!((sl["channel"].clone(), sl["text"].clone()), (json!("D0DM"), json!("reply from the *agent*")));
-    assert_eq!(discord.created(), [("dm-9".to_string(), "reply from the **agent**".to_string())]);
+    assert_eq!(
+        (sl["channel"].clone(), sl["text"].clone()),
+        (json!("D0DM"), json!("reply from the *agent*"))
+    );
+    assert_eq!(
+        discord.created(),
+        [("dm-9".to_string(), "reply from the **agent**".to_string())]
+    );
     let mx = matrix.sent();
     assert_eq!(mx[0].0, "!dm:fake.local");
     assert_eq!(mx[0].1["formatted_body"], "reply from the <b>agent</b>");
@@ -207,11 +270,23 @@ async fn webhook_slack_discord_and_matrix_end_to_end() {
         .iter()
         .map(|l| l["outcome"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(outcomes, ["queued", "sending", "transient: retrying", "sending", "sent"]);
+    assert_eq!(
+        outcomes,
+        [
+            "queued",
+            "sending",
+            "transient: retrying",
+            "sending",
+            "sent"
+        ]
+    );
     let mut by_kind = HashMap::new();
     let (_, v) = d.get("/v1/channels").await;
     for c in v["channels"].as_array().unwrap() {
-        by_kind.insert(c["kind"].as_str().unwrap().to_string(), c["queue_depth"].clone());
+        by_kind.insert(
+            c["kind"].as_str().unwrap().to_string(),
+            c["queue_depth"].clone(),
+        );
     }
     assert_eq!(by_kind.len(), 4);
     assert!(by_kind.values().all(|q| *q == 0), "{by_kind:?}");

@@ -387,9 +387,15 @@ async fn sigkill_mid_turn_then_restart_answers_once() {
     )
     .await;
     fake.private(9, 1, "a long question");
-    wait_for(60, "the turn to start", || async { mock.requests().len() == 1 }).await;
+    wait_for(60, "the turn to start", || async {
+        mock.requests().len() == 1
+    })
+    .await;
     // Stored and acknowledged before the turn: the crash loses nothing.
-    wait_for(10, "the update confirmed", || async { fake.unconfirmed() == 0 }).await;
+    wait_for(10, "the update confirmed", || async {
+        fake.unconfirmed() == 0
+    })
+    .await;
     d.kill_daemon();
     d.spawn();
     wait_for(60, "the reply", || async { !fake.sent_texts().is_empty() }).await;
@@ -418,11 +424,20 @@ async fn a_group_gets_its_own_agent_sandbox_and_sessions() {
     )
     .await;
     fake.group(-1001, 5, 1, "@andy_bot remember who we are");
-    wait_for(120, "the first group's reply", || async { fake.sent_texts().len() == 1 }).await;
+    wait_for(120, "the first group's reply", || async {
+        fake.sent_texts().len() == 1
+    })
+    .await;
     fake.group(-1002, 5, 1, "@andy_bot hi");
-    wait_for(30, "the second group's reply", || async { fake.sent_texts().len() == 2 }).await;
+    wait_for(30, "the second group's reply", || async {
+        fake.sent_texts().len() == 2
+    })
+    .await;
     let log = messages(&d, "tg").await;
-    let users: Vec<String> = log.iter().map(|m| m["message"]["user"].as_str().unwrap().to_string()).collect();
+    let users: Vec<String> = log
+        .iter()
+        .map(|m| m["message"]["user"].as_str().unwrap().to_string())
+        .collect();
     assert!(users.iter().all(|u| u.starts_with("grp-")), "{users:?}");
     assert_ne!(users[0], users[1], "each group is its own agent");
     let first = &users[1];
@@ -437,6 +452,9 @@ async fn a_group_gets_its_own_agent_sandbox_and_sessions() {
     let (st, _) = d.get("/v1/sandboxes/agent-admin").await;
     assert_eq!(st, 404, "the channel owner's sandbox was not used");
     // Its sessions are its own.
-    let sessions: Vec<String> = log.iter().map(|m| m["message"]["session_id"].as_str().unwrap().to_string()).collect();
+    let sessions: Vec<String> = log
+        .iter()
+        .map(|m| m["message"]["session_id"].as_str().unwrap().to_string())
+        .collect();
     assert_ne!(sessions[0], sessions[1]);
 }

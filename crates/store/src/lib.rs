@@ -4,6 +4,7 @@
 //! SQLite in WAL mode; one connection behind a mutex. Queries are small and
 //! indexed, so callers run them inline rather than on a blocking pool.
 
+pub mod channel_pairings;
 pub mod channels;
 pub mod exposures;
 pub mod keys;
@@ -17,9 +18,8 @@ pub mod users;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-pub use channels::{
-    ChannelRecord, DeliveryAttempt, InboundRecord, NewPart, OutboundRecord, Pairing,
-};
+pub use channel_pairings::Pairing;
+pub use channels::{ChannelRecord, DeliveryAttempt, InboundRecord, NewPart, OutboundRecord};
 pub use exposures::ExposureRecord;
 pub use keys::SshKey;
 pub use releases::{DeployApp, ReleaseRecord, ReleaseStatus};

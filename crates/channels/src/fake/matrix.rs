@@ -53,22 +53,22 @@ fn err(status: StatusCode, code: &str, msg: &str) -> Response {
     (status, axum::Json(json!({"errcode": code, "error": msg}))).into_response()
 }
 
-fn authed(s: &Shared, h: &HeaderMap) -> Result<(), Response> {
+fn authed(s: &Shared, h: &HeaderMap) -> Result<(), Box<Response>> {
     if h.get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {}", s.token))
     {
         Ok(())
     } else {
-        Err(err(
+        Err(Box::new(err(
             StatusCode::UNAUTHORIZED,
             "M_UNKNOWN_TOKEN",
             "Invalid access token passed.",
-        ))
+        )))
     }
 }
 
 async fn whoami(State(s): State<Arc<Shared>>, h: HeaderMap) -> Response {
     if let Err(r) = authed(&s, &h) {
-        return r;
+        return *r;
     }
     axum::Json(json!({"user_id": BOT, "device_id": "FAKEDEV"})).into_response()
 }
@@ -100,7 +100,7 @@ async fn sync(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     if let Err(r) = authed(&s, &h) {
-        return r;
+        return *r;
     }
     let since = q.get("since").cloned();
     s.syncs.lock().unwrap().push(since.clone());
@@ -135,7 +135,7 @@ async fn sync(
 
 async fn join(State(s): State<Arc<Shared>>, h: HeaderMap, Path(room): Path<String>) -> Response {
     if let Err(r) = authed(&s, &h) {
-        return r;
+        return *r;
     }
     s.joined.lock().unwrap().push(room.clone());
     axum::Json(json!({"room_id": room})).into_response()
@@ -148,7 +148,7 @@ async fn send(
     body: axum::body::Bytes,
 ) -> Response {
     if let Err(r) = authed(&s, &h) {
-        return r;
+        return *r;
     }
     *s.puts.lock().unwrap() += 1;
     if let Some(ms) = s.limit.lock().unwrap().pop_front() {
@@ -183,7 +183,7 @@ async fn typing(
     Path((room, user)): Path<(String, String)>,
 ) -> Response {
     if let Err(r) = authed(&s, &h) {
-        return r;
+        return *r;
     }
     if user != BOT {
         return err(

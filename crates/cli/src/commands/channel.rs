@@ -45,21 +45,22 @@ fn status_rows(list: &[Value]) -> String {
 
 pub async fn run(c: &Client, cmd: ChannelCmd) -> Result<i32> {
     match cmd {
-        ChannelCmd::Add {
-            kind,
-            name,
-            token_env,
-            secret_env,
-            api_base,
-            callback_url,
-            access,
-            allow,
-            groups,
-            trigger,
-            scope,
-            user,
-            json,
-        } => {
+        ChannelCmd::Add(a) => {
+            let crate::args::ChannelAddArgs {
+                kind,
+                name,
+                token_env,
+                secret_env,
+                api_base,
+                callback_url,
+                access,
+                allow,
+                groups,
+                trigger,
+                scope,
+                user,
+                json,
+            } = *a;
             let mut body = json!({"kind": kind, "name": name, "allow": allow, "groups": groups});
             for (k, v) in [
                 ("token_env", token_env),

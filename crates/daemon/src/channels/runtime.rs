@@ -34,8 +34,11 @@ pub struct Runtime {
     /// Wakes the delivery worker when parts are queued.
     pub queued: Notify,
     /// Per session scope: the lane running its turns in order.
-    lanes: Mutex<HashMap<String, mpsc::UnboundedSender<(i64, Inbound, String)>>>,
+    lanes: Mutex<HashMap<String, mpsc::UnboundedSender<LaneItem>>>,
 }
+
+/// A message queued in its session's lane: id, message, user.
+type LaneItem = (i64, Inbound, String);
 
 /// How often "typing..." is renewed while the agent works (services show
 /// it for about 5 s).
@@ -103,7 +106,7 @@ impl Runtime {
             Err(e) => return self.ignore(rec.id, &format!("unreadable: {e}")),
         };
         let user = if msg.is_group {
-            if !self.settings.groups.iter().any(|g| *g == msg.chat) {
+            if !self.settings.groups.contains(&msg.chat) {
                 return self.ignore(rec.id, "group not in the channel's group allowlist");
             }
             if !self.settings.triggered(&msg.text, msg.mentioned) {
@@ -117,7 +120,7 @@ impl Runtime {
             match self.settings.access {
                 Access::Open => self.default_user(),
                 Access::Allowlist => {
-                    if !self.settings.allow.iter().any(|a| *a == msg.sender) {
+                    if !self.settings.allow.contains(&msg.sender) {
                         return self.ignore(rec.id, "sender not in the allowlist");
                     }
                     self.default_user()
@@ -158,7 +161,9 @@ impl Runtime {
         let h = ironclaw_store::users::hash_token(&format!("{}/{chat}", self.name));
         let name = format!("grp-{}", &h[..16]);
         match self.store.add_user(&name, false) {
-            Ok(_) => tracing::info!(channel = %self.name, group = %chat, user = %name, "new group agent"),
+            Ok(_) => {
+                tracing::info!(channel = %self.name, group = %chat, user = %name, "new group agent")
+            }
             Err(ironclaw_store::StoreError::Conflict(_)) => {}
             Err(e) => return Err(e.to_string()),
         }
@@ -215,11 +220,7 @@ impl Runtime {
     }
 
     /// Run the scope's turns one after another; end when idle.
-    async fn lane(
-        self: Arc<Self>,
-        scope: String,
-        mut rx: mpsc::UnboundedReceiver<(i64, Inbound, String)>,
-    ) {
+    async fn lane(self: Arc<Self>, scope: String, mut rx: mpsc::UnboundedReceiver<LaneItem>) {
         loop {
             let next = tokio::select! {
                 m = rx.recv() => m,
