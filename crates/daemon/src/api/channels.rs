@@ -3,8 +3,9 @@
 //! bearer token: the channel checks the service's signature), and
 //! `/v1/pairings/approve`.
 
+use crate::error::Query;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde::Deserialize;

@@ -235,3 +235,27 @@ impl Channels {
             .approve_pairing(&code.trim().to_uppercase(), user)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_request_rejects_unknown_fields() {
+        let ok: AddChannel = serde_json::from_value(
+            json!({"kind": "telegram", "name": "tg", "token_env": "X", "access": "open"}),
+        )
+        .unwrap();
+        assert_eq!(ok.settings.access, settings::Access::Open);
+        for bad in [
+            json!({"kind": "telegram", "name": "tg", "tokenenv": "X"}),
+            json!({"kind": "telegram", "name": "tg", "access": "everyone"}),
+            json!({"name": "tg"}),
+        ] {
+            assert!(
+                serde_json::from_value::<AddChannel>(bad.clone()).is_err(),
+                "{bad}"
+            );
+        }
+    }
+}
