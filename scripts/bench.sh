@@ -3,7 +3,7 @@
 # in the same process). Pass --quick for a short run; --egress (egress proxy
 # against direct), --ports (port proxy against direct and Caddy) or
 # --gateway, --ssh (ssh NAME@HOST true against ironclaw exec) or --deploy
-# (git-push to serving) for the other benchmarks.
+# (git-push to serving) or --channels (chat channels) for the other benchmarks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-host.sh >/dev/null
@@ -28,6 +28,10 @@ fi
 if [[ ${1:-} == --deploy ]]; then
   shift
   exec cargo bench --locked -p ironclaw-daemon --bench deploy -- "$@"
+fi
+if [[ ${1:-} == --channels ]]; then
+  shift
+  exec cargo bench --locked -p ironclaw-daemon --bench channels -- "$@"
 fi
 if [[ ${1:-} == --gateway ]]; then
   shift
