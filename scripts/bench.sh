@@ -5,9 +5,10 @@
 # --gateway, --ssh (ssh NAME@HOST true against ironclaw exec), --deploy
 # (git-push to serving), --mcp (an MCP tool call against the exec API),
 # --e2b (the E2B SDK's commands.run against the exec API), --caching (prompt
-# caching: a 10-turn task's prompt tokens and cost, cached against uncached)
-# or --memory (memory index: indexing, query latency against brute-force
-# scans, local embedding throughput) for the other benchmarks.
+# caching: a 10-turn task's prompt tokens and cost, cached against uncached),
+# --memory (memory index: indexing, query latency against brute-force
+# scans, local embedding throughput) or --channels (chat channels) for the
+# other benchmarks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-host.sh >/dev/null
@@ -51,6 +52,10 @@ if [[ ${1:-} == --e2b ]]; then
   shift
   python3 -m pip install --quiet --disable-pip-version-check 'e2b==2.63.0'
   exec cargo bench --locked -p ironclaw-daemon --bench e2b -- "$@"
+fi
+if [[ ${1:-} == --channels ]]; then
+  shift
+  exec cargo bench --locked -p ironclaw-daemon --bench channels -- "$@"
 fi
 if [[ ${1:-} == --gateway ]]; then
   shift

@@ -110,6 +110,14 @@ pub enum Command {
     /// Print changes in a sandbox directory as they happen (until Ctrl-C)
     Watch(WatchArgs),
 
+    /// Chat channels (Telegram, Slack, Discord, Matrix, webhook): add, list, status, message log (admin)
+    #[command(subcommand)]
+    Channel(ChannelCmd),
+
+    /// Pair a chat sender with a user (the code the sender was sent)
+    #[command(subcommand)]
+    Pair(PairCmd),
+
     /// Check the daemon host: which backends work, and why the others do not
     Doctor(JsonFlag),
 
@@ -723,6 +731,89 @@ pub struct WatchArgs {
     /// Its subdirectories too
     #[arg(short, long)]
     pub recursive: bool,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+// ---------------------------------------------------------------- channel
+
+#[derive(Debug, Subcommand)]
+pub enum ChannelCmd {
+    /// Add a channel; credentials stay in the daemon's environment (VAR names)
+    #[command(
+        after_help = "Examples:\n  ironclaw channel add telegram --name tg --token-env TELEGRAM_BOT_TOKEN\n  \
+        ironclaw channel add webhook --name hook --secret-env HOOK_SECRET --callback-url https://example.com/replies --access open"
+    )]
+    Add(Box<ChannelAddArgs>),
+    /// List channels with their status
+    #[command(visible_alias = "list")]
+    Ls(JsonFlag),
+    /// Remove a channel (its messages and queue go with it)
+    #[command(visible_alias = "delete")]
+    Rm { name: String },
+    /// Connected, last error and queue depth (all channels, or one)
+    Status {
+        name: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// A channel's messages and the delivery log of each reply
+    Log {
+        name: String,
+        /// At most this many messages
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PairCmd {
+    /// Link the sender who was sent CODE to user NAME
+    Approve {
+        code: String,
+        #[arg(long)]
+        user: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ChannelAddArgs {
+    /// telegram, slack, discord, matrix or webhook
+    pub kind: String,
+    #[arg(long)]
+    pub name: String,
+    /// Env var of ironclawd holding the bot token
+    #[arg(long, value_name = "VAR")]
+    pub token_env: Option<String>,
+    /// Env var of ironclawd holding the signing secret (webhook, slack)
+    #[arg(long, value_name = "VAR")]
+    pub secret_env: Option<String>,
+    /// The service's API base (default: the real service)
+    #[arg(long, value_name = "URL")]
+    pub api_base: Option<String>,
+    /// Where replies are POSTed (webhook)
+    #[arg(long, value_name = "URL")]
+    pub callback_url: Option<String>,
+    /// pairing (default), allowlist or open
+    #[arg(long)]
+    pub access: Option<String>,
+    /// A sender id let in by --access allowlist (repeatable)
+    #[arg(long = "allow", value_name = "ID")]
+    pub allow: Vec<String>,
+    /// A group chat id the bot answers in (repeatable)
+    #[arg(long = "group", value_name = "ID")]
+    pub groups: Vec<String>,
+    /// In groups: answer messages containing this (e.g. @Andy) besides mentions
+    #[arg(long)]
+    pub trigger: Option<String>,
+    /// Session per sender, chat (default) or thread
+    #[arg(long)]
+    pub scope: Option<String>,
+    /// User that allowlisted and open messages run as (default: you); each group gets its own agent
+    #[arg(long)]
+    pub user: Option<String>,
     #[command(flatten)]
     pub json: JsonFlag,
 }

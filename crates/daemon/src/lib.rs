@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod channels;
 pub mod chat;
 pub mod config;
 pub mod deploy;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub memory: Arc<memory::Memory>,
     /// The E2B-compatible API's running processes.
     pub e2b: Arc<e2b::E2b>,
+    /// Chat channels.
+    pub channels: Arc<channels::Channels>,
 }
 
 /// Largest JSON request body: room for an exec argv up to the kernel's
@@ -148,6 +151,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models", get(openai::models))
         .route("/v1/chat/completions", post(openai::completions))
         .route_service("/mcp", mcp::service(state.clone()))
+        .route("/v1/channels", get(channels::list).post(channels::add))
+        .route(
+            "/v1/channels/:name",
+            get(channels::show).delete(channels::remove),
+        )
+        .route("/v1/channels/:name/messages", get(channels::messages))
+        .route("/v1/pairings/approve", post(channels::approve))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
@@ -155,6 +165,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/health", get(host::health))
         .route("/v1/openapi.json", get(openapi::serve))
+        // Called by chat services: the channel checks their signature.
+        .route("/v1/channels/:name/events", post(channels::events))
         .merge(api::ui::routes())
         .merge(authed)
         .merge(e2b::control_routes())
@@ -260,6 +272,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let channels = channels::Channels::new(manager.store.clone(), chat.clone());
+    channels.start_all();
     let state = AppState {
         manager,
         chat,
@@ -271,6 +285,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tasks,
         memory,
         e2b: e2b::E2b::new(),
+        channels,
     };
     e2b::timeout::spawn(state.manager.clone(), state.e2b.clone());
     if let Some(a) = args.e2b_listen {

@@ -5,6 +5,8 @@
 //! indexed, so callers run them inline rather than on a blocking pool.
 
 pub mod e2b;
+pub mod channel_pairings;
+pub mod channels;
 pub mod exposures;
 pub mod keys;
 mod migrations;
@@ -18,6 +20,8 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 pub use e2b::E2bRecord;
+pub use channel_pairings::Pairing;
+pub use channels::{ChannelRecord, DeliveryAttempt, InboundRecord, NewPart, OutboundRecord};
 pub use exposures::ExposureRecord;
 pub use keys::SshKey;
 pub use releases::{DeployApp, ReleaseRecord, ReleaseStatus};

@@ -218,6 +218,81 @@ const MIGRATIONS: &[&str] = &[
         on_timeout   TEXT NOT NULL DEFAULT 'kill'
      );
      CREATE INDEX e2b_sandboxes_by_end ON e2b_sandboxes(end_at);",
+    // 14: chat channels. `channels.config` is the channel's JSON settings
+    // (env var names of its credentials, never the credentials). Inbound
+    // messages are stored before they are acknowledged, UNIQUE per
+    // (channel, message_id) so a redelivery is processed once. Outbound
+    // parts are a durable queue ('queued' -> 'sending' -> 'sent'/'failed'/
+    // 'unknown'); 'sending' is recorded before the service is called, so a
+    // crash mid-send is known on restart. Every attempt is logged.
+    "CREATE TABLE channels (
+        name        TEXT PRIMARY KEY,
+        kind        TEXT NOT NULL,
+        owner       TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        config      TEXT NOT NULL,
+        cursor      TEXT,
+        created_at  TEXT NOT NULL
+     );
+     CREATE TABLE channel_inbound (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        channel     TEXT NOT NULL REFERENCES channels(name) ON DELETE CASCADE,
+        message_id  TEXT NOT NULL,
+        sender      TEXT NOT NULL,
+        chat        TEXT NOT NULL,
+        -- the normalized message (JSON)
+        body        TEXT NOT NULL,
+        -- 'pending', 'running', 'done', 'ignored' or 'failed'
+        state       TEXT NOT NULL,
+        note        TEXT,
+        user        TEXT,
+        session_id  TEXT,
+        received_at TEXT NOT NULL,
+        UNIQUE (channel, message_id)
+     );
+     CREATE INDEX channel_inbound_by_state ON channel_inbound(state);
+     CREATE TABLE channel_outbound (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        channel     TEXT NOT NULL REFERENCES channels(name) ON DELETE CASCADE,
+        inbound_id  INTEGER REFERENCES channel_inbound(id) ON DELETE SET NULL,
+        chat        TEXT NOT NULL,
+        thread      TEXT,
+        part        INTEGER NOT NULL,
+        text        TEXT NOT NULL,
+        plain       INTEGER NOT NULL DEFAULT 0,
+        state       TEXT NOT NULL,
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        -- unix milliseconds of the next attempt
+        next_at     INTEGER NOT NULL,
+        remote_id   TEXT,
+        last_error  TEXT,
+        created_at  TEXT NOT NULL,
+        updated_at  TEXT NOT NULL
+     );
+     CREATE INDEX channel_outbound_due ON channel_outbound(channel, state, next_at);
+     CREATE TABLE channel_delivery_log (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        outbound_id INTEGER NOT NULL REFERENCES channel_outbound(id) ON DELETE CASCADE,
+        attempt     INTEGER NOT NULL,
+        outcome     TEXT NOT NULL,
+        detail      TEXT,
+        at          TEXT NOT NULL
+     );
+     CREATE INDEX channel_delivery_log_by_outbound ON channel_delivery_log(outbound_id);
+     CREATE TABLE channel_pairings (
+        channel     TEXT NOT NULL REFERENCES channels(name) ON DELETE CASCADE,
+        sender      TEXT NOT NULL,
+        code        TEXT NOT NULL UNIQUE,
+        user        TEXT REFERENCES users(name) ON DELETE CASCADE,
+        created_at  TEXT NOT NULL,
+        approved_at TEXT,
+        PRIMARY KEY (channel, sender)
+     );
+     CREATE TABLE channel_sessions (
+        channel     TEXT NOT NULL REFERENCES channels(name) ON DELETE CASCADE,
+        scope_key   TEXT NOT NULL,
+        session_id  TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        PRIMARY KEY (channel, scope_key)
+     );",
 ];
 
 pub fn apply(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {

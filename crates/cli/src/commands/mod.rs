@@ -1,5 +1,6 @@
 //! Command implementations. Each returns the process exit status.
 
+pub mod channel;
 pub mod chat;
 pub mod console;
 pub mod cp;
@@ -63,6 +64,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Mcp => mcp::run(&c).await,
         Command::Memory(cmd) => memory::run(&c, cmd).await,
         Command::Watch(a) => watch::run(&c, a).await,
+        Command::Channel(cmd) => channel::run(&c, cmd).await,
+        Command::Pair(cmd) => channel::pair(&c, cmd).await,
         Command::Doctor(j) => doctor::run(&c, j.json).await,
         Command::Version => unreachable!(),
     }

@@ -1,5 +1,6 @@
 //! HTTP routes under /v1, one module per resource.
 
+pub mod channels;
 pub mod chat;
 pub mod console;
 pub mod deploy;

@@ -260,6 +260,12 @@ fn schemas() -> Value {
 }
 
 pub fn document() -> Value {
+    let mut d = base_document();
+    channel_paths(&mut d);
+    d
+}
+
+fn base_document() -> Value {
     let sandbox_paths = |get: Value| {
         let mut v = get;
         v["parameters"] = name_param();
@@ -491,6 +497,55 @@ pub fn document() -> Value {
             "/v1/images/{name}": sandbox_paths(json!({"delete": op("deleteImage", "Remove an unused image", "204", None)}))
         }
     })
+}
+
+/// Chat channels (`/v1/channels`, admin) and pairing approval.
+fn channel_paths(d: &mut Value) {
+    let name =
+        json!([{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}]);
+    let opt_str = json!({"type": ["string", "null"]});
+    let add = json!({"type": "object", "required": ["kind", "name"], "additionalProperties": false, "properties": {
+        "kind": {"type": "string", "enum": ["telegram", "slack", "discord", "matrix", "webhook"]},
+        "name": schema_ref("Name"),
+        "token_env": opt_str, "secret_env": opt_str, "api_base": opt_str, "callback_url": opt_str,
+        "access": {"type": "string", "enum": ["pairing", "allowlist", "open"]},
+        "allow": {"type": "array", "items": {"type": "string"}},
+        "groups": {"type": "array", "items": {"type": "string"}},
+        "trigger": opt_str,
+        "scope": {"type": "string", "enum": ["sender", "chat", "thread"]},
+        "user": opt_str}});
+    let channel = json!({"type": "object", "required": ["name", "kind", "owner", "settings", "running", "connected", "last_error", "queue_depth", "created_at"], "properties": {
+        "name": {"type": "string"}, "kind": {"type": "string"}, "owner": {"type": "string"}, "settings": {"type": "object"},
+        "running": {"type": "boolean"}, "connected": {"type": "boolean"}, "last_error": {"type": ["string", "null"]},
+        "queue_depth": {"type": "integer"}, "created_at": {"type": "string"}}});
+    let paths = json!({
+        "/v1/channels": {
+            "get": returns(op("listChannels", "Chat channels with their status: connected, last error, queue depth (admin)", "200", None),
+                json!({"type": "object", "required": ["channels"], "properties": {"channels": {"type": "array", "items": channel}}})),
+            "post": links(returns(op("addChannel", "Add a chat channel; its credentials are named env vars of the daemon (admin)", "201", Some(add)), channel.clone()),
+                &[("show", "getChannel", json!({"path.name": "$response.body#/name"})),
+                  ("messages", "listChannelMessages", json!({"path.name": "$response.body#/name"})),
+                  ("remove", "deleteChannel", json!({"path.name": "$response.body#/name"}))])},
+        "/v1/channels/{name}": {"parameters": name,
+            "get": returns(op("getChannel", "A channel's status (admin)", "200", None), channel),
+            "delete": op("deleteChannel", "Remove a channel with its messages and queue (admin)", "204", None)},
+        "/v1/channels/{name}/messages": {"parameters": name,
+            "get": query(returns(op("listChannelMessages", "Inbound messages, newest first, each with its reply parts and their delivery log (admin)", "200", None),
+                json!({"type": "object", "required": ["messages"], "properties": {"messages": {"type": "array"}}})),
+                &[q("limit", false, json!({"type": "integer", "minimum": 1, "maximum": 500}), "At most this many (default 50)")])},
+        "/v1/channels/{name}/events": {"parameters": name,
+            "post": public(op("channelEvents", "Inbound endpoint the chat service calls (signed: webhook X-Ironclaw-Signature, Slack X-Slack-Signature v0)", "200",
+                Some(json!({"type": "object"}))))},
+        "/v1/pairings/approve": {
+            "post": returns(op("approvePairing", "Link the sender waiting with a pairing code to a user (admin)", "200",
+                Some(json!({"type": "object", "required": ["code", "user"], "additionalProperties": false, "properties": {
+                    "code": {"type": "string"}, "user": {"type": "string"}}}))),
+                json!({"type": "object", "required": ["channel", "sender", "code", "user"], "properties": {
+                    "channel": {"type": "string"}, "sender": {"type": "string"}, "code": {"type": "string"}, "user": {"type": ["string", "null"]}}}))}
+    });
+    if let (Some(p), Value::Object(add)) = (d["paths"].as_object_mut(), paths) {
+        p.extend(add);
+    }
 }
 
 pub async fn serve() -> impl IntoResponse {

@@ -1,0 +1,307 @@
+//! Telegram Bot API: `deleteWebhook` first (a bot with a webhook set gets
+//! 409 from `getUpdates`), then long polling `getUpdates` with the offset
+//! persisted through the host after each message is stored. A 409 Conflict
+//! (another poller) backs off and is reported in status, never a silent
+//! loop; 429 honours `parameters.retry_after`; 400 "can't parse entities"
+//! asks for the plain-text retry.
+//!
+//! Sends have no idempotency key in this API: an ambiguous failure (the
+//! request went out, no answer came) is not retried.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::http::{classify, Backoff};
+use crate::{api_base, BuildError, Channel, Host, Inbound, Kind, Outbound, SendError, Spec};
+
+/// Seconds a `getUpdates` call waits for updates.
+const POLL_SECS: u64 = 25;
+
+pub struct Telegram {
+    base: String,
+    client: reqwest::Client,
+    /// The bot's @username (from getMe), for mention detection.
+    username: Mutex<Option<String>>,
+}
+
+/// A Bot API answer that is not `ok`.
+#[derive(Debug)]
+struct ApiFail {
+    status: u16,
+    code: i64,
+    description: String,
+    retry_after: Option<u64>,
+}
+
+impl Telegram {
+    pub fn new(spec: Spec) -> Result<Self, BuildError> {
+        if spec.token.is_empty() {
+            return Err(BuildError::Invalid("telegram needs a bot token".into()));
+        }
+        let base = format!("{}/bot{}", api_base(&spec, Kind::Telegram), spec.token);
+        Ok(Telegram {
+            base,
+            client: crate::http::client(),
+            username: Mutex::new(None),
+        })
+    }
+
+    /// Call `method`: the `result`, or the API's failure, or a transport error.
+    async fn call(
+        &self,
+        method: &str,
+        body: &Value,
+        timeout: Option<Duration>,
+    ) -> Result<Result<Value, ApiFail>, reqwest::Error> {
+        let mut req = self
+            .client
+            .post(format!("{}/{method}", self.base))
+            .json(body);
+        if let Some(t) = timeout {
+            req = req.timeout(t);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        if v["ok"] == true {
+            return Ok(Ok(v["result"].clone()));
+        }
+        Ok(Err(ApiFail {
+            status,
+            code: v["error_code"].as_i64().unwrap_or(status as i64),
+            description: v["description"]
+                .as_str()
+                .unwrap_or("no description")
+                .to_string(),
+            retry_after: v["parameters"]["retry_after"].as_u64(),
+        }))
+    }
+
+    fn normalize(&self, u: &Value) -> Option<Inbound> {
+        let m = u.get("message")?;
+        let text = m["text"].as_str().or(m["caption"].as_str())?.to_string();
+        let chat = &m["chat"];
+        let is_group = matches!(chat["type"].as_str(), Some("group" | "supergroup"));
+        let username = self.username.lock().unwrap().clone();
+        let mentioned = !is_group
+            || username.is_some_and(|u| {
+                text.to_lowercase()
+                    .contains(&format!("@{}", u.to_lowercase()))
+            })
+            || m["reply_to_message"]["from"]["is_bot"] == true;
+        let from = &m["from"];
+        let name = from["username"]
+            .as_str()
+            .or(from["first_name"].as_str())
+            .map(String::from);
+        Some(Inbound {
+            message_id: format!("{}:{}", id_str(&chat["id"]), id_str(&m["message_id"])),
+            sender: id_str(&from["id"]),
+            sender_name: name,
+            chat: id_str(&chat["id"]),
+            is_group,
+            thread: m
+                .get("message_thread_id")
+                .filter(|_| m["is_topic_message"] == true)
+                .map(id_str),
+            mentioned,
+            text,
+        })
+    }
+
+    /// One startup attempt: drop a webhook, learn the bot's name.
+    async fn start(&self) -> Result<(), String> {
+        match self
+            .call(
+                "deleteWebhook",
+                &json!({"drop_pending_updates": false}),
+                None,
+            )
+            .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(f)) => return Err(format!("deleteWebhook: {} {}", f.code, f.description)),
+            Err(e) => return Err(format!("deleteWebhook: {e}")),
+        }
+        match self.call("getMe", &json!({}), None).await {
+            Ok(Ok(me)) => {
+                *self.username.lock().unwrap() = me["username"].as_str().map(String::from);
+                Ok(())
+            }
+            Ok(Err(f)) => Err(format!("getMe: {} {}", f.code, f.description)),
+            Err(e) => Err(format!("getMe: {e}")),
+        }
+    }
+}
+
+fn id_str(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = cancel.cancelled() => false,
+    }
+}
+
+#[async_trait::async_trait]
+impl Channel for Telegram {
+    fn kind(&self) -> Kind {
+        Kind::Telegram
+    }
+
+    fn idempotent(&self) -> bool {
+        false
+    }
+
+    async fn run(&self, host: Arc<dyn Host>, cancel: CancellationToken) {
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        loop {
+            match self.start().await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!("telegram: {e}");
+                    host.status(false, Some(e));
+                    if !sleep_or_cancel(backoff.next_delay(), &cancel).await {
+                        return;
+                    }
+                }
+            }
+        }
+        backoff.reset();
+        let mut offset: Option<i64> = host.cursor().and_then(|c| c.parse().ok());
+        loop {
+            if cancel.is_cancelled() {
+                return;
+            }
+            let mut body = json!({"timeout": POLL_SECS, "allowed_updates": ["message"]});
+            if let Some(o) = offset {
+                body["offset"] = json!(o);
+            }
+            let call = self.call(
+                "getUpdates",
+                &body,
+                Some(Duration::from_secs(POLL_SECS + 10)),
+            );
+            let res = tokio::select! {
+                r = call => r,
+                _ = cancel.cancelled() => return,
+            };
+            let wait = match res {
+                Ok(Ok(updates)) => {
+                    host.status(true, None);
+                    backoff.reset();
+                    let mut stored_all = true;
+                    for u in updates.as_array().into_iter().flatten() {
+                        let Some(id) = u["update_id"].as_i64() else {
+                            continue;
+                        };
+                        if let Some(msg) = self.normalize(u) {
+                            if let Err(e) = host.accept(msg).await {
+                                // Not stored: not acknowledged either; the
+                                // service sends it again.
+                                host.status(true, Some(format!("storing an update: {e}")));
+                                stored_all = false;
+                                break;
+                            }
+                        }
+                        offset = Some(id + 1);
+                        if let Err(e) = host.set_cursor(&(id + 1).to_string()) {
+                            host.status(true, Some(format!("storing the offset: {e}")));
+                        }
+                    }
+                    if stored_all {
+                        continue;
+                    }
+                    backoff.next_delay()
+                }
+                Ok(Err(f)) if f.code == 409 => {
+                    let d = backoff.next_delay();
+                    let e = format!(
+                        "409 Conflict from getUpdates ({}): another poller or a webhook holds this bot; retrying in {d:?}",
+                        f.description
+                    );
+                    tracing::warn!("telegram: {e}");
+                    host.status(false, Some(e));
+                    // A webhook set since: drop it again.
+                    let _ = self.start().await;
+                    d
+                }
+                Ok(Err(f)) if f.code == 429 => {
+                    let d = Duration::from_secs(f.retry_after.unwrap_or(5));
+                    host.status(
+                        true,
+                        Some(format!("429 from getUpdates: {}", f.description)),
+                    );
+                    d
+                }
+                Ok(Err(f)) => {
+                    let e = format!(
+                        "getUpdates: {} {} (HTTP {})",
+                        f.code, f.description, f.status
+                    );
+                    host.status(false, Some(e));
+                    backoff.next_delay()
+                }
+                Err(e) => {
+                    host.status(false, Some(format!("getUpdates: {e}")));
+                    backoff.next_delay()
+                }
+            };
+            if !sleep_or_cancel(wait, &cancel).await {
+                return;
+            }
+        }
+    }
+
+    async fn send(&self, msg: &Outbound) -> Result<String, SendError> {
+        let text = if msg.plain {
+            crate::format::plain(&msg.text)
+        } else {
+            crate::format::render(&msg.text, crate::Format::TelegramHtml)
+        };
+        let mut body = json!({"chat_id": msg.chat, "text": text});
+        if !msg.plain {
+            body["parse_mode"] = json!("HTML");
+        }
+        if let Some(t) = msg.thread.as_deref().and_then(|t| t.parse::<i64>().ok()) {
+            body["message_thread_id"] = json!(t);
+        }
+        match self.call("sendMessage", &body, None).await {
+            Ok(Ok(m)) => Ok(id_str(&m["message_id"])),
+            Ok(Err(f)) => Err(send_error(f)),
+            Err(e) => Err(classify(&e)),
+        }
+    }
+
+    async fn typing(&self, chat: &str, thread: Option<&str>) -> Result<(), SendError> {
+        let mut body = json!({"chat_id": chat, "action": "typing"});
+        if let Some(t) = thread.and_then(|t| t.parse::<i64>().ok()) {
+            body["message_thread_id"] = json!(t);
+        }
+        match self.call("sendChatAction", &body, None).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(f)) => Err(send_error(f)),
+            Err(e) => Err(classify(&e)),
+        }
+    }
+}
+
+fn send_error(f: ApiFail) -> SendError {
+    let what = format!("{} {}", f.code, f.description);
+    match f.code {
+        429 => SendError::RetryAfter(Duration::from_secs(f.retry_after.unwrap_or(5)), what),
+        400 if f.description.contains("can't parse entities") => SendError::Format(what),
+        // Bad chat, blocked by the user, bad token, too long...
+        400..=499 => SendError::Permanent(what),
+        // The service failed mid-request: it may have sent it.
+        _ => SendError::Ambiguous(what),
+    }
+}
