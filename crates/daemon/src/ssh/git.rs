@@ -162,7 +162,7 @@ pub async fn serve(
         let out = async {
             let mut buf = vec![0u8; 32 * 1024];
             while let Ok(n) = stdout.read(&mut buf).await {
-                if n == 0 || tx.data(&buf[..n]).await.is_err() {
+                if n == 0 || tx.data_bytes(buf[..n].to_vec()).await.is_err() {
                     break;
                 }
             }
@@ -170,7 +170,7 @@ pub async fn serve(
         let err = async {
             let mut buf = vec![0u8; 8 * 1024];
             while let Ok(n) = stderr.read(&mut buf).await {
-                if n == 0 || tx.extended_data(1, &buf[..n]).await.is_err() {
+                if n == 0 || tx.extended_data_bytes(1, buf[..n].to_vec()).await.is_err() {
                     break;
                 }
             }

@@ -216,13 +216,16 @@ async fn pump(channel: Channel<Msg>, mut stream: ironclaw_sandbox::agent::AgentS
     let output = async {
         let code = loop {
             match stream.recv().await {
+                // Owned bytes go as they are, split only at the packet
+                // size (`data(&[u8])` copies through an 8 KiB buffer:
+                // measured, a quarter of the throughput).
                 Ok(GuestMsg::Stdout(d)) => {
-                    if tx.data(&d[..]).await.is_err() {
+                    if tx.data_bytes(d).await.is_err() {
                         return;
                     }
                 }
                 Ok(GuestMsg::Stderr(d)) => {
-                    if tx.extended_data(1, &d[..]).await.is_err() {
+                    if tx.extended_data_bytes(1, d).await.is_err() {
                         return;
                     }
                 }
