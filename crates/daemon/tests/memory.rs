@@ -258,6 +258,37 @@ async fn notes_written_by_the_agent_are_searched_reindexed_and_kept_per_user() {
         )
         .await;
     assert_eq!(st, 400, "{v}");
+    for n in [json!(0), json!(51), json!(2.5), json!(-1)] {
+        let (st, v) = d
+            .call_as(
+                &alice,
+                Method::POST,
+                "/v1/memory/search",
+                Some(json!({"query": "tea", "max_results": n})),
+            )
+            .await;
+        assert_eq!(st, 400, "{n}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("max_results"),
+            "{v}"
+        );
+    }
+    let (st, v) = d
+        .call_as(
+            &alice,
+            Method::POST,
+            "/v1/memory/search",
+            Some(json!({"query": "tea", "max_results": 1.0})),
+        )
+        .await;
+    assert_eq!(
+        (st, v["hits"].as_array().map(Vec::len)),
+        (200, Some(1)),
+        "{v}"
+    );
     for path in [
         "/v1/memory/status?user=ghost",
         "/v1/memory/reindex?user=ghost",

@@ -66,8 +66,23 @@ pub async fn status(
 #[serde(deny_unknown_fields)]
 pub struct SearchRequest {
     pub query: String,
+    /// 1 to 50 (a whole number; `4.0` is 4).
     #[serde(default)]
-    pub max_results: Option<usize>,
+    pub max_results: Option<serde_json::Number>,
+}
+
+/// `max_results` as a count, or a 400 saying what is allowed.
+fn max_results(n: Option<&serde_json::Number>) -> Result<usize, ApiError> {
+    let max = ironclaw_memory::index::MAX_RESULTS;
+    let Some(n) = n else {
+        return Ok(ironclaw_agent::memory::DEFAULT_RESULTS);
+    };
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && (1.0..=max as f64).contains(&f) => Ok(f as usize),
+        _ => Err(ApiError::BadRequest(format!(
+            "max_results must be a whole number from 1 to {max}, not {n}"
+        ))),
+    }
 }
 
 pub async fn search(
@@ -79,10 +94,7 @@ pub async fn search(
     let user = target(&st, &caller, &uri)?;
     // Checked before anything is read.
     st.memory.search_check(&req.query)?;
-    let k = req
-        .max_results
-        .unwrap_or(ironclaw_agent::memory::DEFAULT_RESULTS)
-        .clamp(1, ironclaw_memory::index::MAX_RESULTS);
+    let k = max_results(req.max_results.as_ref())?;
     // Fresh results when the sandbox runs; the index as it is otherwise
     // (a search never starts a sandbox).
     if let Some(agent) = agent_of(&st, &user, false).await? {

@@ -434,7 +434,7 @@ fn base_document() -> Value {
             "/v1/memory/search": {"parameters": [memory_user()],
                 "post": returns(op("memorySearch", "Search the caller's memory files (hybrid BM25 + vectors, or text only, said in fallback); 400 for an empty or over-4-KiB query", "200",
                     Some(json!({"type": "object", "required": ["query"], "additionalProperties": false, "properties": {
-                        "query": {"type": "string", "minLength": 1, "maxLength": 4096}, "max_results": {"type": ["integer", "null"], "minimum": 1, "maximum": 50}}}))),
+                        "query": {"type": "string", "minLength": 1, "maxLength": 4096, "pattern": "\\S", "description": "at most 4096 bytes, not only spaces"}, "max_results": {"type": ["integer", "null"], "minimum": 1, "maximum": 50}}}))),
                     schema_ref("MemorySearch"))},
             "/v1/memory/reindex": {"parameters": [memory_user()],
                 "post": returns(op("memoryReindex", "Reread the caller's memory files from their agent sandbox (started if stopped) and index what changed", "200", None), schema_ref("MemoryReindex"))},

@@ -119,7 +119,8 @@ impl MemoryConfig {
 /// second or two and ~90 MB), then kept.
 enum Source {
     None,
-    Local(PathBuf),
+    /// The weights' directory, and whether the config named it.
+    Local(PathBuf, bool),
     Ready(Arc<dyn Embedder>),
     Broken(String),
 }
@@ -199,6 +200,7 @@ impl Memory {
                 cfg.weights_dir
                     .clone()
                     .unwrap_or_else(|| data_dir.join("models/all-minilm-l6-v2")),
+                cfg.weights_dir.is_some(),
             ),
             EmbedderKind::Openai => {
                 let key = match &cfg.api_key_env {
@@ -240,11 +242,22 @@ impl Memory {
         })
     }
 
+    /// Load the embedder in the background, so the first search does not
+    /// wait for it (a failure is logged once and shown in status).
+    pub fn warm_up(self: &Arc<Self>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Ok(e) = me.embedder().await {
+                tracing::info!(embedder = e.id(), "memory: embedder ready");
+            }
+        });
+    }
+
     /// The embedder, loading it on first use; Err says why there is none.
     async fn embedder(&self) -> Result<Arc<dyn Embedder>, String> {
         let mut s = self.source.lock().await;
-        if let Source::Local(dir) = &*s {
-            let dir = dir.clone();
+        if let Source::Local(dir, explicit) = &*s {
+            let (dir, explicit) = (dir.clone(), *explicit);
             let loaded = tokio::task::spawn_blocking(move || LocalEmbedder::load(&dir))
                 .await
                 .map_err(|e| e.to_string())
@@ -252,7 +265,17 @@ impl Memory {
             *s = match loaded {
                 Ok(e) => Source::Ready(Arc::new(e)),
                 Err(why) => {
-                    tracing::warn!("memory: no local embedder, text search only: {why} (scripts/fetch-minilm.sh DIR fetches the weights; [memory] weights_dir)");
+                    let hint =
+                        "scripts/fetch-minilm.sh DIR fetches the weights; [memory] weights_dir";
+                    if explicit {
+                        tracing::warn!(
+                            "memory: no local embedder, text search only: {why} ({hint})"
+                        );
+                    } else {
+                        tracing::info!(
+                            "memory: no local embedder, text search only: {why} ({hint})"
+                        );
+                    }
                     Source::Broken(format!("local embedder unavailable ({why})"))
                 }
             };
@@ -261,7 +284,7 @@ impl Memory {
             Source::Ready(e) => Ok(e.clone()),
             Source::None => Err("no embedder configured ([memory] embedder = \"none\")".into()),
             Source::Broken(why) => Err(why.clone()),
-            Source::Local(_) => unreachable!("loaded above"),
+            Source::Local(..) => unreachable!("loaded above"),
         }
     }
 
