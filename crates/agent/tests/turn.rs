@@ -155,8 +155,8 @@ async fn memory_file_goes_into_the_system_prompt() {
         .await
         .unwrap();
     let reqs = mock.requests();
-    let before = reqs[0].body["system"].as_str().unwrap();
-    let after = reqs[1].body["system"].as_str().unwrap();
+    let before = reqs[0].body["system"][0]["text"].as_str().unwrap();
+    let after = reqs[1].body["system"][0]["text"].as_str().unwrap();
     assert!(!before.contains("# Memory"), "{before}");
     assert!(after.contains("# Memory ("), "{after}");
     assert!(after.ends_with("The user's name is Ada."), "{after}");
