@@ -485,11 +485,11 @@ fn info(p: &ProviderConfig, m: &ModelConfig) -> ModelInfo {
         max_output_tokens: m.max_output_tokens,
         input_price_per_mtok: m.input_price_per_mtok,
         output_price_per_mtok: m.output_price_per_mtok,
-        cache_read_price_per_mtok: m.cache_read_per_mtok.unwrap_or_else(|| match p.kind {
+        cache_read_price_per_mtok: m.cache_read_per_mtok.unwrap_or(match p.kind {
             ProviderKind::Anthropic => m.input_price_per_mtok * 0.1,
             ProviderKind::Openai => m.input_price_per_mtok * 0.5,
         }),
-        cache_write_price_per_mtok: m.cache_write_per_mtok.unwrap_or_else(|| match p.kind {
+        cache_write_price_per_mtok: m.cache_write_per_mtok.unwrap_or(match p.kind {
             ProviderKind::Anthropic => m.input_price_per_mtok * 1.25,
             ProviderKind::Openai => m.input_price_per_mtok,
         }),

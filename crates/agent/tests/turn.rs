@@ -155,7 +155,6 @@ async fn memory_file_goes_into_the_system_prompt() {
         .await
         .unwrap();
     let reqs = mock.requests();
-    // Anthropic's system prompt is one text block (a cache breakpoint).
     let before = reqs[0].body["system"][0]["text"].as_str().unwrap();
     let after = reqs[1].body["system"][0]["text"].as_str().unwrap();
     assert!(!before.contains("# Memory"), "{before}");

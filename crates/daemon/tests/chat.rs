@@ -588,3 +588,35 @@ async fn idle_sandbox_stops_and_restarts_and_history_compacts() {
         8
     );
 }
+
+/// Prompt caching through the daemon: the provider's cached prompt tokens
+/// reach the turn's `done` event and are stored with the usage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_prompt_tokens_are_recorded_with_the_usage() {
+    let mock = MockLlm::start_caching([
+        MockReply::tool("bash", json!({"command": "seq 1 400"})),
+        MockReply::text("Counted to 400."),
+        MockReply::text("Still 400."),
+    ])
+    .await;
+    let d = daemon_with(&mock, "").await;
+    let (mut ws, session) = chat_ws(&d, &d.token, None).await;
+    turn(&mut ws, "count to 400").await;
+    let events = turn(&mut ws, "and now?").await;
+    let done = events.last().unwrap();
+    let cached = done["usage"]["cache_read_tokens"].as_u64().unwrap();
+    let input = done["usage"]["input_tokens"].as_u64().unwrap();
+    assert!(cached >= 1024 && cached < input, "{done}");
+    // The mock reported them in OpenAI's shape; the daemon stored them.
+    let (_, me) = d.get("/v1/me").await;
+    assert!(
+        me["usage"]["cache_read_tokens"].as_u64().unwrap() >= cached,
+        "{me}"
+    );
+    let (_, v) = d.get(&format!("/v1/sessions/{session}")).await;
+    assert!(v["usage"]["cache_read_tokens"].as_u64().unwrap() >= cached);
+    assert_eq!(
+        v["usage"]["cache_write_tokens"], 0,
+        "OpenAI reports no writes"
+    );
+}

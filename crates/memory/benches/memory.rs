@@ -90,9 +90,9 @@ fn vocabulary() -> Vec<String> {
 fn corpus(vocab: &[String], rng: &mut Rng) -> Vec<(String, String)> {
     (0..FILES)
         .map(|f| {
-            let mut text = format!("# Notes {f}\n");
+            let mut text = String::new();
             for s in 0..SECTIONS {
-                text.push_str(&format!("\n## {} {s}\n\n", vocab[rng.below(vocab.len())]));
+                text.push_str(&format!("## {} {s}\n\n", vocab[rng.below(vocab.len())]));
                 let n = 40 + rng.below(41);
                 let para: Vec<String> = (0..n)
                     .map(|i| {
@@ -104,7 +104,7 @@ fn corpus(vocab: &[String], rng: &mut Rng) -> Vec<(String, String)> {
                     })
                     .collect();
                 text.push_str(&para.join(" "));
-                text.push_str(".\n");
+                text.push_str(".\n\n");
             }
             (format!("/root/memory/notes-{f:03}.md"), text)
         })
