@@ -470,3 +470,44 @@ async fn ironclaw_watch_streams_changes_over_sse_and_the_cli() {
         .unwrap();
     assert!(body.contains("event: ready"), "{body}");
 }
+
+/// The token's user's quotas hold through the E2B API: its sandbox limit
+/// and its request rate.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_users_quotas_apply() {
+    let d = Daemon::start_with("[quotas]\nmax_sandboxes = 1\nrequests_per_minute = 8\n").await;
+    d.build_image("mini", "busybox").await;
+    let alice = d.add_user("alice").await;
+    let out = sdk(
+        &d.url,
+        &alice,
+        r#"
+from e2b import Sandbox, SandboxException
+sb = Sandbox.create()
+try:
+    Sandbox.create()
+    raise AssertionError("a second sandbox past max_sandboxes")
+except SandboxException as e:
+    assert "quota exceeded: sandboxes 1 of 1" in str(e), e
+print("ALL OK")
+"#,
+    )
+    .await;
+    assert!(out.contains("ALL OK"), "{out}");
+    let http = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let r = http
+            .get(d.u("/v2/sandboxes"))
+            .header("X-API-KEY", &alice)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+        if r.status().as_u16() == 429 {
+            assert!(r.headers().contains_key("retry-after"));
+            break;
+        }
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+}
