@@ -116,6 +116,13 @@ names = sorted(e.name for e in sb.files.list("/tmp"))
 assert names == ["a.txt", "d", "m1", "m2"], names
 deep = sorted(e.path for e in sb.files.list("/tmp", depth=2))
 assert "/tmp/d/b.bin" in deep, deep
+# A file object goes as application/octet-stream, streamed.
+import io, hashlib
+blob = bytes(range(256)) * 12000
+sb.files.write("/tmp/big.bin", io.BytesIO(blob))
+back = bytes(sb.files.read("/tmp/big.bin", format="bytes"))
+assert hashlib.sha256(back).digest() == hashlib.sha256(blob).digest(), len(back)
+sb.files.remove("/tmp/big.bin")
 assert sb.files.exists("/tmp/a.txt") and not sb.files.exists("/tmp/nope")
 info = sb.files.get_info("/tmp/a.txt")
 assert info.size == 10 and info.type.value == "file", info
