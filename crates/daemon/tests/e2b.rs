@@ -285,6 +285,71 @@ print("ALL OK")
     assert_eq!(r.status().as_u16(), 404);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["code"], "not_found", "{v}");
+    // Connect on the wire: a unary error is a status and a JSON code; a
+    // server stream is enveloped (5-byte prefix), WatchDir's first message
+    // the start event, then the changes.
+    let r = http
+        .post(d.u("/process.Process/SendSignal"))
+        .header("E2b-Sandbox-Id", id)
+        .header("X-Access-Token", envd_token)
+        .header("content-type", "application/json")
+        .body(r#"{"process":{"pid":999999},"signal":"SIGNAL_SIGKILL"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "not_found");
+    let req = br#"{"path":"/tmp"}"#;
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(req.len() as u32).to_be_bytes());
+    body.extend_from_slice(req);
+    let mut resp = http
+        .post(d.u("/filesystem.Filesystem/WatchDir"))
+        .header("E2b-Sandbox-Id", id)
+        .header("X-Access-Token", envd_token)
+        .header("content-type", "application/connect+json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut buf = Vec::new();
+    let mut messages: Vec<Value> = Vec::new();
+    let mut touched = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !messages.iter().any(|m| m["filesystem"]["name"] == "wired") {
+        assert!(std::time::Instant::now() < deadline, "{messages:?}");
+        if messages.first().is_some_and(|m| m.get("start").is_some()) && !touched {
+            let (st, v) = d
+                .call_as(
+                    &alice,
+                    reqwest::Method::POST,
+                    &format!("/v1/sandboxes/{id}/exec"),
+                    Some(serde_json::json!({"argv": ["touch", "/tmp/wired"]})),
+                )
+                .await;
+            assert_eq!(st, 200, "{v}");
+            touched = true;
+        }
+        let Ok(Some(chunk)) = tokio::time::timeout(Duration::from_secs(5), resp.chunk())
+            .await
+            .unwrap()
+        else {
+            panic!("the stream ended: {messages:?}");
+        };
+        buf.extend_from_slice(&chunk);
+        while buf.len() >= 5 {
+            let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+            if buf.len() < 5 + len {
+                break;
+            }
+            assert_eq!(buf[0], 0, "no end of stream yet");
+            messages.push(serde_json::from_slice(&buf[5..5 + len]).unwrap());
+            buf.drain(..5 + len);
+        }
+    }
+    assert_eq!(messages[0], serde_json::json!({"start": {}}));
+    drop(resp);
     // The control plane without a key, or with a bad one.
     let r = http.get(d.u("/v2/sandboxes")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
