@@ -116,6 +116,13 @@ names = sorted(e.name for e in sb.files.list("/tmp"))
 assert names == ["a.txt", "d", "m1", "m2"], names
 deep = sorted(e.path for e in sb.files.list("/tmp", depth=2))
 assert "/tmp/d/b.bin" in deep, deep
+# A file object goes as application/octet-stream, streamed.
+import io, hashlib
+blob = bytes(range(256)) * 12000
+sb.files.write("/tmp/big.bin", io.BytesIO(blob))
+back = bytes(sb.files.read("/tmp/big.bin", format="bytes"))
+assert hashlib.sha256(back).digest() == hashlib.sha256(blob).digest(), len(back)
+sb.files.remove("/tmp/big.bin")
 assert sb.files.exists("/tmp/a.txt") and not sb.files.exists("/tmp/nope")
 info = sb.files.get_info("/tmp/a.txt")
 assert info.size == 10 and info.type.value == "file", info
@@ -278,6 +285,71 @@ print("ALL OK")
     assert_eq!(r.status().as_u16(), 404);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["code"], "not_found", "{v}");
+    // Connect on the wire: a unary error is a status and a JSON code; a
+    // server stream is enveloped (5-byte prefix), WatchDir's first message
+    // the start event, then the changes.
+    let r = http
+        .post(d.u("/process.Process/SendSignal"))
+        .header("E2b-Sandbox-Id", id)
+        .header("X-Access-Token", envd_token)
+        .header("content-type", "application/json")
+        .body(r#"{"process":{"pid":999999},"signal":"SIGNAL_SIGKILL"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "not_found");
+    let req = br#"{"path":"/tmp"}"#;
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(req.len() as u32).to_be_bytes());
+    body.extend_from_slice(req);
+    let mut resp = http
+        .post(d.u("/filesystem.Filesystem/WatchDir"))
+        .header("E2b-Sandbox-Id", id)
+        .header("X-Access-Token", envd_token)
+        .header("content-type", "application/connect+json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut buf = Vec::new();
+    let mut messages: Vec<Value> = Vec::new();
+    let mut touched = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !messages.iter().any(|m| m["filesystem"]["name"] == "wired") {
+        assert!(std::time::Instant::now() < deadline, "{messages:?}");
+        if messages.first().is_some_and(|m| m.get("start").is_some()) && !touched {
+            let (st, v) = d
+                .call_as(
+                    &alice,
+                    reqwest::Method::POST,
+                    &format!("/v1/sandboxes/{id}/exec"),
+                    Some(serde_json::json!({"argv": ["touch", "/tmp/wired"]})),
+                )
+                .await;
+            assert_eq!(st, 200, "{v}");
+            touched = true;
+        }
+        let Ok(Some(chunk)) = tokio::time::timeout(Duration::from_secs(5), resp.chunk())
+            .await
+            .unwrap()
+        else {
+            panic!("the stream ended: {messages:?}");
+        };
+        buf.extend_from_slice(&chunk);
+        while buf.len() >= 5 {
+            let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+            if buf.len() < 5 + len {
+                break;
+            }
+            assert_eq!(buf[0], 0, "no end of stream yet");
+            messages.push(serde_json::from_slice(&buf[5..5 + len]).unwrap());
+            buf.drain(..5 + len);
+        }
+    }
+    assert_eq!(messages[0], serde_json::json!({"start": {}}));
+    drop(resp);
     // The control plane without a key, or with a bad one.
     let r = http.get(d.u("/v2/sandboxes")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
@@ -469,4 +541,45 @@ async fn ironclaw_watch_streams_changes_over_sse_and_the_cli() {
         .expect("timeout_secs ends the stream")
         .unwrap();
     assert!(body.contains("event: ready"), "{body}");
+}
+
+/// The token's user's quotas hold through the E2B API: its sandbox limit
+/// and its request rate.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_users_quotas_apply() {
+    let d = Daemon::start_with("[quotas]\nmax_sandboxes = 1\nrequests_per_minute = 8\n").await;
+    d.build_image("mini", "busybox").await;
+    let alice = d.add_user("alice").await;
+    let out = sdk(
+        &d.url,
+        &alice,
+        r#"
+from e2b import Sandbox, SandboxException
+sb = Sandbox.create()
+try:
+    Sandbox.create()
+    raise AssertionError("a second sandbox past max_sandboxes")
+except SandboxException as e:
+    assert "quota exceeded: sandboxes 1 of 1" in str(e), e
+print("ALL OK")
+"#,
+    )
+    .await;
+    assert!(out.contains("ALL OK"), "{out}");
+    let http = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let r = http
+            .get(d.u("/v2/sandboxes"))
+            .header("X-API-KEY", &alice)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+        if r.status().as_u16() == 429 {
+            assert!(r.headers().contains_key("retry-after"));
+            break;
+        }
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
 }

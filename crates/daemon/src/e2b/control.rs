@@ -41,6 +41,36 @@ fn unauthorized() -> Response {
     error(StatusCode::UNAUTHORIZED, "Invalid API key")
 }
 
+/// The caller of a control-plane request, under their request rate
+/// (`requests_per_minute`, counted per key like the `/v1` API's).
+fn authorize(st: &AppState, headers: &HeaderMap) -> Result<Caller, Box<Response>> {
+    let Some(caller) = api_caller(st, headers) else {
+        return Err(Box::new(unauthorized()));
+    };
+    let rpm = st
+        .manager
+        .config
+        .quotas
+        .for_user(&caller.user, caller.admin)
+        .requests_per_minute;
+    if let (Some(rpm), Some(key)) = (rpm, headers.get("x-api-key").and_then(|v| v.to_str().ok())) {
+        let bucket = ironclaw_store::users::hash_token(key.trim());
+        if let Err(wait) = st.limiter.take(&bucket, rpm) {
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!(
+                    "rate limit exceeded: requests_per_minute {rpm} for user {}; retry in {wait} s",
+                    caller.user
+                ),
+            );
+            r.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(wait));
+            return Err(Box::new(r));
+        }
+    }
+    Ok(caller)
+}
+
 fn not_found(id: &str) -> Response {
     error(StatusCode::NOT_FOUND, &format!("sandbox {id} not found"))
 }
@@ -178,8 +208,9 @@ pub async fn create(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let Some(caller) = api_caller(&st, &headers) else {
-        return unauthorized();
+    let caller = match authorize(&st, &headers) {
+        Ok(c) => c,
+        Err(r) => return *r,
     };
     let req: NewSandbox = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -231,8 +262,9 @@ pub async fn show(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let Some(caller) = api_caller(&st, &headers) else {
-        return unauthorized();
+    let caller = match authorize(&st, &headers) {
+        Ok(c) => c,
+        Err(r) => return *r,
     };
     match lookup(&st, &caller, &id) {
         Ok((rec, sb)) => axum::Json(detail_json(&rec, &sb, true)).into_response(),
@@ -246,8 +278,9 @@ pub async fn kill(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let Some(caller) = api_caller(&st, &headers) else {
-        return unauthorized();
+    let caller = match authorize(&st, &headers) {
+        Ok(c) => c,
+        Err(r) => return *r,
     };
     let (rec, _) = match lookup(&st, &caller, &id) {
         Ok(r) => r,
@@ -272,8 +305,9 @@ pub async fn set_timeout(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let Some(caller) = api_caller(&st, &headers) else {
-        return unauthorized();
+    let caller = match authorize(&st, &headers) {
+        Ok(c) => c,
+        Err(r) => return *r,
     };
     let t: TimeoutBody = match serde_json::from_slice(&body) {
         Ok(t) => t,
@@ -307,8 +341,9 @@ pub async fn pause(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let Some(caller) = api_caller(&st, &headers) else {
-        return unauthorized();
+    let caller = match authorize(&st, &headers) {
+        Ok(c) => c,
+        Err(r) => return *r,
     };
     let (rec, sb) = match lookup(&st, &caller, &id) {
         Ok(r) => r,
@@ -343,8 +378,9 @@ pub async fn connect(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let Some(caller) = api_caller(&st, &headers) else {
-        return unauthorized();
+    let caller = match authorize(&st, &headers) {
+        Ok(c) => c,
+        Err(r) => return *r,
     };
     let b: ConnectBody = if body.is_empty() {
         ConnectBody::default()
@@ -447,9 +483,9 @@ pub async fn list_v2(
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    match api_caller(&st, &headers) {
-        Some(c) => list(&st, &c, q, &["running", "paused"]),
-        None => unauthorized(),
+    match authorize(&st, &headers) {
+        Ok(c) => list(&st, &c, q, &["running", "paused"]),
+        Err(r) => *r,
     }
 }
 
@@ -459,9 +495,9 @@ pub async fn list_v1(
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    match api_caller(&st, &headers) {
-        Some(c) => list(&st, &c, q, &["running"]),
-        None => unauthorized(),
+    match authorize(&st, &headers) {
+        Ok(c) => list(&st, &c, q, &["running"]),
+        Err(r) => *r,
     }
 }
 

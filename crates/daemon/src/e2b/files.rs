@@ -140,6 +140,49 @@ async fn write(
     Ok(json!({"name": name, "type": kind, "path": path}))
 }
 
+/// An octet-stream body, streamed into the file as it arrives (at most
+/// `limit` bytes; past it the write is cancelled).
+async fn stream_to(
+    agent: &ironclaw_sandbox::AgentClient,
+    path: &str,
+    body: Body,
+    limit: u64,
+) -> Result<serde_json::Value, Box<Response>> {
+    let mut w = agent
+        .file_writer(path, 0o644, true)
+        .await
+        .map_err(|e| Box::new(agent_error(e)))?;
+    let mut data = body.into_data_stream();
+    let mut total = 0u64;
+    while let Some(chunk) = data.next().await {
+        let chunk = chunk.map_err(|e| {
+            Box::new(error(
+                StatusCode::BAD_REQUEST,
+                &format!("reading the upload: {e}"),
+            ))
+        })?;
+        total += chunk.len() as u64;
+        if total > limit {
+            return Err(Box::new(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("upload exceeds the limit of {limit} bytes"),
+            )));
+        }
+        // Refused by the guest: finish says why.
+        if w.write(chunk.to_vec()).await.is_err() {
+            break;
+        }
+    }
+    let stat = w.finish().await.map_err(|e| Box::new(agent_error(e)))?;
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let kind = if stat.kind == FileKind::Dir {
+        "dir"
+    } else {
+        "file"
+    };
+    Ok(json!({"name": name, "type": kind, "path": path}))
+}
+
 /// `POST /files?path=P`: a body of `application/octet-stream` is the
 /// file; `multipart/form-data` carries one or more `file` parts, each
 /// written to `path` (one part) or to its filename.
@@ -165,6 +208,16 @@ pub async fn upload(st: AppState, req: Request) -> Response {
             "compressed uploads are not supported",
         );
     }
+    if !content_type.starts_with("multipart/") {
+        let path = match path_of(&q) {
+            Ok(p) => p,
+            Err(r) => return *r,
+        };
+        return match stream_to(&agent, &path, req.into_body(), limit).await {
+            Ok(v) => axum::Json(vec![v]).into_response(),
+            Err(r) => *r,
+        };
+    }
     let body = match axum::body::to_bytes(req.into_body(), limit as usize).await {
         Ok(b) => b,
         Err(_) => {
@@ -174,7 +227,7 @@ pub async fn upload(st: AppState, req: Request) -> Response {
             )
         }
     };
-    let files: Vec<(String, Vec<u8>)> = if content_type.starts_with("multipart/") {
+    let files: Vec<(String, Vec<u8>)> = {
         let parts =
             match multipart::boundary(&content_type).and_then(|b| multipart::parse(&body, &b)) {
                 Ok(p) => p,
@@ -201,11 +254,6 @@ pub async fn upload(st: AppState, req: Request) -> Response {
             }
         }
         files
-    } else {
-        match path_of(&q) {
-            Ok(p) => vec![(p, body.to_vec())],
-            Err(r) => return *r,
-        }
     };
     let mut out = Vec::new();
     for (path, data) in files {

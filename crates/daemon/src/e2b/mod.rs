@@ -19,6 +19,7 @@ pub mod files;
 pub mod filesystem;
 pub mod multipart;
 pub mod process;
+pub mod registry;
 pub mod timeout;
 pub mod watch;
 

@@ -12,132 +12,24 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use futures::StreamExt;
 use ironclaw_proto::{ExecRequest, ExitStatus, TtySize};
-use ironclaw_sandbox::guest_process::{ProcessControl, ProcessEvent, ProcessEvents};
+use ironclaw_sandbox::guest_process::{ProcessEvent, ProcessEvents};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::connect::{self, b64, unb64, Code, ConnectError};
+pub use super::registry::Registry;
+use super::registry::{Ev, Proc};
 use crate::AppState;
-
-/// What a process's clients receive.
-#[derive(Debug, Clone)]
-enum Ev {
-    /// `stdout`, `stderr` or `pty`, and the bytes.
-    Data(&'static str, Vec<u8>),
-    /// The end event's JSON.
-    End(Value),
-}
-
-pub struct Proc {
-    pid: u32,
-    tag: Option<String>,
-    /// `ProcessConfig` as JSON, for List.
-    config: Value,
-    control: ProcessControl,
-    pty: bool,
-    subscribers: Mutex<Vec<mpsc::UnboundedSender<Ev>>>,
-}
-
-impl Proc {
-    fn subscribe(&self) -> mpsc::UnboundedReceiver<Ev> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.subscribers.lock().unwrap().push(tx);
-        rx
-    }
-
-    fn publish(&self, ev: Ev) {
-        self.subscribers
-            .lock()
-            .unwrap()
-            .retain(|s| s.send(ev.clone()).is_ok());
-    }
-}
-
-#[derive(Default)]
-struct SandboxProcs {
-    by_pid: HashMap<u32, Arc<Proc>>,
-    /// Whether the sandbox has /bin/bash (the SDK runs everything with it).
-    has_bash: Option<bool>,
-}
-
-/// The running processes of every E2B sandbox, by sandbox id.
-#[derive(Default)]
-pub struct Registry {
-    inner: Mutex<HashMap<String, SandboxProcs>>,
-}
-
-impl Registry {
-    fn insert(&self, sandbox: &str, p: Arc<Proc>) {
-        let mut g = self.inner.lock().unwrap();
-        g.entry(sandbox.to_string())
-            .or_default()
-            .by_pid
-            .insert(p.pid, p);
-    }
-
-    fn remove(&self, sandbox: &str, pid: u32) {
-        if let Some(s) = self.inner.lock().unwrap().get_mut(sandbox) {
-            s.by_pid.remove(&pid);
-        }
-    }
-
-    fn find(&self, sandbox: &str, sel: &Selector) -> Result<Arc<Proc>, ConnectError> {
-        let g = self.inner.lock().unwrap();
-        let found = g.get(sandbox).and_then(|s| match sel {
-            Selector { pid: Some(pid), .. } => s.by_pid.get(pid).cloned(),
-            Selector { tag: Some(t), .. } => s
-                .by_pid
-                .values()
-                .find(|p| p.tag.as_deref() == Some(t.as_str()))
-                .cloned(),
-            _ => None,
-        });
-        found.ok_or_else(|| {
-            ConnectError::new(
-                Code::NotFound,
-                format!("process with {} not found", sel.describe()),
-            )
-        })
-    }
-
-    fn list(&self, sandbox: &str) -> Vec<Arc<Proc>> {
-        let g = self.inner.lock().unwrap();
-        let mut v: Vec<_> = g
-            .get(sandbox)
-            .map(|s| s.by_pid.values().cloned().collect())
-            .unwrap_or_default();
-        v.sort_by_key(|p| p.pid);
-        v
-    }
-
-    fn has_bash(&self, sandbox: &str) -> Option<bool> {
-        self.inner.lock().unwrap().get(sandbox)?.has_bash
-    }
-
-    fn set_has_bash(&self, sandbox: &str, yes: bool) {
-        self.inner
-            .lock()
-            .unwrap()
-            .entry(sandbox.to_string())
-            .or_default()
-            .has_bash = Some(yes);
-    }
-
-    /// Forget a sandbox that stops or goes away (its processes end with it).
-    pub fn forget_sandbox(&self, sandbox: &str) {
-        self.inner.lock().unwrap().remove(sandbox);
-    }
-}
 
 #[derive(Debug, Default, Deserialize)]
 pub struct Selector {
-    pid: Option<u32>,
-    tag: Option<String>,
+    pub pid: Option<u32>,
+    pub tag: Option<String>,
 }
 
 impl Selector {
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         match (&self.pid, &self.tag) {
             (Some(p), _) => format!("pid {p}"),
             (_, Some(t)) => format!("tag {t}"),
