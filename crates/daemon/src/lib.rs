@@ -238,8 +238,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let kvm = manager.kvm.clone();
     tokio::task::spawn_blocking(move || kvm.get());
     let tasks = tasks::Tasks::new(manager.store.clone(), config.tasks.clone());
+    // The secrets file is read (and its mode checked) only when an
+    // embeddings key is to come from it, as for providers.
+    let memory_secrets = match (&config.memory.embedder, &config.memory.api_key_env) {
+        (memory::EmbedderKind::Openai, Some(_)) => config.secrets()?,
+        _ => ironclaw_agent::Secrets::env_only(),
+    };
     let memory =
-        memory::Memory::open(&config.memory, data_dir, &config.secrets()?).context("[memory]")?;
+        memory::Memory::open(&config.memory, data_dir, &memory_secrets).context("[memory]")?;
     let chat = chat::Chat::new(manager.clone(), &config, tasks.clone(), memory.clone())
         .context("configuring LLM providers")?;
     tasks::runner::spawn(tasks.clone(), chat.clone()).context("starting scheduled tasks")?;
