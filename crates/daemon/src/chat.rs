@@ -324,6 +324,7 @@ impl Chat {
         ctx.tasks = Some(Arc::new(crate::tasks::UserTasks {
             tasks: self.tasks.clone(),
             user: user.to_string(),
+            origin: None,
         }));
         Ok(ctx)
     }
@@ -406,8 +407,30 @@ impl Chat {
         model_override: Option<&str>,
         events: mpsc::Sender<TurnEvent>,
     ) -> Result<TurnReport, ApiError> {
+        self.turn_from(None, user, session, text, model_override, events)
+            .await
+    }
+
+    /// [`Chat::turn`] for a message that came from a chat channel: tasks
+    /// the turn schedules post their results back to `origin`.
+    pub async fn turn_from(
+        self: &Arc<Self>,
+        origin: Option<ironclaw_store::TaskDelivery>,
+        user: &str,
+        session: &SessionRecord,
+        text: &str,
+        model_override: Option<&str>,
+        events: mpsc::Sender<TurnEvent>,
+    ) -> Result<TurnReport, ApiError> {
         let agent = self.agent(&session.agent)?.clone();
-        let ctx = self.context(user, &agent, model_override)?;
+        let mut ctx = self.context(user, &agent, model_override)?;
+        if origin.is_some() {
+            ctx.tasks = Some(Arc::new(crate::tasks::UserTasks {
+                tasks: self.tasks.clone(),
+                user: user.to_string(),
+                origin,
+            }));
+        }
         let model = ctx.model.clone();
 
         let cancel = CancellationToken::new();

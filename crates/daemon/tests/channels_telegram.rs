@@ -458,3 +458,65 @@ async fn a_group_gets_its_own_agent_sandbox_and_sessions() {
         .collect();
     assert_ne!(sessions[0], sessions[1]);
 }
+
+/// A task scheduled from a group's chat posts each result back to that
+/// group (issue 10 part 7, issue 11 part 5), once, through the durable
+/// queue; the run record has it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_scheduled_in_a_group_posts_its_result_to_the_group() {
+    let at = (chrono::Utc::now() + chrono::Duration::seconds(6))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mock = MockLlm::start([
+        MockReply::tool(
+            "schedule_task",
+            json!({"name": "standup", "prompt": "say the standup line", "at": at}),
+        ),
+        MockReply::text("scheduled it"),
+        MockReply::text("standup time, everyone"),
+    ])
+    .await;
+    let fake = FakeTelegram::start(TG_TOKEN).await;
+    let d = daemon(&mock).await;
+    add_channel(
+        &d,
+        json!({"kind": "telegram", "name": "tg", "token_env": "TG_TOKEN", "api_base": fake.url,
+               "access": "open", "groups": ["-1001"]}),
+    )
+    .await;
+    fake.group(-1001, 5, 1, "@andy_bot remind us of the standup");
+    wait_for(120, "the reply to the request", || async {
+        fake.sent_texts().iter().any(|t| t.contains("scheduled it"))
+    })
+    .await;
+    wait_for(60, "the task's result in the group", || async {
+        fake.sent_texts().iter().any(|t| t.contains("standup time"))
+    })
+    .await;
+    // Nothing more arrives: the result was posted once.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let results: Vec<Value> = fake
+        .calls("sendMessage")
+        .into_iter()
+        .filter(|b| b["text"].as_str().unwrap_or("").contains("standup time"))
+        .collect();
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert_eq!(results[0]["chat_id"], "-1001", "{results:?}");
+    assert!(
+        results[0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Task standup:"),
+        "{results:?}"
+    );
+    // The task belongs to the group's agent and says where it posts.
+    let log = messages(&d, "tg").await;
+    let group_user = log[0]["message"]["user"].as_str().unwrap().to_string();
+    let (st, task) = d
+        .get(&format!("/v1/tasks/standup?owner={group_user}"))
+        .await;
+    assert_eq!(st, 200, "{task}");
+    assert_eq!(task["deliver_to"]["channel"], "tg", "{task}");
+    assert_eq!(task["deliver_to"]["chat"], "-1001", "{task}");
+    assert_eq!(task["last_run"]["state"], "ok", "{task}");
+    assert_eq!(mock.requests().len(), 3);
+}

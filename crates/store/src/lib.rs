@@ -27,7 +27,7 @@ pub use keys::SshKey;
 pub use releases::{DeployApp, ReleaseRecord, ReleaseStatus};
 pub use sandboxes::{SandboxMount, SandboxRecord, SandboxState};
 pub use sessions::{MessageRecord, SessionRecord, TokenCounts, UsageTotals};
-pub use tasks::{CreateTaskError, NewTask, TaskRecord, TaskRunRecord};
+pub use tasks::{CreateTaskError, NewTask, TaskDelivery, TaskRecord, TaskRunRecord};
 pub use users::{TokenInfo, TokenOwner, User};
 
 #[derive(Debug, thiserror::Error)]

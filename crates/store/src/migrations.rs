@@ -293,6 +293,9 @@ const MIGRATIONS: &[&str] = &[
         session_id  TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
         PRIMARY KEY (channel, scope_key)
      );",
+    // 15: where a task's results go besides its run records: the chat it
+    // was scheduled from (JSON {"channel", "chat", "thread"}), or NULL.
+    "ALTER TABLE tasks ADD COLUMN deliver_to TEXT;",
 ];
 
 pub fn apply(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {

@@ -25,6 +25,16 @@ pub struct TaskRecord {
     /// Unix seconds of the next slot; None when none is left.
     pub next_slot: Option<i64>,
     pub created_at: String,
+    /// The chat its results are posted to, if it was scheduled from one.
+    pub deliver_to: Option<TaskDelivery>,
+}
+
+/// A chat of a channel that a task's results are posted to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct TaskDelivery {
+    pub channel: String,
+    pub chat: String,
+    pub thread: Option<String>,
 }
 
 /// What creating a task needs.
@@ -38,6 +48,7 @@ pub struct NewTask<'a> {
     pub spec: &'a str,
     pub tz: Option<&'a str>,
     pub next_slot: Option<i64>,
+    pub deliver_to: Option<&'a TaskDelivery>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -59,7 +70,7 @@ pub struct TaskRunRecord {
 /// Runs kept per task, newest first; older ones are deleted at each claim.
 pub const KEEP_RUNS: u32 = 100;
 
-const COLUMNS: &str = "id, owner, name, prompt, kind, spec, tz, next_slot, created_at";
+const COLUMNS: &str = "id, owner, name, prompt, kind, spec, tz, next_slot, created_at, deliver_to";
 
 fn task_row(r: &Row<'_>) -> rusqlite::Result<TaskRecord> {
     Ok(TaskRecord {
@@ -72,6 +83,9 @@ fn task_row(r: &Row<'_>) -> rusqlite::Result<TaskRecord> {
         tz: r.get(6)?,
         next_slot: r.get(7)?,
         created_at: r.get(8)?,
+        deliver_to: r
+            .get::<_, Option<String>>(9)?
+            .and_then(|j| serde_json::from_str(&j).ok()),
     })
 }
 
@@ -125,7 +139,9 @@ impl Store {
             return Err(CreateTaskError::TotalLimit(all));
         }
         let r = tx.execute(
-            &format!("INSERT INTO tasks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+            &format!(
+                "INSERT INTO tasks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+            ),
             params![
                 t.id,
                 t.owner,
@@ -135,7 +151,9 @@ impl Store {
                 t.spec,
                 t.tz,
                 t.next_slot,
-                now()
+                now(),
+                t.deliver_to
+                    .map(|d| serde_json::to_string(d).unwrap_or_default())
             ],
         );
         match r {
@@ -263,24 +281,45 @@ impl Store {
         Ok(())
     }
 
-    /// Record how a claimed run ended. A run whose task was removed
-    /// meanwhile is gone; that is not an error.
+    /// Record how a claimed run ended and, in the same transaction, queue
+    /// `post` (a channel and the parts of the message) so a result is
+    /// posted once or not at all, whatever happens to the daemon. A run
+    /// whose task was removed meanwhile is gone; that is not an error, and
+    /// neither is a channel removed meanwhile (nothing is posted). Whether
+    /// the message was queued.
     pub fn finish_run(
         &self,
         run_id: i64,
         result: Result<&str, &str>,
         messages: Option<&serde_json::Value>,
-    ) -> Result<(), StoreError> {
+        post: Option<(&str, &[crate::NewPart<'_>])>,
+    ) -> Result<bool, StoreError> {
         let (state, text, error) = match result {
             Ok(t) => ("ok", Some(t), None),
             Err(e) => ("failed", None, Some(e)),
         };
-        self.conn().execute(
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
             "UPDATE task_runs SET state = ?2, result = ?3, error = ?4, messages = ?5, finished_at = ?6
              WHERE id = ?1",
             params![run_id, state, text, error, messages.map(|m| m.to_string()), now()],
         )?;
-        Ok(())
+        let mut posted = false;
+        if let (1, Some((channel, parts))) = (n, post) {
+            let exists: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM channels WHERE name = ?1)",
+                [channel],
+                |r| r.get(0),
+            )?;
+            if exists {
+                let now_ms = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+                crate::channels::insert_parts(&tx, channel, None, parts, now_ms)?;
+                posted = true;
+            }
+        }
+        tx.commit()?;
+        Ok(posted)
     }
 
     /// Runs still marked running (at start: a daemon died during them) are
@@ -344,7 +383,48 @@ mod tests {
             spec: "60",
             tz: None,
             next_slot: Some(100),
+            deliver_to: None,
         }
+    }
+
+    /// A run's result is queued on its task's channel with the run record,
+    /// once; with the channel gone, the run is still recorded.
+    #[test]
+    fn a_finished_run_posts_its_result_with_the_record() {
+        let s = Store::open_in_memory().unwrap();
+        s.add_channel("tg", "telegram", "admin", &serde_json::json!({}))
+            .unwrap();
+        let to = TaskDelivery {
+            channel: "tg".into(),
+            chat: "42".into(),
+            thread: None,
+        };
+        let new = NewTask {
+            deliver_to: Some(&to),
+            ..task("a", "admin", "t1")
+        };
+        let t = s.create_task(&new, 10, 10).unwrap();
+        assert_eq!(s.task("admin", "a").unwrap().deliver_to, Some(to.clone()));
+        let part = |text| crate::NewPart {
+            chat: "42",
+            thread: None,
+            text,
+        };
+        let run = s.claim_run(&t.id, 100, Some(160)).unwrap().unwrap();
+        let parts = [part("one"), part("two")];
+        assert!(s
+            .finish_run(run, Ok("one two"), None, Some(("tg", &parts)))
+            .unwrap());
+        let queued = s.outbound_list("tg", None, 10).unwrap();
+        assert_eq!(queued.len(), 2);
+        assert!(queued.iter().all(|p| p.chat == "42" && p.state == "queued"));
+
+        s.remove_channel("tg").unwrap();
+        let run = s.claim_run(&t.id, 160, Some(220)).unwrap().unwrap();
+        assert!(!s
+            .finish_run(run, Err("boom"), None, Some(("tg", &parts)))
+            .unwrap());
+        assert_eq!(s.task_runs(&t.id, 10).unwrap()[0].state, "failed");
     }
 
     #[test]
@@ -380,7 +460,7 @@ mod tests {
             (runs[0].state.as_str(), runs[0].error.as_deref()),
             ("failed", Some("interrupted"))
         );
-        s.finish_run(run, Ok("done"), None).unwrap();
+        s.finish_run(run, Ok("done"), None, None).unwrap();
         assert_eq!(s.task_runs(&t.id, 10).unwrap()[0].state, "ok");
         // Old runs are pruned to KEEP_RUNS, the newest kept.
         let mut slot = 160;

@@ -280,7 +280,16 @@ impl Runtime {
         let _stop_typing = typing.drop_guard();
         let (tx, mut rx) = mpsc::channel(256);
         tokio::spawn(async move { while rx.recv().await.is_some() {} });
-        let reply = match self.chat.turn(user, &session, &msg.text, None, tx).await {
+        // Tasks this turn schedules post their results to this chat.
+        let origin = ironclaw_store::TaskDelivery {
+            channel: self.name.clone(),
+            chat: msg.chat.clone(),
+            thread: msg.thread.clone(),
+        };
+        let turn = self
+            .chat
+            .turn_from(Some(origin), user, &session, &msg.text, None, tx);
+        let reply = match turn.await {
             Ok(r) => match r.error {
                 Some(e) => format!("Sorry, the agent failed: {e}"),
                 None => {

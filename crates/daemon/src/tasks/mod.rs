@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use ironclaw_agent::{TaskRequest, TaskScheduler};
-use ironclaw_store::{CreateTaskError, NewTask, Store, TaskRecord, TaskRunRecord};
+use ironclaw_store::{CreateTaskError, NewTask, Store, TaskDelivery, TaskRecord, TaskRunRecord};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -95,6 +95,9 @@ pub struct TaskView {
     pub created_at: String,
     /// The newest run, if any.
     pub last_run: Option<TaskRunRecord>,
+    /// The chat its results are also posted to (a task scheduled from a
+    /// chat channel).
+    pub deliver_to: Option<TaskDelivery>,
 }
 
 pub fn unix_now() -> i64 {
@@ -152,12 +155,23 @@ impl Tasks {
             next_run: t.next_slot.map(rfc3339),
             created_at: t.created_at,
             last_run,
+            deliver_to: t.deliver_to,
         })
     }
 
     /// Check and store a task of `owner`. Bad input is a 400 and stores
     /// nothing; a limit reached is a 403 naming it.
     pub fn add(&self, owner: &str, req: &TaskRequest) -> Result<TaskView, ApiError> {
+        self.add_delivering(owner, req, None)
+    }
+
+    /// [`Tasks::add`], the results also posted to `deliver_to`.
+    pub fn add_delivering(
+        &self,
+        owner: &str,
+        req: &TaskRequest,
+        deliver_to: Option<&TaskDelivery>,
+    ) -> Result<TaskView, ApiError> {
         let name = match &req.name {
             Some(n) => n.clone(),
             None => format!(
@@ -198,6 +212,7 @@ impl Tasks {
             spec: &spec,
             tz: tz.as_deref(),
             next_slot: Some(first),
+            deliver_to,
         };
         let (per_user, total) = (self.config.max_per_user, self.config.max_total);
         let t = self
@@ -266,6 +281,9 @@ impl Tasks {
 pub struct UserTasks {
     pub tasks: Arc<Tasks>,
     pub user: String,
+    /// The chat the turn came from: tasks it schedules post their results
+    /// back there.
+    pub origin: Option<TaskDelivery>,
 }
 
 fn describe(v: &TaskView) -> String {
@@ -287,7 +305,7 @@ fn describe(v: &TaskView) -> String {
 impl TaskScheduler for UserTasks {
     async fn schedule(&self, req: TaskRequest) -> Result<String, String> {
         self.tasks
-            .add(&self.user, &req)
+            .add_delivering(&self.user, &req, self.origin.as_ref())
             .map(|v| format!("scheduled {}", describe(&v)))
             .map_err(|e| e.to_string())
     }

@@ -111,10 +111,51 @@ fn claim_due(
                 Ok(text) => Ok(text.as_str()),
                 Err(e) => Err(e.as_str()),
             };
-            if let Err(e) = tasks.store.finish_run(run_id, r, messages.as_ref()) {
-                tracing::error!(task = %t.id, "recording a run: {e}");
+            // The result goes to the chat the task came from in the same
+            // transaction as the run record: posted once, or not at all.
+            let post = t
+                .deliver_to
+                .as_ref()
+                .and_then(|to| post_parts(&tasks, &t.name, to, r));
+            let parts: Vec<_> = post
+                .iter()
+                .flat_map(|(to, texts)| {
+                    texts.iter().map(|text| ironclaw_store::NewPart {
+                        chat: &to.chat,
+                        thread: to.thread.as_deref(),
+                        text,
+                    })
+                })
+                .collect();
+            let post = post
+                .as_ref()
+                .map(|(to, _)| (to.channel.as_str(), parts.as_slice()));
+            match tasks.store.finish_run(run_id, r, messages.as_ref(), post) {
+                Ok(false) if post.is_some() => tracing::warn!(
+                    task = %t.id, "the task's channel is gone: its result is only in the run record"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::error!(task = %t.id, "recording a run: {e}"),
             }
         });
     }
     Ok(())
+}
+
+/// The message a run posts to the chat its task came from, split at the
+/// channel's limit; None when the channel is gone or of an unknown kind.
+fn post_parts<'a>(
+    tasks: &Tasks,
+    name: &str,
+    to: &'a ironclaw_store::TaskDelivery,
+    result: Result<&str, &str>,
+) -> Option<(&'a ironclaw_store::TaskDelivery, Vec<String>)> {
+    let channel = tasks.store.channel(&to.channel).ok()?;
+    let kind = ironclaw_channels::Kind::parse(&channel.kind)?;
+    let text = match result {
+        Ok(answer) if answer.trim().is_empty() => format!("Task {name}: (no answer)"),
+        Ok(answer) => format!("Task {name}:\n{answer}"),
+        Err(why) => format!("Task {name} failed: {why}"),
+    };
+    Some((to, ironclaw_channels::split(&text, kind.limit())))
 }
