@@ -99,6 +99,10 @@ pub struct Config {
     pub secrets_file: Option<PathBuf>,
     /// Agents users can talk to (`[[agents]] name, model, system_prompt`).
     pub agents: Vec<AgentConfig>,
+    /// Host directories bound into every agent sandbox when it is created
+    /// (`agent_mounts = [{ host, guest, read_only }]`), checked against
+    /// `[[mount_roots]]` like any mount.
+    pub agent_mounts: Vec<crate::mounts::MountRequest>,
     /// Stop a user's agent sandbox after this long without a message.
     pub agent_idle_stop_secs: u64,
     /// Model calls per turn before the agent stops.
@@ -161,6 +165,10 @@ pub struct AgentConfig {
     pub name: String,
     pub model: Option<String>,
     pub system_prompt: Option<String>,
+    /// MCP servers (`[[agents.mcp]]`): stdio ones run in the user's
+    /// sandbox, HTTP ones are reached from the host.
+    #[serde(default)]
+    pub mcp: Vec<ironclaw_agent::McpServerConfig>,
 }
 
 impl Default for Config {
@@ -186,6 +194,7 @@ impl Default for Config {
             default_model: None,
             secrets_file: None,
             agents: Vec::new(),
+            agent_mounts: Vec::new(),
             agent_idle_stop_secs: 30 * 60,
             agent_max_steps: 25,
             exec_output_limit_mib: 16,
@@ -314,6 +323,10 @@ impl Config {
         }
         cfg.check_acme()?;
         cfg.memory.check()?;
+        for a in &cfg.agents {
+            ironclaw_agent::mcp::validate_all(&a.mcp)
+                .with_context(|| format!("agent {:?}", a.name))?;
+        }
         if let Some(l) = args.listen {
             cfg.listen = l;
         }
