@@ -121,8 +121,7 @@ async fn stdio_server_runs_in_the_sandbox_and_http_server_keeps_its_token_on_the
     ])
     .await;
     let config = format!(
-        r#"default_image = "py"
-agent_mounts = [{{ host = "{site}", guest = "/opt/pylib" }}, {{ host = "{dir}", guest = "/opt/mcptest" }}]
+        r#"agent_mounts = [{{ host = "{site}", guest = "/opt/pylib" }}, {{ host = "{dir}", guest = "/opt/mcptest" }}]
 
 [[mount_roots]]
 path = "{site}"
@@ -164,7 +163,9 @@ args = ["-c", "import sys; sys.stderr.write('boom: no config\\n'); sys.exit(4)"]
         ],
     )
     .await;
-    d.build_image("py", "debian").await;
+    // The test daemon's default image is "mini": here it is Debian, with
+    // python3.11 for the server.
+    d.build_image("mini", "debian").await;
 
     let (_, events) = chat_turn(&d, &d.token, "use your MCP servers").await;
     let ends = tool_ends(&events);
