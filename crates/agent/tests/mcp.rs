@@ -30,7 +30,10 @@ fn python() -> String {
         .args(["-c", "import mcp, sys; print(sys.executable)"])
         .output()
         .expect("python3");
-    assert!(out.status.success(), "python3 lacks the mcp package (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "python3 lacks the mcp package (scripts/test.sh installs it)"
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
@@ -97,7 +100,10 @@ async fn stdio_server_over_the_exec_stream_lists_and_calls_tools() {
     let ends = tool_ends(&events.await.unwrap());
     assert_eq!(ends.len(), 6, "{ends:?}");
     assert_eq!(ends[0].0, "mcp_tools");
-    assert!(ends[0].1.contains("- py (runs in your machine)"), "{ends:?}");
+    assert!(
+        ends[0].1.contains("- py (runs in your machine)"),
+        "{ends:?}"
+    );
     assert!(
         ends[1].1.contains("## add (mcp__py__add)")
             && ends[1].1.contains("Add two integers.")
@@ -115,7 +121,10 @@ async fn stdio_server_over_the_exec_stream_lists_and_calls_tools() {
     // The SDK hides the exception's text; the failure itself comes through.
     assert!(ends[4].2 && ends[4].1.contains("fail"), "{:?}", ends[4]);
     assert!(
-        ends[5].2 && ends[5].1.contains("unknown MCP server \"nope\"; configured: py"),
+        ends[5].2
+            && ends[5]
+                .1
+                .contains("unknown MCP server \"nope\"; configured: py"),
         "{:?}",
         ends[5]
     );
@@ -179,7 +188,8 @@ async fn a_server_that_fails_to_start_gives_its_stderr() {
     .await;
     assert!(out.is_error);
     assert!(
-        out.content.contains("MCP server \"broken\" failed to start")
+        out.content
+            .contains("MCP server \"broken\" failed to start")
             && out.content.contains("Traceback: no module named nothing")
             && out.content.contains("code 3"),
         "{}",
@@ -244,7 +254,11 @@ async fn http_server_from_the_host_with_a_host_held_token() {
         _ => None,
     });
     let hub = Arc::new(McpHub::new(
-        vec![http("web", "WEB_TOKEN"), http("bad", "WRONG_TOKEN"), http("unset", "NOT_SET")],
+        vec![
+            http("web", "WEB_TOKEN"),
+            http("bad", "WRONG_TOKEN"),
+            http("unset", "NOT_SET"),
+        ],
         &guest.workdir(),
         env,
     ));
@@ -265,11 +279,22 @@ async fn http_server_from_the_host_with_a_host_held_token() {
         .await
         .unwrap();
     let ends = tool_ends(&events.await.unwrap());
-    assert!(ends[0].1.contains("## where (mcp__web__where)"), "{:?}", ends[0]);
-    assert_eq!((ends[1].1.as_str(), ends[1].2), ("3", false));
-    assert!(ends[2].2 && ends[2].1.contains("\"bad\" failed to start"), "{:?}", ends[2]);
     assert!(
-        ends[3].2 && ends[3].1.contains("host environment variable NOT_SET is not set"),
+        ends[0].1.contains("## where (mcp__web__where)"),
+        "{:?}",
+        ends[0]
+    );
+    assert_eq!((ends[1].1.as_str(), ends[1].2), ("3", false));
+    assert!(
+        ends[2].2 && ends[2].1.contains("\"bad\" failed to start"),
+        "{:?}",
+        ends[2]
+    );
+    assert!(
+        ends[3].2
+            && ends[3]
+                .1
+                .contains("host environment variable NOT_SET is not set"),
         "{:?}",
         ends[3]
     );

@@ -74,7 +74,10 @@ impl Drop for HttpServer {
 
 /// (name, output, is_error) of each tool call of a turn's events.
 fn tool_ends(events: &[Value]) -> Vec<(String, String, bool)> {
-    let starts: Vec<&Value> = events.iter().filter(|e| e["type"] == "tool_start").collect();
+    let starts: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "tool_start")
+        .collect();
     let ends: Vec<&Value> = events.iter().filter(|e| e["type"] == "tool_end").collect();
     starts
         .iter()
@@ -186,7 +189,12 @@ args = ["-c", "import sys; sys.stderr.write('boom: no config\\n'); sys.exit(4)"]
     assert!(whr.contains(&format!("host={sandbox_host} ")), "{whr}");
     assert_ne!(sandbox_host, host_name.trim());
     assert_eq!((ends[4].1.as_str(), ends[4].2), ("42", false));
-    assert_eq!((ends[5].1.as_str(), ends[5].2), ("2", false), "{:?}", ends[5]);
+    assert_eq!(
+        (ends[5].1.as_str(), ends[5].2),
+        ("2", false),
+        "{:?}",
+        ends[5]
+    );
     assert!(
         ends[6].2
             && ends[6].1.contains("\"broken\" failed to start")
@@ -196,13 +204,28 @@ args = ["-c", "import sys; sys.stderr.write('boom: no config\\n'); sys.exit(4)"]
         ends[6]
     );
     assert!(ends[7].1.contains("end"), "{:?}", ends[7]);
-    assert!(!ends[7].1.contains(WEB_TOKEN), "the token reached the sandbox");
+    assert!(
+        !ends[7].1.contains(WEB_TOKEN),
+        "the token reached the sandbox"
+    );
     for r in mock.requests() {
         assert!(!r.raw.contains(WEB_TOKEN), "the token reached the model");
     }
 
     let (_, events) = chat_turn(&d, &d.token, "again").await;
     let again = tool_ends(&events);
-    let pid = |s: &str| s.split("pid=").nth(1).unwrap().split(' ').next().unwrap().to_string();
-    assert_eq!(pid(&again[0].1), pid(whr), "the connection is reused across turns");
+    let pid = |s: &str| {
+        s.split("pid=")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        pid(&again[0].1),
+        pid(whr),
+        "the connection is reused across turns"
+    );
 }

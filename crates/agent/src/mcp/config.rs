@@ -220,7 +220,10 @@ mod tests {
     fn bad_configs_get_clear_errors() {
         assert!(validate_all(&[stdio("ok-1")]).is_ok());
         let e = |s: McpServerConfig| validate_all(&[s]).unwrap_err().to_string();
-        assert!(e(stdio("bad_name")).contains("use 1-32 letters"), "underscore");
+        assert!(
+            e(stdio("bad_name")).contains("use 1-32 letters"),
+            "underscore"
+        );
         assert!(e(stdio("")).contains("invalid"));
         assert!(e(stdio(&"a".repeat(33))).contains("invalid"));
         let none = McpServerConfig {

@@ -148,7 +148,11 @@ impl McpHub {
         Ok(c)
     }
 
-    async fn start(&self, cfg: &McpServerConfig, sandbox: &dyn SandboxAccess) -> Result<Conn, String> {
+    async fn start(
+        &self,
+        cfg: &McpServerConfig,
+        sandbox: &dyn SandboxAccess,
+    ) -> Result<Conn, String> {
         match cfg.transport() {
             config::Transport::Stdio => {
                 let agent = sandbox.agent().await?;
@@ -200,12 +204,12 @@ impl McpHub {
         let c = self.conn(server, sandbox).await?;
         c.tools
             .get_or_try_init(|| async {
-                let tools = c
-                    .service
-                    .peer()
-                    .list_all_tools()
-                    .await
-                    .map_err(|e| format!("MCP server {server:?}: listing tools failed: {e}{}", c.stderr()))?;
+                let tools = c.service.peer().list_all_tools().await.map_err(|e| {
+                    format!(
+                        "MCP server {server:?}: listing tools failed: {e}{}",
+                        c.stderr()
+                    )
+                })?;
                 Ok::<_, String>(
                     tools
                         .iter()
@@ -239,7 +243,12 @@ impl McpHub {
                     CALL_TIMEOUT.as_secs()
                 )
             })?
-            .map_err(|e| format!("MCP server {server:?}: calling {tool} failed: {e}{}", c.stderr()))?;
+            .map_err(|e| {
+                format!(
+                    "MCP server {server:?}: calling {tool} failed: {e}{}",
+                    c.stderr()
+                )
+            })?;
         *c.last_used.lock().unwrap() = Instant::now();
         serde_json::to_value(&r).map_err(|e| e.to_string())
     }
@@ -255,7 +264,8 @@ fn http_transport(
     let var = |name: &str| {
         env(name).ok_or_else(|| format!("the host environment variable {name} is not set"))
     };
-    let mut conf = StreamableHttpClientTransportConfig::with_uri(cfg.url.clone().unwrap_or_default());
+    let mut conf =
+        StreamableHttpClientTransportConfig::with_uri(cfg.url.clone().unwrap_or_default());
     if let Some(b) = &cfg.bearer_env {
         conf = conf.auth_header(var(b)?);
     }
@@ -269,7 +279,9 @@ fn http_transport(
     if !headers.is_empty() {
         conf = conf.custom_headers(headers);
     }
-    Ok(rmcp::transport::StreamableHttpClientTransport::from_config(conf))
+    Ok(rmcp::transport::StreamableHttpClientTransport::from_config(
+        conf,
+    ))
 }
 
 /// rmcp's reqwest is built without a TLS provider of its own: use ring.

@@ -26,11 +26,7 @@ impl McpHubs {
         Some(
             hubs.entry((user.to_string(), agent.name.clone()))
                 .or_insert_with(|| {
-                    Arc::new(McpHub::new(
-                        agent.mcp.clone(),
-                        workdir,
-                        McpHub::host_env(),
-                    ))
+                    Arc::new(McpHub::new(agent.mcp.clone(), workdir, McpHub::host_env()))
                 })
                 .clone(),
         )
