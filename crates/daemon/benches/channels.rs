@@ -128,10 +128,7 @@ async fn main() {
         mock_t.push(t.elapsed());
     }
     let mock_p50 = median(mock_t);
-    println!(
-        "reference  mock LLM completion (streamed)           p50 {}",
-        ms(mock_p50)
-    );
+    println!("reference  mock LLM completion (streamed)           p50 {}", ms(mock_p50));
 
     for kind in ["telegram", "webhook", "slack", "discord", "matrix"] {
         let mut times = Vec::new();
@@ -154,10 +151,7 @@ async fn main() {
                     let body = json!({"id": id, "sender": "s", "text": "ping"}).to_string();
                     let r = http
                         .post(d.u("/v1/channels/wh/events"))
-                        .header(
-                            "x-ironclaw-signature",
-                            ironclaw_channels::webhook::sign(WH_SECRET, body.as_bytes()),
-                        )
+                        .header("x-ironclaw-signature", ironclaw_channels::webhook::sign(WH_SECRET, body.as_bytes()))
                         .body(body)
                         .send()
                         .await
@@ -165,25 +159,15 @@ async fn main() {
                     assert_eq!(r.status(), 200);
                 }
                 "slack" => {
-                    let b = message_event("D1", "im", "U1", &format!("1700000000.{id}"), "ping")
-                        .to_string()
-                        .into_bytes();
+                    let b = message_event("D1", "im", "U1", &format!("1700000000.{id}"), "ping").to_string().into_bytes();
                     let mut r = http.post(d.u("/v1/channels/sl/events"));
                     for (k, v) in signed_headers(SL_SECRET, unix_now(), &b) {
                         r = r.header(k, v);
                     }
                     assert_eq!(r.body(b).send().await.unwrap().status(), 200);
                 }
-                "discord" => dc.message(FakeDiscord::user_message(
-                    &id, "dm-1", None, "42", "ping", false,
-                )),
-                _ => mx.message(
-                    "!dm:fake.local",
-                    2,
-                    "@pat:fake.local",
-                    &format!("$b{id}"),
-                    "ping",
-                ),
+                "discord" => dc.message(FakeDiscord::user_message(&id, "dm-1", None, "42", "ping", false)),
+                _ => mx.message("!dm:fake.local", 2, "@pat:fake.local", &format!("$b{id}"), "ping"),
             }
             until(|| {
                 let now = match kind {
@@ -218,14 +202,8 @@ async fn main() {
                 .unwrap()
                 .unwrap();
             let text = format!("queued reply {i}");
-            let part = ironclaw_store::NewPart {
-                chat: "77",
-                thread: None,
-                text: &text,
-            };
-            store
-                .finish_inbound(id, "tg", "done", None, &[part], 0)
-                .unwrap();
+            let part = ironclaw_store::NewPart { chat: "77", thread: None, text: &text };
+            store.finish_inbound(id, "tg", "done", None, &[part], 0).unwrap();
         }
     }
     let before = tg.sent_texts().len();
@@ -250,23 +228,14 @@ async fn main() {
         "telegram   {queued} queued replies delivered           {daemon_rate:.0}/s   bare client {direct_rate:.0}/s  ({:.2}x)",
         daemon_rate / direct_rate
     );
-    assert_eq!(
-        tg.sent_texts().len(),
-        before + 2 * queued,
-        "each queued reply once"
-    );
+    assert_eq!(tg.sent_texts().len(), before + 2 * queued, "each queued reply once");
 }
 
 async fn until_connected(d: &Daemon) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (_, v) = d.get("/v1/channels").await;
-        if v["channels"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|c| c["connected"] == true)
-        {
+        if v["channels"].as_array().unwrap().iter().all(|c| c["connected"] == true) {
             return;
         }
         assert!(Instant::now() < deadline, "channels not connected: {v}");

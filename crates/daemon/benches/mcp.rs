@@ -50,11 +50,9 @@ impl Mcp<'_> {
             .post(d.u("/mcp"))
             .bearer_auth(&d.token)
             .header("accept", "application/json, text/event-stream")
-            .json(
-                &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            .json(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
                 "protocolVersion": "2025-06-18", "capabilities": {},
-                "clientInfo": {"name": "bench", "version": "0"}}}),
-            )
+                "clientInfo": {"name": "bench", "version": "0"}}}))
             .send()
             .await
             .unwrap();

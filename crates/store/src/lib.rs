@@ -4,9 +4,9 @@
 //! SQLite in WAL mode; one connection behind a mutex. Queries are small and
 //! indexed, so callers run them inline rather than on a blocking pool.
 
+pub mod e2b;
 pub mod channel_pairings;
 pub mod channels;
-pub mod e2b;
 pub mod exposures;
 pub mod keys;
 mod migrations;
@@ -19,9 +19,9 @@ pub mod users;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
+pub use e2b::E2bRecord;
 pub use channel_pairings::Pairing;
 pub use channels::{ChannelRecord, DeliveryAttempt, InboundRecord, NewPart, OutboundRecord};
-pub use e2b::E2bRecord;
 pub use exposures::ExposureRecord;
 pub use keys::SshKey;
 pub use releases::{DeployApp, ReleaseRecord, ReleaseStatus};
