@@ -19,13 +19,12 @@ pub fn specs() -> Vec<ToolSpec> {
     vec![
         ToolSpec {
             name: "mcp_tools".into(),
-            description: "List MCP servers; with server, list its tools and their input schemas."
-                .into(),
+            description: "List MCP servers, or one server's tools and schemas.".into(),
             input_schema: json!({"type": "object", "properties": {"server": {"type": "string"}}, "required": []}),
         },
         ToolSpec {
             name: "mcp_call".into(),
-            description: "Call a tool of an MCP server.".into(),
+            description: "Call an MCP server's tool.".into(),
             input_schema: json!({"type": "object", "properties": {
                 "server": {"type": "string"}, "tool": {"type": "string"},
                 "arguments": {"type": "object"}}, "required": ["server", "tool"]}),
@@ -195,6 +194,13 @@ fn cut(mut s: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn specs_cost_little() {
+        let n = crate::tokens::tools(&specs());
+        println!("MCP tool schemas: {n} cl100k tokens, whatever the servers offer");
+        assert!(n < 110, "{n}");
+    }
 
     #[test]
     fn results_become_text() {
