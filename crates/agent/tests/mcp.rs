@@ -305,3 +305,46 @@ async fn http_server_from_the_host_with_a_host_held_token() {
     }
     assert_eq!(hub.connected().await, ["web"]);
 }
+
+/// Figures, no timed assert: an MCP tool call over the exec stream (the
+/// connection already up) next to a plain exec of `true` on the same guest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_call_round_trip_next_to_exec() {
+    const N: u32 = 30;
+    let guest = Guest::start().await;
+    let hub = McpHub::new(
+        vec![stdio_server("py")],
+        &guest.workdir(),
+        McpHub::host_env(),
+    );
+    let args = || json!({"a": 1, "b": 2}).as_object().cloned();
+    let t = std::time::Instant::now();
+    assert_eq!(
+        hub.call("py", "add", args(), &guest.agent).await.unwrap()["content"][0]["text"],
+        "3"
+    );
+    let start = t.elapsed();
+    let t = std::time::Instant::now();
+    for _ in 0..N {
+        hub.call("py", "add", args(), &guest.agent).await.unwrap();
+    }
+    let mcp = t.elapsed() / N;
+    let t = std::time::Instant::now();
+    for _ in 0..N {
+        let req = ironclaw_proto::ExecRequest {
+            argv: vec!["true".into()],
+            ..Default::default()
+        };
+        let out = guest.agent.exec_collect(req, None).await.unwrap();
+        assert_eq!(out.status.code, 0);
+    }
+    let exec = t.elapsed() / N;
+    println!(
+        "MCP client: first call (python3 start + initialize + call) {:.1} ms; \
+         then mcp tools/call {:.2} ms vs exec `true` {:.2} ms on the same guest ({:.2}x)",
+        start.as_secs_f64() * 1e3,
+        mcp.as_secs_f64() * 1e3,
+        exec.as_secs_f64() * 1e3,
+        mcp.as_secs_f64() / exec.as_secs_f64()
+    );
+}

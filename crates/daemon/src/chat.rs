@@ -503,6 +503,7 @@ impl Chat {
             loop {
                 tokio::time::sleep(tick).await;
                 let Some(chat) = me.upgrade() else { return };
+                chat.mcp.close_idle(idle).await;
                 let idle_users: Vec<String> = chat
                     .activity
                     .lock()

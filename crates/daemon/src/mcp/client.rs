@@ -1,7 +1,7 @@
 //! Agents as MCP clients: one [`McpHub`] per (user, agent) with MCP
 //! servers in its config, kept across turns so a server starts once and is
 //! reused. Closed (stdio servers killed in the sandbox) when the idle
-//! reaper stops the user's sandbox; a connection that broke because the
+//! reaper stops the user's sandbox (or sits unused as long); a connection that broke because the
 //! sandbox stopped some other way is started again on its next use.
 
 use std::collections::HashMap;
@@ -41,6 +41,14 @@ impl McpHubs {
         };
         for h in gone {
             h.close().await;
+        }
+    }
+
+    /// Close connections unused for `idle` (the hubs stay).
+    pub async fn close_idle(&self, idle: std::time::Duration) {
+        let hubs: Vec<Arc<McpHub>> = self.hubs.lock().unwrap().values().cloned().collect();
+        for h in hubs {
+            h.close_idle(idle).await;
         }
     }
 }
