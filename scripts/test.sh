@@ -20,7 +20,9 @@ IRONCLAW_MINILM_DIR=$(scripts/fetch-minilm.sh)
 export IRONCLAW_MINILM_DIR
 # The official OpenAI Python client, to test the compatible endpoint with it.
 python3 -m pip install --quiet --disable-pip-version-check 'openai==3.54.0'
-# The official MCP Python SDK, the client of the MCP server tests (crates/daemon/tests/mcp.rs).
+# The official MCP Python SDK: the client of the MCP server tests (crates/daemon/tests/mcp.rs) and the
+# server of the MCP client tests (crates/agent/tests/mcp.rs, crates/daemon/tests/mcp_client.rs, which
+# bind its site-packages into a Debian sandbox: it must be CPython 3.11, like Debian bookworm's python3).
 python3 -m pip install --quiet --disable-pip-version-check 'mcp==2.3.0'
 # The official E2B Python SDK, to test the E2B-compatible API with it.
 python3 -m pip install --quiet --disable-pip-version-check 'e2b==2.63.0'

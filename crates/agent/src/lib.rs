@@ -72,6 +72,7 @@
 //! - [`provider`]: the [`Provider`] trait; OpenAI- and Anthropic-style streaming clients, SSE, retries.
 //! - [`tools`]: bash, read_file, write_file, edit_file, list_dir, grep, run through the guest agent.
 //! - [`tasks`]: schedule_task, list_tasks, cancel_task over the daemon's [`TaskScheduler`].
+//! - [`mcp`]: MCP servers of an agent (stdio in the sandbox, HTTP from the host): mcp_tools, mcp_call.
 //! - [`memory`]: memory_search, memory_get over the daemon's [`AgentMemory`]; the flush before compaction.
 //! - [`turn`]: the agent loop.
 //! - [`compaction`]: summarising older turns when the context fills up.
@@ -82,6 +83,7 @@
 pub mod compaction;
 pub mod config;
 pub mod cost;
+pub mod mcp;
 pub mod memory;
 pub mod mock;
 pub mod model;
@@ -95,6 +97,7 @@ pub mod turn;
 
 pub use compaction::{Compaction, CompactionPolicy};
 pub use config::{ModelInfo, ProviderKind, ProvidersConfig, Registry, Secrets, UnknownModel};
+pub use mcp::{McpHub, McpServerConfig};
 pub use memory::{AgentMemory, MemoryHit, MemoryHits};
 pub use model::{validate_history, Block, Message, Role, Usage};
 pub use provider::{LlmEvent, LlmRequest, Provider, ProviderError, RetryPolicy, ToolSpec};

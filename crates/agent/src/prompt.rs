@@ -54,6 +54,7 @@ pub fn first_turn_prompt_tokens(user_text: &str) -> usize {
     let mut specs = crate::tools::specs();
     specs.extend(crate::tasks::specs());
     specs.extend(crate::memory::specs());
+    specs.extend(crate::mcp::tools::specs());
     tokens::count(&system)
         + tokens::tools(&specs)
         + tokens::message(&crate::model::Message::user(user_text))

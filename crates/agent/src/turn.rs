@@ -66,6 +66,8 @@ pub struct TurnContext {
     /// The user's memory index; with one, the model gets the memory tools
     /// and a silent flush turn runs before each compaction.
     pub memory: Option<Arc<dyn AgentMemory>>,
+    /// The agent's MCP servers; with some, the model gets the MCP tools.
+    pub mcp: Option<Arc<crate::mcp::McpHub>>,
 }
 
 impl TurnContext {
@@ -87,6 +89,7 @@ impl TurnContext {
             compaction: CompactionPolicy::default(),
             tasks: None,
             memory: None,
+            mcp: None,
         }
     }
 }
@@ -225,6 +228,9 @@ pub async fn run_turn(
     }
     if ctx.memory.is_some() {
         tool_specs.extend(crate::memory::specs());
+    }
+    if ctx.mcp.as_ref().is_some_and(|h| !h.servers().is_empty()) {
+        tool_specs.extend(crate::mcp::tools::specs());
     }
     // Checked before anything else happens, so a message that can never
     // fit changes nothing.
@@ -554,6 +560,11 @@ pub(crate) async fn run_tool(
     if let Some(m) = ctx.memory.as_deref() {
         if crate::memory::TOOL_NAMES.contains(&name) {
             return crate::memory::execute(m, &ctx.tools.workdir, name, input).await;
+        }
+    }
+    if let Some(h) = ctx.mcp.as_deref() {
+        if crate::mcp::tools::handles(name) {
+            return crate::mcp::tools::execute(h, &*ctx.sandbox, name, input).await;
         }
     }
     let out = match ctx.sandbox.agent().await {

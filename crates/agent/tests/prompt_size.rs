@@ -17,7 +17,7 @@ const QUESTION: &str = "What is the capital of France?";
 #[test]
 fn first_turn_prompt_is_small() {
     let n = first_turn_prompt_tokens(QUESTION);
-    println!("first-turn prompt: {n} cl100k tokens (system prompt with the memory lines + 11 tool schemas + question); budget 1000, other gateways > 13000");
+    println!("first-turn prompt: {n} cl100k tokens (system prompt with the memory lines + 13 tool schemas, the two MCP tools included + question); budget 1000, other gateways > 13000");
     assert!(n < 1000, "{n}");
 }
 

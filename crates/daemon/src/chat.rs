@@ -46,6 +46,10 @@ pub struct Chat {
     tasks: Arc<crate::tasks::Tasks>,
     /// Memory, for the memory tools and the flush of each turn.
     memory: Arc<crate::memory::Memory>,
+    /// Live MCP client connections per (user, agent).
+    mcp: crate::mcp::client::McpHubs,
+    /// Bound into each new agent sandbox.
+    agent_mounts: Vec<crate::mounts::MountRequest>,
 }
 
 /// The display name a user's new agent sandbox gets in their own namespace
@@ -66,6 +70,7 @@ struct UserSandbox {
     manager: Arc<Manager>,
     user: String,
     create_locks: CreateLocks,
+    mounts: Vec<crate::mounts::MountRequest>,
 }
 
 impl UserSandbox {
@@ -101,6 +106,7 @@ impl UserSandbox {
         }
         let req = CreateRequest {
             name,
+            mounts: self.mounts.clone(),
             ..Default::default()
         };
         m.create_agent_sandbox(req, &self.user)
@@ -161,6 +167,7 @@ impl Chat {
                 name: DEFAULT_AGENT.into(),
                 model: None,
                 system_prompt: None,
+                mcp: Vec::new(),
             });
         }
         Ok(Arc::new(Chat {
@@ -173,6 +180,8 @@ impl Chat {
             create_locks: Arc::default(),
             tasks,
             memory,
+            mcp: Default::default(),
+            agent_mounts: config.agent_mounts.clone(),
         }))
     }
 
@@ -311,8 +320,10 @@ impl Chat {
             manager: self.manager.clone(),
             user: user.to_string(),
             create_locks: self.create_locks.clone(),
+            mounts: self.agent_mounts.clone(),
         });
         let mut ctx = TurnContext::new(provider, model, sandbox.clone());
+        ctx.mcp = self.mcp.hub(user, agent, &ctx.tools.workdir);
         ctx.memory = Some(Arc::new(crate::memory::agent::UserMemory {
             memory: self.memory.clone(),
             user: user.to_string(),
@@ -515,6 +526,7 @@ impl Chat {
             loop {
                 tokio::time::sleep(tick).await;
                 let Some(chat) = me.upgrade() else { return };
+                chat.mcp.close_idle(idle).await;
                 let idle_users: Vec<String> = chat
                     .activity
                     .lock()
@@ -531,6 +543,10 @@ impl Chat {
                         .values()
                         .any(|(_, u)| *u == user);
                     let bound = chat.manager.store.agent_sandbox(&user).ok().flatten();
+                    if !busy {
+                        // Their MCP servers in the sandbox go with it.
+                        chat.mcp.close_user(&user).await;
+                    }
                     if let Some(r) = bound {
                         if r.state == SandboxState::Running && !busy {
                             tracing::info!(sandbox = %r.name, user = %user, "stopping idle agent sandbox");

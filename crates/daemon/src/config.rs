@@ -99,6 +99,10 @@ pub struct Config {
     pub secrets_file: Option<PathBuf>,
     /// Agents users can talk to (`[[agents]] name, model, system_prompt`).
     pub agents: Vec<AgentConfig>,
+    /// Host directories bound into every agent sandbox when it is created
+    /// (`agent_mounts = [{ host, guest, read_only }]`), checked against
+    /// `[[mount_roots]]` like any mount.
+    pub agent_mounts: Vec<crate::mounts::MountRequest>,
     /// Stop a user's agent sandbox after this long without a message.
     pub agent_idle_stop_secs: u64,
     /// Model calls per turn before the agent stops.
@@ -161,6 +165,10 @@ pub struct AgentConfig {
     pub name: String,
     pub model: Option<String>,
     pub system_prompt: Option<String>,
+    /// MCP servers (`[[agents.mcp]]`): stdio ones run in the user's
+    /// sandbox, HTTP ones are reached from the host.
+    #[serde(default)]
+    pub mcp: Vec<ironclaw_agent::McpServerConfig>,
 }
 
 impl Default for Config {
@@ -186,6 +194,7 @@ impl Default for Config {
             default_model: None,
             secrets_file: None,
             agents: Vec::new(),
+            agent_mounts: Vec::new(),
             agent_idle_stop_secs: 30 * 60,
             agent_max_steps: 25,
             exec_output_limit_mib: 16,
@@ -283,6 +292,15 @@ impl Config {
         Ok(())
     }
 
+    /// Every agent's `[[agents.mcp]]` servers are well formed.
+    pub fn check_agents(&self) -> anyhow::Result<()> {
+        for a in &self.agents {
+            ironclaw_agent::mcp::validate_all(&a.mcp)
+                .with_context(|| format!("agent {:?}", a.name))?;
+        }
+        Ok(())
+    }
+
     pub fn load(args: &Args) -> anyhow::Result<Config> {
         let mut cfg = match &args.config {
             Some(p) => {
@@ -314,6 +332,7 @@ impl Config {
         }
         cfg.check_acme()?;
         cfg.memory.check()?;
+        cfg.check_agents()?;
         if let Some(l) = args.listen {
             cfg.listen = l;
         }
@@ -397,6 +416,24 @@ mod tests {
         assert_eq!(cfg.exec_output_limit_mib, 16);
         let bob = cfg.quotas.for_user("bob", false);
         assert_eq!((bob.max_sandboxes, bob.max_vcpus), (Some(3), Some(16)));
+    }
+
+    #[test]
+    fn readme_mcp_servers_parse_and_bad_ones_are_named() {
+        let cfg = readme_toml("#### Agents using MCP servers");
+        cfg.check_agents().unwrap();
+        let mcp = &cfg.agents[0].mcp;
+        assert_eq!(mcp[0].command.as_deref(), Some("python3"));
+        assert_eq!(mcp[1].bearer_env.as_deref(), Some("ISSUES_MCP_TOKEN"));
+        let bad: Config = toml::from_str(
+            "[[agents]]\nname = \"a\"\n[[agents.mcp]]\nname = \"my_server\"\ncommand = \"x\"\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", bad.check_agents().unwrap_err());
+        assert!(
+            e.contains("agent \"a\"") && e.contains("\"my_server\" is invalid"),
+            "{e}"
+        );
     }
 
     /// The first TOML block after `heading` in README.md, parsed.

@@ -3,7 +3,10 @@
 //! SDK (rmcp). The route sits behind the same bearer-token middleware as
 //! `/v1`, so every tool acts as the token's user on that user's sandboxes
 //! only; `ironclaw mcp` bridges it to stdio for desktop clients.
+//!
+//! [`client`] is the other direction: agents using MCP servers.
 
+pub mod client;
 mod tools;
 
 use std::sync::Arc;
