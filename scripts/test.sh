@@ -35,7 +35,7 @@ log=$(mktemp)
 IRONCLAW_SUMMARY=$(mktemp)
 export IRONCLAW_SUMMARY
 trap 'rm -f "$log" "$IRONCLAW_SUMMARY"' EXIT
-cargo test --workspace --locked -- --test-threads=2 2>&1 | tee "$log"
+cargo test --workspace --locked --no-fail-fast -- --test-threads=2 2>&1 | tee "$log"
 
 # The web UI in headless Chromium against a real ironclawd (target/debug,
 # built by the tests above) and the mock LLM.
