@@ -145,6 +145,14 @@ pub fn check_message(text: &str) -> Result<(), ApiError> {
 }
 
 /// What a finished (or failed) turn looks like to the caller.
+/// Where a turn came from, when a chat channel brought it.
+pub struct ChannelTurn {
+    /// The chat tasks it schedules post their results to.
+    pub reply_to: ironclaw_store::TaskDelivery,
+    /// A daemon crash cut this message's turn off; it runs again.
+    pub resumed: bool,
+}
+
 pub struct TurnReport {
     pub outcome: TurnOutcome,
     pub error: Option<String>,
@@ -423,10 +431,11 @@ impl Chat {
     }
 
     /// [`Chat::turn`] for a message that came from a chat channel: tasks
-    /// the turn schedules post their results back to `origin`.
+    /// the turn schedules post their results back to its chat, and a turn
+    /// run again after a crash does not store the message twice.
     pub async fn turn_from(
         self: &Arc<Self>,
-        origin: Option<ironclaw_store::TaskDelivery>,
+        channel: Option<ChannelTurn>,
         user: &str,
         session: &SessionRecord,
         text: &str,
@@ -435,11 +444,12 @@ impl Chat {
     ) -> Result<TurnReport, ApiError> {
         let agent = self.agent(&session.agent)?.clone();
         let mut ctx = self.context(user, &agent, model_override)?;
-        if origin.is_some() {
+        let resumed = channel.as_ref().is_some_and(|c| c.resumed);
+        if let Some(c) = channel {
             ctx.tasks = Some(Arc::new(crate::tasks::UserTasks {
                 tasks: self.tasks.clone(),
                 user: user.to_string(),
-                origin,
+                origin: Some(c.reply_to),
             }));
         }
         let model = ctx.model.clone();
@@ -466,13 +476,21 @@ impl Chat {
             .unwrap()
             .insert(user.to_string(), Instant::now());
 
-        let (ids, history) = self.history(&session.id)?;
+        let (mut ids, mut history) = self.history(&session.id)?;
 
         // Validate cheaply before storing, so bad input changes nothing.
         check_message(text)?;
-        // Stored before the model sees it: acknowledged means kept.
         let user_msg = Message::user(text);
-        self.store_messages(&session.id, std::slice::from_ref(&user_msg))?;
+        // A turn a daemon crash cut off stored its message and nothing
+        // after it: run it again on that message instead of a second copy.
+        let as_json = |m: &Message| serde_json::to_value(m).ok();
+        if resumed && history.last().and_then(as_json) == as_json(&user_msg) {
+            history.pop();
+            ids.pop();
+        } else {
+            // Stored before the model sees it: acknowledged means kept.
+            self.store_messages(&session.id, std::slice::from_ref(&user_msg))?;
+        }
         // Read it fresh: `session` may be a snapshot from when the socket opened.
         if self
             .manager

@@ -405,6 +405,20 @@ async fn sigkill_mid_turn_then_restart_answers_once() {
     let log = messages(&d, "tg").await;
     assert_eq!(log.len(), 1);
     assert_eq!(log[0]["message"]["state"], "done");
+    // The session holds the question once: the turn ran again on it.
+    let session = log[0]["message"]["session_id"].as_str().unwrap();
+    let (st, s) = d.get(&format!("/v1/sessions/{session}")).await;
+    assert_eq!(st, 200, "{s}");
+    let questions = s["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "user" && m["content"].to_string().contains("a long question"))
+        .count();
+    assert_eq!(questions, 1, "{s}");
+    // The model saw it once too.
+    let seen = &mock.requests()[1].raw;
+    assert_eq!(seen.matches("a long question").count(), 1, "{seen}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

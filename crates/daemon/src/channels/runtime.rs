@@ -250,6 +250,8 @@ impl Runtime {
     /// in the same transaction that marks the message done.
     async fn turn(&self, id: i64, msg: &Inbound, user: &str, scope: &str) {
         let store = &self.store;
+        // Still `running` when its turn begins: a daemon crash cut that turn off.
+        let resumed = store.inbound(id).is_ok_and(|r| r.state == "running");
         let _ = store.set_inbound_state(id, "running", None, Some(user), None);
         let session = match self.session(user, scope) {
             Ok(s) => s,
@@ -281,10 +283,13 @@ impl Runtime {
         let (tx, mut rx) = mpsc::channel(256);
         tokio::spawn(async move { while rx.recv().await.is_some() {} });
         // Tasks this turn schedules post their results to this chat.
-        let origin = ironclaw_store::TaskDelivery {
-            channel: self.name.clone(),
-            chat: msg.chat.clone(),
-            thread: msg.thread.clone(),
+        let origin = crate::chat::ChannelTurn {
+            reply_to: ironclaw_store::TaskDelivery {
+                channel: self.name.clone(),
+                chat: msg.chat.clone(),
+                thread: msg.thread.clone(),
+            },
+            resumed,
         };
         let turn = self
             .chat
