@@ -16,6 +16,7 @@ pub mod manager;
 pub mod mcp;
 pub mod memory;
 pub mod mounts;
+pub mod names;
 pub mod network;
 pub mod quota;
 pub mod ssh;

@@ -55,23 +55,6 @@ pub struct Channels {
     broken: Mutex<HashMap<String, String>>,
 }
 
-fn check_name(name: &str) -> Result<(), ApiError> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::InvalidName(format!(
-            "invalid channel name {name:?}: use 1-63 lower-case letters, digits and '-'"
-        )))
-    }
-}
-
 impl Channels {
     pub fn new(store: Arc<Store>, chat: Arc<Chat>) -> Arc<Channels> {
         Arc::new(Channels {
@@ -126,7 +109,7 @@ impl Channels {
     }
 
     pub fn add(&self, owner: &str, req: AddChannel) -> Result<ChannelView, ApiError> {
-        check_name(&req.name)?;
+        crate::names::check_label("channel", &req.name)?;
         let kind = Kind::parse(&req.kind).ok_or_else(|| {
             ApiError::BadRequest(format!(
                 "unknown channel kind {:?}: use telegram, slack, discord, matrix or webhook",

@@ -61,25 +61,6 @@ impl Default for TasksConfig {
     }
 }
 
-/// Task names: what sandbox names allow (a DNS label), so they are safe in
-/// URLs and shell commands.
-fn check_name(name: &str) -> Result<(), ApiError> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::InvalidName(format!(
-            "invalid task name {name:?}: use 1-63 lower-case letters, digits and '-'"
-        )))
-    }
-}
-
 /// A task as the API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskView {
@@ -181,7 +162,7 @@ impl Tasks {
                     .collect::<String>()
             ),
         };
-        check_name(&name)?;
+        crate::names::check_label("task", &name)?;
         if req.prompt.trim().is_empty() {
             return Err(ApiError::BadRequest("the prompt is empty".into()));
         }
