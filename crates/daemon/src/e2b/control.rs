@@ -88,6 +88,15 @@ fn rfc3339(secs: i64) -> String {
         .unwrap_or_default()
 }
 
+/// The caller's E2B sandbox `id`: [`authorize`], then [`lookup`].
+fn owned(
+    st: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<(E2bRecord, SandboxRecord), Box<Response>> {
+    lookup(st, &authorize(st, headers)?, id)
+}
+
 /// The caller's E2B sandbox `id` (another user's is the same 404).
 fn lookup(
     st: &AppState,
@@ -262,11 +271,7 @@ pub async fn show(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let caller = match authorize(&st, &headers) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
-    match lookup(&st, &caller, &id) {
+    match owned(&st, &headers, &id) {
         Ok((rec, sb)) => axum::Json(detail_json(&rec, &sb, true)).into_response(),
         Err(r) => *r,
     }
@@ -278,11 +283,7 @@ pub async fn kill(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let caller = match authorize(&st, &headers) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
-    let (rec, _) = match lookup(&st, &caller, &id) {
+    let (rec, _) = match owned(&st, &headers, &id) {
         Ok(r) => r,
         Err(r) => return *r,
     };
@@ -341,11 +342,7 @@ pub async fn pause(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let caller = match authorize(&st, &headers) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
-    let (rec, sb) = match lookup(&st, &caller, &id) {
+    let (rec, sb) = match owned(&st, &headers, &id) {
         Ok(r) => r,
         Err(r) => return *r,
     };
