@@ -7,11 +7,63 @@
 use crate::model::{Block, Message};
 use crate::provider::ToolSpec;
 
-/// Tokens in `text`.
+/// Tokens in `text`. Counts of longer texts are remembered: every model
+/// call of a turn re-estimates the whole history, and tokenizing it anew
+/// each time cost milliseconds per call on a long session.
 pub fn count(text: &str) -> usize {
+    if text.len() < MEMO_MIN_BYTES {
+        return encode_len(text);
+    }
+    let key = memo_key(text);
+    if let Some(n) = memo().lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return *n;
+    }
+    let n = encode_len(text);
+    let mut m = memo().lock().unwrap_or_else(|p| p.into_inner());
+    if m.len() >= MEMO_MAX_ENTRIES {
+        // Cheaper than an LRU and good enough: live sessions refill it.
+        m.clear();
+    }
+    m.insert(key, n);
+    n
+}
+
+fn encode_len(text: &str) -> usize {
     tiktoken_rs::cl100k_base_singleton()
         .encode_ordinary(text)
         .len()
+}
+
+/// Shorter texts are tokenized faster than they are looked up.
+const MEMO_MIN_BYTES: usize = 64;
+/// ~2 MiB of memo at most.
+const MEMO_MAX_ENTRIES: usize = 65_536;
+
+/// (length, two independent 64-bit hashes): a collision would only skew an
+/// estimate, and needs both to collide at the same length.
+type MemoKey = (usize, u64, u64);
+
+fn memo_key(text: &str) -> MemoKey {
+    use std::hash::{BuildHasher, Hasher};
+    let hash = |seed: u64| {
+        let mut h =
+            std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+                .build_hasher();
+        h.write_u64(seed);
+        h.write(text.as_bytes());
+        h.finish()
+    };
+    (
+        text.len(),
+        hash(0x9e37_79b9_7f4a_7c15),
+        hash(0xc2b2_ae3d_27d4_eb4f),
+    )
+}
+
+fn memo() -> &'static std::sync::Mutex<std::collections::HashMap<MemoKey, usize>> {
+    static MEMO: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<MemoKey, usize>>> =
+        std::sync::OnceLock::new();
+    MEMO.get_or_init(Default::default)
 }
 
 /// Framing each message costs on top of its content (role markers).
@@ -48,5 +100,16 @@ mod tests {
         // Known cl100k counts.
         assert_eq!(super::count("hello world"), 2);
         assert_eq!(super::count(""), 0);
+    }
+
+    #[test]
+    fn remembered_counts_match_fresh_ones() {
+        let long = "the quick brown fox jumps over the lazy dog. ".repeat(40);
+        let fresh = super::encode_len(&long);
+        assert_eq!(super::count(&long), fresh);
+        // The second count comes from the memo, and must be the same.
+        assert_eq!(super::count(&long), fresh);
+        let other = format!("{long}!");
+        assert_eq!(super::count(&other), super::encode_len(&other));
     }
 }

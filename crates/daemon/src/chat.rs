@@ -259,16 +259,7 @@ impl Chat {
     }
 
     fn store_messages(&self, session_id: &str, msgs: &[Message]) -> Result<Vec<i64>, ApiError> {
-        let rows: Vec<(String, serde_json::Value)> = msgs
-            .iter()
-            .map(|m| {
-                let v = serde_json::to_value(m).unwrap_or_default();
-                (
-                    v["role"].as_str().unwrap_or("user").to_string(),
-                    v["content"].clone(),
-                )
-            })
-            .collect();
+        let rows: Vec<_> = msgs.iter().map(message_row).collect();
         Ok(self.manager.store.append_messages(session_id, &rows)?)
     }
 
@@ -484,51 +475,52 @@ impl Chat {
         // A turn a daemon crash cut off stored its message and nothing
         // after it: run it again on that message instead of a second copy.
         let as_json = |m: &Message| serde_json::to_value(m).ok();
-        if resumed && history.last().and_then(as_json) == as_json(&user_msg) {
+        let stored = if resumed && history.last().and_then(as_json) == as_json(&user_msg) {
             history.pop();
             ids.pop();
+            None
         } else {
             // Stored before the model sees it: acknowledged means kept.
-            self.store_messages(&session.id, std::slice::from_ref(&user_msg))?;
-        }
-        // Read it fresh: `session` may be a snapshot from when the socket opened.
-        if self
-            .manager
+            Some(message_row(&user_msg))
+        };
+        // A session gets its first message's first line as its title.
+        let title: String = text.lines().next().unwrap_or("").chars().take(60).collect();
+        self.manager
             .store
-            .session(user, &session.id)?
-            .title
-            .is_none()
-        {
-            let title: String = text.lines().next().unwrap_or("").chars().take(60).collect();
-            let _ = self.manager.store.set_session_title(&session.id, &title);
-        }
+            .begin_turn(&session.id, stored, title)
+            .await?;
 
         let (outcome, error) = match run_turn(&ctx, &history, text, events, cancel).await {
             Ok(o) => (o, None),
             Err(TurnError::Provider { error, partial }) => (*partial, Some(error.to_string())),
             Err(e) => return Err(ApiError::BadRequest(e.to_string())),
         };
-        if let Some(c) = &outcome.compaction {
+        // What the turn produced after the user's message, in one transaction.
+        let summary = outcome.compaction.as_ref().map(|c| {
             let covered: Vec<i64> = ids.iter().take(c.replaced).copied().collect();
-            let v = serde_json::to_value(&c.summary).unwrap_or_default();
-            self.manager.store.record_summary(
-                &session.id,
-                ("user".into(), v["content"].clone()),
-                &covered,
-            )?;
-        }
-        // The user's message is already stored; the rest of the turn follows it.
-        let rest: Vec<Message> = outcome.new_messages.iter().skip(1).cloned().collect();
-        self.store_messages(&session.id, &rest)?;
-        if outcome.usage.total() > 0 {
-            self.manager.store.record_usage(
-                &session.id,
-                user,
-                &model.name,
-                token_counts(outcome.usage),
-                outcome.cost_usd,
-            )?;
-        }
+            // Summaries are stored as user messages, whatever the model made.
+            (("user".to_string(), message_row(&c.summary).1), covered)
+        });
+        let usage = (outcome.usage.total() > 0).then(|| ironclaw_store::UsageRecord {
+            user: user.to_string(),
+            model: model.name.clone(),
+            tokens: token_counts(outcome.usage),
+            cost_usd: outcome.cost_usd,
+        });
+        self.manager
+            .store
+            .end_turn(ironclaw_store::TurnEnd {
+                session_id: session.id.clone(),
+                summary,
+                messages: outcome
+                    .new_messages
+                    .iter()
+                    .skip(1)
+                    .map(message_row)
+                    .collect(),
+                usage,
+            })
+            .await?;
         self.activity
             .lock()
             .unwrap()
@@ -576,6 +568,15 @@ impl Chat {
             }
         });
     }
+}
+
+/// A message as the store keeps it: (role, content blocks as JSON).
+fn message_row(m: &Message) -> (String, serde_json::Value) {
+    let mut v = serde_json::to_value(m).unwrap_or_default();
+    (
+        v["role"].as_str().unwrap_or("user").to_string(),
+        v["content"].take(),
+    )
 }
 
 /// A turn's usage as the store records it.

@@ -478,7 +478,10 @@ async fn a_group_gets_its_own_agent_sandbox_and_sessions() {
 /// queue; the run record has it too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_scheduled_in_a_group_posts_its_result_to_the_group() {
-    let at = (chrono::Utc::now() + chrono::Duration::seconds(6))
+    // The mock's script is fixed before the daemon starts, so the time is
+    // too: far enough ahead that a slow start (a loaded CI machine took 8 s)
+    // still schedules it in the future.
+    let at = (chrono::Utc::now() + chrono::Duration::seconds(25))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let mock = MockLlm::start([
         MockReply::tool(

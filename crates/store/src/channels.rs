@@ -184,7 +184,7 @@ impl Store {
     }
 
     pub fn channel(&self, name: &str) -> Result<ChannelRecord, StoreError> {
-        self.conn()
+        self.read()
             .query_row(
                 &format!("SELECT {CHANNEL_COLUMNS} FROM channels WHERE name = ?1"),
                 [name],
@@ -195,7 +195,7 @@ impl Store {
     }
 
     pub fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut st = conn.prepare(&format!(
             "SELECT {CHANNEL_COLUMNS} FROM channels ORDER BY name"
         ))?;
@@ -242,7 +242,7 @@ impl Store {
     }
 
     pub fn inbound(&self, id: i64) -> Result<InboundRecord, StoreError> {
-        self.conn()
+        self.read()
             .query_row(
                 &format!("SELECT {INBOUND_COLUMNS} FROM channel_inbound WHERE id = ?1"),
                 [id],
@@ -258,7 +258,7 @@ impl Store {
         channel: &str,
         limit: u32,
     ) -> Result<Vec<InboundRecord>, StoreError> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut st = conn.prepare(&format!(
             "SELECT {INBOUND_COLUMNS} FROM channel_inbound WHERE channel = ?1 ORDER BY id DESC LIMIT ?2"
         ))?;
@@ -269,7 +269,7 @@ impl Store {
     /// Messages not yet answered (`pending`, or `running` when a crash cut
     /// the turn), oldest first.
     pub fn unfinished_inbound(&self, channel: &str) -> Result<Vec<InboundRecord>, StoreError> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut st = conn.prepare(&format!(
             "SELECT {INBOUND_COLUMNS} FROM channel_inbound WHERE channel = ?1 AND state IN ('pending', 'running') ORDER BY id"
         ))?;
@@ -340,7 +340,7 @@ impl Store {
 
     /// The earliest `next_at` among queued parts of `channel`.
     pub fn next_outbound_at(&self, channel: &str) -> Result<Option<i64>, StoreError> {
-        Ok(self.conn().query_row(
+        Ok(self.read().query_row(
             "SELECT MIN(next_at) FROM channel_outbound WHERE channel = ?1 AND state = 'queued'",
             [channel],
             |r| r.get(0),
@@ -434,7 +434,7 @@ impl Store {
 
     /// Parts queued or being sent.
     pub fn queue_depth(&self, channel: &str) -> Result<u64, StoreError> {
-        Ok(self.conn().query_row(
+        Ok(self.read().query_row(
             "SELECT COUNT(*) FROM channel_outbound WHERE channel = ?1 AND state IN ('queued', 'sending')",
             [channel],
             |r| r.get::<_, i64>(0),
@@ -449,7 +449,7 @@ impl Store {
         inbound: Option<i64>,
         limit: u32,
     ) -> Result<Vec<OutboundRecord>, StoreError> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut st = conn.prepare(&format!(
             "SELECT {OUTBOUND_COLUMNS} FROM channel_outbound WHERE channel = ?1
                AND (?2 IS NULL OR inbound_id = ?2) ORDER BY id DESC LIMIT ?3"
@@ -459,7 +459,7 @@ impl Store {
     }
 
     pub fn delivery_log(&self, outbound: i64) -> Result<Vec<DeliveryAttempt>, StoreError> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut st = conn.prepare(
             "SELECT outbound_id, attempt, outcome, detail, at FROM channel_delivery_log WHERE outbound_id = ?1 ORDER BY id",
         )?;

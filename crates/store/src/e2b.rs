@@ -86,7 +86,7 @@ impl Store {
 
     /// Every E2B sandbox of `owner`, oldest first.
     pub fn e2b_of(&self, owner: &str) -> Result<Vec<E2bRecord>, StoreError> {
-        let conn = self.conn();
+        let conn = self.read();
         let cols = COLUMNS
             .split(", ")
             .map(|c| format!("e.{c}"))
@@ -102,7 +102,7 @@ impl Store {
 
     /// The E2B sandboxes whose end time is at or before `now` (unix s).
     pub fn e2b_due(&self, now: i64) -> Result<Vec<E2bRecord>, StoreError> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut st = conn.prepare(&format!(
             "SELECT {COLUMNS} FROM e2b_sandboxes WHERE end_at <= ?1 ORDER BY end_at"
         ))?;

@@ -82,7 +82,7 @@ impl Store {
 
     /// The sandbox's exposures by port.
     pub fn exposures_of(&self, sandbox_id: &str) -> Result<Vec<ExposureRecord>, StoreError> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut st = conn.prepare(&format!(
             "SELECT {COLUMNS} FROM exposures WHERE sandbox_id = ?1 ORDER BY port"
         ))?;
@@ -92,7 +92,7 @@ impl Store {
 
     /// Every exposure (the idle reaper's list).
     pub fn exposures(&self) -> Result<Vec<ExposureRecord>, StoreError> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut st = conn.prepare(&format!(
             "SELECT {COLUMNS} FROM exposures ORDER BY sandbox_id, port"
         ))?;

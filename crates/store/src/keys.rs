@@ -78,7 +78,7 @@ impl Store {
     }
 
     pub fn ssh_keys(&self, user: &str) -> Result<Vec<SshKey>, StoreError> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut st = conn.prepare(&format!(
             "SELECT {COLUMNS} FROM ssh_keys WHERE user = ?1 ORDER BY created_at, id"
         ))?;

@@ -1,11 +1,18 @@
 //! Everything IronClaw persists, behind one type ([`Store`]) so the backing
 //! database can change (PostgreSQL for multi-host) without touching callers.
 //!
-//! SQLite in WAL mode; one connection behind a mutex. Queries are small and
-//! indexed, so callers run them inline rather than on a blocking pool.
+//! SQLite in WAL mode. Lookups run inline on a small pool of reader
+//! connections (they never wait for a commit). Writes either run inline on
+//! the writer connection, or, for the hot paths (a turn's messages and
+//! usage, a channel's queue), go through [`Store::write`]: a dedicated
+//! thread commits whatever is queued in one transaction, so concurrent
+//! callers share an fsync and an async caller never blocks its runtime
+//! thread. Either way a write returns only once it is durable.
 
 pub mod channel_pairings;
 pub mod channels;
+mod commit;
+mod db;
 pub mod e2b;
 pub mod exposures;
 pub mod keys;
@@ -17,7 +24,10 @@ pub mod tasks;
 pub mod users;
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, MutexGuard};
+
+use commit::Committer;
+use db::Db;
 
 pub use channel_pairings::Pairing;
 pub use channels::{ChannelRecord, DeliveryAttempt, InboundRecord, NewPart, OutboundRecord};
@@ -26,7 +36,7 @@ pub use exposures::ExposureRecord;
 pub use keys::SshKey;
 pub use releases::{DeployApp, ReleaseRecord, ReleaseStatus};
 pub use sandboxes::{SandboxMount, SandboxRecord, SandboxState};
-pub use sessions::{MessageRecord, SessionRecord, TokenCounts, UsageTotals};
+pub use sessions::{MessageRecord, SessionRecord, TokenCounts, TurnEnd, UsageRecord, UsageTotals};
 pub use tasks::{CreateTaskError, NewTask, TaskDelivery, TaskRecord, TaskRunRecord};
 pub use users::{TokenInfo, TokenOwner, User};
 
@@ -40,36 +50,56 @@ pub enum StoreError {
     NotFound(String),
     #[error("database schema version {found} is newer than this build understands ({known})")]
     TooNew { found: i64, known: i64 },
+    #[error("database commit: {0}")]
+    Commit(String),
 }
 
 pub struct Store {
-    conn: Mutex<rusqlite::Connection>,
+    db: Arc<Db>,
+    committer: Committer,
 }
 
 impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = rusqlite::Connection::open(path)?;
-        Self::init(conn)
+        Self::init(conn, Some(path))
     }
 
     pub fn open_in_memory() -> Result<Self, StoreError> {
-        Self::init(rusqlite::Connection::open_in_memory()?)
+        Self::init(rusqlite::Connection::open_in_memory()?, None)
     }
 
-    fn init(mut conn: rusqlite::Connection) -> Result<Self, StoreError> {
+    fn init(mut conn: rusqlite::Connection, path: Option<&Path>) -> Result<Self, StoreError> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // Durable once acknowledged: FULL syncs the WAL on every commit.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrations::apply(&mut conn)?;
-        Ok(Store {
-            conn: Mutex::new(conn),
-        })
+        let db = Arc::new(Db::new(conn, path)?);
+        let committer = Committer::start(db.clone())
+            .map_err(|e| StoreError::Commit(format!("starting the commit thread: {e}")))?;
+        Ok(Store { db, committer })
     }
 
+    /// The writer connection, for a write made inline.
     fn conn(&self) -> MutexGuard<'_, rusqlite::Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        self.db.writer()
+    }
+
+    /// A reader connection: sees every committed write, waits for none.
+    fn read(&self) -> MutexGuard<'_, rusqlite::Connection> {
+        self.db.reader()
+    }
+
+    /// Run `f` in the commit thread's next transaction (in a savepoint of
+    /// its own: an `Err` undoes only what `f` wrote); answered after COMMIT.
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.committer.submit(f).await
     }
 }
 

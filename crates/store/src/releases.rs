@@ -186,7 +186,7 @@ impl Store {
 
     /// Releases of a sandbox, oldest first.
     pub fn releases(&self, sandbox_id: &str) -> Result<Vec<ReleaseRecord>, StoreError> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut st = conn.prepare(&format!(
             "SELECT {COLUMNS} FROM releases WHERE sandbox_id = ?1 ORDER BY number"
         ))?;

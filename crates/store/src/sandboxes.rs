@@ -174,7 +174,7 @@ impl Store {
     /// The sandbox `name` in `owner`'s namespace. Another user's sandbox
     /// of that name is "not found", exactly like a name nobody has.
     pub fn sandbox(&self, owner: &str, name: &str) -> Result<SandboxRecord, StoreError> {
-        self.conn()
+        self.read()
             .query_row(
                 &format!("SELECT {COLUMNS} FROM sandboxes WHERE owner = ?1 AND name = ?2"),
                 [owner, name],
@@ -186,7 +186,7 @@ impl Store {
 
     /// A sandbox by its global id (internal: never taken from a request).
     pub fn sandbox_by_id(&self, id: &str) -> Result<SandboxRecord, StoreError> {
-        self.conn()
+        self.read()
             .query_row(
                 &format!("SELECT {COLUMNS} FROM sandboxes WHERE id = ?1"),
                 [id],
@@ -210,7 +210,7 @@ impl Store {
 
     /// Every sandbox of every owner (admin listings, reconciliation).
     pub fn sandboxes(&self) -> Result<Vec<SandboxRecord>, StoreError> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut st = conn.prepare(&format!(
             "SELECT {COLUMNS} FROM sandboxes ORDER BY owner, name"
         ))?;
@@ -220,7 +220,7 @@ impl Store {
 
     /// The sandboxes of one owner.
     pub fn sandboxes_of(&self, owner: &str) -> Result<Vec<SandboxRecord>, StoreError> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut st = conn.prepare(&format!(
             "SELECT {COLUMNS} FROM sandboxes WHERE owner = ?1 ORDER BY name"
         ))?;
@@ -231,7 +231,7 @@ impl Store {
     }
 
     pub fn count_sandboxes_using_image(&self, image: &str) -> Result<u64, StoreError> {
-        let n: i64 = self.conn().query_row(
+        let n: i64 = self.read().query_row(
             "SELECT COUNT(*) FROM sandboxes WHERE image = ?1",
             [image],
             |r| r.get(0),

@@ -5,7 +5,7 @@
 //! summary is appended as a message and the messages it covers are marked
 //! `summarized_by` it, so the full history stays browsable.
 
-use rusqlite::{params, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 
 use crate::{now, Store, StoreError};
@@ -82,6 +82,89 @@ fn message_row(r: &Row<'_>) -> rusqlite::Result<MessageRecord> {
     })
 }
 
+/// One model's usage over a turn (or a task run), to record.
+#[derive(Debug, Clone)]
+pub struct UsageRecord {
+    pub user: String,
+    pub model: String,
+    pub tokens: TokenCounts,
+    pub cost_usd: f64,
+}
+
+/// What a finished turn stores, in one transaction ([`Store::end_turn`]).
+#[derive(Debug, Clone)]
+pub struct TurnEnd {
+    pub session_id: String,
+    /// A compaction: the summary message and the ids of the messages it covers.
+    pub summary: Option<((String, serde_json::Value), Vec<i64>)>,
+    /// (role, content) of each new message, in order.
+    pub messages: Vec<(String, serde_json::Value)>,
+    pub usage: Option<UsageRecord>,
+}
+
+fn insert_messages(
+    c: &Connection,
+    session_id: &str,
+    messages: &[(String, serde_json::Value)],
+) -> Result<Vec<i64>, StoreError> {
+    let t = now();
+    let touched = c
+        .prepare_cached("UPDATE sessions SET updated_at = ?2 WHERE id = ?1")?
+        .execute(params![session_id, t])?;
+    if touched == 0 {
+        return Err(StoreError::NotFound(format!("session '{session_id}'")));
+    }
+    let mut ids = Vec::with_capacity(messages.len());
+    let mut insert = c.prepare_cached(
+        "INSERT INTO messages (session_id, role, content, created_at) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (role, content) in messages {
+        insert.execute(params![session_id, role, content.to_string(), t])?;
+        ids.push(c.last_insert_rowid());
+    }
+    Ok(ids)
+}
+
+fn insert_summary(
+    c: &Connection,
+    session_id: &str,
+    summary: &(String, serde_json::Value),
+    covered: &[i64],
+) -> Result<i64, StoreError> {
+    c.execute(
+        "INSERT INTO messages (session_id, role, content, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![session_id, summary.0, summary.1.to_string(), now()],
+    )?;
+    let id = c.last_insert_rowid();
+    for m in covered {
+        c.execute(
+            "UPDATE messages SET summarized_by = ?1 WHERE id = ?2 AND session_id = ?3",
+            params![id, m, session_id],
+        )?;
+    }
+    Ok(id)
+}
+
+fn insert_usage(c: &Connection, session_id: &str, u: &UsageRecord) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT INTO usage (session_id, user, model, input_tokens, output_tokens,
+                            cache_read_tokens, cache_write_tokens, cost_usd, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        session_id,
+        u.user,
+        u.model,
+        u.tokens.input_tokens as i64,
+        u.tokens.output_tokens as i64,
+        u.tokens.cache_read_tokens as i64,
+        u.tokens.cache_write_tokens as i64,
+        u.cost_usd,
+        now()
+    ])?;
+    Ok(())
+}
+
 impl Store {
     pub fn create_session(
         &self,
@@ -99,7 +182,7 @@ impl Store {
 
     /// A session of `user`; another user's session is reported as not found.
     pub fn session(&self, user: &str, id: &str) -> Result<SessionRecord, StoreError> {
-        self.conn()
+        self.read()
             .query_row(
                 &format!(
                     "SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.id = ?1 AND s.user = ?2"
@@ -112,7 +195,7 @@ impl Store {
     }
 
     pub fn sessions(&self, user: &str) -> Result<Vec<SessionRecord>, StoreError> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut st = conn.prepare(&format!(
             "SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.user = ?1 ORDER BY s.updated_at DESC, s.id"
         ))?;
@@ -168,26 +251,56 @@ impl Store {
     ) -> Result<Vec<i64>, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let t = now();
-        let mut ids = Vec::with_capacity(messages.len());
-        for (role, content) in messages {
-            tx.execute(
-                "INSERT INTO messages (session_id, role, content, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![session_id, role, content.to_string(), t],
-            )?;
-            ids.push(tx.last_insert_rowid());
-        }
-        tx.execute(
-            "UPDATE sessions SET updated_at = ?2 WHERE id = ?1",
-            params![session_id, t],
-        )?;
+        let ids = insert_messages(&tx, session_id, messages)?;
         tx.commit()?;
         Ok(ids)
     }
 
+    /// The start of a turn, in one transaction: the user's message (none
+    /// when a turn cut off by a crash runs again on the stored one), and
+    /// `title` if the session has none yet. Returns the message's id.
+    pub async fn begin_turn(
+        &self,
+        session_id: &str,
+        message: Option<(String, serde_json::Value)>,
+        title: String,
+    ) -> Result<Option<i64>, StoreError> {
+        let session_id = session_id.to_string();
+        self.write(move |c| {
+            let id = match message {
+                Some(m) => insert_messages(c, &session_id, std::slice::from_ref(&m))?
+                    .first()
+                    .copied(),
+                None => None,
+            };
+            c.execute(
+                "UPDATE sessions SET title = ?2 WHERE id = ?1 AND title IS NULL",
+                params![session_id, title],
+            )?;
+            Ok(id)
+        })
+        .await
+    }
+
+    /// The end of a turn, in one transaction: its compaction, the messages
+    /// it produced and its usage. Returns the messages' ids.
+    pub async fn end_turn(&self, turn: TurnEnd) -> Result<Vec<i64>, StoreError> {
+        self.write(move |c| {
+            if let Some((summary, covered)) = &turn.summary {
+                insert_summary(c, &turn.session_id, summary, covered)?;
+            }
+            let ids = insert_messages(c, &turn.session_id, &turn.messages)?;
+            if let Some(u) = &turn.usage {
+                insert_usage(c, &turn.session_id, u)?;
+            }
+            Ok(ids)
+        })
+        .await
+    }
+
     /// Every message of a session, oldest first (summarised ones included).
     pub fn messages(&self, session_id: &str) -> Result<Vec<MessageRecord>, StoreError> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut st = conn.prepare(
             "SELECT id, session_id, role, content, summarized_by, created_at FROM messages WHERE session_id = ?1 ORDER BY id",
         )?;
@@ -207,17 +320,7 @@ impl Store {
     ) -> Result<i64, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT INTO messages (session_id, role, content, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![session_id, summary.0, summary.1.to_string(), now()],
-        )?;
-        let id = tx.last_insert_rowid();
-        for m in covered {
-            tx.execute(
-                "UPDATE messages SET summarized_by = ?1 WHERE id = ?2 AND session_id = ?3",
-                params![id, m, session_id],
-            )?;
-        }
+        let id = insert_summary(&tx, session_id, &summary, covered)?;
         tx.commit()?;
         Ok(id)
     }
@@ -230,27 +333,17 @@ impl Store {
         tokens: TokenCounts,
         cost_usd: f64,
     ) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT INTO usage (session_id, user, model, input_tokens, output_tokens,
-                                cache_read_tokens, cache_write_tokens, cost_usd, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
-                session_id,
-                user,
-                model,
-                tokens.input_tokens as i64,
-                tokens.output_tokens as i64,
-                tokens.cache_read_tokens as i64,
-                tokens.cache_write_tokens as i64,
-                cost_usd,
-                now()
-            ],
-        )?;
-        Ok(())
+        let usage = UsageRecord {
+            user: user.to_string(),
+            model: model.to_string(),
+            tokens,
+            cost_usd,
+        };
+        insert_usage(&self.read(), session_id, &usage)
     }
 
     fn usage_where(&self, clause: &str, arg: &str) -> Result<UsageTotals, StoreError> {
-        Ok(self.conn().query_row(
+        Ok(self.read().query_row(
             &format!(
                 "SELECT COUNT(*), COALESCE(SUM(input_tokens),0), COALESCE(SUM(output_tokens),0),
                         COALESCE(SUM(cost_usd),0), COALESCE(SUM(cache_read_tokens),0),
@@ -277,7 +370,7 @@ impl Store {
 
     /// What `user`'s LLM calls cost since `since` (an RFC 3339 UTC timestamp).
     pub fn cost_since(&self, user: &str, since: &str) -> Result<f64, StoreError> {
-        Ok(self.conn().query_row(
+        Ok(self.read().query_row(
             "SELECT COALESCE(SUM(cost_usd), 0) FROM usage WHERE user = ?1 AND created_at >= ?2",
             params![user, since],
             |r| r.get(0),

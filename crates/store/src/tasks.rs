@@ -172,7 +172,7 @@ impl Store {
 
     /// `owner`'s task `name`; another owner's is not found.
     pub fn task(&self, owner: &str, name: &str) -> Result<TaskRecord, StoreError> {
-        self.conn()
+        self.read()
             .query_row(
                 &format!("SELECT {COLUMNS} FROM tasks WHERE owner = ?1 AND name = ?2"),
                 params![owner, name],
@@ -194,7 +194,7 @@ impl Store {
     }
 
     pub fn tasks(&self, owner: &str) -> Result<Vec<TaskRecord>, StoreError> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut st = conn.prepare(&format!(
             "SELECT {COLUMNS} FROM tasks WHERE owner = ?1 ORDER BY name"
         ))?;
@@ -218,7 +218,7 @@ impl Store {
 
     /// Tasks with a slot at or before `until`, earliest first.
     pub fn due_tasks(&self, until: i64) -> Result<Vec<TaskRecord>, StoreError> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut st = conn.prepare(&format!(
             "SELECT {COLUMNS} FROM tasks WHERE next_slot IS NOT NULL AND next_slot <= ?1 ORDER BY next_slot"
         ))?;
@@ -333,7 +333,7 @@ impl Store {
 
     /// A task's runs, newest first, at most `limit`.
     pub fn task_runs(&self, task_id: &str, limit: u32) -> Result<Vec<TaskRunRecord>, StoreError> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut st = conn.prepare(&format!(
             "SELECT {RUN_COLUMNS} FROM task_runs WHERE task_id = ?1 ORDER BY slot DESC, id DESC LIMIT ?2"
         ))?;
@@ -350,7 +350,7 @@ impl Store {
         task_id: &str,
         run_id: i64,
     ) -> Result<(TaskRunRecord, serde_json::Value), StoreError> {
-        self.conn()
+        self.read()
             .query_row(
                 &format!(
                     "SELECT {RUN_COLUMNS}, messages FROM task_runs WHERE id = ?1 AND task_id = ?2"

@@ -58,7 +58,7 @@ impl Store {
     }
 
     pub fn users(&self) -> Result<Vec<User>, StoreError> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut st = conn.prepare(
             "SELECT u.name, u.admin, u.created_at, (SELECT COUNT(*) FROM tokens t WHERE t.user = u.name)
              FROM users u ORDER BY u.name",
@@ -68,7 +68,7 @@ impl Store {
     }
 
     pub fn user(&self, name: &str) -> Result<User, StoreError> {
-        self.conn()
+        self.read()
             .query_row(
                 "SELECT u.name, u.admin, u.created_at, (SELECT COUNT(*) FROM tokens t WHERE t.user = u.name)
                  FROM users u WHERE u.name = ?1",
@@ -113,7 +113,7 @@ impl Store {
     }
 
     pub fn tokens(&self, user: &str) -> Result<Vec<TokenInfo>, StoreError> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut st = conn.prepare(
             "SELECT id, user, label, created_at FROM tokens WHERE user = ?1 ORDER BY created_at",
         )?;
@@ -172,7 +172,7 @@ impl Store {
 
     /// Whether `user` still has the token `id` (not revoked).
     pub fn token_exists(&self, user: &str, id: &str) -> Result<bool, StoreError> {
-        let n: i64 = self.conn().query_row(
+        let n: i64 = self.read().query_row(
             "SELECT COUNT(*) FROM tokens WHERE user = ?1 AND id = ?2",
             params![user, id],
             |r| r.get(0),
