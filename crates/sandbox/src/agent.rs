@@ -586,6 +586,20 @@ impl StreamSender {
         }
     }
 
+    /// Data from the caller's buffer (`empty` is `Stdin` or `Data` with
+    /// no bytes), in chunks encoded straight from it: the same frames
+    /// [`StreamSender::send`] makes of an owned buffer, without the copy
+    /// into one. An empty buffer is one empty frame, as `send` makes it.
+    pub(crate) async fn send_bytes(&self, empty: HostMsg, data: &[u8]) -> Result<(), AgentError> {
+        if data.is_empty() {
+            return self.send_chunk(empty, data).await;
+        }
+        for c in data.chunks(CHUNK) {
+            self.send_chunk(empty.clone(), c).await?;
+        }
+        Ok(())
+    }
+
     /// One chunk of data, encoded straight from the caller's buffer.
     async fn send_chunk(&self, empty: HostMsg, chunk: &[u8]) -> Result<(), AgentError> {
         let f = frame::encode_with_bytes(self.id, &empty, chunk).map_err(too_large)?;

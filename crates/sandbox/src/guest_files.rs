@@ -28,6 +28,14 @@ impl FileReader {
         self.done = true;
         r
     }
+
+    /// The chunks as a stream (e.g. an HTTP body); it ends after the last
+    /// chunk or the first error. Dropping it cancels the read.
+    pub fn into_stream(
+        self,
+    ) -> impl futures::Stream<Item = Result<Vec<u8>, AgentError>> + Send + 'static {
+        futures::stream::unfold(self, |mut r| async move { r.next().await.map(|c| (c, r)) })
+    }
 }
 
 /// A file being written: data in, then [`FileWriter::finish`]. Dropped
@@ -37,10 +45,14 @@ pub struct FileWriter {
 }
 
 impl FileWriter {
-    /// Append data. An error means the guest ended the write: call
-    /// [`FileWriter::finish`] to learn why.
-    pub async fn write(&mut self, data: Vec<u8>) -> Result<(), AgentError> {
-        self.stream.send(HostMsg::Data(data)).await
+    /// Append data, in chunks sent as the guest takes them (flow control:
+    /// a slow disk slows the caller, nothing piles up). An error means the
+    /// guest ended the write: call [`FileWriter::finish`] to learn why.
+    pub async fn write(&mut self, data: impl AsRef<[u8]>) -> Result<(), AgentError> {
+        self.stream
+            .sender()
+            .send_bytes(HostMsg::Data(Vec::new()), data.as_ref())
+            .await
     }
 
     /// Put the file in place; its stat once there.
