@@ -311,7 +311,13 @@ impl russh_sftp::server::Handler for Sftp {
             *eof = false;
         }
         let s = stream.as_mut().expect("opened above");
-        // Skip to `offset`, then take up to `len` bytes.
+        // Skip to `offset`, then take up to `len` bytes. A failed read
+        // is never mistaken for the end of the file: the next read on
+        // the handle opens the file again.
+        let failed = |stream: &mut Option<FileReader>, e| {
+            *stream = None;
+            e
+        };
         loop {
             let skip = (offset - *pos).min(buf.len() as u64) as usize;
             buf.drain(..skip);
@@ -319,13 +325,17 @@ impl russh_sftp::server::Handler for Sftp {
             if *pos == offset || *eof {
                 break;
             }
-            fill(s, buf, eof, 1).await?;
+            if let Err(e) = fill(s, buf, eof, 1).await {
+                return Err(failed(stream, e));
+            }
         }
         if *pos < offset {
             return Err(StatusCode::Eof.into());
         }
         let len = (len as usize).min(256 * 1024);
-        fill(s, buf, eof, len).await?;
+        if let Err(e) = fill(s, buf, eof, len).await {
+            return Err(failed(stream, e));
+        }
         if buf.is_empty() {
             return Err(StatusCode::Eof.into());
         }
