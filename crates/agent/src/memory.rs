@@ -277,7 +277,7 @@ pub(crate) async fn read_curated(ctx: &TurnContext, path: &str) -> Option<String
         }
     };
     let st = agent.stat(path).await.ok()?;
-    if st.kind != ironclaw_proto::FileKind::File || st.size == 0 {
+    if st.kind != ironclaw_sandbox::types::FileKind::File || st.size == 0 {
         return None;
     }
     let got = agent.read_file(path, ctx.max_memory_bytes).await.ok()?;

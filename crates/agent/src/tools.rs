@@ -11,8 +11,8 @@
 
 use std::time::Duration;
 
-use ironclaw_proto::{ExecRequest, FileKind, GuestMsg, HostMsg};
-use ironclaw_sandbox::{AgentClient, AgentError};
+use ironclaw_sandbox::types::{ExecRequest, FileKind};
+use ironclaw_sandbox::{AgentClient, AgentError, SessionEvent};
 use serde_json::{json, Value};
 
 use crate::provider::ToolSpec;
@@ -327,22 +327,28 @@ async fn exec(
         timeout_ms: Some(timeout.as_millis() as u64),
         ..Default::default()
     };
-    let mut stream = agent.open(HostMsg::Exec(req)).await?;
+    let mut session = agent.exec(req).await?;
     let mut out = Capture::new(cfg.max_output_bytes);
     let mut err = Capture::new(cfg.max_output_bytes / 2);
     let collect = async {
         loop {
-            match stream.recv().await? {
-                GuestMsg::Stdout(d) => out.push(&d),
-                GuestMsg::Stderr(d) => err.push(&d),
-                GuestMsg::Exited(st) => return Ok(st),
-                GuestMsg::Error { message, .. } => return Err(ToolError::Failed(message)),
-                GuestMsg::Started { .. } => {}
-                other => {
+            match session.next().await.unwrap_or(Err(AgentError::Closed)) {
+                Ok(SessionEvent::Stdout(d)) => out.push(&d),
+                Ok(SessionEvent::Stderr(d)) => err.push(&d),
+                Ok(SessionEvent::Exited(st)) => return Ok(st),
+                Ok(SessionEvent::Started { .. }) => {}
+                Err(AgentError::Guest { message, .. }) => return Err(ToolError::Failed(message)),
+                Err(AgentError::Protocol(m)) => {
+                    return Err(ToolError::Failed(format!(
+                        "unexpected reply from the sandbox: {m}"
+                    )))
+                }
+                Ok(other) => {
                     return Err(ToolError::Failed(format!(
                         "unexpected reply from the sandbox: {other:?}"
                     )))
                 }
+                Err(e) => return Err(e.into()),
             }
         }
     };

@@ -331,7 +331,7 @@ async fn mcp_call_round_trip_next_to_exec() {
     let mcp = t.elapsed() / N;
     let t = std::time::Instant::now();
     for _ in 0..N {
-        let req = ironclaw_proto::ExecRequest {
+        let req = ironclaw_sandbox::types::ExecRequest {
             argv: vec!["true".into()],
             ..Default::default()
         };

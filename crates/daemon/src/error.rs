@@ -2,7 +2,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use ironclaw_proto::ErrorKind;
+use ironclaw_sandbox::types::ErrorKind;
 use ironclaw_sandbox::{AgentError, BackendError};
 use ironclaw_store::StoreError;
 

@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use ironclaw_sandbox::backend::Availability;
 use ironclaw_sandbox::firecracker::{FirecrackerBackend, Jailer};
-use ironclaw_sandbox::namespace::NamespaceBackend;
 use ironclaw_sandbox::probe::KvmProber;
 use ironclaw_sandbox::{
-    image, name, process, AgentClient, Backend, BackendKind, Resources, Running, SandboxSpec,
+    image, name, process, AgentClient, Backend, BackendKind, NamespaceBackend, Resources, Running,
+    SandboxSpec,
 };
 use ironclaw_store::{now, SandboxRecord, SandboxState, Store};
 use serde::{Deserialize, Serialize};
@@ -538,7 +538,7 @@ impl Manager {
         let spec = self.spec(&r);
         Ok(match self.backend(&r.backend) {
             Ok(b) => b.logs(&spec, max_bytes),
-            Err(_) => ironclaw_sandbox::namespace::log_tail(&spec.console_log(), max_bytes),
+            Err(_) => spec.console_tail(max_bytes),
         })
     }
 
@@ -592,9 +592,10 @@ impl Manager {
             }
         );
         tracing::warn!(sandbox = %r.name, owner = %r.owner, id, "{reason}");
-        if let Ok(cg) = ironclaw_sandbox::cgroup::Cgroup::for_sandbox(&r.id) {
-            let _ = cg.destroy().await;
-        }
+        let _ = match self.backend(&r.backend) {
+            Ok(b) => b.reap(&spec).await,
+            Err(_) => ironclaw_sandbox::backend::reap(&r.id).await,
+        };
         self.net_release(&r).await;
         let _ = self
             .store

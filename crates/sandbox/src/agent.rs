@@ -1,6 +1,8 @@
 //! Host side of the guest agent protocol: one multiplexed connection per
 //! sandbox, many concurrent streams on it.
 
+#[cfg(test)]
+pub(crate) mod fake_guest;
 pub mod tcp;
 
 use std::collections::HashMap;
@@ -586,6 +588,20 @@ impl StreamSender {
         }
     }
 
+    /// Data from the caller's buffer (`empty` is `Stdin` or `Data` with
+    /// no bytes), in chunks encoded straight from it: the same frames
+    /// [`StreamSender::send`] makes of an owned buffer, without the copy
+    /// into one. An empty buffer is one empty frame, as `send` makes it.
+    pub(crate) async fn send_bytes(&self, empty: HostMsg, data: &[u8]) -> Result<(), AgentError> {
+        if data.is_empty() {
+            return self.send_chunk(empty, data).await;
+        }
+        for c in data.chunks(CHUNK) {
+            self.send_chunk(empty.clone(), c).await?;
+        }
+        Ok(())
+    }
+
     /// One chunk of data, encoded straight from the caller's buffer.
     async fn send_chunk(&self, empty: HostMsg, chunk: &[u8]) -> Result<(), AgentError> {
         let f = frame::encode_with_bytes(self.id, &empty, chunk).map_err(too_large)?;
@@ -607,57 +623,9 @@ impl StreamSender {
 
 #[cfg(test)]
 mod tests {
+    use super::fake_guest::{pair, within, STEP};
     use super::*;
     use ironclaw_proto::{MAX_FRAME, WINDOW};
-    use tokio::io::{DuplexStream, ReadHalf, WriteHalf};
-
-    /// Deadline of every step: a hang fails the test.
-    const STEP: Duration = Duration::from_secs(5);
-
-    async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
-        tokio::time::timeout(STEP, f).await.expect("hung")
-    }
-
-    /// A scripted guest: the test reads and writes its frames by hand.
-    struct FakeGuest {
-        r: FrameReader<ReadHalf<DuplexStream>>,
-        w: FrameWriter<WriteHalf<DuplexStream>>,
-    }
-
-    impl FakeGuest {
-        async fn next(&mut self) -> (u32, HostMsg) {
-            within(self.r.read()).await.unwrap()
-        }
-        /// Next message other than a credit grant.
-        async fn next_op(&mut self) -> (u32, HostMsg) {
-            loop {
-                match self.next().await {
-                    (_, HostMsg::Credit(_)) => continue,
-                    m => return m,
-                }
-            }
-        }
-        async fn send(&mut self, id: u32, m: GuestMsg) {
-            within(self.w.write(id, &m)).await.unwrap()
-        }
-    }
-
-    async fn pair() -> (AgentClient, FakeGuest) {
-        let (host, mut guest) = tokio::io::duplex(4 << 20);
-        let g = tokio::spawn(async move {
-            handshake::server(&mut guest, "fake").await.unwrap();
-            guest
-        });
-        let client = within(AgentClient::over(host)).await.unwrap();
-        let (r, w) = tokio::io::split(g.await.unwrap());
-        (
-            client,
-            FakeGuest {
-                r: FrameReader::new(r),
-                w: FrameWriter::new(w),
-            },
-        )
-    }
 
     fn exec(stdin: bool) -> HostMsg {
         HostMsg::Exec(ExecRequest {

@@ -141,6 +141,21 @@ impl SandboxSpec {
     pub fn console_log(&self) -> PathBuf {
         self.dir.join("console.log")
     }
+
+    /// The last `max_bytes` of its console log (empty when there is none).
+    pub fn console_tail(&self, max_bytes: u64) -> String {
+        crate::namespace::log_tail(&self.console_log(), max_bytes)
+    }
+}
+
+/// Kill whatever is left in sandbox `id`'s cgroup and remove the cgroup
+/// (after its init or VMM died on its own, say). Nothing to do when it
+/// has none.
+pub async fn reap(id: &str) -> Result<(), BackendError> {
+    if let Ok(cg) = crate::cgroup::Cgroup::for_sandbox(id) {
+        cg.destroy().await?;
+    }
+    Ok(())
 }
 
 /// A started sandbox: the process that embodies it and where its agent
@@ -205,13 +220,17 @@ pub trait Backend: Send + Sync {
     /// killed first, so removal never leaves a process behind. Every backend
     /// keeps all of a sandbox's state in its directory.
     async fn destroy(&self, spec: &SandboxSpec) -> Result<(), BackendError> {
-        if let Ok(cg) = crate::cgroup::Cgroup::for_sandbox(&spec.id) {
-            cg.destroy().await?;
-        }
+        self.reap(spec).await?;
         match std::fs::remove_dir_all(&spec.dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
         }
+    }
+
+    /// Clean up after a sandbox whose process exited on its own: nothing
+    /// it started may outlive it (see [`reap`]).
+    async fn reap(&self, spec: &SandboxSpec) -> Result<(), BackendError> {
+        crate::backend::reap(&spec.id).await
     }
 
     /// Bytes the sandbox's writable disk uses.
@@ -230,7 +249,7 @@ pub trait Backend: Send + Sync {
     /// The last `max_bytes` of the sandbox's logs (console, and the VMM's
     /// own log where there is one).
     fn logs(&self, spec: &SandboxSpec, max_bytes: u64) -> String {
-        crate::namespace::log_tail(&spec.console_log(), max_bytes)
+        spec.console_tail(max_bytes)
     }
 
     /// Why a sandbox stopped on its own: the tail of its logs.

@@ -28,6 +28,14 @@ impl FileReader {
         self.done = true;
         r
     }
+
+    /// The chunks as a stream (e.g. an HTTP body); it ends after the last
+    /// chunk or the first error. Dropping it cancels the read.
+    pub fn into_stream(
+        self,
+    ) -> impl futures::Stream<Item = Result<Vec<u8>, AgentError>> + Send + 'static {
+        futures::stream::unfold(self, |mut r| async move { r.next().await.map(|c| (c, r)) })
+    }
 }
 
 /// A file being written: data in, then [`FileWriter::finish`]. Dropped
@@ -37,10 +45,14 @@ pub struct FileWriter {
 }
 
 impl FileWriter {
-    /// Append data. An error means the guest ended the write: call
-    /// [`FileWriter::finish`] to learn why.
-    pub async fn write(&mut self, data: Vec<u8>) -> Result<(), AgentError> {
-        self.stream.send(HostMsg::Data(data)).await
+    /// Append data, in chunks sent as the guest takes them (flow control:
+    /// a slow disk slows the caller, nothing piles up). An error means the
+    /// guest ended the write: call [`FileWriter::finish`] to learn why.
+    pub async fn write(&mut self, data: impl AsRef<[u8]>) -> Result<(), AgentError> {
+        self.stream
+            .sender()
+            .send_bytes(HostMsg::Data(Vec::new()), data.as_ref())
+            .await
     }
 
     /// Put the file in place; its stat once there.
@@ -106,5 +118,92 @@ impl AgentClient {
             to: to.into(),
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::fake_guest::{pair, within};
+    use futures::StreamExt;
+    use ironclaw_proto::{FileKind, CHUNK};
+
+    #[tokio::test]
+    async fn a_borrowed_upload_goes_in_chunks_and_finish_gives_the_stat() {
+        let (c, mut g) = pair().await;
+        let up = tokio::spawn({
+            let c = c.clone();
+            async move {
+                let mut w = c.file_writer("/f", 0o600, true).await?;
+                let data: Vec<u8> = (0..200_000u32).map(|i| (i % 249) as u8).collect();
+                w.write(&data[..]).await?;
+                w.write(Vec::new()).await?;
+                w.finish().await
+            }
+        });
+        let (id, m) = g.next().await;
+        assert_eq!(
+            m,
+            HostMsg::FileWrite(FileWrite {
+                path: "/f".into(),
+                mode: 0o600,
+                parents: true
+            })
+        );
+        let mut got = Vec::new();
+        let mut empty = 0;
+        loop {
+            match g.next_op().await {
+                (i, HostMsg::Data(d)) if i == id => {
+                    assert!(d.len() <= CHUNK);
+                    empty += usize::from(d.is_empty());
+                    got.extend_from_slice(&d);
+                }
+                (i, HostMsg::Eof) if i == id => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(got.len(), 200_000);
+        assert!(got.iter().enumerate().all(|(i, b)| *b == (i % 249) as u8));
+        assert_eq!(empty, 1, "an empty write is one empty frame");
+        let st = FileStat {
+            path: "/f".into(),
+            kind: FileKind::File,
+            size: 200_000,
+            mode: 0o600,
+            mtime: 0,
+        };
+        g.send(id, GuestMsg::Stat(st.clone())).await;
+        assert_eq!(within(up).await.unwrap().unwrap(), st);
+    }
+
+    #[tokio::test]
+    async fn a_download_is_a_stream_that_ends_at_eof_or_the_first_error() {
+        let (c, mut g) = pair().await;
+        let r = within(c.file_reader("/f")).await.unwrap();
+        let (id, _) = g.next().await;
+        g.send(id, GuestMsg::Data(b"ab".to_vec())).await;
+        g.send(id, GuestMsg::Data(b"cd".to_vec())).await;
+        g.send(id, GuestMsg::Eof).await;
+        let chunks: Vec<_> = within(r.into_stream().collect::<Vec<_>>()).await;
+        let chunks: Vec<Vec<u8>> = chunks.into_iter().map(Result::unwrap).collect();
+        assert_eq!(chunks, vec![b"ab".to_vec(), b"cd".to_vec()]);
+
+        let r = within(c.file_reader("/g")).await.unwrap();
+        let (id, _) = g.next_op().await;
+        g.send(id, GuestMsg::Data(b"x".to_vec())).await;
+        g.send(
+            id,
+            GuestMsg::Error {
+                kind: ironclaw_proto::ErrorKind::Other,
+                message: "I/O error".into(),
+            },
+        )
+        .await;
+        let got: Vec<_> = within(r.into_stream().collect::<Vec<_>>()).await;
+        assert_eq!(got.len(), 2);
+        assert!(
+            matches!(&got[1], Err(AgentError::Guest { message, .. }) if message == "I/O error")
+        );
     }
 }

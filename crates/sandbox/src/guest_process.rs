@@ -20,13 +20,16 @@ pub enum ProcessEvent {
 /// Sends input and signals to a running process; cheap to clone.
 #[derive(Clone)]
 pub struct ProcessControl {
-    sender: StreamSender,
+    pub(crate) sender: StreamSender,
 }
 
 impl ProcessControl {
-    /// Bytes for its stdin (or terminal input). Fails once it has ended.
-    pub async fn write_stdin(&self, data: Vec<u8>) -> Result<(), AgentError> {
-        self.sender.send(HostMsg::Stdin(data)).await
+    /// Bytes for its stdin (or terminal input), sent in chunks as the
+    /// guest takes them (flow control). Fails once it has ended.
+    pub async fn write_stdin(&self, data: impl AsRef<[u8]>) -> Result<(), AgentError> {
+        self.sender
+            .send_bytes(HostMsg::Stdin(Vec::new()), data.as_ref())
+            .await
     }
 
     /// End of input: closes a pipe; on a terminal sends ^D.

@@ -8,8 +8,8 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use ironclaw_proto::ExecRequest;
 use ironclaw_sandbox::guest_process::ProcessEvent;
+use ironclaw_sandbox::types::ExecRequest;
 use ironclaw_sandbox::AgentClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
 use tokio::task::JoinHandle;

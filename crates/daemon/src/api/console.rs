@@ -3,7 +3,8 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use ironclaw_proto::{GuestMsg, HostMsg, PtyOpen, TtySize};
+use ironclaw_sandbox::types::{PtyOpen, TtySize};
+use ironclaw_sandbox::AgentError;
 use serde::Deserialize;
 
 use super::exec::{pump, Output};
@@ -35,9 +36,9 @@ pub async fn attach(
         },
         ..Default::default()
     };
-    let stream = agent.open(HostMsg::PtyOpen(open)).await?;
+    let session = agent.pty_open(open).await?;
     Ok(ws.on_upgrade(move |socket| async move {
-        if let Err(e) = pump(socket, stream, Output::Console).await {
+        if let Err(e) = pump(socket, session, Output::Console).await {
             tracing::debug!("console websocket ended: {e}");
         }
     }))
@@ -45,16 +46,17 @@ pub async fn attach(
 
 pub async fn list(State(st): State<AppState>, t: Target) -> Result<impl IntoResponse, ApiError> {
     let agent = st.manager.agent(&t.id).await?;
-    match agent.call(HostMsg::PtyList).await? {
-        GuestMsg::PtySessions(s) => {
-            let sessions: Vec<_> = s
-                .into_iter()
-                .map(|p| serde_json::json!({"name":p.name,"pid":p.pid,"alive":p.alive,"attached":p.attached,"rows":p.size.rows,"cols":p.size.cols}))
-                .collect();
-            Ok(axum::Json(serde_json::json!({ "sessions": sessions })))
-        }
-        other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
-    }
+    let sessions: Vec<_> = agent
+        .pty_list()
+        .await
+        .map_err(|e| match e {
+            AgentError::Protocol(m) => ApiError::Internal(format!("unexpected reply {m}")),
+            e => e.into(),
+        })?
+        .into_iter()
+        .map(|p| serde_json::json!({"name":p.name,"pid":p.pid,"alive":p.alive,"attached":p.attached,"rows":p.size.rows,"cols":p.size.cols}))
+        .collect();
+    Ok(axum::Json(serde_json::json!({ "sessions": sessions })))
 }
 
 pub async fn kill(
@@ -63,6 +65,6 @@ pub async fn kill(
     Path((_, session)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
     let agent = st.manager.agent(&t.id).await?;
-    agent.call_ok(HostMsg::PtyKill { name: session }).await?;
+    agent.pty_kill(&session).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -9,7 +9,8 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use ironclaw_proto::{ExecRequest, GuestMsg, HostMsg};
+use ironclaw_sandbox::types::ExecRequest;
+use ironclaw_sandbox::SessionEvent;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -140,23 +141,23 @@ pub async fn logs(
         argv.push("-f".into());
     }
     argv.push(supervisor::log_path(live.number));
-    let stream = agent
-        .open(HostMsg::Exec(ExecRequest {
+    let session = agent
+        .exec(ExecRequest {
             argv,
             ..Default::default()
-        }))
+        })
         .await
         .map_err(|e| ApiError::Internal(format!("reading the log: {e}")))?;
-    // Dropping the body (the client left) drops the stream: the guest
+    // Dropping the body (the client left) drops the session: the guest
     // stops the tail.
-    let body = futures::stream::unfold(Some(stream), |s| async move {
+    let body = futures::stream::unfold(Some(session), |s| async move {
         let mut s = s?;
         loop {
-            match s.recv().await {
-                Ok(GuestMsg::Stdout(d)) => {
+            match s.next().await {
+                Some(Ok(SessionEvent::Stdout(d))) => {
                     return Some((Ok::<_, std::io::Error>(bytes::Bytes::from(d)), Some(s)))
                 }
-                Ok(GuestMsg::Started { .. }) | Ok(GuestMsg::Stderr(_)) => {}
+                Some(Ok(SessionEvent::Started { .. } | SessionEvent::Stderr(_))) => {}
                 _ => return None,
             }
         }

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use axum::extract::ws::{Message, WebSocket};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use ironclaw_proto::{ExecRequest, GuestMsg, HostMsg, TtySize};
+use ironclaw_sandbox::types::{ExecRequest, ExitStatus, TtySize};
+use ironclaw_sandbox::{AgentError, Session, SessionEvent};
 use serde::Deserialize;
 
 use crate::auth::Target;
@@ -161,32 +162,30 @@ pub async fn run_collected(
     let limit = usize::try_from(limit_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
     let mut stdout = Capped::new(limit);
     let mut stderr = Capped::new(limit);
-    let mut s = agent.open(HostMsg::Exec(req)).await?;
+    let mut s = agent.exec(req).await?;
+    let input = s.control();
     let collect = async {
         if let Some(data) = stdin {
-            for chunk in data.chunks(ironclaw_proto::CHUNK) {
-                s.send(HostMsg::Stdin(chunk.to_vec())).await?;
-            }
-            s.send(HostMsg::StdinEof).await?;
+            input.write_stdin(&data).await?;
+            input.close_stdin().await?;
         }
         loop {
-            match s.recv().await? {
-                GuestMsg::Stdout(d) => stdout.push(&d),
-                GuestMsg::Stderr(d) => stderr.push(&d),
-                GuestMsg::Exited(status) => return Ok::<_, ironclaw_sandbox::AgentError>(status),
-                GuestMsg::Error { kind, message } => {
-                    return Err(ironclaw_sandbox::AgentError::Guest { kind, message })
-                }
-                _ => {}
+            match s.next().await {
+                Some(Ok(SessionEvent::Stdout(d))) => stdout.push(&d),
+                Some(Ok(SessionEvent::Stderr(d))) => stderr.push(&d),
+                Some(Ok(SessionEvent::Exited(status))) => return Ok::<_, AgentError>(status),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e),
+                None => return Err(AgentError::Closed),
             }
         }
     };
     // The guest kills the command at the timeout; should it not answer,
-    // the daemon gives up a little later (dropping the stream kills it too).
+    // the daemon gives up a little later (dropping the session kills it too).
     let backstop = std::time::Duration::from_millis(timeout_ms.saturating_add(10_000));
     let status = match tokio::time::timeout(backstop, collect).await {
         Ok(r) => r?,
-        Err(_) => ironclaw_proto::ExitStatus {
+        Err(_) => ExitStatus {
             code: 137,
             signal: Some(9),
             timed_out: true,
@@ -278,8 +277,8 @@ async fn run_exec_ws(
         timeout_ms: start.timeout_ms.map(|t| t.min(max_timeout_ms)),
         tty: start.tty,
     };
-    let stream = agent.open(HostMsg::Exec(req)).await?;
-    pump(socket, stream, Output::Exec).await
+    let session = agent.exec(req).await?;
+    pump(socket, session, Output::Exec).await
 }
 
 /// How guest output is framed toward the WebSocket client.
@@ -291,69 +290,60 @@ pub enum Output {
     Console,
 }
 
-/// Shuttle messages between a WebSocket and an agent stream until either ends.
-pub async fn pump(
-    socket: WebSocket,
-    mut stream: ironclaw_sandbox::agent::AgentStream,
-    output: Output,
-) -> anyhow::Result<()> {
+/// Shuttle messages between a WebSocket and a guest session until either ends.
+pub async fn pump(socket: WebSocket, mut session: Session, output: Output) -> anyhow::Result<()> {
     use futures::{SinkExt, StreamExt};
     let (mut ws_tx, mut ws_rx) = socket.split();
-    let sender = stream.sender();
+    let control = session.control();
     let input = async move {
         while let Some(Ok(msg)) = ws_rx.next().await {
-            let host_msg = match msg {
-                Message::Binary(b) => HostMsg::Stdin(b),
+            let sent = match msg {
+                Message::Binary(b) => control.write_stdin(b).await,
                 Message::Text(t) => match serde_json::from_str::<Control>(&t) {
-                    Ok(Control::Eof) => HostMsg::StdinEof,
-                    Ok(Control::Resize { rows, cols }) => HostMsg::Resize(TtySize { rows, cols }),
-                    Ok(Control::Signal { signal }) => HostMsg::Signal(signal),
+                    Ok(Control::Eof) => control.close_stdin().await,
+                    Ok(Control::Resize { rows, cols }) => {
+                        control.resize(TtySize { rows, cols }).await
+                    }
+                    Ok(Control::Signal { signal }) => control.signal(signal).await,
                     Err(_) => continue,
                 },
                 Message::Close(_) => break,
                 _ => continue,
             };
-            if sender.send(host_msg).await.is_err() {
+            if sent.is_err() {
                 break;
             }
         }
     };
     let out = async move {
-        loop {
-            let msg = match stream.recv().await {
-                Ok(m) => m,
-                Err(e) => {
-                    let _ = ws_tx.send(text_error(&e.to_string())).await;
-                    break;
-                }
-            };
-            let ws_msg = match msg {
-                GuestMsg::Stdout(d) if output == Output::Console => Message::Binary(d),
-                GuestMsg::Stdout(d) => Message::Binary([&[1u8][..], &d].concat()),
-                GuestMsg::Stderr(d) => Message::Binary([&[2u8][..], &d].concat()),
-                GuestMsg::Exited(s) => {
+        while let Some(ev) = session.next().await {
+            let ws_msg = match ev {
+                Ok(SessionEvent::Stdout(d)) if output == Output::Console => Message::Binary(d),
+                Ok(SessionEvent::Stdout(d)) => Message::Binary([&[1u8][..], &d].concat()),
+                Ok(SessionEvent::Stderr(d)) => Message::Binary([&[2u8][..], &d].concat()),
+                Ok(SessionEvent::Exited(s)) => {
                     let m = serde_json::json!({"type":"exit","exit_code":s.code,"signal":s.signal,"timed_out":s.timed_out});
                     let _ = ws_tx.send(Message::Text(m.to_string())).await;
                     break;
                 }
-                GuestMsg::Error { message, .. } => {
-                    let _ = ws_tx.send(text_error(&message)).await;
-                    break;
-                }
-                GuestMsg::PtyAttached { created, pid } => Message::Text(
+                Ok(SessionEvent::Attached { created, pid }) => Message::Text(
                     serde_json::json!({"type":"attached","created":created,"pid":pid}).to_string(),
                 ),
-                _ => continue,
+                Ok(SessionEvent::Started { .. }) => continue,
+                Err(e) => {
+                    let _ = ws_tx.send(text_error(&e.to_string())).await;
+                    break;
+                }
             };
             if ws_tx.send(ws_msg).await.is_err() {
                 break;
             }
         }
         let _ = ws_tx.close().await;
-        stream
+        session
     };
-    // Whichever side finishes first ends the session; dropping the agent
-    // stream cancels the exec (or detaches the console) in the guest.
+    // Whichever side finishes first ends the session; dropping it cancels
+    // the exec (or detaches the console) in the guest.
     tokio::select! {
         _ = input => {}
         s = out => drop(s),

@@ -5,7 +5,8 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use ironclaw_proto::{FileKind, FileWrite, GuestMsg, HostMsg, CHUNK};
+use ironclaw_sandbox::types::{FileKind, FileStat};
+use ironclaw_sandbox::AgentError;
 use serde::Deserialize;
 
 use crate::auth::Target;
@@ -26,10 +27,6 @@ fn check_path(p: &str) -> Result<(), ApiError> {
         ));
     }
     Ok(())
-}
-
-fn unexpected(m: GuestMsg) -> ApiError {
-    ApiError::Internal(format!("unexpected reply from the guest agent: {m:?}"))
 }
 
 pub async fn upload(
@@ -55,33 +52,25 @@ pub async fn upload(
         None => 0o644,
     };
     let agent = st.manager.agent(&t.id).await?;
-    let mut stream = agent
-        .open(HostMsg::FileWrite(FileWrite {
-            path: q.path.clone(),
-            mode,
-            parents: false,
-        }))
-        .await?;
+    let mut writer = agent.file_writer(&q.path, mode, false).await?;
     let mut body = body.into_data_stream();
     let mut total: u64 = 0;
-    // A send fails once the guest has ended the stream (it refused the
-    // path, the disk is full): its final message then says why.
-    let mut sent = Ok(());
-    'body: while let Some(chunk) = body.next().await {
+    // A write fails once the guest has ended the stream (it refused the
+    // path, the disk is full): `finish` then says why.
+    let mut refused = false;
+    while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("reading upload: {e}")))?;
         total += chunk.len() as u64;
         if total > limit {
-            // Dropping the stream cancels the write; the guest removes its temp file.
+            // Dropping the writer cancels the write; the guest removes its temp file.
             return Err(too_large());
         }
-        for piece in chunk.chunks(CHUNK) {
-            sent = stream.send(HostMsg::Data(piece.to_vec())).await;
-            if sent.is_err() {
-                break 'body;
-            }
+        if writer.write(&chunk).await.is_err() {
+            refused = true;
+            break;
         }
     }
-    if sent.is_err() {
+    if refused {
         // Read the rest of the body (still bounded by the limit) before
         // answering: a reply sent while the client is still writing makes
         // hyper close the connection, and the client sees a broken message
@@ -93,23 +82,16 @@ pub async fn upload(
             }
         }
     }
-    if sent.is_ok() {
-        sent = stream.send(HostMsg::Eof).await;
-    }
-    let reply = match (sent, stream.recv().await) {
-        (_, Ok(reply)) => reply,
-        (Err(e), Err(_)) | (Ok(()), Err(e)) => return Err(e.into()),
-    };
-    match reply {
-        GuestMsg::Stat(s) => Ok(axum::Json(stat_json(&s))),
-        GuestMsg::Error { kind, message } => {
-            Err(ironclaw_sandbox::AgentError::Guest { kind, message }.into())
-        }
-        other => Err(unexpected(other)),
+    match writer.finish().await {
+        Ok(s) => Ok(axum::Json(stat_json(&s))),
+        Err(AgentError::Protocol(m)) => Err(ApiError::Internal(format!(
+            "unexpected reply from the guest agent: {m}"
+        ))),
+        Err(e) => Err(e.into()),
     }
 }
 
-pub fn stat_json(s: &ironclaw_proto::FileStat) -> serde_json::Value {
+pub fn stat_json(s: &FileStat) -> serde_json::Value {
     serde_json::json!({"path": s.path, "kind": kind_str(s.kind), "size": s.size, "mode": s.mode, "mtime": s.mtime})
 }
 
@@ -142,38 +124,13 @@ pub async fn download(
             q.path
         )));
     }
-    let mut stream = agent
-        .open(HostMsg::FileRead {
-            path: q.path.clone(),
-        })
-        .await?;
-    // Look at the first message so errors become HTTP statuses, not a truncated body.
-    let first = stream.recv().await?;
-    if let GuestMsg::Error { kind, message } = first {
-        return Err(ironclaw_sandbox::AgentError::Guest { kind, message }.into());
-    }
-    let body = futures::stream::unfold(
-        (Some(first), Some(stream)),
-        |(pending, stream)| async move {
-            let mut stream = stream?;
-            let msg = match pending {
-                Some(m) => m,
-                None => match stream.recv().await {
-                    Ok(m) => m,
-                    Err(e) => {
-                        return Some((Err(std::io::Error::other(e.to_string())), (None, None)))
-                    }
-                },
-            };
-            match msg {
-                GuestMsg::Data(d) => Some((Ok(bytes::Bytes::from(d)), (None, Some(stream)))),
-                GuestMsg::Error { message, .. } => {
-                    Some((Err(std::io::Error::other(message)), (None, None)))
-                }
-                _ => None,
-            }
-        },
-    );
+    let mut reader = agent.file_reader(&q.path).await?;
+    // Look at the first chunk so errors become HTTP statuses, not a truncated body.
+    let first = reader.next().await.transpose()?;
+    let rest = reader
+        .into_stream()
+        .map(|c| c.map(bytes::Bytes::from).map_err(std::io::Error::other));
+    let body = futures::stream::iter(first.map(|d| Ok(bytes::Bytes::from(d)))).chain(rest);
     let mut resp = (
         [(header::CONTENT_TYPE, "application/octet-stream")],
         Body::from_stream(body),

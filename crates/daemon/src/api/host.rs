@@ -1,7 +1,5 @@
 //! What this host supports (`ironclaw doctor`).
 
-use std::path::Path;
-
 use axum::extract::State;
 use axum::response::IntoResponse;
 
@@ -32,23 +30,8 @@ pub async fn report(State(st): State<AppState>, caller: Caller) -> impl IntoResp
         .map(|(k, a)| serde_json::json!({"name": k.as_str(), "available": a.available, "reason": a.reason}))
         .collect();
     let mut checks = Vec::new();
-    let ns = ["pid", "mnt", "net", "uts", "ipc", "cgroup"];
-    let missing: Vec<_> = ns
-        .iter()
-        .filter(|n| !Path::new("/proc/self/ns").join(n).exists())
-        .collect();
-    checks.push(check(
-        "namespaces",
-        missing.is_empty(),
-        if missing.is_empty() {
-            "pid, mount, net, uts, ipc, cgroup".to_string()
-        } else {
-            format!("missing: {missing:?}")
-        },
-    ));
-    match ironclaw_sandbox::cgroup::detect() {
-        Ok((_, what)) => checks.push(check("cgroup", true, what)),
-        Err(e) => checks.push(check("cgroup", false, e.to_string())),
+    for c in ironclaw_sandbox::host::checks() {
+        checks.push(check(c.name, c.ok, c.detail));
     }
     let kvm = m.kvm.clone();
     let probe = tokio::task::spawn_blocking(move || kvm.get()).await.ok();

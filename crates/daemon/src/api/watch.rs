@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse;
-use ironclaw_proto::WatchKind;
+use ironclaw_sandbox::types::WatchKind;
 use serde::Deserialize;
 
 use crate::auth::Target;

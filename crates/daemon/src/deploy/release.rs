@@ -7,8 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ironclaw_proto::{ExecRequest, GuestMsg, HostMsg};
 use ironclaw_sandbox::agent::AgentClient;
+use ironclaw_sandbox::types::ExecRequest;
+use ironclaw_sandbox::{AgentError, SessionEvent};
 use ironclaw_store::{DeployApp, ReleaseRecord, ReleaseStatus, SandboxRecord};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -66,25 +67,25 @@ async fn stream_sh(
     timeout: Duration,
 ) -> Result<i32, String> {
     let mut s = agent
-        .open(HostMsg::Exec(ExecRequest {
+        .exec(ExecRequest {
             argv: vec!["sh".into(), "-c".into(), script.into()],
             timeout_ms: Some(timeout.as_millis() as u64),
             ..Default::default()
-        }))
+        })
         .await
         .map_err(|e| format!("exec in the sandbox: {e}"))?;
     let mut pending = Vec::new();
     loop {
-        match s.recv().await.map_err(|e| format!("exec: {e}"))? {
-            GuestMsg::Stdout(d) | GuestMsg::Stderr(d) => {
+        match s.next().await.unwrap_or(Err(AgentError::Closed)) {
+            Ok(SessionEvent::Stdout(d) | SessionEvent::Stderr(d)) => {
                 pending.extend_from_slice(&d);
                 while let Some(i) = pending.iter().position(|b| *b == b'\n') {
                     let line: Vec<u8> = pending.drain(..=i).collect();
                     say(out, String::from_utf8_lossy(&line[..i]).into_owned());
                 }
             }
-            GuestMsg::Started { .. } => {}
-            GuestMsg::Exited(st) => {
+            Ok(SessionEvent::Started { .. }) => {}
+            Ok(SessionEvent::Exited(st)) => {
                 if !pending.is_empty() {
                     say(out, String::from_utf8_lossy(&pending).into_owned());
                 }
@@ -93,8 +94,10 @@ async fn stream_sh(
                 }
                 return Ok(st.code);
             }
-            GuestMsg::Error { message, .. } => return Err(message),
-            other => return Err(format!("unexpected reply {other:?}")),
+            Err(AgentError::Guest { message, .. }) => return Err(message),
+            Err(AgentError::Protocol(m)) => return Err(format!("unexpected reply {m}")),
+            Ok(other) => return Err(format!("unexpected reply {other:?}")),
+            Err(e) => return Err(format!("exec: {e}")),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The web process of a release, kept up inside the sandbox. Agents that
-//! have supervised services ([`HostMsg::ServiceStart`]: the guest agent
+//! have supervised services ([`AgentClient::service_start`]: the guest agent
 //! restarts it with backoff, appends its output to the log) run it as the
 //! service `release-N`. Agents built before that (a VM image from an older
 //! daemon) never answer the probe; there a small shell supervisor
@@ -7,13 +7,11 @@
 //! through exec does the same job (restart with backoff 1 s doubling to
 //! 30 s, reset after 30 s up, restart count in `.ironclaw/restarts`), so
 //! deploy works on every backend and image.
-//!
-//! [`HostMsg::ServiceStart`]: ironclaw_proto::HostMsg::ServiceStart
 
 use std::time::Duration;
 
-use ironclaw_proto::{ErrorKind, ExecRequest, ServiceSpec};
 use ironclaw_sandbox::agent::{AgentClient, AgentError, ExecOutput};
+use ironclaw_sandbox::types::{ErrorKind, ExecRequest, ServiceSpec};
 use ironclaw_store::ReleaseRecord;
 
 pub fn release_dir(number: u32) -> String {

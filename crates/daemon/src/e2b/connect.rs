@@ -112,7 +112,7 @@ impl IntoResponse for ConnectError {
 /// Map a guest agent error to its Connect code.
 impl From<ironclaw_sandbox::AgentError> for ConnectError {
     fn from(e: ironclaw_sandbox::AgentError) -> Self {
-        use ironclaw_proto::ErrorKind as K;
+        use ironclaw_sandbox::types::ErrorKind as K;
         use ironclaw_sandbox::AgentError as A;
         let code = match &e {
             A::Guest { kind, .. } => match kind {

@@ -6,7 +6,7 @@ use axum::extract::Request;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use ironclaw_proto::FileKind;
+use ironclaw_sandbox::types::FileKind;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -169,7 +169,7 @@ async fn stream_to(
             )));
         }
         // Refused by the guest: finish says why.
-        if w.write(chunk.to_vec()).await.is_err() {
+        if w.write(&chunk).await.is_err() {
             break;
         }
     }

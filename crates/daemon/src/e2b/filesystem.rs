@@ -3,7 +3,7 @@
 
 use axum::extract::Request;
 use axum::response::Response;
-use ironclaw_proto::{DirEntry, FileKind, FileStat};
+use ironclaw_sandbox::types::{DirEntry, FileKind, FileStat};
 use ironclaw_sandbox::AgentClient;
 use serde::Deserialize;
 use serde_json::{json, Value};

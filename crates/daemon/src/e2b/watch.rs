@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 use axum::response::Response;
-use ironclaw_proto::{WatchEvent, WatchKind};
 use ironclaw_sandbox::guest_watch::Watcher;
+use ironclaw_sandbox::types::{WatchEvent, WatchKind};
 use serde::Deserialize;
 use serde_json::{json, Value};
 

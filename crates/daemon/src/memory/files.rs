@@ -1,7 +1,7 @@
 //! Which files in a user's agent sandbox are memory, and reading them
 //! through the guest agent's typed file calls.
 
-use ironclaw_proto::{ErrorKind, FileKind};
+use ironclaw_sandbox::types::{ErrorKind, FileKind};
 use ironclaw_sandbox::{AgentClient, AgentError};
 
 /// The curated memory file.

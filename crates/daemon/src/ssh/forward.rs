@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ironclaw_proto::ErrorKind;
+use ironclaw_sandbox::types::ErrorKind;
 use ironclaw_sandbox::AgentError;
 use russh::server::{ChannelOpenHandle, Msg};
 use russh::{Channel, ChannelOpenFailure};

@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use ironclaw_proto::{ExecRequest, GuestMsg, HostMsg, PtyOpen, TtySize};
+use ironclaw_sandbox::types::{ExecRequest, PtyOpen, TtySize};
+use ironclaw_sandbox::{AgentError, Session, SessionEvent};
 use russh::server::Msg;
 use russh::{Channel, ChannelMsg};
 
@@ -132,11 +133,11 @@ async fn console(channel: Channel<Msg>, manager: &Manager, target: &Target, setu
         env,
         ..Default::default()
     };
-    let stream = match agent.open(HostMsg::PtyOpen(open)).await {
+    let session = match agent.pty_open(open).await {
         Ok(s) => s,
         Err(e) => return refuse(&channel, &e.to_string()).await,
     };
-    pump(channel, stream, false).await;
+    pump(channel, session, false).await;
 }
 
 /// Run `command` with `/bin/sh -c`, stdin/stdout/stderr streamed, and end
@@ -172,74 +173,76 @@ async fn exec(
         timeout_ms: None,
         tty,
     };
-    let stream = match agent.open(HostMsg::Exec(req)).await {
+    let session = match agent.exec(req).await {
         Ok(s) => s,
         Err(e) => return refuse(&channel, &e.to_string()).await,
     };
-    pump(channel, stream, true).await;
+    pump(channel, session, true).await;
 }
 
-/// Shuttle between the channel and the guest stream until either ends.
-/// Dropping the guest stream cancels an exec, or detaches a console.
-async fn pump(channel: Channel<Msg>, mut stream: ironclaw_sandbox::agent::AgentStream, exec: bool) {
-    let sender = stream.sender();
+/// Shuttle between the channel and the guest session until either ends.
+/// Dropping the session cancels an exec, or detaches a console.
+async fn pump(channel: Channel<Msg>, mut session: Session, exec: bool) {
+    let control = session.control();
     let (mut rx, tx) = channel.split();
     let input = async move {
         while let Some(msg) = rx.wait().await {
-            let m = match msg {
-                ChannelMsg::Data { data } => {
-                    for chunk in data.chunks(ironclaw_proto::CHUNK) {
-                        if sender.send(HostMsg::Stdin(chunk.to_vec())).await.is_err() {
-                            return;
-                        }
-                    }
-                    continue;
-                }
-                ChannelMsg::Eof if exec => HostMsg::StdinEof,
+            let sent = match msg {
+                ChannelMsg::Data { data } => control.write_stdin(&data[..]).await,
+                ChannelMsg::Eof if exec => control.close_stdin().await,
                 ChannelMsg::WindowChange {
                     col_width,
                     row_height,
                     ..
-                } => HostMsg::Resize(size(col_width, row_height)),
+                } => control.resize(size(col_width, row_height)).await,
                 ChannelMsg::Signal { signal } => match signal_number(&signal) {
-                    Some(n) => HostMsg::Signal(n),
+                    Some(n) => control.signal(n).await,
                     None => continue,
                 },
                 ChannelMsg::Close => return,
                 _ => continue,
             };
-            if sender.send(m).await.is_err() {
+            if sent.is_err() {
                 return;
             }
         }
     };
     let output = async {
         let code = loop {
-            match stream.recv().await {
+            match session.next().await {
                 // Owned bytes go as they are, split only at the packet
                 // size (`data(&[u8])` copies through an 8 KiB buffer:
                 // measured, a quarter of the throughput).
-                Ok(GuestMsg::Stdout(d)) => {
+                Some(Ok(SessionEvent::Stdout(d))) => {
                     if tx.data_bytes(d).await.is_err() {
                         return;
                     }
                 }
-                Ok(GuestMsg::Stderr(d)) => {
+                Some(Ok(SessionEvent::Stderr(d))) => {
                     if tx.extended_data_bytes(1, d).await.is_err() {
                         return;
                     }
                 }
-                Ok(GuestMsg::Exited(s)) => break s.code,
-                Ok(GuestMsg::Error { message, .. }) => {
+                Some(Ok(SessionEvent::Exited(s))) => break s.code,
+                Some(Ok(_)) => {}
+                Some(Err(AgentError::Guest { message, .. })) => {
                     let _ = tx
                         .extended_data(1, format!("ironclaw: {message}\r\n").as_bytes())
                         .await;
                     break 1;
                 }
-                Ok(_) => {}
-                Err(e) => {
+                Some(Err(e)) => {
                     let _ = tx
                         .extended_data(1, format!("ironclaw: {e}\r\n").as_bytes())
+                        .await;
+                    break 255;
+                }
+                None => {
+                    let _ = tx
+                        .extended_data(
+                            1,
+                            format!("ironclaw: {}\r\n", AgentError::Closed).as_bytes(),
+                        )
                         .await;
                     break 255;
                 }
@@ -253,7 +256,7 @@ async fn pump(channel: Channel<Msg>, mut stream: ironclaw_sandbox::agent::AgentS
         _ = input => {}
         _ = output => {}
     }
-    drop(stream);
+    drop(session);
 }
 
 fn signal_number(sig: &russh::Sig) -> Option<i32> {

@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ironclaw_proto::{FileKind, FileStat, FileWrite, GuestMsg, HostMsg};
-use ironclaw_sandbox::agent::AgentStream;
+use ironclaw_sandbox::guest_files::{FileReader, FileWriter};
+use ironclaw_sandbox::types::{FileKind, FileStat};
 use ironclaw_sandbox::{AgentClient, AgentError};
 use russh::server::Msg;
 use russh::Channel;
@@ -40,7 +40,7 @@ pub async fn serve(channel: Channel<Msg>, manager: Arc<Manager>, target: Target)
 enum Open {
     Read {
         path: String,
-        stream: Option<AgentStream>,
+        stream: Option<FileReader>,
         /// Offset of the first byte of `buf`.
         pos: u64,
         buf: Vec<u8>,
@@ -48,7 +48,7 @@ enum Open {
     },
     Write {
         path: String,
-        stream: Option<AgentStream>,
+        stream: Option<FileWriter>,
         pos: u64,
         /// The permission bits given at open (the guest sets them at close).
         mode: u32,
@@ -80,7 +80,7 @@ fn failure(message: impl Into<String>) -> StatusReply {
 }
 
 fn agent_error(e: AgentError) -> StatusReply {
-    use ironclaw_proto::ErrorKind;
+    use ironclaw_sandbox::types::ErrorKind;
     match &e {
         AgentError::Guest { kind, message } => match kind {
             ErrorKind::NotFound => StatusCode::NoSuchFile.with_message(message.clone()),
@@ -90,13 +90,6 @@ fn agent_error(e: AgentError) -> StatusReply {
             _ => failure(message.clone()),
         },
         _ => failure(e.to_string()),
-    }
-}
-
-fn guest_error(m: GuestMsg) -> StatusReply {
-    match m {
-        GuestMsg::Error { kind, message } => agent_error(AgentError::Guest { kind, message }),
-        other => failure(format!("unexpected reply from the guest agent: {other:?}")),
     }
 }
 
@@ -187,16 +180,16 @@ fn check_unchanged(want: &FileAttributes, size: u64, mode: u32) -> Result<(), St
 
 /// Fill `buf` past `want` bytes (or to the end of the file).
 async fn fill(
-    stream: &mut AgentStream,
+    stream: &mut FileReader,
     buf: &mut Vec<u8>,
     eof: &mut bool,
     want: usize,
 ) -> Result<(), StatusReply> {
     while !*eof && buf.len() < want {
-        match stream.recv().await.map_err(agent_error)? {
-            GuestMsg::Data(d) => buf.extend_from_slice(&d),
-            GuestMsg::Eof => *eof = true,
-            other => return Err(guest_error(other)),
+        match stream.next().await {
+            Some(Ok(d)) => buf.extend_from_slice(&d),
+            None => *eof = true,
+            Some(Err(e)) => return Err(agent_error(e)),
         }
     }
     Ok(())
@@ -262,11 +255,7 @@ impl russh_sftp::server::Handler for Sftp {
         let mode = attrs.permissions.map(|p| p & 0o7777).unwrap_or(0o644);
         let stream = self
             .agent
-            .open(HostMsg::FileWrite(FileWrite {
-                path: path.clone(),
-                mode,
-                parents: false,
-            }))
+            .file_writer(&path, mode, false)
             .await
             .map_err(agent_error)?;
         let handle = self.insert(Open::Write {
@@ -286,14 +275,10 @@ impl russh_sftp::server::Handler for Sftp {
                 failed: Some(why), ..
             }) => Err(failure(why)),
             Some(Open::Write {
-                stream: Some(mut s),
-                ..
+                stream: Some(w), ..
             }) => {
-                s.send(HostMsg::Eof).await.map_err(agent_error)?;
-                match s.recv().await.map_err(agent_error)? {
-                    GuestMsg::Stat(_) => Ok(ok(id)),
-                    other => Err(guest_error(other)),
-                }
+                w.finish().await.map_err(agent_error)?;
+                Ok(ok(id))
             }
             Some(_) => Ok(ok(id)),
         }
@@ -319,17 +304,20 @@ impl russh_sftp::server::Handler for Sftp {
         };
         if offset < *pos || stream.is_none() {
             // Back to the start: the guest streams files from offset 0.
-            let s = agent
-                .open(HostMsg::FileRead { path: path.clone() })
-                .await
-                .map_err(agent_error)?;
+            let s = agent.file_reader(path).await.map_err(agent_error)?;
             *stream = Some(s);
             *pos = 0;
             buf.clear();
             *eof = false;
         }
         let s = stream.as_mut().expect("opened above");
-        // Skip to `offset`, then take up to `len` bytes.
+        // Skip to `offset`, then take up to `len` bytes. A failed read
+        // is never mistaken for the end of the file: the next read on
+        // the handle opens the file again.
+        let failed = |stream: &mut Option<FileReader>, e| {
+            *stream = None;
+            e
+        };
         loop {
             let skip = (offset - *pos).min(buf.len() as u64) as usize;
             buf.drain(..skip);
@@ -337,13 +325,17 @@ impl russh_sftp::server::Handler for Sftp {
             if *pos == offset || *eof {
                 break;
             }
-            fill(s, buf, eof, 1).await?;
+            if let Err(e) = fill(s, buf, eof, 1).await {
+                return Err(failed(stream, e));
+            }
         }
         if *pos < offset {
             return Err(StatusCode::Eof.into());
         }
         let len = (len as usize).min(256 * 1024);
-        fill(s, buf, eof, len).await?;
+        if let Err(e) = fill(s, buf, eof, len).await {
+            return Err(failed(stream, e));
+        }
         if buf.is_empty() {
             return Err(StatusCode::Eof.into());
         }
@@ -383,18 +375,18 @@ impl russh_sftp::server::Handler for Sftp {
         let s = stream
             .as_mut()
             .ok_or_else(|| failure("write stream closed"))?;
-        for piece in data.chunks(ironclaw_proto::CHUNK) {
-            if let Err(e) = s.send(HostMsg::Data(piece.to_vec())).await {
-                // The guest ended the stream (disk full, ...): its last
-                // message says why.
-                let why = match s.recv().await {
-                    Ok(GuestMsg::Error { message, .. }) => message,
+        if let Err(e) = s.write(&data).await {
+            // The guest ended the stream (disk full, ...): finishing
+            // reads why.
+            let why = match stream.take().map(FileWriter::finish) {
+                Some(f) => match f.await {
+                    Err(AgentError::Guest { message, .. }) => message,
                     _ => e.to_string(),
-                };
-                *failed = Some(why.clone());
-                *stream = None;
-                return Err(failure(why));
-            }
+                },
+                None => e.to_string(),
+            };
+            *failed = Some(why.clone());
+            return Err(failure(why));
         }
         *pos += data.len() as u64;
         Ok(ok(id))
@@ -489,13 +481,7 @@ impl russh_sftp::server::Handler for Sftp {
         if s.kind == FileKind::Dir {
             return Err(failure(format!("{path} is a directory")));
         }
-        self.agent
-            .call_ok(HostMsg::Remove {
-                path,
-                recursive: false,
-            })
-            .await
-            .map_err(agent_error)?;
+        self.agent.remove(&path, false).await.map_err(agent_error)?;
         Ok(ok(id))
     }
 
@@ -505,13 +491,7 @@ impl russh_sftp::server::Handler for Sftp {
         if s.kind != FileKind::Dir {
             return Err(failure(format!("{path} is not a directory")));
         }
-        self.agent
-            .call_ok(HostMsg::Remove {
-                path,
-                recursive: false,
-            })
-            .await
-            .map_err(agent_error)?;
+        self.agent.remove(&path, false).await.map_err(agent_error)?;
         Ok(ok(id))
     }
 
@@ -521,12 +501,9 @@ impl russh_sftp::server::Handler for Sftp {
         path: String,
         attrs: FileAttributes,
     ) -> Result<Status, Self::Error> {
+        let mode = attrs.permissions.map(|p| p & 0o7777).unwrap_or(0o755);
         self.agent
-            .call_ok(HostMsg::Mkdir {
-                path: normalize(&path),
-                parents: false,
-                mode: attrs.permissions.map(|p| p & 0o7777).unwrap_or(0o755),
-            })
+            .mkdir(&normalize(&path), false, mode)
             .await
             .map_err(agent_error)?;
         Ok(ok(id))
@@ -546,10 +523,7 @@ impl russh_sftp::server::Handler for Sftp {
         newpath: String,
     ) -> Result<Status, Self::Error> {
         self.agent
-            .call_ok(HostMsg::Rename {
-                from: normalize(&oldpath),
-                to: normalize(&newpath),
-            })
+            .rename(&normalize(&oldpath), &normalize(&newpath))
             .await
             .map_err(agent_error)?;
         Ok(ok(id))
