@@ -277,6 +277,8 @@ pub async fn run_turn(
     };
     let fixed_tokens = tokens::count(&system) + tokens::tools(&tool_specs);
     let mut base: Vec<Message> = history.to_vec();
+    // The history is counted once a turn, not at every model call.
+    let mut base_tokens = tokens::messages(&base);
 
     loop {
         if turn.out.steps >= ctx.max_steps {
@@ -284,8 +286,7 @@ pub async fn run_turn(
             return Ok(turn.out);
         }
         if turn.out.compaction.is_none() {
-            let estimate =
-                fixed_tokens + tokens::messages(&base) + tokens::messages(&turn.out.new_messages);
+            let estimate = fixed_tokens + base_tokens + tokens::messages(&turn.out.new_messages);
             if compaction::needed(estimate, &ctx.model, &ctx.compaction) {
                 if let Some(split) = compaction::split_point(&base, ctx.compaction.keep_turns) {
                     // Once per compaction: what must be kept goes to the
@@ -310,6 +311,7 @@ pub async fn run_turn(
                             })
                             .await;
                             base.splice(..split, [summary.clone()]);
+                            base_tokens = tokens::messages(&base);
                             turn.out.compaction = Some(Compaction {
                                 summary,
                                 replaced: split,

@@ -50,6 +50,8 @@ pub struct Chat {
     mcp: crate::mcp::client::McpHubs,
     /// Bound into each new agent sandbox.
     agent_mounts: Vec<crate::mounts::MountRequest>,
+    /// Decoded histories of recent sessions.
+    histories: crate::history::Histories,
 }
 
 /// The display name a user's new agent sandbox gets in their own namespace
@@ -190,6 +192,7 @@ impl Chat {
             memory,
             mcp: Default::default(),
             agent_mounts: config.agent_mounts.clone(),
+            histories: Default::default(),
         }))
     }
 
@@ -236,26 +239,6 @@ impl Chat {
             .manager
             .store
             .create_session(&format!("ses_{id}"), user, &agent)?)
-    }
-
-    /// The session's history as the model sees it: summarised messages are
-    /// replaced by their summary. Returns the store ids alongside.
-    fn history(&self, session_id: &str) -> Result<(Vec<i64>, Vec<Message>), ApiError> {
-        let mut ids = Vec::new();
-        let mut msgs = Vec::new();
-        for m in self.manager.store.messages(session_id)? {
-            if m.summarized_by.is_some() {
-                continue;
-            }
-            let msg: Message =
-                serde_json::from_value(serde_json::json!({"role": m.role, "content": m.content}))
-                    .map_err(|e| {
-                    ApiError::Internal(format!("stored message {} is unreadable: {e}", m.id))
-                })?;
-            ids.push(m.id);
-            msgs.push(msg);
-        }
-        Ok((ids, msgs))
     }
 
     fn store_messages(&self, session_id: &str, msgs: &[Message]) -> Result<Vec<i64>, ApiError> {
@@ -467,7 +450,8 @@ impl Chat {
             .unwrap()
             .insert(user.to_string(), Instant::now());
 
-        let (mut ids, mut history) = self.history(&session.id)?;
+        let store = &self.manager.store;
+        let (mut ids, mut history) = self.histories.load(store, &session.id)?;
 
         // Validate cheaply before storing, so bad input changes nothing.
         check_message(text)?;
@@ -475,9 +459,10 @@ impl Chat {
         // A turn a daemon crash cut off stored its message and nothing
         // after it: run it again on that message instead of a second copy.
         let as_json = |m: &Message| serde_json::to_value(m).ok();
+        let mut resumed_id = None;
         let stored = if resumed && history.last().and_then(as_json) == as_json(&user_msg) {
             history.pop();
-            ids.pop();
+            resumed_id = ids.pop();
             None
         } else {
             // Stored before the model sees it: acknowledged means kept.
@@ -485,10 +470,10 @@ impl Chat {
         };
         // A session gets its first message's first line as its title.
         let title: String = text.lines().next().unwrap_or("").chars().take(60).collect();
-        self.manager
-            .store
+        let user_msg_id = store
             .begin_turn(&session.id, stored, title)
-            .await?;
+            .await?
+            .or(resumed_id);
 
         let (outcome, error) = match run_turn(&ctx, &history, text, events, cancel).await {
             Ok(o) => (o, None),
@@ -507,8 +492,8 @@ impl Chat {
             tokens: token_counts(outcome.usage),
             cost_usd: outcome.cost_usd,
         });
-        self.manager
-            .store
+        let compacted = summary.is_some();
+        let rest_ids = store
             .end_turn(ironclaw_store::TurnEnd {
                 session_id: session.id.clone(),
                 summary,
@@ -521,6 +506,14 @@ impl Chat {
                 usage,
             })
             .await?;
+        // The next turn starts from this history without reading it back
+        // (after a compaction it is read anew: the summary's id is the store's).
+        if let (false, Some(user_id)) = (compacted, user_msg_id) {
+            ids.push(user_id);
+            ids.extend(rest_ids);
+            history.extend(outcome.new_messages.iter().cloned());
+            self.histories.keep(store, &session.id, (ids, history));
+        }
         self.activity
             .lock()
             .unwrap()

@@ -12,6 +12,7 @@ pub mod deploy;
 pub mod e2b;
 pub mod error;
 pub mod exposure;
+pub mod history;
 pub mod manager;
 pub mod mcp;
 pub mod memory;

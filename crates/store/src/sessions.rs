@@ -82,6 +82,14 @@ fn message_row(r: &Row<'_>) -> rusqlite::Result<MessageRecord> {
     })
 }
 
+/// A session history's last message id and how many messages are not
+/// summarised ([`Store::history_stamp`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HistoryStamp {
+    pub last_id: i64,
+    pub live: u64,
+}
+
 /// One model's usage over a turn (or a task run), to record.
 #[derive(Debug, Clone)]
 pub struct UsageRecord {
@@ -296,6 +304,22 @@ impl Store {
             Ok(ids)
         })
         .await
+    }
+
+    /// What a session's history is now, cheaply: a changed stamp means
+    /// messages were added or summarised since it was taken.
+    pub fn history_stamp(&self, session_id: &str) -> Result<HistoryStamp, StoreError> {
+        Ok(self.read().query_row(
+            "SELECT COALESCE(MAX(id), 0), COALESCE(SUM(summarized_by IS NULL), 0)
+             FROM messages WHERE session_id = ?1",
+            [session_id],
+            |r| {
+                Ok(HistoryStamp {
+                    last_id: r.get(0)?,
+                    live: r.get::<_, i64>(1)? as u64,
+                })
+            },
+        )?)
     }
 
     /// Every message of a session, oldest first (summarised ones included).
