@@ -5,6 +5,14 @@
 //! loop; 429 honours `parameters.retry_after`; 400 "can't parse entities"
 //! asks for the plain-text retry.
 //!
+//! Webhook mode (a `webhook_url` and a secret token): `setWebhook` at
+//! start instead, and updates arrive on the daemon's inbound endpoint,
+//! checked against `X-Telegram-Bot-Api-Secret-Token` (constant time; wrong
+//! or missing is 401 and nothing is stored), stored before the 200 answer
+//! (a failure to store is a 500: Telegram redelivers). Redeliveries carry
+//! the same message, so they are deduplicated by the same id as in polling
+//! mode, and switching modes processes nothing twice.
+//!
 //! Sends have no idempotency key in this API: an ambiguous failure (the
 //! request went out, no answer came) is not retried.
 
@@ -14,15 +22,28 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::http::{classify, Backoff};
-use crate::{api_base, BuildError, Channel, Host, Inbound, Kind, Outbound, SendError, Spec};
+use crate::http::{classify, ct_eq, Backoff};
+use crate::{
+    api_base, BuildError, Channel, Host, Inbound, Kind, Outbound, SendError, Spec, WebhookReply,
+    WebhookRequest,
+};
 
 /// Seconds a `getUpdates` call waits for updates.
 const POLL_SECS: u64 = 25;
 
+/// The header Telegram sends the webhook's secret token in.
+pub const SECRET_HEADER: &str = "x-telegram-bot-api-secret-token";
+
+/// Webhook mode: where Telegram pushes updates, and the token it sends.
+struct Push {
+    url: String,
+    secret: String,
+}
+
 pub struct Telegram {
     base: String,
     client: reqwest::Client,
+    push: Option<Push>,
     /// The bot's @username (from getMe), for mention detection.
     username: Mutex<Option<String>>,
 }
@@ -42,9 +63,28 @@ impl Telegram {
             return Err(BuildError::Invalid("telegram needs a bot token".into()));
         }
         let base = format!("{}/bot{}", api_base(&spec, Kind::Telegram), spec.token);
+        let push = match spec.webhook_url {
+            None => None,
+            Some(url) => {
+                let secret = spec.secret.unwrap_or_default();
+                // The Bot API's own rule for secret_token.
+                if secret.is_empty()
+                    || secret.len() > 256
+                    || !secret
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                {
+                    return Err(BuildError::Invalid(
+                        "telegram webhook mode needs a secret token of 1-256 characters A-Z, a-z, 0-9, '_' and '-'".into(),
+                    ));
+                }
+                Some(Push { url, secret })
+            }
+        };
         Ok(Telegram {
             base,
             client: crate::http::client(),
+            push,
             username: Mutex::new(None),
         })
     }
@@ -112,19 +152,31 @@ impl Telegram {
         })
     }
 
-    /// One startup attempt: drop a webhook, learn the bot's name.
+    /// Call `method` once for its side effect.
+    async fn must(&self, method: &str, body: &Value) -> Result<(), String> {
+        match self.call(method, body, None).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(f)) => Err(format!("{method}: {} {}", f.code, f.description)),
+            Err(e) => Err(format!("{method}: {e}")),
+        }
+    }
+
+    /// One startup attempt: drop a webhook (polling) or set ours (webhook
+    /// mode), learn the bot's name.
     async fn start(&self) -> Result<(), String> {
-        match self
-            .call(
-                "deleteWebhook",
-                &json!({"drop_pending_updates": false}),
-                None,
-            )
-            .await
-        {
-            Ok(Ok(_)) => {}
-            Ok(Err(f)) => return Err(format!("deleteWebhook: {} {}", f.code, f.description)),
-            Err(e) => return Err(format!("deleteWebhook: {e}")),
+        match &self.push {
+            None => {
+                self.must("deleteWebhook", &json!({"drop_pending_updates": false}))
+                    .await?
+            }
+            Some(p) => {
+                self.must(
+                    "setWebhook",
+                    &json!({"url": p.url, "secret_token": p.secret,
+                        "allowed_updates": ["message"], "drop_pending_updates": false}),
+                )
+                .await?
+            }
         }
         match self.call("getMe", &json!({}), None).await {
             Ok(Ok(me)) => {
@@ -176,6 +228,21 @@ impl Channel for Telegram {
             }
         }
         backoff.reset();
+        if self.push.is_some() {
+            // Updates come to `webhook`; on removal, stop Telegram pushing
+            // to an endpoint that is gone.
+            host.status(true, None);
+            cancel.cancelled().await;
+            let body = json!({"drop_pending_updates": false});
+            let stop = self.must("deleteWebhook", &body);
+            if let Err(e) = tokio::time::timeout(Duration::from_secs(5), stop)
+                .await
+                .unwrap_or(Err("deleteWebhook: timed out".into()))
+            {
+                tracing::warn!("telegram: {e}");
+            }
+            return;
+        }
         let mut offset: Option<i64> = host.cursor().and_then(|c| c.parse().ok());
         loop {
             if cancel.is_cancelled() {
@@ -259,6 +326,37 @@ impl Channel for Telegram {
                 return;
             }
         }
+    }
+
+    async fn webhook(&self, host: Arc<dyn Host>, req: WebhookRequest) -> WebhookReply {
+        let Some(push) = &self.push else {
+            return WebhookReply::json(
+                404,
+                json!({"error": "this telegram channel polls getUpdates; it takes no webhooks"}),
+            );
+        };
+        let given = req.header(SECRET_HEADER).unwrap_or("");
+        if !ct_eq(given.as_bytes(), push.secret.as_bytes()) {
+            return WebhookReply::json(
+                401,
+                json!({"error": "missing or wrong X-Telegram-Bot-Api-Secret-Token"}),
+            );
+        }
+        let Ok(u) = serde_json::from_slice::<Value>(&req.body) else {
+            return WebhookReply::json(400, json!({"error": "the body is not JSON"}));
+        };
+        if u["update_id"].as_i64().is_none() {
+            return WebhookReply::json(400, json!({"error": "not an Update: no update_id"}));
+        }
+        // Other update kinds (edits, reactions...) are acknowledged unread.
+        if let Some(msg) = self.normalize(&u) {
+            if let Err(e) = host.accept(msg).await {
+                host.status(true, Some(format!("storing an update: {e}")));
+                // Not stored, so not acknowledged: Telegram sends it again.
+                return WebhookReply::json(500, json!({"error": "could not store the update"}));
+            }
+        }
+        WebhookReply::json(200, json!({}))
     }
 
     async fn send(&self, msg: &Outbound) -> Result<String, SendError> {
