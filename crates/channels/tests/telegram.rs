@@ -356,7 +356,7 @@ async fn webhook_mode_sets_the_webhook_checks_the_token_and_stores_before_answer
     host.fail.store(true, std::sync::atomic::Ordering::SeqCst);
     let third = fake.private(42, 2, "while the disk is full");
     until("a refused delivery", || {
-        fake.deliveries().iter().any(|d| *d == (third, 500))
+        fake.deliveries().contains(&(third, 500))
     })
     .await;
     assert_eq!(fake.unconfirmed(), 1, "kept at the service");
