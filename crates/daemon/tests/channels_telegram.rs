@@ -481,17 +481,7 @@ async fn a_group_gets_its_own_agent_sandbox_and_sessions() {
 /// queue; the run record has it too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_scheduled_in_a_group_posts_its_result_to_the_group() {
-    let at = (chrono::Utc::now() + chrono::Duration::seconds(6))
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let mock = MockLlm::start([
-        MockReply::tool(
-            "schedule_task",
-            json!({"name": "standup", "prompt": "say the standup line", "at": at}),
-        ),
-        MockReply::text("scheduled it"),
-        MockReply::text("standup time, everyone"),
-    ])
-    .await;
+    let mock = MockLlm::start([]).await;
     let fake = FakeTelegram::start(TG_TOKEN).await;
     let d = daemon(&mock).await;
     add_channel(
@@ -500,6 +490,16 @@ async fn a_task_scheduled_in_a_group_posts_its_result_to_the_group() {
                "access": "open", "groups": ["-1001"]}),
     )
     .await;
+    // `at` from now, not from before the daemon started: on a loaded
+    // machine that start can take longer than the delay.
+    let at = (chrono::Utc::now() + chrono::Duration::seconds(6))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    mock.push(MockReply::tool(
+        "schedule_task",
+        json!({"name": "standup", "prompt": "say the standup line", "at": at}),
+    ));
+    mock.push(MockReply::text("scheduled it"));
+    mock.push(MockReply::text("standup time, everyone"));
     fake.group(-1001, 5, 1, "@andy_bot remind us of the standup");
     wait_for(120, "the reply to the request", || async {
         fake.sent_texts().iter().any(|t| t.contains("scheduled it"))
