@@ -34,6 +34,9 @@ const POLL_SECS: u64 = 25;
 /// The header Telegram sends the webhook's secret token in.
 pub const SECRET_HEADER: &str = "x-telegram-bot-api-secret-token";
 
+/// How often webhook mode asks getWebhookInfo whether deliveries work.
+const WEBHOOK_CHECK: Duration = Duration::from_secs(60);
+
 /// Webhook mode: where Telegram pushes updates, and the token it sends.
 struct Push {
     url: String,
@@ -44,6 +47,7 @@ pub struct Telegram {
     base: String,
     client: reqwest::Client,
     push: Option<Push>,
+    check_every: Duration,
     /// The bot's @username (from getMe), for mention detection.
     username: Mutex<Option<String>>,
 }
@@ -85,6 +89,7 @@ impl Telegram {
             base,
             client: crate::http::client(),
             push,
+            check_every: WEBHOOK_CHECK,
             username: Mutex::new(None),
         })
     }
@@ -150,6 +155,74 @@ impl Telegram {
             mentioned,
             text,
         })
+    }
+
+    /// Check webhook deliveries this often instead (tests).
+    pub fn with_webhook_check(mut self, every: Duration) -> Self {
+        self.check_every = every;
+        self
+    }
+
+    /// Webhook mode, once set: Telegram tells in getWebhookInfo when it
+    /// cannot deliver (a wrong public URL, a proxy in the way), the
+    /// webhook's silent failure, or that the webhook was replaced or
+    /// deleted (another instance); both show in status, and a lost webhook
+    /// is set again.
+    async fn watch_webhook(&self, push: &Push, host: &Arc<dyn Host>, cancel: &CancellationToken) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        // Errors from before this start are not news.
+        let mut seen = now - 1;
+        while sleep_or_cancel(self.check_every, cancel).await {
+            let info = match self.call("getWebhookInfo", &json!({}), None).await {
+                Ok(Ok(info)) => info,
+                Ok(Err(f)) => {
+                    host.status(
+                        true,
+                        Some(format!("getWebhookInfo: {} {}", f.code, f.description)),
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    host.status(true, Some(format!("getWebhookInfo: {e}")));
+                    continue;
+                }
+            };
+            let url = info["url"].as_str().unwrap_or("");
+            if url != push.url {
+                let what = if url.is_empty() {
+                    "deleted".to_string()
+                } else {
+                    format!("changed to {url}")
+                };
+                let e = format!("the webhook was {what} (another instance?); setting it again");
+                tracing::warn!("telegram: {e}");
+                host.status(false, Some(e));
+                match self.start().await {
+                    Ok(()) => host.status(true, None),
+                    Err(e) => host.status(false, Some(e)),
+                }
+                continue;
+            }
+            let date = info["last_error_date"].as_i64().unwrap_or(0);
+            if date > seen {
+                seen = date;
+                let e = format!(
+                    "Telegram could not deliver to {}: {} ({} update(s) pending)",
+                    push.url,
+                    info["last_error_message"]
+                        .as_str()
+                        .unwrap_or("no reason given"),
+                    info["pending_update_count"].as_u64().unwrap_or(0)
+                );
+                tracing::warn!("telegram: {e}");
+                host.status(false, Some(e));
+            } else {
+                host.status(true, None);
+            }
+        }
     }
 
     /// Call `method` once for its side effect.
@@ -228,11 +301,11 @@ impl Channel for Telegram {
             }
         }
         backoff.reset();
-        if self.push.is_some() {
+        if let Some(push) = &self.push {
             // Updates come to `webhook`; on removal, stop Telegram pushing
             // to an endpoint that is gone.
             host.status(true, None);
-            cancel.cancelled().await;
+            self.watch_webhook(push, &host, &cancel).await;
             let body = json!({"drop_pending_updates": false});
             let stop = self.must("deleteWebhook", &body);
             if let Err(e) = tokio::time::timeout(Duration::from_secs(5), stop)

@@ -382,3 +382,58 @@ async fn webhook_mode_sets_the_webhook_checks_the_token_and_stores_before_answer
         .await;
     assert_eq!(r.status, 404);
 }
+
+#[tokio::test]
+async fn webhook_mode_reports_undeliverable_updates_and_sets_a_lost_webhook_again() {
+    let fake = FakeTelegram::start(TOKEN).await;
+    let host = Arc::new(TestHost::default());
+    // A public URL nothing answers on: Telegram cannot deliver.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = l.local_addr().unwrap();
+        drop(l);
+        a
+    };
+    let url = format!("http://{dead}/v1/channels/tg/events");
+    let tg = ironclaw_channels::telegram::Telegram::new(Spec {
+        name: "tg".into(),
+        api_base: Some(fake.url.clone()),
+        token: TOKEN.into(),
+        secret: Some("s3cret".into()),
+        webhook_url: Some(url.clone()),
+        ..Default::default()
+    })
+    .unwrap()
+    .with_webhook_check(Duration::from_millis(200));
+    let ch: Arc<dyn Channel> = Arc::new(tg);
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn({
+        let (ch, host, cancel) = (ch.clone(), host.clone(), cancel.clone());
+        async move { ch.run(host, cancel).await }
+    });
+    until("the webhook set", || fake.webhook().is_some()).await;
+    fake.private(42, 1, "lost in the post");
+    until("the failure in status", || {
+        host.statuses.lock().unwrap().iter().any(|(c, e)| {
+            !c && e.as_deref().is_some_and(|e| {
+                e.contains("could not deliver") && e.contains("Connection refused")
+            })
+        })
+    })
+    .await;
+    assert!(host.accepted.lock().unwrap().is_empty());
+
+    // Another instance deletes the webhook: it is set again, and said so.
+    fake.drop_webhook();
+    until("set again", || fake.calls("setWebhook").len() == 2).await;
+    assert_eq!(fake.webhook().map(|w| w.0), Some(url));
+    until("reported", || {
+        host.statuses.lock().unwrap().iter().any(|(_, e)| {
+            e.as_deref()
+                .is_some_and(|e| e.contains("webhook was deleted"))
+        })
+    })
+    .await;
+    cancel.cancel();
+    run.await.unwrap();
+}

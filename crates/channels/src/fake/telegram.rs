@@ -51,6 +51,8 @@ struct Shared {
     history: Mutex<Vec<Value>>,
     /// Webhook POSTs: (update_id, HTTP status, 0 when no answer).
     deliveries: Mutex<Vec<(i64, u16)>>,
+    /// The last failed webhook POST: (unix time, message).
+    last_error: Mutex<Option<(i64, String)>>,
 }
 
 pub struct FakeTelegram {
@@ -135,9 +137,14 @@ async fn handle(
         }
         "getWebhookInfo" => {
             let url = s.webhook.lock().unwrap().as_ref().map(|w| w.0.clone());
-            ok(json!({"url": url.unwrap_or_default(),
+            let mut info = json!({"url": url.unwrap_or_default(),
                 "has_custom_certificate": false,
-                "pending_update_count": s.updates.lock().unwrap().len()}))
+                "pending_update_count": s.updates.lock().unwrap().len()});
+            if let Some((date, msg)) = s.last_error.lock().unwrap().clone() {
+                info["last_error_date"] = json!(date);
+                info["last_error_message"] = json!(msg);
+            }
+            ok(info)
         }
         "getMe" => ok(json!({"id": 7000001, "is_bot": true, "first_name": "Andy",
             "username": "andy_bot", "can_join_groups": true})),
@@ -234,6 +241,20 @@ async fn handle(
     }
 }
 
+/// A failed POST's status as getWebhookInfo words it.
+fn error_message(status: u16) -> String {
+    match status {
+        0 => "Connection refused".to_string(),
+        s => format!(
+            "Wrong response from the webhook: {s} {}",
+            StatusCode::from_u16(s)
+                .ok()
+                .and_then(|c| c.canonical_reason())
+                .unwrap_or("")
+        ),
+    }
+}
+
 async fn post_update(
     client: &reqwest::Client,
     url: &str,
@@ -274,6 +295,11 @@ async fn push_webhooks(s: Arc<Shared>) {
                 q.remove(i);
             }
         } else {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            *s.last_error.lock().unwrap() = Some((now, error_message(status)));
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -348,6 +374,11 @@ impl FakeTelegram {
     /// The webhook set: (url, secret token).
     pub fn webhook(&self) -> Option<(String, Option<String>)> {
         self.shared.webhook.lock().unwrap().clone()
+    }
+
+    /// Delete the webhook behind the channel's back (another instance).
+    pub fn drop_webhook(&self) {
+        *self.shared.webhook.lock().unwrap() = None;
     }
 
     /// Webhook POSTs made: (update_id, HTTP status; 0 for no answer).
