@@ -28,6 +28,11 @@ python3 -m pip install --quiet --disable-pip-version-check 'mcp==2.3.0'
 python3 -m pip install --quiet --disable-pip-version-check 'e2b==2.63.0'
 # Schemathesis, for the API fuzz test (crates/daemon/tests/fuzz.rs).
 python3 -m pip install --quiet --disable-pip-version-check 'schemathesis==4.32.5'
+# Synapse, a real Matrix homeserver for crates/daemon/tests/channels_synapse.rs, in a venv of its
+# own (its pins would fight the packages above): ~35 s the first time on 2 cores, then a no-op.
+[[ -x target/py/synapse/bin/python ]] || python3 -m venv target/py/synapse
+target/py/synapse/bin/pip install --quiet --disable-pip-version-check 'matrix-synapse==1.163.2'
+export IRONCLAW_SYNAPSE_PYTHON=$PWD/target/py/synapse/bin/python
 
 # Tests start real daemons and sandboxes; two at a time fit two cores.
 log=$(mktemp)

@@ -1,18 +1,27 @@
 //! Discord: the Gateway WebSocket inbound (Hello, Identify with the
 //! message intents, heartbeats at the interval Hello gives, MESSAGE_CREATE
-//! dispatches; Reconnect and Invalid Session reconnect and identify again)
-//! and REST outbound (`POST /channels/{id}/messages`, `POST
+//! dispatches) and REST outbound (`POST /channels/{id}/messages`, `POST
 //! /channels/{id}/typing`). A 429 honours `retry_after` (seconds, float).
 //! Sends carry a `nonce` derived from the part's key with `enforce_nonce`,
 //! so Discord returns the earlier message for a repeat: idempotent, and an
-//! ambiguous failure is retried. Gateway messages missed while
-//! disconnected are not replayed (no resume).
+//! ambiguous failure is retried.
+//!
+//! The session survives a dropped connection: session_id,
+//! resume_gateway_url and the last sequence number handled are kept, and a
+//! dropped connection, opcode 7 (Reconnect), a missing heartbeat ACK or
+//! opcode 9 with d=true reconnect to resume_gateway_url and send opcode 6
+//! RESUME; Discord replays the dispatches missed, then RESUMED. Opcode 9
+//! with d=false, a non-resumable close code or repeated failed resumes
+//! start a fresh session (IDENTIFY). Replays of a message already stored
+//! are dropped by the host's dedupe on the message id.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::CancellationToken;
 
@@ -22,11 +31,25 @@ use crate::{api_base, BuildError, Channel, Host, Inbound, Kind, Outbound, SendEr
 /// GUILD_MESSAGES | DIRECT_MESSAGES | MESSAGE_CONTENT.
 const INTENTS: u64 = (1 << 9) | (1 << 12) | (1 << 15);
 
+/// Failed resume attempts in a row before a fresh IDENTIFY.
+const MAX_RESUME_FAILURES: u32 = 5;
+
 pub struct Discord {
     base: String,
     token: String,
     client: reqwest::Client,
     bot_user: Mutex<Option<String>>,
+    resume: Mutex<Resume>,
+}
+
+/// What a RESUME needs, kept across connections.
+#[derive(Debug, Clone, Default)]
+struct Resume {
+    session_id: Option<String>,
+    url: Option<String>,
+    /// The last dispatch handled.
+    seq: Option<i64>,
+    failures: u32,
 }
 
 /// Why a gateway session ended.
@@ -45,6 +68,7 @@ impl Discord {
             token: spec.token,
             client: crate::http::client(),
             bot_user: Mutex::new(None),
+            resume: Mutex::default(),
         })
     }
 
@@ -97,41 +121,79 @@ impl Discord {
         })
     }
 
-    async fn session(&self, host: &Arc<dyn Host>, cancel: &CancellationToken) -> End {
-        let url = match self.gateway_url().await {
-            Ok(u) => u,
-            Err(e) => return End::Retry(e),
+    async fn session(
+        &self,
+        host: &Arc<dyn Host>,
+        cancel: &CancellationToken,
+        backoff: &mut Backoff,
+    ) -> End {
+        let resume = self.resume.lock().unwrap().clone();
+        let resuming = match (&resume.session_id, &resume.url) {
+            (Some(_), Some(_)) if resume.failures < MAX_RESUME_FAILURES => true,
+            _ => {
+                *self.resume.lock().unwrap() = Resume::default();
+                false
+            }
         };
+        let url = if resuming {
+            let base = resume.url.clone().unwrap_or_default();
+            format!("{}/?v=10&encoding=json", base.trim_end_matches('/'))
+        } else {
+            match self.gateway_url().await {
+                Ok(u) => u,
+                Err(e) => return End::Retry(e),
+            }
+        };
+        if resuming {
+            // Counted until RESUMED arrives: a session that cannot be
+            // resumed falls back to a fresh IDENTIFY.
+            self.resume.lock().unwrap().failures += 1;
+        }
         let mut ws = match crate::ws::connect(&url).await {
             Ok(w) => w,
             Err(e) => return End::Retry(e),
         };
-        let mut seq: Option<i64> = None;
         let mut interval = Duration::from_secs(41);
         let mut heartbeat = Box::pin(tokio::time::sleep(Duration::from_secs(3600)));
+        let mut acked = true;
         loop {
             let frame = tokio::select! {
                 f = ws.next() => f,
                 _ = &mut heartbeat => {
+                    if !acked {
+                        // A zombie connection: close with a code that keeps
+                        // the session (not 1000/1001) and resume it.
+                        let _ = ws.close(Some(CloseFrame { code: CloseCode::from(4000), reason: "no heartbeat ACK".into() })).await;
+                        return End::Retry("gateway: no heartbeat ACK; reconnecting to resume".into());
+                    }
+                    let seq = self.resume.lock().unwrap().seq;
                     if ws.send(WsMessage::Text(json!({"op": 1, "d": seq}).to_string())).await.is_err() {
                         return End::Retry("gateway: heartbeat failed".into());
                     }
+                    acked = false;
                     heartbeat.as_mut().reset(tokio::time::Instant::now() + interval);
                     continue;
                 }
                 _ = cancel.cancelled() => {
+                    // A normal close ends the session at Discord too.
                     let _ = ws.close(None).await;
+                    *self.resume.lock().unwrap() = Resume::default();
                     return End::Cancelled;
                 }
             };
             let text = match frame {
                 Some(Ok(WsMessage::Text(t))) => t,
                 Some(Ok(WsMessage::Close(c))) => {
+                    let code = c.as_ref().map(|c| u16::from(c.code)).unwrap_or(0);
+                    // Codes after which Discord will not resume the session.
+                    if matches!(code, 4004 | 4007 | 4009 | 4010..=4014) {
+                        *self.resume.lock().unwrap() = Resume::default();
+                    }
                     return End::Retry(format!(
                         "gateway closed: {}",
                         c.map(|c| format!("{} {}", c.code, c.reason))
                             .unwrap_or_default()
-                    ))
+                    ));
                 }
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => return End::Retry(format!("gateway: {e}")),
@@ -140,11 +202,8 @@ impl Discord {
             let Ok(v) = serde_json::from_str::<Value>(&text) else {
                 continue;
             };
-            if let Some(s) = v["s"].as_i64() {
-                seq = Some(s);
-            }
             match v["op"].as_i64() {
-                // Hello: start heartbeating, identify.
+                // Hello: start heartbeating, resume or identify.
                 Some(10) => {
                     interval = Duration::from_millis(
                         v["d"]["heartbeat_interval"].as_u64().unwrap_or(41_250),
@@ -153,39 +212,74 @@ impl Discord {
                     heartbeat
                         .as_mut()
                         .reset(tokio::time::Instant::now() + jitter);
-                    let identify = json!({"op": 2, "d": {"token": self.token, "intents": INTENTS,
-                        "properties": {"os": "linux", "browser": "ironclaw", "device": "ironclaw"}}});
-                    if ws
-                        .send(WsMessage::Text(identify.to_string()))
-                        .await
-                        .is_err()
-                    {
+                    let first = if resuming {
+                        json!({"op": 6, "d": {"token": self.token,
+                            "session_id": resume.session_id, "seq": resume.seq}})
+                    } else {
+                        json!({"op": 2, "d": {"token": self.token, "intents": INTENTS,
+                            "properties": {"os": "linux", "browser": "ironclaw", "device": "ironclaw"}}})
+                    };
+                    if ws.send(WsMessage::Text(first.to_string())).await.is_err() {
                         return End::Retry("gateway: identify failed".into());
                     }
                 }
                 // Heartbeat request.
                 Some(1) => {
+                    let seq = self.resume.lock().unwrap().seq;
                     let _ = ws
                         .send(WsMessage::Text(json!({"op": 1, "d": seq}).to_string()))
                         .await;
                 }
-                Some(7) => return End::Retry("gateway asked to reconnect".into()),
-                Some(9) => return End::Retry("gateway: invalid session".into()),
-                Some(0) => match v["t"].as_str() {
-                    Some("READY") => {
-                        *self.bot_user.lock().unwrap() =
-                            v["d"]["user"]["id"].as_str().map(String::from);
-                        host.status(true, None);
+                Some(11) => acked = true,
+                Some(7) => {
+                    let _ = ws
+                        .close(Some(CloseFrame {
+                            code: CloseCode::from(4000),
+                            reason: "reconnect".into(),
+                        }))
+                        .await;
+                    return End::Retry("gateway asked to reconnect; resuming".into());
+                }
+                Some(9) => {
+                    if v["d"] != true {
+                        *self.resume.lock().unwrap() = Resume::default();
                     }
-                    Some("MESSAGE_CREATE") => {
-                        if let Some(msg) = self.normalize(&v["d"]) {
-                            if let Err(e) = host.accept(msg).await {
-                                host.status(true, Some(format!("storing a message: {e}")));
+                    return End::Retry("gateway: invalid session".into());
+                }
+                Some(0) => {
+                    match v["t"].as_str() {
+                        Some("READY") => {
+                            let d = &v["d"];
+                            *self.bot_user.lock().unwrap() =
+                                d["user"]["id"].as_str().map(String::from);
+                            let mut r = self.resume.lock().unwrap();
+                            r.session_id = d["session_id"].as_str().map(String::from);
+                            r.url = d["resume_gateway_url"].as_str().map(String::from);
+                            r.failures = 0;
+                            drop(r);
+                            backoff.reset();
+                            host.status(true, None);
+                        }
+                        Some("RESUMED") => {
+                            self.resume.lock().unwrap().failures = 0;
+                            backoff.reset();
+                            host.status(true, None);
+                        }
+                        Some("MESSAGE_CREATE") => {
+                            if let Some(msg) = self.normalize(&v["d"]) {
+                                if let Err(e) = host.accept(msg).await {
+                                    host.status(true, Some(format!("storing a message: {e}")));
+                                }
                             }
                         }
+                        _ => {}
                     }
-                    _ => {}
-                },
+                    // Only after the event is handled: a resume from here
+                    // replays nothing it has not seen.
+                    if let Some(seq) = v["s"].as_i64() {
+                        self.resume.lock().unwrap().seq = Some(seq);
+                    }
+                }
                 _ => {}
             }
         }
@@ -253,7 +347,7 @@ impl Channel for Discord {
     async fn run(&self, host: Arc<dyn Host>, cancel: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
         loop {
-            match self.session(&host, &cancel).await {
+            match self.session(&host, &cancel, &mut backoff).await {
                 End::Cancelled => return,
                 End::Retry(e) => {
                     tracing::warn!("discord: {e}");

@@ -50,6 +50,16 @@ pub fn hmac_verify(key: &[u8], data: &[u8], hex_sig: &str) -> bool {
     ring::hmac::verify(&k, data, &sig).is_ok()
 }
 
+/// Equal, in time independent of where `a` and `b` differ (a shared
+/// secret compared with what a request carries).
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -109,6 +109,9 @@ pub struct Spec {
     pub secret: Option<String>,
     /// Where replies are POSTed (webhook).
     pub callback_url: Option<String>,
+    /// The public URL of this channel's inbound endpoint, for services
+    /// that push to it (Telegram webhook mode; `secret` is its token).
+    pub webhook_url: Option<String>,
 }
 
 /// One message from the service, normalized.

@@ -129,6 +129,25 @@ impl Matrix {
         })
     }
 
+    /// Learn `room`'s joined member count from the homeserver (a DM is a
+    /// room of two); unknown stays unknown, which counts as a group.
+    async fn count_members(&self, room: &str) {
+        let Ok(u) = self.url(&["rooms", room, "joined_members"]) else {
+            return;
+        };
+        match self.call(reqwest::Method::GET, u, None, None).await {
+            Ok(v) => {
+                if let Some(j) = v["joined"].as_object() {
+                    self.members
+                        .lock()
+                        .unwrap()
+                        .insert(room.to_string(), j.len() as u64);
+                }
+            }
+            Err(e) => tracing::debug!("matrix: joined_members of {room}: {e}"),
+        }
+    }
+
     /// Store a sync batch's messages; join invites. False when one could
     /// not be stored (the batch is then synced again).
     async fn batch(&self, host: &Arc<dyn Host>, v: &Value) -> bool {
@@ -145,10 +164,27 @@ impl Matrix {
             return true;
         };
         for (room, r) in joined {
+            let events = r["timeline"]["events"].as_array();
             if let Some(n) = r["summary"]["m.joined_member_count"].as_u64() {
                 self.members.lock().unwrap().insert(room.clone(), n);
+            } else if events
+                .into_iter()
+                .flatten()
+                .any(|e| e["type"] == "m.room.member")
+            {
+                // Someone joined or left, and no summary says how many are
+                // left (Synapse sends summaries only to lazy-loading
+                // clients, and only when they change).
+                self.members.lock().unwrap().remove(room);
             }
-            for ev in r["timeline"]["events"].as_array().into_iter().flatten() {
+            let has_messages = events
+                .into_iter()
+                .flatten()
+                .any(|e| e["type"] == "m.room.message");
+            if has_messages && !self.members.lock().unwrap().contains_key(room) {
+                self.count_members(room).await;
+            }
+            for ev in events.into_iter().flatten() {
                 if let Some(msg) = self.normalize(room, ev) {
                     if let Err(e) = host.accept(msg).await {
                         host.status(true, Some(format!("storing a message: {e}")));

@@ -5,6 +5,14 @@
 //! loop; 429 honours `parameters.retry_after`; 400 "can't parse entities"
 //! asks for the plain-text retry.
 //!
+//! Webhook mode (a `webhook_url` and a secret token): `setWebhook` at
+//! start instead, and updates arrive on the daemon's inbound endpoint,
+//! checked against `X-Telegram-Bot-Api-Secret-Token` (constant time; wrong
+//! or missing is 401 and nothing is stored), stored before the 200 answer
+//! (a failure to store is a 500: Telegram redelivers). Redeliveries carry
+//! the same message, so they are deduplicated by the same id as in polling
+//! mode, and switching modes processes nothing twice.
+//!
 //! Sends have no idempotency key in this API: an ambiguous failure (the
 //! request went out, no answer came) is not retried.
 
@@ -14,15 +22,32 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::http::{classify, Backoff};
-use crate::{api_base, BuildError, Channel, Host, Inbound, Kind, Outbound, SendError, Spec};
+use crate::http::{classify, ct_eq, Backoff};
+use crate::{
+    api_base, BuildError, Channel, Host, Inbound, Kind, Outbound, SendError, Spec, WebhookReply,
+    WebhookRequest,
+};
 
 /// Seconds a `getUpdates` call waits for updates.
 const POLL_SECS: u64 = 25;
 
+/// The header Telegram sends the webhook's secret token in.
+pub const SECRET_HEADER: &str = "x-telegram-bot-api-secret-token";
+
+/// How often webhook mode asks getWebhookInfo whether deliveries work.
+const WEBHOOK_CHECK: Duration = Duration::from_secs(60);
+
+/// Webhook mode: where Telegram pushes updates, and the token it sends.
+struct Push {
+    url: String,
+    secret: String,
+}
+
 pub struct Telegram {
     base: String,
     client: reqwest::Client,
+    push: Option<Push>,
+    check_every: Duration,
     /// The bot's @username (from getMe), for mention detection.
     username: Mutex<Option<String>>,
 }
@@ -42,9 +67,29 @@ impl Telegram {
             return Err(BuildError::Invalid("telegram needs a bot token".into()));
         }
         let base = format!("{}/bot{}", api_base(&spec, Kind::Telegram), spec.token);
+        let push = match spec.webhook_url {
+            None => None,
+            Some(url) => {
+                let secret = spec.secret.unwrap_or_default();
+                // The Bot API's own rule for secret_token.
+                if secret.is_empty()
+                    || secret.len() > 256
+                    || !secret
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                {
+                    return Err(BuildError::Invalid(
+                        "telegram webhook mode needs a secret token of 1-256 characters A-Z, a-z, 0-9, '_' and '-'".into(),
+                    ));
+                }
+                Some(Push { url, secret })
+            }
+        };
         Ok(Telegram {
             base,
             client: crate::http::client(),
+            push,
+            check_every: WEBHOOK_CHECK,
             username: Mutex::new(None),
         })
     }
@@ -112,19 +157,99 @@ impl Telegram {
         })
     }
 
-    /// One startup attempt: drop a webhook, learn the bot's name.
+    /// Check webhook deliveries this often instead (tests).
+    pub fn with_webhook_check(mut self, every: Duration) -> Self {
+        self.check_every = every;
+        self
+    }
+
+    /// Webhook mode, once set: Telegram tells in getWebhookInfo when it
+    /// cannot deliver (a wrong public URL, a proxy in the way), the
+    /// webhook's silent failure, or that the webhook was replaced or
+    /// deleted (another instance); both show in status, and a lost webhook
+    /// is set again.
+    async fn watch_webhook(&self, push: &Push, host: &Arc<dyn Host>, cancel: &CancellationToken) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        // Errors from before this start are not news.
+        let mut seen = now - 1;
+        while sleep_or_cancel(self.check_every, cancel).await {
+            let info = match self.call("getWebhookInfo", &json!({}), None).await {
+                Ok(Ok(info)) => info,
+                Ok(Err(f)) => {
+                    host.status(
+                        true,
+                        Some(format!("getWebhookInfo: {} {}", f.code, f.description)),
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    host.status(true, Some(format!("getWebhookInfo: {e}")));
+                    continue;
+                }
+            };
+            let url = info["url"].as_str().unwrap_or("");
+            if url != push.url {
+                let what = if url.is_empty() {
+                    "deleted".to_string()
+                } else {
+                    format!("changed to {url}")
+                };
+                let e = format!("the webhook was {what} (another instance?); setting it again");
+                tracing::warn!("telegram: {e}");
+                host.status(false, Some(e));
+                match self.start().await {
+                    Ok(()) => host.status(true, None),
+                    Err(e) => host.status(false, Some(e)),
+                }
+                continue;
+            }
+            let date = info["last_error_date"].as_i64().unwrap_or(0);
+            if date > seen {
+                seen = date;
+                let e = format!(
+                    "Telegram could not deliver to {}: {} ({} update(s) pending)",
+                    push.url,
+                    info["last_error_message"]
+                        .as_str()
+                        .unwrap_or("no reason given"),
+                    info["pending_update_count"].as_u64().unwrap_or(0)
+                );
+                tracing::warn!("telegram: {e}");
+                host.status(false, Some(e));
+            } else {
+                host.status(true, None);
+            }
+        }
+    }
+
+    /// Call `method` once for its side effect.
+    async fn must(&self, method: &str, body: &Value) -> Result<(), String> {
+        match self.call(method, body, None).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(f)) => Err(format!("{method}: {} {}", f.code, f.description)),
+            Err(e) => Err(format!("{method}: {e}")),
+        }
+    }
+
+    /// One startup attempt: drop a webhook (polling) or set ours (webhook
+    /// mode), learn the bot's name.
     async fn start(&self) -> Result<(), String> {
-        match self
-            .call(
-                "deleteWebhook",
-                &json!({"drop_pending_updates": false}),
-                None,
-            )
-            .await
-        {
-            Ok(Ok(_)) => {}
-            Ok(Err(f)) => return Err(format!("deleteWebhook: {} {}", f.code, f.description)),
-            Err(e) => return Err(format!("deleteWebhook: {e}")),
+        match &self.push {
+            None => {
+                self.must("deleteWebhook", &json!({"drop_pending_updates": false}))
+                    .await?
+            }
+            Some(p) => {
+                self.must(
+                    "setWebhook",
+                    &json!({"url": p.url, "secret_token": p.secret,
+                        "allowed_updates": ["message"], "drop_pending_updates": false}),
+                )
+                .await?
+            }
         }
         match self.call("getMe", &json!({}), None).await {
             Ok(Ok(me)) => {
@@ -176,6 +301,21 @@ impl Channel for Telegram {
             }
         }
         backoff.reset();
+        if let Some(push) = &self.push {
+            // Updates come to `webhook`; on removal, stop Telegram pushing
+            // to an endpoint that is gone.
+            host.status(true, None);
+            self.watch_webhook(push, &host, &cancel).await;
+            let body = json!({"drop_pending_updates": false});
+            let stop = self.must("deleteWebhook", &body);
+            if let Err(e) = tokio::time::timeout(Duration::from_secs(5), stop)
+                .await
+                .unwrap_or(Err("deleteWebhook: timed out".into()))
+            {
+                tracing::warn!("telegram: {e}");
+            }
+            return;
+        }
         let mut offset: Option<i64> = host.cursor().and_then(|c| c.parse().ok());
         loop {
             if cancel.is_cancelled() {
@@ -259,6 +399,37 @@ impl Channel for Telegram {
                 return;
             }
         }
+    }
+
+    async fn webhook(&self, host: Arc<dyn Host>, req: WebhookRequest) -> WebhookReply {
+        let Some(push) = &self.push else {
+            return WebhookReply::json(
+                404,
+                json!({"error": "this telegram channel polls getUpdates; it takes no webhooks"}),
+            );
+        };
+        let given = req.header(SECRET_HEADER).unwrap_or("");
+        if !ct_eq(given.as_bytes(), push.secret.as_bytes()) {
+            return WebhookReply::json(
+                401,
+                json!({"error": "missing or wrong X-Telegram-Bot-Api-Secret-Token"}),
+            );
+        }
+        let Ok(u) = serde_json::from_slice::<Value>(&req.body) else {
+            return WebhookReply::json(400, json!({"error": "the body is not JSON"}));
+        };
+        if u["update_id"].as_i64().is_none() {
+            return WebhookReply::json(400, json!({"error": "not an Update: no update_id"}));
+        }
+        // Other update kinds (edits, reactions...) are acknowledged unread.
+        if let Some(msg) = self.normalize(&u) {
+            if let Err(e) = host.accept(msg).await {
+                host.status(true, Some(format!("storing an update: {e}")));
+                // Not stored, so not acknowledged: Telegram sends it again.
+                return WebhookReply::json(500, json!({"error": "could not store the update"}));
+            }
+        }
+        WebhookReply::json(200, json!({}))
     }
 
     async fn send(&self, msg: &Outbound) -> Result<String, SendError> {

@@ -1,6 +1,9 @@
 //! The Discord channel against the fake Gateway and REST API over
 //! loopback: Hello/Identify/heartbeats/READY, MESSAGE_CREATE normalized,
-//! 429 with retry_after, nonce idempotency, typing.
+//! 429 with retry_after, nonce idempotency, typing; the session resumed
+//! after a dropped connection, opcode 7 and a missing heartbeat ACK (the
+//! messages missed replayed and handled once), a fresh IDENTIFY after
+//! opcode 9 d=false.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -156,6 +159,95 @@ async fn gateway_messages_in_rest_replies_out() {
             .any(|s| s.1.as_deref().is_some_and(|e| e.contains("401")))
     })
     .await;
+    cancel.cancel();
+    run.await.unwrap();
+}
+
+fn ids(host: &TestHost) -> Vec<String> {
+    host.accepted
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|m| m.message_id.clone())
+        .collect()
+}
+
+fn dm(fake: &FakeDiscord, id: &str) {
+    fake.message(FakeDiscord::user_message(id, "dm-1", None, "42", id, false));
+}
+
+#[tokio::test]
+async fn gateway_resumes_and_replays_what_was_missed_exactly_once() {
+    let fake = FakeDiscord::start(TOKEN).await;
+    let ch = channel(&fake, TOKEN);
+    let host = Arc::new(TestHost::default());
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn({
+        let (ch, host, cancel) = (ch.clone(), host.clone(), cancel.clone());
+        async move { ch.run(host, cancel).await }
+    });
+    until("READY", || {
+        host.statuses.lock().unwrap().iter().any(|s| s.0)
+    })
+    .await;
+    dm(&fake, "201");
+    until("the first message", || ids(&host) == ["201"]).await;
+
+    // The connection drops; a message is sent while the client cannot
+    // reconnect; it arrives once the gateway takes connections again, by
+    // replay after RESUME on resume_gateway_url, not a new session.
+    fake.close_gateway().await;
+    dm(&fake, "202");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(ids(&host), ["201"], "nothing while disconnected");
+    fake.open_gateway();
+    until("the missed message", || ids(&host).len() == 2).await;
+    assert_eq!(ids(&host), ["201", "202"]);
+    assert_eq!(
+        (fake.resumed(), fake.replayed(), fake.identified()),
+        (1, 1, 1)
+    );
+    assert_eq!(fake.connects().last().unwrap(), "/resume/");
+    dm(&fake, "203");
+    until("a live message after the resume", || ids(&host).len() == 3).await;
+
+    // Opcode 7: reconnect and resume; a message racing it arrives once,
+    // live or replayed.
+    let r = fake.resumed();
+    fake.ask_reconnect();
+    dm(&fake, "204");
+    until("the second resume", || fake.resumed() > r).await;
+    until("the racing message", || ids(&host).len() == 4).await;
+
+    // Heartbeats no longer acknowledged: a zombie connection, closed by
+    // the client and resumed.
+    let r = fake.resumed();
+    fake.skip_acks(1);
+    until("the third resume", || fake.resumed() > r).await;
+    dm(&fake, "205");
+    until("a message after it", || ids(&host).len() == 5).await;
+    assert!(
+        host.statuses
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|s| s.1.as_deref().is_some_and(|e| e.contains("heartbeat ACK"))),
+        "the zombie connection is reported"
+    );
+
+    // Opcode 9 d=false: the session is gone; a fresh IDENTIFY.
+    fake.invalidate(false);
+    until("a second IDENTIFY", || fake.identified() == 2).await;
+    until("connected", || {
+        host.statuses.lock().unwrap().last().map(|s| s.0) == Some(true)
+    })
+    .await;
+    dm(&fake, "206");
+    until("a message in the new session", || ids(&host).len() == 6).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Each message handled exactly once across all of it.
+    assert_eq!(ids(&host), ["201", "202", "203", "204", "205", "206"]);
+    assert_eq!(fake.identified(), 2);
     cancel.cancel();
     run.await.unwrap();
 }

@@ -104,6 +104,15 @@ async fn sync_in_send_out_with_txn_ids() {
         host.accepted.lock().unwrap().len() == 4
     })
     .await;
+    // Without summaries (Synapse's answer to a client that does not
+    // lazy-load members), the member count comes from joined_members.
+    fake.no_summaries();
+    fake.message("!dm2:fake.local", 2, "@pat:fake.local", "$e6", "a DM");
+    fake.message("!grp2:fake.local", 3, "@pat:fake.local", "$e7", "a group");
+    until("two more", || host.accepted.lock().unwrap().len() == 6).await;
+    let acc = host.accepted.lock().unwrap().clone();
+    assert!(!acc[4].is_group && acc[4].mentioned, "{:?}", acc[4]);
+    assert!(acc[5].is_group && !acc[5].mentioned, "{:?}", acc[5]);
     cancel.cancel();
     run.await.unwrap();
     assert!(fake.syncs()[before].is_some(), "{:?}", fake.syncs());

@@ -742,6 +742,7 @@ pub enum ChannelCmd {
     /// Add a channel; credentials stay in the daemon's environment (VAR names)
     #[command(
         after_help = "Examples:\n  ironclaw channel add telegram --name tg --token-env TELEGRAM_BOT_TOKEN\n  \
+        ironclaw channel add telegram --name tg --token-env TELEGRAM_BOT_TOKEN --secret-env TG_WEBHOOK_SECRET --public-url https://claw.example.com\n  \
         ironclaw channel add webhook --name hook --secret-env HOOK_SECRET --callback-url https://example.com/replies --access open"
     )]
     Add(Box<ChannelAddArgs>),
@@ -787,9 +788,12 @@ pub struct ChannelAddArgs {
     /// Env var of ironclawd holding the bot token
     #[arg(long, value_name = "VAR")]
     pub token_env: Option<String>,
-    /// Env var of ironclawd holding the signing secret (webhook, slack)
-    #[arg(long, value_name = "VAR")]
+    /// Env var of ironclawd holding the signing secret (webhook, slack) or the webhook secret token (telegram webhook mode)
+    #[arg(long, value_name = "VAR", visible_alias = "webhook-secret-env")]
     pub secret_env: Option<String>,
+    /// Telegram webhook mode: the daemon's public base URL; Telegram then pushes to URL/v1/channels/NAME/events (needs --secret-env)
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
     /// The service's API base (default: the real service)
     #[arg(long, value_name = "URL")]
     pub api_base: Option<String>,

@@ -1,8 +1,9 @@
 //! Chat channel benchmark: per channel, the time from an inbound message
 //! to its reply reaching the (fake) service with a zero-latency mock LLM,
 //! next to the mock's own completion time in the same run; and delivery
-//! throughput of 1,000 queued replies next to a bare HTTP client sending
-//! the same requests to the same fake. Run: `scripts/bench.sh --channels`
+//! throughput of 1,000 queued replies per channel next to a bare HTTP
+//! client sending the same requests to the same fake, one channel at a
+//! time. Run: `scripts/bench.sh --channels`
 //! (or `cargo bench -p ironclaw-daemon --bench channels`; `--quick`).
 //! Arrival is polled every millisecond: figures have that resolution.
 
@@ -20,6 +21,8 @@ use ironclaw_channels::fake::telegram::FakeTelegram;
 use serde_json::json;
 
 const TG: &str = "1:bench-telegram";
+const TGW: &str = "2:bench-telegram-webhook";
+const TGW_SECRET: &str = "bench-hook-secret";
 const SL: &str = "xoxb-bench";
 const SL_SECRET: &str = "bench-slack-secret";
 const DC: &str = "bench-discord";
@@ -79,6 +82,7 @@ async fn main() {
     let queued = if quick { 200 } else { 1000 };
     let mock = MockLlm::start([]).await;
     let tg = FakeTelegram::start(TG).await;
+    let tgw = FakeTelegram::start(TGW).await;
     let sl = FakeSlack::start(SL).await;
     let dc = FakeDiscord::start(DC).await;
     let mx = FakeMatrix::start(MX).await;
@@ -92,6 +96,8 @@ async fn main() {
             ("IRONCLAW_API_KEY", "k"),
             ("IRONCLAW_MODEL", "mock-model"),
             ("TG", TG),
+            ("TGW", TGW),
+            ("TGW_SECRET", TGW_SECRET),
             ("SL", SL),
             ("SL_SECRET", SL_SECRET),
             ("DC", DC),
@@ -102,8 +108,11 @@ async fn main() {
     .await;
     // Turns read the agent's memory file from its sandbox, as in production.
     d.build_image("mini", "busybox").await;
+    let public = d.u("");
     for body in [
         json!({"kind": "telegram", "name": "tg", "token_env": "TG", "api_base": tg.url, "access": "open"}),
+        json!({"kind": "telegram", "name": "tgw", "token_env": "TGW", "secret_env": "TGW_SECRET",
+            "public_url": public, "api_base": tgw.url, "access": "open"}),
         json!({"kind": "slack", "name": "sl", "token_env": "SL", "secret_env": "SL_SECRET", "api_base": sl.url, "access": "open"}),
         json!({"kind": "discord", "name": "dc", "token_env": "DC", "api_base": dc.url, "access": "open"}),
         json!({"kind": "matrix", "name": "mx", "token_env": "MX", "api_base": mx.url, "access": "open"}),
@@ -135,12 +144,20 @@ async fn main() {
         ms(mock_p50)
     );
 
-    for kind in ["telegram", "webhook", "slack", "discord", "matrix"] {
+    for kind in [
+        "telegram",
+        "tg-webhook",
+        "webhook",
+        "slack",
+        "discord",
+        "matrix",
+    ] {
         let mut times = Vec::new();
         for i in 0..n {
             mock.push(MockReply::text("pong"));
             let sent_before = match kind {
                 "telegram" => tg.sent_texts().len(),
+                "tg-webhook" => tgw.sent_texts().len(),
                 "webhook" => cb.load(Ordering::SeqCst),
                 "slack" => sl.calls("chat.postMessage").len(),
                 "discord" => dc.created().len(),
@@ -151,6 +168,10 @@ async fn main() {
             match kind {
                 "telegram" => {
                     tg.private(77, 1000 + i as i64, "ping");
+                }
+                // Pushed by the fake to the daemon's endpoint.
+                "tg-webhook" => {
+                    tgw.private(77, 1000 + i as i64, "ping");
                 }
                 "webhook" => {
                     let body = json!({"id": id, "sender": "s", "text": "ping"}).to_string();
@@ -190,6 +211,7 @@ async fn main() {
             until(|| {
                 let now = match kind {
                     "telegram" => tg.sent_texts().len(),
+                    "tg-webhook" => tgw.sent_texts().len(),
                     "webhook" => cb.load(Ordering::SeqCst),
                     "slack" => sl.calls("chat.postMessage").len(),
                     "discord" => dc.created().len(),
@@ -209,54 +231,102 @@ async fn main() {
         );
     }
 
-    // Throughput: `queued` replies put in the queue while the daemon is
-    // down, delivered after it starts, first arrival to last.
-    d.stop_daemon();
-    {
-        let store = ironclaw_store::Store::open(&d.data_dir().join("ironclaw.db")).unwrap();
-        for i in 0..queued {
-            let id = store
-                .insert_inbound("tg", &format!("q{i}"), "77", "77", &json!({}))
-                .unwrap()
-                .unwrap();
-            let text = format!("queued reply {i}");
-            let part = ironclaw_store::NewPart {
-                chat: "77",
-                thread: None,
-                text: &text,
-            };
-            store
-                .finish_inbound(id, "tg", "done", None, &[part], 0)
-                .unwrap();
+    // Throughput, one channel at a time: `queued` replies put in the
+    // queue while the daemon is down, delivered after it starts, first
+    // arrival to last; then a bare client sending the same requests to
+    // the same fake, one after another.
+    let count = |kind: &str| match kind {
+        "telegram" => tg.sent_texts().len(),
+        "webhook" => cb.load(Ordering::SeqCst),
+        "slack" => sl.calls("chat.postMessage").len(),
+        "discord" => dc.created().len(),
+        _ => mx.sent().len(),
+    };
+    for (kind, name, chat) in [
+        ("telegram", "tg", "77"),
+        ("webhook", "wh", "s"),
+        ("slack", "sl", "D1"),
+        ("discord", "dc", "dm-1"),
+        ("matrix", "mx", "!dm:fake.local"),
+    ] {
+        d.stop_daemon();
+        {
+            let store = ironclaw_store::Store::open(&d.data_dir().join("ironclaw.db")).unwrap();
+            for i in 0..queued {
+                let id = store
+                    .insert_inbound(name, &format!("q{i}"), chat, chat, &json!({}))
+                    .unwrap()
+                    .unwrap();
+                let text = format!("queued reply {i}");
+                let part = ironclaw_store::NewPart {
+                    chat,
+                    thread: None,
+                    text: &text,
+                };
+                store
+                    .finish_inbound(id, name, "done", None, &[part], 0)
+                    .unwrap();
+            }
         }
+        let before = count(kind);
+        d.spawn();
+        until_every(5, || count(kind) > before).await;
+        let t = Instant::now();
+        until_every(5, || count(kind) >= before + queued).await;
+        let daemon_rate = (queued - 1) as f64 / t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        for i in 0..queued {
+            let text = format!("direct {i}");
+            let r = match kind {
+                "telegram" => http
+                    .post(format!("{}/bot{TG}/sendMessage", tg.url))
+                    .json(&json!({"chat_id": chat, "text": text})),
+                "webhook" => http
+                    .post(&cb_url)
+                    .json(&json!({"chat": chat, "text": text})),
+                "slack" => http
+                    .post(format!("{}/chat.postMessage", sl.url))
+                    .bearer_auth(SL)
+                    .json(&json!({"channel": chat, "text": text})),
+                "discord" => http
+                    .post(format!("{}/channels/{chat}/messages", dc.url))
+                    .header("authorization", format!("Bot {DC}"))
+                    .json(&json!({"content": text, "nonce": format!("direct-{i}"), "enforce_nonce": true})),
+                _ => http
+                    .put(format!(
+                        "{}/_matrix/client/v3/rooms/{}/send/m.room.message/direct-{i}",
+                        mx.url,
+                        chat.replace('!', "%21").replace(':', "%3A")
+                    ))
+                    .bearer_auth(MX)
+                    .json(&json!({"msgtype": "m.text", "body": text})),
+            };
+            let r = r.send().await.unwrap();
+            assert!(r.status().is_success(), "{kind}: {}", r.status());
+            r.bytes().await.unwrap();
+        }
+        let direct_rate = queued as f64 / t.elapsed().as_secs_f64();
+        println!(
+            "{kind:<9}  {queued} queued replies delivered          {daemon_rate:>6.0}/s   bare client {direct_rate:>6.0}/s  ({:.3}x)",
+            daemon_rate / direct_rate
+        );
+        assert_eq!(
+            count(kind),
+            before + 2 * queued,
+            "{kind}: each queued reply once"
+        );
     }
-    let before = tg.sent_texts().len();
-    d.spawn();
-    until(|| tg.sent_texts().len() > before).await;
-    let t = Instant::now();
-    until(|| tg.sent_texts().len() >= before + queued).await;
-    let daemon_rate = (queued - 1) as f64 / t.elapsed().as_secs_f64();
-    // Reference: the same requests from a bare client, one after another.
-    let t = Instant::now();
-    for i in 0..queued {
-        let r = http
-            .post(format!("{}/bot{TG}/sendMessage", tg.url))
-            .json(&json!({"chat_id": "77", "text": format!("direct {i}")}))
-            .send()
-            .await
-            .unwrap();
-        r.bytes().await.unwrap();
-    }
-    let direct_rate = queued as f64 / t.elapsed().as_secs_f64();
     println!(
-        "telegram   {queued} queued replies delivered           {daemon_rate:.0}/s   bare client {direct_rate:.0}/s  ({:.4}x; each part is two fsync'd commits: `sending` before the call, the outcome after)",
-        daemon_rate / direct_rate
+        "(each queued part is two fsync'd commits: `sending` before the call, the outcome after)"
     );
-    assert_eq!(
-        tg.sent_texts().len(),
-        before + 2 * queued,
-        "each queued reply once"
-    );
+}
+
+async fn until_every(every_ms: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out");
+        tokio::time::sleep(Duration::from_millis(every_ms)).await;
+    }
 }
 
 async fn until_connected(d: &Daemon) {

@@ -93,6 +93,7 @@ fn unix_now() -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_slack_discord_and_matrix_end_to_end() {
     let mock = MockLlm::start((0..4).map(|_| MockReply::text("reply from the **agent**"))).await;
+    mock.push(MockReply::text("answer to the missed one"));
     let cb = Arc::new(Callback::default());
     let cb_url = callback_server(cb.clone()).await;
     let slack = FakeSlack::start(SL_TOKEN).await;
@@ -290,4 +291,27 @@ async fn webhook_slack_discord_and_matrix_end_to_end() {
     }
     assert_eq!(by_kind.len(), 4);
     assert!(by_kind.values().all(|q| *q == 0), "{by_kind:?}");
+
+    // Discord: a message sent while the gateway connection was down comes
+    // in by replay after RESUME and runs one turn; nothing else repeats.
+    discord.close_gateway().await;
+    discord.message(FakeDiscord::user_message(
+        "5002",
+        "dm-9",
+        None,
+        "42",
+        "sent while disconnected",
+        false,
+    ));
+    discord.open_gateway();
+    wait_for(60, "the missed message's reply", || async {
+        discord.created().len() == 2
+    })
+    .await;
+    assert!(discord.resumed() >= 1 && discord.replayed() >= 1);
+    assert_eq!(discord.identified(), 1, "the session was resumed, not new");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(mock.requests().len(), 5, "one more turn, once");
+    let (_, v) = d.get("/v1/channels/dc/messages").await;
+    assert_eq!(v["messages"].as_array().unwrap().len(), 2, "{v}");
 }

@@ -1,8 +1,9 @@
 //! Chat channels end to end: a real daemon, the fake Telegram Bot API over
 //! loopback, the scripted mock LLM, real agent sandboxes. A message in, an
 //! agent tool turn in the right user's sandbox, the reply out; pairing;
-//! group trigger; redelivery processed once; 409/429/400 handling; and a
-//! SIGKILL mid-delivery followed by a restart delivering exactly once.
+//! group trigger; redelivery processed once; 409/429/400 handling; a
+//! SIGKILL mid-delivery followed by a restart delivering exactly once; and
+//! webhook mode (Telegram pushing to the daemon's inbound endpoint).
 
 mod common;
 
@@ -16,6 +17,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 const TG_TOKEN: &str = "7000001:AAE-secret-tg-token-5b9c2d";
+const TG_HOOK: &str = "hook-Secret_token-9f3e";
 
 async fn daemon(mock: &MockLlm) -> Daemon {
     let base = mock.openai_base();
@@ -27,6 +29,7 @@ async fn daemon(mock: &MockLlm) -> Daemon {
             ("IRONCLAW_API_KEY", MOCK_KEY),
             ("IRONCLAW_MODEL", "mock-model"),
             ("TG_TOKEN", TG_TOKEN),
+            ("TG_HOOK", TG_HOOK),
         ],
     )
     .await;
@@ -478,20 +481,7 @@ async fn a_group_gets_its_own_agent_sandbox_and_sessions() {
 /// queue; the run record has it too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_scheduled_in_a_group_posts_its_result_to_the_group() {
-    // The mock's script is fixed before the daemon starts, so the time is
-    // too: far enough ahead that a slow start (a loaded CI machine took 8 s)
-    // still schedules it in the future.
-    let at = (chrono::Utc::now() + chrono::Duration::seconds(25))
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let mock = MockLlm::start([
-        MockReply::tool(
-            "schedule_task",
-            json!({"name": "standup", "prompt": "say the standup line", "at": at}),
-        ),
-        MockReply::text("scheduled it"),
-        MockReply::text("standup time, everyone"),
-    ])
-    .await;
+    let mock = MockLlm::start([]).await;
     let fake = FakeTelegram::start(TG_TOKEN).await;
     let d = daemon(&mock).await;
     add_channel(
@@ -500,6 +490,16 @@ async fn a_task_scheduled_in_a_group_posts_its_result_to_the_group() {
                "access": "open", "groups": ["-1001"]}),
     )
     .await;
+    // `at` from now, not from before the daemon started: on a loaded
+    // machine that start can take longer than the delay.
+    let at = (chrono::Utc::now() + chrono::Duration::seconds(12))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    mock.push(MockReply::tool(
+        "schedule_task",
+        json!({"name": "standup", "prompt": "say the standup line", "at": at}),
+    ));
+    mock.push(MockReply::text("scheduled it"));
+    mock.push(MockReply::text("standup time, everyone"));
     fake.group(-1001, 5, 1, "@andy_bot remind us of the standup");
     wait_for(120, "the reply to the request", || async {
         fake.sent_texts().iter().any(|t| t.contains("scheduled it"))
@@ -536,4 +536,120 @@ async fn a_task_scheduled_in_a_group_posts_its_result_to_the_group() {
     assert_eq!(task["deliver_to"]["chat"], "-1001", "{task}");
     assert_eq!(task["last_run"]["state"], "ok", "{task}");
     assert_eq!(mock.requests().len(), 3);
+}
+
+/// Webhook mode end to end: the channel sets the webhook to the daemon's
+/// inbound endpoint; an update Telegram pushes there runs a tool turn and
+/// the reply goes out; forged or unsigned requests are 401 and store
+/// nothing; a redelivered update (same update_id) is processed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_mode_message_in_tool_turn_reply_out_forgeries_refused() {
+    let mock = MockLlm::start([
+        MockReply::tool(
+            "bash",
+            json!({"command": "echo via-webhook > /root/hook.txt"}),
+        ),
+        MockReply::text("**Stored** it"),
+    ])
+    .await;
+    let fake = FakeTelegram::start(TG_TOKEN).await;
+    let d = daemon(&mock).await;
+    let public = d.u("");
+    // Webhook mode takes both a public URL and a secret token.
+    let (st, v) = d
+        .post(
+            "/v1/channels",
+            json!({"kind": "telegram", "name": "tgw", "token_env": "TG_TOKEN", "public_url": public}),
+        )
+        .await;
+    assert_eq!(st, 400, "{v}");
+    assert!(v.to_string().contains("--secret-env"), "{v}");
+    let out = d.cli(&[
+        "channel",
+        "add",
+        "telegram",
+        "--name",
+        "tgw",
+        "--token-env",
+        "TG_TOKEN",
+        "--webhook-secret-env",
+        "TG_HOOK",
+        "--public-url",
+        &public,
+        "--api-base",
+        &fake.url,
+        "--access",
+        "open",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(20, "the webhook set", || async { fake.webhook().is_some() }).await;
+    let endpoint = d.u("/v1/channels/tgw/events");
+    assert_eq!(
+        fake.webhook(),
+        Some((endpoint.clone(), Some(TG_HOOK.to_string())))
+    );
+    wait_for(20, "connected", || async {
+        d.get("/v1/channels/tgw").await.1["connected"] == true
+    })
+    .await;
+
+    // Forged or unsigned requests to the endpoint: 401, nothing stored.
+    let forged = json!({"update_id": 555, "message": {"message_id": 1, "date": 1,
+        "from": {"id": 666, "is_bot": false, "first_name": "Eve"},
+        "chat": {"id": 666, "type": "private"}, "text": "run rm -rf /"}});
+    let http = reqwest::Client::new();
+    for secret in [Some("hook-Secret_token-9f3f"), Some(""), None] {
+        let mut r = http.post(&endpoint).json(&forged);
+        if let Some(s) = secret {
+            r = r.header("X-Telegram-Bot-Api-Secret-Token", s);
+        }
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status(), 401, "{secret:?}");
+    }
+    assert!(messages(&d, "tgw").await.is_empty());
+
+    // Pushed by the service: a tool turn, the reply out.
+    let update = fake.private(31, 1, "write it down");
+    wait_for(120, "the reply", || async { !fake.sent_texts().is_empty() }).await;
+    let sent = fake.calls("sendMessage");
+    assert_eq!(sent[0]["chat_id"], "31");
+    assert_eq!(sent[0]["text"], "<b>Stored</b> it");
+    assert_eq!(fake.deliveries(), [(update, 200)]);
+    let (st, v) = d
+        .post(
+            "/v1/sandboxes/agent-admin/exec",
+            json!({"argv": ["cat", "/root/hook.txt"]}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["stdout"], "via-webhook\n");
+
+    // The same update again (its 200 was lost, say): answered, not rerun.
+    let calls = mock.requests().len();
+    fake.redeliver(update);
+    wait_for(20, "the redelivery answered", || async {
+        fake.deliveries().len() == 2
+    })
+    .await;
+    assert_eq!(fake.deliveries()[1], (update, 200));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(mock.requests().len(), calls);
+    assert_eq!(fake.sent_texts().len(), 1);
+    let log = messages(&d, "tgw").await;
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0]["message"]["state"], "done");
+    assert_eq!(log[0]["replies"][0]["part"]["state"], "sent");
+    assert!(fake.calls("getUpdates").is_empty(), "never polled");
+
+    // Removed: the webhook is deleted at the service.
+    let out = d.cli(&["channel", "rm", "tgw"]);
+    assert!(out.status.success());
+    wait_for(10, "the webhook deleted", || async {
+        fake.webhook().is_none()
+    })
+    .await;
 }

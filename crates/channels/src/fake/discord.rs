@@ -1,12 +1,18 @@
 //! A fake Discord: `GET /api/v10/gateway/bot`, the Gateway WebSocket
 //! (Hello with a short heartbeat interval, Identify checked, READY,
 //! Heartbeat ACKs, MESSAGE_CREATE dispatches the test pushes; a bad token
-//! closes with 4004), and REST `POST /channels/{id}/messages` (nonce
+//! closes with 4004; sessions with a replay buffer: RESUME (opcode 6) on
+//! `resume_gateway_url` replays the dispatches after the client's sequence
+//! number, then RESUMED; an unknown session gets opcode 9 d=false; the
+//! test can drop connections, hold new ones, send opcode 7 or 9 and
+//! withhold heartbeat ACKs), and REST `POST /channels/{id}/messages` (nonce
 //! enforcement: a repeated nonce returns the earlier message; scripted 429
 //! with `retry_after`) and `POST /channels/{id}/typing` (204).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
@@ -15,14 +21,61 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Value};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch, Notify};
 
+/// What the test tells live gateway connections.
+#[derive(Debug, Clone, Copy)]
+enum Control {
+    /// Drop the TCP connection, no close frame.
+    Kill,
+    /// Opcode 7.
+    Reconnect,
+    /// Opcode 9 with this `d`.
+    Invalid(bool),
+}
+
+/// A gateway session: every dispatch it was given, with its sequence
+/// number, kept for replay.
 #[derive(Default)]
+struct GwSession {
+    seq: i64,
+    log: Vec<Value>,
+}
+
+impl GwSession {
+    fn dispatch(&mut self, t: &str, d: Value) {
+        self.seq += 1;
+        self.log
+            .push(json!({"op": 0, "t": t, "s": self.seq, "d": d}));
+    }
+
+    fn after(&self, seq: i64) -> Vec<Value> {
+        self.log
+            .iter()
+            .filter(|f| f["s"].as_i64().unwrap_or(0) > seq)
+            .cloned()
+            .collect()
+    }
+}
+
 struct Shared {
     token: String,
     url: Mutex<String>,
     heartbeat_ms: u64,
-    dispatch: Mutex<Option<broadcast::Sender<Value>>>,
+    sessions: Mutex<HashMap<String, GwSession>>,
+    next_session: Mutex<u64>,
+    /// A dispatch was logged.
+    logged: Notify,
+    control: broadcast::Sender<Control>,
+    /// New gateway connections wait while false.
+    gate: watch::Sender<bool>,
+    live: AtomicUsize,
+    skip_acks: Mutex<u32>,
+    resumed: Mutex<u32>,
+    /// MESSAGE_CREATE dispatches sent again by a RESUME.
+    replayed: Mutex<u32>,
+    /// The path of each gateway connection.
+    connects: Mutex<Vec<String>>,
     heartbeats: Mutex<u32>,
     identified: Mutex<u32>,
     /// POSTed messages: (channel, body).
@@ -68,23 +121,58 @@ async fn gateway_bot(State(s): State<Arc<Shared>>, h: HeaderMap) -> Response {
     .into_response()
 }
 
-async fn gateway(State(s): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Response {
+async fn gateway(
+    State(s): State<Arc<Shared>>,
+    uri: axum::http::Uri,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let mut gate = s.gate.subscribe();
+    let _ = gate.wait_for(|open| *open).await;
+    s.connects.lock().unwrap().push(uri.path().to_string());
     ws.on_upgrade(move |socket| session(s, socket))
 }
 
+/// Counts a live connection while it lives.
+struct Live(Arc<Shared>);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn send(ws: &mut WebSocket, v: &Value) -> bool {
+    ws.send(Message::Text(v.to_string())).await.is_ok()
+}
+
 async fn session(s: Arc<Shared>, mut ws: WebSocket) {
+    s.live.fetch_add(1, Ordering::SeqCst);
+    let _live = Live(s.clone());
+    let mut control = s.control.subscribe();
     let hello =
         json!({"op": 10, "d": {"heartbeat_interval": s.heartbeat_ms}, "s": null, "t": null});
-    if ws.send(Message::Text(hello.to_string())).await.is_err() {
+    if !send(&mut ws, &hello).await {
         return;
     }
-    let mut rx = {
-        let mut d = s.dispatch.lock().unwrap();
-        d.get_or_insert_with(|| broadcast::channel(64).0)
-            .subscribe()
-    };
-    let mut seq = 0;
+    // The session this connection serves, and the last seq it sent.
+    let mut bound: Option<(String, i64)> = None;
     loop {
+        let logged = s.logged.notified();
+        if let Some((id, sent)) = &mut bound {
+            let frames = s
+                .sessions
+                .lock()
+                .unwrap()
+                .get(id.as_str())
+                .map(|g| g.after(*sent))
+                .unwrap_or_default();
+            for f in frames {
+                if !send(&mut ws, &f).await {
+                    return;
+                }
+                *sent = f["s"].as_i64().unwrap_or(*sent);
+            }
+        }
         tokio::select! {
             m = ws.recv() => {
                 let Some(Ok(Message::Text(t))) = m else { return };
@@ -92,28 +180,63 @@ async fn session(s: Arc<Shared>, mut ws: WebSocket) {
                 match v["op"].as_i64() {
                     Some(1) => {
                         *s.heartbeats.lock().unwrap() += 1;
-                        let _ = ws.send(Message::Text(json!({"op": 11}).to_string())).await;
-                    }
-                    Some(2) => {
-                        if v["d"]["token"].as_str() != Some(&s.token) {
-                            let _ = ws.send(Message::Close(Some(CloseFrame { code: 4004, reason: "Authentication failed.".into() }))).await;
+                        let skip = {
+                            let mut n = s.skip_acks.lock().unwrap();
+                            let skip = *n > 0;
+                            *n = n.saturating_sub(1);
+                            skip
+                        };
+                        if !skip && !send(&mut ws, &json!({"op": 11})).await {
                             return;
                         }
+                    }
+                    Some(2 | 6) if v["d"]["token"].as_str() != Some(&s.token) => {
+                        let _ = ws.send(Message::Close(Some(CloseFrame { code: 4004, reason: "Authentication failed.".into() }))).await;
+                        return;
+                    }
+                    Some(2) => {
                         *s.identified.lock().unwrap() += 1;
-                        seq += 1;
-                        let ready = json!({"op": 0, "t": "READY", "s": seq, "d": {"v": 10,
+                        let id = {
+                            let mut n = s.next_session.lock().unwrap();
+                            *n += 1;
+                            format!("fake-session-{n}")
+                        };
+                        let resume_url = format!("{}/resume", s.url.lock().unwrap().replacen("http", "ws", 1));
+                        let mut g = GwSession::default();
+                        g.dispatch("READY", json!({"v": 10,
                             "user": {"id": "800000000000000001", "username": "andy", "bot": true},
-                            "session_id": "fake-session", "resume_gateway_url": "ws://unused", "guilds": []}});
-                        let _ = ws.send(Message::Text(ready.to_string())).await;
+                            "session_id": id, "resume_gateway_url": resume_url, "guilds": []}));
+                        s.sessions.lock().unwrap().insert(id.clone(), g);
+                        bound = Some((id, 0));
+                    }
+                    Some(6) => {
+                        let id = v["d"]["session_id"].as_str().unwrap_or("").to_string();
+                        let seq = v["d"]["seq"].as_i64().unwrap_or(0);
+                        let missed = s.sessions.lock().unwrap().get(&id).map(|g| g.after(seq));
+                        let Some(missed) = missed else {
+                            // Unknown or invalidated: start over.
+                            if !send(&mut ws, &json!({"op": 9, "d": false})).await { return; }
+                            continue;
+                        };
+                        let mut sent = seq;
+                        for f in &missed {
+                            if !send(&mut ws, f).await { return; }
+                            sent = f["s"].as_i64().unwrap_or(sent);
+                        }
+                        let n = missed.iter().filter(|f| f["t"] == "MESSAGE_CREATE").count() as u32;
+                        *s.replayed.lock().unwrap() += n;
+                        *s.resumed.lock().unwrap() += 1;
+                        if !send(&mut ws, &json!({"op": 0, "t": "RESUMED", "s": null, "d": {}})).await { return; }
+                        bound = Some((id, sent));
                     }
                     _ => {}
                 }
             }
-            d = rx.recv() => {
-                let Ok(d) = d else { return };
-                seq += 1;
-                let ev = json!({"op": 0, "t": "MESSAGE_CREATE", "s": seq, "d": d});
-                if ws.send(Message::Text(ev.to_string())).await.is_err() { return; }
+            _ = logged => {}
+            c = control.recv() => match c {
+                Ok(Control::Kill) | Err(_) => return,
+                Ok(Control::Reconnect) => { let _ = send(&mut ws, &json!({"op": 7, "d": null})).await; }
+                Ok(Control::Invalid(d)) => { let _ = send(&mut ws, &json!({"op": 9, "d": d})).await; }
             }
         }
     }
@@ -187,12 +310,33 @@ impl FakeDiscord {
     pub async fn start(token: &str) -> FakeDiscord {
         let shared = Arc::new(Shared {
             token: token.to_string(),
-            heartbeat_ms: 250,
-            ..Default::default()
+            url: Mutex::default(),
+            // Short, for fast tests; long enough that a loaded machine
+            // does not miss ACKs (which the client takes for a zombie
+            // connection and resumes).
+            heartbeat_ms: 1000,
+            sessions: Mutex::default(),
+            next_session: Mutex::default(),
+            logged: Notify::new(),
+            control: broadcast::channel(16).0,
+            gate: watch::channel(true).0,
+            live: AtomicUsize::new(0),
+            skip_acks: Mutex::default(),
+            resumed: Mutex::default(),
+            replayed: Mutex::default(),
+            connects: Mutex::default(),
+            heartbeats: Mutex::default(),
+            identified: Mutex::default(),
+            posts: Mutex::default(),
+            nonces: Mutex::default(),
+            too_many: Mutex::default(),
+            typing: Mutex::default(),
+            next_id: Mutex::default(),
         });
         let app = Router::new()
             .route("/api/v10/gateway/bot", get(gateway_bot))
             .route("/", get(gateway))
+            .route("/resume/", get(gateway))
             .route("/api/v10/channels/:id/messages", post(create_message))
             .route("/api/v10/channels/:id/typing", post(typing))
             .with_state(shared.clone());
@@ -211,11 +355,60 @@ impl FakeDiscord {
         }
     }
 
-    /// Dispatch MESSAGE_CREATE to every connected gateway session.
+    /// Dispatch MESSAGE_CREATE in every gateway session: sent at once to
+    /// a connected client, kept for replay to one that resumes.
     pub fn message(&self, d: Value) {
-        if let Some(tx) = self.shared.dispatch.lock().unwrap().as_ref() {
-            let _ = tx.send(d);
+        for g in self.shared.sessions.lock().unwrap().values_mut() {
+            g.dispatch("MESSAGE_CREATE", d.clone());
         }
+        self.shared.logged.notify_waiters();
+    }
+
+    /// Drop every gateway connection (no close frame) and hold new ones
+    /// until [`FakeDiscord::open_gateway`]; returns when none is live.
+    pub async fn close_gateway(&self) {
+        self.shared.gate.send_replace(false);
+        let _ = self.shared.control.send(Control::Kill);
+        while self.shared.live.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    pub fn open_gateway(&self) {
+        self.shared.gate.send_replace(true);
+    }
+
+    /// Opcode 7 (Reconnect) to every live connection.
+    pub fn ask_reconnect(&self) {
+        let _ = self.shared.control.send(Control::Reconnect);
+    }
+
+    /// Opcode 9 (Invalid Session); `resumable: false` ends every session.
+    pub fn invalidate(&self, resumable: bool) {
+        if !resumable {
+            self.shared.sessions.lock().unwrap().clear();
+        }
+        let _ = self.shared.control.send(Control::Invalid(resumable));
+    }
+
+    /// Leave the next `n` heartbeats unacknowledged.
+    pub fn skip_acks(&self, n: u32) {
+        *self.shared.skip_acks.lock().unwrap() = n;
+    }
+
+    /// Successful RESUMEs.
+    pub fn resumed(&self) -> u32 {
+        *self.shared.resumed.lock().unwrap()
+    }
+
+    /// MESSAGE_CREATE dispatches replayed by RESUMEs.
+    pub fn replayed(&self) -> u32 {
+        *self.shared.replayed.lock().unwrap()
+    }
+
+    /// The path of each gateway connection (`/` or `/resume/`), in order.
+    pub fn connects(&self) -> Vec<String> {
+        self.shared.connects.lock().unwrap().clone()
     }
 
     /// A message object (`guild` None for a DM), mentioning the bot when `mention`.

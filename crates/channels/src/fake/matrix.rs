@@ -2,7 +2,8 @@
 //! long-polling `/sync` with `since`/`next_batch` (the first sync returns
 //! existing history), `rooms/{id}/join`, `PUT rooms/{id}/send/{type}/{txnId}`
 //! (a repeated txnId returns the first event id, as the spec requires),
-//! typing, bearer tokens checked (`M_UNKNOWN_TOKEN`), scripted 429
+//! typing, `rooms/{id}/joined_members`, sync room summaries (or none, as
+//! Synapse does for clients that do not lazy-load members), bearer tokens checked (`M_UNKNOWN_TOKEN`), scripted 429
 //! `M_LIMIT_EXCEEDED` with `retry_after_ms`.
 
 use std::collections::{HashMap, VecDeque};
@@ -34,6 +35,7 @@ struct Shared {
     typing: Mutex<Vec<String>>,
     joined: Mutex<Vec<String>>,
     invites: Mutex<Vec<String>>,
+    no_summaries: std::sync::atomic::AtomicBool,
 }
 
 pub struct FakeMatrix {
@@ -76,11 +78,16 @@ async fn whoami(State(s): State<Arc<Shared>>, h: HeaderMap) -> Response {
 fn batch(s: &Shared, from: usize) -> Value {
     let events = s.events.lock().unwrap();
     let members = s.members.lock().unwrap();
+    let summaries = !s.no_summaries.load(std::sync::atomic::Ordering::SeqCst);
     let mut join = serde_json::Map::new();
     for (room, ev) in events.iter().skip(from) {
         let r = join.entry(room.clone()).or_insert_with(|| {
-            json!({"timeline": {"events": [], "limited": false},
-                   "summary": {"m.joined_member_count": members.get(room).copied().unwrap_or(2)}})
+            let mut r = json!({"timeline": {"events": [], "limited": false}});
+            if summaries {
+                r["summary"] =
+                    json!({"m.joined_member_count": members.get(room).copied().unwrap_or(2)});
+            }
+            r
         });
         r["timeline"]["events"]
             .as_array_mut()
@@ -196,7 +203,32 @@ async fn typing(
     axum::Json(json!({})).into_response()
 }
 
+async fn joined_members(
+    State(s): State<Arc<Shared>>,
+    Path(room): Path<String>,
+    h: HeaderMap,
+) -> Response {
+    if let Err(r) = authed(&s, &h) {
+        return *r;
+    }
+    let n = s.members.lock().unwrap().get(&room).copied().unwrap_or(2);
+    let mut joined = serde_json::Map::new();
+    joined.insert(BOT.into(), json!({"display_name": "andy"}));
+    for i in 1..n {
+        joined.insert(format!("@user{i}:fake.local"), json!({}));
+    }
+    axum::Json(json!({"joined": joined})).into_response()
+}
+
 impl FakeMatrix {
+    /// Sync without room summaries from now on (as Synapse answers a
+    /// client that does not lazy-load members).
+    pub fn no_summaries(&self) {
+        self.shared
+            .no_summaries
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     pub async fn start(token: &str) -> FakeMatrix {
         let shared = Arc::new(Shared {
             token: token.to_string(),
@@ -209,6 +241,10 @@ impl FakeMatrix {
             .route(&format!("{p}/rooms/:room/join"), post(join))
             .route(&format!("{p}/rooms/:room/send/:kind/:txn"), put(send))
             .route(&format!("{p}/rooms/:room/typing/:user"), put(typing))
+            .route(
+                &format!("{p}/rooms/:room/joined_members"),
+                get(joined_members),
+            )
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -1,6 +1,11 @@
 //! A fake Telegram Bot API (`/bot<token>/<method>`): `deleteWebhook`,
 //! `getMe`, long-polling `getUpdates` (confirming updates below `offset`,
-//! as the real one does), `sendMessage` and `sendChatAction`. Scripted
+//! as the real one does), `sendMessage` and `sendChatAction`; and webhook
+//! mode: `setWebhook` (then `getUpdates` answers 409, as the real one
+//! does), after which pending updates are POSTed to the URL one at a time
+//! with `X-Telegram-Bot-Api-Secret-Token`, and kept and retried until the
+//! answer is 2xx (`http://` URLs are accepted here; the real API wants
+//! HTTPS). Scripted
 //! answers: 409 Conflict for getUpdates; 429 with `parameters.retry_after`,
 //! 400 "can't parse entities" or no answer at all (stall) for sendMessage.
 
@@ -40,6 +45,14 @@ struct Shared {
     conflicts: Mutex<u32>,
     send_script: Mutex<VecDeque<SendAnswer>>,
     next_message: Mutex<i64>,
+    /// The webhook set: (url, secret token).
+    webhook: Mutex<Option<(String, Option<String>)>>,
+    /// Every update ever pushed, for redelivery.
+    history: Mutex<Vec<Value>>,
+    /// Webhook POSTs: (update_id, HTTP status, 0 when no answer).
+    deliveries: Mutex<Vec<(i64, u16)>>,
+    /// The last failed webhook POST: (unix time, message).
+    last_error: Mutex<Option<(i64, String)>>,
 }
 
 pub struct FakeTelegram {
@@ -47,11 +60,13 @@ pub struct FakeTelegram {
     pub url: String,
     shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
+    pusher: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for FakeTelegram {
     fn drop(&mut self) {
         self.task.abort();
+        self.pusher.abort();
     }
 }
 
@@ -78,13 +93,69 @@ async fn handle(
     let body: Value = serde_json::from_slice(&body).unwrap_or(json!({}));
     s.calls.lock().unwrap().push((method.clone(), body.clone()));
     match method.as_str() {
-        "deleteWebhook" => axum::Json(
-            json!({"ok": true, "result": true, "description": "Webhook is already deleted"}),
-        )
-        .into_response(),
+        "deleteWebhook" => {
+            let was = s.webhook.lock().unwrap().take();
+            if body["drop_pending_updates"] == true {
+                s.updates.lock().unwrap().clear();
+            }
+            let d = if was.is_some() {
+                "Webhook was deleted"
+            } else {
+                "Webhook is already deleted"
+            };
+            axum::Json(json!({"ok": true, "result": true, "description": d})).into_response()
+        }
+        "setWebhook" => {
+            let Some(url) = body["url"].as_str().filter(|u| !u.is_empty()) else {
+                return fail(
+                    StatusCode::BAD_REQUEST,
+                    "Bad Request: bad webhook: An HTTPS URL must be provided for webhook",
+                    None,
+                );
+            };
+            let secret = body["secret_token"].as_str().map(String::from);
+            if secret.as_deref().is_some_and(|t| {
+                t.is_empty()
+                    || t.len() > 256
+                    || !t
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            }) {
+                return fail(
+                    StatusCode::BAD_REQUEST,
+                    "Bad Request: secret token contains unallowed characters",
+                    None,
+                );
+            }
+            *s.webhook.lock().unwrap() = Some((url.to_string(), secret));
+            if body["drop_pending_updates"] == true {
+                s.updates.lock().unwrap().clear();
+            }
+            s.pushed.notify_waiters();
+            axum::Json(json!({"ok": true, "result": true, "description": "Webhook was set"}))
+                .into_response()
+        }
+        "getWebhookInfo" => {
+            let url = s.webhook.lock().unwrap().as_ref().map(|w| w.0.clone());
+            let mut info = json!({"url": url.unwrap_or_default(),
+                "has_custom_certificate": false,
+                "pending_update_count": s.updates.lock().unwrap().len()});
+            if let Some((date, msg)) = s.last_error.lock().unwrap().clone() {
+                info["last_error_date"] = json!(date);
+                info["last_error_message"] = json!(msg);
+            }
+            ok(info)
+        }
         "getMe" => ok(json!({"id": 7000001, "is_bot": true, "first_name": "Andy",
             "username": "andy_bot", "can_join_groups": true})),
         "getUpdates" => {
+            if s.webhook.lock().unwrap().is_some() {
+                return fail(
+                    StatusCode::CONFLICT,
+                    "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first",
+                    None,
+                );
+            }
             {
                 let mut c = s.conflicts.lock().unwrap();
                 if *c > 0 {
@@ -170,6 +241,70 @@ async fn handle(
     }
 }
 
+/// A failed POST's status as getWebhookInfo words it.
+fn error_message(status: u16) -> String {
+    match status {
+        0 => "Connection refused".to_string(),
+        s => format!(
+            "Wrong response from the webhook: {s} {}",
+            StatusCode::from_u16(s)
+                .ok()
+                .and_then(|c| c.canonical_reason())
+                .unwrap_or("")
+        ),
+    }
+}
+
+async fn post_update(
+    client: &reqwest::Client,
+    url: &str,
+    secret: Option<&str>,
+    update: &Value,
+) -> u16 {
+    let mut req = client
+        .post(url)
+        .timeout(Duration::from_secs(60))
+        .json(update);
+    if let Some(t) = secret {
+        req = req.header("X-Telegram-Bot-Api-Secret-Token", t);
+    }
+    match req.send().await {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+/// Webhook mode: POST the oldest pending update until it is answered 2xx,
+/// then the next (Telegram keeps an update until its webhook takes it).
+async fn push_webhooks(s: Arc<Shared>) {
+    let client = reqwest::Client::new();
+    loop {
+        let pushed = s.pushed.notified();
+        let hook = s.webhook.lock().unwrap().clone();
+        let next = s.updates.lock().unwrap().first().cloned();
+        let (Some((url, secret)), Some(u)) = (hook, next) else {
+            let _ = tokio::time::timeout(Duration::from_secs(1), pushed).await;
+            continue;
+        };
+        let id = u["update_id"].as_i64().unwrap_or(0);
+        let status = post_update(&client, &url, secret.as_deref(), &u).await;
+        s.deliveries.lock().unwrap().push((id, status));
+        if (200..300).contains(&status) {
+            let mut q = s.updates.lock().unwrap();
+            if let Some(i) = q.iter().position(|x| x["update_id"] == id) {
+                q.remove(i);
+            }
+        } else {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            *s.last_error.lock().unwrap() = Some((now, error_message(status)));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
 impl FakeTelegram {
     pub async fn start(token: &str) -> FakeTelegram {
         Self::start_on(token, "127.0.0.1:0").await
@@ -189,10 +324,16 @@ impl FakeTelegram {
             .await
             .expect("bind the fake Telegram");
         let url = format!("http://{}", listener.local_addr().unwrap());
+        let pusher = tokio::spawn(push_webhooks(shared.clone()));
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        FakeTelegram { url, shared, task }
+        FakeTelegram {
+            url,
+            shared,
+            task,
+            pusher,
+        }
     }
 
     /// Queue an update carrying `message`; returns its update_id.
@@ -202,13 +343,55 @@ impl FakeTelegram {
             *n += 1;
             *n
         };
-        self.shared
-            .updates
-            .lock()
-            .unwrap()
-            .push(json!({"update_id": id, "message": message}));
+        let u = json!({"update_id": id, "message": message});
+        self.shared.history.lock().unwrap().push(u.clone());
+        self.shared.updates.lock().unwrap().push(u);
         self.shared.pushed.notify_waiters();
         id
+    }
+
+    /// Queue update `update_id` again, unchanged (as Telegram does when a
+    /// webhook's answer was lost).
+    pub fn redeliver(&self, update_id: i64) {
+        let u = self
+            .update(update_id)
+            .expect("redeliver: no such update was pushed");
+        self.shared.updates.lock().unwrap().push(u);
+        self.shared.pushed.notify_waiters();
+    }
+
+    /// Update `update_id` as pushed.
+    pub fn update(&self, update_id: i64) -> Option<Value> {
+        self.shared
+            .history
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|u| u["update_id"] == update_id)
+            .cloned()
+    }
+
+    /// The webhook set: (url, secret token).
+    pub fn webhook(&self) -> Option<(String, Option<String>)> {
+        self.shared.webhook.lock().unwrap().clone()
+    }
+
+    /// Delete the webhook behind the channel's back (another instance).
+    pub fn drop_webhook(&self) {
+        *self.shared.webhook.lock().unwrap() = None;
+    }
+
+    /// Webhook POSTs made: (update_id, HTTP status; 0 for no answer).
+    pub fn deliveries(&self) -> Vec<(i64, u16)> {
+        self.shared.deliveries.lock().unwrap().clone()
+    }
+
+    /// POST `update` to the webhook set, with `secret` as the token header
+    /// (None: no header); returns the HTTP status. For tests of what the
+    /// receiver does with a forged or unsigned request.
+    pub async fn post_to_webhook(&self, update: &Value, secret: Option<&str>) -> u16 {
+        let (url, _) = self.webhook().expect("no webhook set");
+        post_update(&reqwest::Client::new(), &url, secret, update).await
     }
 
     /// A private text message from user `from` (chat id = user id).

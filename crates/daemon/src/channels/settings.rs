@@ -48,6 +48,11 @@ pub struct Settings {
     /// Where the webhook channel POSTs replies.
     #[serde(default)]
     pub callback_url: Option<String>,
+    /// The daemon's public base URL (Telegram webhook mode, with
+    /// `secret_env` as the secret token): Telegram pushes updates to
+    /// `{public_url}/v1/channels/{name}/events` instead of being polled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
     #[serde(default)]
     pub access: Access,
     /// Sender ids let in by `allowlist`.
@@ -94,6 +99,7 @@ impl Settings {
         for (what, v) in [
             ("api_base", &self.api_base),
             ("callback_url", &self.callback_url),
+            ("public_url", &self.public_url),
         ] {
             if let Some(v) = v {
                 if !(v.starts_with("http://") || v.starts_with("https://")) || v.len() > 2048 {
@@ -104,6 +110,19 @@ impl Settings {
             }
         }
         match kind {
+            Kind::Telegram if self.public_url.is_some() != self.secret_env.is_some() => {
+                Err(ApiError::BadRequest(
+                    "telegram webhook mode needs both --public-url URL (the daemon's public base URL) and --secret-env VAR (its secret token); with neither, the channel polls getUpdates"
+                        .into(),
+                ))
+            }
+            Kind::Slack | Kind::Discord | Kind::Matrix | Kind::Webhook
+                if self.public_url.is_some() =>
+            {
+                Err(ApiError::BadRequest(
+                    "--public-url is for telegram webhook mode only".into(),
+                ))
+            }
             Kind::Telegram | Kind::Discord | Kind::Matrix if self.token_env.is_none() => {
                 Err(ApiError::BadRequest(format!(
                     "a {} channel needs --token-env VAR (the env var of its token)",
@@ -145,6 +164,10 @@ impl Settings {
             token: Self::env(&self.token_env)?.unwrap_or_default(),
             secret: Self::env(&self.secret_env)?,
             callback_url: self.callback_url.clone(),
+            webhook_url: self
+                .public_url
+                .as_ref()
+                .map(|u| format!("{}/v1/channels/{name}/events", u.trim_end_matches('/'))),
         })
     }
 
