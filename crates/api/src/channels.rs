@@ -1,0 +1,124 @@
+//! Chat channels (admin) and pairing approval.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelAccess {
+    /// Unknown senders get a code for the admin to approve.
+    #[default]
+    Pairing,
+    Allowlist,
+    Open,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelScope {
+    /// One session per sender.
+    #[default]
+    Sender,
+    Chat,
+    Thread,
+}
+
+/// `POST /v1/channels`: credentials are named env vars of the daemon.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddChannel {
+    /// telegram, slack, discord, matrix or webhook.
+    #[schema(pattern = "^(telegram|slack|discord|matrix|webhook)$")]
+    pub kind: String,
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    pub name: String,
+    /// The env var holding the bot token (Telegram, Slack, Discord, Matrix).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// The env var holding the signing secret (webhook, Slack).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
+    /// The service's API base (default: the real service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_base: Option<String>,
+    /// Where the webhook channel POSTs replies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<ChannelAccess>,
+    /// Sender ids let in by allowlist.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// Group chats the bot answers in (none by default).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// In groups, a message must mention the bot or contain this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<ChannelScope>,
+    /// The user that allowlisted and open messages run as (default: the
+    /// channel's owner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// A channel with its status.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Channel {
+    pub name: String,
+    pub kind: String,
+    pub owner: String,
+    /// Its settings as added (env var names, never their values).
+    #[schema(value_type = Object)]
+    pub settings: serde_json::Value,
+    pub running: bool,
+    pub connected: bool,
+    #[schema(required)]
+    pub last_error: Option<String>,
+    pub queue_depth: u64,
+    pub created_at: String,
+}
+
+/// `GET /v1/channels`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ChannelList {
+    pub channels: Vec<Channel>,
+}
+
+/// `GET /v1/channels/NAME/messages`: newest first, each with its reply
+/// parts and their delivery log.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ChannelMessages {
+    #[schema(value_type = Vec<Object>)]
+    pub messages: Vec<serde_json::Value>,
+}
+
+/// `?limit=` of the channel messages.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LimitQuery {
+    /// At most this many (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u32>,
+}
+
+/// `POST /v1/pairings/approve`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Approve {
+    pub code: String,
+    pub user: String,
+}
+
+/// A sender's pairing with a user.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Pairing {
+    pub channel: String,
+    pub sender: String,
+    pub code: String,
+    #[schema(required)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub created_at: String,
+}
