@@ -16,10 +16,12 @@ pub enum ChannelAccess {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ChannelScope {
-    /// One session per sender.
-    #[default]
+    /// One session per sender (across chats).
     Sender,
+    /// One per chat or group.
+    #[default]
     Chat,
+    /// One per thread (topic) within a chat.
     Thread,
 }
 

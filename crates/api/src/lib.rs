@@ -50,3 +50,8 @@ pub struct OwnerQuery {
     /// own; at most once). Another user's is a 404 for non-admins.
     pub owner: Option<String>,
 }
+
+/// A DNS label (the schema of names in requests).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+pub struct Name(pub String);

@@ -37,9 +37,14 @@ pub struct MemoryStatus {
     pub chunks: u64,
     pub with_vectors: u64,
     pub paths: Vec<String>,
-    /// The hybrid ranking's weights.
-    #[schema(value_type = Object)]
-    pub weights: serde_json::Value,
+    pub weights: MemoryWeights,
+}
+
+/// The hybrid score: `vector * cosine + text * normalised BM25`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MemoryWeights {
+    pub vector: f32,
+    pub text: f32,
 }
 
 /// `POST /v1/memory/search`.

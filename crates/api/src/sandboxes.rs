@@ -153,3 +153,20 @@ pub struct LogsQuery {
     /// Most bytes of log to return (default 65536, at most 16 MiB).
     pub bytes: Option<u64>,
 }
+
+/// `GET /v1/sandboxes/NAME/info`: what the guest agent reports.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GuestInfo {
+    pub agent_version: String,
+    pub protocol_version: u32,
+    pub hostname: String,
+    pub kernel: String,
+    pub uptime_ms: u64,
+    pub cpus: u32,
+    pub mem_total_bytes: u64,
+    pub mem_used_bytes: u64,
+    pub disk_total_bytes: u64,
+    pub disk_used_bytes: u64,
+    /// The agent runs as PID 1 (a VM) rather than under a namespace init.
+    pub pid1: bool,
+}

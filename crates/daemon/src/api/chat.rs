@@ -3,68 +3,81 @@
 use axum::extract::ws::{Message as WsMessage, WebSocket};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use ironclaw_agent::TurnEvent;
+use ironclaw_api as api;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
+use super::convert;
 use crate::auth::Caller;
 use crate::error::{ApiError, OptionalJson, Query, WebSocketUpgrade};
 use crate::AppState;
 
+#[utoipa::path(get, path = "/v1/sessions", operation_id = "listSessions", tag = "sessions",
+    summary = "The caller's chat sessions, newest first",
+    responses((status = 200, description = "success", body = api::SessionList),
+        (status = "default", description = "error", body = api::Error)))]
 pub async fn list(
     State(st): State<AppState>,
     caller: Caller,
-) -> Result<impl IntoResponse, ApiError> {
-    Ok(axum::Json(
-        serde_json::json!({ "sessions": st.manager.store.sessions(&caller.user)? }),
-    ))
+) -> Result<axum::Json<api::SessionList>, ApiError> {
+    let sessions = st.manager.store.sessions(&caller.user)?;
+    Ok(axum::Json(api::SessionList {
+        sessions: sessions.into_iter().map(convert::session).collect(),
+    }))
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewSession {
-    agent: Option<String>,
-}
-
+#[utoipa::path(post, path = "/v1/sessions", operation_id = "createSession", tag = "sessions",
+    summary = "Start a session (body optional)",
+    request_body = Option<api::NewSession>,
+    responses((status = 201, description = "success", body = api::Session),
+        (status = "default", description = "error", body = api::Error)))]
 pub async fn create(
     State(st): State<AppState>,
     caller: Caller,
-    OptionalJson(body): OptionalJson<NewSession>,
-) -> Result<impl IntoResponse, ApiError> {
+    OptionalJson(body): OptionalJson<api::NewSession>,
+) -> Result<(StatusCode, axum::Json<api::Session>), ApiError> {
     let agent = body.and_then(|b| b.agent);
     let s = st.chat.new_session(&caller.user, agent.as_deref())?;
-    Ok((StatusCode::CREATED, axum::Json(s)))
+    Ok((StatusCode::CREATED, axum::Json(convert::session(s))))
 }
 
+#[utoipa::path(get, path = "/v1/sessions/{id}", operation_id = "getSession", tag = "sessions",
+    summary = "A session with its full history and usage",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "success", body = api::SessionHistory),
+        (status = "default", description = "error", body = api::Error)))]
 pub async fn show(
     State(st): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<axum::Json<api::SessionHistory>, ApiError> {
     let session = st.manager.store.session(&caller.user, &id)?;
     let messages = st.manager.store.messages(&id)?;
     let usage = st.manager.store.usage_for_session(&id)?;
-    Ok(axum::Json(
-        serde_json::json!({ "session": session, "messages": messages, "usage": usage }),
-    ))
+    Ok(axum::Json(api::SessionHistory {
+        session: convert::session(session),
+        messages: messages.into_iter().map(convert::message).collect(),
+        usage: convert::usage(usage),
+    }))
 }
 
+#[utoipa::path(delete, path = "/v1/sessions/{id}", operation_id = "deleteSession", tag = "sessions",
+    summary = "Delete a session",
+    params(("id" = String, Path)),
+    responses((status = 204, description = "success"),
+        (status = "default", description = "error", body = api::Error)))]
 pub async fn remove(
     State(st): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<StatusCode, ApiError> {
     // Only the owner's session: someone else's id is a 404 and stops nothing.
     st.manager.store.session(&caller.user, &id)?;
     st.chat.stop(&id);
     st.manager.store.delete_session(&caller.user, &id)?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Debug, Deserialize)]
-pub struct WsQuery {
-    session: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -75,10 +88,15 @@ enum ClientMsg {
     New,
 }
 
+#[utoipa::path(get, path = "/v1/chat/ws", operation_id = "chatWebSocket", tag = "sessions",
+    summary = "Streaming chat over WebSocket (see docs/api.md); a plain GET is a 400",
+    params(api::ChatWsQuery),
+    responses((status = 101, description = "switching to the WebSocket protocol"),
+        (status = "default", description = "error", body = api::Error)))]
 pub async fn ws(
     State(st): State<AppState>,
     caller: Caller,
-    Query(q): Query<WsQuery>,
+    Query(q): Query<api::ChatWsQuery>,
     WebSocketUpgrade(upgrade): WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let session = match q.session {
