@@ -159,7 +159,8 @@ pub async fn report(State(st): State<AppState>, caller: Caller) -> axum::Json<ap
         checks,
         warnings,
         network: serde_json::to_value(&net).unwrap_or_default(),
-        acme,
+        // The exposure module's report, in the API's shape.
+        acme: acme.and_then(|a| serde_json::from_value(a).ok()),
         default_backend: m.default_backend().map(|k| k.as_str().to_string()),
         // The SSH endpoint (null when off): `ironclaw ssh` reads the port.
         ssh: st.ssh.as_deref().map(|s| api::SshInfo {
