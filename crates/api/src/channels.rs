@@ -92,8 +92,88 @@ pub struct ChannelList {
 /// parts and their delivery log.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ChannelMessages {
-    #[schema(value_type = Vec<Object>)]
-    pub messages: Vec<serde_json::Value>,
+    pub messages: Vec<ChannelMessage>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ChannelMessage {
+    pub message: Inbound,
+    #[serde(default)]
+    pub replies: Vec<Reply>,
+}
+
+/// A message a channel received.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Inbound {
+    pub id: i64,
+    pub channel: String,
+    /// The service's id of the message.
+    #[serde(default)]
+    pub message_id: String,
+    pub sender: String,
+    #[serde(default)]
+    pub chat: String,
+    /// What the service sent, normalized (`text`, attachments...).
+    pub body: serde_json::Value,
+    /// queued, running, done, failed, ignored...
+    pub state: String,
+    #[serde(default)]
+    pub note: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub session_id: Option<String>,
+    pub received_at: String,
+}
+
+/// One part of a reply and its delivery attempts.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Reply {
+    pub part: Outbound,
+    #[serde(default)]
+    pub log: Vec<DeliveryAttempt>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Outbound {
+    pub id: i64,
+    pub channel: String,
+    #[serde(default)]
+    pub inbound_id: Option<i64>,
+    #[serde(default)]
+    pub chat: String,
+    #[serde(default)]
+    pub thread: Option<String>,
+    #[serde(default)]
+    pub part: i64,
+    #[serde(default)]
+    pub text: String,
+    #[serde(default)]
+    pub plain: bool,
+    /// queued, sent, failed...
+    pub state: String,
+    #[serde(default)]
+    pub attempts: i64,
+    #[serde(default)]
+    pub next_at: i64,
+    #[serde(default)]
+    pub remote_id: Option<String>,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub created_at: String,
+    #[serde(default)]
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryAttempt {
+    pub outbound_id: i64,
+    pub attempt: i64,
+    pub outcome: String,
+    #[serde(default)]
+    pub detail: Option<String>,
+    pub at: String,
 }
 
 /// `?limit=` of the channel messages.

@@ -116,3 +116,12 @@ pub struct WatchQuery {
     /// End the stream after this long (default: when the client leaves).
     pub timeout_secs: Option<u64>,
 }
+
+/// One Server-Sent Event of `GET .../watch` (its `data`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WatchEvent {
+    /// ready (first), create, write, remove, rename, chmod or overflow.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub path: String,
+}

@@ -22,6 +22,7 @@ pub mod sandboxes;
 pub mod sessions;
 pub mod tasks;
 pub mod users;
+pub mod ws;
 
 pub use channels::*;
 pub use deploy::*;
@@ -38,6 +39,7 @@ pub use sandboxes::*;
 pub use sessions::*;
 pub use tasks::*;
 pub use users::*;
+pub use ws::*;
 
 /// A DNS label: the form of sandbox, user, image, task and channel names.
 pub const NAME_PATTERN: &str = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";

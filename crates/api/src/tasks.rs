@@ -9,7 +9,11 @@ use utoipa::ToSchema;
 pub struct CreateTask {
     /// Required by the API (the agent's own scheduler may leave it out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(required, nullable = false, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    #[schema(
+        required,
+        nullable = false,
+        pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+    )]
     pub name: Option<String>,
     #[schema(min_length = 1, max_length = 16384)]
     pub prompt: String,

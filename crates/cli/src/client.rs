@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
-use serde::Serialize;
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -252,39 +251,8 @@ impl Client {
         Err(err.into())
     }
 
-    pub async fn json(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-        context: &str,
-    ) -> Result<Value> {
-        let mut rb = self.request(method, path);
-        if let Some(b) = body {
-            rb = rb.json(&b);
-        }
-        let resp = self.send(rb, context).await?;
-        if resp.status() == StatusCode::NO_CONTENT {
-            return Ok(Value::Null);
-        }
-        let bytes = resp.bytes().await.context("reading response")?;
-        if bytes.is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_slice(&bytes).context("daemon sent invalid JSON")
-    }
-
-    pub async fn get(&self, path: &str, context: &str) -> Result<Value> {
-        self.json(Method::GET, path, None, context).await
-    }
-
-    pub async fn post<B: Serialize>(&self, path: &str, body: &B, context: &str) -> Result<Value> {
-        let v = serde_json::to_value(body)?;
-        self.json(Method::POST, path, Some(v), context).await
-    }
-
     pub async fn delete(&self, path: &str, context: &str) -> Result<()> {
-        self.json(Method::DELETE, path, None, context)
+        self.call_empty::<()>(Method::DELETE, path, None, context)
             .await
             .map(|_| ())
     }

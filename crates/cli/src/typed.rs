@@ -107,11 +107,6 @@ impl Client {
             .await
     }
 
-    pub async fn exec(&self, name: &str, req: &api::Exec) -> Result<api::ExecResult> {
-        self.post_as(&format!("{}/exec", sandbox(name)), req, &sandbox_ctx(name))
-            .await
-    }
-
     // -- ports
 
     pub async fn ports(&self, name: &str) -> Result<api::ExposureList> {
@@ -127,12 +122,20 @@ impl Client {
     // -- files
 
     pub async fn stat(&self, name: &str, path: &str) -> Result<api::FileStat> {
-        let p = format!("{}/fs/stat?path={}", sandbox(name), crate::client::encode(path));
+        let p = format!(
+            "{}/fs/stat?path={}",
+            sandbox(name),
+            crate::client::encode(path)
+        );
         self.get_as(&p, &format!("{name}:{path}")).await
     }
 
     pub async fn list_dir(&self, name: &str, path: &str) -> Result<api::DirList> {
-        let p = format!("{}/fs/list?path={}", sandbox(name), crate::client::encode(path));
+        let p = format!(
+            "{}/fs/list?path={}",
+            sandbox(name),
+            crate::client::encode(path)
+        );
         self.get_as(&p, &format!("{name}:{path}")).await
     }
 
@@ -165,10 +168,6 @@ impl Client {
             &format!("user '{user}'"),
         )
         .await
-    }
-
-    pub async fn me(&self) -> Result<api::Me> {
-        self.get_as("/v1/me", "me").await
     }
 
     // -- tasks
@@ -211,11 +210,5 @@ impl Client {
 
     pub async fn health(&self) -> Result<api::Health> {
         self.get_as("/v1/health", "health").await
-    }
-
-    // -- sessions
-
-    pub async fn sessions(&self) -> Result<api::SessionList> {
-        self.get_as("/v1/sessions", "sessions").await
     }
 }

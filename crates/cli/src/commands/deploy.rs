@@ -3,8 +3,8 @@
 
 use anyhow::{Context, Result};
 use futures::StreamExt;
-use reqwest::Method;
 use ironclaw_api as api;
+use reqwest::Method;
 use tokio::io::AsyncWriteExt;
 
 use super::sandbox::{ctx, path};

@@ -23,7 +23,11 @@ pub fn report(v: &api::HostReport, url: &str) -> (String, bool) {
     let mut out = String::new();
     out.push_str(&format!(
         "ironclawd {} at {url} (ironclaw CLI {})\n",
-        if v.version.is_empty() { "?" } else { &v.version },
+        if v.version.is_empty() {
+            "?"
+        } else {
+            &v.version
+        },
         env!("CARGO_PKG_VERSION")
     ));
     let width = v
@@ -87,10 +91,7 @@ pub fn report(v: &api::HostReport, url: &str) -> (String, bool) {
 /// Each ACME certificate's state, with the CA's last error for a failed one.
 fn acme_section(out: &mut String, acme: &api::AcmeReport) {
     let s = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-    out.push_str(&format!(
-        "\nACME certificates from {}:\n",
-        acme.directory
-    ));
+    out.push_str(&format!("\nACME certificates from {}:\n", acme.directory));
     if acme.certificates.is_empty() {
         out.push_str("  (none wanted yet: no port is exposed)\n");
     }
@@ -134,7 +135,8 @@ mod tests {
                         {"name":"qemu","available":false,"reason":"/dev/kvm: no such file"}],
             "checks":[{"name":"cgroup","ok":true,"detail":"cgroup v1 (memory, cpu, pids)"}],
             "default_backend":"namespace"});
-        let host = |v: &serde_json::Value| serde_json::from_value::<api::HostReport>(v.clone()).unwrap();
+        let host =
+            |v: &serde_json::Value| serde_json::from_value::<api::HostReport>(v.clone()).unwrap();
         let (t, ok) = report(&host(&v), "http://x");
         assert!(ok);
         assert!(

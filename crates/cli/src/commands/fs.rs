@@ -128,7 +128,9 @@ mod tests {
         let e = |v| serde_json::from_value::<api::DirEntry>(v).unwrap();
         let t = entries_table(&[
             e(serde_json::json!({"name":"app.py","kind":"file","size":2048,"mode":420,"mtime":0})),
-            e(serde_json::json!({"name":"src","kind":"dir","size":4096,"mode":0o40755,"mtime":1_795_456_800})),
+            e(
+                serde_json::json!({"name":"src","kind":"dir","size":4096,"mode":0o40755,"mtime":1_795_456_800}),
+            ),
         ]);
         assert_eq!(
             t,

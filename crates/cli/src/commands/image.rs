@@ -5,8 +5,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use reqwest::Method;
 use ironclaw_api as api;
+use reqwest::Method;
 use time::OffsetDateTime;
 
 use crate::args::ImageCmd;
@@ -105,10 +105,12 @@ impl LineBuf {
 }
 
 async fn build(c: &Client, name: &str, from: &str) -> Result<i32> {
-    let rb = c.request(Method::POST, "/v1/images").json(&api::BuildImage {
-        name: name.into(),
-        from: from.into(),
-    });
+    let rb = c
+        .request(Method::POST, "/v1/images")
+        .json(&api::BuildImage {
+            name: name.into(),
+            from: from.into(),
+        });
     let resp = c.send(rb, &format!("image '{name}'")).await?;
     let fancy = term::stderr_is_tty();
     let pb = if fancy {

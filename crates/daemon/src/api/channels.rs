@@ -92,14 +92,10 @@ pub async fn messages(
     let v = st
         .channels
         .messages(&name, q.limit.unwrap_or(50).clamp(1, 500))?;
-    let messages = match v {
-        serde_json::Value::Object(mut o) => match o.remove("messages") {
-            Some(serde_json::Value::Array(a)) => a,
-            _ => Vec::new(),
-        },
-        _ => Vec::new(),
-    };
-    Ok(axum::Json(api::ChannelMessages { messages }))
+    // The channel module's JSON of store records, in the API's shape.
+    let list = serde_json::from_value(v)
+        .map_err(|e| ApiError::Internal(format!("channel messages: {e}")))?;
+    Ok(axum::Json(list))
 }
 
 /// Largest inbound request a channel takes.

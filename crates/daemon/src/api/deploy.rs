@@ -9,8 +9,8 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use ironclaw_proto::{ExecRequest, GuestMsg, HostMsg};
 use ironclaw_api as api;
+use ironclaw_proto::{ExecRequest, GuestMsg, HostMsg};
 
 use crate::auth::Target;
 use crate::deploy::{self, release, supervisor};

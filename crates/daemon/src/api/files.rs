@@ -5,8 +5,8 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use ironclaw_proto::{FileKind, FileWrite, GuestMsg, HostMsg, CHUNK};
 use ironclaw_api as api;
+use ironclaw_proto::{FileKind, FileWrite, GuestMsg, HostMsg, CHUNK};
 
 use crate::auth::Target;
 use crate::error::{ApiError, Json, Query};

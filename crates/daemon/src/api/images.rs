@@ -4,8 +4,8 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use ironclaw_sandbox::image::{self, BuildRequest, ImageSource};
 use ironclaw_api as api;
+use ironclaw_sandbox::image::{self, BuildRequest, ImageSource};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::StreamExt;
 

@@ -104,7 +104,9 @@ pub async fn search(
         }
     }
     let result = st.memory.search(&user, &req.query, k).await?;
-    Ok(axum::Json(crate::memory::SearchView { user, result }.into()))
+    Ok(axum::Json(
+        crate::memory::SearchView { user, result }.into(),
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/memory/reindex", operation_id = "memoryReindex", tag = "memory",

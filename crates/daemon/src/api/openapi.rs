@@ -101,8 +101,13 @@ struct GitService {
 
 /// Where a new object leads: (operation, status, [(link, target operation,
 /// parameters)]). Schemathesis's stateful phase follows these.
-fn links() -> Vec<(&'static str, &'static str, Vec<(&'static str, &'static str, Value)>)> {
-    let sandbox = || json!({"path.name": "$response.body#/name", "query.owner": "$response.body#/owner"});
+fn links() -> Vec<(
+    &'static str,
+    &'static str,
+    Vec<(&'static str, &'static str, Value)>,
+)> {
+    let sandbox =
+        || json!({"path.name": "$response.body#/name", "query.owner": "$response.body#/owner"});
     let by_name = || json!({"path.name": "$response.body#/name"});
     let sandbox_links = [
         ("show", "getSandbox"),
@@ -139,8 +144,16 @@ fn links() -> Vec<(&'static str, &'static str, Vec<(&'static str, &'static str, 
             "createSession",
             "201",
             vec![
-                ("show", "getSession", json!({"path.id": "$response.body#/id"})),
-                ("remove", "deleteSession", json!({"path.id": "$response.body#/id"})),
+                (
+                    "show",
+                    "getSession",
+                    json!({"path.id": "$response.body#/id"}),
+                ),
+                (
+                    "remove",
+                    "deleteSession",
+                    json!({"path.id": "$response.body#/id"}),
+                ),
             ],
         ),
         (
@@ -178,7 +191,11 @@ fn links() -> Vec<(&'static str, &'static str, Vec<(&'static str, &'static str, 
         (
             "addKey",
             "201",
-            vec![("remove", "deleteKey", json!({"path.id": "$response.body#/id"}))],
+            vec![(
+                "remove",
+                "deleteKey",
+                json!({"path.id": "$response.body#/id"}),
+            )],
         ),
         (
             "addChannel",
@@ -201,7 +218,11 @@ pub fn document() -> Value {
     let paths = doc["paths"].as_object_mut().expect("paths");
     let links = links();
     for item in paths.values_mut() {
-        for op in item.as_object_mut().into_iter().flat_map(|o| o.values_mut()) {
+        for op in item
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|o| o.values_mut())
+        {
             if op["security"] == json!([{}]) {
                 op["security"] = json!([]);
             }
@@ -290,7 +311,10 @@ mod tests {
             }
         }
         assert_eq!(doc["openapi"], "3.1.0");
-        assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
         assert_eq!(doc["paths"]["/v1/health"]["get"]["security"], json!([]));
     }
 }

@@ -111,7 +111,9 @@ pub async fn runs(
 ) -> Result<axum::Json<Vec<api::TaskRun>>, ApiError> {
     let owner = owner(&caller, &uri, Some(&name))?;
     let runs = st.tasks.runs(&owner, &name)?;
-    Ok(axum::Json(runs.into_iter().map(convert::task_run).collect()))
+    Ok(axum::Json(
+        runs.into_iter().map(convert::task_run).collect(),
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/tasks/{name}/runs/{id}", operation_id = "getTaskRun", tag = "tasks",

@@ -21,7 +21,10 @@ pub fn new_token() -> String {
     summary = "The calling user and their usage",
     responses((status = 200, description = "success", body = api::Me),
         (status = "default", description = "error", body = api::Error)))]
-pub async fn me(State(st): State<AppState>, caller: Caller) -> Result<axum::Json<api::Me>, ApiError> {
+pub async fn me(
+    State(st): State<AppState>,
+    caller: Caller,
+) -> Result<axum::Json<api::Me>, ApiError> {
     let usage = st.manager.store.usage_for_user(&caller.user)?;
     // The agent's sandbox, found through its binding to the user.
     let sandbox = st
