@@ -480,20 +480,34 @@ mod tests {
             "mem_total_bytes":1,"mem_used_bytes":1,"disk_total_bytes":1,"disk_used_bytes":1,"pid1":false}))
         .unwrap();
         let t = show_text(&sample(), Some(&info), now);
-        assert!(t.contains("Name:      dev\n"), "{t}");
-        assert!(
-            t.contains("Network:   internet, address 10.88.0.2\n"),
+        // The value of row `key` (the keys are padded to the longest).
+        let row = |key: &str| {
+            t.lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}:")))
+                .map(|v| v.trim_start().to_string())
+        };
+        assert_eq!(row("Name").as_deref(), Some("dev"), "{t}");
+        assert_eq!(
+            row("Network").as_deref(),
+            Some("internet, address 10.88.0.2"),
             "{t}"
         );
-        assert!(
-            t.contains("Egress:    deny all; domains *.pypi.org; deny 203.0.113.0/24\n"),
+        assert_eq!(
+            row("Egress").as_deref(),
+            Some("deny all; domains *.pypi.org; deny 203.0.113.0/24"),
             "{t}"
         );
-        assert!(t.contains("Disk:      12K/2G used\n"), "{t}");
-        assert!(
-            t.contains("Created:   2026-11-23T18:00:00Z (30s ago)\n"),
+        assert_eq!(row("Disk").as_deref(), Some("12K/2G used"), "{t}");
+        assert_eq!(
+            row("Created").as_deref(),
+            Some("2026-11-23T18:00:00Z (30s ago)"),
             "{t}"
         );
-        assert!(t.contains("Hostname:  dev\n"), "{t}");
+        assert_eq!(row("Hostname").as_deref(), Some("dev"), "{t}");
+        assert_eq!(
+            row("Guest agent").as_deref(),
+            Some("0.1.0 (protocol 3)"),
+            "{t}"
+        );
     }
 }
