@@ -25,12 +25,22 @@ pub enum ChannelScope {
     Thread,
 }
 
+/// The chat services a channel can talk to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelKind {
+    Telegram,
+    Slack,
+    Discord,
+    Matrix,
+    Webhook,
+}
+
 /// `POST /v1/channels`: credentials are named env vars of the daemon.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddChannel {
-    /// telegram, slack, discord, matrix or webhook.
-    #[schema(pattern = "^(telegram|slack|discord|matrix|webhook)$")]
+    #[schema(value_type = ChannelKind)]
     pub kind: String,
     #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub name: String,

@@ -79,7 +79,9 @@ pub struct AttachQuery {
     #[param(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub session: Option<String>,
     /// Terminal rows.
+    #[param(maximum = 65535)]
     pub rows: Option<u16>,
     /// Terminal columns.
+    #[param(maximum = 65535)]
     pub cols: Option<u16>,
 }

@@ -10,8 +10,18 @@ pub struct BuildImage {
     #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub name: String,
     /// busybox or debian.
-    #[schema(pattern = "^(busybox|debian)$")]
+    #[schema(value_type = ImageSource)]
     pub from: String,
+}
+
+/// What an image is built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageSource {
+    /// The host's static busybox: tiny, builds in milliseconds.
+    Busybox,
+    /// A Debian minbase with python3, git, curl...
+    Debian,
 }
 
 /// What the VM backends boot from an image.

@@ -15,13 +15,21 @@ pub struct ChatCompletion {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ChatCompletionMessage {
-    /// system, user or assistant.
-    #[schema(pattern = "^(system|user|assistant)$")]
+    #[schema(value_type = ChatRole)]
     pub role: String,
     /// A string, or an array of `{"type":"text","text":...}` parts.
     #[serde(default)]
+    #[schema(required)]
     #[schema(value_type = String, min_length = 1)]
     pub content: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ChatRole {
+    System,
+    User,
+    Assistant,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -15,7 +15,7 @@ pub struct CreateSandbox {
     pub image: Option<String>,
     /// namespace, qemu or firecracker (default: the daemon's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(pattern = "^(namespace|qemu|firecracker)$")]
+    #[schema(value_type = Option<Backend>)]
     pub backend: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 64)]
@@ -33,7 +33,7 @@ pub struct CreateSandbox {
     /// internet: a port on the host bridge, egress under `egress`; none:
     /// loopback only (default from the config).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(pattern = "^(internet|none)$")]
+    #[schema(value_type = Option<Network>)]
     pub network: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<Egress>,
@@ -41,6 +41,24 @@ pub struct CreateSandbox {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub join: Option<String>,
+}
+
+/// The backends a sandbox can run on. The API's fields are strings (the
+/// daemon's message names the choices); this is their schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Namespace,
+    Qemu,
+    Firecracker,
+}
+
+/// A sandbox's network: a port on the host bridge, or loopback only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    Internet,
+    None,
 }
 
 /// A host directory to bind into a new sandbox.
@@ -151,6 +169,7 @@ pub struct SandboxList {
 #[into_params(parameter_in = Query)]
 pub struct LogsQuery {
     /// Most bytes of log to return (default 65536, at most 16 MiB).
+    #[param(maximum = 18446744073709551615_u64)]
     pub bytes: Option<u64>,
 }
 

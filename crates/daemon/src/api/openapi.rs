@@ -37,7 +37,7 @@ use super::*;
         channels::list, channels::add, channels::show, channels::remove, channels::messages,
         channels::events, channels::approve,
     ),
-    components(schemas(api::BuildEvent, api::Name))
+    components(schemas(api::BuildEvent, api::Name, api::ExecStart, api::Control, api::SessionEvent, api::WatchEvent))
 )]
 struct ApiDoc;
 
@@ -94,9 +94,18 @@ fn git_receive_pack() {}
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 struct GitService {
-    /// git-upload-pack or git-receive-pack.
-    #[param(pattern = "^git-(upload|receive)-pack$")]
-    service: Option<String>,
+    #[param(inline)]
+    service: Option<GitServiceName>,
+}
+
+/// The git services of smart HTTP.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+enum GitServiceName {
+    #[schema(rename = "git-upload-pack")]
+    UploadPack,
+    #[schema(rename = "git-receive-pack")]
+    ReceivePack,
 }
 
 /// Where a new object leads: (operation, status, [(link, target operation,
