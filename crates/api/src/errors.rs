@@ -12,7 +12,9 @@ pub struct Error {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     /// Machine-readable: not_found, bad_request, conflict, ...
+    #[serde(default)]
     pub code: String,
+    #[serde(default)]
     pub message: String,
 }
 

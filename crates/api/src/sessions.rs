@@ -75,3 +75,82 @@ pub struct ChatWsQuery {
     /// Session id (default: the latest, or a new one).
     pub session: Option<String>,
 }
+
+/// What the client sends on `GET /v1/chat/ws`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ChatCommand {
+    /// A message for the agent (`/stop` and `/new` as text work too).
+    Message {
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<String>,
+    },
+    /// Stop the running turn.
+    Stop,
+    /// Start a fresh session.
+    New,
+}
+
+/// What the daemon sends on `GET /v1/chat/ws`: the session first (and
+/// after `new`), then each turn's events, ending with `done`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ChatEvent {
+    Session {
+        id: String,
+        #[serde(default)]
+        title: Option<String>,
+        #[serde(default)]
+        agent: String,
+    },
+    TextDelta {
+        text: String,
+    },
+    ToolStart {
+        #[serde(default)]
+        id: String,
+        name: String,
+        /// The tool's arguments as the model gave them.
+        #[serde(default)]
+        input: serde_json::Value,
+    },
+    ToolEnd {
+        #[serde(default)]
+        id: String,
+        output: String,
+        #[serde(default)]
+        is_error: bool,
+    },
+    /// After each model call.
+    Usage {
+        #[serde(default)]
+        usage: serde_json::Value,
+        #[serde(default)]
+        cost_usd: f64,
+    },
+    /// Older messages were summarised.
+    Compacted {
+        #[serde(default)]
+        summary: String,
+        #[serde(default)]
+        replaced: u64,
+    },
+    Error {
+        message: String,
+    },
+    /// The turn ended: `stopped` is cancelled or step_limit when it was cut.
+    Done {
+        #[serde(default)]
+        stopped: Option<String>,
+        #[serde(default)]
+        usage: Option<serde_json::Value>,
+        #[serde(default)]
+        cost_usd: f64,
+        #[serde(default)]
+        error: Option<String>,
+    },
+    /// An event of a newer daemon's.
+    #[serde(other)]
+    Other,
+}

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
-use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -67,21 +66,9 @@ pub fn usage(msg: impl Into<String>) -> anyhow::Error {
 /// Build an [`ApiError`] from a status and a response body. Falls back to a
 /// generic message when the body is not the documented error envelope.
 pub fn api_error_from_body(status: u16, body: &[u8], context: &str) -> ApiError {
-    let parsed: Option<(String, String)> =
-        serde_json::from_slice::<Value>(body).ok().and_then(|v| {
-            let e = v.get("error")?;
-            let code = e
-                .get("code")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let msg = e
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            Some((code, msg))
-        });
+    let parsed: Option<(String, String)> = serde_json::from_slice::<ironclaw_api::Error>(body)
+        .ok()
+        .map(|e| (e.error.code, e.error.message));
     let (code, mut message) = parsed.unwrap_or_default();
     if message.is_empty() {
         let text = String::from_utf8_lossy(body);

@@ -58,7 +58,9 @@ impl Modify for Bearer {
     summary = "This document (no auth)", security(()),
     responses((status = 200, description = "success", body = Object)))]
 pub async fn spec() -> axum::Json<Value> {
-    axum::Json(document())
+    // Built once: it only changes with the binary.
+    static DOC: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    axum::Json(DOC.get_or_init(document).clone())
 }
 
 // The git smart-HTTP routes are one handler (`deploy::http::serve`); these
@@ -68,8 +70,11 @@ pub async fn spec() -> axum::Json<Value> {
 #[utoipa::path(get, path = "/v1/sandboxes/{name}/git/info/refs", operation_id = "gitInfoRefs", tag = "deploy",
     summary = "Git smart HTTP: ref advertisement of the deploy repository (token as bearer or as the basic-auth password)",
     params(("name" = String, Path), api::OwnerQuery, GitService),
-    responses((status = 200, description = "success", body = String, content_type = "application/octet-stream"),
-        (status = "default", description = "error", body = api::Error)))]
+    responses((status = 200, description = "the advertisement (text/plain without a service)", content(
+            (String = "application/x-git-upload-pack-advertisement"),
+            (String = "application/x-git-receive-pack-advertisement"),
+            (String = "text/plain"))),
+        (status = "default", description = "error: JSON from the API, or git http-backend's own answer")))]
 #[allow(dead_code)]
 fn git_info_refs() {}
 
@@ -77,7 +82,7 @@ fn git_info_refs() {}
     summary = "Git smart HTTP fetch/clone (git's request body)",
     params(("name" = String, Path), api::OwnerQuery),
     responses((status = 200, description = "success", body = String, content_type = "application/x-git-upload-pack-result"),
-        (status = "default", description = "error", body = api::Error)))]
+        (status = "default", description = "error: JSON from the API, or git http-backend's own answer")))]
 #[allow(dead_code)]
 fn git_upload_pack() {}
 
@@ -85,7 +90,7 @@ fn git_upload_pack() {}
     summary = "Git smart HTTP push: runs the release while the push waits; its output comes as `remote:` lines",
     params(("name" = String, Path), api::OwnerQuery),
     responses((status = 200, description = "success", body = String, content_type = "application/x-git-receive-pack-result"),
-        (status = "default", description = "error", body = api::Error)))]
+        (status = "default", description = "error: JSON from the API, or git http-backend's own answer")))]
 #[allow(dead_code)]
 fn git_receive_pack() {}
 
