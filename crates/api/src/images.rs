@@ -77,7 +77,7 @@ pub enum BuildEvent {
         total: u64,
     },
     Done {
-        image: Image,
+        image: Box<Image>,
     },
     Error {
         message: String,

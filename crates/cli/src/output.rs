@@ -289,7 +289,6 @@ pub fn format_mtime(secs: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
     use time::macros::datetime;
 
     #[test]

@@ -168,7 +168,7 @@ async fn build(c: &Client, name: &str, from: &str) -> Result<i32> {
                 }
             }
             api::BuildEvent::Done { image } => {
-                *finished = Some(Ok(Some(image)));
+                *finished = Some(Ok(Some(*image)));
             }
             api::BuildEvent::Error { message } => {
                 *finished = Some(Err(anyhow!("{message}")));

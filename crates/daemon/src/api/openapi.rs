@@ -113,13 +113,12 @@ enum GitServiceName {
     ReceivePack,
 }
 
-/// Where a new object leads: (operation, status, [(link, target operation,
-/// parameters)]). Schemathesis's stateful phase follows these.
-fn links() -> Vec<(
-    &'static str,
-    &'static str,
-    Vec<(&'static str, &'static str, Value)>,
-)> {
+/// A response's links: (link name, target operation, parameters).
+type Links = Vec<(&'static str, &'static str, Value)>;
+
+/// Where a new object leads: (operation, status, its links). Schemathesis's
+/// stateful phase follows these.
+fn links() -> Vec<(&'static str, &'static str, Links)> {
     let sandbox =
         || json!({"path.name": "$response.body#/name", "query.owner": "$response.body#/owner"});
     let by_name = || json!({"path.name": "$response.body#/name"});
