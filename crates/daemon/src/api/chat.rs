@@ -6,7 +6,6 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use ironclaw_agent::TurnEvent;
 use ironclaw_api as api;
-use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::convert;
@@ -80,13 +79,8 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-enum ClientMsg {
-    Message { text: String, model: Option<String> },
-    Stop,
-    New,
-}
+/// What the client sends (`/stop` and `/new` as message text work too).
+type ClientMsg = api::ChatCommand;
 
 #[utoipa::path(get, path = "/v1/chat/ws", operation_id = "chatWebSocket", tag = "sessions",
     summary = "Streaming chat over WebSocket (see docs/api.md); a plain GET is a 400",
@@ -117,6 +111,17 @@ fn event(v: serde_json::Value) -> WsMessage {
     WsMessage::Text(v.to_string())
 }
 
+/// A frame of the chat WebSocket's own (not a turn event of the agent's).
+fn chat_event(ev: api::ChatEvent) -> WsMessage {
+    WsMessage::Text(serde_json::to_string(&ev).unwrap_or_default())
+}
+
+fn error_event(message: impl Into<String>) -> WsMessage {
+    chat_event(api::ChatEvent::Error {
+        message: message.into(),
+    })
+}
+
 async fn run_ws(
     socket: WebSocket,
     st: AppState,
@@ -136,9 +141,11 @@ async fn run_ws(
         let _ = ws_tx.close().await;
     });
     let session_event = |s: &ironclaw_store::SessionRecord| {
-        event(
-            serde_json::json!({"type": "session", "id": s.id, "title": s.title, "agent": s.agent}),
-        )
+        chat_event(api::ChatEvent::Session {
+            id: s.id.clone(),
+            title: s.title.clone(),
+            agent: s.agent.clone(),
+        })
     };
     let _ = out_tx.send(session_event(&session)).await;
 
@@ -155,9 +162,7 @@ async fn run_ws(
             Ok(ClientMsg::Message { text, .. }) if text.trim() == "/new" => ClientMsg::New,
             Ok(c) => c,
             Err(e) => {
-                let _ = out_tx
-                    .send(event(serde_json::json!({"type": "error", "message": e})))
-                    .await;
+                let _ = out_tx.send(error_event(e)).await;
                 continue;
             }
         };
@@ -171,11 +176,7 @@ async fn run_ws(
                     let _ = out_tx.send(session_event(&session)).await;
                 }
                 Err(e) => {
-                    let _ = out_tx
-                        .send(event(
-                            serde_json::json!({"type": "error", "message": e.to_string()}),
-                        ))
-                        .await;
+                    let _ = out_tx.send(error_event(e.to_string())).await;
                 }
             },
             ClientMsg::Message { text, model } => {
@@ -205,26 +206,29 @@ async fn run_ws(
                     let done = match result {
                         Ok(r) => {
                             if let Some(err) = &r.error {
-                                let _ = out
-                                    .send(event(
-                                        serde_json::json!({"type": "error", "message": err}),
-                                    ))
-                                    .await;
+                                let _ = out.send(error_event(err.clone())).await;
                             }
-                            serde_json::json!({"type": "done", "stopped": r.outcome.stopped, "usage": r.outcome.usage,
-                                "cost_usd": r.outcome.cost_usd, "error": r.error})
+                            api::ChatEvent::Done {
+                                stopped: serde_json::to_value(r.outcome.stopped)
+                                    .ok()
+                                    .and_then(|v| v.as_str().map(str::to_string)),
+                                usage: serde_json::to_value(r.outcome.usage).ok(),
+                                cost_usd: r.outcome.cost_usd,
+                                error: r.error,
+                            }
                         }
                         // Bad input: nothing ran; the turn still ends with `done`.
                         Err(e) => {
-                            let _ = out
-                                .send(event(
-                                    serde_json::json!({"type": "error", "message": e.to_string()}),
-                                ))
-                                .await;
-                            serde_json::json!({"type": "done", "stopped": null, "usage": null, "cost_usd": 0.0, "error": e.to_string()})
+                            let _ = out.send(error_event(e.to_string())).await;
+                            api::ChatEvent::Done {
+                                stopped: None,
+                                usage: None,
+                                cost_usd: 0.0,
+                                error: Some(e.to_string()),
+                            }
                         }
                     };
-                    let _ = out.send(event(done)).await;
+                    let _ = out.send(chat_event(done)).await;
                 });
             }
         }
