@@ -80,3 +80,49 @@ pub enum SessionEvent {
         message: String,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BuildEvent, ChatEvent};
+    use serde_json::json;
+
+    /// The frames read as the daemon writes them, and what a newer daemon
+    /// may add does not break an older client.
+    #[test]
+    fn frames_as_on_the_wire() {
+        let exit: SessionEvent = serde_json::from_value(
+            json!({"type": "exit", "exit_code": null, "signal": "SIGKILL", "timed_out": true}),
+        )
+        .unwrap();
+        assert_eq!(
+            exit,
+            SessionEvent::Exit {
+                exit_code: None,
+                signal: Some(SignalId::Name("SIGKILL".into())),
+                timed_out: true
+            }
+        );
+        assert_eq!(
+            serde_json::to_value(Control::Resize {
+                rows: 40,
+                cols: 120
+            })
+            .unwrap(),
+            json!({"type": "resize", "rows": 40, "cols": 120})
+        );
+        let ev: ChatEvent =
+            serde_json::from_value(json!({"type": "something_new", "x": 1})).unwrap();
+        assert_eq!(ev, ChatEvent::Other);
+        let ev: ChatEvent = serde_json::from_value(
+            json!({"type": "done", "stopped": "cancelled", "usage": null, "cost_usd": 0.5, "error": null}),
+        )
+        .unwrap();
+        assert!(matches!(ev, ChatEvent::Done { stopped: Some(s), .. } if s == "cancelled"));
+        let b: BuildEvent = serde_json::from_value(
+            json!({"type": "progress", "step": "kernel", "message": "", "done": 1, "total": 0}),
+        )
+        .unwrap();
+        assert!(matches!(b, BuildEvent::Progress { total: 0, .. }));
+    }
+}
