@@ -5,8 +5,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
-use serde::Serialize;
-use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -68,21 +66,9 @@ pub fn usage(msg: impl Into<String>) -> anyhow::Error {
 /// Build an [`ApiError`] from a status and a response body. Falls back to a
 /// generic message when the body is not the documented error envelope.
 pub fn api_error_from_body(status: u16, body: &[u8], context: &str) -> ApiError {
-    let parsed: Option<(String, String)> =
-        serde_json::from_slice::<Value>(body).ok().and_then(|v| {
-            let e = v.get("error")?;
-            let code = e
-                .get("code")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let msg = e
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            Some((code, msg))
-        });
+    let parsed: Option<(String, String)> = serde_json::from_slice::<ironclaw_api::Error>(body)
+        .ok()
+        .map(|e| (e.error.code, e.error.message));
     let (code, mut message) = parsed.unwrap_or_default();
     if message.is_empty() {
         let text = String::from_utf8_lossy(body);
@@ -252,39 +238,8 @@ impl Client {
         Err(err.into())
     }
 
-    pub async fn json(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-        context: &str,
-    ) -> Result<Value> {
-        let mut rb = self.request(method, path);
-        if let Some(b) = body {
-            rb = rb.json(&b);
-        }
-        let resp = self.send(rb, context).await?;
-        if resp.status() == StatusCode::NO_CONTENT {
-            return Ok(Value::Null);
-        }
-        let bytes = resp.bytes().await.context("reading response")?;
-        if bytes.is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_slice(&bytes).context("daemon sent invalid JSON")
-    }
-
-    pub async fn get(&self, path: &str, context: &str) -> Result<Value> {
-        self.json(Method::GET, path, None, context).await
-    }
-
-    pub async fn post<B: Serialize>(&self, path: &str, body: &B, context: &str) -> Result<Value> {
-        let v = serde_json::to_value(body)?;
-        self.json(Method::POST, path, Some(v), context).await
-    }
-
     pub async fn delete(&self, path: &str, context: &str) -> Result<()> {
-        self.json(Method::DELETE, path, None, context)
+        self.call_empty::<()>(Method::DELETE, path, None, context)
             .await
             .map(|_| ())
     }

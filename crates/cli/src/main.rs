@@ -6,6 +6,7 @@ mod commands;
 mod config;
 mod output;
 mod term;
+mod typed;
 
 use std::io::Write;
 

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -168,11 +167,11 @@ pub fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// Pretty JSON for `--json`.
-pub fn print_json(v: &Value) {
+/// Pretty JSON for `--json` (a typed answer re-serialized as it came).
+pub fn print_json<T: serde::Serialize + ?Sized>(v: &T) {
     println!(
         "{}",
-        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+        serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("\"{e}\""))
     );
 }
 
@@ -254,18 +253,6 @@ pub fn join_remote(dir: &str, name: &str) -> String {
     }
 }
 
-/// Permission bits from a FileStat `mode`, which may be a number (e.g. 420 or
-/// 33188) or an octal string ("644", "0755").
-pub fn mode_bits(v: &Value) -> Option<u32> {
-    match v {
-        Value::Number(n) => n.as_u64().map(|m| (m & 0o7777) as u32),
-        Value::String(s) => u32::from_str_radix(s.trim_start_matches("0o"), 8)
-            .ok()
-            .map(|m| m & 0o7777),
-        _ => None,
-    }
-}
-
 /// `drwxr-xr-x` style listing of a kind + mode.
 pub fn format_mode(kind: &str, mode: Option<u32>) -> String {
     let k = match kind {
@@ -288,29 +275,20 @@ pub fn format_mode(kind: &str, mode: Option<u32>) -> String {
     s
 }
 
-/// A FileStat/entry `mtime`: RFC 3339 string or Unix seconds.
-pub fn format_mtime(v: &Value) -> String {
-    let t = match v {
-        Value::String(s) => OffsetDateTime::parse(s, &Rfc3339).ok(),
-        Value::Number(n) => n
-            .as_i64()
-            .or_else(|| n.as_f64().map(|f| f as i64))
-            .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok()),
-        _ => None,
-    };
-    match t {
-        Some(t) => {
+/// A FileStat/entry `mtime` (Unix seconds) as `YYYY-MM-DD HH:MM` UTC.
+pub fn format_mtime(secs: i64) -> String {
+    match OffsetDateTime::from_unix_timestamp(secs) {
+        Ok(t) => {
             let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]");
             t.format(&fmt).unwrap_or_else(|_| "-".into())
         }
-        None => "-".into(),
+        Err(_) => "-".into(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
     use time::macros::datetime;
 
     #[test]
@@ -458,16 +436,9 @@ mod tests {
 
     #[test]
     fn modes() {
-        assert_eq!(mode_bits(&json!(420)), Some(0o644));
-        assert_eq!(mode_bits(&json!(0o100755)), Some(0o755));
-        assert_eq!(mode_bits(&json!("644")), Some(0o644));
-        assert_eq!(mode_bits(&json!("0755")), Some(0o755));
         assert_eq!(format_mode("dir", Some(0o755)), "drwxr-xr-x");
         assert_eq!(format_mode("file", Some(0o640)), "-rw-r-----");
-        assert_eq!(format_mtime(&json!(0)), "1970-01-01 00:00");
-        assert_eq!(
-            format_mtime(&json!("2026-11-23T18:00:00Z")),
-            "2026-11-23 18:00"
-        );
+        assert_eq!(format_mtime(0), "1970-01-01 00:00");
+        assert_eq!(format_mtime(1_795_456_800), "2026-11-23 18:00");
     }
 }

@@ -46,10 +46,12 @@ fn authed(h: &HeaderMap) -> Result<(), Response> {
 }
 
 fn sandbox(name: &str, state: &str) -> Value {
-    json!({"name":name,"state":state,"backend":"namespace","image":"base",
+    json!({"name":name,"owner":"admin","state":state,"backend":"namespace","image":"base",
         "vcpus":1,"memory_mib":512,"disk_mib":2048,"disk_used_bytes":12345,
         "created_at":"2020-01-01T00:00:00Z","started_at":"2020-01-01T00:00:00Z",
-        "state_reason":null,"pid":1234})
+        "state_reason":null,"pid":1234,"mounts":[],"network":"none","address":null,
+        "egress":{"allow_all":false,"allow_domains":[],"allow_cidrs":[],"deny_cidrs":[]},
+        "exposures":[]})
 }
 
 fn known(name: &str) -> Result<(), Response> {
@@ -194,6 +196,13 @@ struct PathQ {
     mode: Option<String>,
 }
 
+/// `?mode=` (octal text) as the API's mode (a number; 0644 without one).
+fn octal(m: &Option<String>) -> u32 {
+    m.as_deref()
+        .and_then(|m| u32::from_str_radix(m, 8).ok())
+        .unwrap_or(0o644)
+}
+
 async fn put_file(
     State(st): State<St>,
     h: HeaderMap,
@@ -209,7 +218,7 @@ async fn put_file(
         .lock()
         .unwrap()
         .insert(q.path.clone(), (body.to_vec(), q.mode.clone()));
-    Json(json!({"path":q.path,"kind":"file","size":size,"mode":q.mode,"mtime":"2020-01-01T00:00:00Z"}))
+    Json(json!({"path":q.path,"kind":"file","size":size,"mode":octal(&q.mode),"mtime":1577836800}))
         .into_response()
 }
 
@@ -247,7 +256,7 @@ async fn stat(
     }
     match st.files.lock().unwrap().get(&q.path) {
         Some((b, m)) => {
-            Json(json!({"path":q.path,"kind":"file","size":b.len(),"mode":m,"mtime":0}))
+            Json(json!({"path":q.path,"kind":"file","size":b.len(),"mode":octal(m),"mtime":0}))
                 .into_response()
         }
         None => err(StatusCode::NOT_FOUND, "not_found", "no such path"),
@@ -267,7 +276,7 @@ async fn build_image(h: HeaderMap, Json(body): Json<Value>) -> Response {
         );
         s.push('\n');
     }
-    s.push_str(&json!({"type":"done","image":{"name":name,"source":body["from"],"size_bytes":3145728,"created_at":"2020-01-01T00:00:00Z","in_use":0}}).to_string());
+    s.push_str(&json!({"type":"done","image":{"name":name,"source":body["from"],"size_bytes":3145728,"created_at":"2020-01-01T00:00:00Z","in_use":0,"guest_version":"0.1.0","build_seconds":0.5}}).to_string());
     s.push('\n');
     ([("content-type", "application/x-ndjson")], s).into_response()
 }
@@ -595,7 +604,7 @@ fn cp_round_trip() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["mode"], "750");
+    assert_eq!(v["mode"], 0o750);
     assert_eq!(v["size"], 300_000);
 
     let back = dir.path().join("back.py");

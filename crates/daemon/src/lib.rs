@@ -166,7 +166,7 @@ pub fn router(state: AppState) -> Router {
         ));
     Router::new()
         .route("/v1/health", get(host::health))
-        .route("/v1/openapi.json", get(openapi::serve))
+        .route("/v1/openapi.json", get(openapi::spec))
         // Called by chat services: the channel checks their signature.
         .route("/v1/channels/:name/events", post(channels::events))
         .merge(api::ui::routes())

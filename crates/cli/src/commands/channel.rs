@@ -1,18 +1,20 @@
 //! `ironclaw channel add|ls|rm|status|log` and `ironclaw pair approve`.
 
 use anyhow::Result;
-use serde_json::{json, Value};
+use ironclaw_api as api;
 
 use crate::args::{ChannelCmd, PairCmd};
 use crate::client::{seg, Client};
 use crate::output::{print_json, render_table};
 
-fn s(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
+fn s(v: &Option<String>) -> String {
+    v.clone().unwrap_or_else(|| "-".into())
+}
+
+/// An enum flag's value as the API's type (`pairing`, `chat`...).
+fn word<T: serde::de::DeserializeOwned>(v: &str, flag: &str) -> Result<T> {
+    serde_json::from_value(serde_json::Value::String(v.into()))
+        .map_err(|e| crate::client::usage(format!("{flag} {v}: {e}")))
 }
 
 fn cut(t: &str, n: usize) -> String {
@@ -24,16 +26,16 @@ fn cut(t: &str, n: usize) -> String {
     }
 }
 
-fn status_rows(list: &[Value]) -> String {
+fn status_rows(list: &[api::Channel]) -> String {
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|c| {
             vec![
-                s(&c["name"]),
-                s(&c["kind"]),
-                if c["connected"] == true { "yes" } else { "no" }.into(),
-                s(&c["queue_depth"]),
-                cut(&s(&c["last_error"]), 70),
+                c.name.clone(),
+                c.kind.clone(),
+                if c.connected { "yes" } else { "no" }.into(),
+                c.queue_depth.to_string(),
+                cut(&s(&c.last_error), 70),
             ]
         })
         .collect();
@@ -62,31 +64,32 @@ pub async fn run(c: &Client, cmd: ChannelCmd) -> Result<i32> {
                 user,
                 json,
             } = *a;
-            let mut body = json!({"kind": kind, "name": name, "allow": allow, "groups": groups});
-            for (k, v) in [
-                ("token_env", token_env),
-                ("secret_env", secret_env),
-                ("api_base", api_base),
-                ("callback_url", callback_url),
-                ("public_url", public_url),
-                ("access", access),
-                ("trigger", trigger),
-                ("scope", scope),
-                ("user", user),
-            ] {
-                if let Some(v) = v {
-                    body[k] = json!(v);
-                }
-            }
-            let v = c
-                .post("/v1/channels", &body, &format!("channel '{name}'"))
+            let access = access.map(|a| word(&a, "--access")).transpose()?;
+            let scope = scope.map(|a| word(&a, "--scope")).transpose()?;
+            let body = api::AddChannel {
+                kind,
+                name: name.clone(),
+                token_env,
+                secret_env,
+                api_base,
+                callback_url,
+                public_url,
+                access,
+                allow,
+                groups,
+                trigger,
+                scope,
+                user,
+            };
+            let v: api::Channel = c
+                .post_as("/v1/channels", &body, &format!("channel '{name}'"))
                 .await?;
             if json.json {
                 print_json(&v);
             } else {
                 println!(
                     "added {} channel {name}; inbound endpoint /v1/channels/{name}/events",
-                    s(&v["kind"])
+                    v.kind
                 );
             }
             Ok(0)
@@ -96,12 +99,12 @@ pub async fn run(c: &Client, cmd: ChannelCmd) -> Result<i32> {
             name: None,
             json: j,
         } => {
-            let v = c.get("/v1/channels", "channels").await?;
+            let v: api::ChannelList = c.get_as("/v1/channels", "channels").await?;
             if j.json {
                 print_json(&v);
                 return Ok(0);
             }
-            let list = v["channels"].as_array().cloned().unwrap_or_default();
+            let list = v.channels;
             if list.is_empty() {
                 eprintln!("no channels; add one with: ironclaw channel add telegram --name NAME --token-env VAR");
             }
@@ -112,8 +115,8 @@ pub async fn run(c: &Client, cmd: ChannelCmd) -> Result<i32> {
             name: Some(name),
             json,
         } => {
-            let v = c
-                .get(
+            let v: api::Channel = c
+                .get_as(
                     &format!("/v1/channels/{}", seg(&name)),
                     &format!("channel '{name}'"),
                 )
@@ -135,8 +138,8 @@ pub async fn run(c: &Client, cmd: ChannelCmd) -> Result<i32> {
             Ok(0)
         }
         ChannelCmd::Log { name, limit, json } => {
-            let v = c
-                .get(
+            let v: api::ChannelMessages = c
+                .get_as(
                     &format!("/v1/channels/{}/messages?limit={limit}", seg(&name)),
                     &format!("channel '{name}'"),
                 )
@@ -146,25 +149,25 @@ pub async fn run(c: &Client, cmd: ChannelCmd) -> Result<i32> {
                 return Ok(0);
             }
             let mut rows = Vec::new();
-            for m in v["messages"].as_array().cloned().unwrap_or_default() {
-                let msg = &m["message"];
-                let replies = m["replies"].as_array().cloned().unwrap_or_default();
-                let delivery = if replies.is_empty() {
+            for m in &v.messages {
+                let msg = &m.message;
+                let delivery = if m.replies.is_empty() {
                     "-".to_string()
                 } else {
-                    replies
+                    m.replies
                         .iter()
-                        .map(|r| {
-                            format!("{}({})", s(&r["part"]["state"]), s(&r["part"]["attempts"]))
-                        })
+                        .map(|r| format!("{}({})", r.part.state, r.part.attempts))
                         .collect::<Vec<_>>()
                         .join(" ")
                 };
+                // The body is the service's message, normalized: its text
+                // is the one field every kind has.
+                let text = msg.body["text"].as_str().unwrap_or("-");
                 rows.push(vec![
-                    s(&msg["received_at"]),
-                    s(&msg["sender"]),
-                    s(&msg["state"]),
-                    cut(&s(&msg["body"]["text"]), 40),
+                    msg.received_at.clone(),
+                    msg.sender.clone(),
+                    msg.state.clone(),
+                    cut(text, 40),
                     delivery,
                 ]);
             }
@@ -183,18 +186,21 @@ pub async fn run(c: &Client, cmd: ChannelCmd) -> Result<i32> {
 pub async fn pair(c: &Client, cmd: PairCmd) -> Result<i32> {
     match cmd {
         PairCmd::Approve { code, user } => {
-            let v = c
-                .post(
+            let v: api::Pairing = c
+                .post_as(
                     "/v1/pairings/approve",
-                    &json!({"code": code, "user": user}),
+                    &api::Approve {
+                        code: code.clone(),
+                        user,
+                    },
                     &format!("pairing code '{code}'"),
                 )
                 .await?;
             println!(
                 "paired {} sender {} with user {}",
-                s(&v["channel"]),
-                s(&v["sender"]),
-                s(&v["user"])
+                v.channel,
+                v.sender,
+                s(&v.user)
             );
             Ok(0)
         }

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use anyhow::{bail, Result};
 use futures::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use ironclaw_api as api;
 use tokio::io::AsyncBufReadExt;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -18,22 +18,27 @@ async fn open(c: &Client, session: Option<&str>, new: bool) -> Result<(Ws, Strin
         None => "/v1/chat/ws".to_string(),
     };
     let mut ws = c.ws(&path, "chat").await?;
-    let mut id = next_event(&mut ws).await?["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let mut id = session_id(next_event(&mut ws).await?);
     if new {
-        ws.send(Message::Text(json!({"type": "new"}).to_string()))
-            .await?;
-        id = next_event(&mut ws).await?["id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        send(&mut ws, &api::ChatCommand::New).await?;
+        id = session_id(next_event(&mut ws).await?);
     }
     Ok((ws, id))
 }
 
-async fn next_event(ws: &mut Ws) -> Result<Value> {
+fn session_id(ev: api::ChatEvent) -> String {
+    match ev {
+        api::ChatEvent::Session { id, .. } => id,
+        _ => String::new(),
+    }
+}
+
+async fn send(ws: &mut Ws, c: &api::ChatCommand) -> Result<()> {
+    ws.send(Message::Text(serde_json::to_string(c)?)).await?;
+    Ok(())
+}
+
+async fn next_event(ws: &mut Ws) -> Result<api::ChatEvent> {
     while let Some(m) = ws.next().await {
         if let Message::Text(t) = m? {
             return Ok(serde_json::from_str(&t)?);
@@ -42,9 +47,10 @@ async fn next_event(ws: &mut Ws) -> Result<Value> {
     bail!("the daemon closed the chat connection")
 }
 
-fn short(v: &Value, max: usize) -> String {
+/// A tool's input (any JSON) or output, on one line, cut at `max`.
+fn short(v: &serde_json::Value, max: usize) -> String {
     let s = match v {
-        Value::String(s) => s.clone(),
+        serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),
     };
     let one_line = s.replace('\n', " ");
@@ -63,10 +69,11 @@ async fn run_turn(
     model: Option<&str>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<Option<String>> {
-    ws.send(Message::Text(
-        json!({"type": "message", "text": text, "model": model}).to_string(),
-    ))
-    .await?;
+    let msg = api::ChatCommand::Message {
+        text: text.into(),
+        model: model.map(str::to_string),
+    };
+    send(ws, &msg).await?;
     tokio::pin!(stop);
     let mut stopped = false;
     let mut err = None;
@@ -75,34 +82,30 @@ async fn run_turn(
             ev = next_event(ws) => ev?,
             _ = &mut stop, if !stopped => {
                 stopped = true;
-                ws.send(Message::Text(json!({"type": "stop"}).to_string())).await?;
+                send(ws, &api::ChatCommand::Stop).await?;
                 continue;
             }
         };
         let mut out = std::io::stdout();
-        match ev["type"].as_str().unwrap_or_default() {
-            "text_delta" => {
-                print!("{}", ev["text"].as_str().unwrap_or_default());
+        match ev {
+            api::ChatEvent::TextDelta { text } => {
+                print!("{text}");
                 out.flush()?;
             }
-            "tool_start" => eprintln!(
-                "\n[{}] {}",
-                ev["name"].as_str().unwrap_or("tool"),
-                short(&ev["input"], 120)
-            ),
-            "tool_end" => {
-                let mark = if ev["is_error"] == true {
-                    "error"
-                } else {
-                    "ok"
-                };
-                eprintln!("[{mark}] {}", short(&ev["output"], 200));
+            api::ChatEvent::ToolStart { name, input, .. } => {
+                eprintln!("\n[{name}] {}", short(&input, 120))
             }
-            "compacted" => eprintln!("[earlier conversation summarised]"),
-            "error" => err = ev["message"].as_str().map(str::to_string),
-            "done" => {
+            api::ChatEvent::ToolEnd {
+                output, is_error, ..
+            } => {
+                let mark = if is_error { "error" } else { "ok" };
+                eprintln!("[{mark}] {}", short(&output.into(), 200));
+            }
+            api::ChatEvent::Compacted { .. } => eprintln!("[earlier conversation summarised]"),
+            api::ChatEvent::Error { message } => err = Some(message),
+            api::ChatEvent::Done { stopped, .. } => {
                 println!();
-                if ev["stopped"] == "cancelled" {
+                if stopped.as_deref() == Some("cancelled") {
                     eprintln!("[stopped]");
                 }
                 return Ok(err);
@@ -141,10 +144,9 @@ pub async fn repl(c: &Client, a: ChatArgs) -> Result<i32> {
             continue;
         }
         if line == "/new" {
-            ws.send(Message::Text(json!({"type": "new"}).to_string()))
-                .await?;
-            let ev = next_event(&mut ws).await?;
-            eprintln!("session {}", ev["id"].as_str().unwrap_or_default());
+            send(&mut ws, &api::ChatCommand::New).await?;
+            let id = session_id(next_event(&mut ws).await?);
+            eprintln!("session {id}");
             continue;
         }
         let stop = async {

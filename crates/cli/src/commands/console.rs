@@ -4,7 +4,6 @@ use std::io::Write;
 
 use anyhow::{bail, Result};
 use futures::{SinkExt, StreamExt};
-use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
@@ -40,8 +39,8 @@ pub async fn run(c: &Client, a: ConsoleArgs) -> Result<i32> {
 }
 
 async fn ls(c: &Client, name: &str, json: bool) -> Result<i32> {
-    let v = c
-        .get(
+    let v: ironclaw_api::ConsoleList = c
+        .get_as(
             &format!("{}/console", sandbox::path(name)),
             &format!("sandbox '{name}'"),
         )
@@ -50,31 +49,20 @@ async fn ls(c: &Client, name: &str, json: bool) -> Result<i32> {
         print_json(&v);
         return Ok(0);
     }
-    let empty = vec![];
-    let sessions = v
-        .get("sessions")
-        .and_then(Value::as_array)
-        .unwrap_or(&empty);
-    print!("{}", sessions_table(sessions));
+    print!("{}", sessions_table(&v.sessions));
     Ok(0)
 }
 
-pub fn sessions_table(sessions: &[Value]) -> String {
-    let s = |v: &Value, k: &str| match v.get(k) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Bool(b)) => if *b { "yes" } else { "no" }.to_string(),
-        Some(Value::Null) | None => "-".into(),
-        Some(other) => other.to_string(),
-    };
+pub fn sessions_table(sessions: &[ironclaw_api::ConsoleSession]) -> String {
     let rows: Vec<Vec<String>> = sessions
         .iter()
         .map(|v| {
             vec![
-                s(v, "name"),
-                s(v, "pid"),
-                s(v, "alive"),
-                s(v, "attached"),
-                format!("{}x{}", s(v, "cols"), s(v, "rows")),
+                v.name.clone(),
+                v.pid.map_or_else(|| "-".into(), |p| p.to_string()),
+                if v.alive { "yes" } else { "no" }.into(),
+                v.attached.to_string(),
+                format!("{}x{}", v.cols, v.rows),
             ]
         })
         .collect();
@@ -152,14 +140,14 @@ async fn attach(c: &Client, name: &str, session: &str) -> Result<i32> {
                     let _ = o.flush();
                 }
                 Some(Ok(Message::Text(t))) => {
-                    if let Ok(v) = serde_json::from_str::<Value>(&t) {
-                        match v.get("type").and_then(Value::as_str) {
-                            Some("exit") => break End::Exited(v.get("exit_code").and_then(Value::as_i64)),
-                            Some("error") => {
-                                error = v.get("message").and_then(Value::as_str).map(str::to_string);
+                    if let Ok(v) = serde_json::from_str::<ironclaw_api::SessionEvent>(&t) {
+                        match v {
+                            ironclaw_api::SessionEvent::Exit { exit_code, .. } => break End::Exited(exit_code),
+                            ironclaw_api::SessionEvent::Error { message } => {
+                                error = Some(message);
                                 break End::Closed;
                             }
-                            _ => {}
+                            ironclaw_api::SessionEvent::Attached { .. } => {}
                         }
                     }
                 }
@@ -174,7 +162,7 @@ async fn attach(c: &Client, name: &str, session: &str) -> Result<i32> {
             },
             _ = winch.recv() => {
                 if let Some((rows, cols)) = term::size() {
-                    let _ = sink.send(Message::Text(json!({"type":"resize","rows":rows,"cols":cols}).to_string())).await;
+                    let _ = sink.send(super::exec::control(ironclaw_api::Control::Resize { rows, cols })).await;
                 }
             }
             _ = sigterm.recv() => break End::Detached,
@@ -218,6 +206,7 @@ mod tests {
     use super::*;
     use crate::args::{Cli, Command};
     use clap::Parser;
+    use serde_json::json;
 
     fn console(args: &[&str]) -> ConsoleArgs {
         let mut v = vec!["ironclaw", "console"];
@@ -262,12 +251,13 @@ mod tests {
 
     #[test]
     fn sessions() {
-        let t = sessions_table(&[
-            json!({"name":"main","pid":42,"alive":true,"attached":false,"rows":24,"cols":80}),
-        ]);
+        let t = sessions_table(&[serde_json::from_value(
+            json!({"name":"main","pid":42,"alive":true,"attached":0,"rows":24,"cols":80}),
+        )
+        .unwrap()]);
         assert_eq!(
             t,
-            "SESSION   PID   ALIVE   ATTACHED   SIZE\nmain      42    yes     no         80x24\n"
+            "SESSION   PID   ALIVE   ATTACHED   SIZE\nmain      42    yes     0          80x24\n"
         );
     }
 }

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use futures::StreamExt;
 use reqwest::{Body, Method};
-use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
@@ -45,18 +44,8 @@ fn files_path(sandbox_name: &str, remote: &str, mode: Option<u32>) -> String {
 
 /// `kind` of a remote path, or None if it does not exist.
 async fn remote_kind(c: &Client, name: &str, path: &str) -> Result<Option<String>> {
-    let p = format!(
-        "{}/fs/stat?{}",
-        sandbox::path(name),
-        crate::client::query_string(&[("path", path.to_string())])
-    );
-    match c.get(&p, &format!("{name}:{path}")).await {
-        Ok(v) => Ok(Some(
-            v.get("kind")
-                .and_then(Value::as_str)
-                .unwrap_or("file")
-                .to_string(),
-        )),
+    match c.stat(name, path).await {
+        Ok(st) => Ok(Some(st.kind.as_str().to_string())),
         // Missing path (or unknown sandbox: the PUT will then say so).
         Err(e)
             if e.downcast_ref::<ApiError>()
@@ -110,13 +99,9 @@ async fn upload(c: &Client, src: Location, name: &str, remote: &str) -> Result<i
         .header("content-type", "application/octet-stream")
         .body(body);
     let resp = c.send(rb, &format!("{name}:{target}")).await?;
-    let stat: Value = resp.json().await.unwrap_or(Value::Null);
+    let stat: Option<ironclaw_api::FileStat> = resp.json().await.ok();
     if term::stderr_is_tty() {
-        let n = stat
-            .get("size")
-            .and_then(Value::as_u64)
-            .or(size)
-            .unwrap_or(0);
+        let n = stat.map(|s| s.size).or(size).unwrap_or(0);
         eprintln!("copied {} to {name}:{target}", format_bytes(n));
     }
     Ok(0)

@@ -3,8 +3,8 @@
 
 use anyhow::{Context, Result};
 use futures::StreamExt;
+use ironclaw_api as api;
 use reqwest::Method;
-use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use super::sandbox::{ctx, path};
@@ -26,18 +26,17 @@ pub async fn run(c: &Client, cmd: DeployCmd) -> Result<i32> {
 }
 
 async fn init(c: &Client, name: &str, port: u16, json: bool) -> Result<i32> {
-    let v = c
-        .post(
-            &format!("{}/deploy", path(name)),
-            &json!({"port": port}),
-            &ctx(name),
-        )
+    let req = api::DeployInit {
+        port: Some(port.into()),
+    };
+    let v: api::DeployTarget = c
+        .post_as(&format!("{}/deploy", path(name)), &req, &ctx(name))
         .await?;
     if json {
         print_json(&v);
         return Ok(0);
     }
-    let remote = v["remote"].as_str().unwrap_or_default();
+    let remote = v.remote.as_str();
     let ssh = ssh_remote(c, name).await;
     // The remotes alone on stdout (HTTP, then SSH when the endpoint is
     // on), for scripts; the rest is for people.
@@ -45,8 +44,8 @@ async fn init(c: &Client, name: &str, port: u16, json: bool) -> Result<i32> {
     if let Some(s) = &ssh {
         println!("{s}");
     }
-    let served = v["port"].as_u64().unwrap_or(port as u64);
-    if served != port as u64 {
+    let served = v.port;
+    if served != port {
         eprintln!("note: {name} already deploys to port {served}; the port stays");
     }
     if let Some(s) = &ssh {
@@ -69,8 +68,8 @@ async fn init(c: &Client, name: &str, port: u16, json: bool) -> Result<i32> {
 /// `ssh://NAME@HOST:PORT/NAME.git` on the host the daemon is reached by
 /// and the SSH endpoint's port; `None` when the endpoint is off.
 async fn ssh_remote(c: &Client, name: &str) -> Option<String> {
-    let v = c.get("/v1/host", "host").await.ok()?;
-    let listen: std::net::SocketAddr = v["ssh"]["listen"].as_str()?.parse().ok()?;
+    let v = c.host().await.ok()?;
+    let listen: std::net::SocketAddr = v.ssh?.listen.parse().ok()?;
     let url = reqwest::Url::parse(&c.base).ok()?;
     // IPv6 comes bracketed, as the URL needs it.
     let host = url.host_str()?;
@@ -78,27 +77,26 @@ async fn ssh_remote(c: &Client, name: &str) -> Option<String> {
 }
 
 async fn ls(c: &Client, name: &str, json: bool) -> Result<i32> {
-    let v = c
-        .get(&format!("{}/deploy/releases", path(name)), &ctx(name))
+    let v: api::ReleaseList = c
+        .get_as(&format!("{}/deploy/releases", path(name)), &ctx(name))
         .await?;
     if json {
         print_json(&v);
         return Ok(0);
     }
-    let list = v["releases"].as_array().cloned().unwrap_or_default();
+    let list = v.releases;
     if list.is_empty() {
         eprintln!("no releases yet; git push to the remote `ironclaw deploy init {name}` prints");
     }
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|r| {
-            let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
             vec![
-                r["number"].to_string(),
-                s("commit").chars().take(12).collect(),
-                s("status"),
-                s("created_at"),
-                s("web"),
+                r.number.to_string(),
+                r.commit.chars().take(12).collect(),
+                r.status.clone(),
+                r.created_at.clone(),
+                r.web.clone(),
             ]
         })
         .collect();
@@ -126,16 +124,16 @@ async fn logs(c: &Client, name: &str, follow: bool, lines: u32) -> Result<i32> {
 }
 
 async fn rollback(c: &Client, name: &str) -> Result<i32> {
-    let v = c
-        .post(
+    let v: api::Rollback = c
+        .post_as(
             &format!("{}/deploy/rollback", path(name)),
-            &json!({}),
+            &serde_json::json!({}),
             &ctx(name),
         )
         .await?;
-    for l in v["output"].as_array().into_iter().flatten() {
-        eprintln!("{}", l.as_str().unwrap_or_default());
+    for l in &v.output {
+        eprintln!("{l}");
     }
-    println!("{}", v["url"].as_str().unwrap_or_default());
+    println!("{}", v.url);
     Ok(0)
 }

@@ -1,14 +1,14 @@
 //! `ironclaw doctor` and `ironclaw version`.
 
 use anyhow::Result;
-use serde_json::Value;
+use ironclaw_api as api;
 
 use crate::args::GlobalArgs;
 use crate::client::Client;
 use crate::output::print_json;
 
 pub async fn run(c: &Client, json: bool) -> Result<i32> {
-    let v = c.get("/v1/host", "host").await?;
+    let v = c.host().await?;
     if json {
         print_json(&v);
         return Ok(0);
@@ -19,25 +19,22 @@ pub async fn run(c: &Client, json: bool) -> Result<i32> {
 }
 
 /// Readable report; `healthy` is false when no backend is available.
-pub fn report(v: &Value, url: &str) -> (String, bool) {
-    let s = |x: &Value, k: &str| x.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+pub fn report(v: &api::HostReport, url: &str) -> (String, bool) {
     let mut out = String::new();
-    let version = s(v, "version");
     out.push_str(&format!(
         "ironclawd {} at {url} (ironclaw CLI {})\n",
-        if version.is_empty() { "?" } else { &version },
+        if v.version.is_empty() {
+            "?"
+        } else {
+            &v.version
+        },
         env!("CARGO_PKG_VERSION")
     ));
-    let empty = vec![];
-    let backends = v
-        .get("backends")
-        .and_then(Value::as_array)
-        .unwrap_or(&empty);
-    let checks = v.get("checks").and_then(Value::as_array).unwrap_or(&empty);
-    let width = backends
+    let width = v
+        .backends
         .iter()
-        .chain(checks)
-        .map(|x| s(x, "name").len())
+        .map(|b| b.name.len())
+        .chain(v.checks.iter().map(|c| c.name.len()))
         .max()
         .unwrap_or(0);
     let line = |out: &mut String, ok: bool, name: &str, why: &str| {
@@ -48,48 +45,42 @@ pub fn report(v: &Value, url: &str) -> (String, bool) {
     };
     out.push_str("\nbackends:\n");
     let mut any = false;
-    for b in backends {
-        let ok = b.get("available").and_then(Value::as_bool).unwrap_or(false);
-        any |= ok;
-        line(&mut out, ok, &s(b, "name"), &s(b, "reason"));
+    for b in &v.backends {
+        any |= b.available;
+        line(&mut out, b.available, &b.name, &b.reason);
     }
-    if backends.is_empty() {
+    if v.backends.is_empty() {
         out.push_str("  (none reported)\n");
     }
     out.push_str("\nchecks:\n");
-    for ch in checks {
-        let ok = ch.get("ok").and_then(Value::as_bool).unwrap_or(false);
-        line(&mut out, ok, &s(ch, "name"), &s(ch, "detail"));
+    for ch in &v.checks {
+        line(&mut out, ch.ok, &ch.name, &ch.detail);
     }
-    if checks.is_empty() {
+    if v.checks.is_empty() {
         out.push_str("  (none reported)\n");
     }
-    acme_section(&mut out, v);
+    if let Some(acme) = &v.acme {
+        acme_section(&mut out, acme);
+    }
     out.push('\n');
     // Warnings (a VMM that would run as root) stand out, one per line.
-    let warnings = v
-        .get("warnings")
-        .and_then(Value::as_array)
-        .unwrap_or(&empty);
-    for w in warnings.iter().filter_map(Value::as_str) {
+    for w in &v.warnings {
         out.push_str(&format!("WARNING: {w}\n"));
     }
-    if !warnings.is_empty() {
+    if !v.warnings.is_empty() {
         out.push('\n');
     }
-    match v.get("ssh").filter(|x| !x.is_null()) {
+    match &v.ssh {
         Some(ssh) => out.push_str(&format!(
             "ssh: {} (host key {})\n",
-            s(ssh, "listen"),
-            s(ssh, "fingerprint")
+            ssh.listen, ssh.fingerprint
         )),
         None => out.push_str("ssh: off\n"),
     }
-    let default = s(v, "default_backend");
     if any {
         out.push_str(&format!(
             "default backend: {}\n",
-            if default.is_empty() { "-" } else { &default }
+            v.default_backend.as_deref().unwrap_or("-")
         ));
     } else {
         out.push_str("no sandbox backend is available on this host; see the reasons above\n");
@@ -98,38 +89,26 @@ pub fn report(v: &Value, url: &str) -> (String, bool) {
 }
 
 /// Each ACME certificate's state, with the CA's last error for a failed one.
-fn acme_section(out: &mut String, v: &Value) {
-    let Some(acme) = v.get("acme").filter(|a| !a.is_null()) else {
-        return;
-    };
-    let s = |x: &Value, k: &str| x.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
-    out.push_str(&format!(
-        "\nACME certificates from {}:\n",
-        s(acme, "directory")
-    ));
-    let empty = vec![];
-    let certs = acme
-        .get("certificates")
-        .and_then(Value::as_array)
-        .unwrap_or(&empty);
-    if certs.is_empty() {
+fn acme_section(out: &mut String, acme: &api::AcmeReport) {
+    let s = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    out.push_str(&format!("\nACME certificates from {}:\n", acme.directory));
+    if acme.certificates.is_empty() {
         out.push_str("  (none wanted yet: no port is exposed)\n");
     }
-    for c in certs {
-        let state = s(c, "state");
-        let mut why = match c.get("not_after").and_then(Value::as_str) {
-            Some(t) => format!("valid until {t}, renewed from {}", s(c, "renew_at")),
+    for c in &acme.certificates {
+        let mut why = match &c.not_after {
+            Some(t) => format!("valid until {t}, renewed from {}", s(&c.renew_at)),
             None => "self-signed fallback until issued".to_string(),
         };
-        if state == "failed" {
+        if c.state == "failed" {
             why = format!(
                 "{why}; {} failed attempt(s), next at {}: {}",
-                c.get("failures").and_then(Value::as_u64).unwrap_or(0),
-                s(c, "retry_at"),
-                s(c, "last_error")
+                c.failures,
+                s(&c.retry_at),
+                s(&c.last_error)
             );
         }
-        out.push_str(&format!("  {state:<7}  {}  {why}\n", s(c, "host")));
+        out.push_str(&format!("  {:<7}  {}  {why}\n", c.state, c.host));
     }
 }
 
@@ -137,12 +116,8 @@ fn acme_section(out: &mut String, v: &Value) {
 pub async fn version(global: &GlobalArgs) -> Result<i32> {
     println!("ironclaw {}", env!("CARGO_PKG_VERSION"));
     let c = Client::new(crate::config::normalize_host(&global.host), None)?;
-    match c.get("/v1/health", "health").await {
-        Ok(v) => println!(
-            "ironclawd {} at {}",
-            v.get("version").and_then(Value::as_str).unwrap_or("?"),
-            c.base
-        ),
+    match c.health().await {
+        Ok(h) => println!("ironclawd {} at {}", h.version, c.base),
         Err(e) => println!("ironclawd: {e:#}"),
     }
     Ok(0)
@@ -160,7 +135,9 @@ mod tests {
                         {"name":"qemu","available":false,"reason":"/dev/kvm: no such file"}],
             "checks":[{"name":"cgroup","ok":true,"detail":"cgroup v1 (memory, cpu, pids)"}],
             "default_backend":"namespace"});
-        let (t, ok) = report(&v, "http://x");
+        let host =
+            |v: &serde_json::Value| serde_json::from_value::<api::HostReport>(v.clone()).unwrap();
+        let (t, ok) = report(&host(&v), "http://x");
         assert!(ok);
         assert!(
             t.contains("  ok       namespace  unprivileged user namespaces work\n"),
@@ -178,7 +155,7 @@ mod tests {
         assert!(!t.contains("WARNING"), "{t}");
         let mut v = v;
         v["warnings"] = json!(["firecracker would run as root: no jailer found next to /x/firecracker; install jailer or set firecracker_jailer"]);
-        let (t, ok) = report(&v, "http://x");
+        let (t, ok) = report(&host(&v), "http://x");
         assert!(ok, "a warning does not make the host unhealthy");
         assert!(
             t.contains("\nWARNING: firecracker would run as root: no jailer found next to /x/firecracker; install jailer or set firecracker_jailer\n"),
@@ -189,11 +166,11 @@ mod tests {
              "renew_at": "2026-11-01T00:00:00Z", "failures": 0},
             {"host": "81-a.example.com", "state": "failed", "failures": 2,
              "retry_at": "2026-01-01T00:01:00Z", "last_error": "ACME: connection refused"}]});
-        let (t, _) = report(&v, "http://x");
+        let (t, _) = report(&host(&v), "http://x");
         assert!(t.contains("\nACME certificates from https://ca.example/dir:\n  issued   80-a.example.com  valid until 2027-01-01T00:00:00Z, renewed from 2026-11-01T00:00:00Z\n"), "{t}");
         assert!(t.contains("  failed   81-a.example.com  self-signed fallback until issued; 2 failed attempt(s), next at 2026-01-01T00:01:00Z: ACME: connection refused\n"), "{t}");
         let (_, ok) = report(
-            &json!({"backends":[{"name":"qemu","available":false}]}),
+            &host(&json!({"backends":[{"name":"qemu","available":false}]})),
             "http://x",
         );
         assert!(!ok);

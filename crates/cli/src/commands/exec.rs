@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use anyhow::{anyhow, bail, Context, Result};
 use futures::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use ironclaw_api as api;
 use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
@@ -33,10 +33,10 @@ pub fn exit_status(exit_code: Option<i64>, signal: Option<i64>, timed_out: bool)
 }
 
 /// A signal from the exit message: a number, or a name like "SIGKILL"/"KILL".
-pub fn signal_number(v: Option<&Value>) -> Option<i64> {
+pub fn signal_number(v: Option<&api::SignalId>) -> Option<i64> {
     match v? {
-        Value::Number(n) => n.as_i64(),
-        Value::String(s) => {
+        api::SignalId::Number(n) => Some(*n),
+        api::SignalId::Name(s) => {
             let name = if s.starts_with("SIG") {
                 s.clone()
             } else {
@@ -46,34 +46,24 @@ pub fn signal_number(v: Option<&Value>) -> Option<i64> {
                 .ok()
                 .map(|s| s as i64)
         }
-        _ => None,
     }
 }
 
 /// The first (setup) message of the exec WebSocket.
-pub fn start_message(a: &ExecArgs, tty: Option<(u16, u16)>) -> Value {
-    let env: BTreeMap<&str, &str> = a
-        .env
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let mut m = json!({
-        "argv": a.argv,
-        "stdin": a.interactive,
-    });
-    if !env.is_empty() {
-        m["env"] = json!(env);
+pub fn start_message(a: &ExecArgs, tty: Option<(u16, u16)>) -> api::ExecStart {
+    api::ExecStart {
+        argv: a.argv.clone(),
+        env: a.env.iter().cloned().collect::<BTreeMap<_, _>>(),
+        cwd: a.workdir.clone(),
+        stdin: a.interactive,
+        timeout_ms: a.timeout.map(|t| t.as_millis() as u64),
+        tty: tty.map(|(rows, cols)| api::TtySize { rows, cols }),
     }
-    if let Some(w) = &a.workdir {
-        m["cwd"] = json!(w);
-    }
-    if let Some(t) = a.timeout {
-        m["timeout_ms"] = json!(t.as_millis() as u64);
-    }
-    if let Some((rows, cols)) = tty {
-        m["tty"] = json!({"rows": rows, "cols": cols});
-    }
-    m
+}
+
+/// A control frame.
+pub fn control(c: api::Control) -> Message {
+    Message::Text(serde_json::to_string(&c).unwrap_or_default())
 }
 
 pub async fn run(c: &Client, a: ExecArgs) -> Result<i32> {
@@ -86,9 +76,11 @@ pub async fn run(c: &Client, a: ExecArgs) -> Result<i32> {
         .await?;
     let (mut sink, mut stream) = ws.split();
     let tty = a.tty.then(term::size_or_default);
-    sink.send(Message::Text(start_message(&a, tty).to_string()))
-        .await
-        .context("sending the command")?;
+    sink.send(Message::Text(serde_json::to_string(&start_message(
+        &a, tty,
+    ))?))
+    .await
+    .context("sending the command")?;
 
     // Raw mode only when keystrokes are forwarded; with -t alone the local
     // terminal keeps Ctrl-C (which we forward as a signal).
@@ -123,22 +115,18 @@ pub async fn run(c: &Client, a: ExecArgs) -> Result<i32> {
                     }
                 }
                 Some(Ok(Message::Text(t))) => {
-                    let v: Value = match serde_json::from_str(&t) { Ok(v) => v, Err(_) => continue };
-                    match v.get("type").and_then(Value::as_str) {
-                        Some("exit") => {
-                            outcome = Some(Ok((
-                                v.get("exit_code").and_then(Value::as_i64),
-                                signal_number(v.get("signal")),
-                                v.get("timed_out").and_then(Value::as_bool).unwrap_or(false),
-                            )));
+                    // A frame of a newer daemon's that this client does not know: skipped.
+                    let Ok(ev) = serde_json::from_str::<api::SessionEvent>(&t) else { continue };
+                    match ev {
+                        api::SessionEvent::Exit { exit_code, signal, timed_out } => {
+                            outcome = Some(Ok((exit_code, signal_number(signal.as_ref()), timed_out)));
                             break;
                         }
-                        Some("error") => {
-                            let m = v.get("message").and_then(Value::as_str).unwrap_or("exec failed");
-                            outcome = Some(Err(anyhow!("{m}")));
+                        api::SessionEvent::Error { message } => {
+                            outcome = Some(Err(anyhow!("{message}")));
                             break;
                         }
-                        _ => {}
+                        api::SessionEvent::Attached { .. } => {}
                     }
                 }
                 Some(Ok(Message::Close(_))) | None => break,
@@ -152,7 +140,7 @@ pub async fn run(c: &Client, a: ExecArgs) -> Result<i32> {
             }
             _ = winch.recv(), if tty.is_some() => {
                 if let Some((rows, cols)) = term::size() {
-                    let _ = sink.send(Message::Text(json!({"type":"resize","rows":rows,"cols":cols}).to_string())).await;
+                    let _ = sink.send(control(api::Control::Resize { rows, cols })).await;
                 }
             }
             _ = sigint.recv() => {
@@ -163,13 +151,13 @@ pub async fn run(c: &Client, a: ExecArgs) -> Result<i32> {
                     let _ = sink.send(Message::Close(None)).await;
                     return Ok(130);
                 }
-                let _ = sink.send(Message::Text(json!({"type":"signal","signal":2}).to_string())).await;
+                let _ = sink.send(control(api::Control::Signal { signal: 2 })).await;
             }
             _ = sigterm.recv() => {
-                let _ = sink.send(Message::Text(json!({"type":"signal","signal":15}).to_string())).await;
+                let _ = sink.send(control(api::Control::Signal { signal: 15 })).await;
             }
             _ = sighup.recv() => {
-                let _ = sink.send(Message::Text(json!({"type":"signal","signal":1}).to_string())).await;
+                let _ = sink.send(control(api::Control::Signal { signal: 1 })).await;
             }
         }
     }
@@ -200,9 +188,7 @@ async fn pump_stdin(tx: mpsc::Sender<Message>) {
     loop {
         match stdin.read(&mut buf).await {
             Ok(0) | Err(_) => {
-                let _ = tx
-                    .send(Message::Text(json!({"type":"eof"}).to_string()))
-                    .await;
+                let _ = tx.send(control(api::Control::Eof)).await;
                 return;
             }
             Ok(n) => {
@@ -219,6 +205,7 @@ mod tests {
     use super::*;
     use crate::args::Cli;
     use clap::Parser;
+    use serde_json::json;
 
     #[test]
     fn exit_codes() {
@@ -231,10 +218,12 @@ mod tests {
         assert_eq!(exit_status(Some(0), None, true), 124);
         assert_eq!(exit_status(None, Some(9), true), 124);
         assert_eq!(exit_status(None, None, false), 1);
-        assert_eq!(signal_number(Some(&json!(9))), Some(9));
-        assert_eq!(signal_number(Some(&json!("SIGKILL"))), Some(9));
-        assert_eq!(signal_number(Some(&json!("TERM"))), Some(15));
-        assert_eq!(signal_number(Some(&Value::Null)), None);
+        let sig = |v| serde_json::from_value::<api::SignalId>(v).ok();
+        assert_eq!(signal_number(sig(json!(9)).as_ref()), Some(9));
+        assert_eq!(signal_number(sig(json!("SIGKILL")).as_ref()), Some(9));
+        assert_eq!(signal_number(sig(json!("TERM")).as_ref()), Some(15));
+        assert_eq!(signal_number(sig(json!("NOPE")).as_ref()), None);
+        assert_eq!(signal_number(None), None);
     }
 
     fn exec_args(argv: &[&str]) -> ExecArgs {
@@ -265,7 +254,7 @@ mod tests {
         ]);
         assert!(a.interactive && a.tty);
         assert_eq!(a.name, "dev");
-        let m = start_message(&a, Some((40, 120)));
+        let m = serde_json::to_value(start_message(&a, Some((40, 120)))).unwrap();
         assert_eq!(
             m,
             json!({"argv":["ls","-l"],"stdin":true,"env":{"A":"1","B":"x=y"},"cwd":"/srv",
@@ -273,7 +262,7 @@ mod tests {
         );
         let a = exec_args(&["dev", "--", "sh", "-c", "echo hi"]);
         assert_eq!(
-            start_message(&a, None),
+            serde_json::to_value(start_message(&a, None)).unwrap(),
             json!({"argv":["sh","-c","echo hi"],"stdin":false})
         );
         // Without `--` the command still parses; options after NAME are ours.

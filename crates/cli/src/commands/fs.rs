@@ -1,13 +1,14 @@
 //! `ironclaw fs ls|stat|mkdir|rm|mv NAME:/path`.
 
 use anyhow::Result;
-use serde_json::{json, Value};
+use ironclaw_api as api;
+use reqwest::Method;
 
 use crate::args::FsCmd;
-use crate::client::{query_string, usage, Client};
+use crate::client::{usage, Client};
 use crate::commands::sandbox;
 use crate::output::{
-    format_bytes, format_mode, format_mtime, mode_bits, parse_location, parse_remote, print_json,
+    format_bytes, format_mode, format_mtime, parse_location, parse_remote, print_json,
     render_table, Location,
 };
 
@@ -15,51 +16,40 @@ pub async fn run(c: &Client, cmd: FsCmd) -> Result<i32> {
     match cmd {
         FsCmd::Ls { target, json } => {
             let (name, path) = parse_remote(&target).map_err(usage)?;
-            let v = c
-                .get(
-                    &format!(
-                        "{}/fs/list?{}",
-                        sandbox::path(&name),
-                        query_string(&[("path", path.clone())])
-                    ),
-                    &format!("{name}:{path}"),
-                )
-                .await?;
+            let list = c.list_dir(&name, &path).await?;
             if json.json {
-                print_json(&v);
+                print_json(&list);
             } else {
-                let empty = vec![];
-                let entries = v.get("entries").and_then(Value::as_array).unwrap_or(&empty);
-                print!("{}", entries_table(entries));
+                print!("{}", entries_table(&list.entries));
             }
             Ok(0)
         }
         FsCmd::Stat { target, json } => {
             let (name, path) = parse_remote(&target).map_err(usage)?;
-            let v = c
-                .get(
-                    &format!(
-                        "{}/fs/stat?{}",
-                        sandbox::path(&name),
-                        query_string(&[("path", path.clone())])
-                    ),
-                    &format!("{name}:{path}"),
-                )
-                .await?;
+            let st = c.stat(&name, &path).await?;
             if json.json {
-                print_json(&v);
+                print_json(&st);
             } else {
-                let mut e = v.clone();
-                e["name"] = v.get("path").cloned().unwrap_or(json!(path));
+                let e = api::DirEntry {
+                    name: st.path,
+                    kind: st.kind,
+                    size: st.size,
+                    mode: st.mode,
+                    mtime: st.mtime,
+                };
                 print!("{}", entries_table(&[e]));
             }
             Ok(0)
         }
         FsCmd::Mkdir { target, parents } => {
             let (name, path) = parse_remote(&target).map_err(usage)?;
-            c.post(
+            c.call_empty(
+                Method::POST,
                 &format!("{}/fs/mkdir", sandbox::path(&name)),
-                &json!({"path": path, "parents": parents}),
+                Some(&api::Mkdir {
+                    path: path.clone(),
+                    parents,
+                }),
                 &format!("{name}:{path}"),
             )
             .await?;
@@ -67,9 +57,13 @@ pub async fn run(c: &Client, cmd: FsCmd) -> Result<i32> {
         }
         FsCmd::Rm { target, recursive } => {
             let (name, path) = parse_remote(&target).map_err(usage)?;
-            c.post(
+            c.call_empty(
+                Method::POST,
                 &format!("{}/fs/remove", sandbox::path(&name)),
-                &json!({"path": path, "recursive": recursive}),
+                Some(&api::Remove {
+                    path: path.clone(),
+                    recursive,
+                }),
                 &format!("{name}:{path}"),
             )
             .await?;
@@ -91,9 +85,13 @@ pub async fn run(c: &Client, cmd: FsCmd) -> Result<i32> {
                     )))
                 }
             };
-            c.post(
+            c.call_empty(
+                Method::POST,
                 &format!("{}/fs/rename", sandbox::path(&name)),
-                &json!({"from": from_path, "to": to_path}),
+                Some(&api::Rename {
+                    from: from_path.clone(),
+                    to: to_path,
+                }),
                 &format!("{name}:{from_path}"),
             )
             .await?;
@@ -102,25 +100,18 @@ pub async fn run(c: &Client, cmd: FsCmd) -> Result<i32> {
     }
 }
 
-pub fn entries_table(entries: &[Value]) -> String {
+pub fn entries_table(entries: &[api::DirEntry]) -> String {
     let rows: Vec<Vec<String>> = entries
         .iter()
         .map(|e| {
-            let kind = e.get("kind").and_then(Value::as_str).unwrap_or("other");
-            let mut name = e
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or("?")
-                .to_string();
-            if kind == "dir" {
+            let mut name = e.name.clone();
+            if e.kind == api::FileKind::Dir {
                 name.push('/');
             }
             vec![
-                format_mode(kind, e.get("mode").and_then(mode_bits)),
-                e.get("size")
-                    .and_then(Value::as_u64)
-                    .map_or_else(|| "-".into(), format_bytes),
-                e.get("mtime").map_or_else(|| "-".into(), format_mtime),
+                format_mode(e.kind.as_str(), Some(e.mode & 0o7777)),
+                format_bytes(e.size),
+                format_mtime(e.mtime),
                 name,
             ]
         })
@@ -134,9 +125,12 @@ mod tests {
 
     #[test]
     fn table() {
+        let e = |v| serde_json::from_value::<api::DirEntry>(v).unwrap();
         let t = entries_table(&[
-            json!({"name":"app.py","kind":"file","size":2048,"mode":420,"mtime":0}),
-            json!({"name":"src","kind":"dir","size":4096,"mode":"755","mtime":"2026-11-23T18:00:00Z"}),
+            e(serde_json::json!({"name":"app.py","kind":"file","size":2048,"mode":420,"mtime":0})),
+            e(
+                serde_json::json!({"name":"src","kind":"dir","size":4096,"mode":0o40755,"mtime":1_795_456_800}),
+            ),
         ]);
         assert_eq!(
             t,

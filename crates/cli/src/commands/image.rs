@@ -5,8 +5,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
+use ironclaw_api as api;
 use reqwest::Method;
-use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use crate::args::ImageCmd;
@@ -18,13 +18,11 @@ pub async fn run(c: &Client, cmd: ImageCmd) -> Result<i32> {
     match cmd {
         ImageCmd::Build { name, from } => build(c, &name, &from).await,
         ImageCmd::Ls(j) => {
-            let v = c.get("/v1/images", "images").await?;
+            let v = c.images().await?;
             if j.json {
                 print_json(&v);
             } else {
-                let empty = vec![];
-                let images = v.get("images").and_then(Value::as_array).unwrap_or(&empty);
-                print!("{}", images_table(images, OffsetDateTime::now_utc()));
+                print!("{}", images_table(&v.images, OffsetDateTime::now_utc()));
             }
             Ok(0)
         }
@@ -48,21 +46,16 @@ pub async fn run(c: &Client, cmd: ImageCmd) -> Result<i32> {
     }
 }
 
-pub fn images_table(images: &[Value], now: OffsetDateTime) -> String {
+pub fn images_table(images: &[api::Image], now: OffsetDateTime) -> String {
     let rows: Vec<Vec<String>> = images
         .iter()
         .map(|i| {
-            let s = |k: &str| i.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
             vec![
-                s("name"),
-                s("source"),
-                i.get("size_bytes")
-                    .and_then(Value::as_u64)
-                    .map_or_else(|| "-".into(), format_bytes),
-                i.get("in_use")
-                    .and_then(Value::as_u64)
-                    .map_or_else(|| "-".into(), |n| n.to_string()),
-                age_since(i.get("created_at").and_then(Value::as_str), now),
+                i.name.clone(),
+                i.source.clone(),
+                format_bytes(i.size_bytes),
+                i.in_use.to_string(),
+                age_since(Some(&i.created_at), now),
             ]
         })
         .collect();
@@ -70,15 +63,16 @@ pub fn images_table(images: &[Value], now: OffsetDateTime) -> String {
 }
 
 /// Final line printed after a successful build.
-pub fn done_line(image: &Value, name: &str, from: &str) -> String {
-    let size = image
-        .get("size_bytes")
-        .and_then(Value::as_u64)
-        .map(|b| format!(", {}", format_bytes(b)))
-        .unwrap_or_default();
-    let n = image.get("name").and_then(Value::as_str).unwrap_or(name);
-    let src = image.get("source").and_then(Value::as_str).unwrap_or(from);
-    format!("built image '{n}' from {src}{size}")
+pub fn done_line(image: Option<&api::Image>, name: &str, from: &str) -> String {
+    match image {
+        Some(i) => format!(
+            "built image '{}' from {}, {}",
+            i.name,
+            i.source,
+            format_bytes(i.size_bytes)
+        ),
+        None => format!("built image '{name}' from {from}"),
+    }
 }
 
 /// Incremental NDJSON splitter.
@@ -113,7 +107,10 @@ impl LineBuf {
 async fn build(c: &Client, name: &str, from: &str) -> Result<i32> {
     let rb = c
         .request(Method::POST, "/v1/images")
-        .json(&json!({"name": name, "from": from}));
+        .json(&api::BuildImage {
+            name: name.into(),
+            from: from.into(),
+        });
     let resp = c.send(rb, &format!("image '{name}'")).await?;
     let fancy = term::stderr_is_tty();
     let pb = if fancy {
@@ -130,22 +127,29 @@ async fn build(c: &Client, name: &str, from: &str) -> Result<i32> {
     let mut last_plain = String::new();
     let mut lines = LineBuf::default();
     let mut stream = resp.bytes_stream();
-    let mut finished: Option<Result<Value>> = None;
-    let mut handle = |line: String, finished: &mut Option<Result<Value>>| {
-        let Ok(v) = serde_json::from_str::<Value>(&line) else {
+    let mut finished: Option<Result<Option<api::Image>>> = None;
+    let mut handle = |line: String, finished: &mut Option<Result<Option<api::Image>>>| {
+        // A line of a newer daemon's that this client does not know: skipped.
+        let Ok(ev) = serde_json::from_str::<api::BuildEvent>(&line) else {
+            if line.contains("\"done\"") {
+                *finished = Some(Ok(None));
+            }
             return;
         };
-        match v.get("type").and_then(Value::as_str) {
-            Some("progress") => {
-                let step = v.get("step").and_then(Value::as_str).unwrap_or("");
-                let msg = v.get("message").and_then(Value::as_str).unwrap_or("");
+        match ev {
+            api::BuildEvent::Progress {
+                step,
+                message: msg,
+                done,
+                total,
+            } => {
                 let text = match (step.is_empty(), msg.is_empty()) {
                     (false, false) => format!("{step}: {msg}"),
                     (false, true) => step.to_string(),
                     _ => msg.to_string(),
                 };
-                let done = v.get("done").and_then(Value::as_u64);
-                let total = v.get("total").and_then(Value::as_u64).filter(|t| *t > 0);
+                let done = Some(done);
+                let total = Some(total).filter(|t| *t > 0);
                 if fancy {
                     if let (Some(d), Some(t)) = (done, total) {
                         if pb.length() != Some(t) {
@@ -163,17 +167,12 @@ async fn build(c: &Client, name: &str, from: &str) -> Result<i32> {
                     last_plain = text;
                 }
             }
-            Some("done") => {
-                *finished = Some(Ok(v.get("image").cloned().unwrap_or(Value::Null)));
+            api::BuildEvent::Done { image } => {
+                *finished = Some(Ok(Some(*image)));
             }
-            Some("error") => {
-                let m = v
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("image build failed");
-                *finished = Some(Err(anyhow!("{m}")));
+            api::BuildEvent::Error { message } => {
+                *finished = Some(Err(anyhow!("{message}")));
             }
-            _ => {}
         }
     };
     while let Some(chunk) = stream.next().await {
@@ -197,7 +196,7 @@ async fn build(c: &Client, name: &str, from: &str) -> Result<i32> {
     pb.finish_and_clear();
     match finished {
         Some(Ok(image)) => {
-            println!("{}", done_line(&image, name, from));
+            println!("{}", done_line(image.as_ref(), name, from));
             Ok(0)
         }
         Some(Err(e)) => Err(e),
@@ -208,6 +207,7 @@ async fn build(c: &Client, name: &str, from: &str) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use time::macros::datetime;
 
     #[test]
@@ -223,10 +223,12 @@ mod tests {
     #[test]
     fn table_and_done() {
         let now = datetime!(2026-11-23 19:00:00 UTC);
+        let image = |v| serde_json::from_value::<api::Image>(v).unwrap();
         let t = images_table(
-            &[
-                json!({"name":"base","source":"debian","size_bytes":157286400,"created_at":"2026-11-23T18:00:00Z","in_use":2}),
-            ],
+            &[image(
+                json!({"name":"base","source":"debian","size_bytes":157286400,"created_at":"2026-11-23T18:00:00Z","in_use":2,
+                    "guest_version":"0.1.0","build_seconds":1.5}),
+            )],
             now,
         );
         assert_eq!(
@@ -235,14 +237,17 @@ mod tests {
         );
         assert_eq!(
             done_line(
-                &json!({"name":"mini","source":"busybox","size_bytes":2048}),
+                Some(&image(
+                    json!({"name":"mini","source":"busybox","size_bytes":2048,"created_at":"",
+                        "guest_version":"0.1.0","build_seconds":0.1})
+                )),
                 "mini",
                 "busybox"
             ),
             "built image 'mini' from busybox, 2K"
         );
         assert_eq!(
-            done_line(&Value::Null, "mini", "debian"),
+            done_line(None, "mini", "debian"),
             "built image 'mini' from debian"
         );
     }

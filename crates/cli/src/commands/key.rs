@@ -1,7 +1,7 @@
 //! `ironclaw key add|ls|rm`: SSH public keys for the daemon's SSH endpoint.
 
 use anyhow::{Context, Result};
-use serde_json::json;
+use ironclaw_api as api;
 
 use crate::args::KeyCmd;
 use crate::client::{seg, Client};
@@ -16,40 +16,26 @@ pub async fn run(c: &Client, cmd: KeyCmd) -> Result<i32> {
                 std::fs::read_to_string(&file)
                     .with_context(|| format!("reading {}", file.display()))?
             };
-            let v = c
-                .post(
-                    "/v1/keys",
-                    &json!({ "key": text, "label": label }),
-                    "SSH key",
-                )
-                .await?;
-            println!(
-                "added key {} {} ({})",
-                v["id"].as_str().unwrap_or_default(),
-                v["fingerprint"].as_str().unwrap_or_default(),
-                v["algorithm"].as_str().unwrap_or_default()
-            );
+            let k = c.add_key(&api::AddKey { key: text, label }).await?;
+            println!("added key {} {} ({})", k.id, k.fingerprint, k.algorithm);
             Ok(0)
         }
         KeyCmd::Ls(j) => {
-            let v = c.get("/v1/keys", "SSH keys").await?;
+            let v = c.keys().await?;
             if j.json {
                 print_json(&v);
                 return Ok(0);
             }
-            let empty = vec![];
-            let s = |k: &serde_json::Value, f: &str| k[f].as_str().unwrap_or("-").to_string();
-            let rows: Vec<Vec<String>> = v["keys"]
-                .as_array()
-                .unwrap_or(&empty)
+            let rows: Vec<Vec<String>> = v
+                .keys
                 .iter()
                 .map(|k| {
                     vec![
-                        s(k, "id"),
-                        s(k, "fingerprint"),
-                        s(k, "algorithm"),
-                        s(k, "label"),
-                        s(k, "created_at"),
+                        k.id.clone(),
+                        k.fingerprint.clone(),
+                        k.algorithm.clone(),
+                        k.label.clone().unwrap_or_else(|| "-".into()),
+                        k.created_at.clone(),
                     ]
                 })
                 .collect();

@@ -1,7 +1,7 @@
 //! `ironclaw memory status|search|reindex`.
 
 use anyhow::Result;
-use serde_json::{json, Value};
+use ironclaw_api as api;
 
 use crate::args::MemoryCmd;
 use crate::client::{encode, Client};
@@ -15,41 +15,33 @@ fn scoped(path: &str, user: &Option<String>) -> String {
     }
 }
 
-fn n(v: &Value) -> u64 {
-    v.as_u64().unwrap_or(0)
-}
-
 pub async fn run(c: &Client, cmd: MemoryCmd) -> Result<i32> {
     match cmd {
         MemoryCmd::Status { user, json } => {
-            let v = c.get(&scoped("/v1/memory/status", &user), "memory").await?;
+            let v: api::MemoryStatus = c
+                .get_as(&scoped("/v1/memory/status", &user), "memory")
+                .await?;
             if json.json {
                 print_json(&v);
                 return Ok(0);
             }
-            println!("user:      {}", v["user"].as_str().unwrap_or("-"));
+            println!("user:      {}", v.user);
             println!(
                 "search:    {}{}",
-                v["mode"].as_str().unwrap_or("-"),
-                v["embedder"]
-                    .as_str()
+                v.mode.as_str(),
+                v.embedder
+                    .as_ref()
                     .map(|e| format!(" ({e})"))
                     .unwrap_or_default()
             );
-            if let Some(f) = v["fallback"].as_str() {
+            if let Some(f) = &v.fallback {
                 println!("fallback:  {f}");
             }
             println!(
                 "indexed:   {} files, {} chunks, {} with vectors",
-                n(&v["files"]),
-                n(&v["chunks"]),
-                n(&v["with_vectors"])
+                v.files, v.chunks, v.with_vectors
             );
-            let paths: Vec<&str> = v["paths"]
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            println!("paths:     {}", paths.join(", "));
+            println!("paths:     {}", v.paths.join(", "));
             Ok(0)
         }
         MemoryCmd::Search {
@@ -58,34 +50,29 @@ pub async fn run(c: &Client, cmd: MemoryCmd) -> Result<i32> {
             user,
             json,
         } => {
-            let v = c
-                .post(
-                    &scoped("/v1/memory/search", &user),
-                    &json!({"query": query.join(" "), "max_results": max}),
-                    "memory",
-                )
+            let req = api::MemorySearchRequest {
+                query: query.join(" "),
+                max_results: max.map(Into::into),
+            };
+            let v: api::MemorySearch = c
+                .post_as(&scoped("/v1/memory/search", &user), &req, "memory")
                 .await?;
             if json.json {
                 print_json(&v);
                 return Ok(0);
             }
-            if let Some(f) = v["fallback"].as_str() {
+            if let Some(f) = &v.fallback {
                 eprintln!("note: {f}");
             }
-            let empty = vec![];
-            let hits = v["hits"].as_array().unwrap_or(&empty);
-            if hits.is_empty() {
+            if v.hits.is_empty() {
                 eprintln!("no matches");
             }
-            for h in hits {
+            for h in &v.hits {
                 println!(
                     "{}:{}-{}  score {:.3}",
-                    h["path"].as_str().unwrap_or("-"),
-                    n(&h["start_line"]),
-                    n(&h["end_line"]),
-                    h["score"].as_f64().unwrap_or(0.0)
+                    h.path, h.start_line, h.end_line, h.score
                 );
-                for line in h["snippet"].as_str().unwrap_or("").lines() {
+                for line in h.snippet.lines() {
                     println!("    {line}");
                 }
                 println!();
@@ -93,27 +80,27 @@ pub async fn run(c: &Client, cmd: MemoryCmd) -> Result<i32> {
             Ok(0)
         }
         MemoryCmd::Reindex { user, json } => {
-            let v = c
-                .post(&scoped("/v1/memory/reindex", &user), &json!({}), "memory")
+            let v: api::MemoryReindex = c
+                .post_as(
+                    &scoped("/v1/memory/reindex", &user),
+                    &serde_json::json!({}),
+                    "memory",
+                )
                 .await?;
             if json.json {
                 print_json(&v);
                 return Ok(0);
             }
-            if let Some(note) = v["note"].as_str() {
+            if let Some(note) = &v.note {
                 println!("{note}");
                 return Ok(0);
             }
             println!(
                 "{} files: {} indexed, {} unchanged, {} removed; {} chunks embedded",
-                n(&v["files"]),
-                n(&v["indexed"]),
-                n(&v["unchanged"]),
-                n(&v["removed"]),
-                n(&v["embedded"])
+                v.files, v.indexed, v.unchanged, v.removed, v.embedded
             );
-            for p in v["problems"].as_array().unwrap_or(&vec![]) {
-                eprintln!("warning: {}", p.as_str().unwrap_or_default());
+            for p in &v.problems {
+                eprintln!("warning: {p}");
             }
             Ok(0)
         }

@@ -1,25 +1,22 @@
 //! `ironclaw sandbox expose | unexpose | ports`.
 
 use anyhow::Result;
-use serde_json::json;
+use ironclaw_api as api;
 
-use super::sandbox::{ctx, path, Exposure};
+use super::sandbox::{ctx, path};
 use crate::client::Client;
 use crate::output::{print_json, render_table};
 
 pub async fn expose(c: &Client, name: &str, port: u16, public: bool, json: bool) -> Result<i32> {
-    let v = c
-        .post(
-            &format!("{}/ports", path(name)),
-            &json!({"port": port, "public": public}),
-            &ctx(name),
-        )
-        .await?;
+    let req = api::Expose {
+        port: port.into(),
+        public,
+    };
+    let e = c.expose(name, &req).await?;
     if json {
-        print_json(&v);
+        print_json(&e);
         return Ok(0);
     }
-    let e: Exposure = serde_json::from_value(v)?;
     // The URL alone on stdout, for scripts; the rest is for people.
     println!("{}", e.url);
     if !e.public {
@@ -39,13 +36,12 @@ pub async fn unexpose(c: &Client, name: &str, port: u16) -> Result<i32> {
 }
 
 pub async fn list(c: &Client, name: &str, json: bool) -> Result<i32> {
-    let v = c.get(&format!("{}/ports", path(name)), &ctx(name)).await?;
+    let v = c.ports(name).await?;
     if json {
         print_json(&v);
         return Ok(0);
     }
-    let list: Vec<Exposure> =
-        serde_json::from_value(v.get("ports").cloned().unwrap_or_default()).unwrap_or_default();
+    let list = v.ports;
     if list.is_empty() {
         eprintln!("no exposed ports; expose one with: ironclaw sandbox expose {name} PORT");
     }

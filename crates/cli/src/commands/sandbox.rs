@@ -1,107 +1,48 @@
 //! `ironclaw sandbox ...`
 
 use anyhow::Result;
+use ironclaw_api::{self as api, SandboxState};
 use reqwest::Method;
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
 use crate::args::{CreateArgs, PolicyFlags, SandboxCmd};
 use crate::client::{seg, ApiError, Client};
 use crate::output::{age_since, format_bytes, format_mib, print_json, render_table};
 
-/// The API's `Sandbox` object; lenient so a newer daemon does not break us.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Sandbox {
-    pub name: String,
-    pub owner: Option<String>,
-    pub state: String,
-    pub backend: Option<String>,
-    pub image: Option<String>,
-    pub vcpus: Option<u64>,
-    pub memory_mib: Option<u64>,
-    pub disk_mib: Option<u64>,
-    pub disk_used_bytes: Option<u64>,
-    pub created_at: Option<String>,
-    pub started_at: Option<String>,
-    pub state_reason: Option<String>,
-    pub pid: Option<i64>,
-    pub mounts: Vec<Mount>,
-    pub network: Option<String>,
-    pub address: Option<String>,
-    pub egress: Option<Egress>,
-    pub network_name: Option<String>,
-    pub exposures: Vec<Exposure>,
-}
+pub use ironclaw_api::{Egress, Sandbox};
 
-/// One of a sandbox's exposed ports.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Exposure {
-    pub port: u16,
-    pub public: bool,
-    pub url: String,
-}
-
-/// A sandbox's egress policy, as the API shows it.
-#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
-#[serde(default)]
-pub struct Egress {
-    pub allow_all: bool,
-    pub allow_domains: Vec<String>,
-    pub allow_cidrs: Vec<String>,
-    pub deny_cidrs: Vec<String>,
-}
-
-impl Egress {
-    /// `flags` applied to `self`: `--deny-all` starts over, the rest add.
-    pub fn with(mut self, f: &PolicyFlags) -> Egress {
-        if f.deny_all {
-            self = Egress::default();
-        }
-        self.allow_all |= f.allow_all;
-        let add = |v: &mut Vec<String>, new: &[String]| {
-            for n in new {
-                if !v.contains(n) {
-                    v.push(n.clone());
-                }
-            }
-        };
-        add(&mut self.allow_domains, &f.allow_domains);
-        add(&mut self.allow_cidrs, &f.allow_cidrs);
-        add(&mut self.deny_cidrs, &f.deny_cidrs);
-        self
+/// `flags` applied to `e`: `--deny-all` starts over, the rest add.
+pub fn egress_with(mut e: Egress, f: &PolicyFlags) -> Egress {
+    if f.deny_all {
+        e = Egress::default();
     }
-
-    /// One line: "deny all; domains *.pypi.org; deny 203.0.113.0/24".
-    pub fn summary(&self) -> String {
-        let mut parts = vec![if self.allow_all {
-            "allow all"
-        } else {
-            "deny all"
-        }
-        .to_string()];
-        for (label, v) in [
-            ("domains", &self.allow_domains),
-            ("allow", &self.allow_cidrs),
-            ("deny", &self.deny_cidrs),
-        ] {
-            if !v.is_empty() {
-                parts.push(format!("{label} {}", v.join(",")));
+    e.allow_all |= f.allow_all;
+    let add = |v: &mut Vec<String>, new: &[String]| {
+        for n in new {
+            if !v.contains(n) {
+                v.push(n.clone());
             }
         }
-        parts.join("; ")
-    }
+    };
+    add(&mut e.allow_domains, &f.allow_domains);
+    add(&mut e.allow_cidrs, &f.allow_cidrs);
+    add(&mut e.deny_cidrs, &f.deny_cidrs);
+    e
 }
 
-/// One of a sandbox's host directories.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Mount {
-    pub host: String,
-    pub guest: String,
-    pub read_only: bool,
+/// One line: "deny all; domains *.pypi.org; deny 203.0.113.0/24".
+pub fn egress_summary(e: &Egress) -> String {
+    let mut parts = vec![if e.allow_all { "allow all" } else { "deny all" }.to_string()];
+    for (label, v) in [
+        ("domains", &e.allow_domains),
+        ("allow", &e.allow_cidrs),
+        ("deny", &e.deny_cidrs),
+    ] {
+        if !v.is_empty() {
+            parts.push(format!("{label} {}", v.join(",")));
+        }
+    }
+    parts.join("; ")
 }
 
 pub const TABLE_HEADERS: [&str; 10] = [
@@ -121,28 +62,35 @@ fn opt<T: ToString>(v: &Option<T>) -> String {
     v.as_ref().map_or_else(|| "-".to_string(), T::to_string)
 }
 
+/// `-` for an empty string.
+fn dash(s: &str) -> String {
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s.to_string()
+    }
+}
+
 pub fn disk_cell(s: &Sandbox) -> String {
-    let used = s.disk_used_bytes.map_or_else(|| "-".into(), format_bytes);
-    let max = s.disk_mib.map_or_else(|| "-".into(), format_mib);
-    format!("{used}/{max}")
+    format!(
+        "{}/{}",
+        format_bytes(s.disk_used_bytes),
+        format_mib(s.disk_mib)
+    )
 }
 
 pub fn table_row(s: &Sandbox, now: OffsetDateTime) -> Vec<String> {
     vec![
         s.name.clone(),
-        opt(&s.owner),
-        if s.state.is_empty() {
-            "-".into()
-        } else {
-            s.state.clone()
-        },
+        dash(&s.owner),
+        s.state.as_str().to_string(),
         opt(&s.address),
-        opt(&s.backend),
-        opt(&s.image),
-        opt(&s.vcpus),
-        s.memory_mib.map_or_else(|| "-".into(), format_mib),
+        dash(&s.backend),
+        dash(&s.image),
+        s.vcpus.to_string(),
+        format_mib(s.memory_mib),
         disk_cell(s),
-        age_since(s.created_at.as_deref(), now),
+        age_since(Some(&s.created_at), now),
     ]
 }
 
@@ -163,13 +111,12 @@ pub async fn run(c: &Client, cmd: SandboxCmd) -> Result<i32> {
     match cmd {
         SandboxCmd::Create(a) => create(c, a).await,
         SandboxCmd::Ls(j) => {
-            let v = c.get("/v1/sandboxes", "sandboxes").await?;
+            let v = c.sandboxes().await?;
             if j.json {
                 print_json(&v);
                 return Ok(0);
             }
-            let list: Vec<Sandbox> =
-                serde_json::from_value(v.get("sandboxes").cloned().unwrap_or(json!([])))?;
+            let list = v.sandboxes;
             if list.is_empty() {
                 eprintln!("no sandboxes; create one with: ironclaw sandbox create --name dev");
                 print!("{}", render_table(&TABLE_HEADERS, &[]));
@@ -185,16 +132,13 @@ pub async fn run(c: &Client, cmd: SandboxCmd) -> Result<i32> {
             Ok(0)
         }
         SandboxCmd::Show { name, json } => {
-            let v = c.get(&path(&name), &ctx(&name)).await?;
+            let s = c.sandbox(&name).await?;
             if json.json {
-                print_json(&v);
+                print_json(&s);
                 return Ok(0);
             }
-            let s: Sandbox = serde_json::from_value(v)?;
-            let info = if s.state == "running" {
-                c.get(&format!("{}/info", path(&name)), &ctx(&name))
-                    .await
-                    .ok()
+            let info = if s.state == SandboxState::Running {
+                c.sandbox_info(&name).await.ok()
             } else {
                 None
             };
@@ -206,26 +150,15 @@ pub async fn run(c: &Client, cmd: SandboxCmd) -> Result<i32> {
         }
         SandboxCmd::Start { names } => {
             each(&names, |n| async move {
-                let v = c
-                    .post(&format!("{}/start", path(&n)), &json!({}), &ctx(&n))
-                    .await?;
-                let s: Sandbox = serde_json::from_value(v).unwrap_or_default();
-                println!(
-                    "started {n} ({})",
-                    if s.state.is_empty() {
-                        "running"
-                    } else {
-                        &s.state
-                    }
-                );
+                let s = c.start_sandbox(&n).await?;
+                println!("started {n} ({})", s.state.as_str());
                 Ok(())
             })
             .await
         }
         SandboxCmd::Stop { names } => {
             each(&names, |n| async move {
-                c.post(&format!("{}/stop", path(&n)), &json!({}), &ctx(&n))
-                    .await?;
+                c.stop_sandbox(&n).await?;
                 println!("stopped {n}");
                 Ok(())
             })
@@ -243,7 +176,7 @@ pub async fn run(c: &Client, cmd: SandboxCmd) -> Result<i32> {
         SandboxCmd::Rm { names, force } => {
             each(&names, |n| async move {
                 // The daemon stops a running sandbox before removing it.
-                match c.delete(&path(&n), &ctx(&n)).await {
+                match c.remove_sandbox(&n).await {
                     Ok(()) => {
                         println!("removed {n}");
                         Ok(())
@@ -284,60 +217,40 @@ where
 }
 
 async fn create(c: &Client, a: CreateArgs) -> Result<i32> {
-    let mut body = Map::new();
-    body.insert("name".into(), json!(a.name));
-    if let Some(v) = a.image {
-        body.insert("image".into(), json!(v));
-    }
-    if let Some(v) = a.backend {
-        body.insert("backend".into(), json!(v));
-    }
-    if let Some(v) = a.vcpus {
-        body.insert("vcpus".into(), json!(v));
-    }
-    if let Some(v) = a.memory {
-        body.insert("memory_mib".into(), json!(v));
-    }
-    if let Some(v) = a.disk {
-        body.insert("disk_mib".into(), json!(v));
-    }
-    if !a.mounts.is_empty() {
-        let mounts: Vec<Value> = a
+    let req = api::CreateSandbox {
+        name: a.name.clone(),
+        image: a.image,
+        backend: a.backend,
+        vcpus: a.vcpus,
+        memory_mib: a.memory,
+        disk_mib: a.disk,
+        mounts: a
             .mounts
             .iter()
-            .map(|m| json!({"host": m.host, "guest": m.guest, "read_only": m.read_only}))
-            .collect();
-        body.insert("mounts".into(), Value::Array(mounts));
-    }
-    if let Some(n) = &a.network {
-        body.insert("network".into(), json!(n));
-    }
-    if let Some(j) = &a.join {
-        body.insert("join".into(), json!(j));
-    }
-    if !a.policy.is_empty() {
-        body.insert(
-            "egress".into(),
-            serde_json::to_value(Egress::default().with(&a.policy))?,
-        );
-    }
-    let v = c
-        .post("/v1/sandboxes", &Value::Object(body), &ctx(&a.name))
-        .await?;
+            .map(|m| api::MountRequest {
+                host: m.host.clone(),
+                guest: m.guest.clone(),
+                read_only: m.read_only,
+            })
+            .collect(),
+        network: a.network,
+        egress: (!a.policy.is_empty()).then(|| egress_with(Egress::default(), &a.policy)),
+        join: a.join,
+    };
+    let s = c.create_sandbox(&req).await?;
     if a.json.json {
-        print_json(&v);
+        print_json(&s);
         return Ok(0);
     }
-    let s: Sandbox = serde_json::from_value(v).unwrap_or_default();
     println!(
         "created sandbox '{}': {}, image {}, {} vCPU, {} memory, {} disk ({})",
         s.name,
-        opt(&s.backend),
-        opt(&s.image),
-        opt(&s.vcpus),
-        s.memory_mib.map_or_else(|| "-".into(), format_mib),
-        s.disk_mib.map_or_else(|| "-".into(), format_mib),
-        s.state
+        dash(&s.backend),
+        dash(&s.image),
+        s.vcpus,
+        format_mib(s.memory_mib),
+        format_mib(s.disk_mib),
+        s.state.as_str()
     );
     eprintln!(
         "try: ironclaw exec {0} -- uname -a   or   ironclaw console {0}",
@@ -348,57 +261,45 @@ async fn create(c: &Client, a: CreateArgs) -> Result<i32> {
 
 /// `sandbox policy NAME [flags]`: print the policy, or change it.
 async fn policy(c: &Client, name: &str, flags: &PolicyFlags, json_out: bool) -> Result<i32> {
-    let v = c.get(&path(name), &ctx(name)).await?;
-    let s: Sandbox = serde_json::from_value(v.clone())?;
-    let current = s.egress.clone().unwrap_or_default();
-    let (v, s) = if flags.is_empty() {
-        (v, s)
-    } else {
-        let new = current.with(flags);
-        let rb = c
-            .request(Method::PUT, &format!("{}/egress", path(name)))
-            .json(&new);
-        let v: Value = c.send(rb, &ctx(name)).await?.json().await?;
-        let s: Sandbox = serde_json::from_value(v.clone())?;
-        (v, s)
-    };
+    let mut s = c.sandbox(name).await?;
+    if !flags.is_empty() {
+        let new = egress_with(s.egress.clone(), flags);
+        s = c.set_egress(name, &new).await?;
+    }
     if json_out {
-        print_json(v.get("egress").unwrap_or(&Value::Null));
+        print_json(&s.egress);
         return Ok(0);
     }
-    if s.network.as_deref() == Some("none") {
+    if s.network == "none" {
         println!("{name}: no network (created with --network none)");
     } else {
-        println!("{name}: {}", s.egress.unwrap_or_default().summary());
+        println!("{name}: {}", egress_summary(&s.egress));
     }
     Ok(0)
 }
 
-pub fn show_text(s: &Sandbox, info: Option<&Value>, now: OffsetDateTime) -> String {
+pub fn show_text(s: &Sandbox, info: Option<&api::GuestInfo>, now: OffsetDateTime) -> String {
     let mut rows: Vec<(&str, String)> = vec![
         ("Name", s.name.clone()),
-        ("Owner", opt(&s.owner)),
+        ("Owner", dash(&s.owner)),
         (
             "State",
             match &s.state_reason {
-                Some(r) if !r.is_empty() => format!("{} ({r})", s.state),
-                _ => s.state.clone(),
+                Some(r) if !r.is_empty() => format!("{} ({r})", s.state.as_str()),
+                _ => s.state.as_str().to_string(),
             },
         ),
-        ("Backend", opt(&s.backend)),
-        ("Image", opt(&s.image)),
-        ("vCPUs", opt(&s.vcpus)),
-        (
-            "Memory",
-            s.memory_mib.map_or_else(|| "-".into(), format_mib),
-        ),
+        ("Backend", dash(&s.backend)),
+        ("Image", dash(&s.image)),
+        ("vCPUs", s.vcpus.to_string()),
+        ("Memory", format_mib(s.memory_mib)),
         ("Disk", format!("{} used", disk_cell(s))),
         (
             "Created",
             format!(
                 "{} ({} ago)",
-                opt(&s.created_at),
-                age_since(s.created_at.as_deref(), now)
+                dash(&s.created_at),
+                age_since(Some(&s.created_at), now)
             ),
         ),
     ];
@@ -408,21 +309,19 @@ pub fn show_text(s: &Sandbox, info: Option<&Value>, now: OffsetDateTime) -> Stri
     if let Some(p) = s.pid {
         rows.push(("PID", p.to_string()));
     }
-    match (s.network.as_deref(), &s.address) {
-        (Some("internet"), Some(a)) => rows.push((
+    match (s.network.as_str(), &s.address) {
+        ("internet", Some(a)) => rows.push((
             "Network",
             match &s.network_name {
                 Some(n) => format!("internet, address {a}, joined {n}"),
                 None => format!("internet, address {a}"),
             },
         )),
-        (Some(n), _) => rows.push(("Network", n.to_string())),
-        _ => {}
+        ("", _) => {}
+        (n, _) => rows.push(("Network", n.to_string())),
     }
-    if s.network.as_deref() == Some("internet") {
-        if let Some(e) = &s.egress {
-            rows.push(("Egress", e.summary()));
-        }
+    if s.network == "internet" {
+        rows.push(("Egress", egress_summary(&s.egress)));
     }
     for m in &s.mounts {
         let mode = if m.read_only { "ro" } else { "rw" };
@@ -433,39 +332,33 @@ pub fn show_text(s: &Sandbox, info: Option<&Value>, now: OffsetDateTime) -> Stri
         rows.push(("Port", format!("{} -> {} ({who})", e.port, e.url)));
     }
     if let Some(i) = info {
-        let g = |k: &str| i.get(k).filter(|v| !v.is_null());
-        let st = |k: &str| {
-            g(k).map(|v| {
-                v.as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| v.to_string())
-            })
-        };
-        let b = |k: &str| g(k).and_then(Value::as_u64).map(format_bytes);
-        if let Some(h) = st("hostname") {
-            rows.push(("Hostname", h));
-        }
-        if let Some(k) = st("kernel") {
-            rows.push(("Kernel", k));
-        }
-        if let Some(u) = g("uptime_ms").and_then(Value::as_u64) {
-            rows.push((
-                "Uptime",
-                humantime::format_duration(std::time::Duration::from_secs(u / 1000)).to_string(),
-            ));
-        }
-        if let (Some(u), Some(t)) = (b("mem_used_bytes"), b("mem_total_bytes")) {
-            rows.push(("Guest memory", format!("{u} / {t}")));
-        }
-        if let (Some(u), Some(t)) = (b("disk_used_bytes"), b("disk_total_bytes")) {
-            rows.push(("Guest disk", format!("{u} / {t}")));
-        }
-        if let Some(a) = st("agent_version") {
-            let p = st("protocol_version")
-                .map(|p| format!(" (protocol {p})"))
-                .unwrap_or_default();
-            rows.push(("Guest agent", format!("{a}{p}")));
-        }
+        rows.push(("Hostname", i.hostname.clone()));
+        rows.push(("Kernel", i.kernel.clone()));
+        rows.push((
+            "Uptime",
+            humantime::format_duration(std::time::Duration::from_secs(i.uptime_ms / 1000))
+                .to_string(),
+        ));
+        rows.push((
+            "Guest memory",
+            format!(
+                "{} / {}",
+                format_bytes(i.mem_used_bytes),
+                format_bytes(i.mem_total_bytes)
+            ),
+        ));
+        rows.push((
+            "Guest disk",
+            format!(
+                "{} / {}",
+                format_bytes(i.disk_used_bytes),
+                format_bytes(i.disk_total_bytes)
+            ),
+        ));
+        rows.push((
+            "Guest agent",
+            format!("{} (protocol {})", i.agent_version, i.protocol_version),
+        ));
     }
     let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     rows.iter()
@@ -476,6 +369,7 @@ pub fn show_text(s: &Sandbox, info: Option<&Value>, now: OffsetDateTime) -> Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use time::macros::datetime;
 
     #[test]
@@ -514,7 +408,7 @@ mod tests {
             );
         }
         let mut s = sample();
-        s.mounts = vec![Mount {
+        s.mounts = vec![api::Mount {
             host: "/srv/data/a".into(),
             guest: "/data".into(),
             read_only: true,
@@ -537,12 +431,12 @@ mod tests {
 
     #[test]
     fn policy_flags_edit_the_current_policy() {
-        let cur = sample().egress.unwrap();
+        let cur = sample().egress;
         let add = PolicyFlags {
             allow_domains: vec!["pypi.org".into(), "*.pypi.org".into()],
             ..Default::default()
         };
-        let e = cur.clone().with(&add);
+        let e = egress_with(cur.clone(), &add);
         assert_eq!(e.allow_domains, vec!["*.pypi.org", "pypi.org"]);
         assert_eq!(e.deny_cidrs, cur.deny_cidrs);
         let reset = PolicyFlags {
@@ -551,7 +445,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            cur.with(&reset),
+            egress_with(cur, &reset),
             Egress {
                 allow_cidrs: vec!["198.51.100.0/24".into()],
                 ..Default::default()
@@ -564,42 +458,56 @@ mod tests {
         let now = datetime!(2026-11-23 20:00:00 UTC);
         let mut stopped = sample();
         stopped.name = "web-1".into();
-        stopped.state = "stopped".into();
-        stopped.memory_mib = Some(1536);
-        stopped.disk_used_bytes = None;
-        stopped.owner = None;
+        stopped.state = SandboxState::Stopped;
+        stopped.memory_mib = 1536;
+        stopped.disk_used_bytes = 0;
+        stopped.owner = String::new();
         stopped.address = None;
         let t = sandboxes_table(&[sample(), stopped], now);
         assert_eq!(
             t,
             "NAME    OWNER   STATE     IP          BACKEND     IMAGE   VCPU   MEMORY   DISK(used/max)   AGE\n\
              dev     alice   running   10.88.0.2   namespace   base    1      512M     12K/2G           2h\n\
-             web-1   -       stopped   -           namespace   base    1      1.5G     -/2G             2h\n"
+             web-1   -       stopped   -           namespace   base    1      1.5G     0B/2G            2h\n"
         );
     }
 
     #[test]
     fn show() {
         let now = datetime!(2026-11-23 18:00:30 UTC);
-        let t = show_text(
-            &sample(),
-            Some(&json!({"hostname":"dev","kernel":"6.1"})),
-            now,
-        );
-        assert!(t.contains("Name:      dev\n"), "{t}");
-        assert!(
-            t.contains("Network:   internet, address 10.88.0.2\n"),
+        let info: api::GuestInfo = serde_json::from_value(json!({"agent_version":"0.1.0",
+            "protocol_version":3,"hostname":"dev","kernel":"6.1","uptime_ms":1000,"cpus":1,
+            "mem_total_bytes":1,"mem_used_bytes":1,"disk_total_bytes":1,"disk_used_bytes":1,"pid1":false}))
+        .unwrap();
+        let t = show_text(&sample(), Some(&info), now);
+        // The value of row `key` (the keys are padded to the longest).
+        let row = |key: &str| {
+            t.lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}:")))
+                .map(|v| v.trim_start().to_string())
+        };
+        assert_eq!(row("Name").as_deref(), Some("dev"), "{t}");
+        assert_eq!(
+            row("Network").as_deref(),
+            Some("internet, address 10.88.0.2"),
             "{t}"
         );
-        assert!(
-            t.contains("Egress:    deny all; domains *.pypi.org; deny 203.0.113.0/24\n"),
+        assert_eq!(
+            row("Egress").as_deref(),
+            Some("deny all; domains *.pypi.org; deny 203.0.113.0/24"),
             "{t}"
         );
-        assert!(t.contains("Disk:      12K/2G used\n"), "{t}");
-        assert!(
-            t.contains("Created:   2026-11-23T18:00:00Z (30s ago)\n"),
+        assert_eq!(row("Disk").as_deref(), Some("12K/2G used"), "{t}");
+        assert_eq!(
+            row("Created").as_deref(),
+            Some("2026-11-23T18:00:00Z (30s ago)"),
             "{t}"
         );
-        assert!(t.contains("Hostname:  dev\n"), "{t}");
+        assert_eq!(row("Hostname").as_deref(), Some("dev"), "{t}");
+        assert_eq!(
+            row("Guest agent").as_deref(),
+            Some("0.1.0 (protocol 3)"),
+            "{t}"
+        );
     }
 }

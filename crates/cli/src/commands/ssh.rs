@@ -70,13 +70,12 @@ pub fn argv(a: &SshArgs, host: &str, port: u16, known_hosts: Option<&str>) -> Ve
 }
 
 pub async fn run(c: &Client, a: SshArgs) -> Result<i32> {
-    let v = c.get("/v1/host", "host").await?;
-    let Some(ssh) = v.get("ssh").filter(|s| !s.is_null()) else {
+    let v = c.host().await?;
+    let Some(ssh) = v.ssh else {
         anyhow::bail!("the daemon's SSH endpoint is off (ssh_listen = \"none\")");
     };
-    let listen: std::net::SocketAddr = ssh["listen"]
-        .as_str()
-        .unwrap_or_default()
+    let listen: std::net::SocketAddr = ssh
+        .listen
         .parse()
         .context("the daemon reported no SSH address")?;
     let url = reqwest::Url::parse(&c.base).context("the daemon URL")?;
@@ -86,8 +85,8 @@ pub async fn run(c: &Client, a: SshArgs) -> Result<i32> {
         .trim_end_matches(']')
         .to_string();
     let name = known_host_name(&host, listen.port());
-    let pinned = match (known_hosts_file(), ssh["host_key"].as_str()) {
-        (Some(f), Some(key)) if !key.is_empty() => {
+    let pinned = match (known_hosts_file(), ssh.host_key.as_str()) {
+        (Some(f), key) if !key.is_empty() => {
             let old = std::fs::read_to_string(&f).unwrap_or_default();
             let write = f
                 .parent()

@@ -1,38 +1,35 @@
 //! `ironclaw task add|ls|rm|runs`.
 
 use anyhow::Result;
-use serde_json::{json, Value};
+use ironclaw_api as api;
 
 use crate::args::TaskCmd;
 use crate::client::{seg, Client};
 use crate::output::{print_json, render_table};
 
-fn s(v: &Value) -> String {
-    v.as_str().unwrap_or("-").to_string()
+fn s(v: &Option<String>) -> String {
+    v.clone().unwrap_or_else(|| "-".into())
 }
 
-fn when(t: &Value) -> String {
-    let tz = t["tz"]
-        .as_str()
-        .map(|z| format!(" ({z})"))
-        .unwrap_or_default();
-    let w = if let Some(a) = t["at"].as_str() {
+fn when(t: &api::Task) -> String {
+    let tz = t.tz.as_ref().map(|z| format!(" ({z})")).unwrap_or_default();
+    let w = if let Some(a) = &t.at {
         format!("at {a}")
-    } else if let Some(e) = t["every"].as_str() {
+    } else if let Some(e) = &t.every {
         format!("every {e}")
     } else {
-        format!("cron {}", s(&t["cron"]))
+        format!("cron {}", s(&t.cron))
     };
     format!("{w}{tz}")
 }
 
 /// One line: the state and the result or error, cut for a table.
-fn outcome(r: &Value) -> String {
-    let text = match r["state"].as_str() {
-        Some("failed") => format!("failed: {}", s(&r["error"])),
-        Some("ok") => s(&r["result"]),
-        Some(other) => other.to_string(),
-        None => "-".into(),
+fn outcome(r: &api::TaskRun) -> String {
+    let text = match r.state.as_str() {
+        "failed" => format!("failed: {}", s(&r.error)),
+        "ok" => s(&r.result),
+        "" => "-".into(),
+        other => other.to_string(),
     };
     let line = text.lines().next().unwrap_or("").to_string();
     if line.chars().count() > 60 {
@@ -53,32 +50,32 @@ pub async fn run(c: &Client, cmd: TaskCmd) -> Result<i32> {
             tz,
             json,
         } => {
-            let v = c
-                .post(
-                    "/v1/tasks",
-                    &json!({"name": name, "prompt": prompt, "at": at, "every": every, "cron": cron, "tz": tz}),
-                    &format!("task '{name}'"),
-                )
-                .await?;
+            let req = api::CreateTask {
+                name: Some(name.clone()),
+                prompt,
+                at,
+                every,
+                cron,
+                tz,
+            };
+            let t = c.create_task(&req).await?;
             if json.json {
-                print_json(&v);
+                print_json(&t);
             } else {
                 println!(
                     "scheduled {name}: {}; next run {}",
-                    when(&v),
-                    s(&v["next_run"])
+                    when(&t),
+                    s(&t.next_run)
                 );
             }
             Ok(0)
         }
         TaskCmd::Ls(j) => {
-            let v = c.get("/v1/tasks", "tasks").await?;
+            let list = c.tasks().await?;
             if j.json {
-                print_json(&v);
+                print_json(&list);
                 return Ok(0);
             }
-            let empty = vec![];
-            let list = v.as_array().unwrap_or(&empty);
             if list.is_empty() {
                 eprintln!(
                     "no tasks; add one with: ironclaw task add NAME --prompt TEXT --every 1h"
@@ -88,14 +85,10 @@ pub async fn run(c: &Client, cmd: TaskCmd) -> Result<i32> {
                 .iter()
                 .map(|t| {
                     vec![
-                        s(&t["name"]),
+                        t.name.clone(),
                         when(t),
-                        s(&t["next_run"]),
-                        if t["last_run"].is_null() {
-                            "-".into()
-                        } else {
-                            outcome(&t["last_run"])
-                        },
+                        s(&t.next_run),
+                        t.last_run.as_ref().map_or_else(|| "-".into(), outcome),
                     ]
                 })
                 .collect();
@@ -115,26 +108,18 @@ pub async fn run(c: &Client, cmd: TaskCmd) -> Result<i32> {
             Ok(0)
         }
         TaskCmd::Runs { name, json } => {
-            let v = c
-                .get(
-                    &format!("/v1/tasks/{}/runs", seg(&name)),
-                    &format!("task '{name}'"),
-                )
-                .await?;
+            let runs = c.task_runs(&name).await?;
             if json.json {
-                print_json(&v);
+                print_json(&runs);
                 return Ok(0);
             }
-            let empty = vec![];
-            let rows: Vec<Vec<String>> = v
-                .as_array()
-                .unwrap_or(&empty)
+            let rows: Vec<Vec<String>> = runs
                 .iter()
                 .map(|r| {
                     vec![
-                        s(&r["started_at"]),
-                        s(&r["state"]),
-                        s(&r["finished_at"]),
+                        r.started_at.clone(),
+                        r.state.clone(),
+                        s(&r.finished_at),
                         outcome(r),
                     ]
                 })

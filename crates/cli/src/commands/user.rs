@@ -1,61 +1,40 @@
 //! `ironclaw user add|ls|token|rm`.
 
 use anyhow::Result;
-use serde_json::{json, Value};
+use ironclaw_api as api;
 
 use crate::args::UserCmd;
 use crate::client::{seg, Client};
 use crate::output::{print_json, render_table};
 
+fn user_row(u: &api::User) -> Vec<String> {
+    let usage = u.usage.clone().unwrap_or_default();
+    vec![
+        u.name.clone(),
+        if u.admin { "admin" } else { "user" }.to_string(),
+        u.tokens.to_string(),
+        usage.turns.to_string(),
+        format!("{}/{}", usage.input_tokens, usage.output_tokens),
+        usage.cache_read_tokens.to_string(),
+        format!("${:.4}", usage.cost_usd),
+    ]
+}
+
 pub async fn run(c: &Client, cmd: UserCmd) -> Result<i32> {
     match cmd {
         UserCmd::Add { name } => {
-            let v = c
-                .post(
-                    "/v1/users",
-                    &json!({ "name": name }),
-                    &format!("user '{name}'"),
-                )
-                .await?;
+            let new = c.add_user(&name).await?;
             println!("added user {name}; their token (shown once):");
-            println!("{}", v["token"].as_str().unwrap_or_default());
+            println!("{}", new.token);
             Ok(0)
         }
         UserCmd::Ls(j) => {
-            let v = c.get("/v1/users", "users").await?;
+            let list = c.users().await?;
             if j.json {
-                print_json(&v);
+                print_json(&list);
                 return Ok(0);
             }
-            let empty = vec![];
-            let rows: Vec<Vec<String>> = v["users"]
-                .as_array()
-                .unwrap_or(&empty)
-                .iter()
-                .map(|u| {
-                    vec![
-                        u["name"].as_str().unwrap_or_default().to_string(),
-                        if u["admin"].as_bool().unwrap_or(false) {
-                            "admin"
-                        } else {
-                            "user"
-                        }
-                        .to_string(),
-                        u["tokens"].to_string(),
-                        u["usage"]["turns"].to_string(),
-                        format!(
-                            "{}/{}",
-                            u["usage"]["input_tokens"].as_u64().unwrap_or(0),
-                            u["usage"]["output_tokens"].as_u64().unwrap_or(0)
-                        ),
-                        u["usage"]["cache_read_tokens"]
-                            .as_u64()
-                            .unwrap_or(0)
-                            .to_string(),
-                        format!("${:.4}", u["usage"]["cost_usd"].as_f64().unwrap_or(0.0)),
-                    ]
-                })
-                .collect();
+            let rows: Vec<Vec<String>> = list.users.iter().map(user_row).collect();
             print!(
                 "{}",
                 render_table(
@@ -76,29 +55,13 @@ pub async fn run(c: &Client, cmd: UserCmd) -> Result<i32> {
         UserCmd::Token {
             name, revoke: true, ..
         } => {
-            let v: Value = c
-                .json(
-                    reqwest::Method::DELETE,
-                    &format!("/v1/users/{}/tokens", seg(&name)),
-                    None,
-                    &format!("user '{name}'"),
-                )
-                .await?;
-            println!(
-                "revoked {} token(s) of {name}",
-                v["revoked"].as_u64().unwrap_or(0)
-            );
+            let r = c.revoke_tokens(&name).await?;
+            println!("revoked {} token(s) of {name}", r.revoked);
             Ok(0)
         }
         UserCmd::Token { name, label, .. } => {
-            let v = c
-                .post(
-                    &format!("/v1/users/{}/tokens", seg(&name)),
-                    &json!({ "label": label }),
-                    &format!("user '{name}'"),
-                )
-                .await?;
-            println!("{}", v["token"].as_str().unwrap_or_default());
+            let t = c.issue_token(&name, label).await?;
+            println!("{}", t.token);
             Ok(0)
         }
         UserCmd::Rm { names } => {

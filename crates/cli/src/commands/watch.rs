@@ -46,20 +46,16 @@ pub async fn run(c: &Client, a: WatchArgs) -> Result<i32> {
         let chunk = chunk.context("watch stream interrupted")?;
         buf.push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"));
         for data in take_events(&mut buf) {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(&data) else {
+            let Ok(v) = serde_json::from_str::<ironclaw_api::WatchEvent>(&data) else {
                 continue;
             };
             let line = if a.json.json {
                 data
-            } else if v["type"] == "ready" {
-                eprintln!("watching {}", v["path"].as_str().unwrap_or_default());
+            } else if v.kind == "ready" {
+                eprintln!("watching {}", v.path);
                 continue;
             } else {
-                format!(
-                    "{} {}",
-                    v["type"].as_str().unwrap_or_default(),
-                    v["path"].as_str().unwrap_or_default()
-                )
+                format!("{} {}", v.kind, v.path)
             };
             out.write_all(format!("{line}\n").as_bytes()).await?;
             out.flush().await?;

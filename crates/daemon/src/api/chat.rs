@@ -3,58 +3,75 @@
 use axum::extract::ws::{Message as WsMessage, WebSocket};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use ironclaw_agent::TurnEvent;
-use serde::Deserialize;
+use ironclaw_api as api;
 use tokio::sync::mpsc;
 
+use super::convert;
 use crate::auth::Caller;
 use crate::error::{ApiError, OptionalJson, Query, WebSocketUpgrade};
 use crate::AppState;
 
+#[utoipa::path(get, path = "/v1/sessions", operation_id = "listSessions", tag = "sessions",
+    summary = "The caller's chat sessions, newest first",
+    responses((status = 200, description = "success", body = api::SessionList),
+        (status = "default", description = "error", body = api::Error)))]
 pub async fn list(
     State(st): State<AppState>,
     caller: Caller,
-) -> Result<impl IntoResponse, ApiError> {
-    Ok(axum::Json(
-        serde_json::json!({ "sessions": st.manager.store.sessions(&caller.user)? }),
-    ))
+) -> Result<axum::Json<api::SessionList>, ApiError> {
+    let sessions = st.manager.store.sessions(&caller.user)?;
+    Ok(axum::Json(api::SessionList {
+        sessions: sessions.into_iter().map(convert::session).collect(),
+    }))
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewSession {
-    agent: Option<String>,
-}
-
+#[utoipa::path(post, path = "/v1/sessions", operation_id = "createSession", tag = "sessions",
+    summary = "Start a session (body optional)",
+    request_body = Option<api::NewSession>,
+    responses((status = 201, description = "success", body = api::Session),
+        (status = "default", description = "error", body = api::Error)))]
 pub async fn create(
     State(st): State<AppState>,
     caller: Caller,
-    OptionalJson(body): OptionalJson<NewSession>,
-) -> Result<impl IntoResponse, ApiError> {
+    OptionalJson(body): OptionalJson<api::NewSession>,
+) -> Result<(StatusCode, axum::Json<api::Session>), ApiError> {
     let agent = body.and_then(|b| b.agent);
     let s = st.chat.new_session(&caller.user, agent.as_deref())?;
-    Ok((StatusCode::CREATED, axum::Json(s)))
+    Ok((StatusCode::CREATED, axum::Json(convert::session(s))))
 }
 
+#[utoipa::path(get, path = "/v1/sessions/{id}", operation_id = "getSession", tag = "sessions",
+    summary = "A session with its full history and usage",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "success", body = api::SessionHistory),
+        (status = "default", description = "error", body = api::Error)))]
 pub async fn show(
     State(st): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<axum::Json<api::SessionHistory>, ApiError> {
     let session = st.manager.store.session(&caller.user, &id)?;
     let messages = st.manager.store.messages(&id)?;
     let usage = st.manager.store.usage_for_session(&id)?;
-    Ok(axum::Json(
-        serde_json::json!({ "session": session, "messages": messages, "usage": usage }),
-    ))
+    Ok(axum::Json(api::SessionHistory {
+        session: convert::session(session),
+        messages: messages.into_iter().map(convert::message).collect(),
+        usage: convert::usage(usage),
+    }))
 }
 
+#[utoipa::path(delete, path = "/v1/sessions/{id}", operation_id = "deleteSession", tag = "sessions",
+    summary = "Delete a session",
+    params(("id" = String, Path)),
+    responses((status = 204, description = "success"),
+        (status = "default", description = "error", body = api::Error)))]
 pub async fn remove(
     State(st): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<StatusCode, ApiError> {
     // Only the owner's session: someone else's id is a 404 and stops nothing.
     st.manager.store.session(&caller.user, &id)?;
     st.chat.stop(&id);
@@ -62,23 +79,18 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
-pub struct WsQuery {
-    session: Option<String>,
-}
+/// What the client sends (`/stop` and `/new` as message text work too).
+type ClientMsg = api::ChatCommand;
 
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-enum ClientMsg {
-    Message { text: String, model: Option<String> },
-    Stop,
-    New,
-}
-
+#[utoipa::path(get, path = "/v1/chat/ws", operation_id = "chatWebSocket", tag = "sessions",
+    summary = "Streaming chat over WebSocket (see docs/api.md); a plain GET is a 400",
+    params(api::ChatWsQuery),
+    responses((status = 101, description = "switching to the WebSocket protocol"),
+        (status = "default", description = "error", body = api::Error)))]
 pub async fn ws(
     State(st): State<AppState>,
     caller: Caller,
-    Query(q): Query<WsQuery>,
+    Query(q): Query<api::ChatWsQuery>,
     WebSocketUpgrade(upgrade): WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let session = match q.session {
@@ -97,6 +109,17 @@ pub async fn ws(
 
 fn event(v: serde_json::Value) -> WsMessage {
     WsMessage::Text(v.to_string())
+}
+
+/// A frame of the chat WebSocket's own (not a turn event of the agent's).
+fn chat_event(ev: api::ChatEvent) -> WsMessage {
+    WsMessage::Text(serde_json::to_string(&ev).unwrap_or_default())
+}
+
+fn error_event(message: impl Into<String>) -> WsMessage {
+    chat_event(api::ChatEvent::Error {
+        message: message.into(),
+    })
 }
 
 async fn run_ws(
@@ -118,9 +141,11 @@ async fn run_ws(
         let _ = ws_tx.close().await;
     });
     let session_event = |s: &ironclaw_store::SessionRecord| {
-        event(
-            serde_json::json!({"type": "session", "id": s.id, "title": s.title, "agent": s.agent}),
-        )
+        chat_event(api::ChatEvent::Session {
+            id: s.id.clone(),
+            title: s.title.clone(),
+            agent: s.agent.clone(),
+        })
     };
     let _ = out_tx.send(session_event(&session)).await;
 
@@ -137,9 +162,7 @@ async fn run_ws(
             Ok(ClientMsg::Message { text, .. }) if text.trim() == "/new" => ClientMsg::New,
             Ok(c) => c,
             Err(e) => {
-                let _ = out_tx
-                    .send(event(serde_json::json!({"type": "error", "message": e})))
-                    .await;
+                let _ = out_tx.send(error_event(e)).await;
                 continue;
             }
         };
@@ -153,11 +176,7 @@ async fn run_ws(
                     let _ = out_tx.send(session_event(&session)).await;
                 }
                 Err(e) => {
-                    let _ = out_tx
-                        .send(event(
-                            serde_json::json!({"type": "error", "message": e.to_string()}),
-                        ))
-                        .await;
+                    let _ = out_tx.send(error_event(e.to_string())).await;
                 }
             },
             ClientMsg::Message { text, model } => {
@@ -187,26 +206,29 @@ async fn run_ws(
                     let done = match result {
                         Ok(r) => {
                             if let Some(err) = &r.error {
-                                let _ = out
-                                    .send(event(
-                                        serde_json::json!({"type": "error", "message": err}),
-                                    ))
-                                    .await;
+                                let _ = out.send(error_event(err.clone())).await;
                             }
-                            serde_json::json!({"type": "done", "stopped": r.outcome.stopped, "usage": r.outcome.usage,
-                                "cost_usd": r.outcome.cost_usd, "error": r.error})
+                            api::ChatEvent::Done {
+                                stopped: serde_json::to_value(r.outcome.stopped)
+                                    .ok()
+                                    .and_then(|v| v.as_str().map(str::to_string)),
+                                usage: serde_json::to_value(r.outcome.usage).ok(),
+                                cost_usd: r.outcome.cost_usd,
+                                error: r.error,
+                            }
                         }
                         // Bad input: nothing ran; the turn still ends with `done`.
                         Err(e) => {
-                            let _ = out
-                                .send(event(
-                                    serde_json::json!({"type": "error", "message": e.to_string()}),
-                                ))
-                                .await;
-                            serde_json::json!({"type": "done", "stopped": null, "usage": null, "cost_usd": 0.0, "error": e.to_string()})
+                            let _ = out.send(error_event(e.to_string())).await;
+                            api::ChatEvent::Done {
+                                stopped: None,
+                                usage: None,
+                                cost_usd: 0.0,
+                                error: Some(e.to_string()),
+                            }
                         }
                     };
-                    let _ = out.send(event(done)).await;
+                    let _ = out.send(chat_event(done)).await;
                 });
             }
         }

@@ -5,20 +5,19 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use ironclaw_sandbox::types::{PtyOpen, TtySize};
 use ironclaw_sandbox::AgentError;
-use serde::Deserialize;
 
 use super::exec::{pump, Output};
 use crate::auth::Target;
 use crate::error::{ApiError, Query, WebSocketUpgrade};
 use crate::AppState;
 
-#[derive(Debug, Deserialize)]
-pub struct AttachQuery {
-    session: Option<String>,
-    rows: Option<u16>,
-    cols: Option<u16>,
-}
+pub use ironclaw_api::AttachQuery;
 
+#[utoipa::path(get, path = "/v1/sandboxes/{name}/console/ws", operation_id = "consoleWebSocket", tag = "exec",
+    summary = "Attach to a persistent console session over WebSocket; a plain GET is a 400",
+    params(("name" = String, Path), ironclaw_api::OwnerQuery, AttachQuery),
+    responses((status = 101, description = "switching to the WebSocket protocol"),
+        (status = "default", description = "error", body = ironclaw_api::Error)))]
 pub async fn attach(
     State(st): State<AppState>,
     t: Target,
@@ -44,6 +43,11 @@ pub async fn attach(
     }))
 }
 
+#[utoipa::path(get, path = "/v1/sandboxes/{name}/console", operation_id = "listConsoles", tag = "exec",
+    summary = "List persistent console sessions",
+    params(("name" = String, Path), ironclaw_api::OwnerQuery),
+    responses((status = 200, description = "success", body = ironclaw_api::ConsoleList),
+        (status = "default", description = "error", body = ironclaw_api::Error)))]
 pub async fn list(State(st): State<AppState>, t: Target) -> Result<impl IntoResponse, ApiError> {
     let agent = st.manager.agent(&t.id).await?;
     let sessions: Vec<_> = agent
@@ -59,6 +63,11 @@ pub async fn list(State(st): State<AppState>, t: Target) -> Result<impl IntoResp
     Ok(axum::Json(serde_json::json!({ "sessions": sessions })))
 }
 
+#[utoipa::path(delete, path = "/v1/sandboxes/{name}/console/{session}", operation_id = "killConsole", tag = "exec",
+    summary = "Kill a console session",
+    params(("name" = String, Path), ("session" = String, Path), ironclaw_api::OwnerQuery),
+    responses((status = 204, description = "success"),
+        (status = "default", description = "error", body = ironclaw_api::Error)))]
 pub async fn kill(
     State(st): State<AppState>,
     t: Target,

@@ -9,22 +9,14 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use ironclaw_api as api;
 use ironclaw_sandbox::types::ExecRequest;
 use ironclaw_sandbox::SessionEvent;
-use serde::Deserialize;
-use serde_json::json;
 
 use crate::auth::Target;
 use crate::deploy::{self, release, supervisor};
 use crate::error::{ApiError, Query};
 use crate::AppState;
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InitRequest {
-    /// Wider than a port so 0 and 70000 get our message.
-    port: Option<i64>,
-}
 
 fn remote(headers: &HeaderMap, st: &AppState, name: &str) -> String {
     // The host the client reached us by is the one git can reach too.
@@ -36,15 +28,21 @@ fn remote(headers: &HeaderMap, st: &AppState, name: &str) -> String {
     format!("http://{host}/v1/sandboxes/{name}/git")
 }
 
+#[utoipa::path(post, path = "/v1/sandboxes/{name}/deploy", operation_id = "deployInit", tag = "deploy",
+    summary = "Make the sandbox a git-push deploy target (idempotent): answers its git remote (201 new, 200 existing)",
+    params(("name" = String, Path), api::OwnerQuery), request_body = Option<api::DeployInit>,
+    responses((status = 201, description = "a new deploy target", body = api::DeployTarget),
+        (status = 200, description = "already one", body = api::DeployTarget),
+        (status = "default", description = "error", body = api::Error)))]
 pub async fn init(
     State(st): State<AppState>,
     t: Target,
     headers: HeaderMap,
     body: bytes::Bytes,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<(StatusCode, axum::Json<api::DeployTarget>), ApiError> {
     // The body is optional: empty means the defaults.
-    let req: InitRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        InitRequest::default()
+    let req: api::DeployInit = if body.iter().all(u8::is_ascii_whitespace) {
+        api::DeployInit::default()
     } else {
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
@@ -73,36 +71,44 @@ pub async fn init(
     };
     Ok((
         status,
-        axum::Json(json!({
-            "name": t.name,
-            "remote": remote(&headers, &st, &t.name),
-            "port": app.port,
-            "auth": "HTTP basic auth with your API token as the password (any user name), or `git -c http.extraHeader=\"Authorization: Bearer TOKEN\"`",
-        })),
+        axum::Json(api::DeployTarget {
+            remote: remote(&headers, &st, &t.name),
+            name: t.name,
+            port: app.port,
+            auth: "HTTP basic auth with your API token as the password (any user name), or `git -c http.extraHeader=\"Authorization: Bearer TOKEN\"`".into(),
+        }),
     ))
 }
 
+#[utoipa::path(get, path = "/v1/sandboxes/{name}/deploy/releases", operation_id = "deployReleases", tag = "deploy",
+    summary = "The sandbox's releases, oldest first",
+    params(("name" = String, Path), api::OwnerQuery),
+    responses((status = 200, description = "success", body = api::ReleaseList),
+        (status = "default", description = "error", body = api::Error)))]
 pub async fn releases(
     State(st): State<AppState>,
     t: Target,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<axum::Json<api::ReleaseList>, ApiError> {
     let app = st
         .manager
         .store
         .deploy_app(&t.id)?
         .ok_or_else(|| not_target(&t.name))?;
     let list = st.manager.store.releases(&t.id)?;
-    Ok(axum::Json(json!({
-        "port": app.port,
-        "releases": list.iter().map(|r| json!({
-            "number": r.number,
-            "commit": r.commit_sha,
-            "status": r.status,
-            "created_at": r.created_at,
-            "web": r.web,
-            "log_tail": r.log_tail,
-        })).collect::<Vec<_>>(),
-    })))
+    Ok(axum::Json(api::ReleaseList {
+        port: app.port,
+        releases: list
+            .into_iter()
+            .map(|r| api::Release {
+                number: r.number,
+                commit: r.commit_sha,
+                status: r.status.as_str().to_string(),
+                created_at: r.created_at,
+                web: r.web,
+                log_tail: r.log_tail,
+            })
+            .collect(),
+    }))
 }
 
 fn not_target(name: &str) -> ApiError {
@@ -111,18 +117,15 @@ fn not_target(name: &str) -> ApiError {
     ))
 }
 
-#[derive(Debug, Deserialize)]
-pub struct LogsQuery {
-    #[serde(default)]
-    follow: bool,
-    /// Lines of history to start with (default 100).
-    lines: Option<u32>,
-}
-
+#[utoipa::path(get, path = "/v1/sandboxes/{name}/deploy/logs", operation_id = "deployLogs", tag = "deploy",
+    summary = "The live release's process log (text; streamed with follow)",
+    params(("name" = String, Path), api::OwnerQuery, api::DeployLogsQuery),
+    responses((status = 200, description = "success", body = String, content_type = "text/plain"),
+        (status = "default", description = "error", body = api::Error)))]
 pub async fn logs(
     State(st): State<AppState>,
     t: Target,
-    Query(q): Query<LogsQuery>,
+    Query(q): Query<api::DeployLogsQuery>,
 ) -> Result<Response, ApiError> {
     st.manager
         .store
@@ -169,10 +172,15 @@ pub async fn logs(
         .into_response())
 }
 
+#[utoipa::path(post, path = "/v1/sandboxes/{name}/deploy/rollback", operation_id = "deployRollback", tag = "deploy",
+    summary = "Switch back to the previous good release (started and listening before the switch)",
+    params(("name" = String, Path), api::OwnerQuery),
+    responses((status = 200, description = "success", body = api::Rollback),
+        (status = "default", description = "error", body = api::Error)))]
 pub async fn rollback(
     State(st): State<AppState>,
     t: Target,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<axum::Json<api::Rollback>, ApiError> {
     st.manager
         .store
         .deploy_app(&t.id)?
@@ -191,11 +199,11 @@ pub async fn rollback(
     match res {
         Ok(url) => {
             let live = st.manager.store.live_release(&t.id)?;
-            Ok(axum::Json(json!({
-                "release": live.map(|l| l.number),
-                "url": url,
-                "output": output,
-            })))
+            Ok(axum::Json(api::Rollback {
+                release: live.map(|l| l.number),
+                url,
+                output,
+            }))
         }
         Err(e) => Err(ApiError::Conflict(format!("rollback failed: {e}"))),
     }

@@ -13,21 +13,8 @@ use crate::auth::Target;
 use crate::error::{ApiError, Json, WebSocketUpgrade};
 use crate::AppState;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExecBody {
-    pub argv: Vec<String>,
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    pub cwd: Option<String>,
-    /// Text fed to the command's stdin (then closed).
-    pub stdin: Option<String>,
-    /// Kill the command after this long (default: the daemon's
-    /// `exec_timeout_secs`; at most `exec_timeout_max_secs`).
-    pub timeout_secs: Option<u64>,
-    /// The same in milliseconds (one of the two).
-    pub timeout_ms: Option<u64>,
-}
+/// The body of `POST .../exec` (shared with the MCP `sandbox_exec` tool).
+pub type ExecBody = ironclaw_api::Exec;
 
 fn validate_argv(argv: &[String]) -> Result<(), ApiError> {
     if argv.is_empty() || argv[0].is_empty() {
@@ -117,6 +104,11 @@ impl Capped {
 
 /// Run a command and collect its output, each stream bounded by
 /// `exec_output_limit_mib`, under a timeout (see [`effective_timeout_ms`]).
+#[utoipa::path(post, path = "/v1/sandboxes/{name}/exec", operation_id = "execInSandbox", tag = "exec",
+    summary = "Run a command to completion",
+    params(("name" = String, Path), ironclaw_api::OwnerQuery), request_body = ironclaw_api::Exec,
+    responses((status = 200, description = "success", body = ironclaw_api::ExecResult),
+        (status = "default", description = "error", body = ironclaw_api::Error)))]
 pub async fn exec(
     State(st): State<AppState>,
     t: Target,
@@ -127,17 +119,7 @@ pub async fn exec(
 
 /// What a collected exec returns (the `/exec` route's body, and the MCP
 /// `sandbox_exec` tool's result).
-#[derive(Debug, serde::Serialize)]
-pub struct ExecResult {
-    pub exit_code: i32,
-    pub signal: Option<i32>,
-    pub timed_out: bool,
-    pub truncated: bool,
-    pub stdout_truncated: bool,
-    pub stderr_truncated: bool,
-    pub stdout: String,
-    pub stderr: String,
-}
+pub use ironclaw_api::ExecResult;
 
 /// Run a command in sandbox `id` to its end, as [`exec`] does.
 pub async fn run_collected(
@@ -227,6 +209,11 @@ pub enum Control {
     Signal { signal: i32 },
 }
 
+#[utoipa::path(get, path = "/v1/sandboxes/{name}/exec/ws", operation_id = "execWebSocket", tag = "exec",
+    summary = "Streamed exec over WebSocket (see docs/api.md); a plain GET is a 400",
+    params(("name" = String, Path), ironclaw_api::OwnerQuery),
+    responses((status = 101, description = "switching to the WebSocket protocol"),
+        (status = "default", description = "error", body = ironclaw_api::Error)))]
 pub async fn exec_ws(
     State(st): State<AppState>,
     t: Target,

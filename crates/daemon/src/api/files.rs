@@ -5,20 +5,16 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
+use ironclaw_api as api;
 use ironclaw_sandbox::types::{FileKind, FileStat};
 use ironclaw_sandbox::AgentError;
-use serde::Deserialize;
 
 use crate::auth::Target;
 use crate::error::{ApiError, Json, Query};
 use crate::AppState;
 
-#[derive(Debug, Deserialize)]
-pub struct PathQuery {
-    path: String,
-    /// Octal permission bits for an upload, e.g. "644".
-    mode: Option<String>,
-}
+/// `?path=` (and for an upload `&mode=`, octal permission bits).
+pub type PathQuery = api::UploadQuery;
 
 fn check_path(p: &str) -> Result<(), ApiError> {
     if p.is_empty() || p.contains('\0') {
@@ -29,6 +25,12 @@ fn check_path(p: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[utoipa::path(put, path = "/v1/sandboxes/{name}/files", operation_id = "uploadFile", tag = "files",
+    summary = "Upload a file (streamed raw body)",
+    params(("name" = String, Path), api::OwnerQuery, api::UploadQuery),
+    request_body(content = String, content_type = "application/octet-stream", description = "the file's bytes"),
+    responses((status = 200, description = "success", body = api::FileStat),
+        (status = "default", description = "error", body = api::Error)))]
 pub async fn upload(
     State(st): State<AppState>,
     t: Target,
@@ -91,19 +93,15 @@ pub async fn upload(
     }
 }
 
-pub fn stat_json(s: &FileStat) -> serde_json::Value {
-    serde_json::json!({"path": s.path, "kind": kind_str(s.kind), "size": s.size, "mode": s.mode, "mtime": s.mtime})
+pub fn stat_json(s: &FileStat) -> api::FileStat {
+    super::convert::file_stat(s)
 }
 
-fn kind_str(k: FileKind) -> &'static str {
-    match k {
-        FileKind::File => "file",
-        FileKind::Dir => "dir",
-        FileKind::Symlink => "symlink",
-        FileKind::Other => "other",
-    }
-}
-
+#[utoipa::path(get, path = "/v1/sandboxes/{name}/files", operation_id = "downloadFile", tag = "files",
+    summary = "Download a file (streamed)",
+    params(("name" = String, Path), api::OwnerQuery, api::PathQuery),
+    responses((status = 200, description = "success", body = String, content_type = "application/octet-stream"),
+        (status = "default", description = "error", body = api::Error)))]
 pub async fn download(
     State(st): State<AppState>,
     t: Target,
@@ -146,47 +144,46 @@ pub async fn download(
     Ok(resp)
 }
 
-#[derive(Debug, Deserialize)]
-pub struct StatQuery {
-    path: String,
-}
-
+#[utoipa::path(get, path = "/v1/sandboxes/{name}/fs/stat", operation_id = "statPath", tag = "files",
+    summary = "Stat a path",
+    params(("name" = String, Path), api::OwnerQuery, api::PathQuery),
+    responses((status = 200, description = "success", body = api::FileStat),
+        (status = "default", description = "error", body = api::Error)))]
 pub async fn stat(
     State(st): State<AppState>,
     t: Target,
-    Query(q): Query<StatQuery>,
-) -> Result<impl IntoResponse, ApiError> {
+    Query(q): Query<api::PathQuery>,
+) -> Result<axum::Json<api::FileStat>, ApiError> {
     check_path(&q.path)?;
     let s = st.manager.agent(&t.id).await?.stat(&q.path).await?;
     Ok(axum::Json(stat_json(&s)))
 }
 
+#[utoipa::path(get, path = "/v1/sandboxes/{name}/fs/list", operation_id = "listDir", tag = "files",
+    summary = "List a directory",
+    params(("name" = String, Path), api::OwnerQuery, api::PathQuery),
+    responses((status = 200, description = "success", body = api::DirList),
+        (status = "default", description = "error", body = api::Error)))]
 pub async fn list(
     State(st): State<AppState>,
     t: Target,
-    Query(q): Query<StatQuery>,
-) -> Result<impl IntoResponse, ApiError> {
+    Query(q): Query<api::PathQuery>,
+) -> Result<axum::Json<api::DirList>, ApiError> {
     check_path(&q.path)?;
     let entries = st.manager.agent(&t.id).await?.list(&q.path).await?;
-    let entries: Vec<_> = entries
-        .iter()
-        .map(|e| serde_json::json!({"name": e.name, "kind": kind_str(e.kind), "size": e.size, "mode": e.mode, "mtime": e.mtime}))
-        .collect();
-    Ok(axum::Json(serde_json::json!({ "entries": entries })))
+    let entries = entries.iter().map(super::convert::dir_entry).collect();
+    Ok(axum::Json(api::DirList { entries }))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MkdirBody {
-    path: String,
-    #[serde(default)]
-    parents: bool,
-}
-
+#[utoipa::path(post, path = "/v1/sandboxes/{name}/fs/mkdir", operation_id = "makeDir", tag = "files",
+    summary = "Make a directory",
+    params(("name" = String, Path), api::OwnerQuery), request_body = api::Mkdir,
+    responses((status = 204, description = "success"),
+        (status = "default", description = "error", body = api::Error)))]
 pub async fn mkdir(
     State(st): State<AppState>,
     t: Target,
-    Json(b): Json<MkdirBody>,
+    Json(b): Json<api::Mkdir>,
 ) -> Result<impl IntoResponse, ApiError> {
     check_path(&b.path)?;
     let agent = st.manager.agent(&t.id).await?;
@@ -194,18 +191,15 @@ pub async fn mkdir(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RemoveBody {
-    path: String,
-    #[serde(default)]
-    recursive: bool,
-}
-
+#[utoipa::path(post, path = "/v1/sandboxes/{name}/fs/remove", operation_id = "removePath", tag = "files",
+    summary = "Remove a path",
+    params(("name" = String, Path), api::OwnerQuery), request_body = api::Remove,
+    responses((status = 204, description = "success"),
+        (status = "default", description = "error", body = api::Error)))]
 pub async fn remove(
     State(st): State<AppState>,
     t: Target,
-    Json(b): Json<RemoveBody>,
+    Json(b): Json<api::Remove>,
 ) -> Result<impl IntoResponse, ApiError> {
     check_path(&b.path)?;
     let agent = st.manager.agent(&t.id).await?;
@@ -213,17 +207,15 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RenameBody {
-    from: String,
-    to: String,
-}
-
+#[utoipa::path(post, path = "/v1/sandboxes/{name}/fs/rename", operation_id = "renamePath", tag = "files",
+    summary = "Rename a path",
+    params(("name" = String, Path), api::OwnerQuery), request_body = api::Rename,
+    responses((status = 204, description = "success"),
+        (status = "default", description = "error", body = api::Error)))]
 pub async fn rename(
     State(st): State<AppState>,
     t: Target,
-    Json(b): Json<RenameBody>,
+    Json(b): Json<api::Rename>,
 ) -> Result<impl IntoResponse, ApiError> {
     check_path(&b.from)?;
     check_path(&b.to)?;

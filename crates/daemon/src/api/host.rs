@@ -1,13 +1,19 @@
 //! What this host supports (`ironclaw doctor`).
 
 use axum::extract::State;
-use axum::response::IntoResponse;
+use ironclaw_api as api;
 
 use crate::auth::Caller;
 use crate::AppState;
 
-pub async fn health() -> impl IntoResponse {
-    axum::Json(serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+#[utoipa::path(get, path = "/v1/health", operation_id = "health", tag = "host",
+    summary = "Liveness (no auth)", security(()),
+    responses((status = 200, description = "success", body = api::Health)))]
+pub async fn health() -> axum::Json<api::Health> {
+    axum::Json(api::Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
 }
 
 fn which(bin: &str) -> Option<String> {
@@ -18,16 +24,28 @@ fn which(bin: &str) -> Option<String> {
         .map(|p| p.display().to_string())
 }
 
-fn check(name: &str, ok: bool, detail: impl Into<String>) -> serde_json::Value {
-    serde_json::json!({"name": name, "ok": ok, "detail": detail.into()})
+fn check(name: &str, ok: bool, detail: impl Into<String>) -> api::Check {
+    api::Check {
+        name: name.into(),
+        ok,
+        detail: detail.into(),
+    }
 }
 
-pub async fn report(State(st): State<AppState>, caller: Caller) -> impl IntoResponse {
+#[utoipa::path(get, path = "/v1/host", operation_id = "hostReport", tag = "host",
+    summary = "Host capability report (doctor)",
+    responses((status = 200, description = "success", body = api::HostReport),
+        (status = "default", description = "error", body = api::Error)))]
+pub async fn report(State(st): State<AppState>, caller: Caller) -> axum::Json<api::HostReport> {
     let m = &st.manager;
     let backends: Vec<_> = m
         .backend_report()
         .into_iter()
-        .map(|(k, a)| serde_json::json!({"name": k.as_str(), "available": a.available, "reason": a.reason}))
+        .map(|(k, a)| api::BackendReport {
+            name: k.as_str().into(),
+            available: a.available,
+            reason: a.reason,
+        })
         .collect();
     let mut checks = Vec::new();
     for c in ironclaw_sandbox::host::checks() {
@@ -118,22 +136,27 @@ pub async fn report(State(st): State<AppState>, caller: Caller) -> impl IntoResp
     }
     // Each VMM that would run as root here, said plainly.
     let warnings = m.privilege_warnings();
-    axum::Json(serde_json::json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "backends": backends,
-        "checks": checks,
-        "warnings": warnings,
-        "network": net,
-        "acme": acme,
-        "default_backend": m.default_backend().map(|k| k.as_str()),
+    axum::Json(api::HostReport {
+        version: env!("CARGO_PKG_VERSION").into(),
+        backends,
+        checks,
+        warnings,
+        network: serde_json::to_value(&net).unwrap_or_default(),
+        // The exposure module's report, in the API's shape.
+        acme: acme.and_then(|a| serde_json::from_value(a).ok()),
+        default_backend: m.default_backend().map(|k| k.as_str().to_string()),
         // The SSH endpoint (null when off): `ironclaw ssh` reads the port.
-        "ssh": st.ssh.as_deref(),
-    }))
+        ssh: st.ssh.as_deref().map(|s| api::SshInfo {
+            listen: s.listen.to_string(),
+            fingerprint: s.fingerprint.clone(),
+            host_key: s.host_key.clone(),
+        }),
+    })
 }
 
 /// The bridge, NAT and proxies. Down is fine (they come up with the first
 /// networked sandbox); up but incomplete is not.
-fn network_checks(n: &ironclaw_net::host::NetStatus) -> Vec<serde_json::Value> {
+fn network_checks(n: &ironclaw_net::host::NetStatus) -> Vec<api::Check> {
     let forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
         .map(|s| s.trim() == "1")
         .unwrap_or(false);
@@ -199,7 +222,7 @@ fn own_hosts(st: &AppState, user: &str) -> std::collections::HashSet<String> {
 }
 
 /// ACME: fine while nothing failed (pending names serve the fallback).
-fn acme_check(report: &serde_json::Value) -> serde_json::Value {
+fn acme_check(report: &serde_json::Value) -> api::Check {
     let certs = report["certificates"]
         .as_array()
         .cloned()

@@ -4,8 +4,8 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use ironclaw_api as api;
 use ironclaw_sandbox::image::{self, BuildRequest, ImageSource};
-use serde::Deserialize;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::StreamExt;
 
@@ -13,10 +13,14 @@ use crate::auth::Caller;
 use crate::error::{ApiError, Json};
 use crate::AppState;
 
+#[utoipa::path(get, path = "/v1/images", operation_id = "listImages", tag = "images",
+    summary = "List images",
+    responses((status = 200, description = "success", body = api::ImageList),
+        (status = "default", description = "error", body = api::Error)))]
 pub async fn list(
     State(st): State<AppState>,
     caller: Caller,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<axum::Json<api::ImageList>, ApiError> {
     let images = image::list(&st.manager.images_dir())?;
     // A user's count covers only their own sandboxes: others' stay unseen.
     let mine = if caller.admin {
@@ -31,24 +35,42 @@ pub async fn list(
         } else {
             mine.iter().filter(|r| r.image == m.name).count() as u64
         };
-        let mut v = serde_json::to_value(&m).map_err(|e| ApiError::Internal(e.to_string()))?;
-        v["in_use"] = in_use.into();
-        out.push(v);
+        out.push(image_view(m, in_use));
     }
-    Ok(axum::Json(serde_json::json!({ "images": out })))
+    Ok(axum::Json(api::ImageList { images: out }))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BuildBody {
-    name: String,
-    from: String,
+fn image_view(m: image::ImageMeta, in_use: u64) -> api::Image {
+    api::Image {
+        name: m.name,
+        source: m.source.as_str().to_string(),
+        created_at: m.created_at,
+        size_bytes: m.size_bytes,
+        guest_version: m.guest_version,
+        build_seconds: m.build_seconds,
+        vm: m.vm.map(|v| api::VmMeta {
+            kernel_version: v.kernel_version,
+            vmlinuz: v.vmlinuz.display().to_string(),
+            vmlinux: v.vmlinux.display().to_string(),
+            initramfs: v.initramfs,
+            rootfs_ext4: v.rootfs_ext4,
+            ext4_bytes: v.ext4_bytes,
+            modules: v.modules,
+        }),
+        vm_error: m.vm_error,
+        in_use,
+    }
 }
 
+#[utoipa::path(post, path = "/v1/images", operation_id = "buildImage", tag = "images",
+    summary = "Build an image (admin); progress streamed as NDJSON lines (BuildEvent)",
+    request_body = api::BuildImage,
+    responses((status = 200, description = "one BuildEvent per line", body = String, content_type = "application/x-ndjson"),
+        (status = "default", description = "error", body = api::Error)))]
 pub async fn build(
     State(st): State<AppState>,
     caller: Caller,
-    Json(b): Json<BuildBody>,
+    Json(b): Json<api::BuildImage>,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
     ironclaw_sandbox::name::validate(&b.name).map_err(|e| ApiError::InvalidName(e.to_string()))?;
@@ -98,6 +120,11 @@ pub async fn build(
         .into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/images/{name}", operation_id = "deleteImage", tag = "images",
+    summary = "Remove an unused image (admin)",
+    params(("name" = String, Path)),
+    responses((status = 204, description = "success"),
+        (status = "default", description = "error", body = api::Error)))]
 pub async fn remove(
     State(st): State<AppState>,
     caller: Caller,

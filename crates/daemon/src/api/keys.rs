@@ -3,21 +3,12 @@
 
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
-use axum::response::IntoResponse;
-use serde::Deserialize;
+use ironclaw_api as api;
 
+use super::convert;
 use crate::auth::{namespace_of, owner_param, Caller};
 use crate::error::{ApiError, Json};
 use crate::AppState;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AddKey {
-    /// One line of a `.pub` file.
-    key: String,
-    /// A note to remember the key by (default: the key's comment).
-    label: Option<String>,
-}
 
 /// Whose keys a request means. A non-admin naming someone else is refused
 /// like a user that does not exist.
@@ -30,27 +21,38 @@ fn user_of(st: &AppState, caller: &Caller, uri: &Uri) -> Result<String, ApiError
     Ok(user)
 }
 
-fn view(k: &ironclaw_store::SshKey) -> serde_json::Value {
-    serde_json::json!({"id": k.id, "user": k.user, "fingerprint": k.fingerprint,
-        "algorithm": k.algorithm, "label": k.label, "created_at": k.created_at})
-}
-
+#[utoipa::path(get, path = "/v1/keys", operation_id = "listKeys", tag = "keys",
+    summary = "The caller's SSH public keys (the admin: a user's with ?owner=)",
+    params(api::OwnerQuery),
+    responses((status = 200, description = "success", body = api::KeyList),
+        (status = "default", description = "error", body = api::Error)))]
 pub async fn list(
     State(st): State<AppState>,
     caller: Caller,
     uri: Uri,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<axum::Json<api::KeyList>, ApiError> {
     let user = user_of(&st, &caller, &uri)?;
-    let keys: Vec<_> = st.manager.store.ssh_keys(&user)?.iter().map(view).collect();
-    Ok(axum::Json(serde_json::json!({ "keys": keys })))
+    let keys = st
+        .manager
+        .store
+        .ssh_keys(&user)?
+        .iter()
+        .map(convert::ssh_key)
+        .collect();
+    Ok(axum::Json(api::KeyList { keys }))
 }
 
+#[utoipa::path(post, path = "/v1/keys", operation_id = "addKey", tag = "keys",
+    summary = "Register an SSH public key (one line of a .pub file); 409 if already registered",
+    params(api::OwnerQuery), request_body = api::AddKey,
+    responses((status = 201, description = "success", body = api::SshKey),
+        (status = "default", description = "error", body = api::Error)))]
 pub async fn add(
     State(st): State<AppState>,
     caller: Caller,
     uri: Uri,
-    Json(b): Json<AddKey>,
-) -> Result<impl IntoResponse, ApiError> {
+    Json(b): Json<api::AddKey>,
+) -> Result<(StatusCode, axum::Json<api::SshKey>), ApiError> {
     let user = user_of(&st, &caller, &uri)?;
     let parsed =
         crate::ssh::pubkey::parse(&b.key).map_err(|e| ApiError::BadRequest(e.to_string()))?;
@@ -84,15 +86,20 @@ pub async fn add(
             )),
             other => other.into(),
         })?;
-    Ok((StatusCode::CREATED, axum::Json(view(&key))))
+    Ok((StatusCode::CREATED, axum::Json(convert::ssh_key(&key))))
 }
 
+#[utoipa::path(delete, path = "/v1/keys/{id}", operation_id = "deleteKey", tag = "keys",
+    summary = "Remove one of the caller's SSH keys",
+    params(("id" = String, Path), api::OwnerQuery),
+    responses((status = 204, description = "success"),
+        (status = "default", description = "error", body = api::Error)))]
 pub async fn remove(
     State(st): State<AppState>,
     caller: Caller,
     uri: Uri,
     Path(id): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<StatusCode, ApiError> {
     let user = user_of(&st, &caller, &uri)?;
     st.manager.store.remove_ssh_key(&user, &id)?;
     Ok(StatusCode::NO_CONTENT)

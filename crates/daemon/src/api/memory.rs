@@ -4,10 +4,10 @@
 //! Anyone else naming another user gets what an unknown user gets (404).
 
 use axum::extract::State;
-use axum::response::IntoResponse;
 use ironclaw_sandbox::AgentClient;
 use ironclaw_store::SandboxState;
-use serde::Deserialize;
+
+use ironclaw_api as api;
 
 use crate::auth::{namespace_of, Caller};
 use crate::error::{ApiError, Json};
@@ -53,22 +53,18 @@ async fn agent_of(st: &AppState, user: &str, start: bool) -> Result<Option<Agent
     Ok(Some(st.manager.agent(&r.id).await?))
 }
 
+#[utoipa::path(get, path = "/v1/memory/status", operation_id = "memoryStatus", tag = "memory",
+    summary = "The caller's memory index: files, chunks, vectors, the embedder, and why search is text only when it is",
+    params(api::MemoryUserQuery),
+    responses((status = 200, description = "success", body = api::MemoryStatus),
+        (status = "default", description = "error", body = api::Error)))]
 pub async fn status(
     State(st): State<AppState>,
     caller: Caller,
     uri: axum::http::Uri,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<axum::Json<api::MemoryStatus>, ApiError> {
     let user = target(&st, &caller, &uri)?;
-    Ok(axum::Json(st.memory.status(&user).await?))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SearchRequest {
-    pub query: String,
-    /// 1 to 50 (a whole number; `4.0` is 4).
-    #[serde(default)]
-    pub max_results: Option<serde_json::Number>,
+    Ok(axum::Json(st.memory.status(&user).await?.into()))
 }
 
 /// `max_results` as a count, or a 400 saying what is allowed.
@@ -85,12 +81,17 @@ fn max_results(n: Option<&serde_json::Number>) -> Result<usize, ApiError> {
     }
 }
 
+#[utoipa::path(post, path = "/v1/memory/search", operation_id = "memorySearch", tag = "memory",
+    summary = "Search the caller's memory files (hybrid BM25 + vectors, or text only, said in fallback); 400 for an empty or over-4-KiB query",
+    params(api::MemoryUserQuery), request_body = api::MemorySearchRequest,
+    responses((status = 200, description = "success", body = api::MemorySearch),
+        (status = "default", description = "error", body = api::Error)))]
 pub async fn search(
     State(st): State<AppState>,
     caller: Caller,
     uri: axum::http::Uri,
-    Json(req): Json<SearchRequest>,
-) -> Result<impl IntoResponse, ApiError> {
+    Json(req): Json<api::MemorySearchRequest>,
+) -> Result<axum::Json<api::MemorySearch>, ApiError> {
     let user = target(&st, &caller, &uri)?;
     // Checked before anything is read.
     st.memory.search_check(&req.query)?;
@@ -103,18 +104,27 @@ pub async fn search(
         }
     }
     let result = st.memory.search(&user, &req.query, k).await?;
-    Ok(axum::Json(crate::memory::SearchView { user, result }))
+    Ok(axum::Json(
+        crate::memory::SearchView { user, result }.into(),
+    ))
 }
 
+#[utoipa::path(post, path = "/v1/memory/reindex", operation_id = "memoryReindex", tag = "memory",
+    summary = "Reread the caller's memory files from their agent sandbox (started if stopped) and index what changed",
+    params(api::MemoryUserQuery),
+    responses((status = 200, description = "success", body = api::MemoryReindex),
+        (status = "default", description = "error", body = api::Error)))]
 pub async fn reindex(
     State(st): State<AppState>,
     caller: Caller,
     uri: axum::http::Uri,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<axum::Json<api::MemoryReindex>, ApiError> {
     let user = target(&st, &caller, &uri)?;
     match agent_of(&st, &user, true).await? {
-        Some(agent) => Ok(axum::Json(st.memory.refresh(&user, &agent, true).await?)),
-        None => Ok(axum::Json(crate::memory::ReindexReport {
+        Some(agent) => Ok(axum::Json(
+            st.memory.refresh(&user, &agent, true).await?.into(),
+        )),
+        None => Ok(axum::Json(api::MemoryReindex {
             user,
             note: Some(
                 "no agent sandbox yet: it is made on the first chat message; nothing to index"

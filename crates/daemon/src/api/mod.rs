@@ -3,6 +3,7 @@
 pub mod channels;
 pub mod chat;
 pub mod console;
+pub mod convert;
 pub mod deploy;
 pub mod exec;
 pub mod files;

@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use ironclaw_agent::TurnEvent;
-use serde::Deserialize;
+use ironclaw_api as api;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -17,30 +17,26 @@ use crate::auth::Caller;
 use crate::error::{ApiError, Json};
 use crate::AppState;
 
-pub async fn models(State(st): State<AppState>) -> impl IntoResponse {
-    let data: Vec<_> = st
+#[utoipa::path(get, path = "/v1/models", operation_id = "listModels", tag = "openai",
+    summary = "Agents, OpenAI-style",
+    responses((status = 200, description = "success", body = api::ModelList),
+        (status = "default", description = "error", body = api::Error)))]
+pub async fn models(State(st): State<AppState>) -> axum::Json<api::ModelList> {
+    let data = st
         .chat
         .agents()
         .iter()
-        .map(|a| json!({"id": a.name, "object": "model", "created": 0, "owned_by": "ironclaw"}))
+        .map(|a| api::Model {
+            id: a.name.clone(),
+            object: "model".into(),
+            created: 0,
+            owned_by: "ironclaw".into(),
+        })
         .collect();
-    axum::Json(json!({"object": "list", "data": data}))
-}
-
-#[derive(Debug, Deserialize)]
-pub struct CompletionRequest {
-    model: String,
-    messages: Vec<ChatMessage>,
-    #[serde(default)]
-    stream: bool,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct ChatMessage {
-    role: String,
-    /// A string, or an array of `{"type":"text","text":...}` parts.
-    #[serde(default)]
-    content: Value,
+    axum::Json(api::ModelList {
+        object: "list".into(),
+        data,
+    })
 }
 
 fn text_of(content: &Value) -> Result<String, ApiError> {
@@ -59,10 +55,15 @@ fn text_of(content: &Value) -> Result<String, ApiError> {
     }
 }
 
+#[utoipa::path(post, path = "/v1/chat/completions", operation_id = "chatCompletions", tag = "openai",
+    summary = "OpenAI-compatible chat completions (model = agent name; stream or not)",
+    request_body = api::ChatCompletion,
+    responses((status = 200, description = "an OpenAI chat.completion, or its chunks as Server-Sent Events with stream"),
+        (status = "default", description = "error", body = api::Error)))]
 pub async fn completions(
     State(st): State<AppState>,
     caller: Caller,
-    Json(req): Json<CompletionRequest>,
+    Json(req): Json<api::ChatCompletion>,
 ) -> Result<Response, ApiError> {
     st.chat.agent(&req.model)?;
     st.chat.check_spend(&caller.user)?;

@@ -6,19 +6,12 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 
+use ironclaw_api as api;
+
 use crate::auth::Target;
 use crate::error::{ApiError, Json};
 use crate::exposure;
 use crate::AppState;
-
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExposeRequest {
-    /// Wider than a port so 0 and 70000 get our message, not serde's.
-    port: i64,
-    #[serde(default)]
-    public: bool,
-}
 
 fn port_number(p: i64) -> Result<u16, ApiError> {
     u16::try_from(p)
@@ -27,10 +20,16 @@ fn port_number(p: i64) -> Result<u16, ApiError> {
         .ok_or_else(|| ApiError::BadRequest(format!("port must be between 1 and 65535, got {p}")))
 }
 
+#[utoipa::path(post, path = "/v1/sandboxes/{name}/ports", operation_id = "exposePort", tag = "ports",
+    summary = "Expose a port at http://PORT-NAME.<base_domain> (private unless public; posting again changes public)",
+    params(("name" = String, Path), api::OwnerQuery), request_body = api::Expose,
+    responses((status = 201, description = "exposed", body = api::Exposure),
+        (status = 200, description = "changed", body = api::Exposure),
+        (status = "default", description = "error", body = api::Error)))]
 pub async fn expose(
     State(st): State<AppState>,
     t: Target,
-    Json(req): Json<ExposeRequest>,
+    Json(req): Json<api::Expose>,
 ) -> Result<impl IntoResponse, ApiError> {
     let port = port_number(req.port)?;
     let label = ironclaw_net::ports::label(port, &t.name);
@@ -66,16 +65,32 @@ pub async fn expose(
     } else {
         StatusCode::OK
     };
-    Ok((status, axum::Json(exposure::view(&st.manager.config, &e))))
+    let view: api::Exposure = exposure::view(&st.manager.config, &e).into();
+    Ok((status, axum::Json(view)))
 }
 
-pub async fn list(State(st): State<AppState>, t: Target) -> Result<impl IntoResponse, ApiError> {
+#[utoipa::path(get, path = "/v1/sandboxes/{name}/ports", operation_id = "listPorts", tag = "ports",
+    summary = "The sandbox's exposed ports with their URLs",
+    params(("name" = String, Path), api::OwnerQuery),
+    responses((status = 200, description = "success", body = api::ExposureList),
+        (status = "default", description = "error", body = api::Error)))]
+pub async fn list(
+    State(st): State<AppState>,
+    t: Target,
+) -> Result<axum::Json<api::ExposureList>, ApiError> {
     let r = st.manager.by_id(&t.id)?;
-    Ok(axum::Json(
-        serde_json::json!({ "ports": exposure::views(&st.manager, &r) }),
-    ))
+    let ports = exposure::views(&st.manager, &r)
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    Ok(axum::Json(api::ExposureList { ports }))
 }
 
+#[utoipa::path(delete, path = "/v1/sandboxes/{name}/ports/{port}", operation_id = "unexposePort", tag = "ports",
+    summary = "Stop serving an exposed port",
+    params(("name" = String, Path), ("port" = u16, Path, minimum = 1, maximum = 65535), api::OwnerQuery),
+    responses((status = 204, description = "success"),
+        (status = "default", description = "error", body = api::Error)))]
 pub async fn unexpose(
     State(st): State<AppState>,
     t: Target,

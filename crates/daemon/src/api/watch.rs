@@ -9,21 +9,12 @@ use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use ironclaw_sandbox::types::WatchKind;
-use serde::Deserialize;
 
 use crate::auth::Target;
 use crate::error::{ApiError, Query};
 use crate::AppState;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WatchQuery {
-    path: String,
-    #[serde(default)]
-    recursive: bool,
-    /// End the stream after this long (default: when the client leaves).
-    timeout_secs: Option<u64>,
-}
+pub use ironclaw_api::WatchQuery;
 
 pub fn kind_name(k: WatchKind) -> &'static str {
     match k {
@@ -37,6 +28,11 @@ pub fn kind_name(k: WatchKind) -> &'static str {
     }
 }
 
+#[utoipa::path(get, path = "/v1/sandboxes/{name}/watch", operation_id = "watchDir", tag = "files",
+    summary = "Changes in a directory as Server-Sent Events (event create, write, remove, rename, chmod or overflow; data {type, path}), after a first ready event",
+    params(("name" = String, Path), ironclaw_api::OwnerQuery, WatchQuery),
+    responses((status = 200, description = "success", body = String, content_type = "text/event-stream"),
+        (status = "default", description = "error", body = ironclaw_api::Error)))]
 pub async fn watch(
     State(st): State<AppState>,
     t: Target,

@@ -242,12 +242,14 @@ impl Tasks {
 
     /// One run with its conversation (the prompt, tool calls and results,
     /// the answer).
-    pub fn run(&self, owner: &str, name: &str, id: i64) -> Result<serde_json::Value, ApiError> {
+    pub fn run(
+        &self,
+        owner: &str,
+        name: &str,
+        id: i64,
+    ) -> Result<(TaskRunRecord, serde_json::Value), ApiError> {
         let t = self.store.task(owner, name)?;
-        let (run, messages) = self.store.task_run(&t.id, id)?;
-        let mut v = serde_json::to_value(run).map_err(|e| ApiError::Internal(e.to_string()))?;
-        v["messages"] = messages;
-        Ok(v)
+        Ok(self.store.task_run(&t.id, id)?)
     }
 
     pub fn runs(&self, owner: &str, name: &str) -> Result<Vec<TaskRunRecord>, ApiError> {
