@@ -118,20 +118,24 @@ const STACK: usize = 64 * 1024;
 /// child is in its own session; with `ctty` descriptor 0 (a terminal)
 /// becomes its controlling terminal. Returns the pid; the caller reaps it.
 pub fn launch(image: &mut Image, stdio: [RawFd; 3], ctty: bool) -> io::Result<i32> {
-    // SAFETY: an anonymous private mapping, unmapped below.
-    let stack = unsafe {
-        libc::mmap(
-            ptr::null_mut(),
-            STACK,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
-            -1,
-            0,
-        )
-    };
-    if stack == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
+    STACK_MEM.with(|mem| launch_on(&mut mem.borrow_mut(), image, stdio, ctty))
+}
+
+thread_local! {
+    /// One child stack per spawning thread, kept: the thread is suspended
+    /// while its child uses it, and mapping a fresh one per spawn would
+    /// cost an munmap (a TLB shootdown across the agent's threads).
+    static STACK_MEM: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; STACK]);
+}
+
+fn launch_on(
+    stack: &mut [u8],
+    image: &mut Image,
+    stdio: [RawFd; 3],
+    ctty: bool,
+) -> io::Result<i32> {
+    // The stack grows down from its 16-byte aligned top.
+    let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
     let mut job = Job {
         image,
         stdio,
@@ -142,7 +146,7 @@ pub fn launch(image: &mut Image, stdio: [RawFd; 3], ctty: bool) -> io::Result<i3
     // block everything around clone; the child resets dispositions before
     // unblocking.
     // SAFETY: plain libc calls on owned values; the child runs `child`
-    // on `stack` and, with CLONE_VFORK, this thread resumes only once it
+    // on `stack` (borrowed for this call) and, with CLONE_VFORK, this thread resumes only once it
     // has called execve or exited, so `job` outlives its use.
     let pid = unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
@@ -151,13 +155,12 @@ pub fn launch(image: &mut Image, stdio: [RawFd; 3], ctty: bool) -> io::Result<i3
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
         let pid = libc::clone(
             child,
-            stack.cast::<u8>().add(STACK).cast(),
+            top as *mut c_void,
             libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
             (&mut job as *mut Job).cast::<c_void>(),
         );
         let clone_err = io::Error::last_os_error();
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, ptr::null_mut());
-        libc::munmap(stack, STACK);
         if pid < 0 {
             return Err(clone_err);
         }
@@ -221,7 +224,10 @@ unsafe fn prepare(job: &mut Job) -> c_int {
     // Handlers are the agent's (and would run on its memory): back to the
     // default. Ignored signals stay ignored, except SIGPIPE, which the Rust
     // runtime ignores for itself, as std's Command does.
-    for sig in 1..libc::SIGRTMAX() {
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
         let mut sa: libc::sigaction = std::mem::zeroed();
         if libc::sigaction(sig, ptr::null(), &mut sa) < 0 {
             continue;
