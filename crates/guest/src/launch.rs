@@ -291,3 +291,49 @@ unsafe fn exec(job: &mut Job) {
 unsafe fn set_errno(e: c_int) {
     *libc::__errno_location() = e;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn run(argv: &[&str], path: &str) -> io::Result<i32> {
+        let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+        let env = [("PATH", "/nowhere"), ("PATH", path)];
+        let mut image = Image::new(&argv, &env, path, Path::new("/"))?;
+        let pid = launch(&mut image, [0, 1, 2], false)?;
+        let mut st = 0;
+        // SAFETY: waiting for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut st, 0) }, pid);
+        assert!(libc::WIFEXITED(st));
+        Ok(libc::WEXITSTATUS(st))
+    }
+
+    #[test]
+    fn path_lookup_scripts_and_errors_follow_execvp() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        // Found in the second PATH entry; the later PATH in env is the one
+        // the command sees.
+        assert_eq!(
+            run(
+                &["sh", "-c", "[ \"$PATH\" = /x:/bin ] && exit 3"],
+                "/x:/bin"
+            )
+            .unwrap(),
+            3
+        );
+        // A script without `#!` runs under /bin/sh, with its arguments.
+        let script = dir.path().join("noshebang");
+        std::fs::write(&script, "exit $1\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(run(&["noshebang", "7"], d).unwrap(), 7);
+        let e = run(&["no-such-command"], "/bin").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "x").unwrap();
+        let e = run(&[plain.to_str().unwrap()], "/bin").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EACCES));
+        assert!(run(&["a\0b"], "/bin").is_err());
+    }
+}
