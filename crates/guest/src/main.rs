@@ -15,6 +15,7 @@ mod files;
 mod forward;
 mod info;
 mod initramfs;
+mod launch;
 mod mounts;
 mod netif;
 mod nsinit;

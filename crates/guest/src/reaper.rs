@@ -6,7 +6,6 @@
 //! [`Reaper::spawn`] and statuses are handed out from here.
 
 use std::collections::HashMap;
-use std::process::{Child, Command};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -24,16 +23,17 @@ pub struct Reaper {
 }
 
 impl Reaper {
-    /// Spawn `cmd` and register for its exit status.
+    /// Start a child with `start` (which returns its pid) and register
+    /// for its exit status.
     pub fn spawn(
         &self,
-        cmd: &mut Command,
-    ) -> std::io::Result<(Child, oneshot::Receiver<ExitStatus>)> {
+        start: impl FnOnce() -> std::io::Result<i32>,
+    ) -> std::io::Result<(i32, oneshot::Receiver<ExitStatus>)> {
         let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
-        let child = cmd.spawn()?;
+        let pid = start()?;
         let (tx, rx) = oneshot::channel();
-        waiters.insert(child.id() as i32, tx);
-        Ok((child, rx))
+        waiters.insert(pid, tx);
+        Ok((pid, rx))
     }
 
     /// Pids of spawned children that have not exited yet.

@@ -1,15 +1,14 @@
 //! Starting processes for execs and PTY sessions: clean environment, working
 //! directory, own session and process group, optional controlling terminal.
 
-use std::os::fd::OwnedFd;
-use std::os::unix::process::CommandExt;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use ironclaw_proto::{ErrorKind, ExitStatus, TtySize};
 use tokio::sync::oneshot;
 
 use crate::errors::kind_of;
+use crate::launch::{self, Image};
 use crate::pty::{self, PtyError};
 use crate::reaper::Reaper;
 
@@ -148,83 +147,99 @@ fn check_env(env: &[(String, String)]) -> Result<(), SpawnError> {
 pub fn spawn(reaper: &Reaper, spec: Spec<'_>) -> Result<Spawned, SpawnError> {
     let program = spec.argv.first().ok_or(SpawnError::EmptyArgv)?;
     check_env(spec.env)?;
-    let mut cmd = Command::new(program);
-    cmd.args(&spec.argv[1..])
-        .env_clear()
-        .current_dir(working_dir(spec.cwd)?);
-    for (k, v) in BASE_ENV {
-        cmd.env(k, v);
-    }
+    let cwd = working_dir(spec.cwd)?;
     let tty = matches!(spec.io, Io::Pty(_));
+    let mut env: Vec<(&str, &str)> = BASE_ENV.to_vec();
     if tty {
-        cmd.env("TERM", "xterm-256color");
+        env.push(("TERM", "xterm-256color"));
     }
-    for (k, v) in spec.env {
-        cmd.env(k, v);
-    }
+    env.extend(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    // The command is looked up in its own PATH, as execvp with its
+    // environment would.
+    let path = env
+        .iter()
+        .rev()
+        .find(|(k, _)| *k == "PATH")
+        .map_or("", |(_, v)| *v);
     let io_err = |source| SpawnError::Io {
         cmd: shown(program),
         source,
     };
-    let mut master = None;
-    match spec.io {
-        Io::Pipes { stdin } => {
-            cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() });
-            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut image = Image::new(spec.argv, &env, path, &cwd).map_err(io_err)?;
+    // The child's ends (closed here once it has them) and ours.
+    let (mut stdin, mut stdout, mut stderr, mut master) = (None, None, None, None);
+    let child_ends: [OwnedFd; 3] = match spec.io {
+        Io::Pipes { stdin: piped } => {
+            let input = if piped {
+                let (r, w) = pipe().map_err(io_err)?;
+                stdin = Some(w);
+                r
+            } else {
+                dev_null().map_err(io_err)?
+            };
+            let (out_r, out_w) = pipe().map_err(io_err)?;
+            let (err_r, err_w) = pipe().map_err(io_err)?;
+            stdout = Some(out_r);
+            stderr = Some(err_r);
+            [input, out_w, err_w]
         }
-        Io::Log(fd) => {
-            cmd.stdin(Stdio::null());
-            cmd.stdout(Stdio::from(fd.try_clone().map_err(io_err)?));
-            cmd.stderr(Stdio::from(fd));
-        }
+        Io::Log(fd) => [
+            dev_null().map_err(io_err)?,
+            fd.try_clone().map_err(io_err)?,
+            fd,
+        ],
         Io::Pty(size) => {
             let pair = pty::open(size)?;
-            cmd.stdin(Stdio::from(pair.slave.try_clone().map_err(io_err)?));
-            cmd.stdout(Stdio::from(pair.slave.try_clone().map_err(io_err)?));
-            cmd.stderr(Stdio::from(pair.slave));
             master = Some(pair.master);
+            [
+                pair.slave.try_clone().map_err(io_err)?,
+                pair.slave.try_clone().map_err(io_err)?,
+                pair.slave,
+            ]
         }
-    }
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            // Own session and process group: signals, timeouts and kills
-            // reach the command's whole tree, never the agent.
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
+    };
+    let stdio = [0, 1, 2].map(|i| child_ends[i].as_raw_fd());
+    let (pid, exit) = reaper
+        .spawn(|| launch::launch(&mut image, stdio, tty))
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOENT) => SpawnError::NotFound(shown(program)),
+            Some(libc::EACCES) | Some(libc::ENOEXEC) => {
+                SpawnError::PermissionDenied(shown(program))
             }
-            if tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The agent may be shielded from the OOM killer; its commands
-            // are not (raising one's own score needs no privilege).
-            let fd = libc::open(
-                c"/proc/self/oom_score_adj".as_ptr(),
-                libc::O_WRONLY | libc::O_CLOEXEC,
-            );
-            if fd >= 0 {
-                libc::write(fd, b"0".as_ptr().cast(), 1);
-                libc::close(fd);
-            }
-            Ok(())
-        });
-    }
-    let (mut child, exit) = reaper.spawn(&mut cmd).map_err(|e| match e.raw_os_error() {
-        Some(libc::ENOENT) => SpawnError::NotFound(shown(program)),
-        Some(libc::EACCES) | Some(libc::ENOEXEC) => SpawnError::PermissionDenied(shown(program)),
-        _ => io_err(e),
-    })?;
-    // Dropping the Command closes the parent's copies of the PTY slave, so
-    // the master sees EOF once the command's side is gone.
-    drop(cmd);
+            _ => io_err(e),
+        })?;
+    // Closing our copies of the child's ends (the PTY slave included) lets
+    // readers see EOF once the command's side is gone.
+    drop(child_ends);
     Ok(Spawned {
-        pid: child.id() as i32,
+        pid,
         exit,
-        stdin: child.stdin.take().map(OwnedFd::from),
-        stdout: child.stdout.take().map(OwnedFd::from),
-        stderr: child.stderr.take().map(OwnedFd::from),
+        stdin,
+        stdout,
+        stderr,
         pty_master: master,
     })
+}
+
+/// A pipe, both ends close-on-exec: (read, write).
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills `fds` with two new descriptors we then own.
+    unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok((OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])))
+    }
+}
+
+/// /dev/null for reading and writing, close-on-exec.
+fn dev_null() -> std::io::Result<OwnedFd> {
+    Ok(std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?
+        .into())
 }
 
 /// Signal a process group, ignoring "no such process" (it already ended).
