@@ -84,11 +84,28 @@ pub fn messages(ms: &[Message]) -> usize {
 }
 
 /// The tool specs as the OpenAI format sends them (the larger of the two).
+/// A tool's schema is fixed by its name, so the count is remembered by the
+/// names: serialising every schema to look the text up cost more than the
+/// rest of a turn's token estimate.
 pub fn tools(specs: &[ToolSpec]) -> usize {
     if specs.is_empty() {
         return 0;
     }
-    count(&crate::provider::openai::tools_json(specs).to_string())
+    static BY_NAMES: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<Vec<String>, usize>>,
+    > = std::sync::OnceLock::new();
+    let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    let memo = BY_NAMES.get_or_init(Default::default);
+    if let Some(n) = memo.lock().unwrap_or_else(|p| p.into_inner()).get(&names) {
+        return *n;
+    }
+    let n = count(&crate::provider::openai::tools_json(specs).to_string());
+    let mut m = memo.lock().unwrap_or_else(|p| p.into_inner());
+    if m.len() >= 1024 {
+        m.clear();
+    }
+    m.insert(names, n);
+    n
 }
 
 #[cfg(test)]
