@@ -7,9 +7,11 @@
 
 mod common;
 
+use common::wait_for;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
 use common::chat::MOCK_KEY;
@@ -25,18 +27,6 @@ const SL_TOKEN: &str = "xoxb-daemon-slack";
 const SL_SECRET: &str = "slack-signing-secret-77";
 const DC_TOKEN: &str = "discord-daemon-token";
 const MX_TOKEN: &str = "syt_daemon_matrix";
-
-async fn wait_for<F, Fut>(secs: u64, what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// The webhook channel's callback receiver: checks the signature, answers
 /// 500 to the first POST (after taking it), dedupes by Idempotency-Key.

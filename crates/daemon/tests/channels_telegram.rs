@@ -7,7 +7,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use common::wait_for;
+
+use std::time::Duration;
 
 use common::chat::MOCK_KEY;
 use common::Daemon;
@@ -35,18 +37,6 @@ async fn daemon(mock: &MockLlm) -> Daemon {
     .await;
     d.build_image("mini", "busybox").await;
     d
-}
-
-async fn wait_for<F, Fut>(secs: u64, what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn add_channel(d: &Daemon, body: Value) -> Value {

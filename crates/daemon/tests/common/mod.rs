@@ -464,3 +464,19 @@ pub fn record_summary(kind: &str, held: usize, broke: usize) {
         }
     }
 }
+
+/// Poll `f` every 100 ms until it holds; fail after `secs`, naming `what`.
+pub async fn wait_for<F, Fut>(secs: u64, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !f().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
