@@ -9,6 +9,14 @@ async fn main() -> std::process::ExitCode {
         let code = ironclaw_daemon::deploy::hook::hook_main();
         return std::process::ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
+    // glibc gives each thread that meets contention on the heap an arena of
+    // its own (up to 8 per core) and keeps what is freed in each: with 200
+    // concurrent chat sessions that, more than live data, grew the RSS.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets a tunable, under the allocator's own lock.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     let args = ironclaw_daemon::config::Args::parse();
     let json = std::env::var("IRONCLAW_LOG_FORMAT").is_ok_and(|v| v == "json");
     let filter = tracing_subscriber::EnvFilter::try_from_env("IRONCLAW_LOG")

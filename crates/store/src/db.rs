@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-/// Readers per store: the daemon's runtime threads plus a spare.
-const READERS: usize = 4;
+/// Readers per store: one per runtime thread of a 2-core host, and a spare.
+const READERS: usize = 3;
 
 pub(crate) struct Db {
     writer: Mutex<Connection>,
