@@ -2,10 +2,10 @@
 //! to it: typed events out, typed control in (stdin, signals, terminal
 //! size). What long-lived process APIs (E2B's `process.Process`) build on.
 
-use ironclaw_proto::{ExecRequest, ExitStatus, GuestMsg, HostMsg, TtySize};
+use ironclaw_proto::{ExecRequest, ExitStatus, HostMsg, TtySize};
 
-use crate::agent::{AgentStream, StreamSender};
-use crate::{AgentClient, AgentError};
+use crate::agent::StreamSender;
+use crate::{AgentClient, AgentError, Session, SessionEvent};
 
 /// What a guest process reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,8 +51,13 @@ impl ProcessControl {
 /// The events of one process. Dropping it before [`ProcessEvent::Exited`]
 /// kills the process.
 pub struct ProcessEvents {
-    stream: AgentStream,
+    session: Session,
     done: bool,
+}
+
+/// A PTY attach belongs to a PTY session, never to a spawned process.
+fn attach_on_a_process() -> AgentError {
+    AgentError::Protocol("a PTY attach on a process's stream".into())
 }
 
 impl ProcessEvents {
@@ -62,26 +67,16 @@ impl ProcessEvents {
             return None;
         }
         loop {
-            let ev = match self.stream.recv().await {
-                Ok(GuestMsg::Stdout(d)) => ProcessEvent::Stdout(d),
-                Ok(GuestMsg::Stderr(d)) => ProcessEvent::Stderr(d),
-                Ok(GuestMsg::Exited(s)) => {
+            let ev = match self.session.next().await? {
+                Ok(SessionEvent::Stdout(d)) => ProcessEvent::Stdout(d),
+                Ok(SessionEvent::Stderr(d)) => ProcessEvent::Stderr(d),
+                Ok(SessionEvent::Exited(s)) => ProcessEvent::Exited(s),
+                Ok(SessionEvent::Started { .. }) => continue,
+                Ok(SessionEvent::Attached { .. }) => {
                     self.done = true;
-                    ProcessEvent::Exited(s)
+                    return Some(Err(attach_on_a_process()));
                 }
-                Ok(GuestMsg::Error { kind, message }) => {
-                    self.done = true;
-                    return Some(Err(AgentError::Guest { kind, message }));
-                }
-                Ok(GuestMsg::Started { .. }) => continue,
-                Ok(other) => {
-                    self.done = true;
-                    return Some(Err(AgentError::Protocol(format!("{other:?}"))));
-                }
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(e));
-                }
+                Err(e) => return Some(Err(e)),
             };
             return Some(Ok(ev));
         }
@@ -105,31 +100,28 @@ impl AgentClient {
     /// `req.stdin` decides whether it reads input; no timeout applies
     /// unless `req.timeout_ms` sets one.
     pub async fn spawn(&self, req: ExecRequest) -> Result<Spawned, AgentError> {
-        let mut stream = self.open(HostMsg::Exec(req)).await?;
-        let control = ProcessControl {
-            sender: stream.sender(),
-        };
+        let mut session = self.exec(req).await?;
+        let control = session.control();
         let mut early = Vec::new();
         let pid = loop {
-            match stream.recv().await? {
-                GuestMsg::Started { pid } => break Some(pid),
-                GuestMsg::Stdout(d) => early.push(ProcessEvent::Stdout(d)),
-                GuestMsg::Stderr(d) => early.push(ProcessEvent::Stderr(d)),
-                GuestMsg::Exited(s) => {
+            match session.next().await {
+                Some(Ok(SessionEvent::Started { pid })) => break Some(pid),
+                Some(Ok(SessionEvent::Stdout(d))) => early.push(ProcessEvent::Stdout(d)),
+                Some(Ok(SessionEvent::Stderr(d))) => early.push(ProcessEvent::Stderr(d)),
+                Some(Ok(SessionEvent::Exited(s))) => {
                     early.push(ProcessEvent::Exited(s));
                     break None;
                 }
-                GuestMsg::Error { kind, message } => {
-                    return Err(AgentError::Guest { kind, message })
-                }
-                other => return Err(AgentError::Protocol(format!("{other:?}"))),
+                Some(Ok(SessionEvent::Attached { .. })) => return Err(attach_on_a_process()),
+                Some(Err(e)) => return Err(e),
+                None => return Err(AgentError::Protocol("the stream ended".into())),
             }
         };
         Ok(Spawned {
             pid,
             control,
             events: ProcessEvents {
-                stream,
+                session,
                 done: pid.is_none(),
             },
             early,
