@@ -94,6 +94,26 @@ pub struct RecordedRequest {
     pub raw: String,
 }
 
+/// A request as it arrived.
+#[derive(Clone)]
+struct Received {
+    path: &'static str,
+    headers: Vec<(String, String)>,
+    body: Bytes,
+}
+
+impl Received {
+    fn decode(self) -> RecordedRequest {
+        let raw = String::from_utf8_lossy(&self.body).into_owned();
+        RecordedRequest {
+            path: self.path.into(),
+            headers: self.headers,
+            body: serde_json::from_str(&raw).unwrap_or(Value::Null),
+            raw,
+        }
+    }
+}
+
 impl RecordedRequest {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -106,7 +126,9 @@ impl RecordedRequest {
 #[derive(Default)]
 struct Shared {
     script: Mutex<VecDeque<MockReply>>,
-    requests: Mutex<Vec<RecordedRequest>>,
+    /// As received; decoded when a test asks ([`MockLlm::requests`]), so
+    /// the mock's own time per request stays small with long prompts.
+    requests: Mutex<Vec<Received>>,
     ids: AtomicU64,
     /// None: the plain mock (a token per 4 bytes of the body, no cache
     /// fields in usage).
@@ -208,7 +230,14 @@ impl MockLlm {
     }
 
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.shared.requests.lock().unwrap().clone()
+        let received = self.shared.requests.lock().unwrap().clone();
+        received.into_iter().map(Received::decode).collect()
+    }
+
+    /// The last request received, if any.
+    pub fn last_request(&self) -> Option<RecordedRequest> {
+        let last = self.shared.requests.lock().unwrap().last().cloned();
+        last.map(Received::decode)
     }
 }
 
@@ -236,20 +265,18 @@ async fn handle(
     body: Bytes,
     wire: Wire,
 ) -> Response {
-    let raw = String::from_utf8_lossy(&body).into_owned();
     let path = match wire {
         Wire::OpenAi => "/v1/chat/completions",
         Wire::Anthropic => "/v1/messages",
     };
-    let parsed: Value = serde_json::from_str(&raw).unwrap_or(Value::Null);
-    shared.requests.lock().unwrap().push(RecordedRequest {
-        path: path.into(),
+    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    shared.requests.lock().unwrap().push(Received {
+        path,
         headers: headers
             .iter()
             .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
             .collect(),
-        body: parsed.clone(),
-        raw,
+        body,
     });
     if parsed.is_null() {
         return api_error(wire, 400, "mock: the body is not JSON");

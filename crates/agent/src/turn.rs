@@ -326,7 +326,10 @@ pub async fn run_turn(
             }
         }
 
-        let mut messages = base.clone();
+        // The history moves into the request and back: a long session's
+        // history is not copied at every model call.
+        let base_len = base.len();
+        let mut messages = std::mem::take(&mut base);
         messages.extend(turn.out.new_messages.iter().cloned());
         let req = LlmRequest {
             model: ctx.model.id.clone(),
@@ -337,6 +340,8 @@ pub async fn run_turn(
         };
         turn.out.steps += 1;
         let step = turn.model_step(&req, true).await;
+        base = req.messages;
+        base.truncate(base_len);
 
         let mut content = Vec::new();
         let interrupted = !matches!(step.end, StepEnd::Done);

@@ -60,17 +60,37 @@ async fn turn(ws: &mut Ws, text: &str) -> Duration {
     }
 }
 
-/// The mock's own time for one streamed completion, from this process.
-async fn mock_once(http: &reqwest::Client, mock: &MockLlm) -> Duration {
+/// The mock's own time for one streamed completion of `body`, from this process.
+async fn mock_once(http: &reqwest::Client, mock: &MockLlm, body: &str) -> Duration {
+    mock.push(MockReply::text("ok"));
     let t = Instant::now();
     let r = http
         .post(format!("{}/chat/completions", mock.openai_base()))
-        .json(&json!({"model": "mock-model", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .header("content-type", "application/json")
+        .body(body.to_string())
         .send()
         .await
         .unwrap();
     r.bytes().await.unwrap();
     t.elapsed()
+}
+
+/// The mock's p50 for the prompt the daemon sent last: in a long session
+/// the mock's own parsing of a prompt of hundreds of messages is part of
+/// each completion, and must not be counted as the gateway's.
+async fn mock_p50_like_last(
+    http: &reqwest::Client,
+    mock: &MockLlm,
+    n: usize,
+) -> (Duration, String) {
+    let last = mock.last_request().expect("the daemon called the mock");
+    let msgs = last.body["messages"].as_array().map_or(0, Vec::len);
+    let mut t = Vec::new();
+    for _ in 0..n {
+        t.push(mock_once(http, mock, &last.raw).await);
+    }
+    let what = format!("{msgs} messages, {:.0} KiB", last.raw.len() as f64 / 1024.0);
+    (stats(t).0, what)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -104,9 +124,10 @@ async fn main() {
 
     // References in the same run.
     let mut mock_t = Vec::new();
+    let hi = json!({"model": "mock-model", "stream": true, "messages": [{"role": "user", "content": "hi"}]})
+        .to_string();
     for _ in 0..n {
-        mock.push(MockReply::text("ok"));
-        mock_t.push(mock_once(&http, &mock).await);
+        mock_t.push(mock_once(&http, &mock, &hi).await);
     }
     let (mock_p50, mock_p99) = stats(mock_t);
     let mut exec_t = Vec::new();
@@ -141,6 +162,12 @@ async fn main() {
         ms(p50.saturating_sub(mock_p50)),
         ms(p99.saturating_sub(mock_p99))
     );
+    let (mock_last, what) = mock_p50_like_last(&http, &mock, n.min(50)).await;
+    println!(
+        "  (mock completion of the last turn's prompt, {what}: p50 {}; overhead beyond it p50 {})",
+        ms(mock_last),
+        ms(p50.saturating_sub(mock_last))
+    );
 
     // Turn with one bash call: overhead = turn - two completions - one exec.
     let mut tool = Vec::new();
@@ -155,6 +182,12 @@ async fn main() {
         ms(p50),
         ms(p99),
         ms(p50.saturating_sub(mock_p50 * 2 + exec_p50))
+    );
+    let (mock_last, what) = mock_p50_like_last(&http, &mock, n.min(50)).await;
+    println!(
+        "  (mock completion of the last turn's prompt, {what}: p50 {}; overhead beyond 2 of those + 1 exec p50 {})",
+        ms(mock_last),
+        ms(p50.saturating_sub(mock_last * 2 + exec_p50))
     );
 
     // 200 concurrent sessions, each doing a few turns.

@@ -451,7 +451,9 @@ impl Chat {
             .insert(user.to_string(), Instant::now());
 
         let store = &self.manager.store;
-        let (mut ids, mut history) = self.histories.load(store, &session.id)?;
+        let loaded = self.histories.load(store, &session.id)?;
+        let loaded_last = crate::history::Histories::last_id(&loaded);
+        let (mut ids, mut history) = loaded;
 
         // Validate cheaply before storing, so bad input changes nothing.
         check_message(text)?;
@@ -512,7 +514,8 @@ impl Chat {
             ids.push(user_id);
             ids.extend(rest_ids);
             history.extend(outcome.new_messages.iter().cloned());
-            self.histories.keep(store, &session.id, (ids, history));
+            self.histories
+                .keep(store, &session.id, loaded_last, (ids, history));
         }
         self.activity
             .lock()

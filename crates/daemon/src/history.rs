@@ -1,16 +1,17 @@
 //! Session histories as the model sees them, kept decoded between turns so
 //! a turn does not re-read and re-parse its whole session from the store.
-//! An entry is used only while the store's stamp of the session (its last
-//! message id, how many messages are not summarised) still matches, so a
-//! write made anywhere else (a seeded history, a deleted session, a crash
-//! between a turn's two commits) is never hidden.
+//! An entry is used only while the store has no message newer than the
+//! entry's last one, so a write made anywhere else (a seeded history, a
+//! compaction, a crash between a turn's two commits) is never hidden.
+//! A turn takes its session's entry out and puts the grown history back:
+//! one turn runs in a session at a time, and nothing is copied.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
 use ironclaw_agent::{Block, Message};
-use ironclaw_store::{HistoryStamp, Store};
+use ironclaw_store::Store;
 
 use crate::error::ApiError;
 
@@ -29,7 +30,8 @@ pub struct Histories {
 }
 
 struct Entry {
-    stamp: HistoryStamp,
+    /// The newest message id in `history`.
+    last_id: i64,
     history: History,
     bytes: usize,
     used: Instant,
@@ -37,31 +39,33 @@ struct Entry {
 
 impl Histories {
     /// The session's history: summarised messages are left out (their
-    /// summary stands in for them).
+    /// summary stands in for them). Taken out of the cache: give it back
+    /// with [`Histories::keep`] once the turn has stored what it added.
     pub fn load(&self, store: &Store, session_id: &str) -> Result<History, ApiError> {
-        let stamp = store.history_stamp(session_id)?;
-        if let Some(e) = self.lock().get_mut(session_id) {
-            if e.stamp == stamp {
-                e.used = Instant::now();
-                return Ok(e.history.clone());
+        let cached = self.lock().remove(session_id);
+        if let Some(e) = cached {
+            if store.messages_after(session_id, e.last_id)? == 0 {
+                return Ok(e.history);
             }
         }
         read(store, session_id)
     }
 
-    /// Keep `history` as the session's, if it is what the store holds now.
-    pub fn keep(&self, store: &Store, session_id: &str, history: History) {
-        let Ok(stamp) = store.history_stamp(session_id) else {
+    /// Keep `history` as the session's, if it is what the store holds now:
+    /// it was loaded when the store's newest message was `loaded_last`, and
+    /// every message stored since is one of its own.
+    pub fn keep(&self, store: &Store, session_id: &str, loaded_last: i64, history: History) {
+        let own = history.0.iter().filter(|&&id| id > loaded_last).count() as u64;
+        let Ok(newer) = store.messages_after(session_id, loaded_last) else {
             return;
         };
-        let matches = stamp.live == history.0.len() as u64
-            && stamp.last_id == history.0.last().copied().unwrap_or(0);
         let bytes = text_bytes(&history.1);
-        let mut entries = self.lock();
-        entries.remove(session_id);
-        if !matches || bytes > MAX_SESSION_BYTES {
+        if newer != own || bytes > MAX_SESSION_BYTES {
             return;
         }
+        let last_id = Self::last_id(&history);
+        let mut entries = self.lock();
+        entries.remove(session_id);
         let mut total: usize = entries.values().map(|e| e.bytes).sum::<usize>() + bytes;
         while !entries.is_empty() && (entries.len() >= MAX_SESSIONS || total > MAX_BYTES) {
             let oldest = entries
@@ -76,12 +80,17 @@ impl Histories {
         entries.insert(
             session_id.to_string(),
             Entry {
-                stamp,
+                last_id,
                 history,
                 bytes,
                 used: Instant::now(),
             },
         );
+    }
+
+    /// The newest message id of a loaded history (0 for an empty one).
+    pub fn last_id(history: &History) -> i64 {
+        history.0.iter().copied().max().unwrap_or(0)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
@@ -90,9 +99,22 @@ impl Histories {
 }
 
 fn read(store: &Store, session_id: &str) -> Result<History, ApiError> {
-    let mut ids = Vec::new();
-    let mut msgs = Vec::new();
-    for m in store.messages(session_id)? {
+    let rows = store.messages(session_id)?;
+    // A summary is stored after the turn that made it, but it stands where
+    // the first message it covers stood (a compacted history is summary
+    // first, then the turns kept): its place is that message's, through
+    // any earlier summary it covers in turn. Rows come in id order and a
+    // summary is always newer than what it covers, so one pass settles it.
+    let mut place: HashMap<i64, i64> = HashMap::new();
+    for m in &rows {
+        let p = *place.entry(m.id).or_insert(m.id);
+        if let Some(s) = m.summarized_by {
+            let sp = place.entry(s).or_insert(s);
+            *sp = (*sp).min(p);
+        }
+    }
+    let mut live = Vec::new();
+    for m in rows {
         if m.summarized_by.is_some() {
             continue;
         }
@@ -101,10 +123,10 @@ fn read(store: &Store, session_id: &str) -> Result<History, ApiError> {
                 .map_err(|e| {
                     ApiError::Internal(format!("stored message {} is unreadable: {e}", m.id))
                 })?;
-        ids.push(m.id);
-        msgs.push(msg);
+        live.push((place[&m.id], m.id, msg));
     }
-    Ok((ids, msgs))
+    live.sort_by_key(|(p, _, _)| *p);
+    Ok(live.into_iter().map(|(_, id, m)| (id, m)).unzip())
 }
 
 /// About how much memory a history's text takes.
@@ -143,8 +165,10 @@ mod tests {
         // Kept as the store holds it: used as it is.
         let mut kept = (got_ids, got);
         kept.1[0] = Message::user("kept copy");
-        h.keep(&store, "s", kept);
+        h.keep(&store, "s", 0, kept);
         assert_eq!(h.load(&store, "s").unwrap().1[0].text(), "kept copy");
+        // Taken out by the load; not given back: read from the store.
+        assert_eq!(h.load(&store, "s").unwrap().1[0].text(), "first");
 
         // Another writer adds a message: the store's version wins.
         store
@@ -156,18 +180,54 @@ mod tests {
             ["first", "second"]
         );
 
-        // A compaction summarises the first: it drops out.
+        // A kept history while another writer added a message since it
+        // was loaded: not kept.
+        let loaded_last = Histories::last_id(&(ids2.clone(), vec![]));
+        let third = store
+            .append_messages("s", &[row(&Message::user("third"))])
+            .unwrap();
+        let mine = store
+            .append_messages("s", &[row(&Message::user("mine"))])
+            .unwrap();
+        let mut stale = (ids2.clone(), msgs.clone());
+        stale.0.extend(&mine);
+        stale.1.push(Message::user("mine"));
+        h.keep(&store, "s", loaded_last, stale);
+        assert_eq!(h.load(&store, "s").unwrap().1.len(), 4);
+        // Kept when every newer message is its own.
+        let (mut all_ids, mut all) = h.load(&store, "s").unwrap();
+        let last = Histories::last_id(&(all_ids.clone(), vec![]));
+        let fifth = store
+            .append_messages("s", &[row(&Message::user("fifth"))])
+            .unwrap();
+        all_ids.extend(&fifth);
+        all.push(Message::user("fifth (kept copy)"));
+        h.keep(&store, "s", last, (all_ids, all));
+        assert_eq!(
+            h.load(&store, "s").unwrap().1[4].text(),
+            "fifth (kept copy)"
+        );
+
+        // A compaction summarises the first two: they drop out, and the
+        // summary stands where they stood; a second compaction covering
+        // that summary and the next message stands there too.
+        let (ids5, _) = h.load(&store, "s").unwrap();
         store
-            .record_summary("s", row(&Message::user("summary")), &ids2[..1])
+            .record_summary("s", row(&Message::user("summary")), &ids5[..2])
+            .unwrap();
+        let (ids6, msgs) = h.load(&store, "s").unwrap();
+        assert_eq!(
+            msgs.iter().map(|m| m.text()).collect::<Vec<_>>(),
+            ["summary", "third", "mine", "fifth"]
+        );
+        assert_eq!(&ids6[1..], &[third[0], mine[0], fifth[0]]);
+        store
+            .record_summary("s", row(&Message::user("summary 2")), &ids6[..2])
             .unwrap();
         let (_, msgs) = h.load(&store, "s").unwrap();
         assert_eq!(
             msgs.iter().map(|m| m.text()).collect::<Vec<_>>(),
-            ["second", "summary"]
+            ["summary 2", "mine", "fifth"]
         );
-
-        // A history that is not what the store holds is not kept.
-        h.keep(&store, "s", (vec![1], vec![Message::user("stale")]));
-        assert_ne!(h.load(&store, "s").unwrap().1[0].text(), "stale");
     }
 }

@@ -544,8 +544,9 @@ async fn idle_sandbox_stops_and_restarts_and_history_compacts() {
     );
 
     // Long messages fill the 4000-token window; the summariser's answer and
-    // the turns' answers all come from the script.
-    for i in 0..12 {
+    // the turns' answers all come from the script (a turn and, at most, one
+    // compaction before it: two replies a turn).
+    for i in 0..16 {
         mock.push(MockReply::text(format!("answer {i}")));
     }
     let long = "lorem ipsum dolor sit amet ".repeat(100);

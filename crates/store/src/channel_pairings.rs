@@ -19,10 +19,9 @@ pub struct Pairing {
 impl Store {
     pub fn pairing(&self, channel: &str, sender: &str) -> Result<Option<Pairing>, StoreError> {
         Ok(self
-            .conn()
-            .query_row(
-                "SELECT channel, sender, code, user, created_at FROM channel_pairings WHERE channel = ?1 AND sender = ?2",
-                params![channel, sender],
+            .read()
+            .prepare_cached("SELECT channel, sender, code, user, created_at FROM channel_pairings WHERE channel = ?1 AND sender = ?2")?
+            .query_row(params![channel, sender],
                 |r| {
                     Ok(Pairing {
                         channel: r.get(0)?,
@@ -94,12 +93,11 @@ impl Store {
     /// The session a scope talks in.
     pub fn channel_session(&self, channel: &str, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self
-            .conn()
-            .query_row(
+            .read()
+            .prepare_cached(
                 "SELECT session_id FROM channel_sessions WHERE channel = ?1 AND scope_key = ?2",
-                params![channel, key],
-                |r| r.get(0),
-            )
+            )?
+            .query_row(params![channel, key], |r| r.get(0))
             .optional()?)
     }
 

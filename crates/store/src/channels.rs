@@ -185,11 +185,10 @@ impl Store {
 
     pub fn channel(&self, name: &str) -> Result<ChannelRecord, StoreError> {
         self.read()
-            .query_row(
-                &format!("SELECT {CHANNEL_COLUMNS} FROM channels WHERE name = ?1"),
-                [name],
-                channel_row,
-            )
+            .prepare_cached(&format!(
+                "SELECT {CHANNEL_COLUMNS} FROM channels WHERE name = ?1"
+            ))?
+            .query_row([name], channel_row)
             .optional()?
             .ok_or_else(|| StoreError::NotFound(format!("channel '{name}'")))
     }
@@ -243,11 +242,10 @@ impl Store {
 
     pub fn inbound(&self, id: i64) -> Result<InboundRecord, StoreError> {
         self.read()
-            .query_row(
-                &format!("SELECT {INBOUND_COLUMNS} FROM channel_inbound WHERE id = ?1"),
-                [id],
-                inbound_row,
-            )
+            .prepare_cached(&format!(
+                "SELECT {INBOUND_COLUMNS} FROM channel_inbound WHERE id = ?1"
+            ))?
+            .query_row([id], inbound_row)
             .optional()?
             .ok_or_else(|| StoreError::NotFound(format!("message {id}")))
     }
@@ -323,28 +321,26 @@ impl Store {
         now_ms: i64,
     ) -> Result<Option<OutboundRecord>, StoreError> {
         Ok(self
-            .conn()
-            .query_row(
-                &format!(
-                    "SELECT {OUTBOUND_COLUMNS} FROM channel_outbound o
+            .read()
+            .prepare_cached(&format!(
+                "SELECT {OUTBOUND_COLUMNS} FROM channel_outbound o
                      WHERE o.channel = ?1 AND o.state = 'queued' AND o.next_at <= ?2
                        AND NOT EXISTS (SELECT 1 FROM channel_outbound p WHERE p.channel = o.channel
                            AND p.chat = o.chat AND p.id < o.id AND p.state IN ('queued', 'sending'))
                      ORDER BY o.id LIMIT 1"
-                ),
-                params![channel, now_ms],
-                outbound_row,
-            )
+            ))?
+            .query_row(params![channel, now_ms], outbound_row)
             .optional()?)
     }
 
     /// The earliest `next_at` among queued parts of `channel`.
     pub fn next_outbound_at(&self, channel: &str) -> Result<Option<i64>, StoreError> {
-        Ok(self.read().query_row(
-            "SELECT MIN(next_at) FROM channel_outbound WHERE channel = ?1 AND state = 'queued'",
-            [channel],
-            |r| r.get(0),
-        )?)
+        Ok(self
+            .read()
+            .prepare_cached(
+                "SELECT MIN(next_at) FROM channel_outbound WHERE channel = ?1 AND state = 'queued'",
+            )?
+            .query_row([channel], |r| r.get(0))?)
     }
 
     /// Record the attempt before calling the service.
@@ -434,9 +430,7 @@ impl Store {
 
     /// Parts queued or being sent.
     pub fn queue_depth(&self, channel: &str) -> Result<u64, StoreError> {
-        Ok(self.read().query_row(
-            "SELECT COUNT(*) FROM channel_outbound WHERE channel = ?1 AND state IN ('queued', 'sending')",
-            [channel],
+        Ok(self.read().prepare_cached("SELECT COUNT(*) FROM channel_outbound WHERE channel = ?1 AND state IN ('queued', 'sending')")?.query_row([channel],
             |r| r.get::<_, i64>(0),
         )? as u64)
     }

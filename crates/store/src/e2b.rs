@@ -75,12 +75,11 @@ impl Store {
 
     pub fn e2b_by_id(&self, e2b_id: &str) -> Result<Option<E2bRecord>, StoreError> {
         Ok(self
-            .conn()
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM e2b_sandboxes WHERE e2b_id = ?1"),
-                [e2b_id],
-                from_row,
-            )
+            .read()
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM e2b_sandboxes WHERE e2b_id = ?1"
+            ))?
+            .query_row([e2b_id], from_row)
             .optional()?)
     }
 

@@ -71,12 +71,9 @@ impl Store {
     /// The exposure served at host label `label`, if any.
     pub fn exposure_by_label(&self, label: &str) -> Result<Option<ExposureRecord>, StoreError> {
         Ok(self
-            .conn()
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM exposures WHERE label = ?1"),
-                [label],
-                from_row,
-            )
+            .read()
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM exposures WHERE label = ?1"))?
+            .query_row([label], from_row)
             .optional()?)
     }
 

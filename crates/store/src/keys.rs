@@ -89,12 +89,11 @@ impl Store {
     /// The key with this fingerprint, whoever owns it.
     pub fn ssh_key_by_fingerprint(&self, fingerprint: &str) -> Result<Option<SshKey>, StoreError> {
         Ok(self
-            .conn()
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM ssh_keys WHERE fingerprint = ?1"),
-                [fingerprint],
-                row,
-            )
+            .read()
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM ssh_keys WHERE fingerprint = ?1"
+            ))?
+            .query_row([fingerprint], row)
             .optional()?)
     }
 

@@ -36,9 +36,7 @@ pub use exposures::ExposureRecord;
 pub use keys::SshKey;
 pub use releases::{DeployApp, ReleaseRecord, ReleaseStatus};
 pub use sandboxes::{SandboxMount, SandboxRecord, SandboxState};
-pub use sessions::{
-    HistoryStamp, MessageRecord, SessionRecord, TokenCounts, TurnEnd, UsageRecord, UsageTotals,
-};
+pub use sessions::{MessageRecord, SessionRecord, TokenCounts, TurnEnd, UsageRecord, UsageTotals};
 pub use tasks::{CreateTaskError, NewTask, TaskDelivery, TaskRecord, TaskRunRecord};
 pub use users::{TokenInfo, TokenOwner, User};
 

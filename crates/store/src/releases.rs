@@ -99,18 +99,17 @@ impl Store {
 
     pub fn deploy_app(&self, sandbox_id: &str) -> Result<Option<DeployApp>, StoreError> {
         Ok(self
-            .conn()
-            .query_row(
+            .read()
+            .prepare_cached(
                 "SELECT sandbox_id, port, created_at FROM deploy_apps WHERE sandbox_id = ?1",
-                [sandbox_id],
-                |r| {
-                    Ok(DeployApp {
-                        sandbox_id: r.get(0)?,
-                        port: r.get(1)?,
-                        created_at: r.get(2)?,
-                    })
-                },
-            )
+            )?
+            .query_row([sandbox_id], |r| {
+                Ok(DeployApp {
+                    sandbox_id: r.get(0)?,
+                    port: r.get(1)?,
+                    created_at: r.get(2)?,
+                })
+            })
             .optional()?)
     }
 
@@ -196,14 +195,11 @@ impl Store {
 
     pub fn live_release(&self, sandbox_id: &str) -> Result<Option<ReleaseRecord>, StoreError> {
         Ok(self
-            .conn()
-            .query_row(
-                &format!(
-                    "SELECT {COLUMNS} FROM releases WHERE sandbox_id = ?1 AND status = 'live'"
-                ),
-                [sandbox_id],
-                from_row,
-            )
+            .read()
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM releases WHERE sandbox_id = ?1 AND status = 'live'"
+            ))?
+            .query_row([sandbox_id], from_row)
             .optional()?)
     }
 

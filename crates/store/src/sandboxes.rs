@@ -175,11 +175,10 @@ impl Store {
     /// of that name is "not found", exactly like a name nobody has.
     pub fn sandbox(&self, owner: &str, name: &str) -> Result<SandboxRecord, StoreError> {
         self.read()
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM sandboxes WHERE owner = ?1 AND name = ?2"),
-                [owner, name],
-                from_row,
-            )
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM sandboxes WHERE owner = ?1 AND name = ?2"
+            ))?
+            .query_row([owner, name], from_row)
             .optional()?
             .ok_or_else(|| StoreError::NotFound(format!("sandbox '{name}'")))
     }
@@ -187,11 +186,8 @@ impl Store {
     /// A sandbox by its global id (internal: never taken from a request).
     pub fn sandbox_by_id(&self, id: &str) -> Result<SandboxRecord, StoreError> {
         self.read()
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM sandboxes WHERE id = ?1"),
-                [id],
-                from_row,
-            )
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM sandboxes WHERE id = ?1"))?
+            .query_row([id], from_row)
             .optional()?
             .ok_or_else(|| StoreError::NotFound(format!("sandbox {id}")))
     }
@@ -199,12 +195,11 @@ impl Store {
     /// The sandbox bound to `user` as their agent's, if it exists yet.
     pub fn agent_sandbox(&self, user: &str) -> Result<Option<SandboxRecord>, StoreError> {
         Ok(self
-            .conn()
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM sandboxes WHERE agent_of = ?1"),
-                [user],
-                from_row,
-            )
+            .read()
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM sandboxes WHERE agent_of = ?1"
+            ))?
+            .query_row([user], from_row)
             .optional()?)
     }
 
@@ -231,11 +226,10 @@ impl Store {
     }
 
     pub fn count_sandboxes_using_image(&self, image: &str) -> Result<u64, StoreError> {
-        let n: i64 = self.read().query_row(
-            "SELECT COUNT(*) FROM sandboxes WHERE image = ?1",
-            [image],
-            |r| r.get(0),
-        )?;
+        let n: i64 = self
+            .read()
+            .prepare_cached("SELECT COUNT(*) FROM sandboxes WHERE image = ?1")?
+            .query_row([image], |r| r.get(0))?;
         Ok(n as u64)
     }
 

@@ -82,14 +82,6 @@ fn message_row(r: &Row<'_>) -> rusqlite::Result<MessageRecord> {
     })
 }
 
-/// A session history's last message id and how many messages are not
-/// summarised ([`Store::history_stamp`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct HistoryStamp {
-    pub last_id: i64,
-    pub live: u64,
-}
-
 /// One model's usage over a turn (or a task run), to record.
 #[derive(Debug, Clone)]
 pub struct UsageRecord {
@@ -191,13 +183,10 @@ impl Store {
     /// A session of `user`; another user's session is reported as not found.
     pub fn session(&self, user: &str, id: &str) -> Result<SessionRecord, StoreError> {
         self.read()
-            .query_row(
-                &format!(
-                    "SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.id = ?1 AND s.user = ?2"
-                ),
-                params![id, user],
-                session_row,
-            )
+            .prepare_cached(&format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.id = ?1 AND s.user = ?2"
+            ))?
+            .query_row(params![id, user], session_row)
             .optional()?
             .ok_or_else(|| StoreError::NotFound(format!("session '{id}'")))
     }
@@ -220,15 +209,12 @@ impl Store {
         agent: &str,
     ) -> Result<Option<SessionRecord>, StoreError> {
         Ok(self
-            .conn()
-            .query_row(
-                &format!(
-                    "SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.user = ?1 AND s.agent = ?2
+            .read()
+            .prepare_cached(&format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.user = ?1 AND s.agent = ?2
                      ORDER BY s.updated_at DESC, s.rowid DESC LIMIT 1"
-                ),
-                params![user, agent],
-                session_row,
-            )
+            ))?
+            .query_row(params![user, agent], session_row)
             .optional()?)
     }
 
@@ -306,22 +292,18 @@ impl Store {
         .await
     }
 
-    /// What a session's history is now, cheaply: a changed stamp means
-    /// messages were added or summarised since it was taken.
-    pub fn history_stamp(&self, session_id: &str) -> Result<HistoryStamp, StoreError> {
-        // Cached: it runs twice a turn, and parsing it cost more than running it.
-        Ok(self
+    /// How many messages of a session are newer than message `after_id`:
+    /// a history read up to `after_id` is still the store's exactly when
+    /// this is 0, because ids only grow (AUTOINCREMENT) and every change to
+    /// a history is a new row (a compaction adds its summary row in the
+    /// transaction that marks what it covers). One index range, however
+    /// long the session.
+    pub fn messages_after(&self, session_id: &str, after_id: i64) -> Result<u64, StoreError> {
+        let n: i64 = self
             .read()
-            .prepare_cached(
-                "SELECT COALESCE(MAX(id), 0), COALESCE(SUM(summarized_by IS NULL), 0)
-             FROM messages WHERE session_id = ?1",
-            )?
-            .query_row([session_id], |r| {
-                Ok(HistoryStamp {
-                    last_id: r.get(0)?,
-                    live: r.get::<_, i64>(1)? as u64,
-                })
-            })?)
+            .prepare_cached("SELECT COUNT(*) FROM messages WHERE session_id = ?1 AND id > ?2")?
+            .query_row(params![session_id, after_id], |r| r.get(0))?;
+        Ok(n as u64)
     }
 
     /// Every message of a session, oldest first (summarised ones included).
@@ -369,15 +351,15 @@ impl Store {
     }
 
     fn usage_where(&self, clause: &str, arg: &str) -> Result<UsageTotals, StoreError> {
-        Ok(self.read().query_row(
-            &format!(
+        Ok(self
+            .read()
+            .prepare_cached(&format!(
                 "SELECT COUNT(*), COALESCE(SUM(input_tokens),0), COALESCE(SUM(output_tokens),0),
                         COALESCE(SUM(cost_usd),0), COALESCE(SUM(cache_read_tokens),0),
                         COALESCE(SUM(cache_write_tokens),0)
                  FROM usage WHERE {clause} = ?1"
-            ),
-            [arg],
-            |r| {
+            ))?
+            .query_row([arg], |r| {
                 Ok(UsageTotals {
                     turns: r.get::<_, i64>(0)? as u64,
                     input_tokens: r.get::<_, i64>(1)? as u64,
@@ -386,8 +368,7 @@ impl Store {
                     cache_read_tokens: r.get::<_, i64>(4)? as u64,
                     cache_write_tokens: r.get::<_, i64>(5)? as u64,
                 })
-            },
-        )?)
+            })?)
     }
 
     pub fn usage_for_user(&self, user: &str) -> Result<UsageTotals, StoreError> {
@@ -396,11 +377,12 @@ impl Store {
 
     /// What `user`'s LLM calls cost since `since` (an RFC 3339 UTC timestamp).
     pub fn cost_since(&self, user: &str, since: &str) -> Result<f64, StoreError> {
-        Ok(self.read().query_row(
-            "SELECT COALESCE(SUM(cost_usd), 0) FROM usage WHERE user = ?1 AND created_at >= ?2",
-            params![user, since],
-            |r| r.get(0),
-        )?)
+        Ok(self
+            .read()
+            .prepare_cached(
+                "SELECT COALESCE(SUM(cost_usd), 0) FROM usage WHERE user = ?1 AND created_at >= ?2",
+            )?
+            .query_row(params![user, since], |r| r.get(0))?)
     }
 
     pub fn usage_for_session(&self, session_id: &str) -> Result<UsageTotals, StoreError> {

@@ -173,23 +173,19 @@ impl Store {
     /// `owner`'s task `name`; another owner's is not found.
     pub fn task(&self, owner: &str, name: &str) -> Result<TaskRecord, StoreError> {
         self.read()
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM tasks WHERE owner = ?1 AND name = ?2"),
-                params![owner, name],
-                task_row,
-            )
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM tasks WHERE owner = ?1 AND name = ?2"
+            ))?
+            .query_row(params![owner, name], task_row)
             .optional()?
             .ok_or_else(|| StoreError::NotFound(format!("task '{name}'")))
     }
 
     pub fn task_by_id(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
         Ok(self
-            .conn()
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1"),
-                [id],
-                task_row,
-            )
+            .read()
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1"))?
+            .query_row([id], task_row)
             .optional()?)
     }
 
@@ -231,8 +227,9 @@ impl Store {
     /// The earliest slot of any task.
     pub fn earliest_slot(&self) -> Result<Option<i64>, StoreError> {
         Ok(self
-            .conn()
-            .query_row("SELECT MIN(next_slot) FROM tasks", [], |r| r.get(0))?)
+            .read()
+            .prepare_cached("SELECT MIN(next_slot) FROM tasks")?
+            .query_row([], |r| r.get(0))?)
     }
 
     /// Claim `slot` of the task and move its `next_slot` from `slot` to
@@ -351,19 +348,16 @@ impl Store {
         run_id: i64,
     ) -> Result<(TaskRunRecord, serde_json::Value), StoreError> {
         self.read()
-            .query_row(
-                &format!(
-                    "SELECT {RUN_COLUMNS}, messages FROM task_runs WHERE id = ?1 AND task_id = ?2"
-                ),
-                params![run_id, task_id],
-                |r| {
-                    let m: Option<String> = r.get(8)?;
-                    let m = m
-                        .and_then(|m| serde_json::from_str(&m).ok())
-                        .unwrap_or(serde_json::Value::Null);
-                    Ok((run_row(r)?, m))
-                },
-            )
+            .prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS}, messages FROM task_runs WHERE id = ?1 AND task_id = ?2"
+            ))?
+            .query_row(params![run_id, task_id], |r| {
+                let m: Option<String> = r.get(8)?;
+                let m = m
+                    .and_then(|m| serde_json::from_str(&m).ok())
+                    .unwrap_or(serde_json::Value::Null);
+                Ok((run_row(r)?, m))
+            })
             .optional()?
             .ok_or_else(|| StoreError::NotFound(format!("run {run_id}")))
     }

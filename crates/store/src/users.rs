@@ -69,10 +69,9 @@ impl Store {
 
     pub fn user(&self, name: &str) -> Result<User, StoreError> {
         self.read()
-            .query_row(
-                "SELECT u.name, u.admin, u.created_at, (SELECT COUNT(*) FROM tokens t WHERE t.user = u.name)
-                 FROM users u WHERE u.name = ?1",
-                [name],
+            .prepare_cached("SELECT u.name, u.admin, u.created_at, (SELECT COUNT(*) FROM tokens t WHERE t.user = u.name)
+                 FROM users u WHERE u.name = ?1")?
+            .query_row([name],
                 user_row,
             )
             .optional()?
@@ -154,29 +153,27 @@ impl Store {
     /// unique index, since every authenticated request makes it.
     pub fn token_owner(&self, token: &str) -> Result<Option<TokenOwner>, StoreError> {
         Ok(self
-            .conn()
-            .query_row(
+            .read()
+            .prepare_cached(
                 "SELECT t.id, u.name, u.admin FROM tokens t JOIN users u ON u.name = t.user
                  WHERE t.hash = ?1",
-                [hash_token(token)],
-                |r| {
-                    Ok(TokenOwner {
-                        token_id: r.get(0)?,
-                        user: r.get(1)?,
-                        admin: r.get(2)?,
-                    })
-                },
-            )
+            )?
+            .query_row([hash_token(token)], |r| {
+                Ok(TokenOwner {
+                    token_id: r.get(0)?,
+                    user: r.get(1)?,
+                    admin: r.get(2)?,
+                })
+            })
             .optional()?)
     }
 
     /// Whether `user` still has the token `id` (not revoked).
     pub fn token_exists(&self, user: &str, id: &str) -> Result<bool, StoreError> {
-        let n: i64 = self.read().query_row(
-            "SELECT COUNT(*) FROM tokens WHERE user = ?1 AND id = ?2",
-            params![user, id],
-            |r| r.get(0),
-        )?;
+        let n: i64 = self
+            .read()
+            .prepare_cached("SELECT COUNT(*) FROM tokens WHERE user = ?1 AND id = ?2")?
+            .query_row(params![user, id], |r| r.get(0))?;
         Ok(n > 0)
     }
 }

@@ -5,12 +5,16 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
+mod body;
+
+pub use body::{request_body, request_bytes, tools_json};
+
 use super::sse::SseEvent;
 use super::{
     decode, parse_data, post_sse, retry::stream_with_retry, Decoder, EventStream, LlmEvent,
     LlmRequest, Provider, ProviderError, RetryPolicy,
 };
-use crate::model::{Block, Role, Usage};
+use crate::model::Usage;
 
 pub struct OpenAi {
     ep: super::Endpoint,
@@ -65,119 +69,6 @@ impl Provider for OpenAi {
         })
         .await
     }
-}
-
-/// The JSON body of a streaming Chat Completions request.
-pub fn request_body(req: &LlmRequest) -> Value {
-    let mut messages = Vec::new();
-    if !req.system.is_empty() {
-        messages.push(json!({"role": "system", "content": req.system}));
-    }
-    for m in &req.messages {
-        match m.role {
-            Role::User => {
-                // Tool results answer the previous assistant message, so
-                // they come first, as `tool` messages.
-                for b in &m.content {
-                    if let Block::ToolResult {
-                        tool_use_id,
-                        content,
-                        is_error,
-                    } = b
-                    {
-                        // The format has no error flag; say it in the text.
-                        let content = if *is_error {
-                            format!("Error: {content}")
-                        } else {
-                            content.clone()
-                        };
-                        messages.push(
-                            json!({"role": "tool", "tool_call_id": tool_use_id, "content": content}),
-                        );
-                    }
-                }
-                let text = m.text();
-                if !text.is_empty() {
-                    messages.push(json!({"role": "user", "content": text}));
-                }
-            }
-            Role::Assistant => {
-                let text = m.text();
-                let calls: Vec<Value> = m
-                    .tool_uses()
-                    .map(|(id, name, input)| {
-                        json!({"id": id, "type": "function",
-                               "function": {"name": name, "arguments": input.to_string()}})
-                    })
-                    .collect();
-                // Nothing to say (e.g. a reply cut off before any text).
-                if text.is_empty() && calls.is_empty() {
-                    continue;
-                }
-                let mut msg = json!({"role": "assistant",
-                    "content": if text.is_empty() { Value::Null } else { Value::String(text) }});
-                if !calls.is_empty() {
-                    msg["tool_calls"] = Value::Array(calls);
-                }
-                messages.push(msg);
-            }
-        }
-    }
-    let mut body = json!({
-        "model": req.model,
-        "messages": messages,
-        "max_tokens": req.max_tokens,
-        "stream": true,
-        "stream_options": {"include_usage": true},
-    });
-    if !req.tools.is_empty() {
-        body["tools"] = tools_json(&req.tools);
-    }
-    body
-}
-
-/// The request as sent: the JSON of [`request_body`] with its prompt last
-/// and in a fixed order (model and options, then tools, then messages),
-/// so that one turn's body is, up to the end of its last message, a byte
-/// prefix of the next turn's. OpenAI and most OpenAI-style servers cache
-/// prompt prefixes automatically; nothing here varies between calls (no
-/// timestamps, object keys sorted), so the prefix stays cacheable.
-pub fn request_bytes(req: &LlmRequest) -> bytes::Bytes {
-    #[derive(serde::Serialize)]
-    struct Ordered<'a> {
-        model: &'a Value,
-        max_tokens: &'a Value,
-        stream: &'a Value,
-        stream_options: &'a Value,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        tools: Option<&'a Value>,
-        messages: &'a Value,
-    }
-    let b = request_body(req);
-    let o = Ordered {
-        model: &b["model"],
-        max_tokens: &b["max_tokens"],
-        stream: &b["stream"],
-        stream_options: &b["stream_options"],
-        tools: b.get("tools"),
-        messages: &b["messages"],
-    };
-    serde_json::to_vec(&o)
-        .expect("a JSON value always serializes")
-        .into()
-}
-
-/// The `tools` array of a request.
-pub fn tools_json(tools: &[super::ToolSpec]) -> Value {
-    Value::Array(
-        tools
-            .iter()
-            .map(|t| {
-                json!({"type": "function", "function": {
-                    "name": t.name, "description": t.description, "parameters": t.input_schema}})
-            })
-            .collect(),
-    )
 }
 
 #[derive(Default)]
@@ -340,7 +231,7 @@ impl Decoder for StreamDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Message;
+    use crate::model::{Block, Message, Role};
 
     fn feed(d: &mut StreamDecoder, data: &str) -> Vec<LlmEvent> {
         d.event(SseEvent {
