@@ -114,6 +114,18 @@ assert "html" in ex.results[1].formats()
 assert sb.run_code("import os; os.environ.get('ICL_X')", envs={"ICL_X": "yes"}).text == "'yes'"
 assert sb.run_code("import os; os.environ.get('ICL_X')").text is None
 
+# Past its timeout the SDK gives up and hangs up; the server sees that,
+# interrupts the kernel, and the context is free again at once.
+from e2b import TimeoutException
+t = time.monotonic()
+try:
+    sb.run_code("import time; time.sleep(120)", timeout=2)
+    raise AssertionError("no timeout")
+except TimeoutException:
+    pass
+assert sb.run_code("counter").text == "41"
+assert time.monotonic() - t < 30, time.monotonic() - t
+
 # The figure: run_code("1") against commands.run("true"), p50 of 20 each.
 def p50(f):
     ts = []
@@ -125,6 +137,12 @@ def p50(f):
 rc = p50(lambda: sb.run_code("1"))
 cr = p50(lambda: sb.commands.run("true"))
 print(f"FIGURE run_code('1') p50 {rc:.1f} ms, commands.run('true') p50 {cr:.1f} ms")
+
+# Paused (stopped) and connected again: the server starts with the
+# sandbox again (the kernel's memory is not kept, files are).
+sb.pause()
+sb = Sandbox.connect(sb.sandbox_id)
+assert sb.run_code("2 + 3").text == "5"
 print(sb.sandbox_id, sb._envd_access_token)
 print("ALL OK")
 "#;

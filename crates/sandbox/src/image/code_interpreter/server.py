@@ -18,7 +18,9 @@ it through the guest agent, never over the sandbox's network.
 import json
 import os
 import queue
+import select
 import signal
+import socket
 import sys
 import threading
 import time
@@ -82,12 +84,15 @@ class Context:
         finally:
             self.manager.shutdown_kernel(now=True)
 
-    def _wait_idle(self, msg_id, emit):
-        """Relay `msg_id`'s output to `emit` until the kernel is idle again."""
+    def _wait_idle(self, msg_id, emit, on_quiet=None):
+        """Relay `msg_id`'s output to `emit` until the kernel is idle again;
+        `on_quiet` is called each second without output."""
         while True:
             try:
                 msg = self.client.get_iopub_msg(timeout=1)
             except queue.Empty:
+                if on_quiet:
+                    on_quiet()
                 if not self.manager.is_alive():
                     emit(
                         {
@@ -148,10 +153,16 @@ class Context:
         self._wait_idle(msg_id, lambda _: None)
         self._drain_reply(msg_id)
 
-    def execute(self, code, env_vars, emit):
-        """Run `code`; a ClientGone from `emit` interrupts the kernel and
-        the rest of the output is dropped."""
+    def execute(self, code, env_vars, emit, client_gone):
+        """Run `code`. When the caller goes away (a ClientGone from `emit`,
+        or `client_gone()` while the code is quiet) the kernel is
+        interrupted and the rest of the output dropped."""
         gone = []
+
+        def give_up():
+            if not gone:
+                gone.append(True)
+                self.manager.interrupt_kernel()
 
         def relay(line):
             if gone:
@@ -159,8 +170,11 @@ class Context:
             try:
                 emit(line)
             except ClientGone:
-                gone.append(True)
-                self.manager.interrupt_kernel()
+                give_up()
+
+        def check():
+            if not gone and client_gone():
+                give_up()
 
         with self.lock:
             if env_vars:
@@ -171,7 +185,7 @@ class Context:
                 )
             try:
                 msg_id = self.client.execute(code, store_history=True, allow_stdin=False)
-                self._wait_idle(msg_id, relay)
+                self._wait_idle(msg_id, relay, check)
                 self._drain_reply(msg_id)
             finally:
                 if env_vars:
@@ -362,11 +376,20 @@ class Handler(BaseHTTPRequestHandler):
             except OSError:
                 raise ClientGone()
 
-        ctx.execute(code, env_vars, emit)
+        ctx.execute(code, env_vars, emit, self._client_gone)
         try:
             self.wfile.write(b"0\r\n\r\n")
         except OSError:
             self.close_connection = True
+
+    def _client_gone(self):
+        """Has the caller closed the connection? (It sends nothing more
+        while the answer streams, so readable means closed.)"""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
 
     def _handle(self):
         try:
