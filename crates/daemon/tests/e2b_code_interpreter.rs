@@ -126,6 +126,49 @@ except TimeoutException:
 assert sb.run_code("counter").text == "41"
 assert time.monotonic() - t < 30, time.monotonic() - t
 
+# A protocol switch through the port proxy: a server started from the
+# kernel answers 101 and then echoes upper-cased; the bytes flow both ways.
+sb.run_code(r"""
+import socket, threading
+def _serve(s):
+    while True:
+        c, _ = s.accept()
+        def talk(c):
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += c.recv(1024)
+            c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+            while (d := c.recv(1024)):
+                c.sendall(d.upper())
+            c.close()
+        threading.Thread(target=talk, args=(c,), daemon=True).start()
+_s = socket.socket()
+_s.bind(("127.0.0.1", 8765))
+_s.listen()
+threading.Thread(target=_serve, args=(_s,), daemon=True).start()
+""")
+import os, socket
+from urllib.parse import urlparse
+u = urlparse(os.environ["E2B_SANDBOX_URL"])
+c = socket.create_connection((u.hostname, u.port), timeout=10)
+c.sendall((
+    "GET /echo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n"
+    f"E2b-Sandbox-Id: {sb.sandbox_id}\r\nE2b-Sandbox-Port: 8765\r\n"
+    f"X-Access-Token: {sb._envd_access_token}\r\n\r\n"
+).encode())
+head = b""
+while b"\r\n\r\n" not in head:
+    head += c.recv(1024)
+assert head.startswith(b"HTTP/1.1 101"), head
+assert b"upgrade: echo" in head.lower(), head
+for word in [b"ping", b"pong"]:
+    c.sendall(word)
+    got = b""
+    while len(got) < 4:
+        got += c.recv(16)
+    assert got == word.upper(), got
+c.close()
+
 # The figure: run_code("1") against commands.run("true"), p50 of 20 each.
 def p50(f):
     ts = []

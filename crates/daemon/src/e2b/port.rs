@@ -82,7 +82,7 @@ fn bad_gateway(sandbox: &str, port: u16, message: String) -> Response {
 }
 
 /// Proxy `req` to `port` in its sandbox.
-pub async fn proxy(st: AppState, port: u16, req: Request) -> Response {
+pub async fn proxy(st: AppState, port: u16, mut req: Request) -> Response {
     let rec = match target_by(
         &st,
         req.headers(),
@@ -111,6 +111,10 @@ pub async fn proxy(st: AppState, port: u16, req: Request) -> Response {
         Err(e) => return bad_gateway(id, port, format!("connecting to port {port}: {e}")),
     };
     let credential_was_bearer = uses_bearer(&st, req.headers());
+    // A protocol switch (WebSocket...) is asked for end to end: the
+    // headers go on, and a 101 splices the two connections together.
+    let upgrade = req.headers().get(header::UPGRADE).cloned();
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let mut up = Request::new(body);
     *up.method_mut() = parts.method;
@@ -130,13 +134,17 @@ pub async fn proxy(st: AppState, port: u16, req: Request) -> Response {
     if let Ok(host) = HeaderValue::from_str(&format!("127.0.0.1:{port}")) {
         headers.insert(header::HOST, host);
     }
+    if let Some(u) = &upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, u.clone());
+    }
     let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(tunnel)).await
     {
         Ok(c) => c,
         Err(e) => return bad_gateway(id, port, format!("port {port}: {e}")),
     };
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
+        if let Err(e) = conn.with_upgrades().await {
             tracing::debug!("e2b port proxy connection: {e}");
         }
     });
@@ -150,11 +158,40 @@ pub async fn proxy(st: AppState, port: u16, req: Request) -> Response {
             )
         }
     };
+    let mut resp = resp;
+    let switched = match client_upgrade {
+        Some(client) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            splice(client, hyper::upgrade::on(&mut resp));
+            true
+        }
+        _ => false,
+    };
     let (mut parts, body) = resp.into_parts();
     let mut out = HeaderMap::new();
     copy_forwarded(&parts.headers, &mut out);
+    if switched {
+        out.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        if let Some(u) = parts.headers.get(header::UPGRADE) {
+            out.insert(header::UPGRADE, u.clone());
+        }
+    }
     parts.headers = out;
     Response::from_parts(parts, Body::new(body))
+}
+
+/// Once both sides have switched protocols, copy bytes between them until
+/// either closes.
+fn splice(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    tokio::spawn(async move {
+        let (client, upstream) = match tokio::try_join!(client, upstream) {
+            Ok(both) => both,
+            Err(e) => return tracing::debug!("e2b port proxy upgrade: {e}"),
+        };
+        let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            tracing::debug!("e2b port proxy upgraded connection: {e}");
+        }
+    });
 }
 
 /// Was the request's credential an `Authorization: Bearer` IronClaw token
