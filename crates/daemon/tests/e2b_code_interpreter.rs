@@ -88,6 +88,14 @@ try:
 except NotFoundException:
     pass
 
+# Another language is refused plainly.
+from e2b import SandboxException
+try:
+    sb.run_code("1", language="r")
+    raise AssertionError("ran R")
+except SandboxException as e:
+    assert "400" in str(e) and "only python" in str(e), e
+
 # on_stdout is called as the lines come, not at the end.
 seen = []
 t0 = time.monotonic()

@@ -376,7 +376,16 @@ class Handler(BaseHTTPRequestHandler):
             except OSError:
                 raise ClientGone()
 
-        ctx.execute(code, env_vars, emit, self._client_gone)
+        try:
+            ctx.execute(code, env_vars, emit, self._client_gone)
+        except ClientGone:
+            pass
+        except Exception as e:
+            # The status is sent already: the failure is the last line.
+            try:
+                emit({"type": "error", "name": type(e).__name__, "value": str(e), "traceback": ""})
+            except ClientGone:
+                pass
         try:
             self.wfile.write(b"0\r\n\r\n")
         except OSError:
