@@ -26,6 +26,9 @@ python3 -m pip install --quiet --disable-pip-version-check 'openai==3.54.0'
 python3 -m pip install --quiet --disable-pip-version-check 'mcp==2.3.0'
 # The official E2B Python SDK, to test the E2B-compatible API with it.
 python3 -m pip install --quiet --disable-pip-version-check 'e2b==2.63.0'
+# E2B's Code Interpreter SDK (requires e2b>=2.55.1,<3: the pin above), for
+# crates/daemon/tests/e2b_code_interpreter.rs.
+python3 -m pip install --quiet --disable-pip-version-check 'e2b-code-interpreter==2.11.5'
 # Schemathesis, for the API fuzz test (crates/daemon/tests/fuzz.rs).
 python3 -m pip install --quiet --disable-pip-version-check 'schemathesis==4.32.5'
 # Synapse, a real Matrix homeserver for crates/daemon/tests/channels_synapse.rs, in a venv of its

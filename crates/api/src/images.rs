@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 pub struct BuildImage {
     #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub name: String,
-    /// busybox or debian.
+    /// busybox, debian or code-interpreter.
     #[schema(value_type = ImageSource)]
     pub from: String,
 }
@@ -22,6 +22,10 @@ pub enum ImageSource {
     Busybox,
     /// A Debian minbase with python3, git, curl...
     Debian,
+    /// Debian plus a Jupyter kernel and the server of E2B's Code
+    /// Interpreter SDK (port 49999), started in each sandbox.
+    #[serde(rename = "code-interpreter")]
+    CodeInterpreter,
 }
 
 /// What the VM backends boot from an image.
@@ -40,7 +44,7 @@ pub struct VmMeta {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Image {
     pub name: String,
-    /// busybox or debian.
+    /// busybox, debian or code-interpreter.
     pub source: String,
     pub created_at: String,
     /// Apparent size of the rootfs.

@@ -488,7 +488,7 @@ pub enum ImageCmd {
         /// Image name (DNS label)
         name: String,
         /// Base to build from
-        #[arg(long, value_parser = ["busybox", "debian"])]
+        #[arg(long, value_parser = ["busybox", "debian", "code-interpreter"])]
         from: String,
     },
     /// List images

@@ -13,6 +13,7 @@ pub mod e2b;
 pub mod error;
 pub mod exposure;
 pub mod history;
+pub mod image_start;
 pub mod manager;
 pub mod mcp;
 pub mod memory;

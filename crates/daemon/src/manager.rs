@@ -395,7 +395,7 @@ impl Manager {
         let backend = self.usable_backend(&backend_name).await?;
         image::get(&self.images_dir(), &image_name).map_err(|_| {
             ApiError::NotFound(format!(
-                "image '{image_name}' not found; build it with `ironclaw image build {image_name} --from busybox|debian`"
+                "image '{image_name}' not found; build it with `ironclaw image build {image_name} --from busybox|debian|code-interpreter`"
             ))
         })?;
         crate::mounts::check_in_image(&image::rootfs(&self.images_dir(), &image_name), &mounts)?;
@@ -528,8 +528,23 @@ impl Manager {
             serde_json::to_string(&running).map_err(|e| ApiError::Internal(e.to_string()))?;
         self.store
             .set_sandbox_state(&spec.id, SandboxState::Running, None, Some(&runtime))?;
-        self.adopt(spec.id.clone(), running, agent);
+        self.adopt(spec.id.clone(), running, agent.clone());
+        self.run_image_start(record, &agent).await;
         Ok(())
+    }
+
+    /// The image's start command, if it has one. Its failure is logged,
+    /// not fatal: the sandbox runs, only what the server offered is missing.
+    async fn run_image_start(&self, record: &SandboxRecord, agent: &AgentClient) {
+        let Some(cmd) = image::get(&self.images_dir(), &record.image)
+            .ok()
+            .and_then(|m| m.start)
+        else {
+            return;
+        };
+        if let Err(e) = crate::image_start::run(agent, &cmd).await {
+            tracing::warn!(sandbox = %record.name, image = %record.image, "image start command: {e}");
+        }
     }
 
     /// The sandbox's recent logs.

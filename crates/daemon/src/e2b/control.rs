@@ -133,6 +133,8 @@ fn sandbox_json(rec: &E2bRecord) -> Value {
         "clientID": "ironclaw",
         "envdVersion": ENVD_VERSION,
         "envdAccessToken": rec.access_token,
+        // What the SDKs send to the sandbox's other ports (port::proxy).
+        "trafficAccessToken": rec.access_token,
         "domain": null,
     })
 }
@@ -194,16 +196,35 @@ fn check_timeout(t: Option<i64>) -> Result<i64, Box<Response>> {
     }
 }
 
-/// The IronClaw image a template names: an image of that name, and for
-/// E2B's default template `base` the daemon's default image when no image
-/// is called `base`.
+/// The IronClaw image a template names: an image of that name; for E2B's
+/// default template `base` the daemon's default image when no image is
+/// called `base`; for the Code Interpreter SDK's templates an image named
+/// `code-interpreter`, else the first one built from that source.
 fn image_for(st: &AppState, template: &str) -> String {
+    use ironclaw_sandbox::image::{self, ImageSource};
     let dir = st.manager.images_dir();
-    if template == "base" && ironclaw_sandbox::image::get(&dir, template).is_err() {
-        return st.manager.config.default_image.clone();
+    if image::get(&dir, template).is_ok() {
+        return template.to_string();
     }
-    template.to_string()
+    match template {
+        "base" => st.manager.config.default_image.clone(),
+        t if CODE_INTERPRETER_TEMPLATES.contains(&t) => {
+            let source = ImageSource::CodeInterpreter;
+            if image::get(&dir, source.as_str()).is_ok() {
+                return source.as_str().to_string();
+            }
+            image::list(&dir)
+                .ok()
+                .and_then(|all| all.into_iter().find(|m| m.source == source))
+                .map(|m| m.name)
+                .unwrap_or_else(|| template.to_string())
+        }
+        t => t.to_string(),
+    }
 }
+
+/// The templates of E2B's Code Interpreter SDK (its default first).
+const CODE_INTERPRETER_TEMPLATES: &[&str] = &["code-interpreter-v1", "code-interpreter"];
 
 fn random_hex(bytes: usize) -> String {
     (0..bytes)

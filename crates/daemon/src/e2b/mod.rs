@@ -9,6 +9,9 @@
 //!   out at create (`X-Access-Token`) or an API key. Connect RPCs for
 //!   processes ([`process`]) and the filesystem ([`filesystem`]), and the
 //!   `/files` and `/health` routes ([`files`]).
+//! - Any other sandbox port (`E2b-Sandbox-Port`, what `get_host(port)`
+//!   traffic and the Code Interpreter SDK send): proxied into the
+//!   sandbox ([`port`]).
 //!
 //! Sandboxes made here are IronClaw sandboxes of the token's user, named by
 //! their E2B id; [`timeout`] enforces their end time.
@@ -18,6 +21,7 @@ pub mod control;
 pub mod files;
 pub mod filesystem;
 pub mod multipart;
+pub mod port;
 pub mod process;
 pub mod registry;
 pub mod timeout;
@@ -83,6 +87,11 @@ pub async fn route_envd(State(st): State<AppState>, req: Request, next: Next) ->
     if !req.headers().contains_key(SANDBOX_HEADER) {
         return next.run(req).await;
     }
+    match port::requested(req.headers()) {
+        Ok(Some(p)) => return port::proxy(st, p, req).await,
+        Ok(None) => {}
+        Err(r) => return *r,
+    }
     use axum::http::Method;
     let path = req.uri().path().to_string();
     match (req.method().clone(), path.as_str()) {
@@ -138,6 +147,16 @@ pub enum EnvdRefusal {
 /// The E2B sandbox an envd request is for, if its credential allows it:
 /// the sandbox's own access token, or an API key of a user who may see it.
 pub fn envd_target(st: &AppState, headers: &HeaderMap) -> Result<E2bRecord, EnvdRefusal> {
+    target_by(st, headers, &["x-access-token"])
+}
+
+/// [`envd_target`] with the sandbox's access token taken from the first
+/// of `token_headers` present.
+pub fn target_by(
+    st: &AppState,
+    headers: &HeaderMap,
+    token_headers: &[&str],
+) -> Result<E2bRecord, EnvdRefusal> {
     let id = headers
         .get(SANDBOX_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -148,8 +167,9 @@ pub fn envd_target(st: &AppState, headers: &HeaderMap) -> Result<E2bRecord, Envd
         Ok(Some(r)) => r,
         _ => return Err(unknown()),
     };
-    let token = headers
-        .get("x-access-token")
+    let token = token_headers
+        .iter()
+        .find_map(|h| headers.get(*h))
         .and_then(|v| v.to_str().ok())
         .map(str::trim);
     if let Some(t) = token {

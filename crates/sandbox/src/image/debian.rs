@@ -41,6 +41,28 @@ pub(super) async fn build(
     guest_bin: &Path,
     progress: &(dyn Fn(Progress) + Send + Sync),
 ) -> Result<(), ImageError> {
+    build_with(root, guest_bin, &Extras::default(), progress).await
+}
+
+/// What an image made from this one adds: more Debian packages, and
+/// mmdebstrap customize hooks (shell run with the rootfs as `$1`, its
+/// /dev, /proc and the host's resolver still set up, before the cleanup).
+#[derive(Default)]
+pub(super) struct Extras {
+    pub packages: &'static [&'static str],
+    pub customize_hooks: Vec<String>,
+}
+
+pub(super) async fn build_with(
+    root: &Path,
+    guest_bin: &Path,
+    extras: &Extras,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<(), ImageError> {
+    let packages = std::iter::once(PACKAGES)
+        .chain(extras.packages.iter().copied())
+        .collect::<Vec<_>>()
+        .join(",");
     let total = PHASES.len() as u64;
     let mut done = 0u64;
     let mut on_line = |line: &str| {
@@ -58,9 +80,12 @@ pub(super) async fn build(
         let mut cmd = Command::new("mmdebstrap");
         cmd.env("TMPDIR", &scratch);
         cmd.arg("--variant=minbase")
-            .arg(format!("--include={PACKAGES}"));
+            .arg(format!("--include={packages}"));
         for opt in DPKG_EXCLUDES {
             cmd.arg(format!("--dpkgopt={opt}"));
+        }
+        for hook in &extras.customize_hooks {
+            cmd.arg(format!("--customize-hook={hook}"));
         }
         cmd.arg(SUITE).arg(root);
         run_streaming(
@@ -70,13 +95,18 @@ pub(super) async fn build(
             &mut on_line,
         )
         .await?;
+    } else if !extras.customize_hooks.is_empty() {
+        return Err(ImageError::ToolMissing {
+            tool: "mmdebstrap".into(),
+            hint: "apt-get install mmdebstrap".into(),
+        });
     } else {
         // debootstrap has no dpkg options and a different log; it only
         // serves hosts that cannot get mmdebstrap.
         let mut cmd = Command::new("debootstrap");
         cmd.env("TMPDIR", &scratch)
             .arg("--variant=minbase")
-            .arg(format!("--include={PACKAGES}"))
+            .arg(format!("--include={packages}"))
             .arg(SUITE)
             .arg(root);
         run_streaming(

@@ -7,6 +7,7 @@
 //! listed.
 
 mod busybox;
+mod code_interpreter;
 mod debian;
 mod elf;
 pub mod ext4;
@@ -39,15 +40,24 @@ pub enum ImageSource {
     Busybox,
     /// A Debian bookworm minbase made by mmdebstrap, with python3, git, curl...
     Debian,
+    /// The Debian image plus a Jupyter kernel and the server E2B's Code
+    /// Interpreter SDK talks to (port 49999), started with each sandbox.
+    #[serde(rename = "code-interpreter")]
+    CodeInterpreter,
 }
 
 impl ImageSource {
-    pub const ALL: [ImageSource; 2] = [ImageSource::Busybox, ImageSource::Debian];
+    pub const ALL: [ImageSource; 3] = [
+        ImageSource::Busybox,
+        ImageSource::Debian,
+        ImageSource::CodeInterpreter,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             ImageSource::Busybox => "busybox",
             ImageSource::Debian => "debian",
+            ImageSource::CodeInterpreter => "code-interpreter",
         }
     }
 }
@@ -88,6 +98,33 @@ pub struct ImageMeta {
     /// Why `vm` is absent, when its build step failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm_error: Option<String>,
+    /// What the daemon starts in every sandbox of this image when it
+    /// boots (a server the image exists for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<StartCommand>,
+}
+
+/// A long-running process an image wants up in its sandboxes: started as
+/// a supervised service of the guest agent after each boot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartCommand {
+    /// The service's name in the guest agent.
+    pub name: String,
+    pub argv: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// Inside the sandbox; its output and the agent's start and exit lines.
+    pub log: String,
+    /// A TCP port in the sandbox that accepts connections once it is
+    /// ready: the boot waits for it (up to [`StartCommand::READY_TIMEOUT`]).
+    #[serde(default)]
+    pub ready_port: Option<u16>,
+}
+
+impl StartCommand {
+    pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 }
 
 /// One progress report during [`build`]. `total == 0` means the step has
@@ -128,7 +165,7 @@ pub enum ImageError {
     AlreadyExists(String),
     #[error("invalid image name '{0}'")]
     InvalidName(String),
-    #[error("unknown image source '{0}' (valid: busybox, debian)")]
+    #[error("unknown image source '{0}' (valid: busybox, debian, code-interpreter)")]
     InvalidSource(String),
     #[error("{} is not a static ELF executable: {reason}", path.display())]
     NotStaticElf { path: PathBuf, reason: String },
@@ -188,6 +225,9 @@ pub async fn build(
         match req.source {
             ImageSource::Busybox => busybox::build(&root, &req.guest_bin, progress).await?,
             ImageSource::Debian => debian::build(&root, &req.guest_bin, progress).await?,
+            ImageSource::CodeInterpreter => {
+                code_interpreter::build(&root, &req.guest_bin, progress).await?
+            }
         }
         // Not fatal: without apt (or offline with an empty kernel cache) the
         // image still serves the namespace backend; the VM backends report
@@ -220,6 +260,10 @@ pub async fn build(
             build_seconds: started.elapsed().as_secs_f64(),
             vm,
             vm_error,
+            start: match req.source {
+                ImageSource::CodeInterpreter => Some(code_interpreter::start_command()),
+                _ => None,
+            },
         };
         let json = serde_json::to_vec_pretty(&meta).expect("ImageMeta serializes");
         let meta_path = tmp.join(META_FILE);

@@ -254,6 +254,24 @@ fn source_parses_and_serializes() {
         serde_json::to_string(&ImageSource::Debian).unwrap(),
         "\"debian\""
     );
+    let ci: ImageSource = "code-interpreter".parse().unwrap();
+    assert_eq!(ci, ImageSource::CodeInterpreter);
+    assert_eq!(serde_json::to_string(&ci).unwrap(), "\"code-interpreter\"");
+    assert!(err.contains("code-interpreter"), "{err}");
+}
+
+#[test]
+fn image_json_without_a_start_command_still_reads() {
+    // What images built before start commands have on disk.
+    let old = r#"{"name":"base","source":"debian","created_at":"2026-11-23T18:00:00Z",
+        "size_bytes":1,"guest_version":"0.1.0","build_seconds":1.0}"#;
+    let meta: ImageMeta = serde_json::from_str(old).unwrap();
+    assert_eq!(meta.start, None);
+    let mut with = meta.clone();
+    with.start = Some(code_interpreter::start_command());
+    let back: ImageMeta = serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
+    assert_eq!(back.start, with.start);
+    assert_eq!(back.start.unwrap().ready_port, Some(code_interpreter::PORT));
 }
 
 /// A full Debian image from the Debian mirror (mmdebstrap, plus the cloud
