@@ -17,6 +17,12 @@
 //! The score reset applies to the child alone: the kernel gives a vfork
 //! child its own `oom_score_adj` even while it shares the agent's memory,
 //! and it is done before execve, so the command never runs shielded.
+//! Last, for a command run as a user, the child drops to that user's ids
+//! (setgroups, setgid, setuid: the kernel clears every capability of a
+//! root that becomes another uid), with ids resolved by the parent. They
+//! are direct system calls: glibc's setuid and friends would signal every
+//! thread of the agent to change them all, and the child shares those
+//! threads' memory, not their credentials, which are its own.
 
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::io;
@@ -38,6 +44,15 @@ pub struct Image {
     _env: Vec<CString>,
     envp: Vec<*const c_char>,
     cwd: CString,
+    ids: Option<Ids>,
+}
+
+/// A user's ids, switched to by the child before execve.
+pub struct Ids {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups (setgroups).
+    pub groups: Vec<u32>,
 }
 
 fn cstring(s: &str) -> io::Result<CString> {
@@ -95,7 +110,13 @@ impl Image {
             envp,
             cwd: CString::new(cwd.as_os_str().as_bytes())
                 .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?,
+            ids: None,
         })
+    }
+
+    /// Start the process as these ids instead of the agent's.
+    pub fn run_as(&mut self, ids: Ids) {
+        self.ids = Some(ids);
     }
 }
 
@@ -260,6 +281,15 @@ unsafe fn prepare(job: &mut Job) -> c_int {
     if fd >= 0 {
         libc::write(fd, b"0".as_ptr().cast(), 1);
         libc::close(fd);
+    }
+    if let Some(ids) = &job.image.ids {
+        // Groups first: after setuid there is no privilege left to set them.
+        if libc::syscall(libc::SYS_setgroups, ids.groups.len(), ids.groups.as_ptr()) < 0
+            || libc::syscall(libc::SYS_setresgid, ids.gid, ids.gid, ids.gid) < 0
+            || libc::syscall(libc::SYS_setresuid, ids.uid, ids.uid, ids.uid) < 0
+        {
+            return errno();
+        }
     }
     0
 }
