@@ -346,6 +346,10 @@ pub struct ExecArgs {
     #[arg(short, long, value_name = "DIR")]
     pub workdir: Option<String>,
 
+    /// Run as this user of the sandbox: a name in its /etc/passwd or a uid (default root)
+    #[arg(short, long, value_name = "NAME")]
+    pub user: Option<String>,
+
     /// Kill the command after this long, e.g. 30s, 5m (exit status 124)
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub timeout: Option<Duration>,

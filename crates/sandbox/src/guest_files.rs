@@ -85,21 +85,48 @@ impl AgentClient {
         mode: u32,
         parents: bool,
     ) -> Result<FileWriter, AgentError> {
+        self.file_writer_as(path, mode, parents, None).await
+    }
+
+    /// [`AgentClient::file_writer`] for a user of the sandbox (a name or
+    /// uid): the file, and the directories made for it, are that user's,
+    /// and a relative path is under its home. An unknown user is an error
+    /// before anything is written.
+    pub async fn file_writer_as(
+        &self,
+        path: &str,
+        mode: u32,
+        parents: bool,
+        user: Option<&str>,
+    ) -> Result<FileWriter, AgentError> {
         let stream = self
             .open(HostMsg::FileWrite(FileWrite {
                 path: path.into(),
                 mode,
                 parents,
+                user: user.map(Into::into),
             }))
             .await?;
         Ok(FileWriter { stream })
     }
 
     pub async fn make_dir(&self, path: &str, parents: bool, mode: u32) -> Result<(), AgentError> {
+        self.make_dir_as(path, parents, mode, None).await
+    }
+
+    /// [`AgentClient::make_dir`] for a user: what it makes is the user's.
+    pub async fn make_dir_as(
+        &self,
+        path: &str,
+        parents: bool,
+        mode: u32,
+        user: Option<&str>,
+    ) -> Result<(), AgentError> {
         self.call_ok(HostMsg::Mkdir {
             path: path.into(),
             parents,
             mode,
+            user: user.map(Into::into),
         })
         .await
     }
@@ -147,7 +174,8 @@ mod tests {
             HostMsg::FileWrite(FileWrite {
                 path: "/f".into(),
                 mode: 0o600,
-                parents: true
+                parents: true,
+                user: None,
             })
         );
         let mut got = Vec::new();

@@ -21,6 +21,7 @@ pub mod multipart;
 pub mod process;
 pub mod registry;
 pub mod timeout;
+pub mod users;
 pub mod watch;
 
 use std::sync::Arc;
