@@ -130,6 +130,24 @@ struct Job<'a> {
     error: c_int,
 }
 
+/// capset(2)'s header and data, version 3 (two data structs: bits 0-31
+/// and 32-63).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAP_VERSION_3: u32 = 0x2008_0522;
+
 /// Stack for the child until execve. It only makes system calls, so a
 /// small one does; sized like glibc's posix_spawn stack.
 const STACK: usize = 64 * 1024;
@@ -288,6 +306,17 @@ unsafe fn prepare(job: &mut Job) -> c_int {
             || libc::syscall(libc::SYS_setresgid, ids.gid, ids.gid, ids.gid) < 0
             || libc::syscall(libc::SYS_setresuid, ids.uid, ids.uid, ids.uid) < 0
         {
+            return errno();
+        }
+        // setuid clears the permitted, effective and ambient sets but
+        // not the inheritable one; empty it too (lowering needs no
+        // privilege), so no file-inheritable binary can hand one back.
+        let header = CapHeader {
+            version: CAP_VERSION_3,
+            pid: 0,
+        };
+        let data = [CapData::default(); 2];
+        if libc::syscall(libc::SYS_capset, &header, data.as_ptr()) < 0 {
             return errno();
         }
     }

@@ -343,13 +343,14 @@ async fn commands_and_files_run_as_a_user_of_the_sandboxs_own_passwd() {
     let out = c
         .exec_req(as_user(
             "user",
-            "id -u; id -g; id -G; echo $HOME $USER $LOGNAME; pwd; grep CapEff /proc/self/status",
+            "id -u; id -g; id -G; echo $HOME $USER $LOGNAME; pwd; grep -E 'Cap(Inh|Prm|Eff|Amb)' /proc/self/status",
         ))
         .await;
+    let none = "0000000000000000";
     assert_eq!(
-        (out.stdout().as_str(), out.code()),
+        (out.stdout(), out.code()),
         (
-            "1000\n1000\n1000 10\n/home/user user user\n/home/user\nCapEff:\t0000000000000000\n",
+            format!("1000\n1000\n1000 10\n/home/user user user\n/home/user\nCapInh:\t{none}\nCapPrm:\t{none}\nCapEff:\t{none}\nCapAmb:\t{none}\n"),
             0
         ),
         "{out:?}"
