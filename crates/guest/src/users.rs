@@ -26,6 +26,10 @@ pub enum UserError {
     Unknown(String),
     #[error("invalid user name {0:?}")]
     Invalid(String),
+    /// (uid_t)-1 means "leave unchanged" to setresuid: it would run the
+    /// command as root.
+    #[error("user {0}: uid and gid 4294967295 are not ids")]
+    NoId(String),
     #[error("{path}: {source}")]
     Io {
         path: &'static str,
@@ -38,7 +42,9 @@ impl UserError {
         match self {
             // The request's fault (a 400), not a missing object (a 404
             // would read as "no such sandbox").
-            UserError::Unknown(_) | UserError::Invalid(_) => ErrorKind::InvalidInput,
+            UserError::Unknown(_) | UserError::Invalid(_) | UserError::NoId(_) => {
+                ErrorKind::InvalidInput
+            }
             UserError::Io { source, .. } => crate::errors::kind_of(source),
         }
     }
@@ -89,6 +95,9 @@ fn groups_of(text: &str, name: &str, gid: u32) -> Vec<u32> {
             continue;
         }
         let Ok(g) = f[2].parse::<u32>() else { continue };
+        if g == u32::MAX {
+            continue;
+        }
         if f[3].split(',').any(|m| m.trim() == name) && !groups.contains(&g) {
             groups.push(g);
             if groups.len() == MAX_GROUPS {
@@ -120,6 +129,9 @@ pub fn resolve_in(root: &Path, spec: &str) -> Result<Identity, UserError> {
         (None, Some(uid)) => (spec.to_string(), uid, uid, "/".to_string()),
         (None, None) => return Err(UserError::Unknown(spec.to_string())),
     };
+    if uid == u32::MAX || gid == u32::MAX {
+        return Err(UserError::NoId(name));
+    }
     // A missing /etc/group means no supplementary groups, not an error.
     let groups = match read(root, GROUP) {
         Ok(text) => groups_of(&text, &name, gid),
@@ -200,6 +212,13 @@ mod tests {
             "no user nobody-here in the sandbox's /etc/passwd"
         );
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        let r = root("minus:x:4294967295:0::/:/bin/sh\n", None);
+        for spec in ["minus", "4294967295"] {
+            assert_eq!(
+                resolve_in(r.path(), spec).unwrap_err().kind(),
+                ErrorKind::InvalidInput
+            );
+        }
         for bad in ["", "a:b", "a\0", "../x"] {
             assert_eq!(
                 resolve_in(r.path(), bad).unwrap_err().kind(),
