@@ -205,6 +205,53 @@ mod tests {
         assert_eq!(within(up).await.unwrap().unwrap(), st);
     }
 
+    /// An agent from before users (no feature word in its ready line)
+    /// would ignore a request's user and run it as root: such requests
+    /// are refused on the host, before anything is sent.
+    #[tokio::test]
+    async fn an_agent_without_users_is_not_asked_to_act_as_one() {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let (host, guest) = tokio::io::duplex(1 << 16);
+        let old = tokio::spawn(async move {
+            let (r, mut w) = tokio::io::split(guest);
+            let mut line = String::new();
+            tokio::io::BufReader::new(r)
+                .read_line(&mut line)
+                .await
+                .unwrap();
+            let nonce = line.split(' ').nth(1).unwrap().to_string();
+            let ready = format!(
+                "IRONCLAW-READY {nonce} {} 0.0.9\n",
+                ironclaw_proto::PROTOCOL_VERSION
+            );
+            w.write_all(ready.as_bytes()).await.unwrap();
+            w
+        });
+        let c = within(AgentClient::over(host)).await.unwrap();
+        let _w = old.await.unwrap();
+        assert!(!c.honours_users());
+        let e = within(c.make_dir_as("/x", true, 0o755, Some("user")))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, AgentError::Guest { kind: ironclaw_proto::ErrorKind::Unsupported, message } if message.contains("rebuild")),
+            "{e}"
+        );
+        let e = within(c.file_writer_as("/f", 0o644, false, Some("user")))
+            .await
+            .err();
+        assert!(matches!(e, Some(AgentError::Guest { .. })));
+        let exec = ironclaw_proto::ExecRequest {
+            argv: vec!["id".into()],
+            user: Some("1000".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            within(c.exec(exec)).await,
+            Err(AgentError::Guest { .. })
+        ));
+    }
+
     #[tokio::test]
     async fn a_download_is_a_stream_that_ends_at_eof_or_the_first_error() {
         let (c, mut g) = pair().await;
