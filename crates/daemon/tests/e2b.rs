@@ -233,6 +233,17 @@ assert sb.files.make_dir("made") is True
 sb.files.make_dir("/tmp/rootdir", user="root")
 assert run("stat -c %U /home/user/made /tmp/rootdir") == "user\nroot\n"
 assert [e.path for e in sb.files.list("made")] == []
+import time
+w = sb.files.watch_dir("made")
+run("touch /home/user/made/seen")
+evs = []
+for _ in range(50):
+    evs += [(e.name, e.type.value) for e in w.get_new_events()]
+    if ("seen", "create") in evs:
+        break
+    time.sleep(0.1)
+assert ("seen", "create") in evs, evs
+w.stop()
 assert sb.files.get_info("mine.txt").path == "/home/user/mine.txt"
 
 # An unknown user is a clear error, and nothing runs or is written.

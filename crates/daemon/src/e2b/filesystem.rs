@@ -122,7 +122,9 @@ async fn run(st: AppState, method: &str, req: Request) -> Result<Reply, ConnectE
         }
         "CreateWatcher" => {
             let r = connect::read_request(&headers, body).await?;
-            return Ok(Reply::Unary(super::watch::create(&st, &rec, r).await?));
+            return Ok(Reply::Unary(
+                super::watch::create(&st, &rec, &headers, r).await?,
+            ));
         }
         "GetWatcherEvents" => {
             let r = connect::read_request(&headers, body).await?;
