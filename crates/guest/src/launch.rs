@@ -301,6 +301,11 @@ unsafe fn prepare(job: &mut Job) -> c_int {
         libc::close(fd);
     }
     if let Some(ids) = &job.image.ids {
+        // The user's terminal is the user's, as login and sshd make it
+        // (programs reopen it by name); its group stays.
+        if job.ctty && libc::fchown(0, ids.uid, u32::MAX) < 0 {
+            return errno();
+        }
         // Groups first: after setuid there is no privilege left to set them.
         if libc::syscall(libc::SYS_setgroups, ids.groups.len(), ids.groups.as_ptr()) < 0
             || libc::syscall(libc::SYS_setresgid, ids.gid, ids.gid, ids.gid) < 0

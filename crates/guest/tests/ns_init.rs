@@ -397,9 +397,12 @@ async fn commands_and_files_run_as_a_user_of_the_sandboxs_own_passwd() {
     // On a terminal too.
     let req = ExecRequest {
         tty: Some(TtySize { rows: 10, cols: 40 }),
-        ..as_user("user", "id -un")
+        ..as_user("user", "id -un; stat -c %u $(tty); echo reopened > $(tty)")
     };
-    assert_eq!(c.exec_req(req).await.stdout(), "user\r\n");
+    assert_eq!(
+        c.exec_req(req).await.stdout(),
+        "user\r\n1000\r\nreopened\r\n"
+    );
 
     // A write as the user lands in its home (a relative path), owned by
     // it, the directories made for it too; root's are root's.
