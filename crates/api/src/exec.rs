@@ -29,6 +29,12 @@ pub struct Exec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1)]
     pub timeout_ms: Option<u64>,
+    /// Run as this user of the sandbox: a name in its /etc/passwd or a
+    /// numeric uid (default root). HOME, USER and LOGNAME are the user's,
+    /// and so is the working directory unless `cwd` says otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "user")]
+    pub user: Option<String>,
 }
 
 /// What a collected exec returns (also the MCP `sandbox_exec` result).
@@ -84,4 +90,7 @@ pub struct AttachQuery {
     /// Terminal columns.
     #[param(maximum = 65535)]
     pub cols: Option<u16>,
+    /// Start a new session's shell as this user of the sandbox (a name or
+    /// uid; default root). Ignored when attaching to a running session.
+    pub user: Option<String>,
 }

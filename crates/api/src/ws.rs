@@ -31,6 +31,9 @@ pub struct ExecStart {
     /// Run under a terminal of this size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tty: Option<TtySize>,
+    /// Run as this user of the sandbox (a name or uid; default root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// What the client sends during an exec or console session.

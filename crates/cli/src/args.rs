@@ -346,6 +346,10 @@ pub struct ExecArgs {
     #[arg(short, long, value_name = "DIR")]
     pub workdir: Option<String>,
 
+    /// Run as this user of the sandbox: a name in its /etc/passwd or a uid (default root)
+    #[arg(short, long, value_name = "NAME")]
+    pub user: Option<String>,
+
     /// Kill the command after this long, e.g. 30s, 5m (exit status 124)
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub timeout: Option<Duration>,
@@ -395,6 +399,10 @@ pub struct AttachArgs {
     /// Session name; created (login shell) if it does not exist
     #[arg(long, short, default_value = "main")]
     pub session: String,
+
+    /// Start a new session's shell as this user of the sandbox (a name in its /etc/passwd or a uid; default root)
+    #[arg(long, short, value_name = "NAME")]
+    pub user: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -406,6 +414,9 @@ pub enum ConsoleCmd {
         /// Session name
         #[arg(long, short, default_value = "main")]
         session: String,
+        /// Start a new session's shell as this user of the sandbox
+        #[arg(long, short, value_name = "NAME")]
+        user: Option<String>,
     },
     /// List console sessions of a sandbox
     Ls {

@@ -160,6 +160,7 @@ struct ConsoleQ {
     session: String,
     rows: u16,
     cols: u16,
+    user: Option<String>,
 }
 
 async fn console_ws(
@@ -172,7 +173,11 @@ async fn console_ws(
         return r;
     }
     ws.on_upgrade(move |mut ws| async move {
-        let hello = format!("welcome {} rows={} cols={}\r\n", q.session, q.rows, q.cols);
+        let user = q.user.as_deref().unwrap_or("-");
+        let hello = format!(
+            "welcome {} rows={} cols={} user={user}\r\n",
+            q.session, q.rows, q.cols
+        );
         let _ = ws.send(Message::Binary(hello.into_bytes())).await;
         while let Some(Ok(m)) = ws.recv().await {
             if let Message::Binary(b) = m {
@@ -785,7 +790,7 @@ fn console_raw_mode_and_detach() {
     let mut t = pty::Term::new();
     assert!(t.canonical());
     let child = t.command(&host, &["console", "dev"]).spawn().unwrap();
-    t.wait_for("welcome main rows=30 cols=100");
+    t.wait_for("welcome main rows=30 cols=100 user=-");
     // Without raw mode these bytes would sit in the line buffer (no newline).
     t.master.write_all(b"abc").unwrap();
     t.wait_for("abc");
@@ -803,10 +808,13 @@ fn console_raw_mode_and_detach() {
 
     // Shell exit ends the console with its exit code.
     let child = t
-        .command(&host, &["console", "dev", "--session", "b"])
+        .command(
+            &host,
+            &["console", "dev", "--session", "b", "--user", "user"],
+        )
         .spawn()
         .unwrap();
-    t.wait_for("welcome b rows=30");
+    t.wait_for("welcome b rows=30 cols=100 user=user");
     t.master.write_all(b"exit\r").unwrap();
     let out = wait_exit(child);
     assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));

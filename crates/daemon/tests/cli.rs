@@ -62,6 +62,25 @@ async fn cli_lifecycle_exec_cp_and_errors() {
     let out = d.cli(&["exec", "dev", "--", "no-such-thing"]);
     assert_eq!(out.status.code(), Some(127));
     assert!(String::from_utf8_lossy(&out.stderr).contains("command not found"));
+    // --user: a user of the sandbox (the image's `user`), or an error.
+    let out = d.cli(&[
+        "exec",
+        "--user",
+        "user",
+        "dev",
+        "--",
+        "sh",
+        "-c",
+        "id -un; pwd",
+    ]);
+    assert_eq!(ok(&out), "user\n/home/user\n");
+    let out = d.cli(&["exec", "-u", "ghost", "dev", "--", "true"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no user ghost in the sandbox's /etc/passwd"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // cp both ways, byte for byte.
     let tmp = tempfile::tempdir().unwrap();

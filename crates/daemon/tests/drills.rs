@@ -226,6 +226,102 @@ async fn escape_drills(d: &Daemon, t: &mut Tally) {
     }
 }
 
+/// Commands run as the image's unprivileged `user` (the exec API's
+/// `user`, what E2B's SDK uses by default) cannot get root back: no
+/// capabilities left, no_new_privs keeps a setuid-root binary that root
+/// left behind from raising anything, su and setuid(0) fail, and root's
+/// files stay root's.
+async fn user_drills(d: &Daemon, t: &mut Tally) {
+    // Root leaves the bait: a setuid-root copy of bash and python.
+    let bait = "cp /bin/bash /tmp/rootsh && cp $(readlink -f $(command -v python3)) /tmp/rootpy \
+                && chmod 4755 /tmp/rootsh /tmp/rootpy && sha256sum /etc/passwd /etc/shadow";
+    let (st, v) = exec_body(d, "attacker", json!({"argv": ["sh", "-c", bait]})).await;
+    assert_eq!((st, &v["exit_code"]), (200, &json!(0)), "{v}");
+    let sums = v["stdout"].as_str().unwrap_or_default().to_string();
+    let as_user = |script: &str| {
+        exec_body(
+            d,
+            "attacker",
+            json!({"argv": ["sh", "-c", script], "user": "user", "timeout_ms": 30000}),
+        )
+    };
+    let (st, v) =
+        as_user("id -un; grep -E '^(CapInh|CapPrm|CapEff|CapAmb|NoNewPrivs)' /proc/self/status")
+            .await;
+    let out = v["stdout"].as_str().unwrap_or_default().to_string();
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    assert!(st == 200 && out.starts_with("user\n"), "exec as user: {v}");
+    let caps: Vec<String> = ["CapInh:", "CapPrm:", "CapEff:", "CapAmb:"]
+        .iter()
+        .map(|f| field(f))
+        .collect();
+    t.record(
+        "user_has_no_capabilities",
+        caps.iter().any(|c| c != "0000000000000000"),
+        &format!("as user: CapInh/CapPrm/CapEff/CapAmb {}", caps.join("/")),
+    );
+    t.record(
+        "user_no_new_privs",
+        field("NoNewPrivs:") != "1",
+        &format!("as user: NoNewPrivs {}", field("NoNewPrivs:")),
+    );
+    let (_, v) = as_user(
+        "/tmp/rootsh -p -c 'id -u; grep CapEff /proc/self/status'; \
+         /tmp/rootpy -c 'import os; print(os.geteuid())'",
+    )
+    .await;
+    let out = v["stdout"].as_str().unwrap_or_default().to_string();
+    t.record(
+        "user_setuid_root_binary",
+        out != "1000\nCapEff:\t0000000000000000\n1000\n",
+        &format!("setuid-root bash and python run as user: {:?}", out.trim()),
+    );
+    let (_, v) = as_user("su -c 'id -u' root </dev/null 2>&1; echo rc=$?").await;
+    let out = v["stdout"].as_str().unwrap_or_default().to_string();
+    t.record(
+        "user_su_to_root",
+        out.lines().any(|l| l.trim() == "0") || out.trim_end().ends_with("rc=0"),
+        &format!("su as user: {:?}", out.trim()),
+    );
+    let (_, v) = as_user(
+        "python3 -c 'import os\ntry:\n os.setuid(0); print(\"root\")\nexcept PermissionError as e: print(e.errno)'",
+    )
+    .await;
+    let out = v["stdout"].as_str().unwrap_or_default().to_string();
+    t.record(
+        "user_setuid_syscall",
+        out.trim() != libc::EPERM.to_string(),
+        &format!("setuid(0) as user: {}", out.trim()),
+    );
+    // Root's files: directly, through the bait, in a nested user namespace.
+    let (_, v) = as_user(
+        "echo x >> /etc/passwd; /tmp/rootsh -p -c 'echo x >> /etc/shadow'; \
+         unshare -Ur sh -c 'echo x >> /etc/passwd'; cat /etc/shadow; true",
+    )
+    .await;
+    let tried = v["stderr"].as_str().unwrap_or_default().to_string();
+    let (_, after) = exec_body(
+        d,
+        "attacker",
+        json!({"argv": ["sha256sum", "/etc/passwd", "/etc/shadow"]}),
+    )
+    .await;
+    let after = after["stdout"].as_str().unwrap_or_default();
+    t.record(
+        "user_writes_root_files",
+        after != sums || v["stdout"].as_str().is_some_and(|o| o.contains("root:")),
+        &format!(
+            "/etc/passwd and /etc/shadow unchanged and unread: {}",
+            tried.trim().replace('\n', "; ")
+        ),
+    );
+}
+
 /// Resource exhaustion from inside: each must stay inside its sandbox.
 async fn resource_drills(d: &Daemon, t: &mut Tally) {
     // Fork bomb under the pids limit.
@@ -508,6 +604,7 @@ async fn drills_namespace_backend() {
     d.build_image("base", "debian").await;
     let mut t = Tally::new("contained", "ESCAPED");
     escape_drills(&d, &mut t).await;
+    user_drills(&d, &mut t).await;
     resource_drills(&d, &mut t).await;
     output_flood(&d, &mut t).await;
     cross_user(&d, &mut t).await;

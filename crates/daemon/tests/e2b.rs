@@ -208,6 +208,76 @@ async fn the_sdk_runs_commands_files_and_the_lifecycle() {
     assert_eq!(v["sandboxes"], Value::Array(vec![]), "{v}");
 }
 
+const USERS: &str = r#"
+from e2b import Sandbox
+
+sb = Sandbox.create()
+run = lambda cmd, **kw: sb.commands.run(cmd, **kw).stdout
+
+# envd's default user is `user`, in its home, with no capabilities;
+# user="root" is root.
+assert run("id -un; echo $HOME $USER; pwd") == "user\n/home/user user\n/home/user\n"
+assert run("grep CapEff /proc/self/status") == "CapEff:\t0000000000000000\n"
+assert run("id -un; pwd", user="root") == "root\n/root\n"
+assert run("id -un", user="user") == "user\n"
+
+# Files: owned by the user they are written as; relative paths are under
+# that user's home.
+sb.files.write("mine.txt", "x")
+assert run("stat -c %U:%G /home/user/mine.txt") == "user:user\n"
+assert sb.files.read("mine.txt") == "x"
+sb.files.write("/tmp/r.txt", "x", user="root")
+sb.files.write("/tmp/u/deep.txt", "x")
+assert run("stat -c %U /tmp/r.txt /tmp/u /tmp/u/deep.txt") == "root\nuser\nuser\n"
+assert sb.files.make_dir("made") is True
+sb.files.make_dir("/tmp/rootdir", user="root")
+assert run("stat -c %U /home/user/made /tmp/rootdir") == "user\nroot\n"
+assert [e.path for e in sb.files.list("made")] == []
+import time
+w = sb.files.watch_dir("made")
+run("touch /home/user/made/seen")
+evs = []
+for _ in range(50):
+    evs += [(e.name, e.type.value) for e in w.get_new_events()]
+    if ("seen", "create") in evs:
+        break
+    time.sleep(0.1)
+assert ("seen", "create") in evs, evs
+w.stop()
+assert sb.files.get_info("mine.txt").path == "/home/user/mine.txt"
+
+# An unknown user is a clear error, and nothing runs or is written.
+for attempt in (
+    lambda: sb.commands.run("touch /tmp/ran", user="ghost"),
+    lambda: sb.files.write("/tmp/ghost.txt", "x", user="ghost"),
+    lambda: sb.files.make_dir("/tmp/ghostdir", user="ghost"),
+):
+    try:
+        attempt()
+        raise AssertionError("an unknown user was accepted")
+    except Exception as e:
+        assert "no user ghost in the sandbox's /etc/passwd" in str(e), repr(e)
+assert run("ls /tmp/ran /tmp/ghost.txt /tmp/ghostdir 2>&1 || true", user="root").count("No such") == 3
+
+# An image without a `user` account: everything defaults to root.
+run("sed -i '/^user:/d' /etc/passwd", user="root")
+assert run("id -un; pwd") == "root\n/root\n"
+sb.files.write("fallback.txt", "x")
+assert run("stat -c %U /root/fallback.txt") == "root\n"
+sb.kill()
+print("USERS OK")
+"#;
+
+/// The SDK's `user=`: envd's default user, root on request, owners of
+/// written files, unknown users refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sdk_runs_and_writes_as_its_user() {
+    let d = daemon().await;
+    let alice = d.add_user("alice").await;
+    let out = sdk(&d.url, &alice, USERS).await;
+    assert!(out.contains("USERS OK"), "{out}");
+}
+
 /// The SDK speaks HTTP/2 (cleartext, prior knowledge) by default; with
 /// `E2B_HTTP_VERSION=1.1` every call, client-streamed stdin included, is
 /// HTTP/1.1.

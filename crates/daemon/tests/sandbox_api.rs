@@ -333,6 +333,83 @@ async fn read_until(ws: &mut Ws, buf: &mut Vec<u8>, marker: &str) {
     }
 }
 
+/// `user` on the JSON exec, the exec WebSocket and a new console: the
+/// image's `user` account (or a uid), its home and environment; an
+/// unknown user is a 400 that runs nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_runs_as_a_user_of_the_sandbox() {
+    let d = Daemon::start().await;
+    d.sandbox("users", json!({})).await;
+    let script = "id -un; id -u; echo $HOME $USER $LOGNAME; pwd";
+    let (st, v) = d
+        .post(
+            "/v1/sandboxes/users/exec",
+            json!({"argv": ["sh", "-c", script], "user": "user"}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v["stdout"],
+        "user\n1000\n/home/user user user\n/home/user\n"
+    );
+    let (_, v) = d
+        .post(
+            "/v1/sandboxes/users/exec",
+            json!({"argv": ["id", "-un"], "user": "1000"}),
+        )
+        .await;
+    assert_eq!(v["stdout"], "user\n");
+    assert_eq!(d.exec("users", &["id", "-un"]).await["stdout"], "root\n");
+    let (st, v) = d
+        .post(
+            "/v1/sandboxes/users/exec",
+            json!({"argv": ["touch", "/tmp/ran"], "user": "ghost"}),
+        )
+        .await;
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(
+        v["error"]["message"],
+        "no user ghost in the sandbox's /etc/passwd"
+    );
+    assert_eq!(d.exec("users", &["ls", "/tmp/ran"]).await["exit_code"], 1);
+
+    let mut ws = ws_connect(&d, "/v1/sandboxes/users/exec/ws").await;
+    ws.send(Message::Text(
+        json!({"argv": ["id", "-un"], "user": "user"}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    read_until(&mut ws, &mut out, "user\n").await;
+    assert_eq!(out, b"\x01user\n");
+
+    let mut ws = ws_connect(&d, "/v1/sandboxes/users/console/ws?session=mine&user=user").await;
+    ws.send(Message::Binary(b"echo who-$(id -un)\n".to_vec()))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    read_until(&mut ws, &mut seen, "who-user").await;
+
+    // The API documents the field.
+    let v: Value = d
+        .http
+        .get(d.u("/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for schema in ["Exec", "ExecStart"] {
+        assert_eq!(
+            v["components"]["schemas"][schema]["properties"]["user"]["type"],
+            json!(["string", "null"]),
+            "{schema}: {}",
+            v["components"]["schemas"][schema]
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_session_survives_disconnect_and_replays() {
     let d = Daemon::start().await;

@@ -98,6 +98,19 @@ async fn qemu_microvm_and_firecracker_through_the_api() {
         stdout.contains("ironclaw-guest") && stdout.ends_with("vm\n"),
         "{stdout}"
     );
+    // Running as the image's user works in a VM too (real ids, no user
+    // namespace; the ext4 disk kept the home's owner).
+    let (st, v) = d
+        .post(
+            "/v1/sandboxes/vm/exec",
+            json!({"argv": ["sh", "-c", "id -un; stat -c %u /home/user; grep CapEff /proc/self/status"], "user": "user"}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v["stdout"], "user\n1000\nCapEff:\t0000000000000000\n",
+        "{v}"
+    );
     d.exec("vm", &["sh", "-c", "echo persisted > /root/f; sync"])
         .await;
     let (st, _) = d.post("/v1/sandboxes/vm/stop", json!({})).await;

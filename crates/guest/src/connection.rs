@@ -434,7 +434,13 @@ async fn run(agent: &Arc<Agent>, out: Out, op: HostMsg, input: Input) {
             path,
             parents,
             mode,
-        } => files::reply(out, move || files::mkdir(&path, parents, mode)).await,
+            user,
+        } => {
+            files::reply(out, move || {
+                files::mkdir(&path, parents, mode, user.as_deref())
+            })
+            .await
+        }
         HostMsg::Remove { path, recursive } => {
             files::reply(out, move || files::remove(&path, recursive)).await
         }

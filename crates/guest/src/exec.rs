@@ -35,6 +35,7 @@ pub async fn run(agent: &Arc<Agent>, out: Out, req: ExecRequest, mut input: Inpu
             argv: &req.argv,
             env: &req.env,
             cwd: req.cwd.as_deref(),
+            user: req.user.as_deref(),
             io,
         },
     );

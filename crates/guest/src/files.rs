@@ -1,5 +1,11 @@
 //! File operations. Paths from the host are resolved against /root when
-//! relative. Blocking filesystem calls run on tokio's blocking pool.
+//! relative (against the user's home for a write or mkdir made as a
+//! user). Blocking filesystem calls run on tokio's blocking pool.
+//!
+//! A write or mkdir with a user makes what it creates that user's (chown);
+//! it is still done with the agent's rights, not checked against the
+//! user's: the host, which may use the sandbox as root anyway, decides
+//! who a file is for.
 
 use std::fs::{self, Metadata};
 use std::io;
@@ -14,7 +20,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::connection::{Input, Out};
 use crate::errors::kind_of;
-use crate::spawn::resolve;
+use crate::spawn::{resolve, resolve_under};
+use crate::users::{self, Identity, UserError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
@@ -24,6 +31,8 @@ pub enum FileError {
     RemoveRoot,
     #[error("{0}: has no parent directory")]
     NoParent(String),
+    #[error(transparent)]
+    User(#[from] UserError),
 }
 
 impl FileError {
@@ -32,6 +41,7 @@ impl FileError {
             FileError::Io { source, .. } => kind_of(source),
             FileError::RemoveRoot => ErrorKind::PermissionDenied,
             FileError::NoParent(_) => ErrorKind::InvalidInput,
+            FileError::User(e) => e.kind(),
         }
     }
 }
@@ -147,13 +157,57 @@ fn list_entries(path: &str) -> Result<Vec<DirEntry>, FileError> {
     Ok(entries)
 }
 
-pub fn mkdir(path: &str, parents: bool, mode: u32) -> Result<GuestMsg, FileError> {
-    let p = resolve(path);
+/// The owner a request names, resolved, and its path resolved against
+/// that owner's home (root's without one).
+fn owner_and_path(
+    user: Option<&str>,
+    path: &str,
+) -> Result<(Option<Identity>, PathBuf), FileError> {
+    let owner = user.map(users::resolve).transpose()?;
+    let p = match &owner {
+        Some(o) => resolve_under(&o.home, path),
+        None => resolve(path),
+    };
+    Ok((owner, p))
+}
+
+/// `dir` and those of its ancestors that do not exist yet, outermost
+/// last: what creating it with its parents will make.
+fn missing_dirs(dir: &Path) -> Vec<PathBuf> {
+    dir.ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && fs::symlink_metadata(a).is_err())
+        .map(Path::to_path_buf)
+        .collect()
+}
+
+/// Give what was just made to `owner` (not following symlinks).
+fn chown_all(owner: &Identity, paths: &[PathBuf]) -> Result<(), FileError> {
+    for p in paths {
+        std::os::unix::fs::lchown(p, Some(owner.uid), Some(owner.gid)).map_err(ctx(p))?;
+    }
+    Ok(())
+}
+
+pub fn mkdir(
+    path: &str,
+    parents: bool,
+    mode: u32,
+    user: Option<&str>,
+) -> Result<GuestMsg, FileError> {
+    let (owner, p) = owner_and_path(user, path)?;
+    let made = match &owner {
+        Some(_) if parents => missing_dirs(&p),
+        Some(_) => vec![p.clone()],
+        None => Vec::new(),
+    };
     fs::DirBuilder::new()
         .recursive(parents)
         .mode(mode & 0o7777)
         .create(&p)
         .map_err(ctx(&p))?;
+    if let Some(o) = &owner {
+        chown_all(o, &made)?;
+    }
     Ok(GuestMsg::Ok)
 }
 
@@ -278,12 +332,20 @@ pub async fn write(out: Out, req: FileWrite, mut input: Input) {
 }
 
 async fn write_inner(req: &FileWrite, input: &mut Input) -> Result<Option<FileStat>, FileError> {
-    let target = resolve(&req.path);
+    let (owner, target) = owner_and_path(req.user.as_deref(), &req.path)?;
     let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
         return Err(FileError::NoParent(req.path.clone()));
     };
     if req.parents {
+        let made = if owner.is_some() {
+            missing_dirs(dir)
+        } else {
+            Vec::new()
+        };
         tokio::fs::create_dir_all(dir).await.map_err(ctx(dir))?;
+        if let Some(o) = &owner {
+            chown_all(o, &made)?;
+        }
     }
     let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
     let tmp_name = format!(
@@ -317,6 +379,10 @@ async fn write_inner(req: &FileWrite, input: &mut Input) -> Result<Option<FileSt
     file.flush().await.map_err(ctx(&target))?;
     file.sync_all().await.map_err(ctx(&target))?;
     let file = file.into_std().await;
+    // Owner before mode: a chown clears set-id bits the mode may ask for.
+    if let Some(o) = &owner {
+        std::os::unix::fs::fchown(&file, Some(o.uid), Some(o.gid)).map_err(ctx(&target))?;
+    }
     file.set_permissions(fs::Permissions::from_mode(req.mode & 0o7777))
         .map_err(ctx(&target))?;
     drop(file);

@@ -17,6 +17,12 @@
 //! The score reset applies to the child alone: the kernel gives a vfork
 //! child its own `oom_score_adj` even while it shares the agent's memory,
 //! and it is done before execve, so the command never runs shielded.
+//! Last, for a command run as a user, the child drops to that user's ids
+//! (setgroups, setgid, setuid: the kernel clears every capability of a
+//! root that becomes another uid), with ids resolved by the parent. They
+//! are direct system calls: glibc's setuid and friends would signal every
+//! thread of the agent to change them all, and the child shares those
+//! threads' memory, not their credentials, which are its own.
 
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::io;
@@ -38,6 +44,15 @@ pub struct Image {
     _env: Vec<CString>,
     envp: Vec<*const c_char>,
     cwd: CString,
+    ids: Option<Ids>,
+}
+
+/// A user's ids, switched to by the child before execve.
+pub struct Ids {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups (setgroups).
+    pub groups: Vec<u32>,
 }
 
 fn cstring(s: &str) -> io::Result<CString> {
@@ -95,7 +110,13 @@ impl Image {
             envp,
             cwd: CString::new(cwd.as_os_str().as_bytes())
                 .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?,
+            ids: None,
         })
+    }
+
+    /// Start the process as these ids instead of the agent's.
+    pub fn run_as(&mut self, ids: Ids) {
+        self.ids = Some(ids);
     }
 }
 
@@ -108,6 +129,24 @@ struct Job<'a> {
     /// Set by the child when it fails before execve (an errno).
     error: c_int,
 }
+
+/// capset(2)'s header and data, version 3 (two data structs: bits 0-31
+/// and 32-63).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAP_VERSION_3: u32 = 0x2008_0522;
 
 /// Stack for the child until execve. It only makes system calls, so a
 /// small one does; sized like glibc's posix_spawn stack.
@@ -260,6 +299,31 @@ unsafe fn prepare(job: &mut Job) -> c_int {
     if fd >= 0 {
         libc::write(fd, b"0".as_ptr().cast(), 1);
         libc::close(fd);
+    }
+    if let Some(ids) = &job.image.ids {
+        // The user's terminal is the user's, as login and sshd make it
+        // (programs reopen it by name); its group stays.
+        if job.ctty && libc::fchown(0, ids.uid, u32::MAX) < 0 {
+            return errno();
+        }
+        // Groups first: after setuid there is no privilege left to set them.
+        if libc::syscall(libc::SYS_setgroups, ids.groups.len(), ids.groups.as_ptr()) < 0
+            || libc::syscall(libc::SYS_setresgid, ids.gid, ids.gid, ids.gid) < 0
+            || libc::syscall(libc::SYS_setresuid, ids.uid, ids.uid, ids.uid) < 0
+        {
+            return errno();
+        }
+        // setuid clears the permitted, effective and ambient sets but
+        // not the inheritable one; empty it too (lowering needs no
+        // privilege), so no file-inheritable binary can hand one back.
+        let header = CapHeader {
+            version: CAP_VERSION_3,
+            pid: 0,
+        };
+        let data = [CapData::default(); 2];
+        if libc::syscall(libc::SYS_capset, &header, data.as_ptr()) < 0 {
+            return errno();
+        }
     }
     0
 }

@@ -29,6 +29,7 @@ mod supervisor;
 mod switch_root;
 mod transport;
 mod trust;
+mod users;
 mod vminit;
 mod watch;
 

@@ -131,6 +131,7 @@ fn get_or_create(
             argv: &argv,
             env: &req.env,
             cwd: req.cwd.as_deref(),
+            user: req.user.as_deref(),
             io: Io::Pty(req.size),
         },
     )?;

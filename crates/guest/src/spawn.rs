@@ -8,9 +8,10 @@ use ironclaw_proto::{ErrorKind, ExitStatus, TtySize};
 use tokio::sync::oneshot;
 
 use crate::errors::kind_of;
-use crate::launch::{self, Image};
+use crate::launch::{self, Ids, Image};
 use crate::pty::{self, PtyError};
 use crate::reaper::Reaper;
+use crate::users::{self, Identity, UserError};
 
 /// Base environment of every process the agent starts. The agent's own
 /// environment is never inherited: it is whatever the kernel or the host
@@ -44,6 +45,8 @@ pub enum SpawnError {
     },
     #[error(transparent)]
     Pty(#[from] PtyError),
+    #[error(transparent)]
+    User(#[from] UserError),
     #[error("{cmd}: {source}")]
     Io { cmd: String, source: std::io::Error },
 }
@@ -66,6 +69,7 @@ impl SpawnError {
             SpawnError::PermissionDenied(_) => ErrorKind::PermissionDenied,
             SpawnError::Cwd { source, .. } | SpawnError::Io { source, .. } => kind_of(source),
             SpawnError::Pty(_) => ErrorKind::ResourceExhausted,
+            SpawnError::User(e) => e.kind(),
         }
     }
 }
@@ -83,6 +87,8 @@ pub struct Spec<'a> {
     pub argv: &'a [String],
     pub env: &'a [(String, String)],
     pub cwd: Option<&'a str>,
+    /// Run as this user (a name or uid, see [`users`]); `None` is root.
+    pub user: Option<&'a str>,
     pub io: Io,
 }
 
@@ -98,18 +104,23 @@ pub struct Spawned {
 
 /// Resolve a path from the host: relative paths are relative to [`HOME`].
 pub fn resolve(path: &str) -> PathBuf {
+    resolve_under(Path::new(HOME), path)
+}
+
+/// Resolve a path from the host against `home` when relative.
+pub fn resolve_under(home: &Path, path: &str) -> PathBuf {
     let p = Path::new(path);
     if p.is_absolute() {
         p.to_path_buf()
     } else {
-        Path::new(HOME).join(p)
+        home.join(p)
     }
 }
 
-fn working_dir(cwd: Option<&str>) -> Result<PathBuf, SpawnError> {
+fn working_dir(cwd: Option<&str>, home: &Path) -> Result<PathBuf, SpawnError> {
     match cwd {
         Some(c) => {
-            let dir = resolve(c);
+            let dir = resolve_under(home, c);
             match std::fs::metadata(&dir) {
                 Ok(m) if m.is_dir() => Ok(dir),
                 Ok(_) => Err(SpawnError::Cwd {
@@ -122,7 +133,7 @@ fn working_dir(cwd: Option<&str>) -> Result<PathBuf, SpawnError> {
                 }),
             }
         }
-        None if Path::new(HOME).is_dir() => Ok(HOME.into()),
+        None if home.is_dir() => Ok(home.into()),
         None => Ok("/".into()),
     }
 }
@@ -147,11 +158,20 @@ fn check_env(env: &[(String, String)]) -> Result<(), SpawnError> {
 pub fn spawn(reaper: &Reaper, spec: Spec<'_>) -> Result<Spawned, SpawnError> {
     let program = spec.argv.first().ok_or(SpawnError::EmptyArgv)?;
     check_env(spec.env)?;
-    let cwd = working_dir(spec.cwd)?;
+    // Resolved here, before the clone: the child only switches ids.
+    let who: Option<Identity> = spec.user.map(users::resolve).transpose()?;
+    let home = who.as_ref().map_or(Path::new(HOME), |w| w.home.as_path());
+    let cwd = working_dir(spec.cwd, home)?;
     let tty = matches!(spec.io, Io::Pty(_));
     let mut env: Vec<(&str, &str)> = BASE_ENV.to_vec();
     if tty {
         env.push(("TERM", "xterm-256color"));
+    }
+    let home_env = home.to_string_lossy();
+    if let Some(w) = &who {
+        env.push(("HOME", &home_env));
+        env.push(("USER", &w.name));
+        env.push(("LOGNAME", &w.name));
     }
     env.extend(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     // The command is looked up in its own PATH, as execvp with its
@@ -166,6 +186,13 @@ pub fn spawn(reaper: &Reaper, spec: Spec<'_>) -> Result<Spawned, SpawnError> {
         source,
     };
     let mut image = Image::new(spec.argv, &env, path, &cwd).map_err(io_err)?;
+    if let Some(w) = who {
+        image.run_as(Ids {
+            uid: w.uid,
+            gid: w.gid,
+            groups: w.groups,
+        });
+    }
     // The child's ends (closed here once it has them) and ours.
     let (mut stdin, mut stdout, mut stderr, mut master) = (None, None, None, None);
     let child_ends: [OwnedFd; 3] = match spec.io {

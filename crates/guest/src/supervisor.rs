@@ -103,6 +103,7 @@ fn spawn_once(agent: &Agent, spec: &ServiceSpec) -> Result<spawn::Spawned, Strin
             argv: &spec.argv,
             env: &spec.env,
             cwd: spec.cwd.as_deref(),
+            user: None,
             io: Io::Log(log),
         },
     )

@@ -495,6 +495,7 @@ async fn upload(c: &common::Client, path: &str, data: &[u8], mode: u32, parents:
             path: path.into(),
             mode,
             parents,
+            ..Default::default()
         }))
         .await;
     for chunk in data.chunks(CHUNK) {
@@ -619,6 +620,7 @@ async fn file_write_failures_leave_nothing_behind() {
             path: target.to_str().unwrap().into(),
             mode: 0o644,
             parents: false,
+            ..Default::default()
         }))
         .await;
     s.send(HostMsg::Data(vec![1; 1000])).await;
@@ -647,6 +649,7 @@ async fn file_write_failures_leave_nothing_behind() {
             path: target.to_str().unwrap().into(),
             mode: 0o644,
             parents: false,
+            ..Default::default()
         }))
         .await;
     s.send(HostMsg::Data(vec![2; 1000])).await;
@@ -689,7 +692,8 @@ async fn stat_list_mkdir_remove_rename() {
         c.call(HostMsg::Mkdir {
             path: at("x/y/z"),
             parents: true,
-            mode: 0o750
+            mode: 0o750,
+            user: None,
         })
         .await,
         GuestMsg::Ok
@@ -698,7 +702,8 @@ async fn stat_list_mkdir_remove_rename() {
         c.call(HostMsg::Mkdir {
             path: at("x/y/z"),
             parents: true,
-            mode: 0o750
+            mode: 0o750,
+            user: None,
         })
         .await,
         GuestMsg::Ok
@@ -708,6 +713,7 @@ async fn stat_list_mkdir_remove_rename() {
             path: at("x"),
             parents: false,
             mode: 0o755,
+            user: None,
         })
         .await;
     assert_eq!(err_kind(&m), Some(ErrorKind::AlreadyExists), "{m:?}");
@@ -716,6 +722,7 @@ async fn stat_list_mkdir_remove_rename() {
             path: at("nope/q"),
             parents: false,
             mode: 0o755,
+            user: None,
         })
         .await;
     assert_eq!(err_kind(&m), Some(ErrorKind::NotFound), "{m:?}");

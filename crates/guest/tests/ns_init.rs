@@ -188,6 +188,7 @@ async fn ns_init_runs_a_sandbox_and_shuts_it_down() {
                 path: "note.txt".into(),
                 mode: 0o644,
                 parents: false,
+                user: None,
             }))
             .await;
         s.send(HostMsg::Data(b"inside".to_vec())).await;
@@ -283,6 +284,152 @@ async fn ns_init_runs_a_sandbox_and_shuts_it_down() {
         !mounts.contains(merged.to_str().unwrap()),
         "sandbox mounts leaked to the host"
     );
+}
+
+/// Upload `data` to `path` as `user`; the guest's final answer.
+async fn upload(c: &Client, path: &str, user: Option<&str>, data: &[u8]) -> GuestMsg {
+    let mut s = c
+        .open(HostMsg::FileWrite(ironclaw_proto::FileWrite {
+            path: path.into(),
+            mode: 0o644,
+            parents: true,
+            user: user.map(Into::into),
+        }))
+        .await;
+    s.send(HostMsg::Data(data.to_vec())).await;
+    s.send(HostMsg::Eof).await;
+    s.next().await
+}
+
+fn as_user(user: &str, script: &str) -> ExecRequest {
+    ExecRequest {
+        argv: argv(&["sh", "-c", script]),
+        user: Some(user.into()),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn commands_and_files_run_as_a_user_of_the_sandboxs_own_passwd() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping ns-init users test: {why}");
+        return;
+    }
+    let sbx = Sandbox::start();
+    let c = Client::connect(&sbx.agent_dir.join("agent.sock")).await;
+    // The sandbox's own account files (the host's have no such users).
+    let passwd = "root:x:0:0:root:/root:/bin/sh\n\
+                  user:x:1000:1000::/home/user:/bin/sh\n\
+                  nohome:x:1500:1500::/nonexistent:/bin/sh\n";
+    let group = "root:x:0:\nuser:x:1000:\nwheel:x:10:other,user\n";
+    for (path, text) in [("/etc/passwd", passwd), ("/etc/group", group)] {
+        assert!(matches!(
+            upload(&c, path, None, text.as_bytes()).await,
+            GuestMsg::Stat(_)
+        ));
+    }
+    let made = c
+        .call(HostMsg::Mkdir {
+            path: "/home/user".into(),
+            parents: true,
+            mode: 0o750,
+            user: Some("user".into()),
+        })
+        .await;
+    assert_eq!(made, GuestMsg::Ok);
+
+    // ids, groups from /etc/group, the user's environment and home, and
+    // no capabilities left.
+    let out = c
+        .exec_req(as_user(
+            "user",
+            "id -u; id -g; id -G; echo $HOME $USER $LOGNAME; pwd; grep -E 'Cap(Inh|Prm|Eff|Amb)' /proc/self/status",
+        ))
+        .await;
+    let none = "0000000000000000";
+    assert_eq!(
+        (out.stdout(), out.code()),
+        (
+            format!("1000\n1000\n1000 10\n/home/user user user\n/home/user\nCapInh:\t{none}\nCapPrm:\t{none}\nCapEff:\t{none}\nCapAmb:\t{none}\n"),
+            0
+        ),
+        "{out:?}"
+    );
+    // A uid works as well as a name; root is still root by default.
+    let out = c
+        .exec_req(as_user("1000", "id -un; stat -c %U:%G /home/user"))
+        .await;
+    assert_eq!(out.stdout(), "user\nuser:user\n", "{out:?}");
+    let out = c.exec(&["sh", "-c", "id -u; echo $HOME"]).await;
+    assert_eq!(out.stdout(), "0\n/root\n", "{out:?}");
+    // A home that does not exist: the command starts in /.
+    let out = c.exec_req(as_user("nohome", "pwd; echo $HOME")).await;
+    assert_eq!(out.stdout(), "/\n/nonexistent\n", "{out:?}");
+    // As the user, root's files are out of reach and root is not to be had.
+    let secret = HostMsg::Mkdir {
+        path: "/secret".into(),
+        parents: false,
+        mode: 0o700,
+        user: None,
+    };
+    assert_eq!(c.call(secret).await, GuestMsg::Ok);
+    let out = c
+        .exec_req(as_user(
+            "user",
+            "ls /secret >/dev/null 2>&1 || echo denied; su -c id root </dev/null >/dev/null 2>&1 || echo no-su",
+        ))
+        .await;
+    assert_eq!(out.stdout(), "denied\nno-su\n", "{out:?}");
+
+    // An unknown user is refused before anything runs.
+    let GuestMsg::Error { kind, message } = c
+        .open(HostMsg::Exec(as_user("nobody-here", "touch /tmp/ran")))
+        .await
+        .next()
+        .await
+    else {
+        panic!("an unknown user ran")
+    };
+    assert_eq!(kind, ironclaw_proto::ErrorKind::InvalidInput);
+    assert_eq!(message, "no user nobody-here in the sandbox's /etc/passwd");
+    assert_eq!(c.exec(&["ls", "/tmp/ran"]).await.code(), 1);
+
+    // On a terminal too.
+    let req = ExecRequest {
+        tty: Some(TtySize { rows: 10, cols: 40 }),
+        ..as_user("user", "id -un; stat -c %u $(tty); echo reopened > $(tty)")
+    };
+    assert_eq!(
+        c.exec_req(req).await.stdout(),
+        "user\r\n1000\r\nreopened\r\n"
+    );
+
+    // A write as the user lands in its home (a relative path), owned by
+    // it, the directories made for it too; root's are root's.
+    let GuestMsg::Stat(st) = upload(&c, "notes/a.txt", Some("user"), b"mine").await else {
+        panic!("upload as user failed")
+    };
+    assert_eq!(st.path, "/home/user/notes/a.txt");
+    let out = c
+        .exec(&[
+            "stat",
+            "-c",
+            "%u:%g",
+            "/home/user/notes",
+            "/home/user/notes/a.txt",
+            "/etc/passwd",
+        ])
+        .await;
+    assert_eq!(out.stdout(), "1000:1000\n1000:1000\n0:0\n", "{out:?}");
+    // On the host, the file belongs to the sandbox's uid 1000.
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(sbx.upper.join("home/user/notes/a.txt")).unwrap();
+    assert_eq!((m.uid(), m.gid()), (UID_BASE + 1000, UID_BASE + 1000));
+    let GuestMsg::Error { message, .. } = upload(&c, "/tmp/x", Some("ghost"), b"x").await else {
+        panic!("a write for an unknown user succeeded")
+    };
+    assert_eq!(message, "no user ghost in the sandbox's /etc/passwd");
+    assert_eq!(c.exec(&["ls", "/tmp/x"]).await.code(), 1);
 }
 
 #[tokio::test]

@@ -333,6 +333,7 @@ async fn big_replies_and_requests_keep_the_connection() {
             path: long.clone(),
             parents: true,
             mode: 0o755,
+            user: None,
         },
         HostMsg::Exec(ExecRequest {
             cwd: Some(long.clone()),

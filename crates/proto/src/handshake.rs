@@ -5,6 +5,12 @@
 //! earlier connection), then answers `IRONCLAW-READY <nonce> <version>
 //! <agent-version>\n`. The host likewise discards everything until the ready
 //! line that echoes its nonce. Frames follow on both sides.
+//!
+//! The ready line may end with a comma-separated list of features the
+//! agent has beyond its protocol version ([`FEATURES`]): additions an
+//! older agent would silently ignore (a field appended to a request), so
+//! the host must know before it relies on them. Older hosts read only
+//! the first three words.
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -13,6 +19,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// 2: per-stream flow control (`Credit`), fragmented requests
 /// (`HostMsg::Fragment`), listings in parts (`GuestMsg::EntriesPart`).
 pub const PROTOCOL_VERSION: u32 = 2;
+
+/// What this agent offers beyond [`PROTOCOL_VERSION`]: `users` is
+/// running execs, PTYs and file writes as a named user of the sandbox.
+pub const FEATURES: &str = "users";
 
 const SYNC: &[u8] = b"IRONCLAW-SYNC ";
 const READY: &[u8] = b"IRONCLAW-READY ";
@@ -41,6 +51,8 @@ pub enum HandshakeError {
 pub struct Ready {
     pub protocol_version: u32,
     pub agent_version: String,
+    /// The agent honours the `user` of a request (see [`FEATURES`]).
+    pub users: bool,
 }
 
 /// Read one byte at a time: the handshake must not consume bytes past its
@@ -113,9 +125,11 @@ pub async fn client<S: AsyncRead + AsyncWrite + Unpin>(
             });
         }
         let agent_version = parts.next().unwrap_or("unknown").to_string();
+        let features = parts.next().unwrap_or("");
         return Ok(Ready {
             protocol_version: guest,
             agent_version,
+            users: features.split(',').any(|f| f == "users"),
         });
     }
 }
@@ -131,8 +145,11 @@ pub async fn server<S: AsyncRead + AsyncWrite + Unpin>(
     let mut parts = line.split(' ');
     let nonce = parts.next().unwrap_or("");
     let host: u32 = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-    s.write_all(format!("IRONCLAW-READY {nonce} {PROTOCOL_VERSION} {agent_version}\n").as_bytes())
-        .await?;
+    s.write_all(
+        format!("IRONCLAW-READY {nonce} {PROTOCOL_VERSION} {agent_version} {FEATURES}\n")
+            .as_bytes(),
+    )
+    .await?;
     s.flush().await?;
     if host != PROTOCOL_VERSION {
         return Err(HandshakeError::Version {
@@ -165,7 +182,22 @@ mod tests {
         let ready = client(&mut host, 0xbeef).await.unwrap();
         assert_eq!(ready.agent_version, "9.9.9");
         assert_eq!(ready.protocol_version, PROTOCOL_VERSION);
+        assert!(ready.users);
         g.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_agent_without_the_feature_word_has_no_users() {
+        let (mut host, mut guest) = tokio::io::duplex(4096);
+        guest
+            .write_all(
+                format!("IRONCLAW-READY 0000000000000001 {PROTOCOL_VERSION} 0.1.0\n").as_bytes(),
+            )
+            .await
+            .unwrap();
+        let ready = client(&mut host, 1).await.unwrap();
+        assert_eq!(ready.agent_version, "0.1.0");
+        assert!(!ready.users);
     }
 
     #[tokio::test]

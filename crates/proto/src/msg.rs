@@ -35,6 +35,11 @@ pub struct ExecRequest {
     /// Run on a fresh pseudo-terminal of this size (stdout carries the
     /// terminal output; there is no separate stderr).
     pub tty: Option<TtySize>,
+    /// Run as this user of the sandbox: a name in its /etc/passwd or a
+    /// numeric uid. `None` is root, as before users existed. Last, so a
+    /// guest older than it still decodes the request (and ignores it: the
+    /// host checks [`crate::handshake::Ready::users`] first).
+    pub user: Option<String>,
 }
 
 /// Open (or reattach to) a named PTY session that outlives the connection.
@@ -47,15 +52,21 @@ pub struct PtyOpen {
     pub env: Vec<(String, String)>,
     pub cwd: Option<String>,
     pub size: TtySize,
+    /// As [`ExecRequest::user`], for the session's process.
+    pub user: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileWrite {
     pub path: String,
     /// Permission bits of the file once written.
     pub mode: u32,
     /// Create missing parent directories.
     pub parents: bool,
+    /// Owner of the file (and of the directories made for it): a user of
+    /// the sandbox as in [`ExecRequest::user`]; a relative path is under
+    /// its home. `None` is root.
+    pub user: Option<String>,
 }
 
 /// A long-running process the agent keeps up (see [`HostMsg::ServiceStart`]).
@@ -146,6 +157,8 @@ pub enum HostMsg {
         path: String,
         parents: bool,
         mode: u32,
+        /// Owner of the directories made, as in [`FileWrite::user`].
+        user: Option<String>,
     },
     Remove {
         path: String,
@@ -367,5 +380,42 @@ impl GuestMsg {
     /// flow-control window, except the window's own bookkeeping.
     pub fn costs_credit(&self) -> bool {
         !matches!(self, GuestMsg::Credit(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `HostMsg::Exec` as agents before `ExecRequest::user` knew it.
+    #[derive(Debug, Deserialize)]
+    struct OldExecRequest {
+        argv: Vec<String>,
+        _env: Vec<(String, String)>,
+        _cwd: Option<String>,
+        _stdin: bool,
+        _timeout_ms: Option<u64>,
+        tty: Option<TtySize>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    enum OldHostMsg {
+        Exec(OldExecRequest),
+    }
+
+    #[test]
+    fn an_older_agent_still_decodes_a_request_naming_a_user() {
+        let req = ExecRequest {
+            argv: vec!["id".into()],
+            tty: Some(TtySize { rows: 3, cols: 4 }),
+            user: Some("user".into()),
+            ..Default::default()
+        };
+        let bytes = postcard::to_allocvec(&HostMsg::Exec(req)).unwrap();
+        // It ignores the user (so the host asks only agents that announce
+        // the `users` feature), and reads everything before it.
+        let OldHostMsg::Exec(old) = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(old.argv, vec!["id".to_string()]);
+        assert_eq!(old.tty, Some(TtySize { rows: 3, cols: 4 }));
     }
 }

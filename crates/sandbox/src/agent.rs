@@ -69,6 +69,19 @@ struct Shared {
     next_id: AtomicU32,
     closed: Arc<AtomicBool>,
     agent_version: String,
+    /// The agent honours a request's `user` (older ones ignore it).
+    users: bool,
+}
+
+/// True for a request that asks for a user of the sandbox.
+fn names_a_user(msg: &HostMsg) -> bool {
+    match msg {
+        HostMsg::Exec(r) => r.user.is_some(),
+        HostMsg::PtyOpen(o) => o.user.is_some(),
+        HostMsg::FileWrite(w) => w.user.is_some(),
+        HostMsg::Mkdir { user, .. } => user.is_some(),
+        _ => false,
+    }
 }
 
 /// A connection to one guest agent. Cheap to clone; all clones share it.
@@ -207,12 +220,19 @@ impl AgentClient {
                 next_id: AtomicU32::new(1),
                 closed,
                 agent_version: ready.agent_version,
+                users: ready.users,
             }),
         })
     }
 
     pub fn agent_version(&self) -> &str {
         &self.shared.agent_version
+    }
+
+    /// The agent runs execs, PTYs and file writes as a named user when a
+    /// request asks (an older one cannot, and such requests are refused).
+    pub fn honours_users(&self) -> bool {
+        self.shared.users
     }
 
     pub fn is_closed(&self) -> bool {
@@ -225,6 +245,15 @@ impl AgentClient {
     pub async fn open(&self, first: HostMsg) -> Result<AgentStream, AgentError> {
         if self.is_closed() {
             return Err(AgentError::Closed);
+        }
+        if !self.shared.users && names_a_user(&first) {
+            // An older agent would run it as root: refuse instead.
+            return Err(AgentError::Guest {
+                kind: ErrorKind::Unsupported,
+                message: "the sandbox's guest agent predates running as a user; \
+                          rebuild its image (ironclaw image build)"
+                    .into(),
+            });
         }
         let id = self.shared.next_id.fetch_add(2, Ordering::Relaxed);
         let too_large = |e| match e {

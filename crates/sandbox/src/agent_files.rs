@@ -65,6 +65,7 @@ impl AgentClient {
                 path: path.into(),
                 mode,
                 parents,
+                user: None,
             }))
             .await?;
         // A send fails once the guest has refused the write (a missing
@@ -93,6 +94,7 @@ impl AgentClient {
             path: path.into(),
             parents,
             mode,
+            user: None,
         })
         .await
     }

@@ -85,21 +85,48 @@ impl AgentClient {
         mode: u32,
         parents: bool,
     ) -> Result<FileWriter, AgentError> {
+        self.file_writer_as(path, mode, parents, None).await
+    }
+
+    /// [`AgentClient::file_writer`] for a user of the sandbox (a name or
+    /// uid): the file, and the directories made for it, are that user's,
+    /// and a relative path is under its home. An unknown user is an error
+    /// before anything is written.
+    pub async fn file_writer_as(
+        &self,
+        path: &str,
+        mode: u32,
+        parents: bool,
+        user: Option<&str>,
+    ) -> Result<FileWriter, AgentError> {
         let stream = self
             .open(HostMsg::FileWrite(FileWrite {
                 path: path.into(),
                 mode,
                 parents,
+                user: user.map(Into::into),
             }))
             .await?;
         Ok(FileWriter { stream })
     }
 
     pub async fn make_dir(&self, path: &str, parents: bool, mode: u32) -> Result<(), AgentError> {
+        self.make_dir_as(path, parents, mode, None).await
+    }
+
+    /// [`AgentClient::make_dir`] for a user: what it makes is the user's.
+    pub async fn make_dir_as(
+        &self,
+        path: &str,
+        parents: bool,
+        mode: u32,
+        user: Option<&str>,
+    ) -> Result<(), AgentError> {
         self.call_ok(HostMsg::Mkdir {
             path: path.into(),
             parents,
             mode,
+            user: user.map(Into::into),
         })
         .await
     }
@@ -147,7 +174,8 @@ mod tests {
             HostMsg::FileWrite(FileWrite {
                 path: "/f".into(),
                 mode: 0o600,
-                parents: true
+                parents: true,
+                user: None,
             })
         );
         let mut got = Vec::new();
@@ -175,6 +203,53 @@ mod tests {
         };
         g.send(id, GuestMsg::Stat(st.clone())).await;
         assert_eq!(within(up).await.unwrap().unwrap(), st);
+    }
+
+    /// An agent from before users (no feature word in its ready line)
+    /// would ignore a request's user and run it as root: such requests
+    /// are refused on the host, before anything is sent.
+    #[tokio::test]
+    async fn an_agent_without_users_is_not_asked_to_act_as_one() {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let (host, guest) = tokio::io::duplex(1 << 16);
+        let old = tokio::spawn(async move {
+            let (r, mut w) = tokio::io::split(guest);
+            let mut line = String::new();
+            tokio::io::BufReader::new(r)
+                .read_line(&mut line)
+                .await
+                .unwrap();
+            let nonce = line.split(' ').nth(1).unwrap().to_string();
+            let ready = format!(
+                "IRONCLAW-READY {nonce} {} 0.0.9\n",
+                ironclaw_proto::PROTOCOL_VERSION
+            );
+            w.write_all(ready.as_bytes()).await.unwrap();
+            w
+        });
+        let c = within(AgentClient::over(host)).await.unwrap();
+        let _w = old.await.unwrap();
+        assert!(!c.honours_users());
+        let e = within(c.make_dir_as("/x", true, 0o755, Some("user")))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, AgentError::Guest { kind: ironclaw_proto::ErrorKind::Unsupported, message } if message.contains("rebuild")),
+            "{e}"
+        );
+        let e = within(c.file_writer_as("/f", 0o644, false, Some("user")))
+            .await
+            .err();
+        assert!(matches!(e, Some(AgentError::Guest { .. })));
+        let exec = ironclaw_proto::ExecRequest {
+            argv: vec!["id".into()],
+            user: Some("1000".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            within(c.exec(exec)).await,
+            Err(AgentError::Guest { .. })
+        ));
     }
 
     #[tokio::test]

@@ -45,6 +45,7 @@ async fn upload(c: &AgentClient, path: &str, data: &[u8]) {
             path: path.into(),
             mode: 0o600,
             parents: false,
+            ..Default::default()
         }))
         .await
         .unwrap();

@@ -42,6 +42,7 @@ async fn write_file(agent: &AgentClient, path: &str, data: &[u8]) {
             path: path.into(),
             mode: 0o600,
             parents: true,
+            ..Default::default()
         }))
         .await
         .unwrap();

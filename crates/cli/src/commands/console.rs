@@ -20,7 +20,11 @@ pub const DETACH_BYTE: u8 = 0x1d;
 
 pub async fn run(c: &Client, a: ConsoleArgs) -> Result<i32> {
     match a.command {
-        Some(ConsoleCmd::Attach { name, session }) => attach(c, &name, &session).await,
+        Some(ConsoleCmd::Attach {
+            name,
+            session,
+            user,
+        }) => attach(c, &name, &session, user.as_deref()).await,
         Some(ConsoleCmd::Ls { name, json }) => ls(c, &name, json.json).await,
         Some(ConsoleCmd::Kill { name, session }) => {
             c.delete(
@@ -33,7 +37,7 @@ pub async fn run(c: &Client, a: ConsoleArgs) -> Result<i32> {
         }
         None => {
             let name = a.attach.name.expect("clap requires NAME");
-            attach(c, &name, &a.attach.session).await
+            attach(c, &name, &a.attach.session, a.attach.user.as_deref()).await
         }
     }
 }
@@ -83,16 +87,20 @@ enum End {
     Closed,
 }
 
-async fn attach(c: &Client, name: &str, session: &str) -> Result<i32> {
+async fn attach(c: &Client, name: &str, session: &str, user: Option<&str>) -> Result<i32> {
     if !term::stdin_is_tty() {
         bail!("console needs a terminal on stdin; for scripts use `ironclaw exec {name} -- CMD`");
     }
     let (rows, cols) = term::size_or_default();
-    let q = query_string(&[
+    let mut params = vec![
         ("session", session.to_string()),
         ("rows", rows.to_string()),
         ("cols", cols.to_string()),
-    ]);
+    ];
+    if let Some(u) = user {
+        params.push(("user", u.to_string()));
+    }
+    let q = query_string(&params);
     let ws = c
         .ws(
             &format!("{}/console/ws?{q}", sandbox::path(name)),

@@ -58,6 +58,7 @@ pub fn start_message(a: &ExecArgs, tty: Option<(u16, u16)>) -> api::ExecStart {
         stdin: a.interactive,
         timeout_ms: a.timeout.map(|t| t.as_millis() as u64),
         tty: tty.map(|(rows, cols)| api::TtySize { rows, cols }),
+        user: a.user.clone(),
     }
 }
 

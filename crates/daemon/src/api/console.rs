@@ -33,6 +33,7 @@ pub async fn attach(
             rows: q.rows.unwrap_or(24),
             cols: q.cols.unwrap_or(80),
         },
+        user: q.user,
         ..Default::default()
     };
     let session = agent.pty_open(open).await?;

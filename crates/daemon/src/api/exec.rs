@@ -139,6 +139,7 @@ pub async fn run_collected(
         stdin: stdin.is_some(),
         timeout_ms: Some(timeout_ms),
         tty: None,
+        user: body.user,
     };
     let limit_mib = config.exec_output_limit_mib;
     let limit = usize::try_from(limit_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
@@ -198,6 +199,7 @@ struct WsExecStart {
     stdin: bool,
     timeout_ms: Option<u64>,
     tty: Option<TtySize>,
+    user: Option<String>,
 }
 
 /// Control messages a client sends during an exec or console session.
@@ -263,6 +265,7 @@ async fn run_exec_ws(
         stdin: start.stdin,
         timeout_ms: start.timeout_ms.map(|t| t.min(max_timeout_ms)),
         tty: start.tty,
+        user: start.user,
     };
     let session = agent.exec(req).await?;
     pump(socket, session, Output::Exec).await

@@ -11,12 +11,15 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::control::error;
-use super::{multipart, resolve_path};
+use super::multipart;
+use super::users::{self, EnvdUser};
 use crate::AppState;
 
 #[derive(Debug, Default, Deserialize)]
 struct FileQuery {
     path: Option<String>,
+    /// The user the SDK acts as (`user=`); envd's default without it.
+    username: Option<String>,
 }
 
 fn query(req: &Request) -> Result<FileQuery, Box<Response>> {
@@ -34,13 +37,24 @@ fn agent_error(e: ironclaw_sandbox::AgentError) -> Response {
     error(status, &message)
 }
 
-fn path_of(q: &FileQuery) -> Result<String, Box<Response>> {
+fn path_of(q: &FileQuery, user: &EnvdUser) -> Result<String, Box<Response>> {
     match q.path.as_deref() {
-        Some(p) if !p.is_empty() => {
-            resolve_path(p).map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, &e.message)))
-        }
+        Some(p) if !p.is_empty() => user
+            .path(p)
+            .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, &e.message))),
         _ => Err(Box::new(error(StatusCode::BAD_REQUEST, "path is required"))),
     }
+}
+
+/// The request's user (see [`users`]); an unknown one is a 400.
+async fn user_of(
+    agent: &ironclaw_sandbox::AgentClient,
+    q: &FileQuery,
+) -> Result<EnvdUser, Box<Response>> {
+    let explicit = q.username.clone().filter(|u| !u.is_empty());
+    users::resolve(agent, explicit)
+        .await
+        .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, &e.message)))
 }
 
 async fn target(
@@ -71,12 +85,15 @@ pub async fn download(st: AppState, req: Request) -> Response {
         Ok(q) => q,
         Err(r) => return *r,
     };
-    let path = match path_of(&q) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
     let (_, agent) = match target(&st, req.headers()).await {
         Ok(t) => t,
+        Err(r) => return *r,
+    };
+    let path = match user_of(&agent, &q).await {
+        Ok(u) => match path_of(&q, &u) {
+            Ok(p) => p,
+            Err(r) => return *r,
+        },
         Err(r) => return *r,
     };
     let stat = match agent.stat(&path).await {
@@ -116,11 +133,12 @@ pub async fn download(st: AppState, req: Request) -> Response {
 
 async fn write(
     agent: &ironclaw_sandbox::AgentClient,
+    user: &EnvdUser,
     path: &str,
     data: Vec<u8>,
 ) -> Result<serde_json::Value, Box<Response>> {
     let mut w = agent
-        .file_writer(path, 0o644, true)
+        .file_writer_as(path, 0o644, true, user.for_guest())
         .await
         .map_err(|e| Box::new(agent_error(e)))?;
     let sent = if data.is_empty() {
@@ -144,12 +162,13 @@ async fn write(
 /// `limit` bytes; past it the write is cancelled).
 async fn stream_to(
     agent: &ironclaw_sandbox::AgentClient,
+    user: &EnvdUser,
     path: &str,
     body: Body,
     limit: u64,
 ) -> Result<serde_json::Value, Box<Response>> {
     let mut w = agent
-        .file_writer(path, 0o644, true)
+        .file_writer_as(path, 0o644, true, user.for_guest())
         .await
         .map_err(|e| Box::new(agent_error(e)))?;
     let mut data = body.into_data_stream();
@@ -195,6 +214,10 @@ pub async fn upload(st: AppState, req: Request) -> Response {
         Ok(t) => t,
         Err(r) => return *r,
     };
+    let user = match user_of(&agent, &q).await {
+        Ok(u) => u,
+        Err(r) => return *r,
+    };
     let limit = st.manager.config.max_upload_bytes;
     let content_type = req
         .headers()
@@ -209,11 +232,11 @@ pub async fn upload(st: AppState, req: Request) -> Response {
         );
     }
     if !content_type.starts_with("multipart/") {
-        let path = match path_of(&q) {
+        let path = match path_of(&q, &user) {
             Ok(p) => p,
             Err(r) => return *r,
         };
-        return match stream_to(&agent, &path, req.into_body(), limit).await {
+        return match stream_to(&agent, &user, &path, req.into_body(), limit).await {
             Ok(v) => axum::Json(vec![v]).into_response(),
             Err(r) => *r,
         };
@@ -248,7 +271,7 @@ pub async fn upload(st: AppState, req: Request) -> Response {
                 (_, Some(f)) if !f.is_empty() => f.clone(),
                 _ => return error(StatusCode::BAD_REQUEST, "a file part has no path"),
             };
-            match resolve_path(&target) {
+            match user.path(&target) {
                 Ok(t) => files.push((t, p.data)),
                 Err(e) => return error(StatusCode::BAD_REQUEST, &e.message),
             }
@@ -257,7 +280,7 @@ pub async fn upload(st: AppState, req: Request) -> Response {
     };
     let mut out = Vec::new();
     for (path, data) in files {
-        match write(&agent, &path, data).await {
+        match write(&agent, &user, &path, data).await {
             Ok(v) => out.push(v),
             Err(r) => return *r,
         }

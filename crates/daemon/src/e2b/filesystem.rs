@@ -9,7 +9,6 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::connect::{self, Code, ConnectError};
-use super::resolve_path;
 use crate::AppState;
 
 /// Deepest ListDir recursion served.
@@ -123,7 +122,9 @@ async fn run(st: AppState, method: &str, req: Request) -> Result<Reply, ConnectE
         }
         "CreateWatcher" => {
             let r = connect::read_request(&headers, body).await?;
-            return Ok(Reply::Unary(super::watch::create(&st, &rec, r).await?));
+            return Ok(Reply::Unary(
+                super::watch::create(&st, &rec, &headers, r).await?,
+            ));
         }
         "GetWatcherEvents" => {
             let r = connect::read_request(&headers, body).await?;
@@ -145,6 +146,8 @@ async fn run(st: AppState, method: &str, req: Request) -> Result<Reply, ConnectE
         .await
         .map_err(|e| ConnectError::invalid(format!("reading the request: {e}")))?;
     let agent = super::envd_agent(&st, &rec).await?;
+    let user = super::users::resolve(&agent, super::users::from_basic_auth(&headers)?).await?;
+    let resolve_path = |p: &str| user.path(p);
     let read = |b: &[u8]| -> Result<Value, ConnectError> {
         serde_json::from_slice::<Value>(if b.is_empty() { b"{}" } else { b })
             .map_err(|e| ConnectError::invalid(format!("bad request: {e}")))
@@ -177,7 +180,9 @@ async fn run(st: AppState, method: &str, req: Request) -> Result<Reply, ConnectE
                     format!("{path} already exists"),
                 ));
             }
-            agent.make_dir(&path, true, 0o755).await?;
+            agent
+                .make_dir_as(&path, true, 0o755, user.for_guest())
+                .await?;
             let s = agent.stat(&path).await?;
             Ok(Reply::Unary(json!({ "entry": stat_entry(&s) })))
         }

@@ -25,6 +25,7 @@ pub mod port;
 pub mod process;
 pub mod registry;
 pub mod timeout;
+pub mod users;
 pub mod watch;
 
 use std::sync::Arc;

@@ -283,6 +283,7 @@ async fn start(
         return Err(ConnectError::invalid("process.cmd is required"));
     }
     let agent = super::envd_agent(st, rec).await?;
+    let user = super::users::resolve(&agent, super::users::from_basic_auth(headers)?).await?;
     let sandbox = rec.sandbox_id.clone();
     // The SDK runs commands with /bin/bash; an image without bash (the
     // busybox one) runs them with /bin/sh.
@@ -307,7 +308,7 @@ async fn start(
     req_envs.sort();
     env.extend(req_envs);
     let cwd = match &cfg.cwd {
-        Some(c) if !c.is_empty() => Some(super::resolve_path(c)?),
+        Some(c) if !c.is_empty() => Some(user.path(c)?),
         _ => None,
     };
     let pty = r.pty.as_ref().map(Pty::size);
@@ -318,6 +319,8 @@ async fn start(
         stdin: r.stdin.unwrap_or(false) || pty.is_some(),
         timeout_ms: None,
         tty: pty,
+        // With no cwd the guest starts it in the user's home.
+        user: user.for_guest().map(Into::into),
     };
     let spawned = agent.spawn(exec).await?;
     let mut config = json!({"cmd": cfg.cmd, "args": cfg.args, "envs": cfg.envs});

@@ -96,10 +96,13 @@ fn fs_event(root: &str, e: &WatchEvent) -> Option<Value> {
 async fn open(
     st: &AppState,
     rec: &ironclaw_store::E2bRecord,
+    headers: &HeaderMap,
     r: &WatchRequest,
 ) -> Result<(String, Watcher), ConnectError> {
-    let path = super::resolve_path(&r.path)?;
     let agent = super::envd_agent(st, rec).await?;
+    // A relative path is under the request's user's home, as for files.
+    let user = super::users::resolve(&agent, super::users::from_basic_auth(headers)?).await?;
+    let path = user.path(&r.path)?;
     let w = agent.watch(&path, r.recursive).await?;
     Ok((path, w))
 }
@@ -111,7 +114,7 @@ pub async fn watch_dir(
     headers: &HeaderMap,
     r: WatchRequest,
 ) -> Result<Response, ConnectError> {
-    let (root, w) = open(st, rec, &r).await?;
+    let (root, w) = open(st, rec, headers, &r).await?;
     let keepalive = headers
         .get("keepalive-ping-interval")
         .and_then(|v| v.to_str().ok())
@@ -154,9 +157,10 @@ fn random_id() -> String {
 pub async fn create(
     st: &AppState,
     rec: &ironclaw_store::E2bRecord,
+    headers: &HeaderMap,
     r: WatchRequest,
 ) -> Result<Value, ConnectError> {
-    let (root, mut w) = open(st, rec, &r).await?;
+    let (root, mut w) = open(st, rec, headers, &r).await?;
     let id = random_id();
     let (tx, rx) = tokio::sync::oneshot::channel::<Arc<Polled>>();
     let task = tokio::spawn(async move {

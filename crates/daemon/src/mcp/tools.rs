@@ -140,6 +140,7 @@ impl IronclawMcp {
             stdin: a.stdin,
             timeout_secs: a.timeout_secs,
             timeout_ms: None,
+            user: None,
         };
         Ok(serde_json::to_value(run_collected(&self.state, &id, body).await?).unwrap_or_default())
     }

@@ -172,6 +172,7 @@ async fn exec(
         // Like the streamed exec API: no default timeout.
         timeout_ms: None,
         tty,
+        user: None,
     };
     let session = match agent.exec(req).await {
         Ok(s) => s,

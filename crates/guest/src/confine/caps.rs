@@ -28,10 +28,13 @@ fn caps_err(e: caps::errors::CapsError) -> ConfineError {
     ConfineError::Caps(e.to_string())
 }
 
-/// Drop every capability outside [`DEFAULT`] from the bounding, effective,
-/// inheritable and permitted sets, clear the ambient set and set
+/// Drop every capability outside [`DEFAULT`] from the bounding, effective
+/// and permitted sets, clear the inheritable and ambient sets and set
 /// `no_new_privs`, so neither execve of a setuid or file-capability binary
-/// nor anything else can gain a capability back.
+/// nor anything else can gain a capability back. The inheritable set is
+/// empty as in runc since CVE-2022-24769: a process that drops to another
+/// uid would otherwise keep it, and with it a file-inheritable binary's
+/// capabilities.
 pub fn restrict() -> Result<(), ConfineError> {
     let keep: CapsHashSet = DEFAULT.iter().copied().collect();
     for cap in caps::runtime::procfs_all_supported(None).unwrap_or_else(|_| caps::all()) {
@@ -40,10 +43,12 @@ pub fn restrict() -> Result<(), ConfineError> {
         }
     }
     // Effective first: it must stay a subset of permitted at every step.
-    for set in [CapSet::Effective, CapSet::Inheritable, CapSet::Permitted] {
+    for set in [CapSet::Effective, CapSet::Permitted] {
         caps::set(None, set, &keep).map_err(caps_err)?;
     }
+    // Ambient caps must be in inheritable: cleared first.
     caps::clear(None, CapSet::Ambient).map_err(caps_err)?;
+    caps::clear(None, CapSet::Inheritable).map_err(caps_err)?;
     // SAFETY: prctl with integer arguments.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(ConfineError::NoNewPrivs(std::io::Error::last_os_error()));

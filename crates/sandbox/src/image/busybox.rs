@@ -6,7 +6,9 @@ use std::path::{Component, Path, PathBuf};
 use tokio::process::Command;
 
 use super::util::run_tool;
-use super::{check_static_elf, install_guest, make_dir, write_file, ImageError, Progress};
+use super::{
+    accounts, check_static_elf, install_guest, make_dir, write_file, ImageError, Progress,
+};
 
 /// Where busybox-static puts the binary (bookworm: /bin; merged /usr: both).
 const HOST_BUSYBOX: &[&str] = &["/bin/busybox", "/usr/bin/busybox"];
@@ -60,6 +62,7 @@ pub(super) async fn build(
     for (path, contents, mode) in ETC_FILES {
         write_file(root, path, contents, *mode)?;
     }
+    accounts::add_user(root, "/bin/sh")?;
 
     let scratch = root
         .parent()

@@ -6,7 +6,7 @@ use std::path::Path;
 use tokio::process::Command;
 
 use super::util::{run_streaming, tree_size};
-use super::{install_guest, make_dir, write_file, ImageError, Progress};
+use super::{accounts, install_guest, make_dir, write_file, ImageError, Progress};
 
 const SUITE: &str = "bookworm";
 /// rsync: `rsync -e ssh` through the SSH endpoint runs `rsync --server` in
@@ -125,6 +125,7 @@ pub(super) async fn build_with(
     make_dir(root, "/run/ironclaw", 0o755)?;
     make_dir(root, "/root", 0o700)?;
     make_dir(root, "/tmp", 0o1777)?;
+    accounts::add_user(root, "/bin/bash")?;
     progress(Progress::new("guest", "ironclaw-guest installed", 1, 1));
 
     progress(Progress::new(

@@ -6,6 +6,7 @@
 //! complete, so a listed image is always whole; dot-directories are never
 //! listed.
 
+mod accounts;
 mod busybox;
 mod code_interpreter;
 mod debian;
