@@ -12,30 +12,7 @@ use serde_json::Value;
 
 /// Run a Python script with the SDK aimed at `url` as `key`; its stdout.
 async fn sdk(url: &str, key: &str, script: &str) -> String {
-    sdk_env(url, key, script, &[]).await
-}
-
-async fn sdk_env(url: &str, key: &str, script: &str, env: &[(&str, &str)]) -> String {
-    let out = tokio::process::Command::new("python3")
-        .args(["-c", script])
-        .env("E2B_API_URL", url)
-        .env("E2B_SANDBOX_URL", url)
-        .env("E2B_API_KEY", key)
-        .env_remove("E2B_DOMAIN")
-        .env_remove("E2B_DEBUG")
-        .env_remove("E2B_HTTP_VERSION")
-        .envs(env.iter().copied())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "python failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    common::e2b_sdk(url, key, script, &[]).await
 }
 
 async fn daemon() -> Daemon {
@@ -285,7 +262,7 @@ async fn the_sdk_runs_and_writes_as_its_user() {
 async fn the_sdk_works_over_http1_too() {
     let d = daemon().await;
     let alice = d.add_user("alice").await;
-    let out = sdk_env(&d.url, &alice, LIFECYCLE, &[("E2B_HTTP_VERSION", "1.1")]).await;
+    let out = common::e2b_sdk(&d.url, &alice, LIFECYCLE, &[("E2B_HTTP_VERSION", "1.1")]).await;
     assert!(out.contains("ALL OK"), "{out}");
 }
 

@@ -15,25 +15,7 @@ use common::Daemon;
 use serde_json::Value;
 
 async fn sdk(url: &str, key: &str, script: &str) -> String {
-    let out = tokio::process::Command::new("python3")
-        .args(["-c", script])
-        .env("E2B_API_URL", url)
-        .env("E2B_SANDBOX_URL", url)
-        .env("E2B_API_KEY", key)
-        .env_remove("E2B_DOMAIN")
-        .env_remove("E2B_DEBUG")
-        .env_remove("E2B_HTTP_VERSION")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "python failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    common::e2b_sdk(url, key, script, &[]).await
 }
 
 const RUN_CODE: &str = r#"

@@ -391,15 +391,7 @@ async fn exec_runs_as_a_user_of_the_sandbox() {
     read_until(&mut ws, &mut seen, "who-user").await;
 
     // The API documents the field.
-    let v: Value = d
-        .http
-        .get(d.u("/v1/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, v) = d.get("/v1/openapi.json").await;
     for schema in ["Exec", "ExecStart"] {
         assert_eq!(
             v["components"]["schemas"][schema]["properties"]["user"]["type"],

@@ -480,3 +480,29 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Run a Python script with an E2B SDK (`e2b`, `e2b-code-interpreter`)
+/// aimed at the daemon at `url` as `key`, with `env` added; its stdout.
+/// Only E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY point it here.
+pub async fn e2b_sdk(url: &str, key: &str, script: &str, env: &[(&str, &str)]) -> String {
+    let out = tokio::process::Command::new("python3")
+        .args(["-c", script])
+        .env("E2B_API_URL", url)
+        .env("E2B_SANDBOX_URL", url)
+        .env("E2B_API_KEY", key)
+        .env_remove("E2B_DOMAIN")
+        .env_remove("E2B_DEBUG")
+        .env_remove("E2B_HTTP_VERSION")
+        .envs(env.iter().copied())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "python failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
