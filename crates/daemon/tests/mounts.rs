@@ -172,8 +172,8 @@ async fn allowed_mounts_work_and_are_rechecked_at_start() {
     // seccomp denies mount(2) anyway.
     assert!(text.contains("permission denied"), "{out}");
     // Owners: host root's file is root's inside; host uid 1000 is 1000
-    // (busybox's image has no passwd entry for it); a host uid outside the
-    // sandbox's 65,536 ids is nobody.
+    // (the image's `user` account); a host uid outside the sandbox's
+    // 65,536 ids is nobody.
     let out = d
         .exec(
             "m",
@@ -188,7 +188,7 @@ async fn allowed_mounts_work_and_are_rechecked_at_start() {
         )
         .await;
     assert_eq!(
-        out["stdout"], "0:0 root\n1000:1000 UNKNOWN\n65534:65534 nobody\n",
+        out["stdout"], "0:0 root\n1000:1000 user\n65534:65534 nobody\n",
         "{out}"
     );
     // nosuid and nodev on every host mount.
