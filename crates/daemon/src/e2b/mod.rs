@@ -231,36 +231,3 @@ pub async fn envd_agent(
         )
     })
 }
-
-/// A path from an envd request: relative ones are under the user's home.
-pub fn resolve_path(path: &str) -> Result<String, connect::ConnectError> {
-    if path.contains('\0') {
-        return Err(connect::ConnectError::invalid("path contains a NUL byte"));
-    }
-    if path.is_empty() {
-        return Ok("/root".into());
-    }
-    if path.starts_with('/') {
-        Ok(path.to_string())
-    } else if let Some(rest) = path.strip_prefix("~/") {
-        Ok(format!("/root/{rest}"))
-    } else if path == "~" {
-        Ok("/root".into())
-    } else {
-        Ok(format!("/root/{path}"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn relative_paths_are_under_home() {
-        assert_eq!(resolve_path("/etc/x").unwrap(), "/etc/x");
-        assert_eq!(resolve_path("a/b").unwrap(), "/root/a/b");
-        assert_eq!(resolve_path("~/a").unwrap(), "/root/a");
-        assert_eq!(resolve_path("").unwrap(), "/root");
-        assert!(resolve_path("a\0b").is_err());
-    }
-}
