@@ -733,12 +733,7 @@ impl Manager {
             }
         };
         let Some((agent, running)) = existing else {
-            let r = self.by_id(id)?;
-            return Err(ApiError::Conflict(format!(
-                "sandbox '{name}' is {}; start it with `ironclaw sandbox start {name}`",
-                r.state.as_str(),
-                name = r.name
-            )));
+            return Err(not_running(&self.by_id(id)?));
         };
         if !agent.is_closed() {
             return Ok(agent);
@@ -752,6 +747,21 @@ impl Manager {
             l.agent = fresh.clone();
         }
         Ok(fresh)
+    }
+
+    /// The answer for a request whose agent connection closed under it
+    /// (`connection to the guest agent closed`): a stop or restart in
+    /// progress is waited for, so the caller learns the state it ends in,
+    /// as [`Manager::agent`] answers, rather than a bare 503.
+    pub async fn agent_closed(&self, id: &str) -> ApiError {
+        let lock = self.lock_for(id);
+        let _g = lock.lock().await;
+        let live = self.live.lock().unwrap().contains_key(id);
+        match self.by_id(id) {
+            Ok(r) if !live => not_running(&r),
+            Ok(_) => ApiError::from(ironclaw_sandbox::AgentError::Closed),
+            Err(e) => e,
+        }
     }
 
     /// Bring the world in line with the store after a daemon (re)start:
@@ -843,4 +853,13 @@ impl Manager {
             tracing::warn!("cleaning up the sandbox network: {e}");
         }
     }
+}
+
+/// A request for a sandbox that does not run, in the words the CLI uses.
+fn not_running(r: &SandboxRecord) -> ApiError {
+    ApiError::Conflict(format!(
+        "sandbox '{name}' is {}; start it with `ironclaw sandbox start {name}`",
+        r.state.as_str(),
+        name = r.name
+    ))
 }

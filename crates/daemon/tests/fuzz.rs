@@ -690,7 +690,9 @@ async fn schemathesis_finds_no_server_error() {
 /// An exec racing a stop used to get 409 "sandbox 'x' is running; start it
 /// with `ironclaw sandbox start x`": the stop had already taken the
 /// sandbox out of the live set while the store still said running. Now the
-/// exec waits for the stop and answers with the state it ends in.
+/// exec waits for the stop and answers with the state it ends in; so does
+/// an exec already in flight whose agent connection the stop closes (it
+/// used to answer 503 "connection to the guest agent closed").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_racing_a_stop_never_says_running() {
     let d = Daemon::start().await;

@@ -145,7 +145,18 @@ pub async fn run_collected(
     let limit = usize::try_from(limit_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
     let mut stdout = Capped::new(limit);
     let mut stderr = Capped::new(limit);
-    let mut s = agent.exec(req).await?;
+    // A stop racing this exec closes the connection under it: answer with
+    // the state the sandbox ends in.
+    let closed = |e: AgentError| async move {
+        match e {
+            AgentError::Closed => st.manager.agent_closed(id).await,
+            other => other.into(),
+        }
+    };
+    let mut s = match agent.exec(req).await {
+        Ok(s) => s,
+        Err(e) => return Err(closed(e).await),
+    };
     let input = s.control();
     let collect = async {
         if let Some(data) = stdin {
@@ -167,7 +178,8 @@ pub async fn run_collected(
     // the daemon gives up a little later (dropping the session kills it too).
     let backstop = std::time::Duration::from_millis(timeout_ms.saturating_add(10_000));
     let status = match tokio::time::timeout(backstop, collect).await {
-        Ok(r) => r?,
+        Ok(Ok(status)) => status,
+        Ok(Err(e)) => return Err(closed(e).await),
         Err(_) => ExitStatus {
             code: 137,
             signal: Some(9),
